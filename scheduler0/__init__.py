@@ -1,0 +1,5 @@
+"""
+Scheduler0: a distributed cron-job server on Twisted, Raft and SQLite.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,34 @@
+"""
+One textual form for instants everywhere: RFC 3339 in UTC with milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utc_from_timestamp(seconds: float) -> datetime:
+    """The aware UTC datetime for POSIX C{seconds}."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def format_instant(instant: datetime) -> str:
+    """Render an aware datetime as C{YYYY-MM-DDTHH:MM:SS.mmmZ} in UTC."""
+    instant = instant.astimezone(timezone.utc)
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+
+
+def parse_instant(text: str) -> datetime:
+    """
+    Parse an RFC 3339 instant (with C{Z} or a numeric offset) into an aware
+    UTC datetime; raise C{ValueError} for anything else, naive times included.
+    """
+    if not isinstance(text, str):
+        raise ValueError("instant must be a string")
+    candidate = text.strip()
+    if candidate.endswith(("Z", "z")):
+        candidate = candidate[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(candidate)
+    if parsed.tzinfo is None:
+        raise ValueError(f"instant {text!r} has no UTC offset")
+    return parsed.astimezone(timezone.utc)
