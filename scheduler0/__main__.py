@@ -1,0 +1,3 @@
+from scheduler0.cli.main import run
+
+run()

@@ -1,0 +1,194 @@
+"""
+The admin/peer credentials file, C{.scheduler0}: the HTTP Basic username and
+password nodes use with each other (and the CLI uses with a node), and the
+secret key client API credentials are derived from.
+
+The file is a YAML mapping C{{AuthUsername, AuthPassword, SecretKey}} beside
+the config file, written atomically with mode 0600. Environment variables
+C{SCHEDULER0_AUTH_USERNAME}, C{SCHEDULER0_AUTH_PASSWORD} and
+C{SCHEDULER0_SECRET_KEY} override the file field by field.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Mapping
+
+import attrs
+import yaml
+
+from scheduler0.config import Config, ConfigError, parse_yaml
+
+CREDENTIALS_FILE_NAME = ".scheduler0"
+
+# file key -> (attribute, overriding environment variable)
+FIELDS: dict[str, tuple[str, str]] = {
+    "AuthUsername": ("username", "SCHEDULER0_AUTH_USERNAME"),
+    "AuthPassword": ("password", "SCHEDULER0_AUTH_PASSWORD"),
+    "SecretKey": ("secret_key", "SCHEDULER0_SECRET_KEY"),
+}
+
+
+class CredentialsError(ConfigError):
+    """A C{.scheduler0} file that cannot be read or does not hold valid credentials."""
+
+
+def _hidden(_value: str) -> str:
+    return "'***'"
+
+
+@attrs.frozen
+class AdminCredentials:
+    """The admin/peer credentials; C{repr} never shows the password or secret key."""
+
+    username: str
+    password: str = attrs.field(repr=_hidden)
+    secret_key: str = attrs.field(repr=_hidden)
+
+
+def credentials_path(config: Config) -> str:
+    """Where C{.scheduler0} lives: beside the config file (or in the working directory)."""
+    return os.path.join(os.path.abspath(config.base_dir), CREDENTIALS_FILE_NAME)
+
+
+def read_credentials_file(path: str) -> dict[str, str]:
+    """
+    The fields present in the file at C{path} (by file key), or C{{}} when it
+    does not exist. Raise L{CredentialsError} for a file that is not a mapping
+    of non-empty strings with known keys.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise CredentialsError(f"credentials: cannot read {path}: {e}") from None
+    where = f"credentials {path}"
+    document = parse_yaml(text, where)
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise CredentialsError(
+            f"{where}: the top level must be a mapping with AuthUsername, AuthPassword "
+            "and SecretKey"
+        )
+    fields: dict[str, str] = {}
+    for key, value in document.items():
+        if key not in FIELDS:
+            raise CredentialsError(
+                f"{where}: unknown key {key!r}; expected AuthUsername, AuthPassword, SecretKey"
+            )
+        if not isinstance(value, str) or not value:
+            # Never echo the value: it may be a secret.
+            raise CredentialsError(f"{where}: {key}: expected a non-empty string")
+        fields[key] = value
+    return fields
+
+
+def load_admin_credentials(
+    config: Config, environ: Mapping[str, str]
+) -> AdminCredentials | None:
+    """
+    The admin credentials from C{.scheduler0} with environment overrides
+    applied, or C{None} when the two together do not give all three fields.
+    """
+    fields = read_credentials_file(credentials_path(config))
+    for key, (_attr, variable) in FIELDS.items():
+        if environ.get(variable):
+            fields[key] = environ[variable]
+    if len(fields) < len(FIELDS):
+        return None
+    return AdminCredentials(**{attr: fields[key] for key, (attr, _) in FIELDS.items()})
+
+
+def save_admin_credentials(path: str, creds: AdminCredentials) -> None:
+    """
+    Write C{creds} to C{path} atomically (temporary file, fsync, rename) with
+    mode 0600, so a crash leaves either the old file or the new one and no
+    other user can read the secrets at any point.
+    """
+    for key, (attr, _) in FIELDS.items():
+        value = getattr(creds, attr)
+        if not isinstance(value, str) or not value:
+            raise CredentialsError(f"credentials: {key} must be a non-empty string")
+    text = yaml.safe_dump(
+        {key: getattr(creds, attr) for key, (attr, _) in FIELDS.items()},
+        default_flow_style=False,
+        sort_keys=False,
+    )
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".scheduler0.", suffix=".tmp", dir=directory)
+    try:
+        # mkstemp creates the file with mode 0600 already; say so explicitly.
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    os.chmod(path, 0o600)
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable; some filesystems refuse to open a directory, which is fine."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def generate_password() -> str:
+    """A fresh random password for peer basic auth."""
+    return secrets.token_urlsafe(24)
+
+
+def generate_secret_key() -> str:
+    """A fresh random secret key for deriving client API credentials."""
+    return secrets.token_urlsafe(32)
+
+
+def generate_admin_credentials(username: str = "admin") -> AdminCredentials:
+    """New random admin credentials for C{username}."""
+    return AdminCredentials(username, generate_password(), generate_secret_key())
+
+
+def ensure_admin_credentials(
+    config: Config, environ: Mapping[str, str]
+) -> tuple[AdminCredentials, bool]:
+    """
+    The admin credentials, creating C{.scheduler0} when the file and the
+    environment do not give all three fields. Fields that are given (file or
+    environment) are kept; only the missing ones are generated. Returns the
+    credentials and whether the file was written now.
+    """
+    existing = load_admin_credentials(config, environ)
+    if existing is not None:
+        return existing, False
+    path = credentials_path(config)
+    fields = read_credentials_file(path)
+    for key, (_attr, variable) in FIELDS.items():
+        if environ.get(variable):
+            fields[key] = environ[variable]
+    creds = AdminCredentials(
+        username=fields.get("AuthUsername", "admin"),
+        password=fields.get("AuthPassword") or generate_password(),
+        secret_key=fields.get("SecretKey") or generate_secret_key(),
+    )
+    save_admin_credentials(path, creds)
+    return creds, True

@@ -1,0 +1,40 @@
+import re
+
+from setuptools import find_packages, setup
+
+with open("scheduler0/__init__.py") as f:
+    version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+with open("README.md") as f:
+    long_description = f.read()
+
+setup(
+    name="scheduler0",
+    version=version,
+    description="A distributed cron-job server on Twisted, Raft and SQLite",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # An explicit root package_dir makes `pip install -e .` a plain path entry,
+    # through which twistd finds twisted/plugins/scheduler0_plugin.py.
+    package_dir={"": "."},
+    packages=find_packages(include=["scheduler0", "scheduler0.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/scheduler0_plugin.py"]},
+    install_requires=[
+        "twisted>=24.3",
+        "klein>=24.8",
+        "treq>=24.9",
+        "croniter>=2.0",
+        "pyyaml>=6.0",
+        "libpass>=1.9",
+        "psutil>=5.9",
+        "attrs>=23.1",
+        "zope.interface>=6.0",
+        # zoneinfo needs the IANA database; tzdata supplies it where the OS does not.
+        "tzdata",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.100"],
+    },
+    entry_points={"console_scripts": ["scheduler0 = scheduler0.cli.main:run"]},
+)
