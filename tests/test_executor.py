@@ -1,0 +1,730 @@
+"""
+Tests for L{scheduler0.executor.http}: batching per callback URL, chunking,
+retries, time-outs, bounded concurrency and queue, and shedding.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import attrs
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+
+import scheduler0
+from scheduler0.executor.http import (
+    OVERSIZE_ERROR,
+    Delivery,
+    HTTPExecutor,
+    Outcome,
+    parse_retry_after,
+)
+
+
+def delivery(n: int = 1, url: str = "http://receiver.test/hook", **changes: Any) -> Delivery:
+    values: dict[str, Any] = {
+        "execution_id": f"exec-{n}",
+        "job_uuid": f"job-{n}",
+        "project_uuid": "project-1",
+        "name": f"job number {n}",
+        "spec": "@every 1s",
+        "data": {"n": n},
+        "scheduled_at": "2026-03-01T12:00:00.000Z",
+        "callback_url": url,
+        "timeout_s": 30.0,
+        "retry_max": 3,
+    }
+    values.update(changes)
+    return Delivery(**values)
+
+
+class FakeResponse:
+    """An IResponse-like answer whose body arrives at once (or never, if C{stall})."""
+
+    def __init__(self, code: int, headers: dict[str, str] | None = None, stall: bool = False):
+        self.code = code
+        self.headers = Headers({k: [v] for k, v in (headers or {}).items()})
+        self.stall = stall
+        self.transport = StringTransport()
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(self.transport)
+        protocol.dataReceived(b'{"ok": true}')
+        if not self.stall:
+            protocol.connectionLost(Failure(ResponseDone()))
+
+
+@attrs.define(eq=False)
+class Request:
+    """One POST the executor made, answered by hand."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    kwargs: dict[str, Any]
+    d: Deferred
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return json.loads(self.body)
+
+    @property
+    def ids(self) -> list[str]:
+        return [item["execution_id"] for item in self.items]
+
+    def respond(self, code: int = 200, **kw: Any) -> FakeResponse:
+        response = FakeResponse(code, **kw)
+        self.d.callback(response)
+        return response
+
+    def fail(self, exc: BaseException) -> None:
+        self.d.errback(Failure(exc))
+
+
+@attrs.define(eq=False)
+class FakeHTTPClient:
+    """Record POSTs and keep them open until the test answers them."""
+
+    requests: list[Request] = attrs.field(factory=list)
+    peak: int = 0
+
+    def post(self, url: str, data: bytes | None = None, headers: Any = None, **kwargs: Any):
+        d: Deferred = Deferred()
+        self.requests.append(Request(url, data or b"", dict(headers or {}), kwargs, d))
+        self.peak = max(self.peak, self.open_count())
+        return d
+
+    def open_count(self) -> int:
+        return sum(1 for r in self.requests if not r.d.called)
+
+    def open(self) -> list[Request]:
+        return [r for r in self.requests if not r.d.called]
+
+
+class Harness:
+    """An executor on a fake clock and client, collecting what it reports."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.clock = Clock()
+        self.client = FakeHTTPClient()
+        self.outcomes: list[Outcome] = []
+        self.started: list[tuple[str, float]] = []
+        self.executor = HTTPExecutor(
+            self.clock,
+            self.client,
+            self.outcomes.append,
+            on_started=lambda d, at: self.started.append((d.execution_id, at)),
+            **kwargs,
+        )
+
+    def submit(self, *deliveries: Delivery) -> None:
+        for d in deliveries:
+            self.executor.submit(d)
+
+    def turn(self) -> None:
+        """Let the reactor run one iteration at the current time."""
+        self.clock.advance(0)
+
+    def by_id(self) -> dict[str, Outcome]:
+        return {o.delivery.execution_id: o for o in self.outcomes}
+
+
+class BatchingTests(SynchronousTestCase):
+    def test_same_turn_same_url_one_post(self) -> None:
+        """Deliveries for one URL submitted in the same reactor turn go in one POST."""
+        h = Harness()
+        h.submit(*[delivery(n) for n in range(5)])
+        self.assertEqual(h.client.requests, [])
+        h.turn()
+        self.assertEqual(len(h.client.requests), 1)
+        request = h.client.requests[0]
+        self.assertEqual(request.url, "http://receiver.test/hook")
+        self.assertEqual(request.ids, [f"exec-{n}" for n in range(5)])
+        self.assertEqual(
+            request.items[2],
+            {
+                "execution_id": "exec-2",
+                "job_uuid": "job-2",
+                "project_uuid": "project-1",
+                "name": "job number 2",
+                "spec": "@every 1s",
+                "data": {"n": 2},
+                "scheduled_at": "2026-03-01T12:00:00.000Z",
+                "attempt": 1,
+            },
+        )
+
+    def test_separate_post_per_url(self) -> None:
+        """Each callback URL gets its own POST."""
+        h = Harness()
+        h.submit(delivery(1, url="http://a.test/"), delivery(2, url="http://b.test/"),
+                 delivery(3, url="http://a.test/"))
+        h.turn()
+        posts = {r.url: r.ids for r in h.client.requests}
+        self.assertEqual(posts, {"http://a.test/": ["exec-1", "exec-3"],
+                                 "http://b.test/": ["exec-2"]})
+
+    def test_sends_without_waiting(self) -> None:
+        """A lone delivery to an idle URL is sent in the next reactor turn, with no delay."""
+        h = Harness()
+        h.clock.advance(100)
+        h.submit(delivery(1))
+        h.turn()
+        self.assertEqual(len(h.client.requests), 1)
+        self.assertEqual(h.started, [("exec-1", 100.0)])
+
+    def test_coalesces_while_in_flight(self) -> None:
+        """What arrives while a POST to the URL is in flight goes together in the next POST."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.clock.advance(1)
+        h.submit(delivery(2))
+        h.turn()
+        h.clock.advance(1)
+        h.submit(delivery(3))
+        h.turn()
+        self.assertEqual(len(h.client.requests), 1)
+        self.assertEqual(h.executor.queue_depth(), 2)
+        h.client.requests[0].respond(200)
+        h.turn()
+        self.assertEqual(len(h.client.requests), 2)
+        self.assertEqual(h.client.requests[1].ids, ["exec-2", "exec-3"])
+        self.assertEqual(h.executor.queue_depth(), 0)
+
+    def test_other_url_not_blocked_by_in_flight(self) -> None:
+        """A POST in flight to one URL does not hold back another URL."""
+        h = Harness()
+        h.submit(delivery(1, url="http://a.test/"))
+        h.turn()
+        h.submit(delivery(2, url="http://b.test/"))
+        h.turn()
+        self.assertEqual([r.url for r in h.client.requests], ["http://a.test/", "http://b.test/"])
+
+
+class ChunkingTests(SynchronousTestCase):
+    def _item_size(self) -> int:
+        from scheduler0.executor.http import _encode
+
+        return len(_encode(delivery(1), 1))
+
+    def test_chunks_by_size_with_chunk_ids(self) -> None:
+        """A queue bigger than the cap is split into bodies within it, numbered 0, 1, 2."""
+        size = self._item_size()
+        cap = 2 + 2 * size + 1  # exactly two items per body
+        h = Harness(payload_max_bytes=cap)
+        h.submit(*[delivery(n) for n in range(1, 6)])
+        h.turn()
+        self.assertEqual([r.ids for r in h.client.requests],
+                         [["exec-1", "exec-2"], ["exec-3", "exec-4"], ["exec-5"]])
+        self.assertEqual([r.headers["x-payload-chunk-id"] for r in h.client.requests],
+                         ["0", "1", "2"])
+        for r in h.client.requests:
+            self.assertLessEqual(len(r.body), cap)
+
+    def test_second_post_when_waiting_exceeds_a_chunk(self) -> None:
+        """While a URL has a POST in flight, it gets another only once a full chunk waits."""
+        size = self._item_size()
+        h = Harness(payload_max_bytes=2 + 2 * size + 1)
+        h.submit(delivery(1))
+        h.turn()
+        h.submit(delivery(2), delivery(3))
+        h.turn()
+        self.assertEqual(len(h.client.requests), 1)
+        h.submit(delivery(4))
+        h.turn()
+        self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-2", "exec-3"]])
+        self.assertEqual(h.client.requests[1].headers["x-payload-chunk-id"], "1")
+        self.assertEqual(h.executor.queue_depth(), 1)
+
+    def test_chunk_ids_restart_per_flush(self) -> None:
+        """Chunk ids start again at 0 for the next flush of a URL."""
+        size = self._item_size()
+        h = Harness(payload_max_bytes=2 + 2 * size + 1)
+        h.submit(*[delivery(n) for n in range(1, 4)])
+        h.turn()
+        for r in h.client.requests:
+            r.respond(200)
+        h.submit(delivery(9))
+        h.turn()
+        self.assertEqual(h.client.requests[-1].headers["x-payload-chunk-id"], "0")
+
+    def test_oversize_item_fails_alone(self) -> None:
+        """An execution bigger than the cap by itself fails at once; the others are sent."""
+        size = self._item_size()
+        h = Harness(payload_max_bytes=2 + size + 50)
+        h.submit(delivery(1), delivery(2, data="x" * 500), delivery(3))
+        self.assertEqual(len(h.outcomes), 1)
+        failed = h.outcomes[0]
+        self.assertEqual(
+            (failed.delivery.execution_id, failed.state, failed.error, failed.attempts),
+            ("exec-2", "failed", OVERSIZE_ERROR, 0),
+        )
+        h.turn()
+        self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-3"]])
+
+    def test_unserializable_data_fails(self) -> None:
+        """Data that is not JSON fails that delivery with an error naming data."""
+        h = Harness()
+        h.submit(delivery(1, data=float("nan")), delivery(2))
+        self.assertEqual(h.outcomes[0].state, "failed")
+        self.assertIn("data", h.outcomes[0].error)
+        h.turn()
+        self.assertEqual(h.client.requests[0].ids, ["exec-2"])
+
+
+class HeaderTests(SynchronousTestCase):
+    def test_headers(self) -> None:
+        """Each POST carries JSON content type, chunk id, a fresh delivery uuid and user agent."""
+        h = Harness()
+        h.submit(delivery(1, url="http://a.test/"), delivery(2, url="http://b.test/"))
+        h.turn()
+        first, second = h.client.requests
+        for r in (first, second):
+            self.assertEqual(r.headers["Content-Type"], "application/json")
+            self.assertEqual(r.headers["x-payload-chunk-id"], "0")
+            self.assertEqual(r.headers["User-Agent"], f"scheduler0/{scheduler0.__version__}")
+            self.assertEqual(uuid.UUID(r.headers["X-Scheduler0-Delivery"]).version, 4)
+            self.assertFalse(r.kwargs["allow_redirects"])
+        self.assertNotEqual(first.headers["X-Scheduler0-Delivery"],
+                            second.headers["X-Scheduler0-Delivery"])
+
+    def test_sign_hook_adds_headers(self) -> None:
+        """The sign hook sees the exact body and deliveries and its headers are sent."""
+        seen: list[tuple[bytes, list[str]]] = []
+
+        def sign(body: bytes, deliveries: list[Delivery]) -> dict[str, str]:
+            seen.append((body, [d.execution_id for d in deliveries]))
+            return {"X-Scheduler0-Signature": "t=1,v1=abc"}
+
+        h = Harness(sign=sign)
+        h.submit(delivery(1), delivery(2))
+        h.turn()
+        request = h.client.requests[0]
+        self.assertEqual(request.headers["X-Scheduler0-Signature"], "t=1,v1=abc")
+        self.assertEqual(seen, [(request.body, ["exec-1", "exec-2"])])
+
+
+class OutcomeTests(SynchronousTestCase):
+    def test_2xx_succeeds(self) -> None:
+        """A 2xx answer marks every delivery in the POST succeeded after one attempt."""
+        h = Harness()
+        h.clock.advance(10)
+        h.submit(delivery(1), delivery(2))
+        h.turn()
+        h.clock.advance(0.25)
+        h.client.requests[0].respond(204)
+        self.assertEqual(len(h.outcomes), 2)
+        for o in h.outcomes:
+            self.assertEqual((o.state, o.attempts, o.status_code, o.error, o.skip_reason),
+                             ("succeeded", 1, 204, None, None))
+            self.assertEqual((o.started_at, o.finished_at), (10.0, 10.25))
+        self.assertEqual(h.started, [("exec-1", 10.0), ("exec-2", 10.0)])
+        self.assertEqual(h.executor.in_flight(), 0)
+
+    def test_404_fails_at_once(self) -> None:
+        """A 4xx other than 429 fails at once, with no retry."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(404)
+        h.clock.advance(1000)
+        self.assertEqual(len(h.client.requests), 1)
+        [o] = h.outcomes
+        self.assertEqual((o.state, o.attempts, o.status_code, o.error),
+                         ("failed", 1, 404, "HTTP 404"))
+
+    def test_redirect_fails(self) -> None:
+        """A 3xx is not success and is not retried."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(302)
+        h.clock.advance(1000)
+        self.assertEqual(len(h.client.requests), 1)
+        self.assertEqual(h.outcomes[0].state, "failed")
+
+    def test_on_outcome_errors_are_contained(self) -> None:
+        """An exception in on_outcome is logged and the executor keeps working."""
+        clock = Clock()
+        client = FakeHTTPClient()
+        calls: list[str] = []
+
+        def broken(outcome: Outcome) -> None:
+            calls.append(outcome.delivery.execution_id)
+            raise RuntimeError("observer bug")
+
+        executor = HTTPExecutor(clock, client, broken)
+        executor.submit(delivery(1))
+        clock.advance(0)
+        client.requests[0].respond(200)
+        executor.submit(delivery(2))
+        clock.advance(0)
+        client.requests[1].respond(200)
+        self.assertEqual(calls, ["exec-1", "exec-2"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    def test_request_error_not_retried(self) -> None:
+        """A client that rejects the request outright fails the delivery without retry."""
+
+        class Rejecting:
+            def post(self, url: str, **kwargs: Any) -> Deferred:
+                raise ValueError("unsupported scheme")
+
+        clock = Clock()
+        outcomes: list[Outcome] = []
+        executor = HTTPExecutor(clock, Rejecting(), outcomes.append)
+        executor.submit(delivery(1, url="ftp://nowhere/"))
+        clock.advance(0)
+        clock.advance(1000)
+        [o] = outcomes
+        self.assertEqual(o.state, "failed")
+        self.assertIn("unsupported scheme", o.error)
+        self.assertEqual(executor.in_flight(), 0)
+
+
+class RetryTests(SynchronousTestCase):
+    def test_500_retried_with_doubling_capped_delay(self) -> None:
+        """5xx is retried after 1, 2, 4, then the cap, with the attempt counted in the body."""
+        h = Harness(retry_delay_s=1.0, retry_delay_cap_s=5.0)
+        h.submit(delivery(1, retry_max=5))
+        h.turn()
+        sent_at = [h.clock.seconds()]
+        for expected_delay in (1, 2, 4, 5, 5):
+            h.client.requests[-1].respond(500)
+            h.turn()
+            count = len(h.client.requests)
+            h.clock.advance(expected_delay - 0.001)
+            self.assertEqual(len(h.client.requests), count)
+            h.clock.advance(0.001)
+            h.turn()
+            self.assertEqual(len(h.client.requests), count + 1)
+            sent_at.append(h.clock.seconds())
+        self.assertEqual([r.items[0]["attempt"] for r in h.client.requests], [1, 2, 3, 4, 5, 6])
+        h.client.requests[-1].respond(500)
+        [o] = h.outcomes
+        self.assertEqual((o.state, o.attempts, o.status_code, o.error),
+                         ("failed", 6, 500, "HTTP 500"))
+        self.assertEqual(o.started_at, 0.0)
+
+    def test_retry_max_respected(self) -> None:
+        """A delivery gets 1 + retry_max attempts, then fails with the last status."""
+        h = Harness()
+        h.submit(delivery(1, retry_max=2))
+        h.turn()
+        h.client.requests[0].respond(503)
+        h.clock.advance(1)
+        h.client.requests[1].respond(502)
+        h.clock.advance(2)
+        h.client.requests[2].respond(500)
+        h.clock.advance(1000)
+        self.assertEqual(len(h.client.requests), 3)
+        [o] = h.outcomes
+        self.assertEqual((o.state, o.attempts, o.status_code), ("failed", 3, 500))
+
+    def test_retry_succeeds(self) -> None:
+        """A delivery that succeeds on a retry is succeeded with its attempts counted."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(500)
+        h.clock.advance(1)
+        h.client.requests[1].respond(200)
+        [o] = h.outcomes
+        self.assertEqual((o.state, o.attempts, o.status_code, o.error), ("succeeded", 2, 200, None))
+        self.assertEqual(h.started, [("exec-1", 0.0)])
+
+    def test_zero_retry_max(self) -> None:
+        """With retry_max 0 a transient failure fails after one attempt."""
+        h = Harness()
+        h.submit(delivery(1, retry_max=0))
+        h.turn()
+        h.client.requests[0].respond(500)
+        h.clock.advance(100)
+        self.assertEqual(len(h.client.requests), 1)
+        self.assertEqual(h.outcomes[0].state, "failed")
+
+    def test_timeout_retried(self) -> None:
+        """A POST with no answer within the timeout is cancelled and retried."""
+        h = Harness()
+        h.submit(delivery(1, timeout_s=5.0, retry_max=1))
+        h.turn()
+        h.clock.advance(4.9)
+        self.assertFalse(h.client.requests[0].d.called)
+        h.clock.advance(0.1)
+        self.assertTrue(h.client.requests[0].d.called)
+        h.clock.advance(1)
+        self.assertEqual(len(h.client.requests), 2)
+        h.clock.advance(5)
+        [o] = h.outcomes
+        self.assertEqual((o.state, o.attempts, o.status_code, o.error),
+                         ("failed", 2, None, "timeout after 5s"))
+
+    def test_timeout_is_smallest_in_post(self) -> None:
+        """A POST times out after the smallest timeout of the deliveries it carries."""
+        h = Harness()
+        h.submit(delivery(1, timeout_s=30.0), delivery(2, timeout_s=2.0))
+        h.turn()
+        h.clock.advance(2)
+        self.assertTrue(h.client.requests[0].d.called)
+
+    def test_slow_body_after_2xx_counts_as_success(self) -> None:
+        """A 2xx whose body never ends is cut at the timeout and still succeeds."""
+        h = Harness()
+        h.submit(delivery(1, timeout_s=3.0))
+        h.turn()
+        response = h.client.requests[0].respond(200, stall=True)
+        self.assertEqual(h.outcomes, [])
+        h.clock.advance(3)
+        self.assertEqual(h.outcomes[0].state, "succeeded")
+        self.assertEqual(response.transport.producerState, "stopped")
+
+    def test_connection_error_retried(self) -> None:
+        """A connection error is retried and reported as the error if it persists."""
+        h = Harness()
+        h.submit(delivery(1, retry_max=1))
+        h.turn()
+        h.client.requests[0].fail(ConnectionRefusedError("refused"))
+        h.clock.advance(1)
+        self.assertEqual(len(h.client.requests), 2)
+        h.client.requests[1].fail(ConnectionRefusedError("refused"))
+        [o] = h.outcomes
+        self.assertEqual((o.state, o.attempts), ("failed", 2))
+        self.assertTrue(o.error.startswith("connection error: ConnectionRefusedError"), o.error)
+
+    def test_retry_after_seconds_honoured(self) -> None:
+        """A 429 with Retry-After waits that long when it exceeds the computed delay."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(429, headers={"Retry-After": "30"})
+        h.clock.advance(29.9)
+        self.assertEqual(len(h.client.requests), 1)
+        h.clock.advance(0.1)
+        self.assertEqual(len(h.client.requests), 2)
+
+    def test_retry_after_shorter_than_delay(self) -> None:
+        """The computed delay wins when it is longer than Retry-After."""
+        h = Harness(retry_delay_s=10.0)
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(503, headers={"Retry-After": "2"})
+        h.clock.advance(9.9)
+        self.assertEqual(len(h.client.requests), 1)
+        h.clock.advance(0.1)
+        self.assertEqual(len(h.client.requests), 2)
+
+    def test_retry_after_capped(self) -> None:
+        """A Retry-After longer than one hour is read as one hour."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(429, headers={"Retry-After": "999999"})
+        h.clock.advance(3600)
+        self.assertEqual(len(h.client.requests), 2)
+
+    def test_parse_retry_after(self) -> None:
+        """Retry-After is read as delta-seconds or an HTTP-date; junk is ignored."""
+        now = 1_700_000_000.0
+        self.assertEqual(parse_retry_after("120", now), 120.0)
+        self.assertEqual(parse_retry_after("Tue, 14 Nov 2023 22:15:00 GMT", now), 100.0)
+        self.assertEqual(parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now), 0.0)
+        self.assertIsNone(parse_retry_after("soon", now))
+        self.assertIsNone(parse_retry_after(None, now))
+        self.assertIsNone(parse_retry_after("", now))
+
+    def test_retries_batch_with_new_items(self) -> None:
+        """A retried delivery rejoins its URL queue and goes with new deliveries due then."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.clock.callLater(1.0, h.executor.submit, delivery(2))
+        h.client.requests[0].respond(500)
+        h.clock.advance(1)
+        self.assertEqual(len(h.client.requests), 2)
+        attempts = {i["execution_id"]: i["attempt"] for i in h.client.requests[1].items}
+        self.assertEqual(attempts, {"exec-1": 2, "exec-2": 1})
+
+    def test_retrying_not_counted_in_queue(self) -> None:
+        """Deliveries waiting for a retry do not count against max_queue."""
+        h = Harness(max_queue=1)
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(500)
+        self.assertEqual((h.executor.queue_depth(), h.executor.retrying()), (0, 1))
+        h.submit(delivery(2))
+        self.assertEqual(h.outcomes, [])
+
+
+class LoadTests(SynchronousTestCase):
+    def test_max_workers_never_exceeded(self) -> None:
+        """No more than max_workers POSTs are in flight at once; the rest wait their turn."""
+        h = Harness(max_workers=3)
+        h.submit(*[delivery(n, url=f"http://host{n}.test/") for n in range(10)])
+        h.turn()
+        self.assertEqual(h.client.open_count(), 3)
+        self.assertEqual(h.executor.in_flight(), 3)
+        self.assertEqual(h.executor.queue_depth(), 7)
+        while h.client.open():
+            h.client.open()[0].respond(200)
+            h.turn()
+            self.assertLessEqual(h.client.open_count(), 3)
+        self.assertEqual(h.client.peak, 3)
+        self.assertEqual(sorted(o.state for o in h.outcomes), ["succeeded"] * 10)
+
+    def test_round_robin_over_urls(self) -> None:
+        """Free workers go round-robin over URLs, so a big queue does not starve a small one."""
+        from scheduler0.executor.http import _encode
+
+        size = len(_encode(delivery(1), 1))
+        h = Harness(max_workers=1, payload_max_bytes=2 + size)
+        h.submit(*[delivery(n, url="http://big.test/") for n in range(1, 4)])
+        h.submit(delivery(9, url="http://small.test/"))
+        h.turn()
+        for _ in range(3):
+            h.client.open()[0].respond(200)
+            h.turn()
+        self.assertEqual([r.url for r in h.client.requests][:3],
+                         ["http://big.test/", "http://small.test/", "http://big.test/"])
+
+    def test_max_queue_sheds(self) -> None:
+        """Beyond max_queue waiting deliveries, a submit is skipped at once as queue_full."""
+        h = Harness(max_queue=2)
+        h.submit(delivery(1), delivery(2), delivery(3))
+        [o] = h.outcomes
+        self.assertEqual(
+            (o.delivery.execution_id, o.state, o.skip_reason, o.attempts, o.started_at),
+            ("exec-3", "skipped", "queue_full", 0, None),
+        )
+        h.turn()
+        self.assertEqual(h.client.requests[0].ids, ["exec-1", "exec-2"])
+        self.assertEqual(h.executor.stats()["skipped"], 1)
+
+    def test_paused_sheds(self) -> None:
+        """While the guard pauses the node, new submits are skipped; in-flight work goes on."""
+        paused = [False]
+        h = Harness(paused=lambda: paused[0])
+        h.submit(delivery(1))
+        h.turn()
+        paused[0] = True
+        h.submit(delivery(2))
+        h.turn()
+        self.assertEqual(len(h.client.requests), 1)
+        self.assertEqual([(o.delivery.execution_id, o.skip_reason) for o in h.outcomes],
+                         [("exec-2", "resource_guard")])
+        h.client.requests[0].respond(500)
+        h.clock.advance(1)
+        self.assertEqual(len(h.client.requests), 2)
+        h.client.requests[1].respond(200)
+        self.assertEqual(h.by_id()["exec-1"].state, "succeeded")
+
+
+class StopTests(SynchronousTestCase):
+    def test_stop_waits_for_in_flight(self) -> None:
+        """stop() fires only after the POSTs in flight have answered."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        stopped = h.executor.stop()
+        self.assertNoResult(stopped)
+        h.client.requests[0].respond(200)
+        self.successResultOf(stopped)
+        self.assertEqual(h.outcomes[0].state, "succeeded")
+
+    def test_stop_is_bounded(self) -> None:
+        """stop() cancels POSTs still in flight after the grace period."""
+        h = Harness()
+        h.submit(delivery(1, timeout_s=100.0))
+        h.turn()
+        stopped = h.executor.stop(grace_s=5.0)
+        h.clock.advance(4.9)
+        self.assertNoResult(stopped)
+        h.clock.advance(0.1)
+        self.successResultOf(stopped)
+        [o] = h.outcomes
+        self.assertEqual(o.state, "failed")
+        self.assertIn("node stopping", o.error)
+
+    def test_stop_with_nothing_in_flight(self) -> None:
+        """stop() on an idle executor fires at once."""
+        h = Harness()
+        self.successResultOf(h.executor.stop())
+
+    def test_stop_reports_waiting_and_retrying(self) -> None:
+        """Waiting and retrying deliveries are reported skipped at stop, and no timer is left."""
+        h = Harness(max_workers=1)
+        h.submit(delivery(1, url="http://a.test/"))
+        h.turn()
+        h.client.requests[0].respond(500)
+        h.submit(delivery(2, url="http://b.test/"))
+        self.successResultOf(h.executor.stop())
+        self.assertEqual(sorted((o.delivery.execution_id, o.state, o.skip_reason)
+                                for o in h.outcomes),
+                         [("exec-1", "skipped", "node_stopping"),
+                          ("exec-2", "skipped", "node_stopping")])
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        h.submit(delivery(3))
+        self.assertEqual(h.outcomes[-1].skip_reason, "node_stopping")
+        h.clock.advance(100)
+        self.assertEqual(len(h.client.requests), 1)
+
+
+class ReceiverResource(Resource):
+    """A receiver that records each POST and answers with C{status}."""
+
+    isLeaf = True
+
+    def __init__(self, status: int = 200) -> None:
+        super().__init__()
+        self.status = status
+        self.posts: list[tuple[dict[str, str], list[dict[str, Any]]]] = []
+
+    def render_POST(self, request: Any) -> bytes:
+        headers = {k.decode().lower(): v[0].decode()
+                   for k, v in request.requestHeaders.getAllRawHeaders()}
+        self.posts.append((headers, json.loads(request.content.read())))
+        request.setResponseCode(self.status)
+        return b"x" * 10000
+
+
+class TreqTests(SynchronousTestCase):
+    """The executor works with treq's real HTTPClient (over an in-memory receiver)."""
+
+    def _deliver_pair(self, status: int) -> tuple[ReceiverResource, list[Outcome]]:
+        receiver = ReceiverResource(status)
+        stub = StubTreq(receiver)
+        clock = Clock()
+        outcomes: list[Outcome] = []
+        executor = HTTPExecutor(clock, stub, outcomes.append)
+        executor.submit(delivery(1, url="http://receiver.test/hook"))
+        executor.submit(delivery(2, url="http://receiver.test/hook"))
+        clock.advance(0)
+        stub.flush()
+        return receiver, outcomes
+
+    def test_delivers_through_treq(self) -> None:
+        """A batch reaches the receiver as one JSON array with the headers, and succeeds."""
+        receiver, outcomes = self._deliver_pair(200)
+        [(headers, items)] = receiver.posts
+        self.assertEqual([i["execution_id"] for i in items], ["exec-1", "exec-2"])
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(headers["x-payload-chunk-id"], "0")
+        self.assertIn("x-scheduler0-delivery", headers)
+        self.assertEqual([(o.state, o.status_code) for o in outcomes],
+                         [("succeeded", 200), ("succeeded", 200)])
+
+    def test_retry_status_through_treq(self) -> None:
+        """A 500 from a real treq response is seen as a retryable failure."""
+        receiver, outcomes = self._deliver_pair(500)
+        self.assertEqual(len(receiver.posts), 1)
+        self.assertEqual(outcomes, [])
