@@ -1,0 +1,4 @@
+"""
+Storage: commands, the replicated SQLite state machine, the command log, the
+single-node proposer and node-local execution records.
+"""

@@ -1,0 +1,67 @@
+"""
+Commands: the semantic operations that change replicated state.
+
+A command carries every id and timestamp it needs, fixed by the proposer, so
+applying it is a pure function of the command and the current rows. Its bytes
+are canonical JSON so every node logs and hashes the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+
+def canonical_json(value: Any) -> str:
+    """JSON text with sorted keys and no spaces: the same value gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@attrs.frozen
+class Command:
+    """One replicated operation, C{op} applied with C{args}."""
+
+    op: str
+    args: Mapping
+    request_id: str | None = None
+
+    def to_bytes(self) -> bytes:
+        """The canonical JSON encoding of this command."""
+        return canonical_json(
+            {"op": self.op, "args": self.args, "request_id": self.request_id}
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Command:
+        """Decode L{to_bytes} output; C{ValueError} names what is wrong otherwise."""
+        try:
+            decoded = json.loads(
+                raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+            )
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"command is not valid JSON: {e}") from e
+        if not isinstance(decoded, dict):
+            raise ValueError("command must be a JSON object")
+        op = decoded.get("op")
+        if not isinstance(op, str):
+            raise ValueError("command field 'op' must be a string")
+        args = decoded.get("args")
+        if not isinstance(args, dict):
+            raise ValueError("command field 'args' must be an object")
+        request_id = decoded.get("request_id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise ValueError("command field 'request_id' must be a string or null")
+        return cls(op, args, request_id)
+
+
+def ok(value: Any) -> dict:
+    """A successful apply result."""
+    return {"ok": True, "value": value}
+
+
+def error(code: str, message: str, field: str | None = None) -> dict:
+    """A rejected command: C{code} is "conflict", "not_found" or "invalid"."""
+    return {"ok": False, "code": code, "message": message, "field": field}

@@ -1,0 +1,293 @@
+"""
+Node-local execution records (executions.db). Not replicated: each node writes
+what it fired here first, buffered and group-committed once per reactor turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+
+_logger = Logger()
+
+EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")
+EXECUTION_COLUMNS = (
+    "execution_id",
+    "job_uuid",
+    "project_uuid",
+    "scheduled_at",
+    "state",
+    "attempts",
+    "node_id",
+    "started_at",
+    "finished_at",
+    "status_code",
+    "error",
+    "skip_reason",
+)
+_COLUMNS = ", ".join(EXECUTION_COLUMNS)
+_TIME_FIELDS = ("scheduled_at", "started_at", "finished_at")
+FAILURE_RETENTION = timedelta(days=7)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS executions (
+        execution_id TEXT PRIMARY KEY,
+        job_uuid TEXT NOT NULL,
+        project_uuid TEXT,
+        scheduled_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        node_id TEXT,
+        started_at TEXT,
+        finished_at TEXT,
+        status_code INTEGER,
+        error TEXT,
+        skip_reason TEXT)""",
+    "CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_uuid, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
+)
+
+
+def _instant(field: str, value: Any) -> str | None:
+    """Normalise a time to the C{format_instant} text; floats are POSIX seconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return format_instant(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_instant(utc_from_timestamp(value))
+    if isinstance(value, str):
+        try:
+            return format_instant(parse_instant(value))
+        except ValueError as e:
+            raise ValueError(f"execution field {field}: {e}") from e
+    raise ValueError(f"execution field {field} must be an instant string or None")
+
+
+def _row(execution: Mapping) -> tuple:
+    """Validate one execution record and return its row in column order."""
+    if not isinstance(execution, Mapping):
+        raise ValueError("an execution record must be a mapping")
+    unknown = sorted(set(execution) - set(EXECUTION_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown execution field {unknown[0]}")
+    for field in ("execution_id", "job_uuid"):
+        if not isinstance(execution.get(field), str):
+            raise ValueError(f"execution field {field} must be a string")
+    if execution.get("scheduled_at") is None:
+        raise ValueError("execution field scheduled_at is required")
+    state = execution.get("state", "scheduled")
+    if state not in EXECUTION_STATES:
+        raise ValueError(f"execution field state must be one of {', '.join(EXECUTION_STATES)}")
+    values = {column: execution.get(column) for column in EXECUTION_COLUMNS}
+    values["state"] = state
+    values["attempts"] = int(execution.get("attempts") or 0)
+    for field in _TIME_FIELDS:
+        values[field] = _instant(field, values[field])
+    return tuple(values[column] for column in EXECUTION_COLUMNS)
+
+
+def _filters(
+    job_uuid: str | None,
+    project_uuid: str | None,
+    state: str | None,
+    since: Any,
+    until: Any,
+    limit: int,
+    offset: int,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and parameters for L{ExecutionStore.query}; checks paging."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("job_uuid", job_uuid),
+        ("project_uuid", project_uuid),
+        ("state", state),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("scheduled_at >= ?")
+        params.append(_instant("since", since))
+    if until is not None:
+        where.append("scheduled_at < ?")
+        params.append(_instant("until", until))
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    return clause, params
+
+
+def _record(row: tuple) -> dict:
+    return dict(zip(EXECUTION_COLUMNS, row, strict=True))
+
+
+def _create_schema(txn: Any) -> None:
+    for statement in _SCHEMA:
+        txn.execute(statement)
+
+
+def _write(txn: Any, rows: list[tuple]) -> None:
+    marks = ", ".join("?" * len(EXECUTION_COLUMNS))
+    updates = ", ".join(f"{column} = excluded.{column}" for column in EXECUTION_COLUMNS[1:])
+    txn.executemany(
+        f"INSERT INTO executions ({_COLUMNS}) VALUES ({marks}) "
+        f"ON CONFLICT (execution_id) DO UPDATE SET {updates}",
+        rows,
+    )
+
+
+def _prune(txn: Any, keep: int, failed_since: str) -> int:
+    txn.execute(
+        """DELETE FROM executions WHERE execution_id IN (
+            SELECT execution_id FROM (
+                SELECT execution_id, state, scheduled_at,
+                       ROW_NUMBER() OVER (
+                           PARTITION BY job_uuid ORDER BY scheduled_at DESC, execution_id DESC
+                       ) AS position
+                FROM executions)
+            WHERE position > ? AND NOT (state = 'failed' AND scheduled_at >= ?))""",
+        (keep, failed_since),
+    )
+    return txn.rowcount
+
+
+@attrs.define(eq=False)
+class ExecutionStore:
+    """This node's execution records, buffered and written in group commits."""
+
+    pool: Any
+    clock: Any
+    history_per_job: int = 100
+    flush_delay: float = 0
+    _buffer: dict = attrs.field(factory=dict, init=False)
+    _delayed: Any = attrs.field(default=None, init=False)
+    flush_count: int = attrs.field(default=0, init=False)
+
+    def open(self) -> Deferred:
+        """Create the schema if it is missing."""
+        return self.pool.runInteraction(_create_schema)
+
+    def close(self) -> Deferred:
+        """Write buffered records, then release the pool."""
+        return Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
+        await self.flush()
+        self.pool.close()
+
+    def record(self, execution: dict) -> None:
+        """
+        Buffer C{execution} (upsert by execution_id); every record made in one
+        reactor turn is written in one transaction. Bad records raise
+        C{ValueError} naming the field.
+        """
+        row = _row(execution)
+        self._buffer[row[0]] = row
+        if self._delayed is None:
+            self._delayed = self.clock.callLater(self.flush_delay, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._delayed = None
+        self.flush().addErrback(lambda f: _logger.failure("writing execution records failed", f))
+
+    def flush(self) -> Deferred:
+        """Write every buffered record now."""
+        if self._delayed is not None and self._delayed.active():
+            self._delayed.cancel()
+        self._delayed = None
+        if not self._buffer:
+            return succeed(None)
+        rows = list(self._buffer.values())
+        self._buffer = {}
+        self.flush_count += 1
+        written = self.pool.runInteraction(_write, rows)
+
+        def restore(failure: Any) -> Any:
+            # Keep the records for the next flush unless newer ones replaced them.
+            for row in rows:
+                self._buffer.setdefault(row[0], row)
+            return failure
+
+        return written.addErrback(restore)
+
+    def query(
+        self,
+        job_uuid: str | None = None,
+        project_uuid: str | None = None,
+        state: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Deferred:
+        """
+        A page of records, newest scheduled_at first, and the total matching.
+        C{since} is inclusive and C{until} exclusive, both on scheduled_at.
+        """
+        try:
+            clause, params = _filters(job_uuid, project_uuid, state, since, until, limit, offset)
+        except ValueError:
+            return fail()
+
+        def read(txn: Any) -> tuple[list[dict], int]:
+            txn.execute(
+                f"SELECT {_COLUMNS} FROM executions{clause} "
+                "ORDER BY scheduled_at DESC, execution_id DESC LIMIT ? OFFSET ?",
+                tuple(params) + (limit, offset),
+            )
+            items = [_record(row) for row in txn.fetchall()]
+            txn.execute(f"SELECT COUNT(*) FROM executions{clause}", tuple(params))
+            return items, txn.fetchone()[0]
+
+        return self._after_flush(read)
+
+    def _after_flush(self, read: Any, *args: Any) -> Deferred:
+        return self.flush().addCallback(lambda _: self.pool.runInteraction(read, *args))
+
+    def last_slots(self) -> Deferred:
+        """job_uuid -> the latest scheduled_at recorded for it, in any state."""
+
+        def read(txn: Any) -> dict[str, str]:
+            txn.execute("SELECT job_uuid, MAX(scheduled_at) FROM executions GROUP BY job_uuid")
+            return dict(txn.fetchall())
+
+        return self._after_flush(read)
+
+    def latest_per_job(self, job_uuids: list[str]) -> Deferred:
+        """job_uuid -> its newest record, for those of C{job_uuids} that have one."""
+        wanted = list(job_uuids)
+
+        def read(txn: Any) -> dict[str, dict]:
+            latest = {}
+            for job_uuid in wanted:
+                txn.execute(
+                    f"SELECT {_COLUMNS} FROM executions WHERE job_uuid = ? "
+                    "ORDER BY scheduled_at DESC, execution_id DESC LIMIT 1",
+                    (job_uuid,),
+                )
+                row = txn.fetchone()
+                if row is not None:
+                    latest[job_uuid] = _record(row)
+            return latest
+
+        return self._after_flush(read)
+
+    def prune(self) -> Deferred:
+        """
+        Keep the newest C{history_per_job} records per job plus failures scheduled
+        in the last 7 days; fire with the number of rows deleted.
+        """
+        failed_since = format_instant(utc_from_timestamp(self.clock.seconds()) - FAILURE_RETENTION)
+        return self._after_flush(_prune, self.history_per_job, failed_since)

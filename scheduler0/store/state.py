@@ -1,0 +1,604 @@
+"""
+The replicated state machine: projects, jobs and credentials in SQLite.
+
+L{StateStore.apply} is deterministic: the same command applied to the same rows
+gives the same rows and the same result on every node. It never reads the clock
+or random numbers; every id and time comes in the command. The applied log index
+is written in the same transaction as the change, so a crash can never apply a
+command twice or lose one that the index claims.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+
+from scheduler0.store.commands import Command, canonical_json, error, ok
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0)",
+    """CREATE TABLE IF NOT EXISTS projects (
+        uuid TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS projects_by_created ON projects (created_at, uuid)",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        uuid TEXT PRIMARY KEY,
+        project_uuid TEXT NOT NULL REFERENCES projects (uuid),
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        callback_url TEXT NOT NULL,
+        data TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        execution_type TEXT NOT NULL,
+        paused INTEGER NOT NULL,
+        catch_up_window_s REAL NOT NULL,
+        timeout_s REAL NOT NULL,
+        retry_max INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        anchor_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, uuid)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_uuid, created_at, uuid)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_paused ON jobs (paused, created_at, uuid)",
+    """CREATE TABLE IF NOT EXISTS credentials (
+        uuid TEXT PRIMARY KEY,
+        api_key TEXT NOT NULL UNIQUE,
+        api_secret_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        archived_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS credentials_by_created ON credentials (created_at, uuid)",
+)
+
+PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at")
+JOB_COLUMNS = (
+    "uuid",
+    "project_uuid",
+    "name",
+    "spec",
+    "callback_url",
+    "data",
+    "timezone",
+    "execution_type",
+    "paused",
+    "catch_up_window_s",
+    "timeout_s",
+    "retry_max",
+    "created_at",
+    "updated_at",
+    "anchor_at",
+)
+CREDENTIAL_COLUMNS = ("uuid", "api_key", "api_secret_hash", "created_at", "archived_at")
+PUBLIC_CREDENTIAL_COLUMNS = ("uuid", "api_key", "created_at", "archived_at")
+
+_PROJECTS = ", ".join(PROJECT_COLUMNS)
+_JOBS = ", ".join(JOB_COLUMNS)
+_CREDENTIALS = ", ".join(CREDENTIAL_COLUMNS)
+_PUBLIC_CREDENTIALS = ", ".join(PUBLIC_CREDENTIAL_COLUMNS)
+
+# Optional job fields and their defaults when a proposer leaves them out.
+_JOB_DEFAULTS: dict[str, Any] = {
+    "data": None,
+    "timezone": "UTC",
+    "execution_type": "http",
+    "paused": False,
+    "catch_up_window_s": 60.0,
+    "timeout_s": 30.0,
+    "retry_max": 10,
+}
+_JOB_TEXT_FIELDS = (
+    "name",
+    "spec",
+    "callback_url",
+    "timezone",
+    "execution_type",
+    "anchor_at",
+    "project_uuid",
+)
+_JOB_CHANGEABLE = frozenset(
+    (
+        "name",
+        "spec",
+        "callback_url",
+        "data",
+        "timezone",
+        "execution_type",
+        "paused",
+        "catch_up_window_s",
+        "timeout_s",
+        "retry_max",
+        "anchor_at",
+        "project_uuid",
+    )
+)
+
+
+class _Rejected(Exception):
+    """A command is refused; carries the result dict. Never leaves this module."""
+
+    def __init__(self, result: dict):
+        super().__init__(result["message"])
+        self.result = result
+
+
+def _invalid(field: str, message: str) -> _Rejected:
+    return _Rejected(error("invalid", message, field))
+
+
+def _text(args: Mapping, field: str, where: str = "") -> str:
+    value = args.get(field) if isinstance(args, Mapping) else None
+    if not isinstance(value, str):
+        raise _invalid(field, f"{where}{field} must be a string")
+    return value
+
+
+def _mapping(args: Mapping, field: str) -> Mapping:
+    value = args.get(field)
+    if not isinstance(value, Mapping):
+        raise _invalid(field, f"{field} must be an object")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_job_field(field: str, value: Any) -> Any:
+    """The stored form of one job field, or L{_Rejected} naming the field."""
+    if field in _JOB_TEXT_FIELDS:
+        if not isinstance(value, str):
+            raise _invalid(field, f"job field {field} must be a string")
+        return value
+    if field == "data":
+        return canonical_json(value)
+    if field == "paused":
+        if not isinstance(value, bool):
+            raise _invalid(field, "job field paused must be a boolean")
+        return int(value)
+    if field in ("catch_up_window_s", "timeout_s"):
+        if not _is_number(value) or value < 0:
+            raise _invalid(field, f"job field {field} must be a non-negative number")
+        return float(value)
+    if field == "retry_max":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _invalid(field, "job field retry_max must be a non-negative integer")
+        return value
+    raise _invalid(field, f"unknown job field {field}")
+
+
+def _job_row(job: Any) -> tuple:
+    """Validate a proposed job and return its row in L{JOB_COLUMNS} order."""
+    if not isinstance(job, Mapping):
+        raise _invalid("jobs", "each job must be an object")
+    unknown = sorted(set(job) - set(JOB_COLUMNS))
+    if unknown:
+        raise _invalid(unknown[0], f"unknown job field {unknown[0]}")
+    row = []
+    for column in JOB_COLUMNS:
+        if column in ("uuid", "created_at", "updated_at"):
+            row.append(_text(job, column, "job field "))
+        elif column == "anchor_at":
+            anchor = job.get("anchor_at")
+            row.append(_check_job_field(column, job["created_at"] if anchor is None else anchor))
+        elif column in job:
+            row.append(_check_job_field(column, job[column]))
+        elif column in _JOB_DEFAULTS:
+            row.append(_check_job_field(column, _JOB_DEFAULTS[column]))
+        else:
+            raise _invalid(column, f"job field {column} is required")
+    return tuple(row)
+
+
+def _project(row: tuple | None) -> dict | None:
+    return None if row is None else dict(zip(PROJECT_COLUMNS, row, strict=True))
+
+
+def _job(row: tuple | None) -> dict | None:
+    if row is None:
+        return None
+    job = dict(zip(JOB_COLUMNS, row, strict=True))
+    job["data"] = json.loads(job["data"])
+    job["paused"] = bool(job["paused"])
+    job["catch_up_window_s"] = float(job["catch_up_window_s"])
+    job["timeout_s"] = float(job["timeout_s"])
+    return job
+
+
+def _public_credential(row: tuple | None) -> dict | None:
+    return None if row is None else dict(zip(PUBLIC_CREDENTIAL_COLUMNS, row, strict=True))
+
+
+def _one(txn: Any, sql: str, params: tuple = ()) -> tuple | None:
+    txn.execute(sql, params)
+    return txn.fetchone()
+
+
+def _all(txn: Any, sql: str, params: tuple = ()) -> list:
+    txn.execute(sql, params)
+    return txn.fetchall()
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+    return limit, offset
+
+
+# -- command handlers: (txn, args) -> value, or raise _Rejected ---------------
+
+
+def _create_project(txn: Any, args: Mapping) -> Any:
+    project = _mapping(args, "project")
+    unknown = sorted(set(project) - set(PROJECT_COLUMNS))
+    if unknown:
+        raise _invalid(unknown[0], f"unknown project field {unknown[0]}")
+    row = tuple(_text(project, column, "project field ") for column in PROJECT_COLUMNS)
+    if _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (row[0],)):
+        raise _Rejected(error("conflict", f"a project with uuid {row[0]} exists", "uuid"))
+    if _one(txn, "SELECT 1 FROM projects WHERE name = ?", (row[1],)):
+        raise _Rejected(error("conflict", f"a project named {row[1]!r} exists", "name"))
+    txn.execute(f"INSERT INTO projects ({_PROJECTS}) VALUES (?, ?, ?, ?, ?)", row)
+    return _project(row)
+
+
+def _update_project(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    changes = _mapping(args, "changes")
+    updated_at = _text(args, "updated_at")
+    for field in sorted(changes):
+        if field not in ("name", "description"):
+            raise _invalid(field, f"project field {field} cannot be changed")
+        _text(changes, field, "project field ")
+    current = _project(_one(txn, f"SELECT {_PROJECTS} FROM projects WHERE uuid = ?", (uuid,)))
+    if current is None:
+        raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
+    if "name" in changes and _one(
+        txn, "SELECT 1 FROM projects WHERE name = ? AND uuid != ?", (changes["name"], uuid)
+    ):
+        raise _Rejected(error("conflict", f"a project named {changes['name']!r} exists", "name"))
+    current.update({field: changes[field] for field in sorted(changes)})
+    current["updated_at"] = updated_at
+    txn.execute(
+        "UPDATE projects SET name = ?, description = ?, updated_at = ? WHERE uuid = ?",
+        (current["name"], current["description"], updated_at, uuid),
+    )
+    return current
+
+
+def _delete_project(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    cascade = args.get("cascade", False)
+    if not isinstance(cascade, bool):
+        raise _invalid("cascade", "cascade must be a boolean")
+    if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (uuid,)):
+        raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
+    jobs = [
+        row[0]
+        for row in _all(
+            txn, "SELECT uuid FROM jobs WHERE project_uuid = ? ORDER BY created_at, uuid", (uuid,)
+        )
+    ]
+    if jobs and not cascade:
+        raise _Rejected(
+            error(
+                "conflict", f"project {uuid} has {len(jobs)} jobs; delete them or cascade", "uuid"
+            )
+        )
+    txn.execute("DELETE FROM jobs WHERE project_uuid = ?", (uuid,))
+    txn.execute("DELETE FROM projects WHERE uuid = ?", (uuid,))
+    return {"uuid": uuid, "deleted_jobs": jobs}
+
+
+def _create_jobs(txn: Any, args: Mapping) -> Any:
+    jobs = args.get("jobs")
+    if not isinstance(jobs, list):
+        raise _invalid("jobs", "jobs must be a list")
+    rows = [_job_row(job) for job in jobs]
+    seen: set[str] = set()
+    known_projects: set[str] = set()
+    for row in rows:
+        uuid, project_uuid = row[0], row[1]
+        if uuid in seen or _one(txn, "SELECT 1 FROM jobs WHERE uuid = ?", (uuid,)):
+            raise _Rejected(error("conflict", f"a job with uuid {uuid} exists", "uuid"))
+        seen.add(uuid)
+        if project_uuid not in known_projects:
+            if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (project_uuid,)):
+                raise _Rejected(
+                    error("not_found", f"no project with uuid {project_uuid}", "project_uuid")
+                )
+            known_projects.add(project_uuid)
+    placeholders = ", ".join("?" * len(JOB_COLUMNS))
+    txn.executemany(f"INSERT INTO jobs ({_JOBS}) VALUES ({placeholders})", rows)
+    return [_job(row) for row in rows]
+
+
+def _update_job(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    changes = _mapping(args, "changes")
+    updated_at = _text(args, "updated_at")
+    stored = {}
+    for field in sorted(changes):
+        if field not in _JOB_CHANGEABLE:
+            raise _invalid(field, f"job field {field} cannot be changed")
+        stored[field] = _check_job_field(field, changes[field])
+    row = _one(txn, f"SELECT {_JOBS} FROM jobs WHERE uuid = ?", (uuid,))
+    if row is None:
+        raise _Rejected(error("not_found", f"no job with uuid {uuid}", "uuid"))
+    if "project_uuid" in stored and not _one(
+        txn, "SELECT 1 FROM projects WHERE uuid = ?", (stored["project_uuid"],)
+    ):
+        raise _Rejected(
+            error("not_found", f"no project with uuid {stored['project_uuid']}", "project_uuid")
+        )
+    stored["updated_at"] = updated_at
+    values = dict(zip(JOB_COLUMNS, row, strict=True))
+    values.update(stored)
+    assignments = ", ".join(f"{column} = ?" for column in JOB_COLUMNS[1:])
+    new_row = tuple(values[column] for column in JOB_COLUMNS)
+    txn.execute(f"UPDATE jobs SET {assignments} WHERE uuid = ?", new_row[1:] + (uuid,))
+    return _job(new_row)
+
+
+def _delete_job(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    txn.execute("DELETE FROM jobs WHERE uuid = ?", (uuid,))
+    if txn.rowcount == 0:
+        raise _Rejected(error("not_found", f"no job with uuid {uuid}", "uuid"))
+    return {"uuid": uuid}
+
+
+def _create_credential(txn: Any, args: Mapping) -> Any:
+    credential = _mapping(args, "credential")
+    allowed = set(CREDENTIAL_COLUMNS)
+    unknown = sorted(set(credential) - allowed)
+    if unknown:
+        raise _invalid(unknown[0], f"unknown credential field {unknown[0]}")
+    uuid = _text(credential, "uuid", "credential field ")
+    api_key = _text(credential, "api_key", "credential field ")
+    secret_hash = _text(credential, "api_secret_hash", "credential field ")
+    created_at = _text(credential, "created_at", "credential field ")
+    archived_at = credential.get("archived_at")
+    if archived_at is not None and not isinstance(archived_at, str):
+        raise _invalid("archived_at", "credential field archived_at must be a string or null")
+    if _one(txn, "SELECT 1 FROM credentials WHERE uuid = ?", (uuid,)):
+        raise _Rejected(error("conflict", f"a credential with uuid {uuid} exists", "uuid"))
+    if _one(txn, "SELECT 1 FROM credentials WHERE api_key = ?", (api_key,)):
+        raise _Rejected(error("conflict", "a credential with this api_key exists", "api_key"))
+    row = (uuid, api_key, secret_hash, created_at, archived_at)
+    txn.execute(f"INSERT INTO credentials ({_CREDENTIALS}) VALUES (?, ?, ?, ?, ?)", row)
+    return _public_credential((uuid, api_key, created_at, archived_at))
+
+
+def _archive_credential(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    archived_at = _text(args, "archived_at")
+    # Archiving twice keeps the first archive time.
+    txn.execute(
+        "UPDATE credentials SET archived_at = COALESCE(archived_at, ?) WHERE uuid = ?",
+        (archived_at, uuid),
+    )
+    if txn.rowcount == 0:
+        raise _Rejected(error("not_found", f"no credential with uuid {uuid}", "uuid"))
+    return _public_credential(
+        _one(txn, f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?", (uuid,))
+    )
+
+
+HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
+    "create_project": _create_project,
+    "update_project": _update_project,
+    "delete_project": _delete_project,
+    "create_jobs": _create_jobs,
+    "update_job": _update_job,
+    "delete_job": _delete_job,
+    "create_credential": _create_credential,
+    "archive_credential": _archive_credential,
+}
+
+
+def _apply(txn: Any, index: int, command: Command) -> dict:
+    applied = _one(txn, "SELECT value FROM meta WHERE key = 'applied_index'")[0]
+    if index <= applied:
+        return {"ok": True, "value": None, "duplicate": True}
+    # Writing the index first opens the transaction, so the savepoint below nests
+    # inside it and releasing the savepoint does not commit early.
+    txn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
+    handler = HANDLERS.get(command.op)
+    if handler is None:
+        return error("invalid", f"unknown command op {command.op!r}", "op")
+    if not isinstance(command.args, Mapping):
+        return error("invalid", "command args must be an object", "args")
+    txn.execute("SAVEPOINT command")
+    try:
+        value = handler(txn, command.args)
+    except _Rejected as rejected:
+        txn.execute("ROLLBACK TO command")
+        txn.execute("RELEASE command")
+        return rejected.result
+    txn.execute("RELEASE command")
+    return ok(value)
+
+
+def _create_schema(txn: Any) -> None:
+    for statement in _SCHEMA:
+        txn.execute(statement)
+
+
+@attrs.define(eq=False)
+class StateStore:
+    """Projects, jobs and credentials in one SQLite file, changed only by L{apply}."""
+
+    pool: Any
+
+    def open(self) -> Deferred:
+        """Create the schema if it is missing."""
+        return self.pool.runInteraction(_create_schema)
+
+    def close(self) -> Deferred:
+        """Release the connection pool."""
+        self.pool.close()
+        return succeed(None)
+
+    def apply(self, index: int, command: Command) -> Deferred:
+        """
+        Apply C{command} as log entry C{index} in one transaction with the new
+        applied index. An index at or below the applied one is skipped.
+        """
+        return self.pool.runInteraction(_apply, index, command)
+
+    def applied_index(self) -> Deferred:
+        """The index of the last applied command (0 for a fresh store)."""
+        return self._scalar("SELECT value FROM meta WHERE key = 'applied_index'")
+
+    # -- reads ------------------------------------------------------------------
+
+    def _scalar(self, sql: str, params: tuple = ()) -> Deferred:
+        return self.pool.runInteraction(lambda txn: _one(txn, sql, params)[0])
+
+    def _row(self, decode: Callable, sql: str, params: tuple) -> Deferred:
+        return self.pool.runInteraction(lambda txn: decode(_one(txn, sql, params)))
+
+    def _listing(
+        self, decode: Callable, select: str, count: str, params: tuple, limit: int, offset: int
+    ) -> Deferred:
+        try:
+            limit, offset = _page(limit, offset)
+        except ValueError:
+            return fail()
+
+        def read(txn: Any) -> tuple[list, int]:
+            rows = _all(txn, select + " LIMIT ? OFFSET ?", params + (limit, offset))
+            total = _one(txn, count, params)[0]
+            return [decode(row) for row in rows], total
+
+        return self.pool.runInteraction(read)
+
+    def get_project(self, uuid: str) -> Deferred:
+        """The project with C{uuid}, or None."""
+        return self._row(_project, f"SELECT {_PROJECTS} FROM projects WHERE uuid = ?", (uuid,))
+
+    def get_project_by_name(self, name: str) -> Deferred:
+        """The project named C{name}, or None."""
+        return self._row(_project, f"SELECT {_PROJECTS} FROM projects WHERE name = ?", (name,))
+
+    def list_projects(self, limit: int = 50, offset: int = 0) -> Deferred:
+        """A page of projects ordered by creation, and the total count."""
+        return self._listing(
+            _project,
+            f"SELECT {_PROJECTS} FROM projects ORDER BY created_at, uuid",
+            "SELECT COUNT(*) FROM projects",
+            (),
+            limit,
+            offset,
+        )
+
+    def get_job(self, uuid: str) -> Deferred:
+        """The job with C{uuid}, or None."""
+        return self._row(_job, f"SELECT {_JOBS} FROM jobs WHERE uuid = ?", (uuid,))
+
+    def get_jobs(self, uuids: list) -> Deferred:
+        """The jobs among C{uuids} that exist, in the order asked for."""
+        wanted = list(uuids)
+
+        def read(txn: Any) -> list[dict]:
+            found: dict[str, dict] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for row in _all(
+                    txn, f"SELECT {_JOBS} FROM jobs WHERE uuid IN ({marks})", tuple(chunk)
+                ):
+                    found[row[0]] = _job(row)
+            return [found[uuid] for uuid in wanted if uuid in found]
+
+        return self.pool.runInteraction(read)
+
+    def list_jobs(
+        self,
+        project_uuid: str | None = None,
+        paused: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Deferred:
+        """A page of jobs ordered by creation, optionally filtered, and the total count."""
+        where: list[str] = []
+        params: list[Any] = []
+        if project_uuid is not None:
+            where.append("project_uuid = ?")
+            params.append(project_uuid)
+        if paused is not None:
+            where.append("paused = ?")
+            params.append(int(bool(paused)))
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return self._listing(
+            _job,
+            f"SELECT {_JOBS} FROM jobs{clause} ORDER BY created_at, uuid",
+            f"SELECT COUNT(*) FROM jobs{clause}",
+            tuple(params),
+            limit,
+            offset,
+        )
+
+    def count_jobs(self, project_uuid: str) -> Deferred:
+        """How many jobs belong to C{project_uuid}."""
+        return self._scalar("SELECT COUNT(*) FROM jobs WHERE project_uuid = ?", (project_uuid,))
+
+    def all_jobs(self) -> Deferred:
+        """Every job, ordered by creation (scheduler start-up)."""
+        return self.pool.runInteraction(
+            lambda txn: [
+                _job(row)
+                for row in _all(txn, f"SELECT {_JOBS} FROM jobs ORDER BY created_at, uuid")
+            ]
+        )
+
+    def get_credential_by_key(self, api_key: str) -> Deferred:
+        """The credential for C{api_key} including its secret hash and archive time, or None."""
+        return self._row(
+            lambda row: None if row is None else dict(zip(CREDENTIAL_COLUMNS, row, strict=True)),
+            f"SELECT {_CREDENTIALS} FROM credentials WHERE api_key = ?",
+            (api_key,),
+        )
+
+    def get_credential(self, uuid: str) -> Deferred:
+        """The credential with C{uuid} without its secret hash, or None."""
+        return self._row(
+            _public_credential,
+            f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?",
+            (uuid,),
+        )
+
+    def list_credentials(self, limit: int = 50, offset: int = 0) -> Deferred:
+        """A page of credentials (without hashes) ordered by creation, and the total."""
+        return self._listing(
+            _public_credential,
+            f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials ORDER BY created_at, uuid",
+            "SELECT COUNT(*) FROM credentials",
+            (),
+            limit,
+            offset,
+        )
+
+    def count_credentials(self) -> Deferred:
+        """How many credentials exist, archived ones included."""
+        return self._scalar("SELECT COUNT(*) FROM credentials")
+
+    def dump(self) -> Deferred:
+        """Every row of every table as sorted lists: equal dumps mean equal state."""
+
+        def read(txn: Any) -> dict:
+            return {
+                table: sorted(list(row) for row in _all(txn, f"SELECT * FROM {table}"))
+                for table in ("meta", "projects", "jobs", "credentials")
+            }
+
+        return self.pool.runInteraction(read)
