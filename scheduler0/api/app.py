@@ -1,0 +1,898 @@
+"""
+The HTTP API (SPEC §5) as a Klein application.
+
+Every route comes from L{scheduler0.api.routes.ROUTES} and is served both
+under C{/api/v1} and without a prefix. A request is authenticated, its query
+string and body are checked completely, and only then does a write become a
+L{Command} with its ids and timestamps fixed here, so the state machine only
+ever sees valid, deterministic commands and a rejected request changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import inspect
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import attrs
+from klein import Klein
+from passlib.hash import pbkdf2_sha256
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+import scheduler0
+from scheduler0.api.errors import APIError, FieldErrors, error_for_fields, invalid
+from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST, build_openapi
+from scheduler0.api.routes import ADMIN, ANONYMOUS, PREFIXES, ROUTES, Param, Route
+from scheduler0.api.site import body_limited_request
+from scheduler0.api.validation import (
+    Invalid,
+    check_job,
+    check_project,
+    decode_cursor,
+    encode_cursor,
+)
+from scheduler0.scheduler.spec import SpecError, make_schedule
+from scheduler0.store.commands import Command
+from scheduler0.store.errors import StoreUnavailable
+from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+
+log = Logger()
+
+REALM_CHALLENGE = 'Basic realm="scheduler0"'
+VERIFIED_CACHE_LIMIT = 10_000
+_RESULT_STATUS = {"conflict": 409, "not_found": 404, "invalid": 400}
+
+
+@attrs.frozen
+class Principal:
+    """Who is calling: C{admin}, a C{client} credential, or C{anonymous}."""
+
+    kind: str
+    credential_uuid: str | None = None
+
+
+@attrs.define(eq=False)
+class Call:
+    """One request as a handler sees it: the parsed query, path values and a body reader."""
+
+    request: IRequest
+    principal: Principal
+    query: dict[str, Any]
+    path: dict[str, str]
+    max_body_bytes: int
+
+    def json_body(self, *, required: bool = True) -> Any:
+        """
+        The decoded JSON body. Checks size (Content-Length first, then what
+        is actually read) and content type; C{None} for an absent body when
+        not C{required}.
+        """
+        length_header = _header(self.request, "content-length")
+        if length_header is not None:
+            try:
+                declared = int(length_header)
+            except ValueError:
+                raise invalid("content-length", "content-length: is not a number") from None
+            if declared > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+        content = self.request.content
+        raw = b""
+        if content is not None:
+            content.seek(0)
+            raw = content.read(self.max_body_bytes + 1)
+        if len(raw) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        if not raw.strip():
+            if required:
+                raise invalid("body", "body: is empty; expected a JSON document")
+            return None
+        content_type = (_header(self.request, "content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise APIError(
+                415,
+                f"content-type: must be application/json, not {content_type or 'missing'}",
+                {"content-type": "must be application/json"},
+            )
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as error:
+            raise invalid("body", f"body: malformed JSON ({_short(error)})") from None
+
+    def object_body(self, *, required: bool = True) -> dict[str, Any] | None:
+        """The body, which must be a JSON object."""
+        body = self.json_body(required=required)
+        if body is None:
+            return None
+        if not isinstance(body, dict):
+            raise invalid("body", "body: must be a JSON object")
+        return body
+
+
+def _header(request: IRequest, name: str) -> str | None:
+    """
+    The last value of header C{name}, or C{None}; a value that is not UTF-8
+    is an error naming the header rather than a crash.
+    """
+    values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid(name, f"{name}: header is not valid UTF-8") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(
+        413, f"body: larger than the limit of {limit} bytes", {"body": f"larger than {limit} bytes"}
+    )
+
+
+def _not_found(kind: str, value: str, field: str = "uuid") -> APIError:
+    return APIError(404, f"{field}: no {kind} {value!r}", {field: f"no {kind} {value!r}"})
+
+
+async def _maybe(value: Any) -> Any:
+    """Await C{value} if it is a Deferred or other awaitable; return it otherwise."""
+    if isinstance(value, Deferred) or inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _default_hash(secret: str) -> str:
+    return pbkdf2_sha256.hash(secret)
+
+
+def _default_verify(secret: str, hashed: str) -> bool:
+    return pbkdf2_sha256.verify(secret, hashed)
+
+
+def _default_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _default_token(n: int) -> str:
+    return secrets.token_urlsafe(n)
+
+
+@attrs.define(eq=False, kw_only=True)
+class SchedulerAPI:
+    """
+    The Klein application serving SPEC §5; C{resource()} is what the HTTP
+    site serves.
+
+    C{read_barrier}, when given, is awaited before every linearizable read
+    (a GET of replicated state without C{?consistency=stale}); a Raft node
+    passes its ReadIndex wait here. Without it reads are local, which is
+    linearizable on a single node.
+    """
+
+    state: Any
+    proposer: Any
+    executions: Any
+    scheduler: Any
+    clock: IReactorTime
+    defaults: Any
+    admin: Any
+    health: Callable[[], Any]
+    new_uuid: Callable[[], str] = _default_uuid
+    token: Callable[[int], str] = _default_token
+    max_body_bytes: int = 4 * 1024 * 1024
+    hash_secret: Callable[[str], str] | None = None
+    verify_secret: Callable[[str, str], bool] | None = None
+    read_barrier: Callable[[], Any] | None = None
+    app: Klein = attrs.field(init=False, factory=Klein)
+    _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
+    _openapi: dict | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.hash_secret is None:
+            self.hash_secret = _default_hash
+        if self.verify_secret is None:
+            self.verify_secret = _default_verify
+        for route in ROUTES:
+            for prefix in PREFIXES:
+                self.app.route(
+                    prefix + route.path,
+                    methods=[route.method],
+                    endpoint=f"{route.method} {prefix}{route.path}",
+                )(self._view(route))
+        self.app.handle_errors(HTTPException)(self._routing_error)
+        self.app.handle_errors(Exception)(self._unexpected_error)
+
+    def resource(self):
+        """The Twisted Web resource serving this API."""
+        return self.app.resource()
+
+    @property
+    def request_factory(self) -> type:
+        """
+        The request class to give the serving C{Site} (C{requestFactory=}),
+        so bodies over C{max_body_bytes} are refused while they arrive.
+        """
+        return body_limited_request(self.max_body_bytes)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _view(self, route: Route) -> Callable[..., Deferred]:
+        def view(request: IRequest, **path: str) -> Deferred:
+            return Deferred.fromCoroutine(self._serve(route, request, path))
+
+        view.__name__ = route.handler
+        return view
+
+    async def _serve(self, route: Route, request: IRequest, path: dict[str, str]) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        try:
+            principal = await self._authenticate(route, request)
+            query = _parse_query(route, request)
+            call = Call(request, principal, query, path, self.max_body_bytes)
+            if query.get("consistency") == "linearizable" and self.read_barrier is not None:
+                await _maybe(self.read_barrier())
+            result = await getattr(self, route.handler)(call)
+            if route.handler == "openapi_document":
+                request.setResponseCode(200)
+                return _encode(result)
+            status, data = result if isinstance(result, tuple) else (route.status, result)
+            request.setResponseCode(status)
+            return _encode({"success": True, "data": data})
+        except APIError as error:
+            return self._error_body(request, error)
+        except StoreUnavailable as error:
+            log.info(
+                "store unavailable for {method} {path}: {error}",
+                method=route.method,
+                path=route.path,
+                error=error,
+            )
+            return self._error_body(
+                request,
+                APIError(
+                    503,
+                    "the cluster cannot take this request now (no leader or no quorum); "
+                    "retry shortly",
+                    {},
+                    headers={"Retry-After": "1"},
+                ),
+            )
+        except Exception:
+            log.failure(
+                "unexpected error answering {method} {path}",
+                Failure(),
+                method=route.method,
+                path=route.path,
+            )
+            return self._error_body(request, APIError(500, "internal error; it has been logged"))
+
+    def _error_body(self, request: IRequest, error: APIError) -> bytes:
+        request.setResponseCode(error.status)
+        request.setHeader(b"content-type", b"application/json")
+        for name, value in error.headers.items():
+            request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        return _encode(error.envelope())
+
+    def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, HTTPException)
+        status = error.code or 500
+        headers: dict[str, str] = {}
+        if isinstance(error, MethodNotAllowed):
+            allowed = sorted(set(error.valid_methods or ()))
+            headers["Allow"] = ", ".join(allowed)
+            method = request.method.decode("ascii", "replace")
+            message = f"method {method} is not allowed here (allowed: {', '.join(allowed)})"
+        elif status == 404:
+            message = "no such route"
+        else:
+            message = error.description or error.name
+            location = getattr(error, "new_url", None)
+            if location:
+                headers["Location"] = location
+        return self._error_body(request, APIError(status, message, {}, headers=headers))
+
+    def _unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
+        log.failure("unexpected error routing a request", failure)
+        return self._error_body(request, APIError(500, "internal error; it has been logged"))
+
+    def _now(self) -> datetime:
+        return utc_from_timestamp(self.clock.seconds())
+
+    async def _propose(self, op: str, args: Mapping[str, Any]) -> Any:
+        """
+        Propose one command; a rejected result becomes the matching APIError.
+        Each write gets its own request id, so a retried proposal of the same
+        command can be recognised by the log (Raft de-duplication).
+        """
+        result = await self.proposer.propose(Command(op, args, request_id=self.new_uuid()))
+        if result.get("ok"):
+            return result.get("value")
+        code = result.get("code") or "invalid"
+        field = result.get("field") or "body"
+        message = result.get("message") or code
+        raise APIError(
+            _RESULT_STATUS.get(code, 400), f"{field}: {message}", {field: message}, code=code
+        )
+
+    # -- authentication ----------------------------------------------------
+
+    async def _authenticate(self, route: Route, request: IRequest) -> Principal:
+        if route.auth == ANONYMOUS:
+            return Principal(ANONYMOUS)
+        admin_only = route.auth == ADMIN
+        challenge = {"WWW-Authenticate": REALM_CHALLENGE} if admin_only else {}
+        try:
+            authorization = _header(request, "authorization")
+            api_key = _header(request, "x-api-key")
+            api_secret = _header(request, "x-secret-key")
+        except APIError as error:
+            raise APIError(401, error.message, error.fields, headers=challenge) from None
+        if authorization is not None:
+            if self._admin_matches(authorization):
+                return Principal(ADMIN)
+            raise APIError(
+                401,
+                "authorization: wrong admin username or password",
+                {"authorization": "rejected"},
+                headers=challenge,
+            )
+        if api_key is None and api_secret is None:
+            needed = (
+                "HTTP Basic admin credentials"
+                if admin_only
+                else "x-api-key and x-secret-key headers (or HTTP Basic admin credentials)"
+            )
+            raise APIError(401, f"authentication required: send {needed}", {}, headers=challenge)
+        for header, value in (("x-api-key", api_key), ("x-secret-key", api_secret)):
+            if not value:
+                raise APIError(
+                    401, f"{header}: header is missing", {header: "missing"}, headers=challenge
+                )
+        credential_uuid = await self._client_matches(api_key, api_secret, challenge)
+        if admin_only:
+            raise APIError(
+                403, "this route needs admin credentials (HTTP Basic), not a client API key"
+            )
+        return Principal("client", credential_uuid)
+
+    def _admin_matches(self, authorization: str) -> bool:
+        scheme, _, encoded = authorization.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        username, sep, password = decoded.partition(b":")
+        expected_user = str(getattr(self.admin, "username", "") or "").encode("utf-8")
+        expected_password = str(getattr(self.admin, "password", "") or "").encode("utf-8")
+        if not sep or not expected_password:
+            return False
+        user_ok = hmac.compare_digest(username, expected_user)
+        password_ok = hmac.compare_digest(password, expected_password)
+        return user_ok and password_ok
+
+    async def _client_matches(self, api_key: str, api_secret: str, challenge: dict) -> str | None:
+        rejected = APIError(
+            401,
+            "x-api-key/x-secret-key: unknown API key or wrong secret",
+            {"x-api-key": "rejected"},
+            headers=challenge,
+        )
+        credential = await self.state.get_credential_by_key(api_key)
+        if not credential:
+            raise rejected
+        hashed = credential.get("api_secret_hash") or ""
+        key = (api_key, hashlib.sha256(api_secret.encode("utf-8")).hexdigest(), hashed)
+        if key not in self._verified:
+            try:
+                ok = bool(self.verify_secret(api_secret, hashed))  # type: ignore[misc]
+            except Exception:
+                # The stored hash is unreadable; log which credential, never the headers.
+                log.failure(
+                    "verifying the secret of credential {uuid} failed",
+                    Failure(),
+                    uuid=credential.get("uuid"),
+                )
+                ok = False
+            if not ok:
+                raise rejected
+            if len(self._verified) >= VERIFIED_CACHE_LIMIT:
+                self._verified.clear()
+            self._verified[key] = True
+        if credential.get("archived_at"):
+            raise APIError(
+                401,
+                "x-api-key: this credential has been archived",
+                {"x-api-key": "archived"},
+                headers=challenge,
+            )
+        return credential.get("uuid")
+
+    # -- presentation ------------------------------------------------------
+
+    async def _present_jobs(self, jobs: list[dict], *, with_history: bool = True) -> list[dict]:
+        """Stored jobs plus their read-only fields: next_run_at, last_run_at, last_status."""
+        latest: dict[str, dict] = {}
+        if with_history and jobs:
+            latest = (
+                await _maybe(self.executions.latest_per_job([job["uuid"] for job in jobs])) or {}
+            )
+        presented = []
+        for job in jobs:
+            out = dict(job)
+            try:
+                out["next_run_at"] = await _maybe(self.scheduler.next_run_at(job))
+            except Exception:
+                log.failure("next_run_at failed for job {uuid}", Failure(), uuid=job.get("uuid"))
+                out["next_run_at"] = None
+            execution = latest.get(job["uuid"])
+            if execution:
+                out["last_run_at"] = execution.get("started_at") or execution.get("scheduled_at")
+                out["last_status"] = execution.get("state")
+            else:
+                out["last_run_at"] = None
+                out["last_status"] = None
+            presented.append(out)
+        return presented
+
+    async def _present_job(self, job: dict, *, with_history: bool = True) -> dict:
+        return (await self._present_jobs([job], with_history=with_history))[0]
+
+    @staticmethod
+    def _page(items: list, total: int, limit: int, offset: int) -> dict:
+        end = offset + len(items)
+        return {
+            "items": items,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next_cursor": encode_cursor(end) if items and end < total else None,
+        }
+
+    # -- health and the document ---------------------------------------------
+
+    async def health_check(self, call: Call) -> Any:
+        return await _maybe(self.health())
+
+    async def openapi_document(self, call: Call) -> dict:
+        if self._openapi is None:
+            self._openapi = build_openapi(ROUTES, scheduler0.__version__)
+        return self._openapi
+
+    # -- projects ----------------------------------------------------------
+
+    async def _project_or_404(self, project_uuid: str) -> dict:
+        project = await self.state.get_project(project_uuid)
+        if not project:
+            raise _not_found("project", project_uuid)
+        return project
+
+    async def create_project(self, call: Call) -> dict:
+        body = call.object_body()
+        errors = FieldErrors()
+        fields = check_project(body, errors=errors, partial=False)
+        errors.raise_if_any()
+        if await self.state.get_project_by_name(fields["name"]):
+            raise APIError(
+                409,
+                f"name: a project named {fields['name']!r} already exists",
+                {"name": "already exists"},
+            )
+        now = format_instant(self._now())
+        project = {
+            "uuid": self.new_uuid(),
+            "name": fields["name"],
+            "description": fields.get("description", ""),
+            "created_at": now,
+            "updated_at": now,
+        }
+        value = await self._propose("create_project", {"project": project})
+        return _prefer(value, project)
+
+    async def list_projects(self, call: Call) -> dict:
+        limit, offset = call.query["limit"], call.query["offset"]
+        items, total = await self.state.list_projects(limit=limit, offset=offset)
+        return self._page(list(items), total, limit, offset)
+
+    async def get_project(self, call: Call) -> dict:
+        return await self._project_or_404(call.path["uuid"])
+
+    async def update_project(self, call: Call) -> dict:
+        body = call.object_body()
+        errors = FieldErrors()
+        changes = check_project(body, errors=errors, partial=True)
+        errors.raise_if_any()
+        project = await self._project_or_404(call.path["uuid"])
+        changes = {k: v for k, v in changes.items() if project.get(k) != v}
+        if not changes:
+            return project
+        if "name" in changes:
+            other = await self.state.get_project_by_name(changes["name"])
+            if other and other.get("uuid") != project["uuid"]:
+                raise APIError(
+                    409,
+                    f"name: a project named {changes['name']!r} already exists",
+                    {"name": "already exists"},
+                )
+        updated_at = format_instant(self._now())
+        value = await self._propose(
+            "update_project",
+            {"uuid": project["uuid"], "changes": changes, "updated_at": updated_at},
+        )
+        return _prefer(value, {**project, **changes, "updated_at": updated_at})
+
+    async def delete_project(self, call: Call) -> dict:
+        project = await self._project_or_404(call.path["uuid"])
+        cascade = bool(call.query.get("cascade"))
+        if not cascade:
+            count = await self.state.count_jobs(project["uuid"])
+            if count:
+                raise APIError(
+                    409,
+                    f"project has {count} job{'s' if count != 1 else ''}; "
+                    "delete them first or pass ?cascade=true",
+                    {"cascade": f"project has {count} jobs"},
+                )
+        value = await self._propose("delete_project", {"uuid": project["uuid"], "cascade": cascade})
+        return value if isinstance(value, dict) else {"uuid": project["uuid"], "deleted_jobs": []}
+
+    # -- jobs --------------------------------------------------------------
+
+    async def _job_or_404(self, job_uuid: str) -> dict:
+        job = await self.state.get_job(job_uuid)
+        if not job:
+            raise _not_found("job", job_uuid)
+        return job
+
+    async def _check_projects_exist(self, wanted: dict[str, list[str]]) -> None:
+        """C{wanted} maps a project uuid to the field paths naming it; 404 for missing ones."""
+        missing: dict[str, str] = {}
+        for project_uuid, paths in wanted.items():
+            if not await self.state.get_project(project_uuid):
+                for path in paths:
+                    missing[path] = f"{path}: no project {project_uuid!r}"
+        if missing:
+            raise error_for_fields(missing, 404)
+
+    async def create_jobs(self, call: Call) -> tuple[int, Any]:
+        body = call.json_body()
+        if isinstance(body, dict):
+            items, prefixes = [body], [""]
+        elif isinstance(body, list):
+            if not body:
+                raise invalid("jobs", "jobs: the array is empty; send 1 to 10000 jobs")
+            if len(body) > MAX_JOBS_PER_REQUEST:
+                raise APIError(
+                    413,
+                    f"jobs: {len(body)} jobs in one request; "
+                    f"at most {MAX_JOBS_PER_REQUEST} are allowed",
+                    {"jobs": f"at most {MAX_JOBS_PER_REQUEST} jobs"},
+                )
+            items, prefixes = body, [f"jobs[{i}]." for i in range(len(body))]
+        else:
+            raise invalid("body", "body: must be a job object or an array of job objects")
+        errors = FieldErrors()
+        cleaned: list[dict] = []
+        for item, prefix in zip(items, prefixes, strict=True):
+            if not isinstance(item, dict):
+                path = prefix.rstrip(".")
+                errors.add(path, f"{path}: must be a job object")
+                continue
+            cleaned.append(check_job(item, prefix=prefix, errors=errors, partial=False))
+        errors.raise_if_any()
+        wanted: dict[str, list[str]] = {}
+        for fields, prefix in zip(cleaned, prefixes, strict=True):
+            wanted.setdefault(fields["project_uuid"], []).append(prefix + "project_uuid")
+        await self._check_projects_exist(wanted)
+        now = self._now()
+        stamp = format_instant(now)
+        anchor = format_instant(now.replace(microsecond=0))
+        jobs = [
+            {
+                "uuid": self.new_uuid(),
+                "project_uuid": fields["project_uuid"],
+                "name": fields["name"],
+                "spec": fields["spec"],
+                "callback_url": fields["callback_url"],
+                "data": fields.get("data"),
+                "timezone": fields.get("timezone", "UTC"),
+                "execution_type": fields.get("execution_type", "http"),
+                "paused": fields.get("paused", False),
+                "catch_up_window_s": float(
+                    fields.get("catch_up_window_s", self.defaults.catch_up_window_seconds)
+                ),
+                "timeout_s": float(fields.get("timeout_s", self.defaults.job_execution_timeout)),
+                "retry_max": int(fields.get("retry_max", self.defaults.job_execution_retry_max)),
+                "created_at": stamp,
+                "updated_at": stamp,
+                "anchor_at": anchor,
+            }
+            for fields in cleaned
+        ]
+        value = await self._propose("create_jobs", {"jobs": jobs})
+        if isinstance(value, list) and len(value) == len(jobs):
+            jobs = value
+        presented = await self._present_jobs(jobs, with_history=False)
+        return 201, (presented[0] if isinstance(body, dict) else presented)
+
+    async def list_jobs(self, call: Call) -> dict:
+        limit, offset = call.query["limit"], call.query["offset"]
+        project_uuid = call.query.get("project_uuid")
+        if project_uuid is not None and not await self.state.get_project(project_uuid):
+            raise _not_found("project", project_uuid, "project_uuid")
+        items, total = await self.state.list_jobs(
+            project_uuid=project_uuid, paused=call.query.get("paused"), limit=limit, offset=offset
+        )
+        return self._page(await self._present_jobs(list(items)), total, limit, offset)
+
+    async def get_job(self, call: Call) -> dict:
+        return await self._present_job(await self._job_or_404(call.path["uuid"]))
+
+    async def update_job(self, call: Call) -> dict:
+        body = call.object_body()
+        errors = FieldErrors()
+        changes = check_job(body, prefix="", errors=errors, partial=True)
+        errors.raise_if_any()
+        job = await self._job_or_404(call.path["uuid"])
+        for key in ("catch_up_window_s", "timeout_s"):
+            if key in changes:
+                changes[key] = float(changes[key])
+        changes = {k: v for k, v in changes.items() if _canonical(job.get(k)) != _canonical(v)}
+        if not changes:
+            return await self._present_job(job)
+        if "project_uuid" in changes:
+            await self._check_projects_exist({changes["project_uuid"]: ["project_uuid"]})
+        now = self._now()
+        updated_at = format_instant(now)
+        if "spec" in changes or "timezone" in changes:
+            changes["anchor_at"] = format_instant(now.replace(microsecond=0))
+        value = await self._propose(
+            "update_job", {"uuid": job["uuid"], "changes": changes, "updated_at": updated_at}
+        )
+        return await self._present_job(_prefer(value, {**job, **changes, "updated_at": updated_at}))
+
+    async def delete_job(self, call: Call) -> dict:
+        job = await self._job_or_404(call.path["uuid"])
+        value = await self._propose("delete_job", {"uuid": job["uuid"]})
+        return value if isinstance(value, dict) else {"uuid": job["uuid"]}
+
+    async def run_job(self, call: Call) -> tuple[int, Any]:
+        job = await self._job_or_404(call.path["uuid"])
+        execution = await _maybe(self.scheduler.run_now(job))
+        return 202, execution
+
+    async def next_runs(self, call: Call) -> dict:
+        job = await self._job_or_404(call.path["uuid"])
+        zone_name = job.get("timezone") or "UTC"
+        try:
+            anchor = parse_instant(job.get("anchor_at") or job["created_at"])
+            schedule = make_schedule(job["spec"], zone_name, anchor)
+        except (SpecError, ValueError) as error:
+            raise APIError(
+                409,
+                f"spec: the stored schedule cannot be evaluated ({error})",
+                {"spec": str(error)},
+            ) from None
+        zone = ZoneInfo(zone_name)
+        items = []
+        instant: datetime | None = self._now()
+        for _ in range(call.query["n"]):
+            instant = schedule.next_after(instant)  # type: ignore[arg-type]
+            if instant is None:
+                break
+            items.append(
+                {
+                    "utc": format_instant(instant),
+                    "local": instant.astimezone(zone).isoformat(timespec="milliseconds"),
+                }
+            )
+        return {"items": items, "timezone": zone_name, "paused": bool(job.get("paused"))}
+
+    # -- executions --------------------------------------------------------
+
+    async def _executions_page(self, call: Call, **filters: Any) -> dict:
+        limit, offset = call.query["limit"], call.query["offset"]
+        since, until = call.query.get("since"), call.query.get("until")
+        if since is not None and until is not None and until <= since:
+            raise invalid("until", "until: must be later than since")
+        items, total = await _maybe(
+            self.executions.query(
+                state=call.query.get("state"),
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+                **filters,
+            )
+        )
+        return self._page(list(items), total, limit, offset)
+
+    async def list_executions(self, call: Call) -> dict:
+        return await self._executions_page(
+            call, job_uuid=call.query.get("job_uuid"), project_uuid=call.query.get("project_uuid")
+        )
+
+    async def job_executions(self, call: Call) -> dict:
+        job = await self._job_or_404(call.path["uuid"])
+        return await self._executions_page(call, job_uuid=job["uuid"], project_uuid=None)
+
+    # -- credentials (admin) -------------------------------------------------
+
+    async def _credential_or_404(self, credential_uuid: str) -> dict:
+        credential = await self.state.get_credential(credential_uuid)
+        if not credential:
+            raise _not_found("credential", credential_uuid)
+        return _public_credential(credential)
+
+    def create_credential(self) -> Deferred:
+        """
+        Make a new client credential through the state machine; fires with
+        C{{uuid, api_key, api_secret, created_at}}. The secret exists only in
+        this result: the store keeps its hash. (Used by the route and by a
+        new node printing its first credential.)
+        """
+        return Deferred.fromCoroutine(self._create_credential())
+
+    async def _create_credential(self) -> dict:
+        api_key = self.token(24)
+        api_secret = self.token(32)
+        credential = {
+            "uuid": self.new_uuid(),
+            "api_key": api_key,
+            "api_secret_hash": self.hash_secret(api_secret),  # type: ignore[misc]
+            "created_at": format_instant(self._now()),
+        }
+        await self._propose("create_credential", {"credential": credential})
+        return {
+            "uuid": credential["uuid"],
+            "api_key": api_key,
+            "api_secret": api_secret,
+            "created_at": credential["created_at"],
+        }
+
+    async def post_credential(self, call: Call) -> tuple[int, dict]:
+        body = call.object_body(required=False)
+        if body:
+            name = next(iter(body))
+            raise invalid(name, f"{name}: unknown field (a credential takes no fields)")
+        return 201, await self._create_credential()
+
+    async def list_credentials(self, call: Call) -> dict:
+        limit, offset = call.query["limit"], call.query["offset"]
+        items, total = await self.state.list_credentials(limit=limit, offset=offset)
+        return self._page([_public_credential(c) for c in items], total, limit, offset)
+
+    async def get_credential(self, call: Call) -> dict:
+        return await self._credential_or_404(call.path["uuid"])
+
+    async def archive_credential(self, call: Call) -> dict:
+        credential = await self._credential_or_404(call.path["uuid"])
+        if credential.get("archived_at"):
+            return credential
+        archived_at = format_instant(self._now())
+        value = await self._propose(
+            "archive_credential", {"uuid": credential["uuid"], "archived_at": archived_at}
+        )
+        return _public_credential(_prefer(value, {**credential, "archived_at": archived_at}))
+
+
+def _prefer(value: Any, local: dict) -> dict:
+    """The state machine's answer when it is a record, else what this node computed."""
+    if isinstance(value, dict) and "uuid" in value:
+        return value
+    return local
+
+
+def _public_credential(credential: Mapping[str, Any]) -> dict:
+    public = {k: v for k, v in credential.items() if k not in ("api_secret_hash", "api_secret")}
+    public.setdefault("archived_at", None)
+    return public
+
+
+def _canonical(value: Any) -> str:
+    """A comparable text form of a JSON value (so 1 and true differ, key order does not matter)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _parse_query(route: Route, request: IRequest) -> dict[str, Any]:
+    """
+    The route's query parameters, converted and checked; unknown or repeated
+    parameters are errors so a typo never silently widens a listing.
+    """
+    raw_query = urlsplit(request.uri).query
+    try:
+        pairs = parse_qs(
+            raw_query.decode("ascii"), keep_blank_values=True, strict_parsing=False, errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise invalid("query", "query: is not valid percent-encoded UTF-8") from None
+    params = {p.name: p for p in route.query}
+    errors = FieldErrors()
+    values: dict[str, Any] = {}
+    for name, given in pairs.items():
+        param = params.get(name)
+        if param is None:
+            allowed = ", ".join(params) or "none"
+            errors.add(name, f"{name}: unknown query parameter (allowed: {allowed})")
+            continue
+        if len(given) > 1:
+            errors.add(name, f"{name}: given more than once")
+            continue
+        try:
+            values[name] = _convert(param, given[0])
+        except Invalid as problem:
+            errors.add(name, f"{name}: {problem}")
+    errors.raise_if_any()
+    if "cursor" in params:
+        if "cursor" in values and "offset" in values:
+            raise invalid("cursor", "cursor: give either cursor or offset, not both")
+        if "cursor" in values:
+            values["offset"] = values.pop("cursor")
+    for param in route.query:
+        if param.name != "cursor" and param.default is not None:
+            values.setdefault(param.name, param.default)
+    return values
+
+
+def _convert(param: Param, text: str) -> Any:
+    if param.kind == "integer":
+        stripped = text.strip()
+        if not stripped.lstrip("-").isdigit() or len(stripped) > 18:
+            raise Invalid(f"must be an integer, not {text!r}")
+        number = int(stripped)
+        if param.minimum is not None and number < param.minimum:
+            raise Invalid(f"must be at least {param.minimum}")
+        if param.maximum is not None and number > param.maximum:
+            raise Invalid(f"must be at most {param.maximum}")
+        return number
+    if param.kind == "boolean":
+        lowered = text.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise Invalid(f"must be true or false, not {text!r}")
+    if param.kind == "instant":
+        try:
+            return format_instant(parse_instant(text))
+        except (ValueError, OverflowError):
+            raise Invalid(
+                "must be an RFC 3339 instant with an offset, "
+                f"e.g. 2026-01-02T03:04:05Z, not {text!r}"
+            ) from None
+    if param.kind == "cursor":
+        return decode_cursor(text)
+    if not text:
+        raise Invalid("must not be empty")
+    if param.enum and text not in param.enum:
+        raise Invalid(f"must be one of {', '.join(param.enum)}, not {text!r}")
+    return text

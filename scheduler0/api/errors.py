@@ -1,0 +1,93 @@
+"""
+The one exception type handlers raise to answer with an error envelope.
+
+Handlers never build error responses by hand: they raise L{APIError} and the
+application turns it into C{{"success": false, "data": null, "error": ...}},
+so every error anywhere in the API has the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+# Error codes by HTTP status, used when a handler does not name its own code.
+DEFAULT_CODES = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+@attrs.define(eq=False)
+class APIError(Exception):
+    """
+    A request that cannot be answered with success.
+
+    C{fields} maps each offending input (a body field like C{jobs[3].spec},
+    a query parameter, a header or C{body}) to what is wrong with it.
+    """
+
+    status: int
+    message: str
+    fields: Mapping[str, str] = attrs.field(factory=dict)
+    code: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"
+
+    def envelope(self) -> dict:
+        """The JSON body for this error."""
+        return {
+            "success": False,
+            "data": None,
+            "error": {
+                "code": self.code or DEFAULT_CODES.get(self.status, "error"),
+                "message": self.message,
+                "fields": dict(self.fields),
+            },
+        }
+
+
+def invalid(field: str, message: str) -> APIError:
+    """A 400 naming one field, with the field's message as the summary."""
+    return APIError(400, message, {field: message})
+
+
+class FieldErrors:
+    """
+    Collects per-field problems of one request so a client sees all of them
+    at once rather than fixing one per round trip.
+    """
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.fields.setdefault(field, message)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields)
+
+    def raise_if_any(self, status: int = 400) -> None:
+        if self.fields:
+            raise error_for_fields(self.fields, status)
+
+
+def error_for_fields(fields: Mapping[str, str], status: int = 400) -> APIError:
+    """An APIError whose summary is the first field's message (plus a count)."""
+    first = next(iter(fields.values()))
+    extra = len(fields) - 1
+    message = (
+        first if not extra else f"{first} (and {extra} more problem{'s' if extra > 1 else ''})"
+    )
+    return APIError(status, message, dict(fields))

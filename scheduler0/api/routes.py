@@ -1,0 +1,279 @@
+"""
+The route table: the single description of the HTTP API.
+
+The application registers its Klein routes from this table and the OpenAPI
+document is generated from it, so the document cannot drift from what is
+actually served.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from scheduler0.api.validation import EXECUTION_STATES
+
+PREFIXES = ("/api/v1", "")
+ANONYMOUS = "anonymous"
+CLIENT = "client"
+ADMIN = "admin"
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+MAX_NEXT = 100
+DEFAULT_NEXT = 10
+
+
+@attrs.frozen
+class Param:
+    """One query-string parameter a route accepts."""
+
+    name: str
+    kind: str  # "string" | "integer" | "boolean" | "instant" | "cursor"
+    description: str
+    default: object = None
+    minimum: int | None = None
+    maximum: int | None = None
+    enum: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Route:
+    """One (method, path) the API serves; C{path} uses werkzeug C{<name>} placeholders."""
+
+    method: str
+    path: str
+    handler: str
+    auth: str
+    summary: str
+    status: int = 200
+    query: tuple[Param, ...] = ()
+    body: str | None = None  # component schema of the request body
+    body_required: bool = True
+    response: str | None = None  # component schema of C{data}
+    description: str = ""
+
+    @property
+    def openapi_path(self) -> str:
+        return re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", self.path)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"<(?:[a-z_]+:)?([a-z_]+)>", self.path)
+
+
+PAGE = (
+    Param("limit", "integer", "Page size.", DEFAULT_LIMIT, 1, MAX_LIMIT),
+    Param("offset", "integer", "Items to skip (do not combine with cursor).", 0, 0),
+    Param("cursor", "cursor", "The next_cursor of a previous page (instead of offset)."),
+)
+CONSISTENCY = Param(
+    "consistency",
+    "string",
+    "linearizable (default) reads what every acknowledged write wrote; stale reads this "
+    "node's copy without asking the leader.",
+    "linearizable",
+    enum=("linearizable", "stale"),
+)
+EXECUTION_FILTERS = (
+    Param("state", "string", "Only executions in this state.", enum=EXECUTION_STATES),
+    Param("since", "instant", "Only slots scheduled at or after this RFC 3339 instant."),
+    Param("until", "instant", "Only slots scheduled before this RFC 3339 instant."),
+)
+
+_TABLE: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/healthcheck",
+        "health_check",
+        ANONYMOUS,
+        "Node and cluster health.",
+        response="Health",
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        "openapi_document",
+        CLIENT,
+        "This OpenAPI document.",
+        response=None,
+        description="Returned as is, without the success/data envelope.",
+    ),
+    # projects
+    Route(
+        "POST",
+        "/projects",
+        "create_project",
+        CLIENT,
+        "Create a project.",
+        201,
+        body="ProjectInput",
+        response="Project",
+    ),
+    Route(
+        "GET",
+        "/projects",
+        "list_projects",
+        CLIENT,
+        "List projects.",
+        query=PAGE,
+        response="ProjectPage",
+    ),
+    Route("GET", "/projects/<uuid>", "get_project", CLIENT, "Get a project.", response="Project"),
+    Route(
+        "PUT",
+        "/projects/<uuid>",
+        "update_project",
+        CLIENT,
+        "Change a project's name or description.",
+        body="ProjectPatch",
+        response="Project",
+    ),
+    Route(
+        "DELETE",
+        "/projects/<uuid>",
+        "delete_project",
+        CLIENT,
+        "Delete a project (409 while it has jobs, unless cascade=true).",
+        query=(Param("cascade", "boolean", "Delete the project's jobs too.", False),),
+        response="ProjectDeleted",
+    ),
+    # jobs
+    Route(
+        "POST",
+        "/jobs",
+        "create_jobs",
+        CLIENT,
+        "Create one job (object body) or up to 10,000 jobs atomically (array body).",
+        201,
+        body="JobInputOrList",
+        response="JobOrList",
+    ),
+    Route(
+        "GET",
+        "/jobs",
+        "list_jobs",
+        CLIENT,
+        "List jobs.",
+        query=(
+            Param("project_uuid", "string", "Only jobs of this project."),
+            Param("paused", "boolean", "Only paused (true) or active (false) jobs."),
+            *PAGE,
+        ),
+        response="JobPage",
+    ),
+    Route("GET", "/jobs/<uuid>", "get_job", CLIENT, "Get a job.", response="Job"),
+    Route(
+        "PATCH",
+        "/jobs/<uuid>",
+        "update_job",
+        CLIENT,
+        "Change some fields of a job.",
+        body="JobPatch",
+        response="Job",
+        description=(
+            "Fields not given keep their value. A spec or timezone change re-anchors the schedule."
+        ),
+    ),
+    Route(
+        "PUT",
+        "/jobs/<uuid>",
+        "update_job",
+        CLIENT,
+        "Change some fields of a job (same as PATCH).",
+        body="JobPatch",
+        response="Job",
+        description="Partial like PATCH: fields not given keep their value.",
+    ),
+    Route("DELETE", "/jobs/<uuid>", "delete_job", CLIENT, "Delete a job.", response="Deleted"),
+    Route(
+        "POST",
+        "/jobs/<uuid>/run",
+        "run_job",
+        CLIENT,
+        "Fire one extra execution of the job now.",
+        202,
+        body_required=False,
+        response="Execution",
+    ),
+    Route(
+        "GET",
+        "/jobs/<uuid>/next",
+        "next_runs",
+        CLIENT,
+        "Preview the job's next fire instants, in UTC and in the job's zone.",
+        query=(Param("n", "integer", "How many instants.", DEFAULT_NEXT, 1, MAX_NEXT),),
+        response="NextRuns",
+    ),
+    Route(
+        "GET",
+        "/jobs/<uuid>/executions",
+        "job_executions",
+        CLIENT,
+        "Execution history of one job, newest first.",
+        query=(*EXECUTION_FILTERS, *PAGE),
+        response="ExecutionPage",
+    ),
+    Route(
+        "GET",
+        "/executions",
+        "list_executions",
+        CLIENT,
+        "Execution history, newest first.",
+        query=(
+            Param("job_uuid", "string", "Only executions of this job."),
+            Param("project_uuid", "string", "Only executions of this project's jobs."),
+            *EXECUTION_FILTERS,
+            *PAGE,
+        ),
+        response="ExecutionPage",
+    ),
+    # credentials (admin)
+    Route(
+        "POST",
+        "/credentials",
+        "post_credential",
+        ADMIN,
+        "Create a client credential; the secret is shown only in this response.",
+        201,
+        body="CredentialInput",
+        body_required=False,
+        response="NewCredential",
+    ),
+    Route(
+        "GET",
+        "/credentials",
+        "list_credentials",
+        ADMIN,
+        "List client credentials.",
+        query=PAGE,
+        response="CredentialPage",
+    ),
+    Route(
+        "GET",
+        "/credentials/<uuid>",
+        "get_credential",
+        ADMIN,
+        "Get a client credential.",
+        response="Credential",
+    ),
+    Route(
+        "DELETE",
+        "/credentials/<uuid>",
+        "archive_credential",
+        ADMIN,
+        "Archive a client credential; it is rejected from then on.",
+        response="Credential",
+    ),
+)
+
+
+def _with_consistency(route: Route) -> Route:
+    """Reads of replicated state take C{?consistency=}; other routes do not."""
+    if route.method != "GET" or route.auth == ANONYMOUS or route.handler == "openapi_document":
+        return route
+    return attrs.evolve(route, query=(*route.query, CONSISTENCY))
+
+
+ROUTES: tuple[Route, ...] = tuple(_with_consistency(route) for route in _TABLE)

@@ -1,0 +1,296 @@
+"""
+Checks on request bodies and query strings, before anything reaches the
+state machine.
+
+Each checker returns the cleaned value or raises L{Invalid} with a sentence
+about the value; callers prefix it with the field's path (C{jobs[3].spec})
+so the client is told exactly which input to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from scheduler0.api.errors import FieldErrors
+from scheduler0.scheduler.spec import SpecError, validate_spec, validate_timezone
+
+MAX_NAME_LENGTH = 255
+MAX_DESCRIPTION_LENGTH = 4096
+MAX_URL_LENGTH = 2048
+MAX_SPEC_LENGTH = 1024
+MAX_CATCH_UP_WINDOW_S = 10 * 365 * 24 * 3600
+MAX_TIMEOUT_S = 24 * 3600
+MAX_RETRY_MAX = 1000
+MAX_ID_LENGTH = 128
+
+JOB_WRITABLE_FIELDS = (
+    "project_uuid",
+    "name",
+    "spec",
+    "callback_url",
+    "data",
+    "timezone",
+    "execution_type",
+    "paused",
+    "catch_up_window_s",
+    "timeout_s",
+    "retry_max",
+)
+JOB_REQUIRED_FIELDS = ("project_uuid", "name", "spec", "callback_url")
+JOB_READ_ONLY_FIELDS = (
+    "uuid",
+    "created_at",
+    "updated_at",
+    "anchor_at",
+    "next_run_at",
+    "last_run_at",
+    "last_status",
+)
+PROJECT_WRITABLE_FIELDS = ("name", "description")
+PROJECT_READ_ONLY_FIELDS = ("uuid", "created_at", "updated_at")
+EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")
+
+
+class Invalid(ValueError):
+    """One input value is wrong; the message says how (without the field name)."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_string(value: object, *, max_length: int, allow_blank: bool = False) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"must be a string, not {json_type(value)}")
+    if not allow_blank and not value.strip():
+        raise Invalid("must not be empty")
+    if len(value) > max_length:
+        raise Invalid(f"must be at most {max_length} characters")
+    return value
+
+
+def check_name(value: object) -> str:
+    return check_string(value, max_length=MAX_NAME_LENGTH)
+
+
+def check_description(value: object) -> str:
+    return check_string(value, max_length=MAX_DESCRIPTION_LENGTH, allow_blank=True)
+
+
+def check_id(value: object) -> str:
+    return check_string(value, max_length=MAX_ID_LENGTH)
+
+
+def _spec_message(error: SpecError, prefix: str) -> str:
+    """A SpecError's message without its own leading C{spec:}/C{timezone:}."""
+    message = str(error)
+    if message.startswith(prefix + ":"):
+        message = message[len(prefix) + 1 :].strip()
+    return message
+
+
+def check_spec(value: object) -> str:
+    spec = check_string(value, max_length=MAX_SPEC_LENGTH)
+    try:
+        validate_spec(spec)
+    except SpecError as error:
+        raise Invalid(_spec_message(error, "spec")) from None
+    return spec
+
+
+def check_timezone(value: object) -> str:
+    name = check_string(value, max_length=MAX_NAME_LENGTH)
+    try:
+        validate_timezone(name)
+    except SpecError as error:
+        raise Invalid(_spec_message(error, "timezone")) from None
+    return name
+
+
+def check_callback_url(value: object) -> str:
+    url = check_string(value, max_length=MAX_URL_LENGTH)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise Invalid("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise Invalid(f"is not a valid URL ({error})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise Invalid("must be an absolute http:// or https:// URL")
+    if not parts.hostname:
+        raise Invalid("must name a host")
+    if port == 0:
+        raise Invalid("must not use port 0")
+    return url
+
+
+def check_execution_type(value: object) -> str:
+    if value != "http":
+        raise Invalid('must be "http" (the only execution type)')
+    return "http"
+
+
+def check_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"must be true or false, not {json_type(value)}")
+    return value
+
+
+def _check_number(
+    value: object, *, minimum: float, maximum: float, exclusive_minimum: bool
+) -> float:
+    if not _is_number(value):
+        raise Invalid(f"must be a number, not {json_type(value)}")
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise Invalid("must be a finite number")
+    if exclusive_minimum and number <= minimum:
+        raise Invalid(f"must be greater than {minimum:g}")
+    if number < minimum:
+        raise Invalid(f"must be at least {minimum:g}")
+    if number > maximum:
+        raise Invalid(f"must be at most {maximum:g}")
+    return number
+
+
+def check_catch_up_window(value: object) -> float:
+    return _check_number(value, minimum=0, maximum=MAX_CATCH_UP_WINDOW_S, exclusive_minimum=False)
+
+
+def check_timeout(value: object) -> float:
+    return _check_number(value, minimum=0, maximum=MAX_TIMEOUT_S, exclusive_minimum=True)
+
+
+def check_retry_max(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Invalid(f"must be an integer, not {json_type(value)}")
+    if value < 0:
+        raise Invalid("must be at least 0")
+    if value > MAX_RETRY_MAX:
+        raise Invalid(f"must be at most {MAX_RETRY_MAX}")
+    return value
+
+
+def check_any_json(value: object) -> Any:
+    return value
+
+
+JOB_CHECKS: dict[str, Callable[[object], Any]] = {
+    "project_uuid": check_id,
+    "name": check_name,
+    "spec": check_spec,
+    "callback_url": check_callback_url,
+    "data": check_any_json,
+    "timezone": check_timezone,
+    "execution_type": check_execution_type,
+    "paused": check_bool,
+    "catch_up_window_s": check_catch_up_window,
+    "timeout_s": check_timeout,
+    "retry_max": check_retry_max,
+}
+
+PROJECT_CHECKS: dict[str, Callable[[object], Any]] = {
+    "name": check_name,
+    "description": check_description,
+}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_fields(
+    body: Mapping[str, Any],
+    *,
+    prefix: str,
+    checks: Mapping[str, Callable[[object], Any]],
+    read_only: tuple[str, ...],
+    required: tuple[str, ...],
+    errors: FieldErrors,
+) -> dict[str, Any]:
+    """
+    Check every key of C{body} against C{checks}; record unknown, read-only,
+    missing and invalid fields in C{errors} under C{prefix + name}; return the
+    cleaned values of the fields that passed.
+    """
+    cleaned: dict[str, Any] = {}
+    for key, value in body.items():
+        path = prefix + key
+        if key in read_only:
+            errors.add(path, f"{path}: is read-only and cannot be set")
+        elif key not in checks:
+            errors.add(path, f"{path}: unknown field (allowed: {', '.join(checks)})")
+        else:
+            try:
+                cleaned[key] = checks[key](value)
+            except Invalid as problem:
+                errors.add(path, f"{path}: {problem}")
+    for key in required:
+        if key not in body:
+            errors.add(prefix + key, f"{prefix + key}: is required")
+    return cleaned
+
+
+def check_job(
+    body: Mapping[str, Any], *, prefix: str, errors: FieldErrors, partial: bool
+) -> dict[str, Any]:
+    """The cleaned writable fields of one job object (all required ones unless C{partial})."""
+    return check_fields(
+        body,
+        prefix=prefix,
+        checks=JOB_CHECKS,
+        read_only=JOB_READ_ONLY_FIELDS,
+        required=() if partial else JOB_REQUIRED_FIELDS,
+        errors=errors,
+    )
+
+
+def check_project(body: Mapping[str, Any], *, errors: FieldErrors, partial: bool) -> dict[str, Any]:
+    """The cleaned writable fields of a project object (C{name} required unless C{partial})."""
+    return check_fields(
+        body,
+        prefix="",
+        checks=PROJECT_CHECKS,
+        read_only=PROJECT_READ_ONLY_FIELDS,
+        required=() if partial else ("name",),
+        errors=errors,
+    )
+
+
+# -- cursors -----------------------------------------------------------------
+
+
+def encode_cursor(offset: int) -> str:
+    """An opaque token for the list position C{offset}."""
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode("ascii").rstrip("=")
+
+
+def decode_cursor(token: str) -> int:
+    """The offset inside a token from L{encode_cursor}; L{Invalid} for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise Invalid("is not a cursor this API issued") from None
+    kind, _, number = raw.partition(":")
+    if kind != "o" or not number.isdigit() or len(number) > 18:
+        raise Invalid("is not a cursor this API issued")
+    return int(number)

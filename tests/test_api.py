@@ -1,0 +1,1030 @@
+"""
+Tests for the HTTP API (SPEC §5), driven in memory through StubTreq.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from io import BytesIO
+
+from twisted.internet.defer import fail
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from scheduler0.api.app import Call, Principal
+from scheduler0.api.errors import APIError
+from scheduler0.api.routes import PREFIXES, ROUTES
+from scheduler0.api.validation import encode_cursor
+from scheduler0.store.errors import StoreUnavailable
+from tests.test_api_support import Admin, Harness, basic
+
+
+def job_body(puuid: str, **fields) -> dict:
+    body = {
+        "project_uuid": puuid,
+        "name": "j",
+        "spec": "@every 1m",
+        "callback_url": "http://cb.test/hook",
+    }
+    body.update(fields)
+    return body
+
+
+class APITestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness()
+
+    def assertError(
+        self, response, status: int, field: str | None = None, code: str | None = None
+    ) -> dict:
+        got_status, headers, body = response
+        self.assertEqual(got_status, status, body)
+        self.assertEqual(headers.get("content-type"), "application/json")
+        self.assertIs(body["success"], False)
+        self.assertIsNone(body["data"])
+        error = body["error"]
+        self.assertIsInstance(error["message"], str)
+        if field is not None:
+            self.assertIn(field, error["fields"], error)
+            self.assertIn(field, error["message"], error)
+        if code is not None:
+            self.assertEqual(error["code"], code)
+        return error
+
+    def snapshot(self):
+        return self.h.dump(), len(self.h.proposer.proposed)
+
+
+class SeedClientTests(APITestCase):
+    def test_seed_client_flow(self) -> None:
+        """
+        The seed's Node.js client calls work unprefixed: POST /projects then POST /jobs; data.uuid
+        is the job id.
+        """
+        status, _, body = self.h.request(
+            "POST", "/projects", {"name": "sample project", "description": "my calendar project"}
+        )
+        self.assertEqual(status, 201)
+        self.assertIs(body["success"], True)
+        project_uuid = body["data"]["uuid"]
+        status, headers, body = self.h.request(
+            "POST",
+            "/jobs",
+            {
+                "name": "sample project",
+                "spec": "@every 1m",
+                "project_uuid": project_uuid,
+                "callback_url": "http://localhost:3000/callback",
+            },
+        )
+        self.assertEqual(status, 201, body)
+        self.assertEqual(headers["content-type"], "application/json")
+        job = body["data"]
+        self.assertEqual(self.h.stored_job(job["uuid"])["project_uuid"], project_uuid)
+
+
+class RoutingTests(APITestCase):
+    def test_every_route_is_served_under_both_prefixes(self) -> None:
+        """
+        Each route of the table answers under /api/v1 and without a prefix (never a routing
+        404/405).
+        """
+        for route in ROUTES:
+            path = route.path.replace("<uuid>", "missing")
+            for prefix in PREFIXES:
+                status, _, body = self.h.request(route.method, prefix + path, auth="admin")
+                self.assertNotEqual(status, 405, (route, prefix))
+                if status == 404:
+                    self.assertNotEqual(body["error"]["message"], "no such route", (route, prefix))
+
+    def test_unknown_route_is_404_envelope(self) -> None:
+        """An unknown path answers 404 with the JSON error envelope."""
+        for path in ("/nope", "/api/v1/nope", "/api/v2/jobs", "/jobs/a/b/c"):
+            self.assertError(self.h.request("GET", path), 404, code="not_found")
+
+    def test_wrong_method_is_405_envelope(self) -> None:
+        """
+        A known path with a wrong method answers 405 with an Allow header and the JSON envelope.
+        """
+        for path in ("/projects", "/api/v1/projects"):
+            response = self.h.request("PATCH", path, {})
+            self.assertError(response, 405, code="method_not_allowed")
+            self.assertEqual(response[1]["allow"], "GET, HEAD, POST")
+
+    def test_healthcheck_is_anonymous(self) -> None:
+        """GET /healthcheck needs no credentials and returns health() data."""
+        for prefix in PREFIXES:
+            status, _, body = self.h.request("GET", prefix + "/healthcheck", auth="none")
+            self.assertEqual(
+                (status, body), (200, {"success": True, "data": {"node_id": 1, "role": "leader"}})
+            )
+
+
+class AuthTests(APITestCase):
+    def test_missing_credentials_401(self) -> None:
+        """No credentials: 401; the Basic challenge is sent on admin routes only."""
+        status, headers, body = self.h.request("GET", "/projects", auth="none")
+        self.assertEqual(status, 401)
+        self.assertNotIn("www-authenticate", headers)
+        status, headers, body = self.h.request("GET", "/credentials", auth="none")
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["www-authenticate"], 'Basic realm="scheduler0"')
+
+    def test_wrong_key_or_secret_401(self) -> None:
+        """An unknown key, a wrong secret or a missing secret header is 401."""
+        for headers in (
+            {"x-api-key": "nope", "x-secret-key": self.h.secret},
+            {"x-api-key": self.h.key, "x-secret-key": "wrong"},
+            {"x-api-key": self.h.key},
+            {"x-secret-key": self.h.secret},
+            {b"x-api-key": b"\xff\xfe", b"x-secret-key": b"abc"},
+        ):
+            self.assertError(self.h.request("GET", "/projects", auth="none", headers=headers), 401)
+
+    def test_archived_credential_401(self) -> None:
+        """An archived credential is rejected, even right after it was accepted (and cached)."""
+        self.assertEqual(self.h.request("GET", "/projects")[0], 200)
+        self.h.request("DELETE", f"/credentials/{self.h.credential_uuid}", auth="admin")
+        error = self.assertError(self.h.request("GET", "/projects"), 401)
+        self.assertIn("archived", error["message"])
+
+    def test_client_on_admin_route_403(self) -> None:
+        """Valid client credentials on an admin route get 403; wrong ones 401."""
+        for method, path in (
+            ("GET", "/credentials"),
+            ("POST", "/credentials"),
+            ("DELETE", "/credentials/cred-1"),
+        ):
+            self.assertError(self.h.request(method, path), 403, code="forbidden")
+        response = self.h.request(
+            "GET", "/credentials", auth="none", headers={"x-api-key": "k", "x-secret-key": "s"}
+        )
+        self.assertError(response, 401)
+        self.assertEqual(response[1]["www-authenticate"], 'Basic realm="scheduler0"')
+
+    def test_admin_everywhere(self) -> None:
+        """Admin Basic auth works on client routes and admin routes."""
+        self.assertEqual(self.h.request("GET", "/projects", auth="admin")[0], 200)
+        self.assertEqual(self.h.request("GET", "/credentials", auth="admin")[0], 200)
+
+    def test_wrong_basic_401(self) -> None:
+        """Wrong admin password, wrong user, or a malformed Authorization header is 401."""
+        for headers in (
+            basic(password="nope"),
+            basic(user="root"),
+            {"Authorization": "Basic !!!"},
+            {"Authorization": "Bearer abc"},
+            {b"Authorization": b"Basic \xff"},
+        ):
+            response = self.h.request("GET", "/credentials", auth="none", headers=headers)
+            self.assertError(response, 401)
+            self.assertIn("www-authenticate", response[1])
+            self.assertError(self.h.request("GET", "/projects", auth="none", headers=headers), 401)
+
+    def test_empty_admin_password_disables_basic(self) -> None:
+        """With no admin password configured, Basic auth never succeeds."""
+        h = Harness(admin=Admin(password=""))
+        self.assertEqual(
+            h.request("GET", "/credentials", auth="none", headers=basic(password=""))[0], 401
+        )
+
+    def test_verification_is_cached(self) -> None:
+        """
+        A good secret is hashed once; later requests reuse the verification; a wrong one is checked
+        each time.
+        """
+        for _ in range(3):
+            self.assertEqual(self.h.request("GET", "/projects")[0], 200)
+        self.assertEqual(self.h.verifications, 1)
+        for _ in range(2):
+            self.h.request(
+                "GET",
+                "/projects",
+                auth="none",
+                headers={"x-api-key": self.h.key, "x-secret-key": "bad"},
+            )
+        self.assertEqual(self.h.verifications, 3)
+
+    def test_openapi_requires_auth(self) -> None:
+        """/openapi.json is not anonymous."""
+        self.assertError(self.h.request("GET", "/openapi.json", auth="none"), 401)
+
+
+class ProjectTests(APITestCase):
+    def test_create_get_list(self) -> None:
+        """A created project has a uuid and timestamps fixed by the API, and can be read back."""
+        status, _, body = self.h.request(
+            "POST", "/api/v1/projects", {"name": "a", "description": "x"}
+        )
+        self.assertEqual(status, 201)
+        project = body["data"]
+        self.assertEqual(project["created_at"], "2026-01-02T03:04:05.678Z")
+        command = self.h.proposer.proposed[-1]
+        self.assertEqual(command.op, "create_project")
+        self.assertEqual(command.args["project"], project)
+        self.assertTrue(command.request_id)
+        self.assertEqual(self.h.request("GET", f"/projects/{project['uuid']}")[2]["data"], project)
+        listed = self.h.request("GET", "/projects")[2]["data"]
+        self.assertEqual(
+            listed, {"items": [project], "total": 1, "limit": 50, "offset": 0, "next_cursor": None}
+        )
+
+    def test_description_defaults_to_empty(self) -> None:
+        """description is optional."""
+        status, _, body = self.h.request("POST", "/projects", {"name": "a"})
+        self.assertEqual((status, body["data"]["description"]), (201, ""))
+
+    def test_duplicate_name_409(self) -> None:
+        """Project names are unique."""
+        self.h.project("a")
+        before = self.snapshot()
+        self.assertError(self.h.request("POST", "/projects", {"name": "a"}), 409, "name")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_bad_project_bodies(self) -> None:
+        """
+        Missing, wrong-typed, unknown and read-only fields are 400 naming the field; nothing is
+        stored.
+        """
+        before = self.snapshot()
+        cases = [
+            ({}, "name"),
+            ({"name": ""}, "name"),
+            ({"name": 5}, "name"),
+            ({"name": "a", "description": 5}, "description"),
+            ({"name": "a", "colour": "red"}, "colour"),
+            ({"name": "a", "uuid": "x"}, "uuid"),
+            ({"name": "a", "created_at": "x"}, "created_at"),
+            ({"name": "a" * 300}, "name"),
+        ]
+        for payload, field in cases:
+            self.assertError(self.h.request("POST", "/projects", payload), 400, field)
+        self.assertError(self.h.request("POST", "/projects", ["x"]), 400, "body")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_update_project(self) -> None:
+        """
+        PUT changes name/description and updated_at; a rename onto another project's name is 409.
+        """
+        a = self.h.project("a")
+        self.h.project("b")
+        self.h.clock.advance(5)
+        status, _, body = self.h.request("PUT", f"/projects/{a['uuid']}", {"description": "new"})
+        self.assertEqual(status, 200)
+        self.assertEqual(body["data"]["description"], "new")
+        self.assertEqual(body["data"]["updated_at"], "2026-01-02T03:04:10.678Z")
+        self.assertEqual(self.h.stored_project(a["uuid"])["description"], "new")
+        before = self.snapshot()
+        self.assertError(
+            self.h.request("PUT", f"/projects/{a['uuid']}", {"name": "b"}), 409, "name"
+        )
+        self.assertError(
+            self.h.request("PUT", f"/projects/{a['uuid']}", {"uuid": "x"}), 400, "uuid"
+        )
+        self.assertError(self.h.request("PUT", "/projects/missing", {"name": "c"}), 404, "uuid")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_update_project_without_changes_proposes_nothing(self) -> None:
+        """A PUT that changes nothing answers the project and proposes no command."""
+        a = self.h.project("a")
+        count = len(self.h.proposer.proposed)
+        status, _, body = self.h.request("PUT", f"/projects/{a['uuid']}", {"name": "a"})
+        self.assertEqual((status, body["data"]), (200, a))
+        self.assertEqual(len(self.h.proposer.proposed), count)
+
+    def test_delete_project(self) -> None:
+        """
+        DELETE is 409 while the project has jobs, unless cascade=true, which deletes the jobs too.
+        """
+        p = self.h.project()
+        job = self.h.job(p["uuid"])
+        before = self.snapshot()
+        self.assertError(self.h.request("DELETE", f"/projects/{p['uuid']}"), 409, "cascade")
+        self.assertError(
+            self.h.request("DELETE", f"/projects/{p['uuid']}?cascade=maybe"), 400, "cascade"
+        )
+        self.assertEqual(self.snapshot(), before)
+        status, _, body = self.h.request("DELETE", f"/projects/{p['uuid']}?cascade=true")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["data"], {"uuid": p["uuid"], "deleted_jobs": [job["uuid"]]})
+        self.assertIsNone(self.h.stored_project(p["uuid"]))
+        self.assertEqual(self.h.count_jobs(), 0)
+        self.assertError(self.h.request("DELETE", f"/projects/{p['uuid']}"), 404, "uuid")
+
+    def test_delete_empty_project(self) -> None:
+        """A project without jobs is deleted without cascade."""
+        p = self.h.project()
+        self.assertEqual(self.h.request("DELETE", f"/projects/{p['uuid']}")[0], 200)
+        self.assertError(self.h.request("GET", f"/projects/{p['uuid']}"), 404, "uuid")
+
+
+class PaginationTests(APITestCase):
+    def test_pages_and_cursor(self) -> None:
+        """
+        limit/offset page through a list; next_cursor continues where the page ended and is null at
+        the end.
+        """
+        names = [f"p{i}" for i in range(5)]
+        for name in names:
+            self.h.project(name)
+            self.h.clock.advance(1)
+        page = self.h.request("GET", "/projects?limit=2")[2]["data"]
+        self.assertEqual([p["name"] for p in page["items"]], ["p0", "p1"])
+        self.assertEqual((page["total"], page["limit"], page["offset"]), (5, 2, 0))
+        seen = [p["name"] for p in page["items"]]
+        while page["next_cursor"]:
+            page = self.h.request("GET", f"/projects?limit=2&cursor={page['next_cursor']}")[2][
+                "data"
+            ]
+            seen += [p["name"] for p in page["items"]]
+        self.assertEqual(seen, names)
+        page = self.h.request("GET", "/projects?offset=4")[2]["data"]
+        self.assertEqual(([p["name"] for p in page["items"]], page["next_cursor"]), (["p4"], None))
+
+    def test_bad_paging_parameters(self) -> None:
+        """
+        Out-of-range or malformed limit/offset/cursor, both offset and cursor, or unknown parameters
+        are 400.
+        """
+        cases = [
+            ("limit=1001", "limit"),
+            ("limit=0", "limit"),
+            ("limit=x", "limit"),
+            ("offset=-1", "offset"),
+            ("offset=1.5", "offset"),
+            ("cursor=%%%", "cursor"),
+            ("cursor=bm9wZQ", "cursor"),
+            (f"cursor={encode_cursor(2)}&offset=1", "cursor"),
+            ("limit=1&limit=2", "limit"),
+            ("colour=red", "colour"),
+        ]
+        for query, field in cases:
+            self.assertError(self.h.request("GET", f"/projects?{query}"), 400, field)
+        self.assertEqual(self.h.request("GET", "/projects?limit=1000")[0], 200)
+
+
+class JobCreateTests(APITestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.project = self.h.project()
+        self.puuid = self.project["uuid"]
+
+    def test_defaults_applied(self) -> None:
+        """Absent optional fields take the documented defaults (config for the numeric ones)."""
+        job = self.h.job(self.puuid)
+        self.assertEqual(
+            {
+                k: job[k]
+                for k in (
+                    "data",
+                    "timezone",
+                    "execution_type",
+                    "paused",
+                    "catch_up_window_s",
+                    "timeout_s",
+                    "retry_max",
+                )
+            },
+            {
+                "data": None,
+                "timezone": "UTC",
+                "execution_type": "http",
+                "paused": False,
+                "catch_up_window_s": 60.0,
+                "timeout_s": 30.0,
+                "retry_max": 10,
+            },
+        )
+        self.assertEqual(job["created_at"], "2026-01-02T03:04:05.678Z")
+        self.assertEqual(job["anchor_at"], "2026-01-02T03:04:05.000Z")
+        self.assertEqual(
+            (job["next_run_at"], job["last_run_at"], job["last_status"]),
+            ("2030-01-01T00:00:00.000Z", None, None),
+        )
+        stored = self.h.stored_job(job["uuid"])
+        self.assertNotIn("next_run_at", stored)
+        self.assertEqual(stored["anchor_at"], job["anchor_at"])
+
+    def test_all_fields(self) -> None:
+        """Every writable field is stored as given."""
+        job = self.h.job(
+            self.puuid,
+            data={"a": [1, 2]},
+            timezone="Europe/Berlin",
+            execution_type="http",
+            paused=True,
+            catch_up_window_s=0,
+            timeout_s=1.5,
+            retry_max=0,
+            spec="30 2 * * *",
+            callback_url="https://example.com:8443/cb?x=1",
+        )
+        stored = self.h.stored_job(job["uuid"])
+        self.assertEqual(stored["data"], {"a": [1, 2]})
+        self.assertEqual(
+            (
+                stored["timezone"],
+                stored["paused"],
+                stored["catch_up_window_s"],
+                stored["timeout_s"],
+                stored["retry_max"],
+            ),
+            ("Europe/Berlin", True, 0.0, 1.5, 0),
+        )
+        self.assertIsNone(job["next_run_at"])
+
+    def test_array_creates_all(self) -> None:
+        """An array body creates every job in one create_jobs command and answers the list."""
+        status, _, body = self.h.request(
+            "POST", "/jobs", [job_body(self.puuid, name=f"j{i}") for i in range(3)]
+        )
+        self.assertEqual(status, 201)
+        self.assertEqual([j["name"] for j in body["data"]], ["j0", "j1", "j2"])
+        self.assertEqual(self.h.count_jobs(), 3)
+        self.assertEqual(self.h.proposer.proposed[-1].op, "create_jobs")
+        self.assertEqual(len(self.h.proposer.proposed[-1].args["jobs"]), 3)
+
+    def test_array_is_atomic(self) -> None:
+        """One bad element rejects the whole array, naming jobs[i].field; nothing is stored."""
+        before = self.snapshot()
+        payload = [
+            job_body(self.puuid),
+            job_body(self.puuid, spec="not a spec"),
+            job_body(self.puuid, retry_max=-1),
+        ]
+        error = self.assertError(self.h.request("POST", "/jobs", payload), 400, "jobs[1].spec")
+        self.assertIn("jobs[2].retry_max", error["fields"])
+        self.assertEqual(self.snapshot(), before)
+        payload = [job_body(self.puuid), job_body("no-such-project")]
+        self.assertError(self.h.request("POST", "/jobs", payload), 404, "jobs[1].project_uuid")
+        self.assertError(
+            self.h.request("POST", "/jobs", [job_body(self.puuid), "x"]), 400, "jobs[1]"
+        )
+        self.assertEqual(self.snapshot(), before)
+
+    def test_array_bounds(self) -> None:
+        """An empty array is 400 and more than 10,000 jobs is 413, both naming jobs."""
+        before = self.snapshot()
+        self.assertError(self.h.request("POST", "/jobs", []), 400, "jobs")
+        self.assertError(self.h.request("POST", "/jobs", [{}] * 10_001), 413, "jobs")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_ten_thousand_jobs_in_one_request(self) -> None:
+        """The largest allowed array, 10,000 jobs, is created in one command."""
+        payload = [job_body(self.puuid, name=f"j{i}") for i in range(10_000)]
+        status, _, body = self.h.request("POST", "/jobs", payload)
+        self.assertEqual(status, 201)
+        self.assertEqual(len(body["data"]), 10_000)
+        self.assertEqual(len({job["uuid"] for job in body["data"]}), 10_000)
+        self.assertEqual(self.h.count_jobs(), 10_000)
+        self.assertEqual([c.op for c in self.h.proposer.proposed[-1:]], ["create_jobs"])
+
+    def test_unknown_project_404(self) -> None:
+        """A job for a project that does not exist is 404 naming project_uuid."""
+        before = self.snapshot()
+        self.assertError(self.h.request("POST", "/jobs", job_body("nope")), 404, "project_uuid")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_bad_fields(self) -> None:
+        """
+        Every kind of bad field value is 400 naming the field; nothing reaches the state machine.
+        """
+        before = self.snapshot()
+        cases = [
+            ({"name": ""}, "name"),
+            ({"name": 3}, "name"),
+            ({"spec": "bogus"}, "spec"),
+            ({"spec": "@every 0s"}, "spec"),
+            ({"spec": 5}, "spec"),
+            ({"timezone": "Mars/Base"}, "timezone"),
+            ({"timezone": None}, "timezone"),
+            ({"callback_url": "ftp://cb.test/x"}, "callback_url"),
+            ({"callback_url": "http://"}, "callback_url"),
+            ({"callback_url": "/relative"}, "callback_url"),
+            ({"callback_url": "http://a b/"}, "callback_url"),
+            ({"callback_url": "http://cb.test:99999/"}, "callback_url"),
+            ({"callback_url": ["http://cb.test"]}, "callback_url"),
+            ({"execution_type": "shell"}, "execution_type"),
+            ({"paused": "yes"}, "paused"),
+            ({"paused": 1}, "paused"),
+            ({"catch_up_window_s": -1}, "catch_up_window_s"),
+            ({"catch_up_window_s": "5"}, "catch_up_window_s"),
+            ({"catch_up_window_s": True}, "catch_up_window_s"),
+            ({"timeout_s": 0}, "timeout_s"),
+            ({"timeout_s": 1e12}, "timeout_s"),
+            ({"retry_max": 1.5}, "retry_max"),
+            ({"retry_max": -1}, "retry_max"),
+            ({"retry_max": True}, "retry_max"),
+            ({"project_uuid": 7}, "project_uuid"),
+            ({"colour": "red"}, "colour"),
+        ]
+        for fields, field in cases:
+            self.assertError(
+                self.h.request("POST", "/jobs", job_body(self.puuid, **fields)), 400, field
+            )
+        for missing in ("project_uuid", "name", "spec", "callback_url"):
+            payload = job_body(self.puuid)
+            del payload[missing]
+            self.assertError(self.h.request("POST", "/jobs", payload), 400, missing)
+        self.assertEqual(self.snapshot(), before)
+
+    def test_spec_error_message_is_passed_on(self) -> None:
+        """A bad spec's error carries the schedule module's explanation."""
+        error = self.assertError(
+            self.h.request("POST", "/jobs", job_body(self.puuid, spec="@dayly")), 400, "spec"
+        )
+        self.assertIn("dayly", error["fields"]["spec"])
+
+    def test_read_only_fields_rejected(self) -> None:
+        """Setting a read-only field is 400 naming it."""
+        before = self.snapshot()
+        for field in (
+            "uuid",
+            "created_at",
+            "updated_at",
+            "next_run_at",
+            "last_run_at",
+            "last_status",
+            "anchor_at",
+        ):
+            error = self.assertError(
+                self.h.request("POST", "/jobs", job_body(self.puuid, **{field: "x"})), 400, field
+            )
+            self.assertIn("read-only", error["fields"][field])
+        self.assertEqual(self.snapshot(), before)
+
+    def test_bad_bodies(self) -> None:
+        """Malformed JSON, NaN, non-object bodies, wrong or missing content type are 400/415."""
+        before = self.snapshot()
+        self.assertError(self.h.request("POST", "/jobs", raw=b"{nope"), 400, "body")
+        self.assertError(self.h.request("POST", "/jobs", raw=b"\xff\xfe"), 400, "body")
+        self.assertError(self.h.request("POST", "/jobs", raw=b"[" * 100_000), 400, "body")
+        nan = json.dumps(job_body(self.puuid)).replace('"j"', "NaN").encode()
+        self.assertError(self.h.request("POST", "/jobs", raw=nan), 400, "body")
+        self.assertError(self.h.request("POST", "/jobs", raw=b""), 400, "body")
+        for body in ("x", 5, None, True):
+            self.assertError(self.h.request("POST", "/jobs", body), 400, "body")
+        self.assertError(
+            self.h.request("POST", "/jobs", job_body(self.puuid), content_type="text/plain"),
+            415,
+            "content-type",
+        )
+        self.assertError(
+            self.h.request("POST", "/jobs", job_body(self.puuid), content_type=None),
+            415,
+            "content-type",
+        )
+        latin = self.h.request(
+            "POST",
+            "/jobs",
+            job_body(self.puuid),
+            headers={b"Content-Type": b"application/json\xff"},
+        )
+        self.assertError(latin, 400, "content-type")
+        form = self.h.request(
+            "POST", "/jobs", raw=b"a=b", content_type="application/x-www-form-urlencoded"
+        )
+        self.assertError(form, 415, "content-type")
+        self.assertEqual(self.snapshot(), before)
+        ok = self.h.request(
+            "POST", "/jobs", job_body(self.puuid), content_type="application/json; charset=utf-8"
+        )
+        self.assertEqual(ok[0], 201)
+
+    def test_oversized_body_413(self) -> None:
+        """A body over max_body_bytes is 413 naming body, before it is parsed."""
+        h = Harness(max_body_bytes=1000)
+        project = h.project()
+        before = h.dump()
+        payload = job_body(project["uuid"], data="x" * 2000)
+        self.assertError(h.request("POST", "/jobs", payload), 413, "body")
+        self.assertError(h.request("POST", "/jobs", raw=b"{" * 2000), 413, "body")
+        self.assertEqual(h.dump(), before)
+
+    def test_read_size_is_checked_without_content_length(self) -> None:
+        """Without a Content-Length, the bytes actually read are held to the limit."""
+        request = DummyRequest([b"jobs"])
+        request.content = BytesIO(b"[" + b"1," * 600 + b"1]")
+        request.requestHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        call = Call(request, Principal("client"), {}, {}, 1000)
+        error = self.assertRaises(APIError, call.json_body)
+        self.assertEqual((error.status, list(error.fields)), (413, ["body"]))
+        call = Call(request, Principal("client"), {}, {}, 2000)
+        self.assertEqual(len(call.json_body()), 601)
+
+
+class JobReadUpdateTests(APITestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.project = self.h.project()
+        self.puuid = self.project["uuid"]
+        self.job = self.h.job(self.puuid)
+
+    def test_get_and_history_fields(self) -> None:
+        """
+        GET shows last_run_at/last_status from the newest execution and next_run_at from the
+        scheduler.
+        """
+        for minute, state in ((5, "failed"), (6, "succeeded")):
+            self.h.add_execution(
+                execution_id=f"e{minute}",
+                job_uuid=self.job["uuid"],
+                project_uuid=self.puuid,
+                scheduled_at=f"2026-01-02T03:0{minute}:00.000Z",
+                state=state,
+                started_at=f"2026-01-02T03:0{minute}:00.0{minute}0Z",
+            )
+        for prefix in PREFIXES:
+            data = self.h.request("GET", f"{prefix}/jobs/{self.job['uuid']}")[2]["data"]
+            self.assertEqual(
+                (data["last_run_at"], data["last_status"], data["next_run_at"]),
+                ("2026-01-02T03:06:00.060Z", "succeeded", "2030-01-01T00:00:00.000Z"),
+            )
+        self.assertError(self.h.request("GET", "/jobs/missing"), 404, "uuid")
+
+    def test_list_filters(self) -> None:
+        """GET /jobs filters by project_uuid and paused; an unknown project filter is 404."""
+        other = self.h.project("other")
+        paused = self.h.job(other["uuid"], paused=True)
+
+        def uuids(query):
+            status, _, body = self.h.request("GET", f"/jobs{query}")
+            self.assertEqual(status, 200, body)
+            return [j["uuid"] for j in body["data"]["items"]]
+
+        self.assertEqual(uuids(""), [self.job["uuid"], paused["uuid"]])
+        self.assertEqual(uuids(f"?project_uuid={other['uuid']}"), [paused["uuid"]])
+        self.assertEqual(uuids("?paused=true"), [paused["uuid"]])
+        self.assertEqual(uuids("?paused=false"), [self.job["uuid"]])
+        self.assertError(self.h.request("GET", "/jobs?paused=maybe"), 400, "paused")
+        self.assertError(self.h.request("GET", "/jobs?project_uuid=nope"), 404, "project_uuid")
+
+    def test_patch_fields(self) -> None:
+        """
+        PATCH changes only the given fields and updated_at; the anchor stays when spec and timezone
+        stay.
+        """
+        self.h.clock.advance(10)
+        status, _, body = self.h.request(
+            "PATCH", f"/jobs/{self.job['uuid']}", {"name": "renamed", "paused": True}
+        )
+        self.assertEqual(status, 200, body)
+        data = body["data"]
+        self.assertEqual(
+            (data["name"], data["paused"], data["spec"]), ("renamed", True, "@every 1m")
+        )
+        self.assertEqual(data["updated_at"], "2026-01-02T03:04:15.678Z")
+        self.assertEqual(data["anchor_at"], self.job["anchor_at"])
+        command = self.h.proposer.proposed[-1]
+        self.assertEqual(
+            (command.op, dict(command.args)),
+            (
+                "update_job",
+                {
+                    "uuid": self.job["uuid"],
+                    "changes": {"name": "renamed", "paused": True},
+                    "updated_at": "2026-01-02T03:04:15.678Z",
+                },
+            ),
+        )
+
+    def test_spec_or_timezone_change_reanchors(self) -> None:
+        """
+        A spec or timezone change sets anchor_at to the update instant truncated to the second.
+        """
+        self.h.clock.advance(10)
+        data = self.h.request("PUT", f"/jobs/{self.job['uuid']}", {"spec": "@every 90s"})[2]["data"]
+        self.assertEqual(data["anchor_at"], "2026-01-02T03:04:15.000Z")
+        self.assertEqual(
+            self.h.stored_job(self.job["uuid"])["anchor_at"], "2026-01-02T03:04:15.000Z"
+        )
+        self.h.clock.advance(10)
+        data = self.h.request("PATCH", f"/jobs/{self.job['uuid']}", {"timezone": "Asia/Tokyo"})[2][
+            "data"
+        ]
+        self.assertEqual(data["anchor_at"], "2026-01-02T03:04:25.000Z")
+
+    def test_patch_without_changes_proposes_nothing(self) -> None:
+        """A PATCH whose values equal the stored ones answers the job and proposes nothing."""
+        count = len(self.h.proposer.proposed)
+        status, _, body = self.h.request(
+            "PATCH", f"/jobs/{self.job['uuid']}", {"spec": "@every 1m", "timeout_s": 30}
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(body["data"]["updated_at"], self.job["updated_at"])
+        self.assertEqual(len(self.h.proposer.proposed), count)
+
+    def test_bad_updates(self) -> None:
+        """
+        Bad values, read-only or unknown fields, unknown jobs and projects are rejected; nothing
+        changes.
+        """
+        before = self.snapshot()
+        path = f"/jobs/{self.job['uuid']}"
+        for method in ("PATCH", "PUT"):
+            self.assertError(self.h.request(method, path, {"spec": "bogus"}), 400, "spec")
+            self.assertError(self.h.request(method, path, {"uuid": "x"}), 400, "uuid")
+            self.assertError(self.h.request(method, path, {"colour": 1}), 400, "colour")
+            self.assertError(self.h.request(method, path, [1]), 400, "body")
+            self.assertError(
+                self.h.request(method, path, {"project_uuid": "nope"}), 404, "project_uuid"
+            )
+            self.assertError(self.h.request(method, "/jobs/missing", {"name": "x"}), 404, "uuid")
+            self.assertError(self.h.request(method, path, raw=b"{"), 400, "body")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_delete_job(self) -> None:
+        """DELETE removes the job; it is 404 afterwards."""
+        status, _, body = self.h.request("DELETE", f"/api/v1/jobs/{self.job['uuid']}")
+        self.assertEqual((status, body["data"]), (200, {"uuid": self.job["uuid"]}))
+        self.assertEqual(self.h.count_jobs(), 0)
+        self.assertError(self.h.request("DELETE", f"/jobs/{self.job['uuid']}"), 404, "uuid")
+
+    def test_run_now(self) -> None:
+        """
+        POST /jobs/{uuid}/run hands the job to the scheduler and answers 202 with its execution.
+        """
+        status, _, body = self.h.request("POST", f"/jobs/{self.job['uuid']}/run")
+        self.assertEqual(status, 202, body)
+        self.assertEqual(body["data"]["job_uuid"], self.job["uuid"])
+        self.assertEqual([j["uuid"] for j in self.h.scheduler.ran], [self.job["uuid"]])
+        self.assertError(self.h.request("POST", "/jobs/missing/run"), 404, "uuid")
+
+    def test_next_runs_every(self) -> None:
+        """/next lists @every slots counted from the anchor, in UTC and in the job's zone."""
+        self.h.request("PATCH", f"/jobs/{self.job['uuid']}", {"timezone": "America/New_York"})
+        data = self.h.request("GET", f"/jobs/{self.job['uuid']}/next?n=3")[2]["data"]
+        self.assertEqual(
+            data["items"],
+            [
+                {"utc": "2026-01-02T03:05:05.000Z", "local": "2026-01-01T22:05:05.000-05:00"},
+                {"utc": "2026-01-02T03:06:05.000Z", "local": "2026-01-01T22:06:05.000-05:00"},
+                {"utc": "2026-01-02T03:07:05.000Z", "local": "2026-01-01T22:07:05.000-05:00"},
+            ],
+        )
+        self.assertEqual((data["timezone"], data["paused"]), ("America/New_York", False))
+        self.assertEqual(
+            len(self.h.request("GET", f"/jobs/{self.job['uuid']}/next")[2]["data"]["items"]), 10
+        )
+
+    def test_next_runs_cron_in_zone(self) -> None:
+        """/next evaluates cron specs in the job's zone."""
+        job = self.h.job(self.puuid, spec="0 12 * * *", timezone="Europe/Berlin")
+        items = self.h.request("GET", f"/jobs/{job['uuid']}/next?n=2")[2]["data"]["items"]
+        self.assertEqual(
+            items,
+            [
+                {"utc": "2026-01-02T11:00:00.000Z", "local": "2026-01-02T12:00:00.000+01:00"},
+                {"utc": "2026-01-03T11:00:00.000Z", "local": "2026-01-03T12:00:00.000+01:00"},
+            ],
+        )
+
+    def test_next_runs_one_shot_past(self) -> None:
+        """A past @at has no next runs."""
+        job = self.h.job(self.puuid, spec="@at 2020-01-01T00:00:00Z")
+        self.assertEqual(self.h.request("GET", f"/jobs/{job['uuid']}/next")[2]["data"]["items"], [])
+
+    def test_next_runs_bad_n(self) -> None:
+        """n outside 1..100 or not an integer is 400 naming n; an unknown job is 404."""
+        for n in ("0", "101", "x", ""):
+            self.assertError(
+                self.h.request("GET", f"/jobs/{self.job['uuid']}/next?n={n}"), 400, "n"
+            )
+        self.assertError(self.h.request("GET", "/jobs/missing/next"), 404, "uuid")
+
+
+class ExecutionTests(APITestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.project = self.h.project()
+        self.job = self.h.job(self.project["uuid"])
+        for i in range(6):
+            self.h.add_execution(
+                execution_id=f"e{i}",
+                job_uuid=self.job["uuid"] if i % 2 else "other",
+                project_uuid=self.project["uuid"],
+                scheduled_at=f"2026-01-02T03:0{i}:00.000Z",
+                state="succeeded" if i % 3 else "failed",
+            )
+
+    def test_query_filters_passed_through(self) -> None:
+        """
+        Filters are checked, instants normalised to UTC milliseconds, and handed to the execution
+        log.
+        """
+        status, _, body = self.h.request(
+            "GET",
+            "/executions?job_uuid=j&project_uuid=p&state=failed&since=2026-01-02T04:00:00%2B01:00&until=2026-01-03T00:00:00Z",
+        )
+        self.assertEqual(status, 200, body)
+        self.assertEqual(
+            self.h.executions.queries[-1],
+            {
+                "job_uuid": "j",
+                "project_uuid": "p",
+                "state": "failed",
+                "since": "2026-01-02T03:00:00.000Z",
+                "until": "2026-01-03T00:00:00.000Z",
+            },
+        )
+
+    def test_listing_and_paging(self) -> None:
+        """GET /executions pages newest first; /jobs/{uuid}/executions only shows that job."""
+        page = self.h.request("GET", "/executions?limit=4")[2]["data"]
+        self.assertEqual([e["execution_id"] for e in page["items"]], ["e5", "e4", "e3", "e2"])
+        self.assertEqual(page["total"], 6)
+        page = self.h.request("GET", f"/executions?cursor={page['next_cursor']}")[2]["data"]
+        self.assertEqual([e["execution_id"] for e in page["items"]], ["e1", "e0"])
+        page = self.h.request("GET", f"/api/v1/jobs/{self.job['uuid']}/executions?state=succeeded")[
+            2
+        ]["data"]
+        self.assertEqual([e["execution_id"] for e in page["items"]], ["e5", "e1"])
+        self.assertError(self.h.request("GET", "/jobs/missing/executions"), 404, "uuid")
+
+    def test_bad_filters(self) -> None:
+        """
+        Unknown states, bad instants, until before since and unknown parameters are 400 naming them.
+        """
+        for query, field in (
+            ("state=done", "state"),
+            ("since=yesterday", "since"),
+            ("until=2026-01-02T03:00:00", "until"),
+            ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+            ("job=x", "job"),
+        ):
+            self.assertError(self.h.request("GET", f"/executions?{query}"), 400, field)
+            self.assertError(
+                self.h.request("GET", f"/jobs/{self.job['uuid']}/executions?{query}"), 400, field
+            )
+
+
+class CredentialTests(APITestCase):
+    def test_create_use_archive(self) -> None:
+        """
+        A new credential's secret is shown once, stored only hashed, works at once, and stops
+        working when archived.
+        """
+        status, _, body = self.h.request("POST", "/credentials", auth="admin")
+        self.assertEqual(status, 201, body)
+        created = body["data"]
+        self.assertEqual(set(created), {"uuid", "api_key", "api_secret", "created_at"})
+        self.assertNotIn(created["api_secret"], self.h.dump())
+        self.assertNotIn("api_secret", self.h.proposer.proposed[-1].args["credential"])
+        headers = {"x-api-key": created["api_key"], "x-secret-key": created["api_secret"]}
+        self.assertEqual(self.h.request("GET", "/projects", auth="none", headers=headers)[0], 200)
+
+        listed = self.h.request("GET", "/credentials", auth="admin")[2]["data"]
+        self.assertEqual(listed["total"], 2)
+        for item in listed["items"]:
+            self.assertNotIn("api_secret_hash", item)
+            self.assertNotIn("api_secret", item)
+        got = self.h.request("GET", f"/credentials/{created['uuid']}", auth="admin")[2]["data"]
+        self.assertEqual((got["api_key"], got["archived_at"]), (created["api_key"], None))
+
+        self.h.clock.advance(1)
+        status, _, body = self.h.request("DELETE", f"/credentials/{created['uuid']}", auth="admin")
+        self.assertEqual((status, body["data"]["archived_at"]), (200, "2026-01-02T03:04:06.678Z"))
+        self.assertEqual(self.h.request("GET", "/projects", auth="none", headers=headers)[0], 401)
+        count = len(self.h.proposer.proposed)
+        self.assertEqual(
+            self.h.request("DELETE", f"/credentials/{created['uuid']}", auth="admin")[0], 200
+        )
+        self.assertEqual(len(self.h.proposer.proposed), count)
+
+    def test_create_accepts_empty_object(self) -> None:
+        """POST /credentials with {} works; with fields it is 400 naming the field."""
+        self.assertEqual(self.h.request("POST", "/credentials", {}, auth="admin")[0], 201)
+        before = self.snapshot()
+        self.assertError(
+            self.h.request("POST", "/credentials", {"name": "x"}, auth="admin"), 400, "name"
+        )
+        self.assertEqual(self.snapshot(), before)
+
+    def test_unknown_credential_404(self) -> None:
+        """Unknown credential uuids are 404."""
+        self.assertError(self.h.request("GET", "/credentials/nope", auth="admin"), 404, "uuid")
+        self.assertError(self.h.request("DELETE", "/credentials/nope", auth="admin"), 404, "uuid")
+
+
+class FailureTests(APITestCase):
+    def test_store_unavailable_503(self) -> None:
+        """When the proposal cannot commit, writes answer 503 with Retry-After: 1."""
+        self.h.proposer.unavailable = True
+        response = self.h.request("POST", "/projects", {"name": "a"})
+        self.assertError(response, 503, code="unavailable")
+        self.assertEqual(response[1]["retry-after"], "1")
+
+    def test_state_machine_rejection_mapped(self) -> None:
+        """
+        A state machine result of conflict/not_found/invalid becomes 409/404/400 naming its field.
+        """
+        for code, status in (("conflict", 409), ("not_found", 404), ("invalid", 400)):
+            self.h.proposer.rejection = {
+                "ok": False,
+                "code": code,
+                "field": "name",
+                "message": "said no",
+            }
+            self.assertError(
+                self.h.request("POST", "/projects", {"name": f"n-{code}"}), status, "name", code
+            )
+
+    def test_unexpected_error_500_logged_without_secrets(self) -> None:
+        """An unexpected exception is a 500 envelope and is logged, without the secret headers."""
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        project = self.h.project()
+        job = self.h.job(project["uuid"])
+        self.h.scheduler.run_error = RuntimeError("kaput")
+        self.assertError(self.h.request("POST", f"/jobs/{job['uuid']}/run"), 500, code="internal")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNotIn(self.h.secret, repr(events))
+
+
+class OpenAPITests(APITestCase):
+    def test_document_matches_url_map(self) -> None:
+        """
+        Every Klein rule is in the document and every documented operation is a Klein rule, under
+        both prefixes.
+        """
+        status, _, body = self.h.request("GET", "/api/v1/openapi.json")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["openapi"], "3.1.0")
+        documented = {
+            (path, method.upper()) for path, ops in body["paths"].items() for method in ops
+        }
+        served: dict[str, set] = {prefix: set() for prefix in PREFIXES}
+        for rule in self.h.api.app.url_map.iter_rules():
+            prefix = "/api/v1" if rule.rule.startswith("/api/v1/") else ""
+            path = rule.rule[len(prefix) :]
+            path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", path)
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                served[prefix].add((path, method))
+        for prefix in PREFIXES:
+            self.assertEqual(served[prefix], documented, prefix)
+        self.assertNotIn("/cluster", body["paths"])
+        self.assertEqual([s["url"] for s in body["servers"]], ["/api/v1", "/"])
+
+    def test_document_schemas_resolve(self) -> None:
+        """Every $ref in the document names a component schema."""
+        body = self.h.request("GET", "/openapi.json")[2]
+        refs = set()
+
+        def walk(node):
+            if isinstance(node, dict):
+                if "$ref" in node:
+                    refs.add(node["$ref"].rsplit("/", 1)[-1])
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(body)
+        self.assertTrue(refs)
+        self.assertLessEqual(refs, set(body["components"]["schemas"]))
+
+
+class ConsistencyTests(SynchronousTestCase):
+    def test_read_barrier_before_linearizable_reads(self) -> None:
+        """
+        GETs of replicated state wait for the read barrier unless
+        ?consistency=stale; writes and the health check do not.
+        """
+        barriers: list = []
+        h = Harness(read_barrier=lambda: barriers.append(1))
+        project = h.project()
+        self.assertEqual(barriers, [])
+        self.assertEqual(h.request("GET", f"/projects/{project['uuid']}")[0], 200)
+        self.assertEqual(h.request("GET", "/jobs?consistency=linearizable")[0], 200)
+        self.assertEqual(len(barriers), 2)
+        self.assertEqual(h.request("GET", "/jobs?consistency=stale")[0], 200)
+        self.assertEqual(h.request("GET", "/healthcheck", auth="none")[0], 200)
+        self.assertEqual(len(barriers), 2)
+        status, _, body = h.request("GET", "/jobs?consistency=eventual")
+        self.assertEqual((status, list(body["error"]["fields"])), (400, ["consistency"]))
+
+    def test_barrier_failure_is_503(self) -> None:
+        """A read barrier that cannot reach a quorum answers 503 with Retry-After."""
+        h = Harness(read_barrier=lambda: fail(StoreUnavailable("no quorum")))
+        status, headers, _ = h.request("GET", "/projects")
+        self.assertEqual((status, headers.get("retry-after")), (503, "1"))
+
+
+class ProgrammaticTests(SynchronousTestCase):
+    def test_create_credential_directly(self) -> None:
+        """
+        create_credential() (used by a new node) stores a hashed credential
+        and returns its secret.
+        """
+        h = Harness()
+        created = self.successResultOf(h.api.create_credential())
+        self.assertEqual(set(created), {"uuid", "api_key", "api_secret", "created_at"})
+        self.assertNotIn(created["api_secret"], h.dump())
+        self.assertIn(created["api_key"], h.dump())
+        headers = {"x-api-key": created["api_key"], "x-secret-key": created["api_secret"]}
+        self.assertEqual(h.request("GET", "/projects", auth="none", headers=headers)[0], 200)
