@@ -1,0 +1,277 @@
+"""
+The twistd entry point: C{makeService} builds one node's service tree.
+
+Start-up runs in order (stores, log replay, scheduler, then the HTTP
+listener), because a Twisted C{MultiService} starts its children without
+waiting for them to be ready; shutdown runs in the reverse order and waits
+for in-flight work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from scheduler0 import __version__
+from scheduler0.config import Config, ConfigError, load_config
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """Options of C{twistd scheduler0}."""
+
+    synopsis = "[--config PATH]"
+    optParameters = [
+        ["config", "c", None, "Path to config.yml (default: $SCHEDULER0_CONFIG, then ./config.yml)."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["loaded"] = load_config(self["config"], os.environ, os.getcwd())
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class _QuietSite(Site):
+    """A Site that writes no access log (request lines are noise at this rate)."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+@attrs.define(eq=False)
+class NodeService(MultiService):
+    """One Scheduler0 node: stores, proposer, scheduler, executor, HTTP API."""
+
+    config: Config
+    reactor: Any
+    environ: dict[str, str] = attrs.field(factory=lambda: dict(os.environ))
+    announce: Any = None
+    ready: Deferred = attrs.field(factory=Deferred)
+    _port: Any = None
+    _parts: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+
+    def startService(self) -> None:
+        MultiService.startService(self)
+        started = Deferred.fromCoroutine(self._start())
+
+        def failed(failure: Any) -> None:
+            log.failure("scheduler0 node failed to start", failure)
+            self.ready.errback(failure)
+            # twistd has no way to report a failed start in its exit code;
+            # leave with 1 once the reactor has shut down.
+            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            self.reactor.callLater(0, self._stop_reactor)
+
+        started.addCallbacks(self.ready.callback, failed)
+
+    def _stop_reactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        import treq.client
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from scheduler0.api.app import SchedulerAPI
+        from scheduler0.credentials import ensure_admin_credentials
+        from scheduler0.executor.http import HTTPExecutor
+        from scheduler0.guard import ResourceGuard
+        from scheduler0.scheduler.service import SchedulerService
+        from scheduler0.store.executions import ExecutionStore
+        from scheduler0.store.local import LocalProposer
+        from scheduler0.store.log import CommandLog
+        from scheduler0.store.sqlite import connection_pool
+        from scheduler0.store.state import StateStore
+
+        config = self.config
+        data = config.data_path()
+        os.makedirs(data, exist_ok=True)
+        admin, created = ensure_admin_credentials(config, self.environ)
+        if created:
+            log.info("generated peer credentials for user {username}", username=admin.username)
+
+        state = StateStore(connection_pool(os.path.join(data, "state.db"), self.reactor))
+        command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), self.reactor))
+        executions = ExecutionStore(
+            connection_pool(os.path.join(data, "executions.db"), self.reactor),
+            self.reactor,
+            history_per_job=config.execution_history_per_job,
+        )
+        await state.open()
+        await command_log.open()
+        await executions.open()
+        proposer = LocalProposer(command_log, state, self.reactor)
+        proposer.leader_address = config.http_address
+        await proposer.start()
+
+        guard = ResourceGuard(self.reactor, config.max_memory, config.max_cpu)
+        pool = HTTPConnectionPool(self.reactor, persistent=True)
+        pool.maxPersistentPerHost = config.max_workers
+        http_client = treq.client.HTTPClient(Agent(self.reactor, pool=pool))
+
+        scheduler: SchedulerService | None = None
+
+        def on_outcome(outcome: Any) -> None:
+            assert scheduler is not None
+            scheduler.on_outcome(outcome)
+
+        def on_started(delivery: Any, at: float) -> None:
+            assert scheduler is not None
+            scheduler.on_started(delivery, at)
+
+        executor = HTTPExecutor(
+            self.reactor,
+            http_client,
+            on_outcome,
+            on_started=on_started,
+            max_workers=config.max_workers,
+            max_queue=config.max_queue,
+            payload_max_bytes=int(config.http_executor_payload_max_size_mb * 1024 * 1024),
+            retry_delay_s=config.job_execution_retry_delay,
+            paused=lambda: guard.paused,
+        )
+        scheduler = SchedulerService(
+            self.reactor,
+            state,
+            proposer,
+            executions,
+            executor,
+            node_id=config.node_id,
+            history_per_job=config.execution_history_per_job,
+        )
+        self._parts.update(
+            state=state,
+            log=command_log,
+            executions=executions,
+            proposer=proposer,
+            guard=guard,
+            executor=executor,
+            scheduler=scheduler,
+            pool=pool,
+            admin=admin,
+        )
+        guard.start()
+        scheduler.startService()
+        await scheduler.ready
+
+        api = SchedulerAPI(
+            state=state,
+            proposer=proposer,
+            executions=executions,
+            scheduler=scheduler,
+            clock=self.reactor,
+            defaults=config,
+            admin=admin,
+            health=self.health,
+        )
+        self._parts["api"] = api
+        await self._first_client_credential(api, state)
+        site = _QuietSite(api.resource(), requestFactory=api.request_factory)
+        endpoint = TCP4ServerEndpoint(self.reactor, config.port, interface=config.host)
+        self._port = await endpoint.listen(site)
+        log.info(
+            "scheduler0 {version} node {node_id} listening on {address}",
+            version=__version__,
+            node_id=config.node_id,
+            address=config.http_address,
+        )
+
+    async def _first_client_credential(self, api: Any, state: Any) -> None:
+        """On a brand-new node, make one client credential and show it once."""
+        if await state.count_credentials():
+            return
+        credential = await api.create_credential()
+        text = (
+            "\n"
+            "  A first client credential was created for this new node.\n"
+            f"  api_key:    {credential['api_key']}\n"
+            f"  api_secret: {credential['api_secret']}\n"
+            "  It is shown only now; make more with `scheduler0 create credential`.\n\n"
+        )
+        announce = self.announce or sys.__stdout__
+        # Written to the terminal directly, not through the log system, so
+        # the secret never lands in a log file.
+        if announce is not None:
+            announce.write(text)
+            announce.flush()
+
+    def health(self) -> dict:
+        """What C{GET /healthcheck} reports about this node."""
+        parts = self._parts
+        guard = parts.get("guard")
+        guard_state = guard.snapshot() if guard is not None else {"paused": False, "reason": None}
+        proposer = parts.get("proposer")
+        index = getattr(proposer, "applied_index", 0) if proposer is not None else 0
+        executor = parts.get("executor")
+        config = self.config
+        return {
+            "node_id": config.node_id,
+            "version": __version__,
+            "role": "leader",
+            "leader_id": config.node_id,
+            "leader_address": config.http_address,
+            "term": 1,
+            "commit_index": index,
+            "applied_index": index,
+            "members": [
+                {
+                    "node_id": config.node_id,
+                    "address": config.http_address,
+                    "raft_address": config.raft_address,
+                    "role": "leader",
+                    "last_contact": 0.0,
+                }
+            ],
+            "scheduling_paused": bool(guard_state["paused"]),
+            "pause_reason": guard_state["reason"],
+            "resources": guard_state,
+            "executor": {
+                "queue_depth": executor.queue_depth() if executor is not None else 0,
+                "in_flight": executor.in_flight() if executor is not None else 0,
+            },
+            "active_jobs": parts["scheduler"].active_jobs() if "scheduler" in parts else 0,
+        }
+
+    def stopService(self) -> Deferred:
+        MultiService.stopService(self)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        parts = self._parts
+        if self._port is not None:
+            await self._port.stopListening()
+        if "scheduler" in parts:
+            await parts["scheduler"].stopService()
+        if "guard" in parts:
+            parts["guard"].stop()
+        if "proposer" in parts:
+            await parts["proposer"].stop()
+        if "pool" in parts:
+            await parts["pool"].closeCachedConnections()
+        for name in ("executions", "log", "state"):
+            if name in parts:
+                await parts[name].close()
+
+
+def makeService(options: Options) -> NodeService:
+    """Build the node described by the options' config (twistd calls this)."""
+    from twisted.internet import reactor
+
+    config = options["loaded"] if "loaded" in options else load_config(options["config"])
+    for warning in config.warnings:
+        log.warn("config: {warning}", warning=warning)
+    return NodeService(config, reactor)

@@ -1,0 +1,167 @@
+"""
+Run a real Scheduler0 node as a child C{twistd} process: start it, wait
+until its health check answers, signal it, restart it on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+
+from scheduler0.testing.waiting import wait_for
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def http_client(reactor: Any) -> Any:
+    """A treq client that keeps no connections open (tests end with a clean reactor)."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Watch(ProcessProtocol):
+    def __init__(self) -> None:
+        self.ended: Deferred = Deferred()
+        self.output = bytearray()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value)
+
+
+@attrs.define(eq=False)
+class NodeProcess:
+    """One node: C{twistd -n scheduler0 --config CONFIG} run in C{workdir}."""
+
+    reactor: Any
+    workdir: str
+    config_path: str
+    http_port: int
+    env: dict[str, str] = attrs.field(factory=dict)
+    _watch: _Watch | None = None
+    _transport: Any = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def output(self) -> str:
+        return bytes(self._watch.output).decode("utf-8", "replace") if self._watch else ""
+
+    def spawn(self) -> None:
+        self.starts += 1
+        self._watch = _Watch()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
+        log_path = os.path.join(self.workdir, f"node-{self.starts}.log")
+        argv = [
+            sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=",
+            f"--logfile={log_path}", "scheduler0", "--config", self.config_path,
+        ]
+        self._transport = self.reactor.spawnProcess(
+            self._watch, sys.executable, argv, env=env, path=self.workdir
+        )
+
+    async def start(self, timeout: float = 30.0) -> dict:
+        """Spawn the node and wait until its health check answers."""
+        self.spawn()
+        return await self.wait_healthy(timeout)
+
+    async def wait_healthy(self, timeout: float = 30.0) -> dict:
+        async def probe() -> dict | None:
+            if self._watch is not None and self._watch.ended.called:
+                raise RuntimeError(f"node exited during start-up:\n{self.output}")
+            response = await http_client(self.reactor).get(self.url + "/healthcheck", timeout=2)
+            if response.code != 200:
+                return None
+            return json.loads(await response.content())["data"]
+
+        return await wait_for(self.reactor, probe, timeout=timeout, what=f"node at {self.url} to be healthy")
+
+    def signal(self, signum: int) -> None:
+        self._transport.signalProcess(signum)
+
+    async def kill(self) -> None:
+        """SIGKILL the node and wait until it is gone."""
+        if self._watch is None or self._watch.ended.called:
+            return
+        os.kill(self._transport.pid, signal.SIGKILL)
+        await self._watch.ended
+
+    async def stop(self) -> None:
+        """SIGTERM the node and wait until it has shut down."""
+        if self._watch is None or self._watch.ended.called:
+            return
+        self._transport.signalProcess("TERM")
+        await self._watch.ended
+
+
+async def run_cli(workdir: str, *args: str) -> tuple[str, str, int]:
+    """Run the C{scheduler0} CLI as a new process; return (stdout, stderr, exit code)."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable, ["-m", "scheduler0", *args], env=env, path=workdir
+    )
+    return out.decode(), err.decode(), code
+
+
+async def prepare_single_node(reactor: Any, workdir: str, extra_config: str = "") -> NodeProcess:
+    """
+    Write a single-node config with free ports into C{workdir}, create its
+    peer credentials with the CLI, and return the (not yet started) node.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    http_port = free_port()
+    config_path = os.path.join(workdir, "config.yml")
+    with open(config_path, "w") as f:
+        f.write(
+            "NodeId: 1\n"
+            f"Port: {http_port}\n"
+            f"RaftAddress: 127.0.0.1:{free_port()}\n"
+            "DataDir: data\n" + extra_config
+        )
+    out, err, code = await run_cli(
+        workdir, "credential", "init", "--config", config_path,
+        "--username", "admin", "--password", "admin-password", "--secret-key", "peer-secret",
+    )
+    if code:
+        raise RuntimeError(f"credential init failed: {err}")
+    return NodeProcess(reactor, workdir, config_path, http_port)
+
+
+async def client_headers(node: NodeProcess) -> dict[str, str]:
+    """Make a client credential with C{scheduler0 create credential}; return its headers."""
+    out, err, code = await run_cli(node.workdir, "create", "credential", "--json", "--config", node.config_path)
+    if code:
+        raise RuntimeError(f"create credential failed: {err}")
+    credential = json.loads(out)
+    return {"x-api-key": credential["api_key"], "x-secret-key": credential["api_secret"]}

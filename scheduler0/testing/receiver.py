@@ -1,0 +1,121 @@
+"""
+A real HTTP callback receiver for end-to-end tests and benchmarks: it
+listens on 127.0.0.1, answers every POST with a chosen status, and records
+each delivery with its arrival time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+
+@attrs.frozen
+class Arrival:
+    """One execution as a callback POST delivered it."""
+
+    at: float
+    path: str
+    headers: dict[str, str]
+    item: dict[str, Any]
+
+
+@attrs.define(eq=False)
+class CallbackReceiver(Resource):
+    """Record every callback item; C{status_for(path)} picks the answer."""
+
+    clock: Any
+    status_for: Callable[[str], int] = lambda path: 200
+    arrivals: list[Arrival] = attrs.field(factory=list)
+    posts: int = 0
+    _waiters: list[tuple[Callable[[], bool], Deferred]] = attrs.field(factory=list)
+    _port: Any = None
+    _site: Any = None
+    isLeaf = True
+
+    def __attrs_post_init__(self) -> None:
+        Resource.__init__(self)
+
+    def render_POST(self, request: Any) -> bytes:
+        now = self.clock.seconds()
+        path = request.path.decode("utf-8", "replace")
+        headers = {
+            k.decode("latin-1").lower(): v[0].decode("latin-1")
+            for k, v in request.requestHeaders.getAllRawHeaders()
+        }
+        self.posts += 1
+        body = json.loads(request.content.read() or b"null")
+        for item in body if isinstance(body, list) else [body]:
+            self.arrivals.append(Arrival(now, path, headers, item))
+        self._wake()
+        request.setResponseCode(self.status_for(path))
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"ok": true}'
+
+    def wait_until(self, predicate: Callable[[], bool]) -> Deferred:
+        """A Deferred that fires once C{predicate()} is true after a delivery."""
+        d: Deferred = Deferred()
+        if predicate():
+            d.callback(None)
+        else:
+            self._waiters.append((predicate, d))
+        return d
+
+    def _wake(self) -> None:
+        still = []
+        for predicate, d in self._waiters:
+            if predicate():
+                d.callback(None)
+            else:
+                still.append((predicate, d))
+        self._waiters = still
+
+    async def listen(self, reactor: Any, port: int = 0) -> int:
+        """Listen on 127.0.0.1 and return the port."""
+        site = _TrackingSite(self, timeout=None)
+        site.noisy = False
+        site.log = lambda request: None  # type: ignore[method-assign]
+        self._site = site
+        self._port = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(site)
+        return int(self._port.getHost().port)
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection."""
+        await self._port.stopListening()
+        await self._site.close_connections()
+
+
+class _TrackingSite(Site):
+    """A Site that can close the connections it accepted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open: dict[Any, Deferred] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        lost: Deferred = Deferred()
+        self.open[protocol] = lost
+        original = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            original(reason)
+            self.open.pop(protocol, None)
+            lost.callback(None)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
+    async def close_connections(self) -> None:
+        waiting = list(self.open.items())
+        for protocol, lost in waiting:
+            protocol.transport.abortConnection()
+        for _, lost in waiting:
+            await lost

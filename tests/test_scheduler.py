@@ -1,0 +1,311 @@
+"""
+Tests for L{scheduler0.scheduler.service}: slots fire at their instant on a
+single timer, follow job changes, and are caught up (or recorded as skipped)
+after a restart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from scheduler0.executor.http import Outcome
+from scheduler0.scheduler.service import SchedulerService
+from scheduler0.scheduler.spec import execution_id
+from scheduler0.store.commands import Command
+from scheduler0.timeutil import format_instant, parse_instant
+
+START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def make_job(uuid: str = "job-1", spec: str = "@every 1s", at: datetime = START, **changes: Any) -> dict:
+    job = {
+        "uuid": uuid,
+        "project_uuid": "project-1",
+        "name": f"name of {uuid}",
+        "spec": spec,
+        "callback_url": "http://127.0.0.1:9/callback",
+        "data": {"n": 1},
+        "timezone": "UTC",
+        "execution_type": "http",
+        "paused": False,
+        "catch_up_window_s": 60.0,
+        "timeout_s": 30.0,
+        "retry_max": 3,
+        "created_at": format_instant(at),
+        "updated_at": format_instant(at),
+        "anchor_at": format_instant(at.replace(microsecond=0)),
+    }
+    job.update(changes)
+    return job
+
+
+class FakeState:
+    def __init__(self, jobs: list[dict]) -> None:
+        self.jobs = jobs
+        self.loading: Deferred | None = None
+
+    def all_jobs(self) -> Deferred:
+        if self.loading is not None:
+            return self.loading
+        return succeed(list(self.jobs))
+
+
+class FakeProposer:
+    def __init__(self) -> None:
+        self.observers: list[Any] = []
+
+    def subscribe(self, fn: Any) -> None:
+        self.observers.append(fn)
+
+    def applied(self, op: str, value: Any) -> None:
+        for fn in self.observers:
+            fn(Command(op, {}), {"ok": True, "value": value})
+
+
+class FakeExecutions:
+    def __init__(self, last_slots: dict[str, str] | None = None) -> None:
+        self.records: dict[str, dict] = {}
+        self.writes: list[dict] = []
+        self._last_slots = last_slots or {}
+
+    def record(self, execution: dict) -> None:
+        self.writes.append(execution)
+        self.records[execution["execution_id"]] = execution
+
+    def last_slots(self) -> Deferred:
+        return succeed(dict(self._last_slots))
+
+
+class FakeExecutor:
+    def __init__(self) -> None:
+        self.submitted: list[Any] = []
+        self.turns: list[float] = []
+        self.clock: Clock | None = None
+
+    def submit(self, delivery: Any) -> None:
+        self.submitted.append(delivery)
+        if self.clock is not None:
+            self.turns.append(self.clock.seconds())
+
+    def stop(self) -> Deferred:
+        return succeed(None)
+
+
+class SchedulerTests(SynchronousTestCase):
+    def build(self, jobs: list[dict], last_slots: dict[str, str] | None = None, now: datetime = START):
+        self.clock = Clock()
+        self.clock.advance(now.timestamp())
+        self.state = FakeState(jobs)
+        self.proposer = FakeProposer()
+        self.executions = FakeExecutions(last_slots)
+        self.executor = FakeExecutor()
+        self.executor.clock = self.clock
+        self.scheduler = SchedulerService(
+            self.clock, self.state, self.proposer, self.executions, self.executor, node_id=7,
+            history_per_job=5,
+        )
+        self.scheduler.startService()
+        return self.scheduler
+
+    def slots(self) -> list[str]:
+        return [d.scheduled_at for d in self.executor.submitted]
+
+    def test_every_slot_fires_at_its_instant(self) -> None:
+        """An C{@every 1s} job fires once per second, each exactly on its slot."""
+        self.build([make_job()])
+        self.assertEqual(self.executor.submitted, [])
+        for _ in range(3):
+            call = self.clock.getDelayedCalls()[0]
+            self.clock.advance(call.getTime() - self.clock.seconds())
+        expected = [format_instant(START + timedelta(seconds=k)) for k in (1, 2, 3)]
+        self.assertEqual(self.slots(), expected)
+        self.assertEqual(self.executor.turns, [(START + timedelta(seconds=k)).timestamp() for k in (1, 2, 3)])
+
+    def test_execution_ids_are_derived_from_job_and_slot(self) -> None:
+        """Each delivery's id is execution_id(job uuid, slot) and distinct per slot."""
+        self.build([make_job()])
+        self.clock.advance(3)
+        ids = [d.execution_id for d in self.executor.submitted]
+        self.assertEqual(len(set(ids)), 3)
+        self.assertEqual(
+            ids, [execution_id("job-1", parse_instant(d.scheduled_at)) for d in self.executor.submitted]
+        )
+
+    def test_one_timer_for_all_jobs(self) -> None:
+        """However many jobs are active, one timer is pending, set for the earliest slot."""
+        jobs = [make_job(f"job-{i}", spec=f"@every {i + 1}s") for i in range(50)]
+        self.build(jobs)
+        calls = self.clock.getDelayedCalls()
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0].getTime(), (START + timedelta(seconds=1)).timestamp())
+
+    def test_slots_due_together_fire_in_one_turn(self) -> None:
+        """Jobs with the same slot are all handed over when that instant comes."""
+        self.build([make_job(f"job-{i}") for i in range(100)])
+        self.clock.advance(1)
+        self.assertEqual(len(self.executor.submitted), 100)
+        self.assertEqual(set(self.executor.turns), {(START + timedelta(seconds=1)).timestamp()})
+
+    def test_delivery_carries_the_job(self) -> None:
+        """A delivery has the job's callback, data, timeout and retry budget."""
+        self.build([make_job(data={"x": [1, 2]}, timeout_s=5.0, retry_max=2)])
+        self.clock.advance(1)
+        (delivery,) = self.executor.submitted
+        self.assertEqual(delivery.callback_url, "http://127.0.0.1:9/callback")
+        self.assertEqual(delivery.data, {"x": [1, 2]})
+        self.assertEqual((delivery.timeout_s, delivery.retry_max), (5.0, 2))
+        self.assertEqual(self.executions.records[delivery.execution_id]["state"], "scheduled")
+        self.assertEqual(self.executions.records[delivery.execution_id]["node_id"], 7)
+
+    def test_new_jobs_are_scheduled_when_applied(self) -> None:
+        """A job created after start fires from its first slot."""
+        self.build([])
+        self.clock.advance(0.5)
+        at = START + timedelta(seconds=0.5)
+        self.proposer.applied("create_jobs", [make_job("new", at=at)])
+        self.clock.advance(0.5)
+        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=1))])
+
+    def test_deleted_job_fires_nothing(self) -> None:
+        """After delete_job is applied no further slot of the job fires."""
+        self.build([make_job()])
+        self.clock.advance(1)
+        self.proposer.applied("delete_job", {"uuid": "job-1"})
+        self.clock.advance(10)
+        self.assertEqual(len(self.executor.submitted), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cascade_project_delete_stops_its_jobs(self) -> None:
+        """Jobs deleted with their project stop firing."""
+        self.build([make_job("a"), make_job("b")])
+        self.proposer.applied("delete_project", {"uuid": "project-1", "deleted_jobs": ["a", "b"]})
+        self.clock.advance(5)
+        self.assertEqual(self.executor.submitted, [])
+
+    def test_pause_and_resume(self) -> None:
+        """A paused job fires nothing; resumed, it fires from the next slot, not the paused ones."""
+        job = make_job()
+        self.build([job])
+        self.clock.advance(1)
+        self.proposer.applied("update_job", dict(job, paused=True))
+        self.clock.advance(5)
+        self.assertEqual(len(self.executor.submitted), 1)
+        self.proposer.applied("update_job", dict(job, paused=False))
+        self.clock.advance(1)
+        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (1, 7)])
+
+    def test_spec_change_applies_from_the_next_slot(self) -> None:
+        """Changing the spec re-plans the job at once."""
+        job = make_job()
+        self.build([job])
+        self.clock.advance(1)
+        changed_at = START + timedelta(seconds=1)
+        self.proposer.applied(
+            "update_job",
+            dict(job, spec="@every 10s", updated_at=format_instant(changed_at), anchor_at=format_instant(changed_at)),
+        )
+        self.clock.advance(9)
+        self.assertEqual(len(self.executor.submitted), 1)
+        self.clock.advance(1)
+        self.assertEqual(self.slots()[-1], format_instant(START + timedelta(seconds=11)))
+
+    def test_catch_up_after_restart_fires_missed_slots_late(self) -> None:
+        """Slots missed while the node was down and inside the window fire at once, with their own ids."""
+        now = START + timedelta(seconds=10, milliseconds=400)
+        last = format_instant(START + timedelta(seconds=5))
+        self.build([make_job()], last_slots={"job-1": last}, now=now)
+        expected = [format_instant(START + timedelta(seconds=k)) for k in range(6, 11)]
+        self.assertEqual(self.slots(), expected)
+        self.assertEqual(
+            [d.execution_id for d in self.executor.submitted],
+            [execution_id("job-1", parse_instant(s)) for s in expected],
+        )
+        self.clock.advance(0.6)
+        self.assertEqual(self.slots()[-1], format_instant(START + timedelta(seconds=11)))
+
+    def test_slots_outside_the_window_are_recorded_skipped(self) -> None:
+        """Missed slots older than the catch-up window are recorded as skipped, not fired."""
+        now = START + timedelta(seconds=13)
+        job = make_job(catch_up_window_s=2.0)
+        self.build([job], last_slots={"job-1": format_instant(START + timedelta(seconds=8))}, now=now)
+        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (11, 12, 13)])
+        skipped = sorted(
+            r["scheduled_at"] for r in self.executions.records.values() if r["state"] == "skipped"
+        )
+        self.assertEqual(skipped, [format_instant(START + timedelta(seconds=k)) for k in (9, 10)])
+        for r in self.executions.records.values():
+            if r["state"] == "skipped":
+                self.assertEqual(r["skip_reason"], "outside_catch_up_window")
+
+    def test_a_huge_gap_is_bounded(self) -> None:
+        """After a long outage only a bounded number of skipped records is written, then firing resumes."""
+        now = START + timedelta(days=1)
+        self.build([make_job(catch_up_window_s=1.0)], last_slots={"job-1": format_instant(START)}, now=now)
+        skipped = [r for r in self.executions.writes if r["state"] == "skipped"]
+        self.assertEqual(len(skipped), 5)
+        self.assertEqual(self.slots(), [format_instant(now - timedelta(seconds=1)), format_instant(now)])
+
+    def test_never_fired_job_catches_up_from_creation(self) -> None:
+        """A job that never fired before the restart is owed the slots since its creation."""
+        now = START + timedelta(seconds=3)
+        self.build([make_job()], now=now)
+        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (1, 2, 3)])
+
+    def test_changes_during_load_are_not_lost(self) -> None:
+        """A job created while the scheduler is still loading is scheduled once loading ends."""
+        self.clock = Clock()
+        self.clock.advance(START.timestamp())
+        self.state = FakeState([])
+        self.state.loading = Deferred()
+        self.proposer = FakeProposer()
+        self.executions = FakeExecutions()
+        self.executor = FakeExecutor()
+        scheduler = SchedulerService(
+            self.clock, self.state, self.proposer, self.executions, self.executor, node_id=1
+        )
+        scheduler.startService()
+        self.proposer.applied("create_jobs", [make_job()])
+        self.state.loading.callback([])
+        self.clock.advance(1)
+        self.assertEqual(len(self.executor.submitted), 1)
+
+    def test_outcome_is_recorded(self) -> None:
+        """The executor's outcome becomes the execution's final record."""
+        self.build([make_job()])
+        self.clock.advance(1)
+        (delivery,) = self.executor.submitted
+        self.scheduler.on_started(delivery, self.clock.seconds())
+        self.assertEqual(self.executions.records[delivery.execution_id]["state"], "running")
+        self.scheduler.on_outcome(
+            Outcome(
+                delivery=delivery, state="failed", attempts=3, status_code=500, error="HTTP 500",
+                skip_reason=None, started_at=self.clock.seconds(), finished_at=self.clock.seconds() + 2,
+            )
+        )
+        record = self.executions.records[delivery.execution_id]
+        self.assertEqual(
+            (record["state"], record["attempts"], record["status_code"], record["error"]),
+            ("failed", 3, 500, "HTTP 500"),
+        )
+        self.assertEqual(record["finished_at"], format_instant(START + timedelta(seconds=3)))
+
+    def test_run_now_delivers_at_once(self) -> None:
+        """run_now hands one extra execution, scheduled now, to the executor."""
+        job = make_job(spec="0 0 1 1 *")
+        self.build([job])
+        self.clock.advance(0.25)
+        record = self.successResultOf(self.scheduler.run_now(job))
+        self.assertEqual(record["scheduled_at"], format_instant(START + timedelta(seconds=0.25)))
+        self.assertEqual(len(self.executor.submitted), 1)
+
+    def test_next_run_at(self) -> None:
+        """next_run_at names the coming slot, and nothing for a paused job."""
+        job = make_job(spec="*/5 * * * *")
+        self.build([job])
+        self.assertEqual(self.scheduler.next_run_at(job), format_instant(START + timedelta(minutes=5)))
+        self.assertIsNone(self.scheduler.next_run_at(dict(job, paused=True, uuid="other")))
