@@ -17,7 +17,13 @@ import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -40,6 +46,31 @@ class Options(usage.Options):
             self["loaded"] = load_config(self["config"], os.environ, os.getcwd())
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+
+_LEVELS = {
+    "ERROR": LogLevel.error,
+    "WARN": LogLevel.warn,
+    "INFO": LogLevel.info,
+    "DEBUG": LogLevel.debug,
+}
+
+
+def apply_log_level(name: str) -> None:
+    """
+    Drop events below LogLevel from every observer twistd has set up.
+
+    twistd installs its observers before services start and offers no hook
+    for a level, so each one is wrapped in a filter here.
+    """
+    level = _LEVELS.get(name.upper(), LogLevel.info)
+    observers = list(getattr(globalLogPublisher, "_observers", ()))
+    for observer in observers:
+        if isinstance(observer, FilteringLogObserver):
+            continue
+        globalLogPublisher.removeObserver(observer)
+        predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+        globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
 
 
 class _QuietSite(Site):
@@ -66,6 +97,7 @@ class NodeService(MultiService):
 
     def startService(self) -> None:
         MultiService.startService(self)
+        apply_log_level(self.config.log_level)
         started = Deferred.fromCoroutine(self._start())
 
         def failed(failure: Any) -> None:
@@ -181,6 +213,7 @@ class NodeService(MultiService):
         self._parts["api"] = api
         await self._first_client_credential(api, state)
         site = _QuietSite(api.resource(), requestFactory=api.request_factory)
+        site.noisy = False
         endpoint = TCP4ServerEndpoint(self.reactor, config.port, interface=config.host)
         self._port = await endpoint.listen(site)
         log.info(

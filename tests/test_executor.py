@@ -728,3 +728,41 @@ class TreqTests(SynchronousTestCase):
         receiver, outcomes = self._deliver_pair(500)
         self.assertEqual(len(receiver.posts), 1)
         self.assertEqual(outcomes, [])
+
+
+class CancelTests(SynchronousTestCase):
+    def test_cancel_drops_waiting_deliveries_of_the_job(self) -> None:
+        """Waiting deliveries of a cancelled job are never sent and end skipped with the reason."""
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.submit(delivery(2), delivery(3, job_uuid="job-1", execution_id="exec-1b"))
+        self.assertEqual(h.executor.cancel_job("job-1", "job_deleted"), 1)
+        self.assertEqual(h.executor.queue_depth(), 1)
+        h.client.requests[0].respond(200)
+        h.turn()
+        self.assertEqual(h.client.requests[1].ids, ["exec-2"])
+        skipped = h.by_id()["exec-1b"]
+        self.assertEqual((skipped.state, skipped.skip_reason), ("skipped", "job_deleted"))
+
+    def test_cancel_drops_pending_retries(self) -> None:
+        """A delivery waiting to retry is not retried after its job is cancelled."""
+        h = Harness()
+        h.submit(delivery(1), delivery(2))
+        h.turn()
+        h.client.requests[0].respond(500)
+        h.turn()
+        self.assertEqual(h.executor.retrying(), 2)
+        self.assertEqual(h.executor.cancel_job("job-1", "job_paused"), 1)
+        h.clock.advance(1)
+        h.turn()
+        self.assertEqual(h.client.requests[1].ids, ["exec-2"])
+        self.assertEqual(h.by_id()["exec-1"].skip_reason, "job_paused")
+
+    def test_cancel_of_an_unknown_job_changes_nothing(self) -> None:
+        """Cancelling a job with nothing queued drops nothing."""
+        h = Harness()
+        h.submit(delivery(1))
+        self.assertEqual(h.executor.cancel_job("job-9", "job_deleted"), 0)
+        h.turn()
+        self.assertEqual(h.client.requests[0].ids, ["exec-1"])

@@ -84,6 +84,7 @@ class FakeExecutions:
 class FakeExecutor:
     def __init__(self) -> None:
         self.submitted: list[Any] = []
+        self.cancelled: list[tuple[str, str]] = []
         self.turns: list[float] = []
         self.clock: Clock | None = None
 
@@ -94,6 +95,10 @@ class FakeExecutor:
 
     def stop(self) -> Deferred:
         return succeed(None)
+
+    def cancel_job(self, job_uuid: str, reason: str) -> int:
+        self.cancelled.append((job_uuid, reason))
+        return 0
 
 
 class SchedulerTests(SynchronousTestCase):
@@ -179,6 +184,7 @@ class SchedulerTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertEqual(len(self.executor.submitted), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.executor.cancelled, [("job-1", "job_deleted")])
 
     def test_cascade_project_delete_stops_its_jobs(self) -> None:
         """Jobs deleted with their project stop firing."""
@@ -186,6 +192,7 @@ class SchedulerTests(SynchronousTestCase):
         self.proposer.applied("delete_project", {"uuid": "project-1", "deleted_jobs": ["a", "b"]})
         self.clock.advance(5)
         self.assertEqual(self.executor.submitted, [])
+        self.assertEqual(self.executor.cancelled, [("a", "job_deleted"), ("b", "job_deleted")])
 
     def test_pause_and_resume(self) -> None:
         """A paused job fires nothing; resumed, it fires from the next slot, not the paused ones."""
@@ -193,6 +200,7 @@ class SchedulerTests(SynchronousTestCase):
         self.build([job])
         self.clock.advance(1)
         self.proposer.applied("update_job", dict(job, paused=True))
+        self.assertEqual(self.executor.cancelled, [("job-1", "job_paused")])
         self.clock.advance(5)
         self.assertEqual(len(self.executor.submitted), 1)
         self.proposer.applied("update_job", dict(job, paused=False))

@@ -314,6 +314,44 @@ class HTTPExecutor:
             return
         self._enqueue(item)
 
+    def cancel_job(self, job_uuid: str, reason: str) -> int:
+        """
+        Drop every delivery of C{job_uuid} that is waiting or waiting to
+        retry (a deleted or paused job fires nothing more), reporting each as
+        skipped with C{reason}; return how many. POSTs already in flight are
+        not recalled.
+        """
+        dropped: list[_Item] = []
+        for url in list(self._queues):
+            queue = self._queues[url]
+            keep = deque(item for item in queue if item.delivery.job_uuid != job_uuid)
+            if len(keep) == len(queue):
+                continue
+            for item in queue:
+                if item.delivery.job_uuid == job_uuid:
+                    dropped.append(item)
+                    self._queue_bytes[url] -= len(item.body)
+                    self._waiting -= 1
+            if keep:
+                self._queues[url] = keep
+            else:
+                del self._queues[url]
+                del self._queue_bytes[url]
+                self._flush_left.pop(url, None)
+        for call, items in list(self._retrying.items()):
+            keep_items = [item for item in items if item.delivery.job_uuid != job_uuid]
+            if len(keep_items) == len(items):
+                continue
+            dropped.extend(item for item in items if item.delivery.job_uuid == job_uuid)
+            if keep_items:
+                items[:] = keep_items
+            else:
+                call.cancel()
+                del self._retrying[call]
+        for item in dropped:
+            self._finish_skipped(item, reason)
+        return len(dropped)
+
     def queue_depth(self) -> int:
         """Deliveries waiting for a worker (not in flight, not waiting to retry)."""
         return self._waiting

@@ -123,15 +123,19 @@ class SchedulerService(Service):
             # A slot already due but not yet fired (the timer runs a hair
             # late) still fires, under the job as changed.
             previous = self._entries.pop(value["uuid"], None)
+            if value.get("paused"):
+                self.executor.cancel_job(value["uuid"], "job_paused")
             since = now
             if previous is not None and previous.next_slot is not None:
                 since = min(now, previous.next_slot - timedelta(microseconds=1))
             self._add(value, since=since, now=now)
         elif op == "delete_job":
             self._remove(value["uuid"])
+            self.executor.cancel_job(value["uuid"], "job_deleted")
         elif op == "delete_project":
             for job_uuid in value.get("deleted_jobs", ()):
                 self._remove(job_uuid)
+                self.executor.cancel_job(job_uuid, "job_deleted")
         else:
             return
         self._arm()
