@@ -50,13 +50,15 @@ async def run(jobs: int, seconds: float, workdir: str) -> dict:
     config_path = os.path.join(workdir, "config.yml")
     with open(config_path, "w") as f:
         f.write(
-            f"Port: {http_port}\nRaftAddress: 127.0.0.1:{free_port()}\nDataDir: data\nLogLevel: WARN\n"
+            f"Port: {http_port}\nRaftAddress: 127.0.0.1:{free_port()}\n"
+            "DataDir: data\nLogLevel: WARN\n"
         )
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
         ["-m", "scheduler0", "credential", "init", "--config", config_path, "--generate"],
-        env=env, path=workdir,
+        env=env,
+        path=workdir,
     )
     if code:
         raise SystemExit(err.decode())
@@ -64,12 +66,16 @@ async def run(jobs: int, seconds: float, workdir: str) -> dict:
     await node.start()
     try:
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "scheduler0", "create", "credential", "--json", "--config", config_path],
-            env=env, path=workdir,
+            sys.executable,
+            ["-m", "scheduler0", "create", "credential", "--json", "--config", config_path],
+            env=env,
+            path=workdir,
         )
         credential = json.loads(out)
         headers = {"x-api-key": credential["api_key"], "x-secret-key": credential["api_secret"]}
-        response = await treq.post(node.url + "/projects", json={"name": "bench", "description": ""}, headers=headers)
+        response = await treq.post(
+            node.url + "/projects", json={"name": "bench", "description": ""}, headers=headers
+        )
         project = (await response.json())["data"]
         body = [
             {
@@ -93,7 +99,9 @@ async def run(jobs: int, seconds: float, workdir: str) -> dict:
     finally:
         await node.stop()
         await receiver.stop()
-    lateness_ms = [(a.at - parse_instant(a.item["scheduled_at"]).timestamp()) * 1000 for a in arrivals]
+    lateness_ms = [
+        (a.at - parse_instant(a.item["scheduled_at"]).timestamp()) * 1000 for a in arrivals
+    ]
     per_slot: dict[str, int] = {}
     for a in arrivals:
         per_slot[a.item["execution_id"]] = per_slot.get(a.item["execution_id"], 0) + 1

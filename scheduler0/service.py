@@ -38,7 +38,12 @@ class Options(usage.Options):
 
     synopsis = "[--config PATH]"
     optParameters = [
-        ["config", "c", None, "Path to config.yml (default: $SCHEDULER0_CONFIG, then ./config.yml)."],
+        [
+            "config",
+            "c",
+            None,
+            "Path to config.yml (default: $SCHEDULER0_CONFIG, then ./config.yml).",
+        ],
     ]
 
     def postOptions(self) -> None:

@@ -4,17 +4,17 @@ One textual form for instants everywhere: RFC 3339 in UTC with milliseconds.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utc_from_timestamp(seconds: float) -> datetime:
     """The aware UTC datetime for POSIX C{seconds}."""
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def format_instant(instant: datetime) -> str:
     """Render an aware datetime as C{YYYY-MM-DDTHH:MM:SS.mmmZ} in UTC."""
-    instant = instant.astimezone(timezone.utc)
+    instant = instant.astimezone(UTC)
     return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
 
 
@@ -31,4 +31,4 @@ def parse_instant(text: str) -> datetime:
     parsed = datetime.fromisoformat(candidate)
     if parsed.tzinfo is None:
         raise ValueError(f"instant {text!r} has no UTC offset")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)

@@ -39,7 +39,9 @@ class SingleNodeEndToEndTests(TestCase):
         headers = await client_headers(node)
 
         response = await http.post(
-            node.url + "/projects", json={"name": "e2e", "description": "end to end"}, headers=headers
+            node.url + "/projects",
+            json={"name": "e2e", "description": "end to end"},
+            headers=headers,
         )
         self.assertEqual(response.code, 201)
         project = (await response.json())["data"]
@@ -84,7 +86,11 @@ class SingleNodeEndToEndTests(TestCase):
             self.assertEqual(item["data"], {"hello": "world"})
             self.assertEqual((slot - anchor).total_seconds() % 1, 0, "slot off the @every cadence")
         # Slots missed while the node was down arrived late, with the ids they would have had.
-        late = [a for a in receiver.arrivals if a.at - parse_instant(a.item["scheduled_at"]).timestamp() > 0.5]
+        late = [
+            a
+            for a in receiver.arrivals
+            if a.at - parse_instant(a.item["scheduled_at"]).timestamp() > 0.5
+        ]
         self.assertTrue(late, "no slot was caught up after the restart")
         self.assertEqual(node.starts, 2)
         # The node's own history shows the deliveries after the restart as succeeded.

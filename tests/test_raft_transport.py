@@ -278,7 +278,7 @@ class FrameDecoderTests(unittest.SynchronousTestCase):
         points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
         decoder = FrameDecoder(300)
         out = []
-        for start, end in zip(points, points[1:]):
+        for start, end in zip(points, points[1:], strict=False):
             out.extend(decoder.feed(wire[start:end]))
         self.assertEqual(out, bodies)
         self.assertEqual(decoder.buffered, 0)
@@ -774,7 +774,7 @@ class TransportTests(unittest.SynchronousTestCase):
     def test_pool_never_exceeds_max_pool_connections_per_peer(self):
         """With every bulk connection backed up, no more than max_pool connections are opened."""
         network, (a, b) = cluster(self, large_frame_threshold=100, max_pool=3)
-        for round_ in range(6):
+        for _round in range(6):
             a.transport.send(2, b"L" * 1000)
             network.flush()
             for connection in network.to(address_of(2)):

@@ -6,7 +6,7 @@ after a restart.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -19,10 +19,12 @@ from scheduler0.scheduler.spec import execution_id
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant, parse_instant
 
-START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def make_job(uuid: str = "job-1", spec: str = "@every 1s", at: datetime = START, **changes: Any) -> dict:
+def make_job(
+    uuid: str = "job-1", spec: str = "@every 1s", at: datetime = START, **changes: Any
+) -> dict:
     job = {
         "uuid": uuid,
         "project_uuid": "project-1",
@@ -102,7 +104,9 @@ class FakeExecutor:
 
 
 class SchedulerTests(SynchronousTestCase):
-    def build(self, jobs: list[dict], last_slots: dict[str, str] | None = None, now: datetime = START):
+    def build(
+        self, jobs: list[dict], last_slots: dict[str, str] | None = None, now: datetime = START
+    ):
         self.clock = Clock()
         self.clock.advance(now.timestamp())
         self.state = FakeState(jobs)
@@ -111,7 +115,12 @@ class SchedulerTests(SynchronousTestCase):
         self.executor = FakeExecutor()
         self.executor.clock = self.clock
         self.scheduler = SchedulerService(
-            self.clock, self.state, self.proposer, self.executions, self.executor, node_id=7,
+            self.clock,
+            self.state,
+            self.proposer,
+            self.executions,
+            self.executor,
+            node_id=7,
             history_per_job=5,
         )
         self.scheduler.startService()
@@ -129,7 +138,9 @@ class SchedulerTests(SynchronousTestCase):
             self.clock.advance(call.getTime() - self.clock.seconds())
         expected = [format_instant(START + timedelta(seconds=k)) for k in (1, 2, 3)]
         self.assertEqual(self.slots(), expected)
-        self.assertEqual(self.executor.turns, [(START + timedelta(seconds=k)).timestamp() for k in (1, 2, 3)])
+        self.assertEqual(
+            self.executor.turns, [(START + timedelta(seconds=k)).timestamp() for k in (1, 2, 3)]
+        )
 
     def test_execution_ids_are_derived_from_job_and_slot(self) -> None:
         """Each delivery's id is execution_id(job uuid, slot) and distinct per slot."""
@@ -138,7 +149,8 @@ class SchedulerTests(SynchronousTestCase):
         ids = [d.execution_id for d in self.executor.submitted]
         self.assertEqual(len(set(ids)), 3)
         self.assertEqual(
-            ids, [execution_id("job-1", parse_instant(d.scheduled_at)) for d in self.executor.submitted]
+            ids,
+            [execution_id("job-1", parse_instant(d.scheduled_at)) for d in self.executor.submitted],
         )
 
     def test_one_timer_for_all_jobs(self) -> None:
@@ -205,7 +217,9 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(len(self.executor.submitted), 1)
         self.proposer.applied("update_job", dict(job, paused=False))
         self.clock.advance(1)
-        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (1, 7)])
+        self.assertEqual(
+            self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (1, 7)]
+        )
 
     def test_spec_change_applies_from_the_next_slot(self) -> None:
         """Changing the spec re-plans the job at once."""
@@ -215,7 +229,12 @@ class SchedulerTests(SynchronousTestCase):
         changed_at = START + timedelta(seconds=1)
         self.proposer.applied(
             "update_job",
-            dict(job, spec="@every 10s", updated_at=format_instant(changed_at), anchor_at=format_instant(changed_at)),
+            dict(
+                job,
+                spec="@every 10s",
+                updated_at=format_instant(changed_at),
+                anchor_at=format_instant(changed_at),
+            ),
         )
         self.clock.advance(9)
         self.assertEqual(len(self.executor.submitted), 1)
@@ -223,7 +242,7 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(self.slots()[-1], format_instant(START + timedelta(seconds=11)))
 
     def test_catch_up_after_restart_fires_missed_slots_late(self) -> None:
-        """Slots missed while the node was down and inside the window fire at once, with their own ids."""
+        """Slots missed while down and inside the window fire at once, with their own ids."""
         now = START + timedelta(seconds=10, milliseconds=400)
         last = format_instant(START + timedelta(seconds=5))
         self.build([make_job()], last_slots={"job-1": last}, now=now)
@@ -240,8 +259,12 @@ class SchedulerTests(SynchronousTestCase):
         """Missed slots older than the catch-up window are recorded as skipped, not fired."""
         now = START + timedelta(seconds=13)
         job = make_job(catch_up_window_s=2.0)
-        self.build([job], last_slots={"job-1": format_instant(START + timedelta(seconds=8))}, now=now)
-        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (11, 12, 13)])
+        self.build(
+            [job], last_slots={"job-1": format_instant(START + timedelta(seconds=8))}, now=now
+        )
+        self.assertEqual(
+            self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (11, 12, 13)]
+        )
         skipped = sorted(
             r["scheduled_at"] for r in self.executions.records.values() if r["state"] == "skipped"
         )
@@ -251,18 +274,24 @@ class SchedulerTests(SynchronousTestCase):
                 self.assertEqual(r["skip_reason"], "outside_catch_up_window")
 
     def test_a_huge_gap_is_bounded(self) -> None:
-        """After a long outage only a bounded number of skipped records is written, then firing resumes."""
+        """After a long outage a bounded number of skipped records is written; firing resumes."""
         now = START + timedelta(days=1)
-        self.build([make_job(catch_up_window_s=1.0)], last_slots={"job-1": format_instant(START)}, now=now)
+        self.build(
+            [make_job(catch_up_window_s=1.0)], last_slots={"job-1": format_instant(START)}, now=now
+        )
         skipped = [r for r in self.executions.writes if r["state"] == "skipped"]
         self.assertEqual(len(skipped), 5)
-        self.assertEqual(self.slots(), [format_instant(now - timedelta(seconds=1)), format_instant(now)])
+        self.assertEqual(
+            self.slots(), [format_instant(now - timedelta(seconds=1)), format_instant(now)]
+        )
 
     def test_never_fired_job_catches_up_from_creation(self) -> None:
         """A job that never fired before the restart is owed the slots since its creation."""
         now = START + timedelta(seconds=3)
         self.build([make_job()], now=now)
-        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (1, 2, 3)])
+        self.assertEqual(
+            self.slots(), [format_instant(START + timedelta(seconds=k)) for k in (1, 2, 3)]
+        )
 
     def test_changes_during_load_are_not_lost(self) -> None:
         """A job created while the scheduler is still loading is scheduled once loading ends."""
@@ -291,8 +320,14 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(self.executions.records[delivery.execution_id]["state"], "running")
         self.scheduler.on_outcome(
             Outcome(
-                delivery=delivery, state="failed", attempts=3, status_code=500, error="HTTP 500",
-                skip_reason=None, started_at=self.clock.seconds(), finished_at=self.clock.seconds() + 2,
+                delivery=delivery,
+                state="failed",
+                attempts=3,
+                status_code=500,
+                error="HTTP 500",
+                skip_reason=None,
+                started_at=self.clock.seconds(),
+                finished_at=self.clock.seconds() + 2,
             )
         )
         record = self.executions.records[delivery.execution_id]
@@ -315,5 +350,7 @@ class SchedulerTests(SynchronousTestCase):
         """next_run_at names the coming slot, and nothing for a paused job."""
         job = make_job(spec="*/5 * * * *")
         self.build([job])
-        self.assertEqual(self.scheduler.next_run_at(job), format_instant(START + timedelta(minutes=5)))
+        self.assertEqual(
+            self.scheduler.next_run_at(job), format_instant(START + timedelta(minutes=5))
+        )
         self.assertIsNone(self.scheduler.next_run_at(dict(job, paused=True, uuid="other")))

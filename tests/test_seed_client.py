@@ -45,13 +45,17 @@ class SeedClientTests(TestCase):
             raise SkipTest("node and npm are needed to run the original document's Node.js client")
         # The client listens on port 3000 (hard-coded in it); another run of
         # this test may hold it for a while.
-        await wait_for(reactor, port_3000_is_free, timeout=150, interval=0.5, what="port 3000 to be free")
+        await wait_for(
+            reactor, port_3000_is_free, timeout=150, interval=0.5, what="port 3000 to be free"
+        )
         workdir = os.path.abspath(self.mktemp())
         client_dir = os.path.join(workdir, "client")
         shutil.copytree(os.path.join(HERE, "seed_client"), client_dir)
         out, err, code = await getProcessOutputAndValue(
-            npm, ["install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
-            env=dict(os.environ), path=client_dir,
+            npm,
+            ["install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
+            env=dict(os.environ),
+            path=client_dir,
         )
         self.assertEqual(code, 0, f"npm install failed: {err.decode()}")
 
@@ -61,8 +65,12 @@ class SeedClientTests(TestCase):
         await node.start()
         headers = await client_headers(node)
 
-        env = dict(os.environ, API_ENDPOINT=node.url, API_KEY=headers["x-api-key"],
-                   API_SECRET=headers["x-secret-key"])
+        env = dict(
+            os.environ,
+            API_ENDPOINT=node.url,
+            API_KEY=headers["x-api-key"],
+            API_SECRET=headers["x-secret-key"],
+        )
         client = reactor.spawnProcess(
             _Quiet(), node_bin, [node_bin, "index.js"], env=env, path=client_dir
         )
@@ -74,11 +82,15 @@ class SeedClientTests(TestCase):
             return items[0] if items else None
 
         job = await wait_for(reactor, job_created, timeout=30, what="the seed client's job")
-        self.assertEqual((job["spec"], job["callback_url"]), ("@every 1m", "http://localhost:3000/callback"))
+        self.assertEqual(
+            (job["spec"], job["callback_url"]), ("@every 1m", "http://localhost:3000/callback")
+        )
 
         async def called_back() -> bool:
             response = await http.get(node.url + f"/jobs/{job['uuid']}/executions", headers=headers)
             items = (await response.json())["data"]["items"]
             return any(e["state"] == "succeeded" and e["status_code"] == 200 for e in items)
 
-        await wait_for(reactor, called_back, timeout=90, interval=0.5, what="the seed client's /callback")
+        await wait_for(
+            reactor, called_back, timeout=90, interval=0.5, what="the seed client's /callback"
+        )

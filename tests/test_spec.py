@@ -6,7 +6,7 @@ and in zones with daylight saving, @every anchoring, @at, execution ids.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -24,7 +24,7 @@ from scheduler0.scheduler.spec import (
 )
 from scheduler0.timeutil import format_instant, parse_instant
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(text: str) -> datetime:
@@ -440,9 +440,7 @@ class TimeZoneTests(SynchronousTestCase):
                 "2026-03-08 03:30:00 EDT",
             ],
         )
-        self.assertEqual(
-            slots(schedule, "2026-03-08T06:45:00Z", 1), ["2026-03-08T07:00:00.000Z"]
-        )
+        self.assertEqual(slots(schedule, "2026-03-08T06:45:00Z", 1), ["2026-03-08T07:00:00.000Z"])
 
     def test_new_york_fall_back_every_hour(self) -> None:
         """'*/30 * * * *' fires through both passes of the repeated hour on real time."""
@@ -620,7 +618,7 @@ def reference_next_after(
         set(range(low, high + 1))
         if values == ["*"]
         else {int(v) % 7 if i == 4 else int(v) for v in values}
-        for i, (values, (low, high)) in enumerate(zip(fields, bounds))
+        for i, (values, (low, high)) in enumerate(zip(fields, bounds, strict=True))
     )
     day_text, weekday_text = spec.split()[2], spec.split()[4]
     either = not (day_text.startswith("*") or weekday_text.startswith("*"))

@@ -66,6 +66,8 @@ MIN_MAX_FRAME = 1024
 _TRANSPORT_BUFFER = 64 * 1024
 
 
+_CONNECTION_DONE = Failure(ConnectionDone())
+
 class IRaftTransport(Interface):
     """Moves opaque Raft messages between cluster nodes."""
 
@@ -213,7 +215,7 @@ class _RaftProtocol(Protocol):
             )
             self.owner._inbound_made(self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self.closing = True
         was = self.state
         self.state = "closed"
@@ -474,9 +476,7 @@ class RaftTransport:
     backoff_max_s: float = attrs.field(default=2.0, validator=_positive("backoff_max_s"))
     backoff_jitter: float = 0.5
     max_pending_bytes: int | None = None
-    min_throughput: float = attrs.field(
-        default=float(2**20), validator=_positive("min_throughput")
-    )
+    min_throughput: float = attrs.field(default=float(2**20), validator=_positive("min_throughput"))
     nonce_source: Callable[[int], bytes] = os.urandom
 
     #: Connections refused at the handshake (bad frames, bad key, not a peer, timeout).

@@ -156,9 +156,13 @@ class SchedulerService(Service):
         if job.get("paused"):
             return
         try:
-            schedule = make_schedule(job["spec"], job.get("timezone") or "UTC", parse_instant(job["anchor_at"]))
+            schedule = make_schedule(
+                job["spec"], job.get("timezone") or "UTC", parse_instant(job["anchor_at"])
+            )
         except SpecError as e:
-            log.error("job {job_uuid} has an unusable spec: {error}", job_uuid=job["uuid"], error=str(e))
+            log.error(
+                "job {job_uuid} has an unusable spec: {error}", job_uuid=job["uuid"], error=str(e)
+            )
             return
         self._generation += 1
         entry = _Entry(job=job, schedule=schedule, generation=self._generation)
@@ -295,9 +299,7 @@ class SchedulerService(Service):
 
     def on_started(self, delivery: Delivery, at: float) -> None:
         """The first attempt of C{delivery} began: record it as running."""
-        self.executions.record(
-            self._outcome_record(delivery, "running", attempts=1, started_at=at)
-        )
+        self.executions.record(self._outcome_record(delivery, "running", attempts=1, started_at=at))
 
     def on_outcome(self, outcome: Outcome) -> None:
         """Record the final state of one delivery."""
@@ -361,7 +363,9 @@ class SchedulerService(Service):
         if job.get("paused"):
             return None
         try:
-            schedule = make_schedule(job["spec"], job.get("timezone") or "UTC", parse_instant(job["anchor_at"]))
+            schedule = make_schedule(
+                job["spec"], job.get("timezone") or "UTC", parse_instant(job["anchor_at"])
+            )
         except SpecError:
             return None
         slot = schedule.next_after(utc_from_timestamp(self.clock.seconds()))
@@ -372,4 +376,3 @@ class SchedulerService(Service):
 
     def pending_slots(self) -> Iterable[tuple[str, datetime | None]]:
         return ((u, e.next_slot) for u, e in self._entries.items())
-

@@ -29,7 +29,7 @@ import functools
 import math
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,7 +46,7 @@ __all__ = [
     "validate_timezone",
 ]
 
-_UTC = timezone.utc
+_UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _SECOND = timedelta(seconds=1)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -112,9 +112,7 @@ _NANOSECONDS = {
     "h": 3_600_000_000_000,
 }
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 # ---------------------------------------------------------------------------
@@ -207,9 +205,7 @@ def _parse_duration(text: str) -> timedelta:
     if total > _MAX_EVERY_NS:
         raise SpecError(f"spec: @every duration {text!r} is longer than the maximum of 87600h")
     if total % 1_000_000:
-        raise SpecError(
-            f"spec: @every duration {text!r} must be a whole number of milliseconds"
-        )
+        raise SpecError(f"spec: @every duration {text!r} must be a whole number of milliseconds")
     return timedelta(milliseconds=int(total) // 1_000_000)
 
 
@@ -330,7 +326,7 @@ def _parse_cron(text: str) -> _Cron:
             f"fields (second first), got {len(parts)} in {text!r}"
         )
     seconds, minutes, hours, days, months, weekdays = (
-        _parse_field(field, part) for field, part in zip(six, parts)
+        _parse_field(field, part) for field, part in zip(six, parts, strict=True)
     )
     dom_text, dow_text = parts[3], parts[5]
     day_or = not (dom_text.startswith("*") or dow_text.startswith("*"))
@@ -607,4 +603,3 @@ def execution_id(job_uuid: str, slot: datetime) -> str:
     slot = _require_aware(slot, "slot")
     milliseconds = (slot - _EPOCH) // _MILLISECOND
     return str(uuid.uuid5(_EXECUTION_NAMESPACE, f"{job_uuid}/{milliseconds}"))
-

@@ -81,8 +81,15 @@ class NodeProcess:
         env.update(self.env)
         log_path = os.path.join(self.workdir, f"node-{self.starts}.log")
         argv = [
-            sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=",
-            f"--logfile={log_path}", "scheduler0", "--config", self.config_path,
+            sys.executable,
+            "-c",
+            TWISTD,
+            "--nodaemon",
+            "--pidfile=",
+            f"--logfile={log_path}",
+            "scheduler0",
+            "--config",
+            self.config_path,
         ]
         self._transport = self.reactor.spawnProcess(
             self._watch, sys.executable, argv, env=env, path=self.workdir
@@ -102,7 +109,9 @@ class NodeProcess:
                 return None
             return json.loads(await response.content())["data"]
 
-        return await wait_for(self.reactor, probe, timeout=timeout, what=f"node at {self.url} to be healthy")
+        return await wait_for(
+            self.reactor, probe, timeout=timeout, what=f"node at {self.url} to be healthy"
+        )
 
     def signal(self, signum: int) -> None:
         self._transport.signalProcess(signum)
@@ -150,8 +159,17 @@ async def prepare_single_node(reactor: Any, workdir: str, extra_config: str = ""
             "DataDir: data\n" + extra_config
         )
     out, err, code = await run_cli(
-        workdir, "credential", "init", "--config", config_path,
-        "--username", "admin", "--password", "admin-password", "--secret-key", "peer-secret",
+        workdir,
+        "credential",
+        "init",
+        "--config",
+        config_path,
+        "--username",
+        "admin",
+        "--password",
+        "admin-password",
+        "--secret-key",
+        "peer-secret",
     )
     if code:
         raise RuntimeError(f"credential init failed: {err}")
@@ -160,7 +178,9 @@ async def prepare_single_node(reactor: Any, workdir: str, extra_config: str = ""
 
 async def client_headers(node: NodeProcess) -> dict[str, str]:
     """Make a client credential with C{scheduler0 create credential}; return its headers."""
-    out, err, code = await run_cli(node.workdir, "create", "credential", "--json", "--config", node.config_path)
+    out, err, code = await run_cli(
+        node.workdir, "create", "credential", "--json", "--config", node.config_path
+    )
     if code:
         raise RuntimeError(f"create credential failed: {err}")
     credential = json.loads(out)

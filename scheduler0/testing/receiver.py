@@ -115,7 +115,7 @@ class _TrackingSite(Site):
 
     async def close_connections(self) -> None:
         waiting = list(self.open.items())
-        for protocol, lost in waiting:
+        for protocol, _ in waiting:
             protocol.transport.abortConnection()
         for _, lost in waiting:
             await lost

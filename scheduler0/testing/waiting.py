@@ -44,5 +44,7 @@ async def wait_for(
         except Exception as e:  # the thing polled may not be up yet
             last_error = e
         if clock.seconds() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+            raise TimeoutError(
+                f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})"
+            )
         await _later(clock, interval)
