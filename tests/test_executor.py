@@ -27,6 +27,7 @@ from scheduler0.executor.http import (
     Delivery,
     HTTPExecutor,
     Outcome,
+    job_members_json,
     parse_retry_after,
 )
 
@@ -167,12 +168,16 @@ class BatchingTests(SynchronousTestCase):
     def test_separate_post_per_url(self) -> None:
         """Each callback URL gets its own POST."""
         h = Harness()
-        h.submit(delivery(1, url="http://a.test/"), delivery(2, url="http://b.test/"),
-                 delivery(3, url="http://a.test/"))
+        h.submit(
+            delivery(1, url="http://a.test/"),
+            delivery(2, url="http://b.test/"),
+            delivery(3, url="http://a.test/"),
+        )
         h.turn()
         posts = {r.url: r.ids for r in h.client.requests}
-        self.assertEqual(posts, {"http://a.test/": ["exec-1", "exec-3"],
-                                 "http://b.test/": ["exec-2"]})
+        self.assertEqual(
+            posts, {"http://a.test/": ["exec-1", "exec-3"], "http://b.test/": ["exec-2"]}
+        )
 
     def test_sends_without_waiting(self) -> None:
         """A lone delivery to an idle URL is sent in the next reactor turn, with no delay."""
@@ -225,10 +230,13 @@ class ChunkingTests(SynchronousTestCase):
         h = Harness(payload_max_bytes=cap)
         h.submit(*[delivery(n) for n in range(1, 6)])
         h.turn()
-        self.assertEqual([r.ids for r in h.client.requests],
-                         [["exec-1", "exec-2"], ["exec-3", "exec-4"], ["exec-5"]])
-        self.assertEqual([r.headers["x-payload-chunk-id"] for r in h.client.requests],
-                         ["0", "1", "2"])
+        self.assertEqual(
+            [r.ids for r in h.client.requests],
+            [["exec-1", "exec-2"], ["exec-3", "exec-4"], ["exec-5"]],
+        )
+        self.assertEqual(
+            [r.headers["x-payload-chunk-id"] for r in h.client.requests], ["0", "1", "2"]
+        )
         for r in h.client.requests:
             self.assertLessEqual(len(r.body), cap)
 
@@ -296,8 +304,9 @@ class HeaderTests(SynchronousTestCase):
             self.assertEqual(r.headers["User-Agent"], f"scheduler0/{scheduler0.__version__}")
             self.assertEqual(uuid.UUID(r.headers["X-Scheduler0-Delivery"]).version, 4)
             self.assertFalse(r.kwargs["allow_redirects"])
-        self.assertNotEqual(first.headers["X-Scheduler0-Delivery"],
-                            second.headers["X-Scheduler0-Delivery"])
+        self.assertNotEqual(
+            first.headers["X-Scheduler0-Delivery"], second.headers["X-Scheduler0-Delivery"]
+        )
 
     def test_sign_hook_adds_headers(self) -> None:
         """The sign hook sees the exact body and deliveries and its headers are sent."""
@@ -326,8 +335,10 @@ class OutcomeTests(SynchronousTestCase):
         h.client.requests[0].respond(204)
         self.assertEqual(len(h.outcomes), 2)
         for o in h.outcomes:
-            self.assertEqual((o.state, o.attempts, o.status_code, o.error, o.skip_reason),
-                             ("succeeded", 1, 204, None, None))
+            self.assertEqual(
+                (o.state, o.attempts, o.status_code, o.error, o.skip_reason),
+                ("succeeded", 1, 204, None, None),
+            )
             self.assertEqual((o.started_at, o.finished_at), (10.0, 10.25))
         self.assertEqual(h.started, [("exec-1", 10.0), ("exec-2", 10.0)])
         self.assertEqual(h.executor.in_flight(), 0)
@@ -341,8 +352,9 @@ class OutcomeTests(SynchronousTestCase):
         h.clock.advance(1000)
         self.assertEqual(len(h.client.requests), 1)
         [o] = h.outcomes
-        self.assertEqual((o.state, o.attempts, o.status_code, o.error),
-                         ("failed", 1, 404, "HTTP 404"))
+        self.assertEqual(
+            (o.state, o.attempts, o.status_code, o.error), ("failed", 1, 404, "HTTP 404")
+        )
 
     def test_redirect_fails(self) -> None:
         """A 3xx is not success and is not retried."""
@@ -413,8 +425,9 @@ class RetryTests(SynchronousTestCase):
         self.assertEqual([r.items[0]["attempt"] for r in h.client.requests], [1, 2, 3, 4, 5, 6])
         h.client.requests[-1].respond(500)
         [o] = h.outcomes
-        self.assertEqual((o.state, o.attempts, o.status_code, o.error),
-                         ("failed", 6, 500, "HTTP 500"))
+        self.assertEqual(
+            (o.state, o.attempts, o.status_code, o.error), ("failed", 6, 500, "HTTP 500")
+        )
         self.assertEqual(o.started_at, 0.0)
 
     def test_retry_max_respected(self) -> None:
@@ -467,8 +480,9 @@ class RetryTests(SynchronousTestCase):
         self.assertEqual(len(h.client.requests), 2)
         h.clock.advance(5)
         [o] = h.outcomes
-        self.assertEqual((o.state, o.attempts, o.status_code, o.error),
-                         ("failed", 2, None, "timeout after 5s"))
+        self.assertEqual(
+            (o.state, o.attempts, o.status_code, o.error), ("failed", 2, None, "timeout after 5s")
+        )
 
     def test_timeout_is_smallest_in_post(self) -> None:
         """A POST times out after the smallest timeout of the deliveries it carries."""
@@ -594,8 +608,10 @@ class LoadTests(SynchronousTestCase):
         for _ in range(3):
             h.client.open()[0].respond(200)
             h.turn()
-        self.assertEqual([r.url for r in h.client.requests][:3],
-                         ["http://big.test/", "http://small.test/", "http://big.test/"])
+        self.assertEqual(
+            [r.url for r in h.client.requests][:3],
+            ["http://big.test/", "http://small.test/", "http://big.test/"],
+        )
 
     def test_max_queue_sheds(self) -> None:
         """Beyond max_queue waiting deliveries, a submit is skipped at once as queue_full."""
@@ -620,8 +636,10 @@ class LoadTests(SynchronousTestCase):
         h.submit(delivery(2))
         h.turn()
         self.assertEqual(len(h.client.requests), 1)
-        self.assertEqual([(o.delivery.execution_id, o.skip_reason) for o in h.outcomes],
-                         [("exec-2", "resource_guard")])
+        self.assertEqual(
+            [(o.delivery.execution_id, o.skip_reason) for o in h.outcomes],
+            [("exec-2", "resource_guard")],
+        )
         h.client.requests[0].respond(500)
         h.clock.advance(1)
         self.assertEqual(len(h.client.requests), 2)
@@ -668,10 +686,10 @@ class StopTests(SynchronousTestCase):
         h.client.requests[0].respond(500)
         h.submit(delivery(2, url="http://b.test/"))
         self.successResultOf(h.executor.stop())
-        self.assertEqual(sorted((o.delivery.execution_id, o.state, o.skip_reason)
-                                for o in h.outcomes),
-                         [("exec-1", "skipped", "node_stopping"),
-                          ("exec-2", "skipped", "node_stopping")])
+        self.assertEqual(
+            sorted((o.delivery.execution_id, o.state, o.skip_reason) for o in h.outcomes),
+            [("exec-1", "skipped", "node_stopping"), ("exec-2", "skipped", "node_stopping")],
+        )
         self.assertEqual(h.clock.getDelayedCalls(), [])
         h.submit(delivery(3))
         self.assertEqual(h.outcomes[-1].skip_reason, "node_stopping")
@@ -690,8 +708,9 @@ class ReceiverResource(Resource):
         self.posts: list[tuple[dict[str, str], list[dict[str, Any]]]] = []
 
     def render_POST(self, request: Any) -> bytes:
-        headers = {k.decode().lower(): v[0].decode()
-                   for k, v in request.requestHeaders.getAllRawHeaders()}
+        headers = {
+            k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()
+        }
         self.posts.append((headers, json.loads(request.content.read())))
         request.setResponseCode(self.status)
         return b"x" * 10000
@@ -720,8 +739,9 @@ class TreqTests(SynchronousTestCase):
         self.assertEqual(headers["content-type"], "application/json")
         self.assertEqual(headers["x-payload-chunk-id"], "0")
         self.assertIn("x-scheduler0-delivery", headers)
-        self.assertEqual([(o.state, o.status_code) for o in outcomes],
-                         [("succeeded", 200), ("succeeded", 200)])
+        self.assertEqual(
+            [(o.state, o.status_code) for o in outcomes], [("succeeded", 200), ("succeeded", 200)]
+        )
 
     def test_retry_status_through_treq(self) -> None:
         """A 500 from a real treq response is seen as a retryable failure."""
@@ -766,3 +786,23 @@ class CancelTests(SynchronousTestCase):
         self.assertEqual(h.executor.cancel_job("job-9", "job_deleted"), 0)
         h.turn()
         self.assertEqual(h.client.requests[0].ids, ["exec-1"])
+
+
+class PreEncodedJobTests(SynchronousTestCase):
+    def test_job_json_gives_the_same_item(self) -> None:
+        """A delivery carrying its job's pre-encoded members posts the same item as one without."""
+        plain = delivery(1, data={"nested": ["é", 1.5, None]})
+        ready = delivery(
+            1,
+            data={"nested": ["é", 1.5, None]},
+            job_json=job_members_json(
+                "job-1", "project-1", "job number 1", "@every 1s", {"nested": ["é", 1.5, None]}
+            ),
+        )
+        items = []
+        for d in (plain, ready):
+            h = Harness()
+            h.submit(d)
+            h.turn()
+            items.append(h.client.requests[0].items[0])
+        self.assertEqual(items[0], items[1])

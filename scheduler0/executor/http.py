@@ -83,6 +83,26 @@ class Delivery:
     callback_url: str
     timeout_s: float
     retry_max: int
+    # The JSON members for job_uuid, project_uuid, name, spec and data, when
+    # the caller has them ready (the scheduler keeps them per job, so a slot
+    # does not re-encode its job's data).
+    job_json: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+def job_members_json(job_uuid: str, project_uuid: str, name: str, spec: str, data: object) -> str:
+    """The C{job_json} of L{Delivery}: the job's members of a callback item."""
+    return json.dumps(
+        {
+            "job_uuid": job_uuid,
+            "project_uuid": project_uuid,
+            "name": name,
+            "spec": spec,
+            "data": data,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )[1:-1]
 
 
 @attrs.frozen
@@ -123,6 +143,11 @@ class _Answer:
 
 def _encode(delivery: Delivery, attempt: int) -> bytes:
     """The JSON object for one execution as it appears in a callback body."""
+    if delivery.job_json is not None:
+        return (
+            f'{{"execution_id":"{delivery.execution_id}",{delivery.job_json},'
+            f'"scheduled_at":"{delivery.scheduled_at}","attempt":{attempt}}}'
+        ).encode("utf-8")
     return json.dumps(
         {
             "execution_id": delivery.execution_id,
@@ -694,4 +719,3 @@ class HTTPExecutor:
                 "on_outcome failed for execution {execution_id}",
                 execution_id=item.delivery.execution_id,
             )
-

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from scheduler0.executor.http import Delivery, Outcome
+from scheduler0.executor.http import Delivery, Outcome, job_members_json
 from scheduler0.scheduler.spec import SpecError, execution_id, make_schedule
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
@@ -42,6 +42,7 @@ class _Entry:
     schedule: Any
     generation: int
     next_slot: datetime | None = None
+    job_json: str | None = None
 
 
 def _slot_seconds(slot: datetime) -> float:
@@ -69,6 +70,8 @@ class SchedulerService(Service):
     _timer: IDelayedCall | None = None
     _running: bool = False
     _pending: list[tuple[Command, dict]] | None = None
+    _last_formatted: tuple[datetime | None, str] = (None, "")
+    _last_clock_formatted: tuple[float | None, str] = (None, "")
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -165,7 +168,14 @@ class SchedulerService(Service):
             )
             return
         self._generation += 1
-        entry = _Entry(job=job, schedule=schedule, generation=self._generation)
+        entry = _Entry(
+            job=job,
+            schedule=schedule,
+            generation=self._generation,
+            job_json=job_members_json(
+                job["uuid"], job["project_uuid"], job["name"], job["spec"], job.get("data")
+            ),
+        )
         self._entries[job["uuid"]] = entry
         self._push(entry, schedule.next_after(since))
 
@@ -236,7 +246,7 @@ class SchedulerService(Service):
         job = entry.job
         window_start = now - timedelta(seconds=float(job["catch_up_window_s"]))
         if slot >= window_start:
-            self._deliver(job, slot)
+            self._deliver(job, slot, entry.job_json)
             return entry.schedule.next_after(slot)
         count = 0
         current: datetime | None = slot
@@ -258,12 +268,18 @@ class SchedulerService(Service):
             )
         return current
 
+    def _format_slot(self, slot: datetime) -> str:
+        # Slots due together share their instant: format it once.
+        if self._last_formatted[0] != slot:
+            self._last_formatted = (slot, format_instant(slot))
+        return self._last_formatted[1]
+
     def _record(self, job: dict, slot: datetime, state: str, **fields: Any) -> dict:
         record = {
             "execution_id": execution_id(job["uuid"], slot),
             "job_uuid": job["uuid"],
             "project_uuid": job["project_uuid"],
-            "scheduled_at": format_instant(slot),
+            "scheduled_at": self._format_slot(slot),
             "state": state,
             "attempts": 0,
             "node_id": self.node_id,
@@ -277,7 +293,7 @@ class SchedulerService(Service):
         self.executions.record(record)
         return record
 
-    def _deliver(self, job: dict, slot: datetime) -> dict:
+    def _deliver(self, job: dict, slot: datetime, job_json: str | None = None) -> dict:
         record = self._record(job, slot, state="scheduled")
         self.executor.submit(
             Delivery(
@@ -291,6 +307,7 @@ class SchedulerService(Service):
                 callback_url=job["callback_url"],
                 timeout_s=float(job["timeout_s"]),
                 retry_max=int(job["retry_max"]),
+                job_json=job_json,
             )
         )
         return record
@@ -328,7 +345,12 @@ class SchedulerService(Service):
         skip_reason: str | None = None,
     ) -> dict:
         def instant(seconds: float | None) -> str | None:
-            return None if seconds is None else format_instant(utc_from_timestamp(seconds))
+            if seconds is None:
+                return None
+            # Deliveries sent or finished together share the instant.
+            if self._last_clock_formatted[0] != seconds:
+                self._last_clock_formatted = (seconds, format_instant(utc_from_timestamp(seconds)))
+            return self._last_clock_formatted[1]
 
         return {
             "execution_id": delivery.execution_id,
