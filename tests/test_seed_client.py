@@ -11,6 +11,7 @@ import shutil
 import socket
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
@@ -30,8 +31,19 @@ def port_3000_is_free() -> bool:
     return True
 
 
-class _Quiet(ProcessProtocol):
-    """Ignore the client's output."""
+class _Client(ProcessProtocol):
+    """Ignore the client's output; C{ended} fires when it has exited."""
+
+    def __init__(self) -> None:
+        self.ended: Deferred = Deferred()
+
+    def processEnded(self, reason: object) -> None:
+        self.ended.callback(None)
+
+    async def kill(self) -> None:
+        if not self.ended.called:
+            self.transport.signalProcess("KILL")
+        await self.ended
 
 
 class SeedClientTests(TestCase):
@@ -71,10 +83,9 @@ class SeedClientTests(TestCase):
             API_KEY=headers["x-api-key"],
             API_SECRET=headers["x-secret-key"],
         )
-        client = reactor.spawnProcess(
-            _Quiet(), node_bin, [node_bin, "index.js"], env=env, path=client_dir
-        )
-        self.addCleanup(lambda: client.signalProcess("KILL") if client.pid else None)
+        client = _Client()
+        reactor.spawnProcess(client, node_bin, [node_bin, "index.js"], env=env, path=client_dir)
+        self.addCleanup(client.kill)
 
         async def job_created() -> dict | None:
             response = await http.get(node.url + "/jobs", headers=headers)

@@ -147,7 +147,7 @@ def _encode(delivery: Delivery, attempt: int) -> bytes:
         return (
             f'{{"execution_id":"{delivery.execution_id}",{delivery.job_json},'
             f'"scheduled_at":"{delivery.scheduled_at}","attempt":{attempt}}}'
-        ).encode("utf-8")
+        ).encode()
     return json.dumps(
         {
             "execution_id": delivery.execution_id,
