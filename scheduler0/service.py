@@ -121,6 +121,8 @@ class NodeService(MultiService):
 
     async def _start(self) -> None:
         import treq.client
+        from passlib.hash import pbkdf2_sha256
+        from twisted.internet.threads import deferToThreadPool
         from twisted.web.client import Agent, HTTPConnectionPool
 
         from scheduler0.api.app import SchedulerAPI
@@ -136,6 +138,10 @@ class NodeService(MultiService):
 
         config = self.config
         data = config.data_path()
+
+        def in_thread(fn: Any, *args: Any) -> Deferred:
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+
         os.makedirs(data, exist_ok=True)
         admin, created = ensure_admin_credentials(config, self.environ)
         if created:
@@ -214,6 +220,8 @@ class NodeService(MultiService):
             defaults=config,
             admin=admin,
             health=self.health,
+            hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
+            verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
         )
         self._parts["api"] = api
         await self._first_client_credential(api, state)

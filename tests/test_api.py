@@ -207,6 +207,31 @@ class AuthTests(APITestCase):
             )
         self.assertEqual(self.h.verifications, 3)
 
+    def test_verification_may_be_asynchronous(self) -> None:
+        """A verify function that answers later (a thread, on a node) is awaited."""
+        from twisted.internet.defer import Deferred
+
+        pending: list[Deferred] = []
+
+        def verify_later(secret: str, hashed: str) -> Deferred:
+            d: Deferred = Deferred()
+            pending.append(d)
+            return d
+
+        self.h.api.verify_secret = verify_later
+        self.h.api._verified.clear()
+        response = self.h.treq.get("http://node/projects", headers=self.h.client_headers)
+        self.assertNoResult(response)
+        pending.pop().callback(True)
+        self.h.treq.flush()
+        self.assertEqual(self.successResultOf(response).code, 200)
+        denied = self.h.treq.get(
+            "http://node/projects", headers={"x-api-key": self.h.key, "x-secret-key": "wrong"}
+        )
+        pending.pop().callback(False)
+        self.h.treq.flush()
+        self.assertEqual(self.successResultOf(denied).code, 401)
+
     def test_openapi_requires_auth(self) -> None:
         """/openapi.json is not anonymous."""
         self.assertError(self.h.request("GET", "/openapi.json", auth="none"), 401)

@@ -203,8 +203,10 @@ class SchedulerAPI:
     new_uuid: Callable[[], str] = _default_uuid
     token: Callable[[int], str] = _default_token
     max_body_bytes: int = 4 * 1024 * 1024
-    hash_secret: Callable[[str], str] | None = None
-    verify_secret: Callable[[str, str], bool] | None = None
+    # Either may return a Deferred (the node runs them in a thread: pbkdf2
+    # takes tens of milliseconds).
+    hash_secret: Callable[[str], Any] | None = None
+    verify_secret: Callable[[str, str], Any] | None = None
     read_barrier: Callable[[], Any] | None = None
     app: Klein = attrs.field(init=False, factory=Klein)
     _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
@@ -410,7 +412,7 @@ class SchedulerAPI:
         key = (api_key, hashlib.sha256(api_secret.encode("utf-8")).hexdigest(), hashed)
         if key not in self._verified:
             try:
-                ok = bool(self.verify_secret(api_secret, hashed))  # type: ignore[misc]
+                ok = bool(await _maybe(self.verify_secret(api_secret, hashed)))  # type: ignore[misc]
             except Exception:
                 # The stored hash is unreadable; log which credential, never the headers.
                 log.failure(
@@ -764,7 +766,7 @@ class SchedulerAPI:
         credential = {
             "uuid": self.new_uuid(),
             "api_key": api_key,
-            "api_secret_hash": self.hash_secret(api_secret),  # type: ignore[misc]
+            "api_secret_hash": await _maybe(self.hash_secret(api_secret)),  # type: ignore[misc]
             "created_at": format_instant(self._now()),
         }
         await self._propose("create_credential", {"credential": credential})
