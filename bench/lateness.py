@@ -43,7 +43,7 @@ def sleep(seconds: float) -> Deferred:
     return d
 
 
-async def run(jobs: int, seconds: float, workdir: str) -> dict:
+async def run(jobs: int, seconds: float, workdir: str, twistd_args: tuple[str, ...] = ()) -> dict:
     receiver = CallbackReceiver(reactor)
     port = await receiver.listen(reactor)
     http_port = free_port()
@@ -62,7 +62,7 @@ async def run(jobs: int, seconds: float, workdir: str) -> dict:
     )
     if code:
         raise SystemExit(err.decode())
-    node = NodeProcess(reactor, workdir, config_path, http_port)
+    node = NodeProcess(reactor, workdir, config_path, http_port, twistd_args=twistd_args)
     await node.start()
     try:
         out, err, code = await getProcessOutputAndValue(
@@ -127,11 +127,21 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--json", dest="json_path", help="also write the result here")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="run the node under cProfile, stats saved to PATH"
+    )
     args = parser.parse_args()
 
     async def go(_reactor: object) -> None:
         with tempfile.TemporaryDirectory() as workdir:
-            result = await run(args.jobs, args.seconds, workdir)
+            extra: tuple[str, ...] = ()
+            if args.profile:
+                extra = (
+                    f"--profile={os.path.abspath(args.profile)}",
+                    "--profiler=cprofile",
+                    "--savestats",
+                )
+            result = await run(args.jobs, args.seconds, workdir, extra)
         print(json.dumps(result, indent=2))
         if args.json_path:
             with open(args.json_path, "w") as f:

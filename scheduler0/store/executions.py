@@ -5,6 +5,8 @@ what it fired here first, buffered and group-committed once per reactor turn.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,6 +58,11 @@ _SCHEMA = (
 )
 
 
+_CANONICAL = re.compile(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
+)
+
+
 def _instant(field: str, value: Any) -> str | None:
     """Normalise a time to the C{format_instant} text; floats are POSIX seconds."""
     if value is None:
@@ -65,6 +72,10 @@ def _instant(field: str, value: Any) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return format_instant(utc_from_timestamp(value))
     if isinstance(value, str):
+        if _CANONICAL.fullmatch(value):
+            # Already in the one textual form (the scheduler writes these):
+            # no need to parse and re-format, which costs more than the row.
+            return value
         try:
             return format_instant(parse_instant(value))
         except ValueError as e:

@@ -61,6 +61,7 @@ class NodeProcess:
     config_path: str
     http_port: int
     env: dict[str, str] = attrs.field(factory=dict)
+    twistd_args: tuple[str, ...] = ()
     _watch: _Watch | None = None
     _transport: Any = None
     starts: int = 0
@@ -87,6 +88,7 @@ class NodeProcess:
             "--nodaemon",
             "--pidfile=",
             f"--logfile={log_path}",
+            *self.twistd_args,
             "scheduler0",
             "--config",
             self.config_path,
