@@ -6,7 +6,6 @@ what it fired here first, buffered and group-committed once per reactor turn.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
