@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 from collections.abc import Mapping
 
 import attrs
 import yaml
 
 from scheduler0.config import Config, ConfigError, parse_yaml
+from scheduler0.files import write_atomically
 
 CREDENTIALS_FILE_NAME = ".scheduler0"
 
@@ -88,9 +88,7 @@ def read_credentials_file(path: str) -> dict[str, str]:
     return fields
 
 
-def load_admin_credentials(
-    config: Config, environ: Mapping[str, str]
-) -> AdminCredentials | None:
+def load_admin_credentials(config: Config, environ: Mapping[str, str]) -> AdminCredentials | None:
     """
     The admin credentials from C{.scheduler0} with environment overrides
     applied, or C{None} when the two together do not give all three fields.
@@ -119,38 +117,7 @@ def save_admin_credentials(path: str, creds: AdminCredentials) -> None:
         default_flow_style=False,
         sort_keys=False,
     )
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".scheduler0.", suffix=".tmp", dir=directory)
-    try:
-        # mkstemp creates the file with mode 0600 already; say so explicitly.
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    os.chmod(path, 0o600)
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable; some filesystems refuse to open a directory, which is fine."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    write_atomically(path, text, mode=0o600)
 
 
 def generate_password() -> str:

@@ -17,7 +17,6 @@ import getpass
 import json
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from scheduler0.credentials import (
     load_admin_credentials,
     save_admin_credentials,
 )
+from scheduler0.files import write_atomically
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -101,16 +101,23 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
         prog="scheduler0",
         description="Scheduler0: a distributed cron-job server.",
         epilog="Config lookup: --config, then $SCHEDULER0_CONFIG, then ./config.yml, "
-               "then defaults.",
+        "then defaults.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    parser.add_argument("--config", dest="global_config", metavar="PATH",
-                        help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)")
+    parser.add_argument(
+        "--config",
+        dest="global_config",
+        metavar="PATH",
+        help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=factory)
 
     common = factory(add_help=False)
-    common.add_argument("--config", metavar="PATH",
-                        help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)")
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)",
+    )
 
     def group(name: str, help_text: str) -> Any:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -123,31 +130,45 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
         return sub
 
     config = group("config", "manage the config file")
-    init = leaf(config, "init", "write a config file with every key, its default and a comment",
-                _config_init)
+    init = leaf(
+        config,
+        "init",
+        "write a config file with every key, its default and a comment",
+        _config_init,
+    )
     init.add_argument("--path", help=f"file to write (default: ./{CONFIG_FILE_NAME})")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     credential = group("credential", "manage the admin credentials in .scheduler0")
-    init = leaf(credential, "init",
-                "set the admin username, password and secret key (prompts unless given flags)",
-                _credential_init)
+    init = leaf(
+        credential,
+        "init",
+        "set the admin username, password and secret key (prompts unless given flags)",
+        _credential_init,
+    )
     init.add_argument("--username", help="admin username")
-    init.add_argument("--password", help="admin password (visible in the process list; "
-                                          "prefer the prompt or --generate)")
+    init.add_argument(
+        "--password",
+        help="admin password (visible in the process list; prefer the prompt or --generate)",
+    )
     init.add_argument("--secret-key", dest="secret_key", help="secret key for client credentials")
-    init.add_argument("--generate", action="store_true",
-                      help="generate the password and secret key that are not given "
-                           "(username defaults to admin)")
+    init.add_argument(
+        "--generate",
+        action="store_true",
+        help="generate the password and secret key that are not given (username defaults to admin)",
+    )
     init.add_argument("--force", action="store_true", help="replace existing credentials")
-    show = leaf(credential, "show", "print the admin username and where the secrets are",
-                _credential_show)
-    show.add_argument("--reveal", action="store_true",
-                      help="also print the password and secret key")
+    show = leaf(
+        credential, "show", "print the admin username and where the secrets are", _credential_show
+    )
+    show.add_argument(
+        "--reveal", action="store_true", help="also print the password and secret key"
+    )
 
     create = group("create", "create resources on a node")
-    created = leaf(create, "credential", "ask the node for a new client api_key/api_secret",
-                   _create_credential)
+    created = leaf(
+        create, "credential", "ask the node for a new client api_key/api_secret", _create_credential
+    )
     created.add_argument("--json", action="store_true", help="print the credential as JSON")
 
     leaf(commands, "start", "run the node in the foreground", _start)
@@ -168,9 +189,17 @@ def _group_help(parser: argparse.ArgumentParser) -> Callable[..., int]:
 class _Context:
     """What a command handler works with: parsed arguments and injected effects."""
 
-    def __init__(self, args: argparse.Namespace, stdin: IO[str], stdout: IO[str],
-                 stderr: IO[str], environ: Mapping[str, str], cwd: str,
-                 prompt: Prompt | None, http: Http) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        stdin: IO[str],
+        stdout: IO[str],
+        stderr: IO[str],
+        environ: Mapping[str, str],
+        cwd: str,
+        prompt: Prompt | None,
+        http: Http,
+    ) -> None:
         self.args = args
         self.stdin = stdin
         self.stdout = stdout
@@ -223,9 +252,14 @@ _json_dumps = json.dumps
 _json_loads = json.loads
 
 
-def urllib_http(method: str, url: str, *, json: Any = None,
-                auth: tuple[str, str] | None = None,
-                timeout: float = HTTP_TIMEOUT) -> tuple[int, Any]:
+def urllib_http(
+    method: str,
+    url: str,
+    *,
+    json: Any = None,
+    auth: tuple[str, str] | None = None,
+    timeout: float = HTTP_TIMEOUT,
+) -> tuple[int, Any]:
     """
     One blocking JSON request (the CLI has no reactor). Returns the status and
     the parsed body (C{None} if it is not JSON); transport failures raise
@@ -267,10 +301,17 @@ def run_twistd(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None, *, stdin: IO[str] | None = None,
-         stdout: IO[str] | None = None, stderr: IO[str] | None = None,
-         environ: Mapping[str, str] | None = None, cwd: str | None = None,
-         prompt: Prompt | None = None, http: Http | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    prompt: Prompt | None = None,
+    http: Http | None = None,
+) -> int:
     """Run the C{scheduler0} command and return its exit code."""
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
@@ -324,35 +365,18 @@ def _config_init(context: _Context) -> int:
     if os.path.isdir(path):
         raise CommandError(f"config init: {path} is a directory", EXIT_USAGE)
     if os.path.exists(path) and not args.force:
-        raise CommandError(f"config init: {path} already exists; pass --force to overwrite it",
-                           EXIT_USAGE)
+        raise CommandError(
+            f"config init: {path} already exists; pass --force to overwrite it", EXIT_USAGE
+        )
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise CommandError(f"config init: directory does not exist: {directory}", EXIT_USAGE)
     try:
-        _write_atomically(path, render_default_config())
+        write_atomically(path, render_default_config())
     except OSError as e:
         raise CommandError(f"config init: cannot write {path}: {e.strerror or e}") from None
     context.out(f"wrote {path}")
     return EXIT_OK
-
-
-def _write_atomically(path: str, text: str, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _credential_init(context: _Context) -> int:
@@ -361,8 +385,11 @@ def _credential_init(context: _Context) -> int:
     path = credentials_path(config)
     interactive = context.interactive()
     username, password, secret_key = args.username, args.password, args.secret_key
-    for flag, value in (("--username", username), ("--password", password),
-                        ("--secret-key", secret_key)):
+    for flag, value in (
+        ("--username", username),
+        ("--password", password),
+        ("--secret-key", secret_key),
+    ):
         if value is not None and not value.strip():
             raise CommandError(f"credential init: {flag} must not be empty", EXIT_USAGE)
 
@@ -377,7 +404,8 @@ def _credential_init(context: _Context) -> int:
         if missing:
             raise CommandError(
                 "credential init: stdin is not a terminal; pass "
-                + ", ".join(missing) + " (or --generate to create the secrets)",
+                + ", ".join(missing)
+                + " (or --generate to create the secrets)",
                 EXIT_USAGE,
             )
         if os.path.exists(path) and not args.force:
@@ -400,8 +428,8 @@ def _credential_init(context: _Context) -> int:
         else:
             password = _ask_password(context)
     if secret_key is None:
-        entered = "" if args.generate else context.ask(
-            "Secret Key (leave blank to generate): ", True
+        entered = (
+            "" if args.generate else context.ask("Secret Key (leave blank to generate): ", True)
         )
         if entered.strip():
             secret_key = entered.strip()
@@ -415,8 +443,10 @@ def _credential_init(context: _Context) -> int:
         raise CommandError(f"credential init: cannot write {path}: {e.strerror or e}") from None
     context.out(f"wrote admin credentials for {username!r} to {path} (mode 0600)")
     if generated:
-        context.out(f"generated the {' and '.join(generated)}; "
-                    "see them with: scheduler0 credential show --reveal")
+        context.out(
+            f"generated the {' and '.join(generated)}; "
+            "see them with: scheduler0 credential show --reveal"
+        )
     overriding = [variable for _, variable in FIELDS.values() if context.environ.get(variable)]
     if overriding:
         context.stderr.write(
@@ -469,8 +499,14 @@ def _credential_show(context: _Context) -> int:
     return EXIT_OK
 
 
-def _call_node(context: _Context, config: Config, method: str, path: str,
-               creds: AdminCredentials | None, body: Any = None) -> Any:
+def _call_node(
+    context: _Context,
+    config: Config,
+    method: str,
+    path: str,
+    creds: AdminCredentials | None,
+    body: Any = None,
+) -> Any:
     """
     One request to the configured node; returns the response's C{data}, or
     raises L{CommandError} with a line saying what went wrong.
@@ -510,9 +546,7 @@ def _create_credential(context: _Context) -> int:
     creds = _require_credentials(context, config)
     data = _call_node(context, config, "POST", "/api/v1/credentials", creds, body={})
     if not isinstance(data, dict) or "api_key" not in data or "api_secret" not in data:
-        raise CommandError(
-            f"node at {config.http_address} answered without api_key/api_secret"
-        )
+        raise CommandError(f"node at {config.http_address} answered without api_key/api_secret")
     if context.args.json:
         context.out(json.dumps(data, indent=2, sort_keys=True))
     else:
