@@ -208,6 +208,7 @@ class NodeService(MultiService):
             admin=admin,
         )
         guard.start()
+        executions.start_pruning()
         scheduler.startService()
         await scheduler.ready
 

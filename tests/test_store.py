@@ -849,6 +849,27 @@ class FakePoolStoreTests(StoreSuiteMixin, SynchronousTestCase):
     def make_pool(self, path: str) -> Any:
         return SynchronousConnectionPool(path)
 
+    def test_pruning_runs_every_interval(self) -> None:
+        """start_pruning prunes once per interval on the store's clock, until stopped."""
+
+        async def go() -> None:
+            self.clock.advance(DAY)
+            store = await self.executions(history_per_job=1)
+            for n in range(3):
+                store.record(execution(f"e{n}", "j1", instant(DAY - 100 + n)))
+            await store.flush()
+            store.start_pruning(60)
+            self.clock.advance(59)
+            self.assertEqual((await store.query())[1], 3)
+            self.clock.advance(1)
+            self.assertEqual((await store.query())[1], 1)
+            store.record(execution("e9", "j1", instant(DAY - 1)))
+            store.stop_pruning()
+            self.clock.advance(600)
+            self.assertEqual((await store.query())[1], 2)
+
+        self.drive(go())
+
 
 class RealPoolStoreTests(StoreSuiteMixin, TestCase):
     """The store suite on the real adbapi pool (threads, files)."""

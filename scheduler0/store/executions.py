@@ -183,7 +183,26 @@ class ExecutionStore:
     flush_delay: float = 0
     _buffer: dict = attrs.field(factory=dict, init=False)
     _delayed: Any = attrs.field(default=None, init=False)
+    _pruning: Any = attrs.field(default=None, init=False)
     flush_count: int = attrs.field(default=0, init=False)
+
+    def start_pruning(self, interval_s: float = 60.0) -> None:
+        """Prune every C{interval_s} seconds, so disk use stays flat however long it runs."""
+        from twisted.internet.task import LoopingCall
+
+        def prune_logged() -> Deferred:
+            d = self.prune()
+            d.addErrback(lambda f: _logger.failure("pruning execution records failed", f))
+            return d
+
+        self._pruning = LoopingCall(prune_logged)
+        self._pruning.clock = self.clock
+        self._pruning.start(interval_s, now=False)
+
+    def stop_pruning(self) -> None:
+        if self._pruning is not None and self._pruning.running:
+            self._pruning.stop()
+        self._pruning = None
 
     def open(self) -> Deferred:
         """Create the schema if it is missing."""
@@ -194,6 +213,7 @@ class ExecutionStore:
         return Deferred.fromCoroutine(self._close())
 
     async def _close(self) -> None:
+        self.stop_pruning()
         await self.flush()
         self.pool.close()
 
