@@ -678,8 +678,11 @@ class StopTests(SynchronousTestCase):
         h = Harness()
         self.successResultOf(h.executor.stop())
 
-    def test_stop_reports_waiting_and_retrying(self) -> None:
-        """Waiting and retrying deliveries are reported skipped at stop, and no timer is left."""
+    def test_stop_reports_retrying_and_leaves_unsent_owed(self) -> None:
+        """
+        At stop, retrying deliveries are reported skipped; never-attempted ones
+        are not reported (their slots are still owed); no timer is left.
+        """
         h = Harness(max_workers=1)
         h.submit(delivery(1, url="http://a.test/"))
         h.turn()
@@ -688,7 +691,7 @@ class StopTests(SynchronousTestCase):
         self.successResultOf(h.executor.stop())
         self.assertEqual(
             sorted((o.delivery.execution_id, o.state, o.skip_reason) for o in h.outcomes),
-            [("exec-1", "skipped", "node_stopping"), ("exec-2", "skipped", "node_stopping")],
+            [("exec-1", "skipped", "node_stopping")],
         )
         self.assertEqual(h.clock.getDelayedCalls(), [])
         h.submit(delivery(3))

@@ -754,13 +754,18 @@ class StoreSuiteMixin:
 
     @scenario
     async def test_last_slots_and_latest_per_job(self) -> None:
-        """last_slots gives each job's latest scheduled_at; latest_per_job its newest record."""
+        """
+        last_slots gives each job's latest scheduled_at past "scheduled" (never
+        sent slots are still owed); latest_per_job its newest record.
+        """
         store = await self.executions()
         store.record(execution("a0", "j1", instant(0)))
         store.record(execution("a1", "j1", instant(60), "skipped", skip_reason="queue_full"))
-        store.record(execution("b0", "j2", instant(30)))
+        store.record(execution("b0", "j2", instant(30), "running"))
+        store.record(execution("b1", "j2", instant(40), "scheduled"))
+        store.record(execution("c0", "j3", instant(50), "scheduled"))
         self.assertEqual(await store.last_slots(), {"j1": instant(60), "j2": instant(30)})
-        latest = await store.latest_per_job(["j1", "j3"])
+        latest = await store.latest_per_job(["j1", "j4"])
         self.assertEqual(
             latest, {"j1": execution("a1", "j1", instant(60), "skipped", skip_reason="queue_full")}
         )

@@ -407,8 +407,10 @@ class HTTPExecutor:
         """
         Stop taking work, cancel retry timers, and wait for in-flight POSTs
         (for at most C{grace_s}, then they are cancelled). Deliveries that
-        were waiting or retrying are reported as skipped with reason
-        C{node_stopping}, so none disappears without a record.
+        were retrying are reported as skipped with reason C{node_stopping}.
+        Deliveries never attempted are not reported at all: nothing was sent,
+        so their slots are still owed, and the scheduler fires them again
+        (inside the catch-up window) when the node comes back.
         """
         self._stopping = True
         if self._pump_call is not None and self._pump_call.active():
@@ -421,7 +423,7 @@ class HTTPExecutor:
             abandoned.extend(items)
         self._retrying.clear()
         for url in list(self._queues):
-            abandoned.extend(self._queues[url])
+            abandoned.extend(item for item in self._queues[url] if item.attempts)
         self._queues.clear()
         self._queue_bytes.clear()
         self._ready.clear()

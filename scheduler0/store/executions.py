@@ -287,10 +287,17 @@ class ExecutionStore:
         return self.flush().addCallback(lambda _: self.pool.runInteraction(read, *args))
 
     def last_slots(self) -> Deferred:
-        """job_uuid -> the latest scheduled_at recorded for it, in any state."""
+        """
+        job_uuid -> the latest scheduled_at of a slot that got further than
+        C{scheduled} (sent, finished or skipped). A slot recorded only as
+        scheduled never reached the network, so it is still owed.
+        """
 
         def read(txn: Any) -> dict[str, str]:
-            txn.execute("SELECT job_uuid, MAX(scheduled_at) FROM executions GROUP BY job_uuid")
+            txn.execute(
+                "SELECT job_uuid, MAX(scheduled_at) FROM executions"
+                " WHERE state != 'scheduled' GROUP BY job_uuid"
+            )
             return dict(txn.fetchall())
 
         return self._after_flush(read)
