@@ -7,9 +7,11 @@ receiving the callbacks.
 from __future__ import annotations
 
 import os
+import signal
 from datetime import timedelta
 
 from twisted.internet import reactor
+from twisted.internet.error import ProcessDone
 from twisted.trial.unittest import TestCase
 
 from scheduler0.scheduler.spec import execution_id
@@ -105,3 +107,20 @@ class SingleNodeEndToEndTests(TestCase):
             return after_restart <= succeeded
 
         await wait_for(reactor, recorded, timeout=10, what="executions to be recorded")
+
+        # A graceful stop (SIGTERM) exits cleanly, and the job carries on after it.
+        ended = await node.stop()
+        # twistd shuts down cleanly, then exits by the signal that stopped it.
+        self.assertTrue(
+            isinstance(ended, ProcessDone) or getattr(ended, "signal", None) == signal.SIGTERM,
+            repr(ended),
+        )
+        with open(os.path.join(node.workdir, f"node-{node.starts}.log")) as f:
+            self.assertIn("Server Shut Down.", f.read())
+        count = len(receiver.arrivals)
+        await node.start()
+        await receiver.wait_until(lambda: len(receiver.arrivals) >= count + 2)
+        slots = sorted({parse_instant(a.item["scheduled_at"]) for a in receiver.arrivals})
+        self.assertEqual(
+            slots, [slots[0] + timedelta(seconds=k) for k in range(len(slots))], "a slot is missing"
+        )

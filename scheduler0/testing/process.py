@@ -125,12 +125,12 @@ class NodeProcess:
         os.kill(self._transport.pid, signal.SIGKILL)
         await self._watch.ended
 
-    async def stop(self) -> None:
-        """SIGTERM the node and wait until it has shut down."""
+    async def stop(self) -> Any:
+        """SIGTERM the node, wait until it has shut down, and return how it ended."""
         if self._watch is None or self._watch.ended.called:
-            return
+            return None
         self._transport.signalProcess("TERM")
-        await self._watch.ended
+        return await self._watch.ended
 
 
 async def run_cli(workdir: str, *args: str) -> tuple[str, str, int]:
