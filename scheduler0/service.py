@@ -33,6 +33,11 @@ from scheduler0.config import Config, ConfigError, load_config
 log = Logger()
 
 
+# A crash inside this window loses "sent" marks, so those slots are sent
+# again (same execution_id) after the restart: at-least-once, as promised.
+EXECUTION_FLUSH_DELAY_S = 0.05
+
+
 class Options(usage.Options):
     """Options of C{twistd scheduler0}."""
 
@@ -153,6 +158,9 @@ class NodeService(MultiService):
             connection_pool(os.path.join(data, "executions.db"), self.reactor),
             self.reactor,
             history_per_job=config.execution_history_per_job,
+            # Group records for a moment, so the write (and its hold on the
+            # GIL) does not land in the turns that send a batch of callbacks.
+            flush_delay=EXECUTION_FLUSH_DELAY_S,
         )
         await state.open()
         await command_log.open()

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -809,3 +809,37 @@ class PreEncodedJobTests(SynchronousTestCase):
             h.turn()
             items.append(h.client.requests[0].items[0])
         self.assertEqual(items[0], items[1])
+
+
+class _Client:
+    """An HTTP client whose every post returns what C{answer()} gives."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def post(self, *args: Any, **kwargs: Any) -> Deferred:
+        return self.answer()
+
+
+class StartedReportTests(SynchronousTestCase):
+    def test_started_is_reported_after_the_post_is_issued(self) -> None:
+        """on_started comes in the turn after the POST went out, with the send time."""
+        h = Harness()
+        order: list[str] = []
+        h.executor.http_client = _Client(lambda: order.append("post") or Deferred())
+        h.executor.on_started = lambda d, at: order.append(f"started {d.execution_id} {at}")
+        h.clock.advance(5)
+        h.submit(delivery(1), delivery(2))
+        h.turn()
+        self.assertEqual(order, ["post", "started exec-1 5.0", "started exec-2 5.0"])
+
+    def test_no_started_after_a_finished_delivery(self) -> None:
+        """A delivery whose outcome came back at once is not reported as started afterwards."""
+        h = Harness()
+        events: list[str] = []
+        h.executor.http_client = _Client(lambda: succeed(FakeResponse(200)))
+        h.executor.on_started = lambda d, at: events.append("started")
+        h.executor.on_outcome = lambda o: events.append(o.state)
+        h.submit(delivery(1))
+        h.turn()
+        self.assertEqual(events, ["succeeded"])

@@ -176,7 +176,10 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(delivery.callback_url, "http://127.0.0.1:9/callback")
         self.assertEqual(delivery.data, {"x": [1, 2]})
         self.assertEqual((delivery.timeout_s, delivery.retry_max), (5.0, 2))
-        self.assertEqual(self.executions.records[delivery.execution_id]["state"], "scheduled")
+        # The first record is written when the POST goes out, not before.
+        self.assertEqual(self.executions.records, {})
+        self.scheduler.on_started(delivery, self.clock.seconds())
+        self.assertEqual(self.executions.records[delivery.execution_id]["state"], "running")
         self.assertEqual(self.executions.records[delivery.execution_id]["node_id"], 7)
 
     def test_new_jobs_are_scheduled_when_applied(self) -> None:

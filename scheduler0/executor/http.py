@@ -129,6 +129,7 @@ class _Item:
     status_code: int | None = None
     error: str | None = None
     body: bytes = b""
+    finished: bool = False
 
 
 @attrs.frozen
@@ -543,14 +544,16 @@ class HTTPExecutor:
 
     def _send(self, url: str, chunk: list[_Item]) -> None:
         now = self.clock.seconds()
+        first_attempts = []
         for item in chunk:
             if item.attempts == 0:
                 item.started_at = now
-                try:
-                    self.on_started(item.delivery, now)
-                except Exception:
-                    log.failure("on_started callback failed")
+                first_attempts.append(item)
             item.attempts += 1
+        if first_attempts:
+            # Reported on the next turn, so the bookkeeping does not hold up
+            # the socket write of this POST.
+            self.clock.callLater(0, self._report_started, first_attempts, now)
         body = b"[" + b",".join(item.body for item in chunk) + b"]"
         chunk_id = self._chunk_ids.get(url, -1) + 1
         self._chunk_ids[url] = chunk_id
@@ -574,6 +577,16 @@ class HTTPExecutor:
         self._posts[post] = attempt
         post.addErrback(self._post_crashed)
         post.addCallback(self._posted, url, chunk, post)
+
+    def _report_started(self, items: list[_Item], at: float) -> None:
+        for item in items:
+            if item.finished:
+                # Its outcome is already reported (a very fast answer).
+                continue
+            try:
+                self.on_started(item.delivery, at)
+            except Exception:
+                log.failure("on_started callback failed")
 
     async def _post(
         self,
@@ -703,6 +716,7 @@ class HTTPExecutor:
         error: str | None = None,
         skip_reason: str | None = None,
     ) -> None:
+        item.finished = True
         self._counts[state] += 1
         outcome = Outcome(
             delivery=item.delivery,

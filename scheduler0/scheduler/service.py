@@ -274,7 +274,9 @@ class SchedulerService(Service):
             self._last_formatted = (slot, format_instant(slot))
         return self._last_formatted[1]
 
-    def _record(self, job: dict, slot: datetime, state: str, **fields: Any) -> dict:
+    def _record(
+        self, job: dict, slot: datetime, state: str, write: bool = True, **fields: Any
+    ) -> dict:
         record = {
             "execution_id": execution_id(job["uuid"], slot),
             "job_uuid": job["uuid"],
@@ -290,11 +292,16 @@ class SchedulerService(Service):
             "skip_reason": None,
         }
         record.update(fields)
-        self.executions.record(record)
+        if write:
+            self.executions.record(record)
         return record
 
     def _deliver(self, job: dict, slot: datetime, job_json: str | None = None) -> dict:
-        record = self._record(job, slot, state="scheduled")
+        # No record yet: the executor's on_started writes the first one when
+        # the POST goes out. Until then the slot is owed (a restart fires it
+        # again), and writing it here would cost a record per slot on the
+        # path between the slot's instant and its POST.
+        record = self._record(job, slot, state="scheduled", write=False)
         self.executor.submit(
             Delivery(
                 execution_id=record["execution_id"],
