@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.executor.http import Outcome
-from scheduler0.scheduler.service import SchedulerService
+from scheduler0.scheduler.service import PREPARE_LEAD_MIN_S, SchedulerService
 from scheduler0.scheduler.spec import execution_id
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant, parse_instant
@@ -129,18 +129,63 @@ class SchedulerTests(SynchronousTestCase):
     def slots(self) -> list[str]:
         return [d.scheduled_at for d in self.executor.submitted]
 
+    def advance_to_next_call(self) -> None:
+        call = min(self.clock.getDelayedCalls(), key=lambda c: c.getTime())
+        self.clock.advance(call.getTime() - self.clock.seconds())
+
     def test_every_slot_fires_at_its_instant(self) -> None:
-        """An C{@every 1s} job fires once per second, each exactly on its slot."""
+        """An C{@every 1s} job fires once per second, each handed over exactly on its slot."""
         self.build([make_job()])
         self.assertEqual(self.executor.submitted, [])
-        for _ in range(3):
-            call = self.clock.getDelayedCalls()[0]
-            self.clock.advance(call.getTime() - self.clock.seconds())
+        while len(self.executor.submitted) < 3:
+            self.advance_to_next_call()
         expected = [format_instant(START + timedelta(seconds=k)) for k in (1, 2, 3)]
         self.assertEqual(self.slots(), expected)
         self.assertEqual(
             self.executor.turns, [(START + timedelta(seconds=k)).timestamp() for k in (1, 2, 3)]
         )
+
+    def test_deliveries_are_prepared_ahead_of_the_instant(self) -> None:
+        """The preparation timer runs a lead before the slot; nothing is sent before the slot."""
+        self.build([make_job()])
+        (call,) = self.clock.getDelayedCalls()
+        slot = (START + timedelta(seconds=1)).timestamp()
+        self.assertEqual(call.getTime(), slot - PREPARE_LEAD_MIN_S)
+        self.advance_to_next_call()
+        self.assertEqual(self.executor.submitted, [])
+        self.assertIn(slot, [c.getTime() for c in self.clock.getDelayedCalls()])
+        self.assertEqual(
+            self.scheduler.next_run_at(make_job()), format_instant(START + timedelta(seconds=1))
+        )
+        self.clock.advance(slot - self.clock.seconds())
+        self.assertEqual(len(self.executor.submitted), 1)
+
+    def test_job_deleted_within_the_lead_fires_nothing(self) -> None:
+        """A prepared slot of a job deleted before its instant is not handed over."""
+        self.build([make_job()])
+        self.advance_to_next_call()
+        self.proposer.applied("delete_job", {"uuid": "job-1"})
+        self.clock.advance(5)
+        self.assertEqual(self.executor.submitted, [])
+
+    def test_job_changed_within_the_lead_fires_as_changed(self) -> None:
+        """A prepared slot of a job changed before its instant fires once, with the new data."""
+        job = make_job()
+        self.build([job])
+        self.advance_to_next_call()
+        self.proposer.applied("update_job", dict(job, data={"n": 2}))
+        self.clock.advance(1)
+        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=1))])
+        self.assertEqual(self.executor.submitted[0].data, {"n": 2})
+
+    def test_stop_drops_prepared_slots(self) -> None:
+        """After stopService nothing prepared is handed over (the slots stay owed)."""
+        self.build([make_job()])
+        self.advance_to_next_call()
+        self.successResultOf(self.scheduler.stopService())
+        self.clock.advance(5)
+        self.assertEqual(self.executor.submitted, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_execution_ids_are_derived_from_job_and_slot(self) -> None:
         """Each delivery's id is execution_id(job uuid, slot) and distinct per slot."""
@@ -154,12 +199,14 @@ class SchedulerTests(SynchronousTestCase):
         )
 
     def test_one_timer_for_all_jobs(self) -> None:
-        """However many jobs are active, one timer is pending, set for the earliest slot."""
+        """However many jobs are active, one timer is pending, a lead before the earliest slot."""
         jobs = [make_job(f"job-{i}", spec=f"@every {i + 1}s") for i in range(50)]
         self.build(jobs)
         calls = self.clock.getDelayedCalls()
         self.assertEqual(len(calls), 1)
-        self.assertEqual(calls[0].getTime(), (START + timedelta(seconds=1)).timestamp())
+        self.assertEqual(
+            calls[0].getTime(), (START + timedelta(seconds=1)).timestamp() - PREPARE_LEAD_MIN_S
+        )
 
     def test_slots_due_together_fire_in_one_turn(self) -> None:
         """Jobs with the same slot are all handed over when that instant comes."""

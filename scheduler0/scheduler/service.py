@@ -1,10 +1,13 @@
 """
 The scheduler: keeps every active job's next slot in one heap and fires each
-slot at its instant on a single Twisted timer.
+slot at its instant on Twisted timers.
 
-There is no polling interval: the timer is always set for the earliest slot,
-and every slot whose instant has passed when the timer fires is handed to
-the executor in the same reactor turn (so slots due together batch together).
+There is no polling interval. One timer wakes a little before the earliest
+slot (the lead) and prepares every slot due by then: the delivery is built
+and the next slot computed ahead of time. A second timer, set for the slot's
+exact instant, hands what was prepared to the executor in one reactor turn
+(so slots due together batch together) with nothing left to compute. A slot
+whose instant has already passed (catch-up) is handed over at once.
 Each slot's C{execution_id} is a pure function of the job and the instant, so
 a slot fired late after a restart carries the id it would have had on time.
 """
@@ -33,6 +36,11 @@ log = Logger()
 # `skipped` record each; the rest are counted in one log event.
 SKIPPED_RECORDS_PER_JOB_LIMIT = 100
 
+# How long before a slot its delivery is prepared: three times what the last
+# preparation took (so a big batch starts earlier), within these bounds.
+PREPARE_LEAD_MIN_S = 0.02
+PREPARE_LEAD_MAX_S = 1.0
+
 
 @attrs.define(eq=False)
 class _Entry:
@@ -43,6 +51,8 @@ class _Entry:
     generation: int
     next_slot: datetime | None = None
     job_json: str | None = None
+    # Slots already prepared and waiting for their instant.
+    prepared: list[datetime] = attrs.field(factory=list)
 
 
 def _slot_seconds(slot: datetime) -> float:
@@ -68,6 +78,10 @@ class SchedulerService(Service):
     _sequence: int = 0
     _generation: int = 0
     _timer: IDelayedCall | None = None
+    # Prepared deliveries by due time, and the timer that releases them.
+    _batches: dict[float, list[tuple[str, int, datetime, Delivery]]] = attrs.field(factory=dict)
+    _release_timer: IDelayedCall | None = None
+    _lead: float = PREPARE_LEAD_MIN_S
     _running: bool = False
     _pending: list[tuple[Command, dict]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
@@ -87,6 +101,11 @@ class SchedulerService(Service):
         Service.stopService(self)
         self._running = False
         self._cancel_timer()
+        if self._release_timer is not None and self._release_timer.active():
+            self._release_timer.cancel()
+        self._release_timer = None
+        # Prepared but unsent slots stay owed: a restart fires them.
+        self._batches.clear()
         return self.executor.stop()
 
     async def _load(self) -> None:
@@ -129,8 +148,13 @@ class SchedulerService(Service):
             if value.get("paused"):
                 self.executor.cancel_job(value["uuid"], "job_paused")
             since = now
-            if previous is not None and previous.next_slot is not None:
-                since = min(now, previous.next_slot - timedelta(microseconds=1))
+            if previous is not None:
+                # Prepared slots of the old entry are dropped at release (its
+                # generation is gone) and planned again under the change.
+                owed = [*previous.prepared, previous.next_slot]
+                earliest = min((slot for slot in owed if slot is not None), default=None)
+                if earliest is not None:
+                    since = min(now, earliest - timedelta(microseconds=1))
             self._add(value, since=since, now=now)
         elif op == "delete_job":
             self._remove(value["uuid"])
@@ -212,19 +236,24 @@ class SchedulerService(Service):
         else:
             self._cancel_timer()
             return
-        delay = max(0.0, at - self.clock.seconds())
+        wake = at - self._lead
+        delay = max(0.0, wake - self.clock.seconds())
         if self._timer is not None and self._timer.active():
-            if abs(self._timer.getTime() - at) < 1e-9:
+            if abs(self._timer.getTime() - wake) < 1e-9:
                 return
             self._timer.cancel()
         self._timer = self.clock.callLater(delay, self._fire_due)
 
     def _fire_due(self) -> None:
-        """Fire every slot whose instant has come, then re-arm."""
+        """
+        Prepare every slot due within the lead (handing over at once those
+        whose instant has passed), then re-arm.
+        """
         self._timer = None
-        now_seconds = self.clock.seconds()
-        now = utc_from_timestamp(now_seconds)
-        while self._heap and self._heap[0][0] <= now_seconds:
+        started = self.clock.seconds()
+        horizon = started + self._lead
+        now = utc_from_timestamp(started)
+        while self._heap and self._heap[0][0] <= horizon:
             _, _, job_uuid, generation = heapq.heappop(self._heap)
             entry = self._entries.get(job_uuid)
             if entry is None or entry.generation != generation or entry.next_slot is None:
@@ -235,7 +264,47 @@ class SchedulerService(Service):
                 log.failure("firing job {job_uuid} failed", job_uuid=job_uuid)
                 following = entry.schedule.next_after(entry.next_slot)
             self._push(entry, following)
+        took = self.clock.seconds() - started
+        self._lead = min(PREPARE_LEAD_MAX_S, max(PREPARE_LEAD_MIN_S, 3 * took))
+        self._arm_release()
         self._arm()
+
+    def _prepare(self, entry: _Entry, slot: datetime, delivery: Delivery) -> None:
+        """Hold C{delivery} until C{slot}'s instant."""
+        entry.prepared.append(slot)
+        due = _slot_seconds(slot)
+        batch = self._batches.get(due)
+        if batch is None:
+            batch = self._batches[due] = []
+        batch.append((entry.job["uuid"], entry.generation, slot, delivery))
+
+    def _arm_release(self) -> None:
+        if not self._batches or not self._running:
+            return
+        due = min(self._batches)
+        if self._release_timer is not None and self._release_timer.active():
+            if self._release_timer.getTime() <= due:
+                return
+            self._release_timer.cancel()
+        self._release_timer = self.clock.callLater(
+            max(0.0, due - self.clock.seconds()), self._release
+        )
+
+    def _release(self) -> None:
+        """Hand every prepared delivery whose instant has come to the executor."""
+        self._release_timer = None
+        now = self.clock.seconds()
+        for due in sorted(d for d in self._batches if d <= now):
+            for job_uuid, generation, slot, delivery in self._batches.pop(due):
+                entry = self._entries.get(job_uuid)
+                if entry is None or entry.generation != generation:
+                    continue  # deleted, paused or changed since it was prepared
+                entry.prepared.remove(slot)
+                try:
+                    self.executor.submit(delivery)
+                except Exception:
+                    log.failure("submitting job {job_uuid} failed", job_uuid=job_uuid)
+        self._arm_release()
 
     def _fire_slot(self, entry: _Entry, slot: datetime, now: datetime) -> datetime | None:
         """
@@ -245,6 +314,9 @@ class SchedulerService(Service):
         """
         job = entry.job
         window_start = now - timedelta(seconds=float(job["catch_up_window_s"]))
+        if slot > now:
+            self._prepare(entry, slot, self._delivery(job, slot, entry.job_json))
+            return entry.schedule.next_after(slot)
         if slot >= window_start:
             self._deliver(job, slot, entry.job_json)
             return entry.schedule.next_after(slot)
@@ -302,22 +374,25 @@ class SchedulerService(Service):
         # again), and writing it here would cost a record per slot on the
         # path between the slot's instant and its POST.
         record = self._record(job, slot, state="scheduled", write=False)
-        self.executor.submit(
-            Delivery(
-                execution_id=record["execution_id"],
-                job_uuid=job["uuid"],
-                project_uuid=job["project_uuid"],
-                name=job["name"],
-                spec=job["spec"],
-                data=job.get("data"),
-                scheduled_at=record["scheduled_at"],
-                callback_url=job["callback_url"],
-                timeout_s=float(job["timeout_s"]),
-                retry_max=int(job["retry_max"]),
-                job_json=job_json,
-            )
-        )
+        self.executor.submit(self._delivery(job, slot, job_json, record))
         return record
+
+    def _delivery(
+        self, job: dict, slot: datetime, job_json: str | None, record: dict | None = None
+    ) -> Delivery:
+        return Delivery(
+            execution_id=record["execution_id"] if record else execution_id(job["uuid"], slot),
+            job_uuid=job["uuid"],
+            project_uuid=job["project_uuid"],
+            name=job["name"],
+            spec=job["spec"],
+            data=job.get("data"),
+            scheduled_at=record["scheduled_at"] if record else self._format_slot(slot),
+            callback_url=job["callback_url"],
+            timeout_s=float(job["timeout_s"]),
+            retry_max=int(job["retry_max"]),
+            job_json=job_json,
+        )
 
     # -- executor results ----------------------------------------------------
 
@@ -387,7 +462,9 @@ class SchedulerService(Service):
     def next_run_at(self, job: dict) -> str | None:
         """The next slot of C{job} this node will fire, as text."""
         entry = self._entries.get(job["uuid"])
-        if entry is not None and entry.generation and entry.next_slot is not None:
+        if entry is not None and entry.prepared:
+            return format_instant(min(entry.prepared))
+        if entry is not None and entry.next_slot is not None:
             return format_instant(entry.next_slot)
         if job.get("paused"):
             return None

@@ -6,6 +6,7 @@ each delivery with its arrival time.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 
 @attrs.frozen
@@ -79,7 +80,7 @@ class CallbackReceiver(Resource):
 
     async def listen(self, reactor: Any, port: int = 0) -> int:
         """Listen on 127.0.0.1 and return the port."""
-        site = _TrackingSite(self, timeout=None)
+        site = _TrackingSite(self, requestFactory=_InMemoryRequest, timeout=None)
         site.noisy = False
         site.log = lambda request: None  # type: ignore[method-assign]
         self._site = site
@@ -90,6 +91,13 @@ class CallbackReceiver(Resource):
         """Stop listening and drop every open connection."""
         await self._port.stopListening()
         await self._site.close_connections()
+
+
+class _InMemoryRequest(Request):
+    """Keep every body in memory (Twisted spools bodies over 100 kB to disk)."""
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
 
 
 class _TrackingSite(Site):
