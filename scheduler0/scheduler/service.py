@@ -112,11 +112,10 @@ class SchedulerService(Service):
         """Load every job, work out missed slots, and arm the timer."""
         jobs = await self.state.all_jobs()
         last_slots = await self.executions.last_slots()
-        now = utc_from_timestamp(self.clock.seconds())
         self._running = True
         for job in jobs:
             last = last_slots.get(job["uuid"])
-            self._add(job, since=self._catch_up_start(job, last), now=now)
+            self._add(job, since=self._catch_up_start(job, last))
         pending, self._pending = self._pending or [], None
         for command, result in pending:
             self._on_applied(command, result)
@@ -140,7 +139,7 @@ class SchedulerService(Service):
         now = utc_from_timestamp(self.clock.seconds())
         if op == "create_jobs":
             for job in value or ():
-                self._add(job, since=now, now=now)
+                self._add(job, since=now)
         elif op == "update_job":
             # A slot already due but not yet fired (the timer runs a hair
             # late) still fires, under the job as changed.
@@ -155,7 +154,7 @@ class SchedulerService(Service):
                 earliest = min((slot for slot in owed if slot is not None), default=None)
                 if earliest is not None:
                     since = min(now, earliest - timedelta(microseconds=1))
-            self._add(value, since=since, now=now)
+            self._add(value, since=since)
         elif op == "delete_job":
             self._remove(value["uuid"])
             self.executor.cancel_job(value["uuid"], "job_deleted")
@@ -179,7 +178,7 @@ class SchedulerService(Service):
             candidates.append(parse_instant(last_slot))
         return max(candidates)
 
-    def _add(self, job: dict, since: datetime, now: datetime) -> None:
+    def _add(self, job: dict, since: datetime) -> None:
         if job.get("paused"):
             return
         try:
