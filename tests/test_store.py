@@ -517,6 +517,20 @@ class StoreSuiteMixin:
         self.assertEqual(await state.dump(), dump)
 
     @scenario
+    async def test_snapshot_restores_the_whole_state(self) -> None:
+        """A snapshot restored into another store gives the same rows and applied index."""
+        source = await self.state("source.db")
+        await source.apply(3, Command("create_project", {"project": project()}))
+        await source.apply(4, Command("create_jobs", {"jobs": [job("j1"), job("j2")]}))
+        image = await source.snapshot()
+        target = await self.state("target.db")
+        await target.apply(9, Command("create_project", {"project": project("p9", "other")}))
+        await target.restore(image)
+        self.assertEqual(await target.dump(), await source.dump())
+        self.assertEqual(await target.applied_index(), 4)
+        self.assertIsNone(await target.get_project("p9"))
+
+    @scenario
     async def test_apply_is_deterministic(self) -> None:
         """The same commands applied to two fresh stores give identical dumps and results."""
         commands = [
