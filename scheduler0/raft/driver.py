@@ -1,0 +1,234 @@
+"""
+Drive the pure Raft core (L{scheduler0.raft.core.RaftNode}) from Twisted.
+
+The driver owns the core's only loop: it ticks it on a timer, feeds it peer
+messages, and performs each C{Ready} strictly in the order the core demands:
+persist (in a worker thread, one transaction and one fsync per batch), then
+send, then apply committed entries to the state machine, then answer the
+proposals and reads that those entries settled. Batches never overlap, so an
+effect is never performed before the durable state it depends on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from scheduler0.raft import codec
+from scheduler0.raft.core import ProposalResult, RaftNode, ReadResult, Ready
+from scheduler0.raft.messages import NORMAL, Entry
+from scheduler0.store.errors import NotLeader, StoreUnavailable
+
+log = Logger()
+
+# Apply results kept for proposals that have not been answered yet; an entry
+# is answered in the same Ready that commits it or soon after.
+_RESULTS_KEPT = 100_000
+
+
+def _inline(fn: Callable[..., Any], *args: Any) -> Deferred:
+    """Run C{fn} now, on this thread (tests, and storage that never blocks)."""
+    try:
+        return succeed(fn(*args))
+    except Exception:
+        return fail(Failure())
+
+
+async def _settle(value: Any) -> Any:
+    if isinstance(value, Deferred) or inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class ProposalFailed(StoreUnavailable):
+    """The core gave up on a proposal (leadership lost before it committed)."""
+
+
+@attrs.define(eq=False)
+class RaftDriver:
+    """
+    Run one Raft core: C{propose} and C{read_barrier} are the seam the store
+    and the API use; C{receive} takes peer messages from the transport.
+
+    C{apply(entry)} applies one committed normal entry to the state machine
+    and returns (or fires with) the result the proposer gets back.
+    C{run_blocking(fn, *args)} runs storage writes (a thread pool on a real
+    node).
+    """
+
+    clock: IReactorTime
+    core: RaftNode
+    storage: Any
+    send: Callable[[str, bytes], None]
+    apply: Callable[[Entry], Any]
+    restore: Callable[[bytes], Any] = lambda data: None
+    # Captures the state machine (at applied_index) when the core asks for
+    # a snapshot; None leaves the log uncompacted.
+    snapshot: Callable[[], Any] | None = None
+    run_blocking: Callable[..., Deferred] = _inline
+    tick_s: float = 0.05
+    applied_index: int = 0
+    _waiters: dict[int, Deferred] = attrs.field(factory=dict)
+    _reads: list[tuple[int, Deferred]] = attrs.field(factory=list)
+    _results: OrderedDict[int, Any] = attrs.field(factory=OrderedDict)
+    _loop: LoopingCall | None = None
+    _processing: bool = False
+    _stopped: bool = False
+    _idle: Deferred | None = None
+    dropped_messages: int = 0
+
+    def start(self) -> None:
+        """Start ticking."""
+        self.applied_index = self.core.applied
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        self._loop.start(self.tick_s, now=False)
+
+    def stop(self) -> Deferred:
+        """Stop ticking, fail what waits, and fire once the batch in progress ends."""
+        self._stopped = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        waiting = list(self._waiters.values()) + [d for _, d in self._reads]
+        self._waiters.clear()
+        self._reads.clear()
+        for d in waiting:
+            d.errback(StoreUnavailable("the node is stopping"))
+        if not self._processing:
+            return succeed(None)
+        self._idle = Deferred()
+        return self._idle
+
+    # -- inputs ----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self.core.tick()
+        self._kick()
+
+    def receive(self, payload: bytes) -> None:
+        """One framed message from a peer (malformed ones are dropped)."""
+        try:
+            message = codec.decode(payload)
+        except codec.DecodeError:
+            self.dropped_messages += 1
+            log.warn("dropped a malformed Raft message")
+            return
+        self.core.step(message)
+        self._kick()
+
+    def propose(self, data: bytes, request_id: str = "") -> Deferred:
+        """Replicate C{data}; fire with the state machine's result once applied here."""
+        if self._stopped:
+            return fail(StoreUnavailable("the node is stopping"))
+        token = self.core.propose(data, request_id)
+        if token is None:
+            return fail(NotLeader(f"not the leader (leader: {self.core.leader_id or 'none'})"))
+        waiter: Deferred = Deferred()
+        self._waiters[token] = waiter
+        self._kick()
+        return waiter
+
+    def read_barrier(self) -> Deferred:
+        """Fire once a read served from the local state machine is linearizable."""
+        if self._stopped:
+            return fail(StoreUnavailable("the node is stopping"))
+        token = self.core.read_index()
+        waiter: Deferred = Deferred()
+        self._waiters[token] = waiter
+        self._kick()
+        return waiter
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _kick(self) -> None:
+        # A batch in progress loops until the core has nothing more ready.
+        if self._processing or self._stopped or not self.core.has_ready():
+            return
+        self._processing = True
+        done = Deferred.fromCoroutine(self._process())
+        done.addErrback(lambda f: log.failure("the Raft loop failed", f))
+
+    async def _process(self) -> None:
+        try:
+            while not self._stopped and self.core.has_ready():
+                await self._perform(self.core.ready())
+        finally:
+            self._processing = False
+            if self._idle is not None:
+                idle, self._idle = self._idle, None
+                idle.callback(None)
+
+    async def _perform(self, ready: Ready) -> None:
+        # 1. persist: one transaction (and one fsync) for the whole batch.
+        if ready.must_sync():
+            await self.run_blocking(self.storage.save, ready)
+        # 2. send
+        for message in ready.messages:
+            try:
+                self.send(message.recipient, codec.encode(message))
+            except Exception:
+                log.failure("sending a Raft message to {to} failed", to=message.recipient)
+        # 3. apply
+        if ready.snapshot is not None:
+            await _settle(self.restore(ready.snapshot[1]))
+            self.applied_index = ready.snapshot[0].index
+        for entry in ready.committed:
+            if entry.kind == NORMAL:
+                self._results[entry.index] = await _settle(self.apply(entry))
+                while len(self._results) > _RESULTS_KEPT:
+                    self._results.popitem(last=False)
+            self.applied_index = entry.index
+        # 4. reply
+        for result in ready.results:
+            self._answer(result)
+        self._release_reads()
+        self.core.advance(ready)
+        if ready.want_snapshot and self.snapshot is not None:
+            await self._take_snapshot()
+
+    async def _take_snapshot(self) -> None:
+        """Capture the state machine between batches, make it durable, let the core compact."""
+        index = self.applied_index
+        data = await _settle(self.snapshot())
+        meta = self.core.snapshot_done(index, data)
+        if meta is not None:
+            await self.run_blocking(self.storage.save_snapshot, meta, data)
+            log.info("snapshot taken at index {index}", index=index)
+
+    def _answer(self, result: ProposalResult | ReadResult) -> None:
+        waiter = self._waiters.pop(result.token, None)
+        if waiter is None:
+            return
+        if not result.ok:
+            if "leader" in result.reason:
+                waiter.errback(
+                    NotLeader(f"{result.reason} (leader: {self.core.leader_id or 'none'})")
+                )
+            else:
+                waiter.errback(ProposalFailed(result.reason))
+            return
+        if isinstance(result, ReadResult):
+            self._reads.append((result.index, waiter))
+            return
+        waiter.callback(self._results.pop(result.index, None))
+
+    def _release_reads(self) -> None:
+        """Fire the reads whose index the state machine has reached."""
+        if not self._reads:
+            return
+        still = []
+        for index, waiter in self._reads:
+            if index <= self.applied_index:
+                waiter.callback(index)
+            else:
+                still.append((index, waiter))
+        self._reads = still

@@ -1,0 +1,88 @@
+"""
+The C{propose(command)} seam over Raft: the same interface as the
+single-node L{scheduler0.store.local.LocalProposer}, so the API and the
+scheduler do not know which one they talk to.
+
+A command is encoded once by the proposer, replicated as one log entry, and
+applied by every node to its own SQLite state machine in log order, with the
+log index as the applied index (stored in the same transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from scheduler0.raft.core import LEADER
+from scheduler0.raft.messages import Entry
+from scheduler0.store.commands import Command
+
+log = Logger()
+
+
+@attrs.define(eq=False)
+class RaftProposer:
+    """Replicate commands through a L{RaftDriver} and apply them to C{state}."""
+
+    state: Any
+    driver: Any = None
+    _subscribers: list[Callable[[Command, dict], None]] = attrs.field(factory=list)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.driver is not None and self.driver.core.role == LEADER
+
+    @property
+    def applied_index(self) -> int:
+        return self.driver.applied_index if self.driver is not None else 0
+
+    def propose(self, command: Command) -> Deferred:
+        """Commit C{command} through Raft; fire with its result once applied on this node."""
+        return self.driver.propose(command.to_bytes(), command.request_id or "")
+
+    def read_barrier(self) -> Deferred:
+        """Fire once a local read would see every write acknowledged before it."""
+        return self.driver.read_barrier()
+
+    def subscribe(self, fn: Callable[[Command, dict], None]) -> None:
+        """Call C{fn(command, result)} after each apply; its exceptions are logged."""
+        self._subscribers.append(fn)
+
+    async def apply_entry(self, entry: Entry) -> dict:
+        """The driver's apply hook: one committed entry into the state machine."""
+        command = Command.from_bytes(entry.data)
+        result: dict = await self.state.apply(entry.index, command)
+        if result.get("duplicate"):
+            # Already applied before a restart: nothing changed now.
+            return result
+        for fn in list(self._subscribers):
+            try:
+                fn(command, result)
+            except Exception:
+                log.failure("a subscriber failed on {op}", op=command.op)
+        return result
+
+    def apply_hook(self, entry: Entry) -> Deferred:
+        return Deferred.fromCoroutine(self.apply_entry(entry))
+
+    def snapshot_hook(self) -> Deferred:
+        """The driver's snapshot hook: the state machine as bytes."""
+        return self.state.snapshot()
+
+    async def restore_entry(self, image: bytes) -> None:
+        await self.state.restore(image)
+        # Everything may have changed: observers must reload what they hold.
+        command = Command("state_restored", {})
+        for fn in list(self._subscribers):
+            try:
+                fn(command, {"ok": True, "value": None})
+            except Exception:
+                log.failure("a subscriber failed on {op}", op=command.op)
+
+    def restore_hook(self, image: bytes) -> Deferred:
+        """The driver's restore hook: replace the state machine with a leader's snapshot."""
+        return Deferred.fromCoroutine(self.restore_entry(image))

@@ -1,0 +1,237 @@
+"""
+Durable Raft storage: log entries, hard state (term, vote, commit) and the
+latest snapshot.
+
+Two implementations share one interface:
+
+- :class:`SqliteRaftStorage` -- a SQLite file in the data dir, WAL journal,
+  ``synchronous=FULL``; each :meth:`save` of a Ready is one transaction, so one
+  fsync covers a whole batch (group commit).  Its methods block: a Twisted
+  adapter calls them from a worker thread, never on the reactor thread.
+- :class:`MemoryRaftStorage` -- the simulated disk of the deterministic
+  simulator.  :meth:`~MemoryRaftStorage.write` buffers, :meth:`~MemoryRaftStorage.sync`
+  makes durable, :meth:`~MemoryRaftStorage.crash` loses everything not synced.
+
+Both apply a Ready in the same order (``apply_ready``): snapshot, truncation,
+entries, hard state, compaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from scheduler0.raft.codec import decode_config, encode_config
+from scheduler0.raft.core import BootState, Ready
+from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
+
+
+class RaftStorage(Protocol):
+    def load(self) -> BootState: ...
+
+    def save(self, ready: Ready) -> None: ...
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+
+
+@attrs.define(eq=False)
+class _Image:
+    """A whole durable state, as the memory disk holds it."""
+
+    hard_state: HardState = HardState()
+    snapshot: SnapshotMeta | None = None
+    snapshot_data: bytes | None = None
+    entries: dict[int, Entry] = attrs.Factory(dict)
+
+    def copy(self) -> _Image:
+        return _Image(self.hard_state, self.snapshot, self.snapshot_data, dict(self.entries))
+
+    def boot(self) -> BootState:
+        base = self.snapshot.index if self.snapshot else 0
+        entries = []
+        index = base + 1
+        while index in self.entries:
+            entries.append(self.entries[index])
+            index += 1
+        return BootState(self.hard_state, self.snapshot, self.snapshot_data, tuple(entries))
+
+
+def _apply_ready(image: _Image, ready: Ready) -> None:
+    if ready.snapshot is not None:
+        meta, data = ready.snapshot
+        _apply_snapshot(image, meta, data, drop_entries=True)
+    if ready.truncate_from:
+        for index in [i for i in image.entries if i >= ready.truncate_from]:
+            del image.entries[index]
+    for entry in ready.entries:
+        image.entries[entry.index] = entry
+    if ready.hard_state is not None:
+        image.hard_state = ready.hard_state
+    if ready.compact_to:
+        for index in [i for i in image.entries if i <= ready.compact_to]:
+            del image.entries[index]
+
+
+def _apply_snapshot(image: _Image, meta: SnapshotMeta, data: bytes, drop_entries: bool = False) -> None:
+    # A local snapshot keeps its trailing entries (compaction comes later, in a
+    # Ready); an installed one replaces everything it covers.
+    if image.snapshot is None or meta.index > image.snapshot.index:
+        image.snapshot, image.snapshot_data = meta, data
+        if drop_entries:
+            for index in [i for i in image.entries if i <= meta.index]:
+                del image.entries[index]
+
+
+@attrs.define(eq=False)
+class MemoryRaftStorage:
+    """Simulated disk: buffered writes, explicit sync, crash loses the buffer."""
+
+    _durable: _Image = attrs.Factory(_Image)
+    _pending: list[Callable[[_Image], None]] = attrs.Factory(list)
+    syncs: int = 0
+
+    def load(self) -> BootState:
+        """What a restarting node reads back (only synced data)."""
+        return self._durable.boot()
+
+    def preload(self, boot: BootState) -> None:
+        """Start from given durable contents (for crafted test scenarios)."""
+        self._durable = _Image(boot.hard_state, boot.snapshot, boot.snapshot_data,
+                               {e.index: e for e in boot.entries})
+
+    def write(self, ready: Ready) -> None:
+        self._pending.append(lambda image: _apply_ready(image, ready))
+
+    def write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        self._pending.append(lambda image: _apply_snapshot(image, meta, data))
+
+    def sync(self) -> None:
+        if self._pending:
+            image = self._durable.copy()
+            for op in self._pending:
+                op(image)
+            self._durable = image
+            self._pending = []
+            self.syncs += 1
+
+    def unsynced(self) -> bool:
+        return bool(self._pending)
+
+    def crash(self) -> None:
+        """Power loss: forget every write since the last sync."""
+        self._pending = []
+
+    def save(self, ready: Ready) -> None:
+        if ready.must_sync():
+            self.write(ready)
+            self.sync()
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        self.write_snapshot(meta, data)
+        self.sync()
+
+    def durable_entries(self) -> dict[int, Entry]:
+        return dict(self._durable.entries)
+
+    @property
+    def durable_hard_state(self) -> HardState:
+        return self._durable.hard_state
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hard_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, vote TEXT NOT NULL, commit_index INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL,
+    request_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, term INTEGER NOT NULL, config BLOB NOT NULL,
+    data BLOB NOT NULL);
+"""
+
+
+@attrs.define(eq=False)
+class SqliteRaftStorage:
+    """Raft log + hard state + snapshot in one SQLite file (blocking calls)."""
+
+    path: str
+    _db: sqlite3.Connection = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self) -> BootState:
+        row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 1").fetchone()
+        hard = HardState(*row) if row else HardState()
+        snap_row = self._db.execute("SELECT idx, term, config, data FROM snapshot WHERE id = 1").fetchone()
+        snapshot = data = None
+        base = 0
+        if snap_row:
+            snapshot = SnapshotMeta(snap_row[0], snap_row[1], decode_config(snap_row[2]))
+            data = bytes(snap_row[3])
+            base = snapshot.index
+        entries = []
+        expected = base + 1
+        for idx, term, kind, blob, request_id in self._db.execute(
+            "SELECT idx, term, kind, data, request_id FROM entries WHERE idx > ? ORDER BY idx", (base,)
+        ):
+            if idx != expected:
+                break
+            entries.append(Entry(term, idx, kind, bytes(blob), request_id))
+            expected += 1
+        return BootState(hard, snapshot, data, tuple(entries))
+
+    def save(self, ready: Ready) -> None:
+        """Apply one Ready's persistence in a single durable transaction."""
+        if not ready.must_sync():
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if ready.snapshot is not None:
+                self._put_snapshot(*ready.snapshot, drop_entries=True)
+            if ready.truncate_from:
+                db.execute("DELETE FROM entries WHERE idx >= ?", (ready.truncate_from,))
+            if ready.entries:
+                db.executemany(
+                    "INSERT OR REPLACE INTO entries (idx, term, kind, data, request_id) VALUES (?, ?, ?, ?, ?)",
+                    [(e.index, e.term, e.kind, e.data, e.request_id) for e in ready.entries],
+                )
+            if ready.hard_state is not None:
+                h = ready.hard_state
+                db.execute("INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
+                           (h.term, h.vote, h.commit))
+            if ready.compact_to:
+                db.execute("DELETE FROM entries WHERE idx <= ?", (ready.compact_to,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Durably record a locally taken snapshot."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._put_snapshot(meta, data)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _put_snapshot(self, meta: SnapshotMeta, data: bytes, drop_entries: bool = False) -> None:
+        row = self._db.execute("SELECT idx FROM snapshot WHERE id = 1").fetchone()
+        if row and row[0] >= meta.index:
+            return
+        self._db.execute("INSERT OR REPLACE INTO snapshot (id, idx, term, config, data) VALUES (1, ?, ?, ?, ?)",
+                         (meta.index, meta.term, encode_config(meta.config), data))
+        if drop_entries:
+            self._db.execute("DELETE FROM entries WHERE idx <= ?", (meta.index,))

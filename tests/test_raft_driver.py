@@ -1,0 +1,295 @@
+"""
+Tests for L{scheduler0.raft.driver}: the Twisted loop around the Raft core,
+on task.Clock with an in-memory network, and once over real TCP with SQLite
+storage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
+from scheduler0.raft.driver import RaftDriver
+from scheduler0.raft.messages import ClusterConfig, Entry
+from scheduler0.raft.storage import MemoryRaftStorage, SqliteRaftStorage
+from scheduler0.raft.transport import RaftTransport
+from scheduler0.store.errors import NotLeader, StoreUnavailable
+from scheduler0.testing.process import free_port
+from scheduler0.testing.waiting import wait_for
+
+IDS = ("1", "2", "3")
+SETTINGS = RaftSettings(election_ticks=10, heartbeat_ticks=2)
+
+
+class RecordingStorage(MemoryRaftStorage):
+    """Memory storage that notes each save in a shared event list."""
+
+    def __init__(self, events: list[str], name: str) -> None:
+        super().__init__()
+        self.events = events
+        self.name = name
+
+    def save(self, ready: Any) -> None:
+        self.events.append(f"{self.name} save")
+        super().save(ready)
+
+
+class Cluster:
+    """Three drivers on one Clock; messages go through clock.callLater(0)."""
+
+    def __init__(
+        self,
+        run_blocking: Any = None,
+        apply_for: Any = None,
+        settings: RaftSettings = SETTINGS,
+        extra_for: Any = None,
+    ) -> None:
+        self.clock = Clock()
+        self.events: list[str] = []
+        self.applied: dict[str, list[bytes]] = {i: [] for i in IDS}
+        self.cut: set[str] = set()
+        self.drivers: dict[str, RaftDriver] = {}
+        for node_id in IDS:
+            core = RaftNode.create(
+                node_id,
+                ClusterConfig(frozenset(IDS)),
+                settings=settings,
+                rng=random.Random(int(node_id)),
+            )
+            options: dict[str, Any] = dict(extra_for(node_id)) if extra_for else {}
+            if run_blocking is not None:
+                options["run_blocking"] = run_blocking
+            self.drivers[node_id] = RaftDriver(
+                self.clock,
+                core,
+                RecordingStorage(self.events, node_id),
+                send=self._sender(node_id),
+                apply=(apply_for or self._applier)(node_id),
+                tick_s=0.01,
+                **options,
+            )
+        for driver in self.drivers.values():
+            driver.start()
+
+    def _sender(self, sender: str) -> Any:
+        def send(recipient: str, payload: bytes) -> None:
+            self.events.append(f"{sender} send")
+            if sender in self.cut or recipient in self.cut:
+                return
+            self.clock.callLater(0, self.drivers[recipient].receive, payload)
+
+        return send
+
+    def _applier(self, node_id: str) -> Any:
+        def apply(entry: Entry) -> str:
+            self.applied[node_id].append(entry.data)
+            return f"applied {entry.data.decode()} at {entry.index} on {node_id}"
+
+        return apply
+
+    def run(self, seconds: float) -> None:
+        for _ in range(int(seconds / 0.01)):
+            self.clock.advance(0.01)
+
+    def leader(self) -> RaftDriver:
+        self.run(2)
+        leaders = [d for d in self.drivers.values() if d.core.role == LEADER]
+        assert len(leaders) == 1, [d.core.role for d in self.drivers.values()]
+        return leaders[0]
+
+
+class DriverTests(SynchronousTestCase):
+    def test_proposal_answers_with_the_applied_result(self) -> None:
+        """A proposal on the leader fires with its state machine result; every node applies it."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        proposed = leader.propose(b"x=1")
+        cluster.run(1)
+        node = leader.core.node_id
+        self.assertRegex(self.successResultOf(proposed), rf"applied x=1 at \d+ on {node}")
+        for node_id in IDS:
+            self.assertEqual(cluster.applied[node_id], [b"x=1"])
+
+    def test_many_proposals_keep_their_order(self) -> None:
+        """Proposals apply in the order they were made, the same on every node."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        pending = [leader.propose(f"v{n}".encode()) for n in range(20)]
+        cluster.run(1)
+        results = [self.successResultOf(d) for d in pending]
+        self.assertEqual(len(set(results)), 20)
+        expected = [f"v{n}".encode() for n in range(20)]
+        for node_id in IDS:
+            self.assertEqual(cluster.applied[node_id], expected)
+
+    def test_follower_refuses_proposals(self) -> None:
+        """A follower answers NotLeader at once."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        follower = next(d for d in cluster.drivers.values() if d is not leader)
+        self.failureResultOf(follower.propose(b"x"), NotLeader)
+
+    def test_persist_comes_before_send(self) -> None:
+        """In every batch a node saves before it sends anything that batch holds."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        cluster.events.clear()
+        leader.propose(b"x")
+        cluster.clock.advance(0)
+        node = leader.core.node_id
+        own = [e for e in cluster.events if e.startswith(f"{node} ")]
+        self.assertEqual(own[:2], [f"{node} save", f"{node} send"])
+
+    def test_batches_never_overlap(self) -> None:
+        """While a node's save is in flight it starts no other batch, however much arrives."""
+        held: list[Deferred] = []
+        active: dict[str, int] = {}
+        peak: dict[str, int] = {}
+
+        def slow(fn: Any, *args: Any) -> Deferred:
+            name = fn.__self__.name
+            active[name] = active.get(name, 0) + 1
+            peak[name] = max(peak.get(name, 0), active[name])
+            d: Deferred = Deferred()
+
+            def finish(_: object) -> Any:
+                active[name] -= 1
+                return fn(*args)
+
+            d.addCallback(finish)
+            held.append(d)
+            return d
+
+        cluster = Cluster(run_blocking=slow)
+        # Saves complete only every 50 ms while ticks and messages keep coming.
+        for _ in range(100):
+            cluster.run(0.05)
+            while held:
+                held.pop(0).callback(None)
+        self.assertEqual(set(peak.values()), {1})
+        self.assertEqual(sum(d.core.role == LEADER for d in cluster.drivers.values()), 1)
+
+    def test_read_barrier_on_leader_and_follower(self) -> None:
+        """The leader's read barrier fires at an applied index; a follower's fails NotLeader."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        leader.propose(b"x")
+        cluster.run(0.5)
+        barrier = leader.read_barrier()
+        cluster.run(0.5)
+        index = self.successResultOf(barrier)
+        self.assertLessEqual(index, leader.applied_index)
+        self.assertGreaterEqual(index, 1)
+        follower = next(d for d in cluster.drivers.values() if d is not leader)
+        barrier = follower.read_barrier()
+        cluster.run(0.1)
+        self.failureResultOf(barrier, NotLeader)
+
+    def test_malformed_message_is_dropped(self) -> None:
+        """Garbage from the network is counted and ignored."""
+        cluster = Cluster()
+        driver = cluster.drivers["1"]
+        driver.receive(b"\xff\x00garbage")
+        self.assertEqual(driver.dropped_messages, 1)
+
+    def test_stop_fails_what_waits(self) -> None:
+        """stop() fails pending proposals with StoreUnavailable and ends the ticking."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        cluster.cut.update(IDS)
+        pending = leader.propose(b"x")
+        self.successResultOf(leader.stop())
+        self.failureResultOf(pending, StoreUnavailable)
+        self.failureResultOf(leader.propose(b"y"), StoreUnavailable)
+
+    def test_minority_leader_commits_nothing(self) -> None:
+        """A leader cut off from both peers never answers a proposal with success."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        cluster.cut.add(leader.core.node_id)
+        pending = leader.propose(b"lost")
+        cluster.run(3)
+        if pending.called:
+            self.failureResultOf(pending, StoreUnavailable)
+        others = [d for d in cluster.drivers.values() if d is not leader]
+        for driver in others:
+            self.assertNotIn(b"lost", cluster.applied[driver.core.node_id])
+
+
+class RealTransportTests(TestCase):
+    timeout = 60
+
+    async def test_three_nodes_over_tcp_with_sqlite(self) -> None:
+        """Three drivers over real TCP links and SQLite storage elect a leader and commit."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        ports = {node_id: free_port() for node_id in IDS}
+        peers = {int(n): f"127.0.0.1:{p}" for n, p in ports.items()}
+        applied: dict[str, list[bytes]] = {n: [] for n in IDS}
+        drivers: dict[str, RaftDriver] = {}
+        transports: list[RaftTransport] = []
+        for node_id in IDS:
+            storage = SqliteRaftStorage(os.path.join(folder, f"raft-{node_id}.db"))
+            self.addCleanup(storage.close)
+            core = RaftNode.create(
+                node_id,
+                ClusterConfig(frozenset(IDS)),
+                settings=SETTINGS,
+                rng=random.Random(int(node_id)),
+                boot=storage.load(),
+            )
+
+            def deliver(sender: int, payload: bytes, node_id: str = node_id) -> None:
+                drivers[node_id].receive(payload)
+
+            transport = RaftTransport(
+                reactor=reactor,
+                node_id=int(node_id),
+                secret_key=b"cluster secret",
+                listen_endpoint=TCP4ServerEndpoint(reactor, ports[node_id], interface="127.0.0.1"),
+                peers={k: v for k, v in peers.items() if k != int(node_id)},
+                on_message=deliver,
+            )
+            transports.append(transport)
+
+            def apply(entry: Entry, node_id: str = node_id) -> Any:
+                applied[node_id].append(entry.data)
+                return succeed(entry.index)
+
+            drivers[node_id] = RaftDriver(
+                reactor,
+                core,
+                storage,
+                send=lambda to, payload, t=transport: t.send(int(to), payload),
+                apply=apply,
+                tick_s=0.02,
+            )
+        for transport in transports:
+            await transport.start()
+            self.addCleanup(transport.stop)
+        for driver in drivers.values():
+            driver.start()
+            self.addCleanup(driver.stop)
+
+        def leader() -> RaftDriver | None:
+            leaders = [d for d in drivers.values() if d.core.role == LEADER]
+            return leaders[0] if len(leaders) == 1 else None
+
+        chosen = await wait_for(reactor, leader, timeout=20, what="a leader")
+        results = await gatherResults([chosen.propose(f"w{n}".encode()) for n in range(10)])
+        self.assertEqual(results, sorted(results))
+
+        def all_applied() -> bool:
+            return all(len(applied[n]) == 10 for n in IDS)
+
+        await wait_for(reactor, all_applied, timeout=10, what="every node to apply")
+        for node_id in IDS:
+            self.assertEqual(applied[node_id], [f"w{n}".encode() for n in range(10)])

@@ -1,0 +1,150 @@
+"""The same storage contract run against the simulated disk and SQLite."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from scheduler0.raft.core import RaftNode, RaftSettings, Ready
+from scheduler0.raft.messages import ClusterConfig, Entry, HardState, SnapshotMeta
+from scheduler0.raft.storage import MemoryRaftStorage, SqliteRaftStorage
+
+CONFIG = ClusterConfig(frozenset({"a", "b"}), frozenset({"c"}))
+
+
+def ready(**changes: object) -> Ready:
+    fields: dict[str, object] = dict(hard_state=None, snapshot=None, truncate_from=0, entries=(), compact_to=0,
+                                     messages=(), committed=(), results=(), want_snapshot=False)
+    fields.update(changes)
+    return Ready(**fields)  # type: ignore[arg-type]
+
+
+def entries(term: int, lo: int, hi: int) -> tuple[Entry, ...]:
+    return tuple(Entry(term, i, 0, b"d%d" % i, f"r{i}") for i in range(lo, hi + 1))
+
+
+class StorageContract:
+    """Mixed into a SynchronousTestCase that defines ``make()`` and ``reopen()``."""
+
+    def make(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def reopen(self, storage):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def test_empty_storage_boots_empty(self) -> None:
+        """A new store holds no hard state, snapshot or entries."""
+        boot = self.make().load()
+        self.assertEqual((boot.hard_state, boot.snapshot, boot.entries), (HardState(), None, ()))
+
+    def test_entries_and_hard_state_survive_reopen(self) -> None:
+        """What save() wrote is what load() reads after a restart."""
+        store = self.make()
+        store.save(ready(hard_state=HardState(3, "b", 2), entries=entries(3, 1, 4)))
+        boot = self.reopen(store).load()
+        self.assertEqual(boot.hard_state, HardState(3, "b", 2))
+        self.assertEqual(boot.entries, entries(3, 1, 4))
+
+    def test_truncation_replaces_the_suffix(self) -> None:
+        """truncate_from deletes the old suffix before new entries are written."""
+        store = self.make()
+        store.save(ready(entries=entries(1, 1, 5)))
+        store.save(ready(truncate_from=3, entries=entries(2, 3, 3)))
+        self.assertEqual(self.reopen(store).load().entries, entries(1, 1, 2) + entries(2, 3, 3))
+
+    def test_compaction_drops_entries_up_to_index(self) -> None:
+        """compact_to removes covered entries; a snapshot covers the rest of the boot."""
+        store = self.make()
+        store.save(ready(entries=entries(1, 1, 6)))
+        store.save_snapshot(SnapshotMeta(4, 1, CONFIG), b"state")
+        store.save(ready(compact_to=2))
+        boot = self.reopen(store).load()
+        self.assertEqual(boot.snapshot, SnapshotMeta(4, 1, CONFIG))
+        self.assertEqual(boot.snapshot_data, b"state")
+        self.assertEqual(boot.entries, entries(1, 5, 6))
+
+    def test_installed_snapshot_replaces_covered_entries(self) -> None:
+        """A snapshot received from the leader drops every entry it covers."""
+        store = self.make()
+        store.save(ready(entries=entries(1, 1, 3)))
+        store.save(ready(snapshot=(SnapshotMeta(10, 2, CONFIG), b"s"), truncate_from=11))
+        boot = self.reopen(store).load()
+        self.assertEqual((boot.snapshot.index, boot.entries), (10, ()))
+
+    def test_older_snapshot_does_not_replace_newer(self) -> None:
+        """Saving a snapshot older than the stored one is a no-op."""
+        store = self.make()
+        store.save_snapshot(SnapshotMeta(5, 1, CONFIG), b"new")
+        store.save_snapshot(SnapshotMeta(3, 1, CONFIG), b"old")
+        self.assertEqual(self.reopen(store).load().snapshot_data, b"new")
+
+    def test_core_restarts_from_storage(self) -> None:
+        """A core fed by the storage's boot state resumes term, vote and log."""
+        store = self.make()
+        node = RaftNode.create("a", ClusterConfig(frozenset({"a"})), settings=RaftSettings(),
+                               rng=random.Random(0))
+        for _ in range(30):
+            node.tick()
+        while node.has_ready():
+            r = node.ready()
+            store.save(r)
+            node.advance(r)
+        node.propose(b"x")
+        while node.has_ready():
+            r = node.ready()
+            store.save(r)
+            node.advance(r)
+        again = RaftNode.create("a", ClusterConfig(frozenset({"a"})), boot=self.reopen(store).load())
+        self.assertEqual((again.term, again.vote, again.last_index, again.commit), (1, "a", 2, 2))
+
+
+class MemoryStorageTests(StorageContract, SynchronousTestCase):
+    def make(self) -> MemoryRaftStorage:
+        return MemoryRaftStorage()
+
+    def reopen(self, storage: MemoryRaftStorage) -> MemoryRaftStorage:
+        storage.crash()
+        return storage
+
+    def test_crash_loses_unsynced_writes(self) -> None:
+        """Writes not yet synced vanish on crash; synced ones stay."""
+        store = MemoryRaftStorage()
+        store.write(ready(entries=entries(1, 1, 2)))
+        store.sync()
+        store.write(ready(hard_state=HardState(2, "a", 0), entries=entries(2, 3, 3)))
+        self.assertTrue(store.unsynced())
+        store.crash()
+        boot = store.load()
+        self.assertEqual((boot.hard_state, boot.entries), (HardState(), entries(1, 1, 2)))
+
+
+class SqliteStorageTests(StorageContract, SynchronousTestCase):
+    def make(self) -> SqliteRaftStorage:
+        self.path = os.path.join(self.mktemp() + ".db")
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        store = SqliteRaftStorage(self.path)
+        self.addCleanup(store.close)
+        return store
+
+    def reopen(self, storage: SqliteRaftStorage) -> SqliteRaftStorage:
+        storage.close()
+        store = SqliteRaftStorage(self.path)
+        self.addCleanup(store.close)
+        return store
+
+    def test_uses_wal_and_full_sync(self) -> None:
+        """The log database runs in WAL mode with synchronous=FULL."""
+        store = self.make()
+        self.assertEqual(store._db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        self.assertEqual(store._db.execute("PRAGMA synchronous").fetchone()[0], 2)
+
+    def test_failed_batch_is_rolled_back_whole(self) -> None:
+        """A batch that fails midway leaves nothing of itself behind."""
+        store = self.make()
+        store.save(ready(entries=entries(1, 1, 2)))
+        bad = ready(hard_state=HardState(5, "x", 0), entries=(Entry(1, 3, 0, "not bytes", None),))  # type: ignore[arg-type]
+        self.assertRaises(Exception, store.save, bad)
+        boot = store.load()
+        self.assertEqual((boot.hard_state, boot.entries), (HardState(), entries(1, 1, 2)))
