@@ -404,3 +404,13 @@ class SchedulerTests(SynchronousTestCase):
             self.scheduler.next_run_at(job), format_instant(START + timedelta(minutes=5))
         )
         self.assertIsNone(self.scheduler.next_run_at(dict(job, paused=True, uuid="other")))
+
+    def test_restored_state_replaces_the_jobs(self) -> None:
+        """After the state is restored from a snapshot the scheduler follows the new jobs."""
+        kept, dropped = make_job("kept"), make_job("dropped")
+        self.build([kept, dropped])
+        self.state.jobs = [kept, make_job("arrived")]
+        self.proposer.applied("state_restored", None)
+        self.clock.advance(1)
+        self.assertEqual(sorted(d.job_uuid for d in self.executor.submitted), ["arrived", "kept"])
+        self.assertIn(("dropped", "job_deleted"), self.executor.cancelled)

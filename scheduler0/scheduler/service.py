@@ -162,8 +162,37 @@ class SchedulerService(Service):
             for job_uuid in value.get("deleted_jobs", ()):
                 self._remove(job_uuid)
                 self.executor.cancel_job(job_uuid, "job_deleted")
+        elif op == "state_restored":
+            # The whole state was replaced (a Raft snapshot): start over from it.
+            Deferred.fromCoroutine(self._reload()).addErrback(
+                lambda f: log.failure("reloading jobs after a restore failed", f)
+            )
+            return
         else:
             return
+        self._arm()
+
+    async def _reload(self) -> None:
+        """Replace every entry with the jobs the restored state holds."""
+        self._pending = []
+        try:
+            jobs = await self.state.all_jobs()
+        finally:
+            pending, self._pending = self._pending, None
+        now = utc_from_timestamp(self.clock.seconds())
+        kept = {job["uuid"] for job in jobs}
+        for job_uuid in list(self._entries):
+            if job_uuid not in kept:
+                self._remove(job_uuid)
+                self.executor.cancel_job(job_uuid, "job_deleted")
+        for job in jobs:
+            previous = self._entries.get(job["uuid"])
+            if previous is not None and previous.job == job:
+                continue
+            self._entries.pop(job["uuid"], None)
+            self._add(job, since=now)
+        for command, result in pending or ():
+            self._on_applied(command, result)
         self._arm()
 
     # -- the heap ------------------------------------------------------------
