@@ -81,6 +81,17 @@ class RaftProposerTests(SynchronousTestCase):
         for store in self.stores.values():
             self.assertIsNone(self.successResultOf(store.get_project("p2")))
 
+    def test_a_retried_request_applies_once(self) -> None:
+        """The same request proposed twice (a retry) is applied once; both get the result."""
+        command = Command("create_project", {"project": project("p1", "a")}, request_id="r1")
+        first = self.leader.propose(command)
+        second = self.leader.propose(command)
+        self.cluster.run(0.5)
+        one, two = self.successResultOf(first), self.successResultOf(second)
+        self.assertEqual(two, dict(one, duplicate=True))
+        for node_id in IDS:
+            self.assertEqual(self.seen[node_id], ["create_project"])
+
     def test_followers_refuse(self) -> None:
         """Proposing on a follower fails with NotLeader (the API answers 503)."""
         follower = next(p for p in self.proposers.values() if p is not self.leader)

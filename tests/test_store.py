@@ -24,7 +24,7 @@ from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
 from scheduler0.store.sqlite import connection_pool
-from scheduler0.store.state import StateStore
+from scheduler0.store.state import REQUEST_MEMORY, StateStore
 from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 T0 = "2026-01-01T00:00:00.000Z"
@@ -515,6 +515,35 @@ class StoreSuiteMixin:
         again = await state.apply(1, Command("create_project", {"project": project("p9", "other")}))
         self.assertEqual(again, {"ok": True, "value": None, "duplicate": True})
         self.assertEqual(await state.dump(), dump)
+
+    @scenario
+    async def test_a_repeated_request_is_answered_not_applied(self) -> None:
+        """The same request id again gets the first result and changes nothing."""
+        state = await self.state()
+        first = Command("create_project", {"project": project()}, request_id="req-1")
+        result = await state.apply(1, first)
+        self.assertTrue(result["ok"])
+        before = await state.dump()
+        again = await state.apply(2, first)
+        self.assertEqual(again, dict(result, duplicate=True))
+        after = await state.dump()
+        self.assertEqual(after["projects"], before["projects"])
+        self.assertEqual(await state.applied_index(), 2)
+        other = Command("create_project", {"project": project("p2", "b")}, request_id="req-2")
+        self.assertNotIn("duplicate", await state.apply(3, other))
+
+    @scenario
+    async def test_request_ids_are_forgotten_after_the_memory(self) -> None:
+        """Request ids older than REQUEST_MEMORY indexes are dropped, deterministically."""
+        state = await self.state()
+        await state.apply(1, Command("create_project", {"project": project()}, request_id="old"))
+        late = REQUEST_MEMORY + 1000
+        await state.apply(late, Command("delete_project", {"uuid": "p1", "cascade": True}))
+        again = await state.apply(
+            late + 1, Command("create_project", {"project": project()}, request_id="old")
+        )
+        self.assertNotIn("duplicate", again)
+        self.assertTrue(again["ok"])
 
     @scenario
     async def test_snapshot_restores_the_whole_state(self) -> None:

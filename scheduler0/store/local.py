@@ -67,7 +67,8 @@ class LocalProposer:
                 break
             for index, command in entries:
                 result = await self.state.apply(index, command)
-                self._notify(command, result)
+                if not result.get("duplicate"):
+                    self._notify(command, result)
                 applied = index
                 replayed += 1
         if replayed:
@@ -125,7 +126,8 @@ class LocalProposer:
                     later.errback(StoreUnavailable(f"the store failed: {e}"))
                 return
             self.applied_index = index
-            self._notify(command, result)
+            if not result.get("duplicate"):
+                self._notify(command, result)
             waiting.callback(result)
         await self._maybe_compact(indexes[-1])
 

@@ -22,8 +22,17 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from scheduler0.store.commands import Command, canonical_json, error, ok
 
+# How many log indexes a request id is remembered for: a retry of the same
+# request inside that span gets the first result instead of applying twice.
+REQUEST_MEMORY = 100_000
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS requests (
+        request_id TEXT PRIMARY KEY,
+        log_index INTEGER NOT NULL,
+        result TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS requests_by_index ON requests (log_index)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0)",
     """CREATE TABLE IF NOT EXISTS projects (
         uuid TEXT PRIMARY KEY,
@@ -415,6 +424,24 @@ def _apply(txn: Any, index: int, command: Command) -> dict:
     # Writing the index first opens the transaction, so the savepoint below nests
     # inside it and releasing the savepoint does not commit early.
     txn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
+    if index % 1000 == 0:
+        txn.execute("DELETE FROM requests WHERE log_index <= ?", (index - REQUEST_MEMORY,))
+    if command.request_id:
+        txn.execute("SELECT result FROM requests WHERE request_id = ?", (command.request_id,))
+        seen = txn.fetchone()
+        if seen is not None:
+            # The same request again (a retry): answer as the first time, change nothing.
+            return dict(json.loads(seen[0]), duplicate=True)
+    result = _apply_command(txn, command)
+    if command.request_id:
+        txn.execute(
+            "INSERT INTO requests (request_id, log_index, result) VALUES (?, ?, ?)",
+            (command.request_id, index, canonical_json(result)),
+        )
+    return result
+
+
+def _apply_command(txn: Any, command: Command) -> dict:
     handler = HANDLERS.get(command.op)
     if handler is None:
         return error("invalid", f"unknown command op {command.op!r}", "op")
