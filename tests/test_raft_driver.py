@@ -130,6 +130,38 @@ class DriverTests(SynchronousTestCase):
         for node_id in IDS:
             self.assertEqual(cluster.applied[node_id], expected)
 
+    def test_restart_does_not_apply_again(self) -> None:
+        """A restarted node told its state's applied index applies only what is newer."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        for n in range(5):
+            leader.propose(f"v{n}".encode())
+        cluster.run(1)
+        node_id = next(n for n, d in cluster.drivers.items() if d is not leader)
+        old = cluster.drivers[node_id]
+        self.successResultOf(old.stop())
+        reapplied: list[bytes] = []
+        core = RaftNode.create(
+            node_id,
+            ClusterConfig(frozenset(IDS)),
+            settings=SETTINGS,
+            rng=random.Random(7),
+            boot=old.storage.load(),
+        )
+        new = RaftDriver(
+            cluster.clock,
+            core,
+            old.storage,
+            send=cluster._sender(node_id),
+            apply=lambda entry: reapplied.append(entry.data),
+            tick_s=0.01,
+        )
+        cluster.drivers[node_id] = new
+        new.start(applied_index=old.applied_index)
+        leader.propose(b"after")
+        cluster.run(1)
+        self.assertEqual(reapplied, [b"after"])
+
     def test_follower_refuses_proposals(self) -> None:
         """A follower answers NotLeader at once."""
         cluster = Cluster()

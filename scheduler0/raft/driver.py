@@ -86,8 +86,14 @@ class RaftDriver:
     _idle: Deferred | None = None
     dropped_messages: int = 0
 
-    def start(self) -> None:
-        """Start ticking."""
+    def start(self, applied_index: int = 0) -> None:
+        """
+        Start ticking. C{applied_index} is how far the state machine already
+        got (it is durable on its own): committed entries up to there are not
+        applied again after a restart.
+        """
+        if applied_index > self.core.applied:
+            self.core.applied = min(applied_index, self.core.commit)
         self.applied_index = self.core.applied
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.clock
