@@ -41,7 +41,7 @@ class LinearizabilityTests(SynchronousTestCase):
             self.assertTrue(check_history([put("k", "1", 1, 4), get("k", output, 2, 3)]).ok)
 
     def test_reads_must_agree_on_order_of_concurrent_writes(self) -> None:
-        """Two sequential reads cannot see two concurrent writes in opposite orders... and back."""
+        """Once reads saw 1 then 2, a later read cannot see 1 again."""
         history = [put("k", "1", 1, 10), put("k", "2", 2, 11), get("k", "1", 3, 4), get("k", "2", 5, 6),
                    get("k", "1", 7, 8)]
         self.assertFalse(check_history(history).ok)

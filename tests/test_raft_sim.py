@@ -137,7 +137,7 @@ class RestartAndPartitionTests(SynchronousTestCase):
         sim.run_until(lambda: sim.nodes[old].kv.data.get("k") == "majority", 300)
         self.assertEqual(sim.nodes[old].kv.data["k"], "majority")
         self.assertTrue(write.failed)
-        self.assertNotIn("stale", [e.data.decode() for e in sim.committed.values() if e.data and b"stale" in e.data])
+        self.assertFalse([e for e in sim.committed.values() if b"stale" in e.data])
 
     def test_partial_partition_does_not_stall_the_cluster(self) -> None:
         """With only the a-b link cut, writes keep committing and terms stay put."""

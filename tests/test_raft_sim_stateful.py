@@ -37,11 +37,11 @@ from scheduler0.testing.linearizability import check_history
 from scheduler0.testing.raftsim import NetworkFaults, Simulation
 
 settings.register_profile(
-    "raft-ci", max_examples=60, stateful_step_count=50, derandomize=True, deadline=None,
+    "raft-ci", max_examples=60, stateful_step_count=50, derandomize=True, deadline=None, report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "raft-deep", max_examples=1000, stateful_step_count=150, deadline=None,
+    "raft-deep", max_examples=1000, stateful_step_count=150, deadline=None, report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "raft-ci")

@@ -144,7 +144,8 @@ class SqliteStorageTests(StorageContract, SynchronousTestCase):
         """A batch that fails midway leaves nothing of itself behind."""
         store = self.make()
         store.save(ready(entries=entries(1, 1, 2)))
-        bad = ready(hard_state=HardState(5, "x", 0), entries=(Entry(1, 3, 0, "not bytes", None),))  # type: ignore[arg-type]
+        broken = Entry(1, 3, 0, b"x", None)  # type: ignore[arg-type]
+        bad = ready(hard_state=HardState(5, "x", 0), entries=(broken,))
         self.assertRaises(Exception, store.save, bad)
         boot = store.load()
         self.assertEqual((boot.hard_state, boot.entries), (HardState(), entries(1, 1, 2)))

@@ -8,8 +8,9 @@ replays any run exactly.
 
 Inputs (each returns nothing; effects accumulate until the next ``ready()``):
 
-- ``tick()`` -- one unit of logical time (the adapter calls it every
-  ``RaftSettings.tick_ms`` milliseconds).
+- ``tick()`` -- one unit of logical time.  The adapter picks the tick
+  length; with 50 ms ticks the defaults (election 10 ticks, heartbeat 1)
+  give 0.5-1 s election timeouts and 50 ms heartbeats.
 - ``step(message)`` -- a peer message from ``scheduler0.raft.messages``.
 - ``propose(data, request_id="") -> token | None`` -- a client write; ``None``
   when this node is not a leader able to take writes.  The outcome arrives as
@@ -40,6 +41,15 @@ in this order, then calls ``advance(ready)``::
             answer(result)
         node.advance(ready)
 
+When ``ready.want_snapshot`` (or on the adapter's own timer), the adapter
+captures the state machine at ``node.applied``, calls
+``meta = node.snapshot_done(node.applied, data)`` and stores ``(meta, data)``
+durably (``storage.save_snapshot``) before performing the next Ready, whose
+``compact_to`` then drops the covered log prefix.  Restart: load a
+``BootState`` from storage, restore the state machine from its snapshot, and
+``RaftNode.create(node_id, initial_config, boot=...)``; the first Ready
+re-applies committed entries after the snapshot.
+
 Persisting before sending is what makes a vote or an append ack safe across
 a crash.  Safety rules enforced here: one vote per term, a leader commits by
 counting replicas only for entries of its own term, the commit index never
@@ -49,7 +59,6 @@ decreases, committed entries are never truncated.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 
 import attrs
 
@@ -756,6 +765,8 @@ class RaftNode:
         if pr.state == REPLICATE and len(pr.inflight) >= self.settings.max_inflight:
             return False
         prev = pr.next - 1
+        if prev > self.last_index:
+            raise RaftError(f"progress of {peer} points past the log end (next {pr.next}, last {self.last_index})")
         prev_term = self.term_at(prev)
         if prev_term is None:
             self._start_snapshot(peer, pr)
@@ -856,8 +867,8 @@ class RaftNode:
                 return  # the commit removed this leader from the cluster
             if m.sender == self._transferee and pr.match == self.last_index:
                 self._send(TimeoutNow(self.term, self.node_id, m.sender))
-        elif pr.state == PROBE:
-            pr.probe_sent = False
+        elif pr.state == PROBE and m.match_index == pr.match:
+            pr.become_replicate()  # the probe confirmed the match point
         self._fill(m.sender)
 
     def _backtrack(self, pr: Progress, m: AppendResponse) -> bool:
@@ -1034,7 +1045,3 @@ class RaftNode:
             self._results.append(ProposalResult(token, at, False, "outcome unknown: state replaced by snapshot"))
         self.applied = meta.index
 
-
-def iter_data(entries: Iterable[Entry]) -> list[bytes]:
-    """The client payloads among ``entries`` (skipping no-op and config)."""
-    return [e.data for e in entries if e.kind == NORMAL]

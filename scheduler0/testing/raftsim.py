@@ -52,12 +52,21 @@ class KVStateMachine:
     data: dict[str, str] = attrs.Factory(dict)
     applied: int = 0
     results: dict[str, object] = attrs.Factory(dict)
+    #: Hash chain over every applied entry and its result: two replicas with
+    #: equal chains at one index went through the same states.
+    chain: str = ""
 
     @staticmethod
     def put_command(key: str, value: str) -> bytes:
         return json.dumps({"op": "put", "key": key, "value": value}, sort_keys=True).encode()
 
     def apply(self, entry: Entry) -> object:
+        result = self._apply(entry)
+        link = f"{self.chain}|{entry.index}|{entry.term}|{result!r}".encode() + entry.data
+        self.chain = hashlib.sha256(link).hexdigest()
+        return result
+
+    def _apply(self, entry: Entry) -> object:
         if entry.index != self.applied + 1:
             raise InvariantViolation(f"applied index {entry.index} after {self.applied}")
         self.applied = entry.index
@@ -73,15 +82,16 @@ class KVStateMachine:
         return previous
 
     def snapshot(self) -> bytes:
-        return json.dumps({"data": self.data, "applied": self.applied, "results": self.results},
-                          sort_keys=True).encode()
+        return json.dumps({"data": self.data, "applied": self.applied, "results": self.results,
+                           "chain": self.chain}, sort_keys=True).encode()
 
     def restore(self, blob: bytes) -> None:
         state = json.loads(blob)
         self.data, self.applied, self.results = state["data"], state["applied"], state["results"]
+        self.chain = state["chain"]
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps([self.data, self.results], sort_keys=True).encode()).hexdigest()
+        return self.chain
 
 
 # ----------------------------------------------------------------------- network
@@ -309,11 +319,19 @@ class Simulation:
         self.in_flight.append(_InFlight(item.deliver_at, self._seq, item.message))
 
     def deliver_due(self) -> None:
-        """Deliver every message due by now, in a seeded shuffled order."""
+        """Deliver every message due by now, in a seeded shuffled order.
+
+        Raises InvariantViolation on a message storm: nodes that keep
+        answering each other without time passing (a livelock).
+        """
+        delivered = 0
         while True:
             due = [i for i in self.in_flight if i.deliver_at <= self.now]
             if not due:
                 return
+            delivered += len(due)
+            if delivered > 20_000:
+                raise InvariantViolation(f"message storm at tick {self.now}: {[i.message for i in due[-6:]]}")
             due.sort(key=lambda i: i.seq)
             self.rng.shuffle(due)
             for item in due:
