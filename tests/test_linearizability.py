@@ -21,7 +21,12 @@ def get(key: str, output: str | None, call: int, ret: int | None) -> Operation:
 class LinearizabilityTests(SynchronousTestCase):
     def test_sequential_history_is_linearizable(self) -> None:
         """Reads returning the latest completed write are linearizable."""
-        history = [put("k", "1", 1, 2), get("k", "1", 3, 4), put("k", "2", 5, 6), get("k", "2", 7, 8)]
+        history = [
+            put("k", "1", 1, 2),
+            get("k", "1", 3, 4),
+            put("k", "2", 5, 6),
+            get("k", "2", 7, 8),
+        ]
         self.assertTrue(check_history(history).ok)
 
     def test_stale_read_is_not_linearizable(self) -> None:
@@ -42,8 +47,13 @@ class LinearizabilityTests(SynchronousTestCase):
 
     def test_reads_must_agree_on_order_of_concurrent_writes(self) -> None:
         """Once reads saw 1 then 2, a later read cannot see 1 again."""
-        history = [put("k", "1", 1, 10), put("k", "2", 2, 11), get("k", "1", 3, 4), get("k", "2", 5, 6),
-                   get("k", "1", 7, 8)]
+        history = [
+            put("k", "1", 1, 10),
+            put("k", "2", 2, 11),
+            get("k", "1", 3, 4),
+            get("k", "2", 5, 6),
+            get("k", "1", 7, 8),
+        ]
         self.assertFalse(check_history(history).ok)
 
     def test_unknown_write_may_have_taken_effect(self) -> None:
@@ -60,7 +70,12 @@ class LinearizabilityTests(SynchronousTestCase):
 
     def test_keys_are_checked_independently(self) -> None:
         """A violation on one key is reported with that key even if others are fine."""
-        history = [put("a", "1", 1, 2), get("a", "1", 3, 4), put("b", "1", 1, 2), get("b", None, 3, 4)]
+        history = [
+            put("a", "1", 1, 2),
+            get("a", "1", 3, 4),
+            put("b", "1", 1, 2),
+            get("b", None, 3, 4),
+        ]
         result = check_history(history)
         self.assertFalse(result.ok)
         self.assertEqual(result.key, "b")

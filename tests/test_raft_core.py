@@ -18,8 +18,8 @@ from scheduler0.raft.core import (
     RaftError,
     RaftNode,
     RaftSettings,
-    Ready,
     ReadResult,
+    Ready,
 )
 from scheduler0.raft.messages import (
     NOOP,
@@ -41,8 +41,12 @@ ABC = ClusterConfig(frozenset({"a", "b", "c"}))
 SETTINGS = RaftSettings(election_ticks=10, heartbeat_ticks=1, max_inflight=2, max_batch_entries=2)
 
 
-def make(node_id: str = "a", config: ClusterConfig = ABC, boot: BootState | None = None,
-         settings: RaftSettings = SETTINGS) -> RaftNode:
+def make(
+    node_id: str = "a",
+    config: ClusterConfig = ABC,
+    boot: BootState | None = None,
+    settings: RaftSettings = SETTINGS,
+) -> RaftNode:
     return RaftNode.create(node_id, config, settings=settings, rng=random.Random(1), boot=boot)
 
 
@@ -112,7 +116,9 @@ class ElectionTests(SynchronousTestCase):
         self.assertEqual(node.term, 0)
         requests = sent(readies)
         self.assertEqual({m.recipient for m in requests}, {"b", "c"})
-        self.assertTrue(all(isinstance(m, VoteRequest) and m.pre_vote and m.term == 1 for m in requests))
+        self.assertTrue(
+            all(isinstance(m, VoteRequest) and m.pre_vote and m.term == 1 for m in requests)
+        )
         self.assertTrue(all(r.hard_state is None for r in readies))
 
     def test_candidate_persists_term_and_vote_in_the_batch_that_sends_requests(self) -> None:
@@ -269,10 +275,16 @@ class ReplicationTests(SynchronousTestCase):
         self.assertEqual(node._progress["b"].state, REPLICATE)
         for i in range(20):
             node.propose(b"%d" % i)
-        appends = [m for m in sent(drain(node)) if isinstance(m, AppendEntries) and m.recipient == "b"]
+        appends = [
+            m for m in sent(drain(node)) if isinstance(m, AppendEntries) and m.recipient == "b"
+        ]
         self.assertEqual(len(appends), SETTINGS.max_inflight)
         self.assertTrue(all(len(m.entries) == SETTINGS.max_batch_entries for m in appends))
-        more = [m for m in sent(ack(node, "b", 3)) if isinstance(m, AppendEntries) and m.recipient == "b"]
+        more = [
+            m
+            for m in sent(ack(node, "b", 3))
+            if isinstance(m, AppendEntries) and m.recipient == "b"
+        ]
         self.assertEqual(len(more), 1)
 
     def test_rejection_backtracks_a_whole_term_at_a_time(self) -> None:
@@ -280,8 +292,11 @@ class ReplicationTests(SynchronousTestCase):
         follower_log = tuple(Entry(2, i) for i in range(1, 31))
         follower = make("b", boot=BootState(HardState(2, "", 0), entries=follower_log))
         leader_log = tuple([Entry(1, 1)] + [Entry(3, i) for i in range(2, 41)])
-        leader = make("a", boot=BootState(HardState(3, "a", 1), entries=leader_log),
-                      settings=RaftSettings(election_ticks=10, max_batch_entries=100))
+        leader = make(
+            "a",
+            boot=BootState(HardState(3, "a", 1), entries=leader_log),
+            settings=RaftSettings(election_ticks=10, max_batch_entries=100),
+        )
         rounds = 0
         pending = [m for m in elect(leader) if m.recipient == "b"]
         while pending and rounds < 10:
@@ -291,8 +306,15 @@ class ReplicationTests(SynchronousTestCase):
             replies = sent(drain(follower))
             for m in replies:
                 leader.step(m)
-            pending = [m for m in sent(drain(leader)) if m.recipient == "b" and isinstance(m, AppendEntries)]
-            if follower.last_index == leader.last_index and follower.term_at(follower.last_index) == leader.last_term:
+            pending = [
+                m
+                for m in sent(drain(leader))
+                if m.recipient == "b" and isinstance(m, AppendEntries)
+            ]
+            if (
+                follower.last_index == leader.last_index
+                and follower.term_at(follower.last_index) == leader.last_term
+            ):
                 break
         self.assertLessEqual(rounds, 3)
         self.assertEqual([follower.term_at(i) for i in (1, 2, 41)], [1, 3, 4])
@@ -350,7 +372,9 @@ class ReadIndexTests(SynchronousTestCase):
         self.assertTrue(heartbeats)
         self.assertNotIn(token, [r.token for r in node.ready().results])
         node.step(HeartbeatResponse(node.term, "c", "a", heartbeats[0].context))
-        self.assertEqual([r for r in node.ready().results if r.token == token], [ReadResult(token, True, 1)])
+        self.assertEqual(
+            [r for r in node.ready().results if r.token == token], [ReadResult(token, True, 1)]
+        )
 
     def test_pending_reads_fail_when_leadership_is_lost(self) -> None:
         """A deposed leader answers its pending reads with a failure."""
@@ -403,10 +427,18 @@ class SnapshotTests(SynchronousTestCase):
     def test_chunked_snapshot_is_installed_once_complete(self) -> None:
         """Chunks accumulate; the complete snapshot is handed to the adapter and acked done."""
         node = make("b")
-        node.step(InstallSnapshot(1, "a", "b", 10, 1, frozenset({"a", "b", "c"}), frozenset(), 0, b"abc", False))
+        node.step(
+            InstallSnapshot(
+                1, "a", "b", 10, 1, frozenset({"a", "b", "c"}), frozenset(), 0, b"abc", False
+            )
+        )
         first = sent(drain(node))
         self.assertEqual(first, [SnapshotResponse(1, "b", "a", 10, 3)])
-        node.step(InstallSnapshot(1, "a", "b", 10, 1, frozenset({"a", "b", "c"}), frozenset(), 3, b"def", True))
+        node.step(
+            InstallSnapshot(
+                1, "a", "b", 10, 1, frozenset({"a", "b", "c"}), frozenset(), 3, b"def", True
+            )
+        )
         ready = node.ready()
         self.assertEqual(ready.snapshot[1], b"abcdef")
         self.assertEqual(ready.snapshot[0].index, 10)
@@ -416,14 +448,21 @@ class SnapshotTests(SynchronousTestCase):
     def test_out_of_order_chunk_asks_for_the_right_offset(self) -> None:
         """A chunk that does not continue the buffer is answered with the offset wanted."""
         node = make("b")
-        node.step(InstallSnapshot(1, "a", "b", 10, 1, frozenset({"a"}), frozenset(), 0, b"abc", False))
-        node.step(InstallSnapshot(1, "a", "b", 10, 1, frozenset({"a"}), frozenset(), 6, b"ghi", False))
+        node.step(
+            InstallSnapshot(1, "a", "b", 10, 1, frozenset({"a"}), frozenset(), 0, b"abc", False)
+        )
+        node.step(
+            InstallSnapshot(1, "a", "b", 10, 1, frozenset({"a"}), frozenset(), 6, b"ghi", False)
+        )
         self.assertEqual(sent(drain(node))[-1].next_offset, 3)
 
     def test_snapshot_done_compacts_keeping_trailing_entries(self) -> None:
         """After a snapshot at applied index i, entries up to i - trailing are dropped."""
-        node = make("a", ClusterConfig(frozenset({"a"})),
-                    settings=RaftSettings(election_ticks=10, snapshot_trailing=2, snapshot_threshold=5))
+        node = make(
+            "a",
+            ClusterConfig(frozenset({"a"})),
+            settings=RaftSettings(election_ticks=10, snapshot_trailing=2, snapshot_threshold=5),
+        )
         for _ in range(20):
             node.tick()
         drain(node)
@@ -453,11 +492,17 @@ class SettingsAndCodecTests(SynchronousTestCase):
         """encode/decode is the identity on every message kind."""
         entries = (Entry(3, 7, NOOP), Entry(3, 8, 0, b"\x00\xff", "req-\u00e9"))
         samples = [
-            VoteRequest(3, "a", "b", 7, 2, True, True), VoteResponse(3, "b", "a", True, True),
-            AppendEntries(3, "a", "b", 6, 2, entries, 5), AppendResponse(3, "b", "a", False, 0, 6, 2, 4),
-            Heartbeat(3, "a", "b", 5, 9), HeartbeatResponse(3, "b", "a", 9),
-            InstallSnapshot(3, "a", "b", 100, 3, frozenset({"a", "b"}), frozenset({"c"}), 64, b"xyz", True),
-            SnapshotResponse(3, "b", "a", 100, -1, False), TimeoutNow(3, "a", "b"),
+            VoteRequest(3, "a", "b", 7, 2, True, True),
+            VoteResponse(3, "b", "a", True, True),
+            AppendEntries(3, "a", "b", 6, 2, entries, 5),
+            AppendResponse(3, "b", "a", False, 0, 6, 2, 4),
+            Heartbeat(3, "a", "b", 5, 9),
+            HeartbeatResponse(3, "b", "a", 9),
+            InstallSnapshot(
+                3, "a", "b", 100, 3, frozenset({"a", "b"}), frozenset({"c"}), 64, b"xyz", True
+            ),
+            SnapshotResponse(3, "b", "a", 100, -1, False),
+            TimeoutNow(3, "a", "b"),
         ]
         for message in samples:
             self.assertEqual(codec.decode(codec.encode(message)), message)
@@ -465,8 +510,15 @@ class SettingsAndCodecTests(SynchronousTestCase):
     def test_malformed_bytes_raise_decode_error(self) -> None:
         """Truncated, padded, unknown or garbage payloads raise DecodeError."""
         good = codec.encode(AppendEntries(3, "a", "b", 6, 2, (Entry(3, 7, 0, b"x"),), 5))
-        for bad in (b"", b"\x01", good[:-1], good + b"\x00", b"\x02" + good[1:], b"\x01\x63" + good[2:],
-                    b"\x01\x00" + b"\xff" * 20):
+        for bad in (
+            b"",
+            b"\x01",
+            good[:-1],
+            good + b"\x00",
+            b"\x02" + good[1:],
+            b"\x01\x63" + good[2:],
+            b"\x01\x00" + b"\xff" * 20,
+        ):
             self.assertRaises(codec.DecodeError, codec.decode, bad)
 
     def test_truncated_field_is_named(self) -> None:

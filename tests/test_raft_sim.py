@@ -6,7 +6,15 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.raft.core import FOLLOWER, LEADER, BootState, RaftSettings
-from scheduler0.raft.messages import NOOP, AppendEntries, Entry, HardState, Heartbeat, InstallSnapshot, TimeoutNow
+from scheduler0.raft.messages import (
+    NOOP,
+    AppendEntries,
+    Entry,
+    HardState,
+    Heartbeat,
+    InstallSnapshot,
+    TimeoutNow,
+)
 from scheduler0.testing.linearizability import check_history
 from scheduler0.testing.raftsim import InvariantViolation, KVStateMachine, NetworkFaults, Simulation
 
@@ -66,9 +74,13 @@ class FigureEightTests(SynchronousTestCase):
             for item in sim.in_flight:
                 m = item.message
                 if isinstance(m, AppendEntries):
-                    item.message = attrs.evolve(m, entries=tuple(e for e in m.entries if e.term != 4))
+                    item.message = attrs.evolve(
+                        m, entries=tuple(e for e in m.entries if e.term != 4)
+                    )
             sim.drop_where(lambda m: "e" in (m.sender, m.recipient))
-            sim.deliver_where(lambda m: not isinstance(m, AppendEntries) or all(e.term != 4 for e in m.entries))
+            sim.deliver_where(
+                lambda m: not isinstance(m, AppendEntries) or all(e.term != 4 for e in m.entries)
+            )
             sim.advance(1)
         sim.drop_where(lambda m: True)
         return sim
@@ -165,8 +177,13 @@ class RestartAndPartitionTests(SynchronousTestCase):
 
     def test_far_behind_follower_catches_up_by_snapshot(self) -> None:
         """A follower missing compacted entries receives a chunked snapshot."""
-        settings = RaftSettings(election_ticks=10, snapshot_threshold=10, snapshot_trailing=2,
-                                snapshot_chunk_bytes=40, max_inflight=4)
+        settings = RaftSettings(
+            election_ticks=10,
+            snapshot_threshold=10,
+            snapshot_trailing=2,
+            snapshot_chunk_bytes=40,
+            max_inflight=4,
+        )
         sim = Simulation(4, THREE, settings=settings, faults=LOSSY)
         leader = elect(sim)
         lagger = next(n for n in THREE if n != leader)
@@ -194,8 +211,13 @@ class MembershipTests(SynchronousTestCase):
         leader = elect(sim)
         self.assertIsNotNone(sim.nodes[leader].core.change_membership(add_learner="d"))
         sim._settle(leader)
-        sim.run_until(lambda: "d" in sim.nodes[elect(sim)].core.config.voters
-                      and sim.nodes["d"].kv.applied >= sim.nodes[elect(sim)].core.commit, 300)
+        sim.run_until(
+            lambda: (
+                "d" in sim.nodes[elect(sim)].core.config.voters
+                and sim.nodes["d"].kv.applied >= sim.nodes[elect(sim)].core.commit
+            ),
+            300,
+        )
         core = sim.nodes[elect(sim)].core
         self.assertEqual(core.config.voters, frozenset({"a", "b", "c", "d"}))
         self.assertEqual(sim.nodes["d"].kv.data["k"], "4")
@@ -245,8 +267,10 @@ class SimulatorTests(SynchronousTestCase):
     def test_same_seed_replays_the_same_run(self) -> None:
         """Two runs from one seed produce identical histories and logs."""
         first, second = self._random_run(42), self._random_run(42)
-        self.assertEqual([(o.kind, o.ret, o.output, o.failed) for o in first.history],
-                         [(o.kind, o.ret, o.output, o.failed) for o in second.history])
+        self.assertEqual(
+            [(o.kind, o.ret, o.output, o.failed) for o in first.history],
+            [(o.kind, o.ret, o.output, o.failed) for o in second.history],
+        )
         self.assertEqual(first.committed, second.committed)
 
     def test_client_history_under_faults_is_linearizable(self) -> None:

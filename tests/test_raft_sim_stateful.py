@@ -37,11 +37,20 @@ from scheduler0.testing.linearizability import check_history
 from scheduler0.testing.raftsim import NetworkFaults, Simulation
 
 settings.register_profile(
-    "raft-ci", max_examples=60, stateful_step_count=50, derandomize=True, deadline=None, report_multiple_bugs=False,
+    "raft-ci",
+    max_examples=60,
+    stateful_step_count=50,
+    derandomize=True,
+    deadline=None,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "raft-deep", max_examples=1000, stateful_step_count=150, deadline=None, report_multiple_bugs=False,
+    "raft-deep",
+    max_examples=1000,
+    stateful_step_count=150,
+    deadline=None,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "raft-ci")
@@ -49,8 +58,15 @@ if _PROFILE not in ("raft-ci", "raft-deep"):
     _PROFILE = "raft-ci"
 
 NODES = ("a", "b", "c", "d", "e")
-SETTINGS = RaftSettings(election_ticks=6, heartbeat_ticks=1, max_inflight=3, max_batch_entries=3,
-                        snapshot_threshold=1_000_000, snapshot_trailing=2, snapshot_chunk_bytes=48)
+SETTINGS = RaftSettings(
+    election_ticks=6,
+    heartbeat_ticks=1,
+    max_inflight=3,
+    max_batch_entries=3,
+    snapshot_threshold=1_000_000,
+    snapshot_trailing=2,
+    snapshot_chunk_bytes=48,
+)
 
 
 class RaftSafety(RuleBasedStateMachine):
@@ -78,7 +94,12 @@ class RaftSafety(RuleBasedStateMachine):
     def _target(self, pick: int, to_leader: bool) -> str:
         return (self.sim.leader() if to_leader else None) or self._node(pick)
 
-    @rule(pick=st.integers(0, 9), to_leader=st.booleans(), key=st.sampled_from("xy"), value=st.integers(0, 99))
+    @rule(
+        pick=st.integers(0, 9),
+        to_leader=st.booleans(),
+        key=st.sampled_from("xy"),
+        value=st.integers(0, 99),
+    )
     def put(self, pick: int, to_leader: bool, key: str, value: int) -> None:
         self.sim.put(self._target(pick, to_leader), key, str(value))
         leader = self.sim.leader()

@@ -15,8 +15,17 @@ CONFIG = ClusterConfig(frozenset({"a", "b"}), frozenset({"c"}))
 
 
 def ready(**changes: object) -> Ready:
-    fields: dict[str, object] = dict(hard_state=None, snapshot=None, truncate_from=0, entries=(), compact_to=0,
-                                     messages=(), committed=(), results=(), want_snapshot=False)
+    fields: dict[str, object] = dict(
+        hard_state=None,
+        snapshot=None,
+        truncate_from=0,
+        entries=(),
+        compact_to=0,
+        messages=(),
+        committed=(),
+        results=(),
+        want_snapshot=False,
+    )
     fields.update(changes)
     return Ready(**fields)  # type: ignore[arg-type]
 
@@ -83,8 +92,9 @@ class StorageContract:
     def test_core_restarts_from_storage(self) -> None:
         """A core fed by the storage's boot state resumes term, vote and log."""
         store = self.make()
-        node = RaftNode.create("a", ClusterConfig(frozenset({"a"})), settings=RaftSettings(),
-                               rng=random.Random(0))
+        node = RaftNode.create(
+            "a", ClusterConfig(frozenset({"a"})), settings=RaftSettings(), rng=random.Random(0)
+        )
         for _ in range(30):
             node.tick()
         while node.has_ready():
@@ -96,7 +106,9 @@ class StorageContract:
             r = node.ready()
             store.save(r)
             node.advance(r)
-        again = RaftNode.create("a", ClusterConfig(frozenset({"a"})), boot=self.reopen(store).load())
+        again = RaftNode.create(
+            "a", ClusterConfig(frozenset({"a"})), boot=self.reopen(store).load()
+        )
         self.assertEqual((again.term, again.vote, again.last_index, again.commit), (1, "a", 2, 2))
 
 

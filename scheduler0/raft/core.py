@@ -118,8 +118,14 @@ class RaftSettings:
     snapshot_trailing: int = 1024
 
     def __attrs_post_init__(self) -> None:
-        for name in ("election_ticks", "heartbeat_ticks", "max_batch_entries", "max_inflight",
-                     "snapshot_chunk_bytes", "snapshot_threshold"):
+        for name in (
+            "election_ticks",
+            "heartbeat_ticks",
+            "max_batch_entries",
+            "max_inflight",
+            "snapshot_chunk_bytes",
+            "snapshot_threshold",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"RaftSettings.{name} must be at least 1")
         if self.heartbeat_ticks >= self.election_ticks:
@@ -182,8 +188,13 @@ class Ready:
 
     def must_sync(self) -> bool:
         """Whether this batch changes durable state."""
-        return bool(self.hard_state or self.snapshot or self.truncate_from or self.entries
-                    or self.compact_to)
+        return bool(
+            self.hard_state
+            or self.snapshot
+            or self.truncate_from
+            or self.entries
+            or self.compact_to
+        )
 
 
 @attrs.define(eq=False)
@@ -271,8 +282,15 @@ class RaftNode:
     # ------------------------------------------------------------------ setup
 
     @classmethod
-    def create(cls, node_id: str, initial_config: ClusterConfig, *, settings: RaftSettings | None = None,
-               rng: random.Random | None = None, boot: BootState | None = None) -> RaftNode:
+    def create(
+        cls,
+        node_id: str,
+        initial_config: ClusterConfig,
+        *,
+        settings: RaftSettings | None = None,
+        rng: random.Random | None = None,
+        boot: BootState | None = None,
+    ) -> RaftNode:
         """A node recovering ``boot`` from storage.
 
         ``initial_config`` is the voter set a brand-new cluster starts with
@@ -400,8 +418,11 @@ class RaftNode:
             return
         if m.term > self.term:
             if isinstance(m, VoteRequest):
-                lease = (self.settings.check_quorum or self.settings.pre_vote) and self.leader_id != "" \
+                lease = (
+                    (self.settings.check_quorum or self.settings.pre_vote)
+                    and self.leader_id != ""
                     and self._election_elapsed < self.settings.election_ticks
+                )
                 if lease and not m.transfer:
                     return
             if isinstance(m, VoteRequest) and m.pre_vote:
@@ -409,7 +430,9 @@ class RaftNode:
             elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
                 pass
             else:
-                leader = m.sender if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else ""
+                leader = (
+                    m.sender if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)) else ""
+                )
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
             if isinstance(m, (AppendEntries, Heartbeat)):
@@ -460,7 +483,9 @@ class RaftNode:
         if self.role != LEADER:
             self._results.append(ReadResult(token, False, reason="not leader"))
         elif self.term_at(self.commit) != self.term:
-            self._results.append(ReadResult(token, False, reason="leader has not committed in its term yet"))
+            self._results.append(
+                ReadResult(token, False, reason="leader has not committed in its term yet")
+            )
         else:
             self._read_context += 1
             self._reads.append(_PendingRead(token, self.commit, self._read_context, {self.node_id}))
@@ -533,9 +558,14 @@ class RaftNode:
 
     def has_ready(self) -> bool:
         return bool(
-            self._outbox or self._results or self._append_dirty or self._install
-            or self._truncate_from or self._compact_to
-            or self._unstable_from <= self.last_index or self.applied < self.commit
+            self._outbox
+            or self._results
+            or self._append_dirty
+            or self._install
+            or self._truncate_from
+            or self._compact_to
+            or self._unstable_from <= self.last_index
+            or self.applied < self.commit
             or self.hard_state != self._saved_hard_state
             or (self._want_snapshot() and not self._snapshot_requested)
             or (self.role == LEADER and self._promotion_candidate())
@@ -546,8 +576,15 @@ class RaftNode:
         if self.role == LEADER:
             learner = self._promotion_candidate()
             if learner:
-                self._propose(CONFIG, encode_config(ClusterConfig(self.config.voters | {learner},
-                                                                  self.config.learners - {learner})), "")
+                self._propose(
+                    CONFIG,
+                    encode_config(
+                        ClusterConfig(
+                            self.config.voters | {learner}, self.config.learners - {learner}
+                        )
+                    ),
+                    "",
+                )
             if self._append_dirty:
                 self._broadcast_append()
         self._append_dirty = False
@@ -563,7 +600,9 @@ class RaftNode:
             if pending is not None:
                 token, term = pending
                 ok = term == entry.term
-                self._results.append(ProposalResult(token, entry.index, ok, "" if ok else "overwritten"))
+                self._results.append(
+                    ProposalResult(token, entry.index, ok, "" if ok else "overwritten")
+                )
         self._release_reads()
         want = self._want_snapshot() and not self._snapshot_requested
         if want:
@@ -595,9 +634,15 @@ class RaftNode:
     def status(self) -> dict[str, object]:
         """A plain summary for ``GET /cluster`` and logs."""
         return {
-            "id": self.node_id, "role": self.role, "term": self.term, "leader": self.leader_id,
-            "commit": self.commit, "applied": self.applied, "last_index": self.last_index,
-            "voters": sorted(self.config.voters), "learners": sorted(self.config.learners),
+            "id": self.node_id,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader_id,
+            "commit": self.commit,
+            "applied": self.applied,
+            "last_index": self.last_index,
+            "voters": sorted(self.config.voters),
+            "learners": sorted(self.config.learners),
         }
 
     # -------------------------------------------------------------- elections
@@ -628,8 +673,17 @@ class RaftNode:
         if self._tally_votes(pre):
             return
         for peer in sorted(self.config.voters - {self.node_id}):
-            self._send(VoteRequest(term, self.node_id, peer, self.last_index, self.last_term,
-                                   pre_vote=pre, transfer=transfer))
+            self._send(
+                VoteRequest(
+                    term,
+                    self.node_id,
+                    peer,
+                    self.last_index,
+                    self.last_term,
+                    pre_vote=pre,
+                    transfer=transfer,
+                )
+            )
 
     def _tally_votes(self, pre: bool) -> bool:
         granted = sum(1 for v, ok in self._votes.items() if ok and v in self.config.voters)
@@ -701,11 +755,16 @@ class RaftNode:
                 del self._progress[peer]
         for peer in members:
             if peer not in self._progress:
-                self._progress[peer] = Progress(match=0, next=self.last_index + 1, progress_at=self._ticks)
+                self._progress[peer] = Progress(
+                    match=0, next=self.last_index + 1, progress_at=self._ticks
+                )
 
     def _quorum_active(self) -> bool:
-        active = sum(1 for v in self.config.voters
-                     if v == self.node_id or (v in self._progress and self._progress[v].recent_active))
+        active = sum(
+            1
+            for v in self.config.voters
+            if v == self.node_id or (v in self._progress and self._progress[v].recent_active)
+        )
         return active >= self._quorum()
 
     # ------------------------------------------------------------ replication
@@ -732,8 +791,12 @@ class RaftNode:
         self._append_dirty = True
 
     def _can_change_config(self) -> bool:
-        return (self.role == LEADER and not self._transferee and self.config_index <= self.commit
-                and self.term_at(self.commit) == self.term)
+        return (
+            self.role == LEADER
+            and not self._transferee
+            and self.config_index <= self.commit
+            and self.term_at(self.commit) == self.term
+        )
 
     def _promotion_candidate(self) -> str:
         if not self.config.learners or not self._can_change_config():
@@ -766,7 +829,9 @@ class RaftNode:
             return False
         prev = pr.next - 1
         if prev > self.last_index:
-            raise RaftError(f"progress of {peer} points past the log end (next {pr.next}, last {self.last_index})")
+            raise RaftError(
+                f"progress of {peer} points past the log end (next {pr.next}, last {self.last_index})"
+            )
         prev_term = self.term_at(prev)
         if prev_term is None:
             self._start_snapshot(peer, pr)
@@ -780,7 +845,9 @@ class RaftNode:
             size += len(entry.data)
         if not batch and pr.state == REPLICATE and not allow_empty:
             return False
-        self._send(AppendEntries(self.term, self.node_id, peer, prev, prev_term, tuple(batch), self.commit))
+        self._send(
+            AppendEntries(self.term, self.node_id, peer, prev, prev_term, tuple(batch), self.commit)
+        )
         if pr.state == PROBE:
             pr.probe_sent = True
             return False
@@ -795,20 +862,36 @@ class RaftNode:
             # Everything up to commit is known to match; skip what we hold.
             entries = [e for e in m.entries if e.index > self.commit]
             if not entries:
-                self._send(AppendResponse(self.term, self.node_id, m.sender, True, match_index=self.commit))
+                self._send(
+                    AppendResponse(self.term, self.node_id, m.sender, True, match_index=self.commit)
+                )
                 return
             prev = entries[0].index - 1
-            m = attrs.evolve(m, prev_log_index=prev, prev_log_term=self.term_at(prev), entries=tuple(entries))
+            m = attrs.evolve(
+                m, prev_log_index=prev, prev_log_term=self.term_at(prev), entries=tuple(entries)
+            )
         if self.term_at(m.prev_log_index) != m.prev_log_term:
             if m.prev_log_index > self.last_index:
                 conflict_term, conflict_index = 0, self.last_index + 1
             else:
                 conflict_term = self.term_at(m.prev_log_index) or 0
                 conflict_index = m.prev_log_index
-                while conflict_index - 1 > self.commit and self.term_at(conflict_index - 1) == conflict_term:
+                while (
+                    conflict_index - 1 > self.commit
+                    and self.term_at(conflict_index - 1) == conflict_term
+                ):
                     conflict_index -= 1
-            self._send(AppendResponse(self.term, self.node_id, m.sender, False, reject_index=m.prev_log_index,
-                                      conflict_term=conflict_term, conflict_index=conflict_index))
+            self._send(
+                AppendResponse(
+                    self.term,
+                    self.node_id,
+                    m.sender,
+                    False,
+                    reject_index=m.prev_log_index,
+                    conflict_term=conflict_term,
+                    conflict_index=conflict_index,
+                )
+            )
             return
         for i, entry in enumerate(m.entries):
             if entry.index > self.last_index:
@@ -908,7 +991,11 @@ class RaftNode:
     def _broadcast_heartbeat(self) -> None:
         for peer in sorted(self._progress):
             pr = self._progress[peer]
-            self._send(Heartbeat(self.term, self.node_id, peer, min(pr.match, self.commit), self._read_context))
+            self._send(
+                Heartbeat(
+                    self.term, self.node_id, peer, min(pr.match, self.commit), self._read_context
+                )
+            )
 
     def _on_heartbeat_response(self, m: HeartbeatResponse) -> None:
         pr = self._progress[m.sender]
@@ -969,9 +1056,20 @@ class RaftNode:
         if pr.snapshot_index != snap.index:
             pr.snapshot_index, pr.snapshot_offset = snap.index, 0
         end = pr.snapshot_offset + self.settings.snapshot_chunk_bytes
-        self._send(InstallSnapshot(self.term, self.node_id, peer, snap.index, snap.term, snap.config.voters,
-                                   snap.config.learners, pr.snapshot_offset, data[pr.snapshot_offset:end],
-                                   end >= len(data)))
+        self._send(
+            InstallSnapshot(
+                self.term,
+                self.node_id,
+                peer,
+                snap.index,
+                snap.term,
+                snap.config.voters,
+                snap.config.learners,
+                pr.snapshot_offset,
+                data[pr.snapshot_offset : end],
+                end >= len(data),
+            )
+        )
 
     def _on_snapshot_response(self, m: SnapshotResponse) -> None:
         pr = self._progress[m.sender]
@@ -985,7 +1083,11 @@ class RaftNode:
             if self.role == LEADER:
                 self._send_append(m.sender)
             return
-        if m.last_index != pr.snapshot_index or self._snapshot is None or m.last_index != self._snapshot.index:
+        if (
+            m.last_index != pr.snapshot_index
+            or self._snapshot is None
+            or m.last_index != self._snapshot.index
+        ):
             pr.snapshot_offset = 0
         elif m.next_offset < 0:
             pr.snapshot_offset = 0
@@ -995,7 +1097,9 @@ class RaftNode:
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
         def reply(next_offset: int, done: bool = False) -> None:
-            self._send(SnapshotResponse(self.term, self.node_id, m.sender, m.last_index, next_offset, done))
+            self._send(
+                SnapshotResponse(self.term, self.node_id, m.sender, m.last_index, next_offset, done)
+            )
 
         if m.last_index <= self.commit:
             self._incoming = None
@@ -1004,7 +1108,11 @@ class RaftNode:
         meta = SnapshotMeta(m.last_index, m.last_term, ClusterConfig(m.voters, m.learners))
         if m.offset == 0:
             self._incoming = (meta, bytearray())
-        if self._incoming is None or self._incoming[0] != meta or len(self._incoming[1]) != m.offset:
+        if (
+            self._incoming is None
+            or self._incoming[0] != meta
+            or len(self._incoming[1]) != m.offset
+        ):
             have = len(self._incoming[1]) if self._incoming and self._incoming[0] == meta else -1
             reply(have)
             return
@@ -1042,6 +1150,7 @@ class RaftNode:
         self.commit = max(self.commit, meta.index)
         for at in [i for i in self._pending if i <= meta.index]:
             token, _ = self._pending.pop(at)
-            self._results.append(ProposalResult(token, at, False, "outcome unknown: state replaced by snapshot"))
+            self._results.append(
+                ProposalResult(token, at, False, "outcome unknown: state replaced by snapshot")
+            )
         self.applied = meta.index
-

@@ -75,7 +75,9 @@ def _apply_ready(image: _Image, ready: Ready) -> None:
             del image.entries[index]
 
 
-def _apply_snapshot(image: _Image, meta: SnapshotMeta, data: bytes, drop_entries: bool = False) -> None:
+def _apply_snapshot(
+    image: _Image, meta: SnapshotMeta, data: bytes, drop_entries: bool = False
+) -> None:
     # A local snapshot keeps its trailing entries (compaction comes later, in a
     # Ready); an installed one replaces everything it covers.
     if image.snapshot is None or meta.index > image.snapshot.index:
@@ -99,8 +101,9 @@ class MemoryRaftStorage:
 
     def preload(self, boot: BootState) -> None:
         """Start from given durable contents (for crafted test scenarios)."""
-        self._durable = _Image(boot.hard_state, boot.snapshot, boot.snapshot_data,
-                               {e.index: e for e in boot.entries})
+        self._durable = _Image(
+            boot.hard_state, boot.snapshot, boot.snapshot_data, {e.index: e for e in boot.entries}
+        )
 
     def write(self, ready: Ready) -> None:
         self._pending.append(lambda image: _apply_ready(image, ready))
@@ -170,9 +173,13 @@ class SqliteRaftStorage:
         self._db.close()
 
     def load(self) -> BootState:
-        row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 1").fetchone()
+        row = self._db.execute(
+            "SELECT term, vote, commit_index FROM hard_state WHERE id = 1"
+        ).fetchone()
         hard = HardState(*row) if row else HardState()
-        snap_row = self._db.execute("SELECT idx, term, config, data FROM snapshot WHERE id = 1").fetchone()
+        snap_row = self._db.execute(
+            "SELECT idx, term, config, data FROM snapshot WHERE id = 1"
+        ).fetchone()
         snapshot = data = None
         base = 0
         if snap_row:
@@ -182,7 +189,8 @@ class SqliteRaftStorage:
         entries = []
         expected = base + 1
         for idx, term, kind, blob, request_id in self._db.execute(
-            "SELECT idx, term, kind, data, request_id FROM entries WHERE idx > ? ORDER BY idx", (base,)
+            "SELECT idx, term, kind, data, request_id FROM entries WHERE idx > ? ORDER BY idx",
+            (base,),
         ):
             if idx != expected:
                 break
@@ -208,8 +216,10 @@ class SqliteRaftStorage:
                 )
             if ready.hard_state is not None:
                 h = ready.hard_state
-                db.execute("INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
-                           (h.term, h.vote, h.commit))
+                db.execute(
+                    "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
+                    (h.term, h.vote, h.commit),
+                )
             if ready.compact_to:
                 db.execute("DELETE FROM entries WHERE idx <= ?", (ready.compact_to,))
         except BaseException:
@@ -231,7 +241,9 @@ class SqliteRaftStorage:
         row = self._db.execute("SELECT idx FROM snapshot WHERE id = 1").fetchone()
         if row and row[0] >= meta.index:
             return
-        self._db.execute("INSERT OR REPLACE INTO snapshot (id, idx, term, config, data) VALUES (1, ?, ?, ?, ?)",
-                         (meta.index, meta.term, encode_config(meta.config), data))
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshot (id, idx, term, config, data) VALUES (1, ?, ?, ?, ?)",
+            (meta.index, meta.term, encode_config(meta.config), data),
+        )
         if drop_entries:
             self._db.execute("DELETE FROM entries WHERE idx <= ?", (meta.index,))

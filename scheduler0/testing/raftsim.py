@@ -29,7 +29,15 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from scheduler0.raft.core import LEADER, BootState, ProposalResult, RaftNode, RaftSettings, Ready, ReadResult
+from scheduler0.raft.core import (
+    LEADER,
+    BootState,
+    ProposalResult,
+    RaftNode,
+    RaftSettings,
+    ReadResult,
+    Ready,
+)
 from scheduler0.raft.messages import NORMAL, ClusterConfig, Entry, Message
 from scheduler0.raft.storage import MemoryRaftStorage
 
@@ -82,8 +90,15 @@ class KVStateMachine:
         return previous
 
     def snapshot(self) -> bytes:
-        return json.dumps({"data": self.data, "applied": self.applied, "results": self.results,
-                           "chain": self.chain}, sort_keys=True).encode()
+        return json.dumps(
+            {
+                "data": self.data,
+                "applied": self.applied,
+                "results": self.results,
+                "chain": self.chain,
+            },
+            sort_keys=True,
+        ).encode()
 
     def restore(self, blob: bytes) -> None:
         state = json.loads(blob)
@@ -157,9 +172,14 @@ class Simulation:
 
     seed: int
     voters: tuple[str, ...]
-    settings: RaftSettings = RaftSettings(election_ticks=10, heartbeat_ticks=1, max_inflight=8,
-                                          snapshot_threshold=1_000_000, snapshot_trailing=4,
-                                          snapshot_chunk_bytes=64)
+    settings: RaftSettings = RaftSettings(
+        election_ticks=10,
+        heartbeat_ticks=1,
+        max_inflight=8,
+        snapshot_threshold=1_000_000,
+        snapshot_trailing=4,
+        snapshot_chunk_bytes=64,
+    )
     faults: NetworkFaults = NetworkFaults()
     #: Probability that a node's fsync is slow, leaving a window in which a
     #: crash loses the written batch.
@@ -239,7 +259,8 @@ class Simulation:
         fresh = self._boot(node_id, node.disk, node.initial)
         if fresh.core.commit < min(previous_applied, node.last_commit):
             raise InvariantViolation(
-                f"{node_id} restarted with commit {fresh.core.commit} below applied {previous_applied}")
+                f"{node_id} restarted with commit {fresh.core.commit} below applied {previous_applied}"
+            )
         self.trace.append(f"{self.now}: restart {node_id}")
         self._settle(node_id)
 
@@ -331,7 +352,9 @@ class Simulation:
                 return
             delivered += len(due)
             if delivered > 20_000:
-                raise InvariantViolation(f"message storm at tick {self.now}: {[i.message for i in due[-6:]]}")
+                raise InvariantViolation(
+                    f"message storm at tick {self.now}: {[i.message for i in due[-6:]]}"
+                )
             due.sort(key=lambda i: i.seq)
             self.rng.shuffle(due)
             for item in due:
@@ -404,7 +427,8 @@ class Simulation:
         known = self.committed.setdefault(entry.index, entry)
         if known != entry:
             raise InvariantViolation(
-                f"state machine safety: {node.node_id} applied {entry} but {known} was applied at that index")
+                f"state machine safety: {node.node_id} applied {entry} but {known} was applied at that index"
+            )
 
     def compact(self, node_id: str) -> bool:
         """Snapshot a node's state machine at its applied index and compact."""
@@ -438,8 +462,11 @@ class Simulation:
         op = Operation(len(self.history), "put", key, value, self._event(), node=node_id)
         self.history.append(op)
         node = self.nodes[node_id]
-        token = node.core.propose(KVStateMachine.put_command(key, value), request_id or f"r{op.op_id}") \
-            if node.alive else None
+        token = (
+            node.core.propose(KVStateMachine.put_command(key, value), request_id or f"r{op.op_id}")
+            if node.alive
+            else None
+        )
         if token is None:
             op.failed = True
             op.ret = self._event()
@@ -478,7 +505,9 @@ class Simulation:
         if result.ok:
             entry = self.committed.get(result.index)
             if entry is None:
-                raise InvariantViolation(f"write acknowledged at {result.index} before it was applied")
+                raise InvariantViolation(
+                    f"write acknowledged at {result.index} before it was applied"
+                )
             self.acknowledged[result.index] = entry
             op.ret = self._event()
         elif result.reason == "overwritten":
@@ -495,9 +524,13 @@ class Simulation:
             if core.role == LEADER:
                 holder = self.leaders.setdefault(core.term, node.node_id)
                 if holder != node.node_id:
-                    raise InvariantViolation(f"election safety: {holder} and {node.node_id} lead term {core.term}")
+                    raise InvariantViolation(
+                        f"election safety: {holder} and {node.node_id} lead term {core.term}"
+                    )
             if core.commit < node.last_commit:
-                raise InvariantViolation(f"{node.node_id} commit went from {node.last_commit} to {core.commit}")
+                raise InvariantViolation(
+                    f"{node.node_id} commit went from {node.last_commit} to {core.commit}"
+                )
             node.last_commit = core.commit
             top = min(core.commit, core.last_index)
             for index in range(max(core.first_index, self._commit_term_upto + 1), top + 1):
@@ -506,19 +539,28 @@ class Simulation:
             for index in range(core.first_index, min(core.applied, core.last_index) + 1):
                 known = self.committed.get(index)
                 if known is not None and core.entry(index) != known:
-                    raise InvariantViolation(f"{node.node_id} holds {core.entry(index)} over committed {known}")
+                    raise InvariantViolation(
+                        f"{node.node_id} holds {core.entry(index)} over committed {known}"
+                    )
         for node in alive:
             core = node.core
             if core.role != LEADER:
                 continue
             for index, entry in self.committed.items():
-                if self.commit_term.get(index, core.term) < core.term and core.first_index <= index <= core.last_index:
+                if (
+                    self.commit_term.get(index, core.term) < core.term
+                    and core.first_index <= index <= core.last_index
+                ):
                     if core.entry(index) != entry:
-                        raise InvariantViolation(f"leader completeness: {node.node_id} (term {core.term}) "
-                                                 f"lacks committed {entry}")
+                        raise InvariantViolation(
+                            f"leader completeness: {node.node_id} (term {core.term}) "
+                            f"lacks committed {entry}"
+                        )
                 if self.commit_term.get(index, core.term) < core.term and index > core.last_index:
-                    raise InvariantViolation(f"leader completeness: {node.node_id} log ends before "
-                                             f"committed index {index}")
+                    raise InvariantViolation(
+                        f"leader completeness: {node.node_id} log ends before "
+                        f"committed index {index}"
+                    )
         for i, a in enumerate(alive):
             for b in alive[i + 1 :]:
                 self._check_log_matching(a.core, b.core)
@@ -536,5 +578,6 @@ class Simulation:
                     if a.entry(j) != b.entry(j):
                         raise InvariantViolation(
                             f"log matching: {a.node_id} and {b.node_id} agree on term at {index} "
-                            f"but differ at {j}")
+                            f"but differ at {j}"
+                        )
                 return
