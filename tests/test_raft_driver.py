@@ -21,7 +21,7 @@ from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig, Entry
 from scheduler0.raft.storage import MemoryRaftStorage, SqliteRaftStorage
 from scheduler0.raft.transport import RaftTransport
-from scheduler0.store.errors import NotLeader, StoreUnavailable
+from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.testing.process import free_port
 from scheduler0.testing.waiting import wait_for
 
@@ -241,6 +241,18 @@ class DriverTests(SynchronousTestCase):
         self.successResultOf(leader.stop())
         self.failureResultOf(pending, StoreUnavailable)
         self.failureResultOf(leader.propose(b"y"), StoreUnavailable)
+
+    def test_unapplied_write_times_out(self) -> None:
+        """A write that cannot commit fails with ProposalTimeout after the apply timeout."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        leader.apply_timeout_s = 0.5
+        cluster.cut.add(leader.core.node_id)
+        pending = leader.propose(b"stuck")
+        cluster.run(0.4)
+        self.assertNoResult(pending)
+        cluster.run(0.2)
+        self.failureResultOf(pending, ProposalTimeout)
 
     def test_minority_leader_commits_nothing(self) -> None:
         """A leader cut off from both peers never answers a proposal with success."""

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from scheduler0.raft import codec
 from scheduler0.raft.core import ProposalResult, RaftNode, ReadResult, Ready
 from scheduler0.raft.messages import NORMAL, Entry
-from scheduler0.store.errors import NotLeader, StoreUnavailable
+from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
 log = Logger()
 
@@ -76,6 +76,9 @@ class RaftDriver:
     snapshot: Callable[[], Any] | None = None
     run_blocking: Callable[..., Deferred] = _inline
     tick_s: float = 0.05
+    # RaftApplyTimeout: a write or read not settled by then fails with
+    # ProposalTimeout (the API answers 503); 0 waits for ever.
+    apply_timeout_s: float = 2.0
     applied_index: int = 0
     _waiters: dict[int, Deferred] = attrs.field(factory=dict)
     _reads: list[tuple[int, Deferred]] = attrs.field(factory=list)
@@ -138,9 +141,30 @@ class RaftDriver:
         token = self.core.propose(data, request_id)
         if token is None:
             return fail(NotLeader(f"not the leader (leader: {self.core.leader_id or 'none'})"))
+        waiter = self._wait(token, "the write")
+        self._kick()
+        return waiter
+
+    def _wait(self, token: int, what: str) -> Deferred:
+        """A waiter for C{token} that fails with ProposalTimeout after apply_timeout_s."""
         waiter: Deferred = Deferred()
         self._waiters[token] = waiter
-        self._kick()
+        if self.apply_timeout_s:
+
+            def expire() -> None:
+                if self._waiters.pop(token, None) is waiter:
+                    waiter.errback(
+                        ProposalTimeout(f"{what} was not applied within {self.apply_timeout_s} s")
+                    )
+
+            timer = self.clock.callLater(self.apply_timeout_s, expire)
+
+            def cancel(result: Any) -> Any:
+                if timer.active():
+                    timer.cancel()
+                return result
+
+            waiter.addBoth(cancel)
         return waiter
 
     def read_barrier(self) -> Deferred:
@@ -148,8 +172,7 @@ class RaftDriver:
         if self._stopped:
             return fail(StoreUnavailable("the node is stopping"))
         token = self.core.read_index()
-        waiter: Deferred = Deferred()
-        self._waiters[token] = waiter
+        waiter = self._wait(token, "the read")
         self._kick()
         return waiter
 
