@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from scheduler0.raft import codec
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig, Entry
@@ -81,7 +82,7 @@ class Cluster:
 
     def _sender(self, sender: str) -> Any:
         def send(recipient: str, payload: bytes) -> None:
-            self.events.append(f"{sender} send")
+            self.events.append(f"{sender} send {type(codec.decode(payload)).__name__}")
             if sender in self.cut or recipient in self.cut:
                 return
             self.clock.callLater(0, self.drivers[recipient].receive, payload)
@@ -169,8 +170,11 @@ class DriverTests(SynchronousTestCase):
         follower = next(d for d in cluster.drivers.values() if d is not leader)
         self.failureResultOf(follower.propose(b"x"), NotLeader)
 
-    def test_persist_comes_before_send(self) -> None:
-        """In every batch a node saves before it sends anything that batch holds."""
+    def test_answers_wait_for_the_disk_replication_does_not(self) -> None:
+        """
+        A follower saves the entries before it answers the append; the leader
+        sends the append while its own save is still to come.
+        """
         cluster = Cluster()
         leader = cluster.leader()
         cluster.events.clear()
@@ -178,7 +182,11 @@ class DriverTests(SynchronousTestCase):
         cluster.clock.advance(0)
         node = leader.core.node_id
         own = [e for e in cluster.events if e.startswith(f"{node} ")]
-        self.assertEqual(own[:2], [f"{node} save", f"{node} send"])
+        self.assertEqual(own[0], f"{node} send AppendEntries")
+        self.assertIn(f"{node} save", own)
+        for follower in (n for n in IDS if n != node):
+            mine = [e for e in cluster.events if e.startswith(f"{follower} ")]
+            self.assertEqual(mine[:2], [f"{follower} save", f"{follower} send AppendResponse"])
 
     def test_batches_never_overlap(self) -> None:
         """While a node's save is in flight it starts no other batch, however much arrives."""

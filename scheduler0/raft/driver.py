@@ -25,10 +25,21 @@ from twisted.python.failure import Failure
 
 from scheduler0.raft import codec
 from scheduler0.raft.core import ProposalResult, RaftNode, ReadResult, Ready
-from scheduler0.raft.messages import NORMAL, Entry
+from scheduler0.raft.messages import (
+    NORMAL,
+    AppendEntries,
+    Entry,
+    Heartbeat,
+    InstallSnapshot,
+    TimeoutNow,
+)
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
 log = Logger()
+
+# Messages only a leader sends; they never depend on the sender's own
+# unsynced state.
+_LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 
 # Apply results kept for proposals that have not been answered yet; an entry
 # is answered in the same Ready that commits it or soon after.
@@ -197,15 +208,19 @@ class RaftDriver:
                 idle.callback(None)
 
     async def _perform(self, ready: Ready) -> None:
+        # A leader's replication messages may go out while its own write is
+        # in flight (Raft thesis 10.2.1): the core counts the leader towards
+        # a majority only once its log is durable, and a follower's answer
+        # depends on the follower's disk, not the leader's. Everything else
+        # (votes, answers) waits for the disk.
+        early = [m for m in ready.messages if isinstance(m, _LEADER_MESSAGES)]
+        late = [m for m in ready.messages if not isinstance(m, _LEADER_MESSAGES)]
+        self._send_all(early)
         # 1. persist: one transaction (and one fsync) for the whole batch.
         if ready.must_sync():
             await self.run_blocking(self.storage.save, ready)
         # 2. send
-        for message in ready.messages:
-            try:
-                self.send(message.recipient, codec.encode(message))
-            except Exception:
-                log.failure("sending a Raft message to {to} failed", to=message.recipient)
+        self._send_all(late)
         # 3. apply
         if ready.snapshot is not None:
             await _settle(self.restore(ready.snapshot[1]))
@@ -232,6 +247,13 @@ class RaftDriver:
         if meta is not None:
             await self.run_blocking(self.storage.save_snapshot, meta, data)
             log.info("snapshot taken at index {index}", index=index)
+
+    def _send_all(self, messages: list[Any]) -> None:
+        for message in messages:
+            try:
+                self.send(message.recipient, codec.encode(message))
+            except Exception:
+                log.failure("sending a Raft message to {to} failed", to=message.recipient)
 
     def _answer(self, result: ProposalResult | ReadResult) -> None:
         waiter = self._waiters.pop(result.token, None)
