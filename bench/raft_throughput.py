@@ -124,30 +124,58 @@ async def measure(port: int, clients: int, seconds: float) -> dict:
     }
 
 
+class Cluster:
+    """N benchmark peers as processes: start, kill and restart them."""
+
+    def __init__(self, nodes: int, workdir: str, impl: str = "scheduler0") -> None:
+        self.raft_ports = [free_port() for _ in range(nodes)]
+        self.client_ports = [free_port() for _ in range(nodes)]
+        self.workdir = workdir
+        self.impl = impl
+        self.processes: dict[int, tuple[_Node, object]] = {}
+
+    def argv(self, i: int) -> list[str]:
+        peers = [
+            f"--peer={j + 1}=127.0.0.1:{port}" for j, port in enumerate(self.raft_ports) if j != i
+        ]
+        return [
+            sys.executable, "-m", MODULES[self.impl], "--id", str(i + 1),
+            "--raft", str(self.raft_ports[i]), "--client", str(self.client_ports[i]),
+            "--data", os.path.join(self.workdir, f"node-{i + 1}"), *peers,
+        ]  # fmt: skip
+
+    def spawn(self, i: int) -> None:
+        env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+        protocol = _Node()
+        transport = reactor.spawnProcess(
+            protocol, sys.executable, self.argv(i), env=env, path=REPO_ROOT
+        )
+        self.processes[i] = (protocol, transport)
+
+    def start(self) -> None:
+        for i in range(len(self.raft_ports)):
+            self.spawn(i)
+
+    async def kill(self, i: int) -> None:
+        protocol, transport = self.processes.pop(i)
+        transport.signalProcess("KILL")  # type: ignore[attr-defined]
+        await protocol.ended
+
+    async def stop(self) -> None:
+        for i in list(self.processes):
+            await self.kill(i)
+
+
 async def run(
     nodes: int, concurrency: list[int], seconds: float, workdir: str, impl: str = "scheduler0"
 ) -> list[dict]:
-    raft_ports = [free_port() for _ in range(nodes)]
-    client_ports = [free_port() for _ in range(nodes)]
-    processes = []
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    for i in range(nodes):
-        peers = [f"--peer={j + 1}=127.0.0.1:{raft_ports[j]}" for j in range(nodes) if j != i]
-        argv = [
-            sys.executable, "-m", MODULES[impl], "--id", str(i + 1),
-            "--raft", str(raft_ports[i]), "--client", str(client_ports[i]),
-            "--data", os.path.join(workdir, f"node-{i + 1}"), *peers,
-        ]  # fmt: skip
-        protocol = _Node()
-        transport = reactor.spawnProcess(protocol, sys.executable, argv, env=env, path=REPO_ROOT)
-        processes.append((protocol, transport))
+    cluster = Cluster(nodes, workdir, impl)
+    cluster.start()
     try:
-        leader = await find_leader(client_ports)
+        leader = await find_leader(cluster.client_ports)
         return [await measure(leader, clients, seconds) for clients in concurrency]
     finally:
-        for protocol, transport in processes:
-            transport.signalProcess("KILL")
-            await protocol.ended
+        await cluster.stop()
 
 
 MODULES = {"scheduler0": "bench.raft_node", "pysyncobj": "bench.pysyncobj_node"}
