@@ -4,6 +4,7 @@ TCP transport and SQLite storage (synchronous=FULL), with a counter as the
 state machine and a line protocol for clients on another port:
 
     w<TAB><payload>\\n  ->  ok<TAB><log index>\\n  |  no<TAB><reason>\\n
+    s\\n                ->  st<TAB><term><TAB><role>\\n
 
     python -m bench.raft_node --id 1 --raft 7101 --client 7201 \\
         --peer 2=127.0.0.1:7102 --peer 3=127.0.0.1:7103 --data DIR
@@ -38,6 +39,10 @@ class ClientLine(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         kind, _, payload = line.partition(b"\t")
+        if kind == b"s":
+            core = self.driver.core
+            self.sendLine(b"st\t%d\t%s" % (core.term, core.role.encode()))
+            return
         if kind != b"w":
             self.sendLine(b"no\tbad request")
             return
