@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from scheduler0.api.errors import FieldErrors
 from scheduler0.scheduler.spec import SpecError, validate_spec, validate_timezone
+from scheduler0.store.state import JOB_COLUMNS
 
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 4096
@@ -28,18 +29,12 @@ MAX_TIMEOUT_S = 24 * 3600
 MAX_RETRY_MAX = 1000
 MAX_ID_LENGTH = 128
 
-JOB_WRITABLE_FIELDS = (
-    "project_uuid",
-    "name",
-    "spec",
-    "callback_url",
-    "data",
-    "timezone",
-    "execution_type",
-    "paused",
-    "catch_up_window_s",
-    "timeout_s",
-    "retry_max",
+# What a client may write: the stored job's columns but for identity,
+# bookkeeping and the anchor (which the API derives).
+JOB_WRITABLE_FIELDS = tuple(
+    column
+    for column in JOB_COLUMNS
+    if column not in ("uuid", "created_at", "updated_at", "anchor_at")
 )
 JOB_REQUIRED_FIELDS = ("project_uuid", "name", "spec", "callback_url")
 JOB_READ_ONLY_FIELDS = (

@@ -114,22 +114,9 @@ _JOB_TEXT_FIELDS = (
     "anchor_at",
     "project_uuid",
 )
-_JOB_CHANGEABLE = frozenset(
-    (
-        "name",
-        "spec",
-        "callback_url",
-        "data",
-        "timezone",
-        "execution_type",
-        "paused",
-        "catch_up_window_s",
-        "timeout_s",
-        "retry_max",
-        "anchor_at",
-        "project_uuid",
-    )
-)
+# Everything but identity and bookkeeping can change (anchor_at when the
+# schedule does).
+_JOB_CHANGEABLE = frozenset(JOB_COLUMNS) - {"uuid", "created_at", "updated_at"}
 
 
 class _Rejected(Exception):
