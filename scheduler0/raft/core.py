@@ -556,6 +556,10 @@ class RaftNode:
 
     # ---------------------------------------------------------------- outputs
 
+    def _vote_changed(self) -> bool:
+        saved = self._saved_hard_state
+        return self.term != saved.term or self.vote != saved.vote
+
     def has_ready(self) -> bool:
         return bool(
             self._outbox
@@ -566,7 +570,7 @@ class RaftNode:
             or self._compact_to
             or self._unstable_from <= self.last_index
             or self.applied < self.commit
-            or self.hard_state != self._saved_hard_state
+            or self._vote_changed()
             or (self._want_snapshot() and not self._snapshot_requested)
             or (self.role == LEADER and self._promotion_candidate())
         )
@@ -588,11 +592,21 @@ class RaftNode:
             if self._append_dirty:
                 self._broadcast_append()
         self._append_dirty = False
-        hard = self.hard_state
-        hard_changed = hard if hard != self._saved_hard_state else None
-        self._saved_hard_state = hard
         entries = tuple(self.entries(self._unstable_from, self.last_index))
         self._unstable_from = self.last_index + 1
+        # Term and vote must be durable before anything that depends on them
+        # is said. The commit index need not be (a restarted node learns it
+        # again from the leader, and the state machine keeps its own applied
+        # index), so a change of commit alone costs no fsync: it is written
+        # with the next batch that syncs anyway.
+        hard = self.hard_state
+        syncs = (
+            entries or self._install or self._truncate_from or self._compact_to
+        )
+        hard_changed = None
+        if self._vote_changed() or (syncs and hard != self._saved_hard_state):
+            hard_changed = hard
+            self._saved_hard_state = hard
         committed = tuple(self.entries(self.applied + 1, self.commit))
         self.applied = self.commit
         for entry in committed:

@@ -106,8 +106,13 @@ class RaftDriver:
         got (it is durable on its own): committed entries up to there are not
         applied again after a restart.
         """
-        if applied_index > self.core.applied:
-            self.core.applied = min(applied_index, self.core.commit)
+        core = self.core
+        if applied_index > core.applied:
+            # What the state machine applied was committed, even when the
+            # stored commit index (written lazily) lags behind it.
+            reached = min(applied_index, core.last_index)
+            core.commit = max(core.commit, reached)
+            core.applied = reached
         self.applied_index = self.core.applied
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.clock
