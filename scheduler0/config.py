@@ -93,6 +93,16 @@ class Config:
     execution_history_per_job: int = 100
     callback_allow_networks: tuple[str, ...] = ()
     callback_deny_networks: tuple[str, ...] = ()
+    callback_follow_redirects: bool = False
+    callback_signing_grace_seconds: float = 86400
+    max_callback_response_bytes: int = 65536
+    max_request_body_bytes: int = 4 * 1024 * 1024
+    max_jobs_per_request: int = 10000
+    max_json_depth: int = 32
+    rate_limit_per_second: float = 1000
+    rate_limit_burst: int = 2000
+    http_request_timeout_seconds: float = 30
+    http_idle_timeout_seconds: float = 60
     source: str | None = None
     base_dir: str = "."
     warnings: tuple[str, ...] = ()
@@ -329,6 +339,26 @@ KEYS: tuple[_Key, ...] = (
          "CIDR list callbacks may reach (empty = any)"),
     _Key("CallbackDenyNetworks", "callback_deny_networks", _networks,
          "CIDR list callbacks may never reach"),
+    _Key("CallbackFollowRedirects", "callback_follow_redirects", _boolean,
+         "whether a callback's 3xx answer is followed (checked against the networks again)"),
+    _Key("CallbackSigningGraceSeconds", "callback_signing_grace_seconds", _number(0),
+         "s a rotated project signing secret keeps signing beside the new one"),
+    _Key("MaxCallbackResponseBytes", "max_callback_response_bytes", _integer(0),
+         "bytes of a callback's answer read at most (the rest is discarded)"),
+    _Key("MaxRequestBodyBytes", "max_request_body_bytes", _integer(1024),
+         "largest HTTP API request body; larger ones get 413"),
+    _Key("MaxJobsPerRequest", "max_jobs_per_request", _integer(1, 100000),
+         "most jobs one POST /jobs array may hold"),
+    _Key("MaxJSONDepth", "max_json_depth", _integer(2, 1000),
+         "deepest nesting of arrays and objects a request body may have"),
+    _Key("RateLimitPerSecond", "rate_limit_per_second", _number(0),
+         "API requests per second allowed per credential (0 = no limit); beyond it 429"),
+    _Key("RateLimitBurst", "rate_limit_burst", _integer(1),
+         "requests a credential may make at once above its steady rate"),
+    _Key("HTTPRequestTimeoutSeconds", "http_request_timeout_seconds", _number(0, exclusive=True),
+         "s a client has to send a whole request (headers and body)"),
+    _Key("HTTPIdleTimeoutSeconds", "http_idle_timeout_seconds", _number(0, exclusive=True),
+         "s an idle HTTP API connection is kept open"),
 )
 
 _BY_NAME: dict[str, _Key] = {}
