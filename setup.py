@@ -21,7 +21,9 @@ setup(
     packages=find_packages(include=["scheduler0", "scheduler0.*"]) + ["twisted.plugins"],
     package_data={"twisted": ["plugins/scheduler0_plugin.py"]},
     install_requires=[
-        "twisted>=24.3",
+        # [tls]: pyOpenSSL and service_identity, for the optional TLS on the
+        # HTTP API and the Raft links (Twisted endpoint strings need them).
+        "twisted[tls]>=24.3",
         "klein>=24.8",
         "treq>=24.9",
         "croniter>=2.0",
@@ -34,7 +36,8 @@ setup(
         "tzdata",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100"],
+        # schemathesis generates API requests from /openapi.json (the fuzz test).
+        "test": ["hypothesis>=6.100", "schemathesis>=4.0"],
     },
     entry_points={"console_scripts": ["scheduler0 = scheduler0.cli.main:run"]},
 )
