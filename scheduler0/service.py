@@ -135,6 +135,7 @@ class NodeService(MultiService):
         from scheduler0.executor.http import HTTPExecutor
         from scheduler0.guard import ResourceGuard
         from scheduler0.scheduler.service import SchedulerService
+        from scheduler0.signing import CallbackSigner
         from scheduler0.store.executions import ExecutionStore
         from scheduler0.store.local import LocalProposer
         from scheduler0.store.log import CommandLog
@@ -169,6 +170,10 @@ class NodeService(MultiService):
         proposer.leader_address = config.http_address
         await proposer.start()
 
+        signer = CallbackSigner(self.reactor, state)
+        await signer.load()
+        proposer.subscribe(signer.on_applied)
+
         guard = ResourceGuard(self.reactor, config.max_memory, config.max_cpu)
         pool = HTTPConnectionPool(self.reactor, persistent=True)
         pool.maxPersistentPerHost = config.max_workers
@@ -194,6 +199,7 @@ class NodeService(MultiService):
             payload_max_bytes=int(config.http_executor_payload_max_size_mb * 1024 * 1024),
             retry_delay_s=config.job_execution_retry_delay,
             paused=lambda: guard.paused,
+            sign=signer.sign,
         )
         scheduler = SchedulerService(
             self.reactor,
@@ -231,6 +237,7 @@ class NodeService(MultiService):
             health=self.health,
             hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
             verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
+            signing_grace_s=config.callback_signing_grace_seconds,
         )
         self._parts["api"] = api
         await self._first_client_credential(api, state)

@@ -246,15 +246,61 @@ class ProjectTests(APITestCase):
         self.assertEqual(status, 201)
         project = body["data"]
         self.assertEqual(project["created_at"], "2026-01-02T03:04:05.678Z")
+        # The signing secret is in this answer only, never in a later read.
+        secret = project.pop("signing_secret")
         command = self.h.proposer.proposed[-1]
         self.assertEqual(command.op, "create_project")
         self.assertEqual(command.args["project"], project)
+        self.assertEqual(command.args["signing_secret"], secret)
         self.assertTrue(command.request_id)
         self.assertEqual(self.h.request("GET", f"/projects/{project['uuid']}")[2]["data"], project)
         listed = self.h.request("GET", "/projects")[2]["data"]
         self.assertEqual(
             listed, {"items": [project], "total": 1, "limit": 50, "offset": 0, "next_cursor": None}
         )
+
+    def test_rotate_signing_secret(self) -> None:
+        """
+        Rotation proposes a new secret and an end to the old one's grace
+        (default from config, or grace_s); the answer shows the new secret.
+        """
+        p = self.h.project("a")
+        status, _, body = self.h.request(
+            "POST", f"/projects/{p['uuid']}/signing-secret", {"grace_s": 60}
+        )
+        self.assertEqual(status, 200, body)
+        rotated = body["data"]
+        self.assertNotEqual(rotated["signing_secret"], p["signing_secret"])
+        self.assertEqual(rotated["previous_expires_at"], "2026-01-02T03:05:05.678Z")
+        command = self.h.proposer.proposed[-1]
+        self.assertEqual(command.op, "rotate_signing_secret")
+        self.assertEqual(
+            command.args,
+            {
+                "project_uuid": p["uuid"],
+                "secret": rotated["signing_secret"],
+                "at": "2026-01-02T03:04:05.678Z",
+                "expires_at": "2026-01-02T03:05:05.678Z",
+            },
+        )
+        status, _, body = self.h.request("POST", f"/api/v1/projects/{p['uuid']}/signing-secret")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["data"]["previous_expires_at"], "2026-01-03T03:04:05.678Z")
+
+    def test_bad_rotations_are_refused(self) -> None:
+        """A bad grace_s, an unknown field or an unknown project is a 4xx that proposes nothing."""
+        p = self.h.project("a")
+        count = len(self.h.proposer.proposed)
+        url = f"/projects/{p['uuid']}/signing-secret"
+        for grace in ("60", -1, True, 10**9):
+            self.assertError(self.h.request("POST", url, {"grace_s": grace}), 400, "grace_s")
+        self.assertError(self.h.request("POST", url, {"grace": 1}), 400, "grace")
+        self.assertError(
+            self.h.request("POST", "/projects/00000000-0000-4000-8000-00000000ffff/signing-secret"),
+            404,
+            "uuid",
+        )
+        self.assertEqual(len(self.h.proposer.proposed), count)
 
     def test_description_defaults_to_empty(self) -> None:
         """description is optional."""
@@ -315,6 +361,7 @@ class ProjectTests(APITestCase):
         """A PUT that changes nothing answers the project and proposes no command."""
         a = self.h.project("a")
         count = len(self.h.proposer.proposed)
+        del a["signing_secret"]
         status, _, body = self.h.request("PUT", f"/projects/{a['uuid']}", {"name": "a"})
         self.assertEqual((status, body["data"]), (200, a))
         self.assertEqual(len(self.h.proposer.proposed), count)

@@ -15,6 +15,7 @@ from twisted.internet.error import ProcessDone
 from twisted.trial.unittest import TestCase
 
 from scheduler0.scheduler.spec import execution_id
+from scheduler0.signing import verify
 from scheduler0.testing.process import client_headers, http_client, prepare_single_node
 from scheduler0.testing.receiver import CallbackReceiver
 from scheduler0.testing.waiting import wait_for
@@ -124,3 +125,27 @@ class SingleNodeEndToEndTests(TestCase):
         self.assertEqual(
             slots, [slots[0] + timedelta(seconds=k) for k in range(len(slots))], "a slot is missing"
         )
+
+        # Every callback was signed with the project's secret, across restarts.
+        secret = project["signing_secret"]
+        for arrival in receiver.arrivals:
+            header = arrival.headers["x-scheduler0-signature"]
+            self.assertTrue(verify(header, arrival.body, secret, arrival.at), header)
+        # After a rotation the new secret signs, and the old one still does in its grace period.
+        response = await http.post(
+            node.url + f"/projects/{project['uuid']}/signing-secret",
+            json={"grace_s": 600},
+            headers=headers,
+        )
+        self.assertEqual(response.code, 200, await response.text())
+        new_secret = (await response.json())["data"]["signing_secret"]
+        rotated_at = reactor.seconds()
+        await receiver.wait_until(
+            lambda: any(a.at > rotated_at + 0.1 for a in receiver.arrivals)
+        )
+        after = [a for a in receiver.arrivals if a.at > rotated_at + 0.1]
+        for arrival in after:
+            header = arrival.headers["x-scheduler0-signature"]
+            self.assertTrue(verify(header, arrival.body, new_secret, arrival.at), header)
+            self.assertTrue(verify(header, arrival.body, secret, arrival.at), header)
+            self.assertFalse(verify(header, arrival.body + b" ", new_secret, arrival.at))

@@ -20,7 +20,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -208,6 +208,9 @@ class SchedulerAPI:
     hash_secret: Callable[[str], Any] | None = None
     verify_secret: Callable[[str, str], Any] | None = None
     read_barrier: Callable[[], Any] | None = None
+    # How long a rotated-out signing secret keeps signing, unless the
+    # rotation asks for another grace_s (CallbackSigningGraceSeconds).
+    signing_grace_s: float = 86400
     app: Klein = attrs.field(init=False, factory=Klein)
     _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
     _openapi: dict | None = attrs.field(init=False, default=None)
@@ -513,8 +516,43 @@ class SchedulerAPI:
             "created_at": now,
             "updated_at": now,
         }
-        value = await self._propose("create_project", {"project": project})
-        return _prefer(value, project)
+        secret = self.token(32)
+        value = await self._propose(
+            "create_project", {"project": project, "signing_secret": secret}
+        )
+        # The signing secret is shown in this answer only.
+        return {**_prefer(value, project), "signing_secret": secret}
+
+    async def rotate_signing_secret(self, call: Call) -> dict:
+        body = call.object_body(required=False) or {}
+        unknown = sorted(set(body) - {"grace_s"})
+        if unknown:
+            raise invalid(unknown[0], f"{unknown[0]}: unknown field")
+        grace = body.get("grace_s", self.signing_grace_s)
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, (int, float))
+            or not 0 <= grace <= 30 * 86400
+        ):
+            raise invalid("grace_s", "grace_s: must be a number of seconds from 0 to 2592000")
+        project = await self._project_or_404(call.path["uuid"])
+        now = self._now()
+        secret = self.token(32)
+        expires_at = format_instant(now + timedelta(seconds=grace))
+        await self._propose(
+            "rotate_signing_secret",
+            {
+                "project_uuid": project["uuid"],
+                "secret": secret,
+                "at": format_instant(now),
+                "expires_at": expires_at,
+            },
+        )
+        return {
+            "project_uuid": project["uuid"],
+            "signing_secret": secret,
+            "previous_expires_at": expires_at,
+        }
 
     async def list_projects(self, call: Call) -> dict:
         limit, offset = call.query["limit"], call.query["offset"]

@@ -122,6 +122,40 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": _INSTANT,
         },
     },
+    "NewProject": {
+        "type": "object",
+        "properties": {
+            "uuid": _UUID,
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "created_at": _INSTANT,
+            "updated_at": _INSTANT,
+            "signing_secret": {
+                "type": "string",
+                "description": "Signs this project's callbacks; shown only in this response.",
+            },
+        },
+    },
+    "SigningSecretInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "grace_s": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 30 * 86400,
+                "description": "Seconds the previous secret keeps signing (default from config).",
+            },
+        },
+    },
+    "SigningSecret": {
+        "type": "object",
+        "properties": {
+            "project_uuid": _UUID,
+            "signing_secret": {"type": "string", "description": "Shown only in this response."},
+            "previous_expires_at": _INSTANT,
+        },
+    },
     "ProjectPage": _page("Project"),
     "ProjectDeleted": {
         "type": "object",

@@ -109,7 +109,8 @@ _TABLE: tuple[Route, ...] = (
         "Create a project.",
         201,
         body="ProjectInput",
-        response="Project",
+        response="NewProject",
+        description="The answer holds the project's callback signing secret, shown only here.",
     ),
     Route(
         "GET",
@@ -138,6 +139,16 @@ _TABLE: tuple[Route, ...] = (
         "Delete a project (409 while it has jobs, unless cascade=true).",
         query=(Param("cascade", "boolean", "Delete the project's jobs too.", False),),
         response="ProjectDeleted",
+    ),
+    Route(
+        "POST",
+        "/projects/<uuid>/signing-secret",
+        "rotate_signing_secret",
+        CLIENT,
+        "Replace the project's callback signing secret; the old one signs too for grace_s.",
+        body="SigningSecretInput",
+        body_required=False,
+        response="SigningSecret",
     ),
     # jobs
     Route(

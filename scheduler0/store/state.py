@@ -67,6 +67,14 @@ _SCHEMA = (
         created_at TEXT NOT NULL,
         archived_at TEXT)""",
     "CREATE INDEX IF NOT EXISTS credentials_by_created ON credentials (created_at, uuid)",
+    # Callback signing secrets: a project's current one has expires_at NULL;
+    # a rotated-out one keeps signing until its expires_at.
+    """CREATE TABLE IF NOT EXISTS signing_secrets (
+        project_uuid TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        PRIMARY KEY (project_uuid, secret))""",
 )
 
 PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at")
@@ -246,7 +254,42 @@ def _create_project(txn: Any, args: Mapping) -> Any:
     if _one(txn, "SELECT 1 FROM projects WHERE name = ?", (row[1],)):
         raise _Rejected(error("conflict", f"a project named {row[1]!r} exists", "name"))
     txn.execute(f"INSERT INTO projects ({_PROJECTS}) VALUES (?, ?, ?, ?, ?)", row)
+    if "signing_secret" in args:
+        secret = _text(args, "signing_secret")
+        txn.execute(
+            "INSERT INTO signing_secrets (project_uuid, secret, created_at, expires_at)"
+            " VALUES (?, ?, ?, NULL)",
+            (row[0], secret, row[3]),
+        )
     return _project(row)
+
+
+def _rotate_signing_secret(txn: Any, args: Mapping) -> Any:
+    """
+    Make C{secret} the project's signing secret; the one it replaces keeps
+    signing until C{expires_at}, and secrets expired by C{at} are dropped.
+    """
+    uuid = _text(args, "project_uuid")
+    secret = _text(args, "secret")
+    at = _text(args, "at")
+    expires_at = _text(args, "expires_at")
+    if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (uuid,)):
+        raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
+    txn.execute(
+        "DELETE FROM signing_secrets WHERE project_uuid = ? AND expires_at IS NOT NULL"
+        " AND expires_at <= ?",
+        (uuid, at),
+    )
+    txn.execute(
+        "UPDATE signing_secrets SET expires_at = ? WHERE project_uuid = ? AND expires_at IS NULL",
+        (expires_at, uuid),
+    )
+    txn.execute(
+        "INSERT INTO signing_secrets (project_uuid, secret, created_at, expires_at)"
+        " VALUES (?, ?, ?, NULL)",
+        (uuid, secret, at),
+    )
+    return {"project_uuid": uuid, "previous_expires_at": expires_at}
 
 
 def _update_project(txn: Any, args: Mapping) -> Any:
@@ -293,6 +336,7 @@ def _delete_project(txn: Any, args: Mapping) -> Any:
             )
         )
     txn.execute("DELETE FROM jobs WHERE project_uuid = ?", (uuid,))
+    txn.execute("DELETE FROM signing_secrets WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM projects WHERE uuid = ?", (uuid,))
     return {"uuid": uuid, "deleted_jobs": jobs}
 
@@ -401,6 +445,7 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     "delete_job": _delete_job,
     "create_credential": _create_credential,
     "archive_credential": _archive_credential,
+    "rotate_signing_secret": _rotate_signing_secret,
 }
 
 
@@ -605,6 +650,22 @@ class StateStore:
             offset,
         )
 
+    def signing_secrets(self) -> Deferred:
+        """Every project's signing secrets: {project_uuid: [(secret, expires_at or None)]}."""
+
+        def read(txn: Any) -> dict[str, list[tuple[str, str | None]]]:
+            found: dict[str, list[tuple[str, str | None]]] = {}
+            rows = _all(
+                txn,
+                "SELECT project_uuid, secret, expires_at FROM signing_secrets"
+                " ORDER BY project_uuid, created_at DESC, secret",
+            )
+            for project_uuid, secret, expires_at in rows:
+                found.setdefault(project_uuid, []).append((secret, expires_at))
+            return found
+
+        return self.pool.runInteraction(read)
+
     def count_credentials(self) -> Deferred:
         """How many credentials exist, archived ones included."""
         return self._scalar("SELECT COUNT(*) FROM credentials")
@@ -627,7 +688,7 @@ class StateStore:
         def read(txn: Any) -> dict:
             return {
                 table: sorted(list(row) for row in _all(txn, f"SELECT * FROM {table}"))
-                for table in ("meta", "projects", "jobs", "credentials")
+                for table in ("meta", "projects", "jobs", "credentials", "signing_secrets")
             }
 
         return self.pool.runInteraction(read)

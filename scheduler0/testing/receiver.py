@@ -26,6 +26,8 @@ class Arrival:
     path: str
     headers: dict[str, str]
     item: dict[str, Any]
+    # The whole POST body the item came in (to check its signature).
+    body: bytes = b""
 
 
 @attrs.define(eq=False)
@@ -52,9 +54,10 @@ class CallbackReceiver(Resource):
             for k, v in request.requestHeaders.getAllRawHeaders()
         }
         self.posts += 1
-        body = json.loads(request.content.read() or b"null")
+        raw = request.content.read()
+        body = json.loads(raw or b"null")
         for item in body if isinstance(body, list) else [body]:
-            self.arrivals.append(Arrival(now, path, headers, item))
+            self.arrivals.append(Arrival(now, path, headers, item, raw))
         self._wake()
         request.setResponseCode(self.status_for(path))
         request.setHeader(b"content-type", b"application/json")

@@ -1,0 +1,148 @@
+"""
+Signed callbacks (SPEC §9): every callback POST carries
+
+    X-Scheduler0-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]
+
+where each C{v1} is HMAC-SHA256 over C{"<t>." + body} with one signing secret
+of a project whose executions are in the body. A project has one current
+secret; after a rotation the previous one signs too until its grace period
+ends, so a receiver can switch secrets without dropping a callback. A
+receiver accepts the POST when C{t} is recent and any C{v1} matches a secret
+it holds (L{verify} is the reference recipe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from scheduler0.timeutil import parse_instant
+
+log = Logger()
+
+HEADER = "X-Scheduler0-Signature"
+
+# What a receiver should allow between t and its own clock.
+DEFAULT_TOLERANCE_S = 300
+
+# Commands after which the signer reloads the secrets it holds.
+_RELOAD_ON = frozenset(
+    {"create_project", "delete_project", "rotate_signing_secret", "state_restored"}
+)
+
+
+def signature(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    """The hex HMAC-SHA256 of C{"<timestamp>." + body} under C{secret}."""
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return hmac.new(key, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secrets: Iterable[str | bytes], timestamp: int, body: bytes) -> str:
+    """The header value signing C{body} at C{timestamp} with each of C{secrets}."""
+    parts = [f"t={timestamp}"]
+    parts.extend(f"v1={signature(secret, timestamp, body)}" for secret in secrets)
+    return ",".join(parts)
+
+
+def verify(
+    header: str,
+    body: bytes,
+    secret: str | bytes,
+    now: float,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> bool:
+    """
+    Whether C{header} proves C{body} was signed with C{secret} within
+    C{tolerance_s} of C{now}: the check a callback receiver makes.
+    """
+    timestamp = None
+    candidates = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            timestamp = int(value)
+        elif name == "v1":
+            candidates.append(value)
+    if timestamp is None or abs(now - timestamp) > tolerance_s:
+        return False
+    expected = signature(secret, timestamp, body)
+    # Every candidate is compared, so the time taken does not tell which matched.
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected, candidate)
+    return matched
+
+
+@attrs.define(eq=False)
+class CallbackSigner:
+    """
+    The executor's C{sign} hook: holds every project's live signing secrets
+    (loaded from the state machine, reloaded after the commands that change
+    them) and signs each callback body with those of the projects in it.
+    """
+
+    clock: IReactorTime
+    state: Any
+    _secrets: dict[str, list[tuple[str, float | None]]] = attrs.field(factory=dict)
+    _loading: bool = False
+    _again: bool = False
+
+    def load(self) -> Deferred:
+        """Read the secrets from the state machine (again)."""
+        if self._loading:
+            # A reload during a reload: read once more when this one ends.
+            self._again = True
+            return succeed(None)
+        self._loading = True
+        return Deferred.fromCoroutine(self._load())
+
+    async def _load(self) -> None:
+        try:
+            while True:
+                self._again = False
+                stored = await self.state.signing_secrets()
+                self._secrets = {
+                    project: [
+                        (secret, None if expires is None else parse_instant(expires).timestamp())
+                        for secret, expires in rows
+                    ]
+                    for project, rows in stored.items()
+                }
+                if not self._again:
+                    return
+        except Exception:
+            log.failure("loading the callback signing secrets failed")
+        finally:
+            self._loading = False
+
+    def on_applied(self, command: Any, result: Mapping) -> None:
+        """The proposer's subscriber: reload after a change of secrets."""
+        if command.op in _RELOAD_ON and result.get("ok", True):
+            self.load()
+
+    def secrets_for(self, projects: Iterable[str]) -> list[str]:
+        """The secrets that sign now for C{projects}, current ones first."""
+        now = self.clock.seconds()
+        current: list[str] = []
+        previous: list[str] = []
+        for project in sorted(set(projects)):
+            for secret, expires in self._secrets.get(project, ()):
+                if expires is None:
+                    current.append(secret)
+                elif expires > now:
+                    previous.append(secret)
+        return current + previous
+
+    def sign(self, body: bytes, deliveries: list[Any]) -> dict[str, str]:
+        """The headers for one callback POST of C{deliveries} with C{body}."""
+        secrets = self.secrets_for(d.project_uuid for d in deliveries)
+        if not secrets:
+            return {}
+        return {HEADER: signature_header(secrets, int(self.clock.seconds()), body)}
