@@ -240,6 +240,7 @@ class NodeService(MultiService):
             signing_grace_s=config.callback_signing_grace_seconds,
         )
         self._parts["api"] = api
+        proposer.subscribe(api.on_applied)
         await self._first_client_credential(api, state)
         site = _QuietSite(api.resource(), requestFactory=api.request_factory)
         site.noisy = False

@@ -150,6 +150,33 @@ class AuthTests(APITestCase):
         error = self.assertError(self.h.request("GET", "/projects"), 401)
         self.assertIn("archived", error["message"])
 
+    def test_verified_credential_is_not_read_again(self) -> None:
+        """
+        After its first use a credential is checked from memory: no store
+        read and no hash per request; a wrong secret for the same key still
+        goes to the store and is refused.
+        """
+        reads = []
+        store = self.h.state
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+            def get_credential_by_key(self, api_key):
+                reads.append(api_key)
+                return store.get_credential_by_key(api_key)
+
+        self.h.api.state = Counting()
+        self.assertEqual(self.h.request("GET", "/projects")[0], 200)
+        first_reads, first_hashes = len(reads), self.h.verifications
+        for _ in range(5):
+            self.assertEqual(self.h.request("GET", "/projects")[0], 200)
+        self.assertEqual((len(reads), self.h.verifications), (first_reads, first_hashes))
+        wrong = {"x-api-key": self.h.key, "x-secret-key": self.h.secret + "x"}
+        self.assertError(self.h.request("GET", "/projects", auth="none", headers=wrong), 401)
+        self.assertEqual(len(reads), first_reads + 1)
+
     def test_client_on_admin_route_403(self) -> None:
         """Valid client credentials on an admin route get 403; wrong ones 401."""
         for method, path in (

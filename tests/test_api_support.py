@@ -171,6 +171,8 @@ class Harness:
         )
         options.update(api_options)
         self.api = SchedulerAPI(**options)
+        # As the node does: the API learns of archived credentials on apply.
+        real_proposer.subscribe(self.api.on_applied)
         self.treq = StubTreq(self.api.resource())
         created = fired(self.api.create_credential())
         self.credential_uuid = created["uuid"]

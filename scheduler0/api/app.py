@@ -213,6 +213,9 @@ class SchedulerAPI:
     signing_grace_s: float = 86400
     app: Klein = attrs.field(init=False, factory=Klein)
     _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
+    # api_key -> (sha256 of the secret, credential uuid) of live credentials
+    # whose secret was verified: the fast path of authentication.
+    _live_credentials: dict[str, tuple[bytes, str]] = attrs.field(init=False, factory=dict)
     _openapi: dict | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -408,11 +411,17 @@ class SchedulerAPI:
             {"x-api-key": "rejected"},
             headers=challenge,
         )
+        digest = hashlib.sha256(api_secret.encode("utf-8")).digest()
+        known = self._live_credentials.get(api_key)
+        if known is not None and hmac.compare_digest(known[0], digest):
+            # Verified before and not archived since (an archive empties
+            # this cache before it is acknowledged): no store read, no hash.
+            return known[1]
         credential = await self.state.get_credential_by_key(api_key)
         if not credential:
             raise rejected
         hashed = credential.get("api_secret_hash") or ""
-        key = (api_key, hashlib.sha256(api_secret.encode("utf-8")).hexdigest(), hashed)
+        key = (api_key, digest.hex(), hashed)
         if key not in self._verified:
             try:
                 ok = bool(await _maybe(self.verify_secret(api_secret, hashed)))  # type: ignore[misc]
@@ -436,7 +445,19 @@ class SchedulerAPI:
                 {"x-api-key": "archived"},
                 headers=challenge,
             )
+        if len(self._live_credentials) >= VERIFIED_CACHE_LIMIT:
+            self._live_credentials.clear()
+        self._live_credentials[api_key] = (digest, credential.get("uuid"))
         return credential.get("uuid")
+
+    def on_applied(self, command: Command, result: Mapping[str, Any]) -> None:
+        """
+        The proposer's subscriber: forget verified credentials when one is
+        archived (or the whole state is replaced), so the archived one is
+        refused from the next request on, on every node as it applies.
+        """
+        if command.op in ("archive_credential", "state_restored"):
+            self._live_credentials.clear()
 
     # -- presentation ------------------------------------------------------
 
