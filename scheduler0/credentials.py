@@ -12,6 +12,7 @@ C{SCHEDULER0_SECRET_KEY} override the file field by field.
 from __future__ import annotations
 
 import os
+import stat
 import secrets
 from collections.abc import Mapping
 
@@ -61,6 +62,14 @@ def read_credentials_file(path: str) -> dict[str, str]:
     """
     try:
         with open(path, encoding="utf-8") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            if mode & 0o077:
+                # Checked before reading: the secrets must not be used (or
+                # trusted) while other users can read or change them.
+                raise CredentialsError(
+                    f"credentials {path}: mode {mode:04o} lets other users read or change it; "
+                    f"run: chmod 600 {path}"
+                )
             text = f.read()
     except FileNotFoundError:
         return {}

@@ -87,6 +87,9 @@ class _Directory:
         path = os.path.join(directory, name)
         with open(path, "w", encoding="utf-8") as f:
             f.write(textwrap.dedent(text))
+        if name == ".scheduler0":
+            # As `scheduler0 credential init` writes it; other modes are refused.
+            os.chmod(path, 0o600)
         return path
 
     def load_text(self, text: str, environ: dict[str, str] | None = None) -> Config:
@@ -622,6 +625,21 @@ class CredentialsTests(_Directory, SynchronousTestCase):
                    name=".scheduler0")
         error = self.assertRaises(CredentialsError, load_admin_credentials, config, {})
         self.assertIn("AuthPassword: expected a non-empty string", str(error))
+
+    def test_file_others_can_read_is_refused(self) -> None:
+        """A .scheduler0 that group or others may read or write is an error saying how to fix it."""
+        config = self.config()
+        path = self.write(
+            config.base_dir, "AuthUsername: a\nAuthPassword: b\nSecretKey: c\n", name=".scheduler0"
+        )
+        for mode in (0o644, 0o640, 0o604, 0o620):
+            os.chmod(path, mode)
+            error = self.assertRaises(CredentialsError, load_admin_credentials, config, {})
+            self.assertIn(f"mode {mode:04o}", str(error))
+            self.assertIn(f"chmod 600 {path}", str(error))
+            self.assertNotIn("AuthPassword: b", str(error))
+        os.chmod(path, 0o600)
+        self.assertEqual(load_admin_credentials(config, {}).password, "b")
 
     def test_unknown_key_in_file(self) -> None:
         """An unknown key in .scheduler0 is named."""
