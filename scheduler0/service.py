@@ -238,6 +238,8 @@ class NodeService(MultiService):
             hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
             verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
             signing_grace_s=config.callback_signing_grace_seconds,
+            max_body_bytes=config.max_request_body_bytes,
+            max_jobs_per_request=config.max_jobs_per_request,
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)

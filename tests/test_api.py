@@ -570,6 +570,16 @@ class JobCreateTests(APITestCase):
         self.assertError(self.h.request("POST", "/jobs", [{}] * 10_001), 413, "jobs")
         self.assertEqual(self.snapshot(), before)
 
+    def test_array_limit_follows_config(self) -> None:
+        """MaxJobsPerRequest lowers the array limit; the error names it."""
+        self.h.api.max_jobs_per_request = 3
+        payload = [job_body(self.puuid, name=f"j{i}") for i in range(4)]
+        before = self.snapshot()
+        error = self.assertError(self.h.request("POST", "/jobs", payload), 413, "jobs")
+        self.assertIn("at most 3", error["message"])
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(self.h.request("POST", "/jobs", payload[:3])[0], 201)
+
     def test_ten_thousand_jobs_in_one_request(self) -> None:
         """The largest allowed array, 10,000 jobs, is created in one command."""
         payload = [job_body(self.puuid, name=f"j{i}") for i in range(10_000)]

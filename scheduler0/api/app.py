@@ -203,6 +203,7 @@ class SchedulerAPI:
     new_uuid: Callable[[], str] = _default_uuid
     token: Callable[[int], str] = _default_token
     max_body_bytes: int = 4 * 1024 * 1024
+    max_jobs_per_request: int = MAX_JOBS_PER_REQUEST
     # Either may return a Deferred (the node runs them in a thread: pbkdf2
     # takes tens of milliseconds).
     hash_secret: Callable[[str], Any] | None = None
@@ -646,13 +647,15 @@ class SchedulerAPI:
             items, prefixes = [body], [""]
         elif isinstance(body, list):
             if not body:
-                raise invalid("jobs", "jobs: the array is empty; send 1 to 10000 jobs")
-            if len(body) > MAX_JOBS_PER_REQUEST:
+                raise invalid(
+                    "jobs", f"jobs: the array is empty; send 1 to {self.max_jobs_per_request} jobs"
+                )
+            if len(body) > self.max_jobs_per_request:
                 raise APIError(
                     413,
                     f"jobs: {len(body)} jobs in one request; "
-                    f"at most {MAX_JOBS_PER_REQUEST} are allowed",
-                    {"jobs": f"at most {MAX_JOBS_PER_REQUEST} jobs"},
+                    f"at most {self.max_jobs_per_request} are allowed",
+                    {"jobs": f"at most {self.max_jobs_per_request} jobs"},
                 )
             items, prefixes = body, [f"jobs[{i}]." for i in range(len(body))]
         else:
