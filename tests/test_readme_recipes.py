@@ -1,0 +1,81 @@
+"""
+The signature-verification recipes printed in README.md (Python and
+Node.js) are run as printed against signatures the node's signer makes:
+they accept a good callback and refuse tampered, foreign and stale ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from scheduler0.signing import signature_header
+from scheduler0.testing.process import REPO_ROOT
+
+BODY = b'[{"execution_id":"e1","data":{"x":"\\u00e9"}}]'
+
+
+def recipe(language: str) -> str:
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    match = re.search(rf"<!-- recipe: {language} -->\n```\w+\n(.*?)```", text, re.S)
+    assert match, f"README.md has no {language} recipe"
+    return match.group(1)
+
+
+def cases() -> list[tuple[str, bytes, str, bool]]:
+    """(header, body, secret, expected) for the recipes to judge."""
+    now = int(time.time())
+    good = signature_header(["topsecret"], now, BODY)
+    two = signature_header(["other", "topsecret"], now, BODY)
+    stale = signature_header(["topsecret"], now - 3600, BODY)
+    return [
+        (good, BODY, "topsecret", True),
+        (two, BODY, "topsecret", True),
+        (good, BODY + b" ", "topsecret", False),
+        (good, BODY, "wrong", False),
+        (stale, BODY, "topsecret", False),
+        (good.replace(f"t={now}", f"t={now + 1}"), BODY, "topsecret", False),
+        ("v1=00", BODY, "topsecret", False),
+    ]
+
+
+class RecipeTests(SynchronousTestCase):
+    def test_python_recipe(self) -> None:
+        """The README's Python recipe accepts good signatures and refuses bad ones."""
+        namespace: dict = {}
+        exec(compile(recipe("python"), "README.md (python recipe)", "exec"), namespace)
+        verify = namespace["verify_scheduler0"]
+        for header, body, secret, expected in cases():
+            self.assertEqual(verify(header, body, secret), expected, (header, body, secret))
+
+    def test_node_recipe(self) -> None:
+        """The README's Node.js recipe gives the same verdicts, run by node itself."""
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest("node is needed to run the README's Node.js recipe")
+        judged = [
+            {"header": h, "body": b.decode("utf-8"), "secret": s, "expected": e}
+            for h, b, s, e in cases()
+        ]
+        script = (
+            recipe("node")
+            + "\nconst cases = JSON.parse(process.argv[1]);\n"
+            + "console.log(JSON.stringify(cases.map((c) =>"
+            + " verifyScheduler0(c.header, Buffer.from(c.body, 'utf8'), c.secret))));\n"
+        )
+        done = subprocess.run(
+            [node, "-e", script, json.dumps(judged)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(json.loads(done.stdout), [c["expected"] for c in judged])
