@@ -10,6 +10,7 @@ import os
 import signal
 from datetime import timedelta
 
+import yaml
 from twisted.internet import reactor
 from twisted.internet.error import ProcessDone
 from twisted.trial.unittest import TestCase
@@ -149,3 +150,20 @@ class SingleNodeEndToEndTests(TestCase):
             self.assertTrue(verify(header, arrival.body, new_secret, arrival.at), header)
             self.assertTrue(verify(header, arrival.body, secret, arrival.at), header)
             self.assertFalse(verify(header, arrival.body + b" ", new_secret, arrival.at))
+
+        # No secret reached the node's logs: client secret, signing secrets,
+        # the admin password and the Raft secret key.
+        with open(os.path.join(node.workdir, ".scheduler0")) as f:
+            stored = yaml.safe_load(f)
+        secrets = [
+            headers["x-secret-key"],
+            secret,
+            new_secret,
+            stored["AuthPassword"],
+            stored["SecretKey"],
+        ]
+        for n in range(1, node.starts + 1):
+            with open(os.path.join(node.workdir, f"node-{n}.log")) as f:
+                text = f.read()
+            for value in secrets:
+                self.assertNotIn(value, text, f"a secret is in node-{n}.log")
