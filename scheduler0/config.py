@@ -103,6 +103,11 @@ class Config:
     rate_limit_burst: int = 2000
     http_request_timeout_seconds: float = 30
     http_idle_timeout_seconds: float = 60
+    http_endpoint: str = ""
+    raft_endpoint: str = ""
+    raft_tls_certificate: str = ""
+    raft_tls_private_key: str = ""
+    raft_tls_ca: str = ""
     source: str | None = None
     base_dir: str = "."
     warnings: tuple[str, ...] = ()
@@ -359,6 +364,23 @@ KEYS: tuple[_Key, ...] = (
          "s a client has to send a whole request (headers and body)"),
     _Key("HTTPIdleTimeoutSeconds", "http_idle_timeout_seconds", _number(0, exclusive=True),
          "s an idle HTTP API connection is kept open"),
+    _Key("HTTPEndpoint", "http_endpoint",
+         lambda value: "" if value in (None, "") else _text(value),
+         "Twisted server endpoint for the API, e.g. ssl:9443:privateKey=key.pem:certKey=cert.pem"
+         " (empty = tcp on Host:Port)", text=True),
+    _Key("RaftEndpoint", "raft_endpoint",
+         lambda value: "" if value in (None, "") else _text(value),
+         "Twisted server endpoint for the Raft listener, e.g. tcp:7071 (empty = tcp on RaftAddress)",
+         text=True),
+    _Key("RaftTLSCertificate", "raft_tls_certificate",
+         lambda value: "" if value in (None, "") else _text(value),
+         "PEM certificate (signed by RaftTLSCA) for TLS on Raft links (empty = no TLS)", text=True),
+    _Key("RaftTLSPrivateKey", "raft_tls_private_key",
+         lambda value: "" if value in (None, "") else _text(value),
+         "PEM private key of RaftTLSCertificate, unencrypted", text=True),
+    _Key("RaftTLSCA", "raft_tls_ca",
+         lambda value: "" if value in (None, "") else _text(value),
+         "PEM CA certificate(s) that sign every node's RaftTLSCertificate", text=True),
 )
 
 _BY_NAME: dict[str, _Key] = {}

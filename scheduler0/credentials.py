@@ -12,8 +12,8 @@ C{SCHEDULER0_SECRET_KEY} override the file field by field.
 from __future__ import annotations
 
 import os
-import stat
 import secrets
+import stat
 from collections.abc import Mapping
 
 import attrs

@@ -48,7 +48,9 @@ class RoleTests(SynchronousTestCase):
         }
         if route_path.startswith("/credentials/"):
             values["uuid"] = self.archived["uuid"]
-        return prefix + re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", lambda m: values[m.group(1)], route_path)
+        return prefix + re.sub(
+            r"<(?:[a-z_]+:)?([a-z_]+)>", lambda m: values[m.group(1)], route_path
+        )
 
     def body_for(self, handler: str) -> object:
         if handler == "create_jobs":

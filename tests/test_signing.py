@@ -77,7 +77,13 @@ class SignerTests(SynchronousTestCase):
         return result
 
     def project(self, uuid: str, secret: str) -> None:
-        project = {"uuid": uuid, "name": uuid, "description": "", "created_at": T0, "updated_at": T0}
+        project = {
+            "uuid": uuid,
+            "name": uuid,
+            "description": "",
+            "created_at": T0,
+            "updated_at": T0,
+        }
         self.assertTrue(
             self.apply("create_project", {"project": project, "signing_secret": secret})["ok"]
         )
