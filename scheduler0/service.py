@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
@@ -25,10 +24,10 @@ from twisted.logger import (
     globalLogPublisher,
 )
 from twisted.python import usage
-from twisted.web.server import Site
 
 from scheduler0 import __version__
 from scheduler0.config import Config, ConfigError, load_config
+from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
 
 log = Logger()
 
@@ -54,6 +53,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self["loaded"] = load_config(self["config"], os.environ, os.getcwd())
+            check_tls_config(self["loaded"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -81,13 +81,6 @@ def apply_log_level(name: str) -> None:
         globalLogPublisher.removeObserver(observer)
         predicate = LogLevelFilterPredicate(defaultLogLevel=level)
         globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
-
-
-class _QuietSite(Site):
-    """A Site that writes no access log (request lines are noise at this rate)."""
-
-    def log(self, request: Any) -> None:
-        pass
 
 
 @attrs.define(eq=False)
@@ -131,6 +124,8 @@ class NodeService(MultiService):
         from twisted.web.client import Agent, HTTPConnectionPool
 
         from scheduler0.api.app import SchedulerAPI
+        from scheduler0.api.limits import RateLimiter
+        from scheduler0.api.site import api_site
         from scheduler0.credentials import ensure_admin_credentials
         from scheduler0.executor.http import HTTPExecutor
         from scheduler0.guard import ResourceGuard
@@ -239,14 +234,23 @@ class NodeService(MultiService):
             verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
             signing_grace_s=config.callback_signing_grace_seconds,
             max_body_bytes=config.max_request_body_bytes,
+            max_json_depth=config.max_json_depth,
+            rate_limiter=RateLimiter(
+                self.reactor, config.rate_limit_per_second, config.rate_limit_burst
+            ),
             max_jobs_per_request=config.max_jobs_per_request,
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)
         await self._first_client_credential(api, state)
-        site = _QuietSite(api.resource(), requestFactory=api.request_factory)
-        site.noisy = False
-        endpoint = TCP4ServerEndpoint(self.reactor, config.port, interface=config.host)
+        site = api_site(
+            api.resource(),
+            clock=self.reactor,
+            max_body_bytes=config.max_request_body_bytes,
+            request_timeout_s=config.http_request_timeout_seconds,
+            idle_timeout_s=config.http_idle_timeout_seconds,
+        )
+        endpoint = api_server_endpoint(self.reactor, config)
         self._port = await endpoint.listen(site)
         log.info(
             "scheduler0 {version} node {node_id} listening on {address}",
@@ -337,6 +341,6 @@ def makeService(options: Options) -> NodeService:
     from twisted.internet import reactor
 
     config = options["loaded"] if "loaded" in options else load_config(options["config"])
-    for warning in config.warnings:
+    for warning in (*config.warnings, *endpoint_warnings(config)):
         log.warn("config: {warning}", warning=warning)
     return NodeService(config, reactor)

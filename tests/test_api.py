@@ -15,6 +15,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from scheduler0.api.app import Call, Principal
 from scheduler0.api.errors import APIError
+from scheduler0.api.limits import RateLimiter
 from scheduler0.api.routes import PREFIXES, ROUTES
 from scheduler0.api.validation import encode_cursor
 from scheduler0.store.errors import StoreUnavailable
@@ -176,6 +177,23 @@ class AuthTests(APITestCase):
         wrong = {"x-api-key": self.h.key, "x-secret-key": self.h.secret + "x"}
         self.assertError(self.h.request("GET", "/projects", auth="none", headers=wrong), 401)
         self.assertEqual(len(reads), first_reads + 1)
+
+    def test_request_rate_per_credential(self) -> None:
+        """
+        Past its burst a credential gets 429 with Retry-After, naming
+        x-api-key; another credential is not slowed; tokens come back in time.
+        """
+        self.h.api.rate_limiter = RateLimiter(self.h.clock, rate=1, burst=3)
+        for _ in range(3):
+            self.assertEqual(self.h.request("GET", "/projects")[0], 200)
+        status, headers, body = self.h.request("GET", "/projects")
+        error = self.assertError((status, headers, body), 429, "x-api-key")
+        self.assertEqual(error["code"], "rate_limited")
+        self.assertEqual(headers["retry-after"], "1")
+        self.assertEqual(self.h.request("GET", "/projects", auth="admin")[0], 200)
+        self.assertEqual(self.h.request("GET", "/healthcheck", auth="none")[0], 200)
+        self.h.clock.advance(1)
+        self.assertEqual(self.h.request("GET", "/projects")[0], 200)
 
     def test_client_on_admin_route_403(self) -> None:
         """Valid client credentials on an admin route get 403; wrong ones 401."""
@@ -569,6 +587,16 @@ class JobCreateTests(APITestCase):
         self.assertError(self.h.request("POST", "/jobs", []), 400, "jobs")
         self.assertError(self.h.request("POST", "/jobs", [{}] * 10_001), 413, "jobs")
         self.assertEqual(self.snapshot(), before)
+
+    def test_deeply_nested_body_is_400_before_parsing(self) -> None:
+        """A body nested deeper than MaxJSONDepth is 400 naming body; nothing changes."""
+        before = self.snapshot()
+        deep = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        error = self.assertError(self.h.request("POST", "/jobs", raw=deep), 400, "body")
+        self.assertIn("deeper than 32", error["message"])
+        self.assertEqual(self.snapshot(), before)
+        nested = job_body(self.puuid, data=[[[["ok"]]]])
+        self.assertEqual(self.h.request("POST", "/jobs", nested)[0], 201)
 
     def test_array_limit_follows_config(self) -> None:
         """MaxJobsPerRequest lowers the array limit; the error names it."""

@@ -37,6 +37,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import scheduler0
 from scheduler0.api.errors import APIError, FieldErrors, error_for_fields, invalid
+from scheduler0.api.limits import RateLimiter, json_depth_problem
 from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST, build_openapi
 from scheduler0.api.routes import ADMIN, ANONYMOUS, PREFIXES, ROUTES, Param, Route
 from scheduler0.api.site import body_limited_request
@@ -76,6 +77,7 @@ class Call:
     query: dict[str, Any]
     path: dict[str, str]
     max_body_bytes: int
+    max_json_depth: int = 32
 
     def json_body(self, *, required: bool = True) -> Any:
         """
@@ -109,6 +111,10 @@ class Call:
                 f"content-type: must be application/json, not {content_type or 'missing'}",
                 {"content-type": "must be application/json"},
             )
+        # Before parsing: the parser recurses once per level of nesting.
+        depth_problem = json_depth_problem(raw, self.max_json_depth)
+        if depth_problem is not None:
+            raise invalid("body", depth_problem)
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError) as error:
@@ -203,6 +209,9 @@ class SchedulerAPI:
     new_uuid: Callable[[], str] = _default_uuid
     token: Callable[[int], str] = _default_token
     max_body_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 32
+    # Requests per credential (None: no limit); see scheduler0.api.limits.
+    rate_limiter: RateLimiter | None = None
     max_jobs_per_request: int = MAX_JOBS_PER_REQUEST
     # Either may return a Deferred (the node runs them in a thread: pbkdf2
     # takes tens of milliseconds).
@@ -259,8 +268,11 @@ class SchedulerAPI:
         request.setHeader(b"content-type", b"application/json")
         try:
             principal = await self._authenticate(route, request)
+            self._check_rate(principal)
             query = _parse_query(route, request)
-            call = Call(request, principal, query, path, self.max_body_bytes)
+            call = Call(
+                request, principal, query, path, self.max_body_bytes, self.max_json_depth
+            )
             if query.get("consistency") == "linearizable" and self.read_barrier is not None:
                 await _maybe(self.read_barrier())
             result = await getattr(self, route.handler)(call)
@@ -387,6 +399,29 @@ class SchedulerAPI:
                 403, "this route needs admin credentials (HTTP Basic), not a client API key"
             )
         return Principal("client", credential_uuid)
+
+    def _check_rate(self, principal: Principal) -> None:
+        """
+        Refuse with 429 a credential over its request rate. This runs after
+        authentication, so the key is one the caller proved it holds.
+        """
+        if self.rate_limiter is None or principal.kind == ANONYMOUS:
+            return
+        if principal.kind == ADMIN:
+            key, header = "admin", "authorization"
+        else:
+            key, header = f"client:{principal.credential_uuid}", "x-api-key"
+        wait = self.rate_limiter.take(key)
+        if wait is None:
+            return
+        seconds = int(wait)
+        raise APIError(
+            429,
+            f"{header}: too many requests for this credential; retry in {seconds} s",
+            {header: "over the request rate limit"},
+            code="rate_limited",
+            headers={"Retry-After": str(seconds)},
+        )
 
     def _admin_matches(self, authorization: str) -> bool:
         scheme, _, encoded = authorization.strip().partition(" ")

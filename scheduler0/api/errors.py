@@ -19,9 +19,11 @@ DEFAULT_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
     500: "internal",
     503: "unavailable",
 }

@@ -12,8 +12,10 @@ from scheduler0.api.validation import (
     EXECUTION_STATES,
     MAX_CATCH_UP_WINDOW_S,
     MAX_DESCRIPTION_LENGTH,
+    MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
     MAX_RETRY_MAX,
+    MAX_SPEC_LENGTH,
     MAX_TIMEOUT_S,
     MAX_URL_LENGTH,
 )
@@ -32,12 +34,21 @@ _INSTANT = {
 }
 _NULLABLE_INSTANT = {"type": ["string", "null"], "format": "date-time"}
 _UUID = {"type": "string", "format": "uuid"}
+# The API refuses blank (empty or whitespace-only) names, specs and zones.
+_NOT_BLANK = r"\S"
+# Query integers are at most 18 digits long.
+MAX_QUERY_INTEGER = 10**18 - 1
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": _NOT_BLANK}
 
 _JOB_WRITABLE = {
-    "project_uuid": _UUID,
-    "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+    "project_uuid": {**_UUID, "maxLength": MAX_ID_LENGTH},
+    "name": _NAME,
     "spec": {
         "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_SPEC_LENGTH,
+        "pattern": _NOT_BLANK,
         "description": (
             "5- or 6-field cron, @hourly/@daily/..., @every <duration>, or @at <RFC 3339 instant>."
         ),
@@ -46,10 +57,17 @@ _JOB_WRITABLE = {
         "type": "string",
         "format": "uri",
         "maxLength": MAX_URL_LENGTH,
-        "description": "http or https.",
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]",
+        "description": "An absolute http:// or https:// URL naming a host.",
     },
     "data": {"description": "Any JSON value, sent with every execution. Default null."},
-    "timezone": {"type": "string", "description": "IANA zone for cron specs. Default UTC."},
+    "timezone": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_LENGTH,
+        "pattern": _NOT_BLANK,
+        "description": "IANA zone for cron specs. Default UTC.",
+    },
     "execution_type": {"type": "string", "enum": ["http"]},
     "paused": {"type": "boolean"},
     "catch_up_window_s": {"type": "number", "minimum": 0, "maximum": MAX_CATCH_UP_WINDOW_S},
@@ -100,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+            "name": _NAME,
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
         },
     },
@@ -108,7 +126,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+            "name": _NAME,
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
         },
     },
@@ -270,6 +288,7 @@ _ERROR_STATUSES = {
     "409": "Conflict with stored state.",
     "413": "Body or array too large.",
     "415": "Body is not application/json.",
+    "429": "Too many requests for this credential; retry after Retry-After seconds.",
     "500": "Unexpected error (logged).",
     "503": "No leader or no quorum in time; retry after Retry-After seconds.",
 }
@@ -281,14 +300,15 @@ def _param(param: Param) -> dict:
         schema = {"type": "integer"}
         if param.minimum is not None:
             schema["minimum"] = param.minimum
-        if param.maximum is not None:
-            schema["maximum"] = param.maximum
+        schema["maximum"] = MAX_QUERY_INTEGER if param.maximum is None else param.maximum
     elif param.kind == "boolean":
         schema = {"type": "boolean"}
     elif param.kind == "instant":
         schema = {"type": "string", "format": "date-time"}
+    elif param.kind == "cursor":
+        schema = {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"}
     else:
-        schema = {"type": "string"}
+        schema = {"type": "string", "minLength": 1}
     if param.enum:
         schema["enum"] = list(param.enum)
     if param.default is not None:
@@ -352,6 +372,8 @@ def _operation(route: Route) -> dict:
         if route.auth == ANONYMOUS and status in ("401", "403"):
             continue
         if route.auth != ADMIN and status == "403":
+            continue
+        if route.auth == ANONYMOUS and status == "429":
             continue
         responses[status] = {
             "description": text,
