@@ -370,7 +370,7 @@ KEYS: tuple[_Key, ...] = (
          " (empty = tcp on Host:Port)", text=True),
     _Key("RaftEndpoint", "raft_endpoint",
          lambda value: "" if value in (None, "") else _text(value),
-         "Twisted server endpoint for the Raft listener, e.g. tcp:7071 (empty = tcp on RaftAddress)",
+         "Twisted server endpoint for Raft, e.g. tcp:7071:interface=0.0.0.0 (empty = RaftAddress)",
          text=True),
     _Key("RaftTLSCertificate", "raft_tls_certificate",
          lambda value: "" if value in (None, "") else _text(value),

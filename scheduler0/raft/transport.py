@@ -1,6 +1,11 @@
 """
 Twisted TCP transport for Raft messages between cluster nodes.
 
+The sockets come from injected endpoints: C{listen_endpoint} for the listener
+and C{connect_endpoint_factory(host, port)} for each outbound connection, so
+the same transport runs over plain TCP or mutual TLS (L{scheduler0.tls} builds
+both from the config).  The authenticated handshake below runs either way.
+
 Each node listens on its RaftAddress and keeps outbound connections to every
 peer; a connection carries opaque payloads (one Raft message per frame) in one
 direction only, from the node that connected to the node that accepted.  A
@@ -458,6 +463,9 @@ class RaftTransport:
     from an authenticated peer.  Everything that touches time, sockets or
     randomness is injected: C{reactor} needs C{callLater} (and C{connectTCP}
     only when the default C{connect_endpoint_factory} is used).
+    C{connect_endpoint_factory(host, port)} returns the client endpoint for
+    one outbound connection (C{None}: plain TCP with C{timeout_s}); pass
+    L{scheduler0.tls.raft_client_endpoint_factory} for TLS.
     """
 
     reactor: Any
