@@ -93,7 +93,6 @@ class Config:
     execution_history_per_job: int = 100
     callback_allow_networks: tuple[str, ...] = ()
     callback_deny_networks: tuple[str, ...] = ()
-    callback_follow_redirects: bool = False
     callback_signing_grace_seconds: float = 86400
     max_callback_response_bytes: int = 65536
     max_request_body_bytes: int = 4 * 1024 * 1024
@@ -344,8 +343,6 @@ KEYS: tuple[_Key, ...] = (
          "CIDR list callbacks may reach (empty = any)"),
     _Key("CallbackDenyNetworks", "callback_deny_networks", _networks,
          "CIDR list callbacks may never reach"),
-    _Key("CallbackFollowRedirects", "callback_follow_redirects", _boolean,
-         "whether a callback's 3xx answer is followed (checked against the networks again)"),
     _Key("CallbackSigningGraceSeconds", "callback_signing_grace_seconds", _number(0),
          "s a rotated project signing secret keeps signing beside the new one"),
     _Key("MaxCallbackResponseBytes", "max_callback_response_bytes", _integer(0),

@@ -121,7 +121,7 @@ class NodeService(MultiService):
         import treq.client
         from passlib.hash import pbkdf2_sha256
         from twisted.internet.threads import deferToThreadPool
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.client import HTTPConnectionPool
 
         from scheduler0.api.app import SchedulerAPI
         from scheduler0.api.limits import RateLimiter
@@ -129,6 +129,7 @@ class NodeService(MultiService):
         from scheduler0.credentials import ensure_admin_credentials
         from scheduler0.executor.http import HTTPExecutor
         from scheduler0.guard import ResourceGuard
+        from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
         from scheduler0.scheduler.service import SchedulerService
         from scheduler0.signing import CallbackSigner
         from scheduler0.store.executions import ExecutionStore
@@ -170,9 +171,23 @@ class NodeService(MultiService):
         proposer.subscribe(signer.on_applied)
 
         guard = ResourceGuard(self.reactor, config.max_memory, config.max_cpu)
+        net_policy = NetworkPolicy.from_config(
+            config.callback_allow_networks, config.callback_deny_networks
+        )
+        resolve = thread_resolver(self.reactor)
         pool = HTTPConnectionPool(self.reactor, persistent=True)
         pool.maxPersistentPerHost = config.max_workers
-        http_client = treq.client.HTTPClient(Agent(self.reactor, pool=pool))
+        # Every new callback connection goes to an address checked against
+        # the policy at that moment (no DNS-rebinding way around it).
+        http_client = treq.client.HTTPClient(
+            policy_agent(
+                self.reactor,
+                net_policy,
+                pool,
+                resolve,
+                connect_timeout=min(config.job_execution_timeout, 30),
+            )
+        )
 
         scheduler: SchedulerService | None = None
 
@@ -195,6 +210,7 @@ class NodeService(MultiService):
             retry_delay_s=config.job_execution_retry_delay,
             paused=lambda: guard.paused,
             sign=signer.sign,
+            max_response_bytes=config.max_callback_response_bytes,
         )
         scheduler = SchedulerService(
             self.reactor,
@@ -235,6 +251,8 @@ class NodeService(MultiService):
             signing_grace_s=config.callback_signing_grace_seconds,
             max_body_bytes=config.max_request_body_bytes,
             max_json_depth=config.max_json_depth,
+            net_policy=net_policy,
+            resolve=resolve,
             rate_limiter=RateLimiter(
                 self.reactor, config.rate_limit_per_second, config.rate_limit_burst
             ),

@@ -8,7 +8,7 @@ import json
 import re
 from io import BytesIO
 
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -18,6 +18,7 @@ from scheduler0.api.errors import APIError
 from scheduler0.api.limits import RateLimiter
 from scheduler0.api.routes import PREFIXES, ROUTES
 from scheduler0.api.validation import encode_cursor
+from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.errors import StoreUnavailable
 from tests.test_api_support import Admin, Harness, basic
 
@@ -1165,3 +1166,70 @@ class ProgrammaticTests(SynchronousTestCase):
         self.assertIn(created["api_key"], h.dump())
         headers = {"x-api-key": created["api_key"], "x-secret-key": created["api_secret"]}
         self.assertEqual(h.request("GET", "/projects", auth="none", headers=headers)[0], 200)
+
+
+class CallbackPolicyTests(SynchronousTestCase):
+    """CallbackAllowNetworks/CallbackDenyNetworks at job create and update."""
+
+    def setUp(self) -> None:
+        self.lookups: list[str] = []
+        names = {"cb.test": ["192.0.2.10"], "evil.test": ["10.1.2.3"]}
+
+        def resolve(host: str):
+            self.lookups.append(host)
+            return succeed(names.get(host, []))
+
+        policy = NetworkPolicy.from_config((), ("10.0.0.0/8", "169.254.169.254"))
+        self.h = Harness(net_policy=policy, resolve=resolve)
+        self.puuid = self.h.project()["uuid"]
+
+    def assertRefused(self, response, field: str) -> None:
+        status, _, body = response
+        self.assertEqual(status, 400, body)
+        self.assertIn(field, body["error"]["fields"])
+        self.assertIn("CallbackDenyNetworks", body["error"]["message"])
+
+    def test_denied_address_is_refused(self) -> None:
+        """A URL whose host is a denied address is 400 naming callback_url; nothing is stored."""
+        before = self.h.dump()
+        self.assertRefused(
+            self.h.request("POST", "/jobs", job_body(self.puuid, callback_url="http://10.0.0.5/x")),
+            "callback_url",
+        )
+        self.assertRefused(
+            self.h.request(
+                "POST",
+                "/jobs",
+                [
+                    job_body(self.puuid),
+                    job_body(self.puuid, callback_url="http://169.254.169.254/latest"),
+                ],
+            ),
+            "jobs[1].callback_url",
+        )
+        self.assertEqual(self.h.dump(), before)
+
+    def test_name_resolving_to_denied_address_is_refused(self) -> None:
+        """A DNS name is judged by the addresses it resolves to."""
+        before = self.h.dump()
+        self.assertRefused(
+            self.h.request("POST", "/jobs", job_body(self.puuid, callback_url="http://evil.test/")),
+            "callback_url",
+        )
+        self.assertEqual(self.h.dump(), before)
+        self.assertIn("evil.test", self.lookups)
+        self.assertEqual(self.h.request("POST", "/jobs", job_body(self.puuid))[0], 201)
+
+    def test_update_to_denied_address_is_refused(self) -> None:
+        """Changing callback_url to a denied target is refused and the job keeps its URL."""
+        job = self.h.job(self.puuid)
+        before = self.h.dump()
+        self.assertRefused(
+            self.h.request("PATCH", f"/jobs/{job['uuid']}", {"callback_url": "http://evil.test/"}),
+            "callback_url",
+        )
+        self.assertEqual(self.h.dump(), before)
+        status, _, body = self.h.request(
+            "PATCH", f"/jobs/{job['uuid']}", {"callback_url": "http://cb.test/other"}
+        )
+        self.assertEqual((status, body["data"]["callback_url"]), (200, "http://cb.test/other"))

@@ -16,10 +16,11 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
 import scheduler0
 from scheduler0.executor.http import (
@@ -30,6 +31,7 @@ from scheduler0.executor.http import (
     job_members_json,
     parse_retry_after,
 )
+from scheduler0.netpolicy import BlockedTarget
 
 
 def delivery(n: int = 1, url: str = "http://receiver.test/hook", **changes: Any) -> Delivery:
@@ -365,6 +367,29 @@ class OutcomeTests(SynchronousTestCase):
         h.clock.advance(1000)
         self.assertEqual(len(h.client.requests), 1)
         self.assertEqual(h.outcomes[0].state, "failed")
+
+    def test_blocked_target_fails_at_once(self) -> None:
+        """A callback the network policy blocks fails at once, with the policy's reason."""
+        h = Harness()
+        h.submit(delivery(1, url="http://internal.example/hook"))
+        h.turn()
+        h.client.requests[0].fail(
+            BlockedTarget("internal.example", "10.0.0.5", "is in CallbackDenyNetworks 10.0.0.0/8")
+        )
+        h.clock.advance(1000)
+        self.assertEqual(len(h.client.requests), 1)
+        [o] = h.outcomes
+        self.assertEqual(
+            (o.state, o.attempts, o.status_code, o.error),
+            (
+                "failed",
+                1,
+                None,
+                "callback_url: 10.0.0.5 (from internal.example) "
+                "is in CallbackDenyNetworks 10.0.0.0/8",
+            ),
+        )
+        self.assertEqual(h.executor.retrying(), 0)
 
     def test_on_outcome_errors_are_contained(self) -> None:
         """An exception in on_outcome is logged and the executor keeps working."""
@@ -843,3 +868,192 @@ class StartedReportTests(SynchronousTestCase):
         h.submit(delivery(1))
         h.turn()
         self.assertEqual(events, ["succeeded"])
+
+
+class AnyMethodRecorder(Resource):
+    """Record the method of every request, whatever it is."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits: list[bytes] = []
+
+    def render(self, request: Any) -> bytes:
+        self.hits.append(request.method)
+        return b""
+
+
+class RedirectingHook(Resource):
+    """Answer every POST with a redirect (C{code}) to C{location}."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, location: bytes) -> None:
+        super().__init__()
+        self.code = code
+        self.location = location
+        self.posts = 0
+
+    def render_POST(self, request: Any) -> bytes:
+        self.posts += 1
+        request.setResponseCode(self.code)
+        request.setHeader(b"location", self.location)
+        return b""
+
+
+class RedirectTests(TestCase):
+    def test_302_is_not_followed(self) -> Deferred[None]:
+        """A 302 to another URL fails the delivery; the other URL receives nothing."""
+        return Deferred.fromCoroutine(self.check_not_followed(302))
+
+    def test_303_is_not_followed(self) -> Deferred[None]:
+        """A 303 See Other (which a client would follow with a GET) is not followed either."""
+        return Deferred.fromCoroutine(self.check_not_followed(303))
+
+    async def check_not_followed(self, code: int) -> None:
+        import treq.client
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        elsewhere = AnyMethodRecorder()
+        other = reactor.listenTCP(0, Site(elsewhere), interface="127.0.0.1")
+        self.addCleanup(other.stopListening)
+        hook = RedirectingHook(code, f"http://127.0.0.1:{other.getHost().port}/elsewhere".encode())
+        port = reactor.listenTCP(0, Site(hook), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        done: Deferred[Outcome] = Deferred()
+        executor = HTTPExecutor(
+            reactor, treq.client.HTTPClient(Agent(reactor, pool=pool)), done.callback
+        )
+        executor.submit(delivery(1, url=f"http://127.0.0.1:{port.getHost().port}/hook"))
+        outcome = await done
+        self.assertEqual(
+            (outcome.state, outcome.status_code, outcome.error),
+            ("failed", code, f"HTTP {code}"),
+        )
+        self.assertEqual((hook.posts, elsewhere.hits), (1, []))
+        self.assertEqual(executor.retrying(), 0)
+
+
+class StreamingResponse:
+    """A 2xx answer whose body the test feeds piece by piece."""
+
+    def __init__(self, code: int = 200) -> None:
+        self.code = code
+        self.headers = Headers()
+        self.transport = StringTransport()
+        self.protocol: Any = None
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def feed(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def end(self) -> None:
+        self.protocol.connectionLost(Failure(ResponseDone()))
+
+
+class ResponseLimitTests(SynchronousTestCase):
+    def start(self, limit: int) -> tuple[Harness, StreamingResponse]:
+        h = Harness(max_response_bytes=limit)
+        h.submit(delivery(1))
+        h.turn()
+        response = StreamingResponse()
+        h.client.requests[0].d.callback(response)
+        return h, response
+
+    def test_huge_body_is_cut_off_after_the_limit(self) -> None:
+        """Past max_response_bytes the connection is dropped and the 2xx counts at once."""
+        h, response = self.start(100)
+        response.feed(b"x" * 60)
+        self.assertEqual(h.outcomes, [])
+        response.feed(b"x" * 60)
+        self.assertEqual(response.transport.producerState, "stopped")
+        self.assertEqual([(o.state, o.status_code) for o in h.outcomes], [("succeeded", 200)])
+        # The rest of a huge body is ignored.
+        for _ in range(100):
+            response.feed(b"x" * 65536)
+        response.end()
+        self.assertEqual(len(h.outcomes), 1)
+        self.assertEqual(h.executor.in_flight(), 0)
+
+    def test_body_within_the_limit_is_read_to_its_end(self) -> None:
+        """A body of exactly max_response_bytes is read whole, keeping the connection."""
+        h, response = self.start(100)
+        response.feed(b"x" * 100)
+        self.assertEqual(h.outcomes, [])
+        response.end()
+        self.assertEqual(response.transport.producerState, "producing")
+        self.assertEqual([o.state for o in h.outcomes], ["succeeded"])
+
+    def test_zero_limit_drops_any_body(self) -> None:
+        """With a limit of 0 the first body byte ends the reading."""
+        h, response = self.start(0)
+        response.feed(b"x")
+        self.assertEqual(response.transport.producerState, "stopped")
+        self.assertEqual([o.state for o in h.outcomes], ["succeeded"])
+
+    def test_negative_limit_is_refused(self) -> None:
+        """A negative max_response_bytes is a configuration error naming the field."""
+        with self.assertRaises(ValueError) as caught:
+            HTTPExecutor(Clock(), FakeHTTPClient(), lambda o: None, max_response_bytes=-1)
+        self.assertIn("max_response_bytes", str(caught.exception))
+
+
+class EndlessBody(Resource):
+    """Answer 200 and then stream body data until the client goes away."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+        self.gone: Deferred[None] = Deferred()
+
+    def render_POST(self, request: Any) -> Any:
+        from twisted.internet import reactor
+
+        chunk = b"y" * 16384
+        finished = request.notifyFinish()
+        finished.addBoth(lambda _: self.gone.callback(None) if not self.gone.called else None)
+
+        def more() -> None:
+            if self.gone.called:
+                return
+            request.write(chunk)
+            self.sent += len(chunk)
+            reactor.callLater(0, more)
+
+        more()
+        return NOT_DONE_YET
+
+
+class RealResponseLimitTests(TestCase):
+    async def test_endless_body_is_cut_off(self) -> None:
+        """Over a real socket, an endless answer ends in success and the connection is dropped."""
+        import treq.client
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        receiver = EndlessBody()
+        port = reactor.listenTCP(0, Site(receiver), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        done: Deferred[Outcome] = Deferred()
+        executor = HTTPExecutor(
+            reactor,
+            treq.client.HTTPClient(Agent(reactor, pool=pool)),
+            done.callback,
+            max_response_bytes=65536,
+        )
+        url = f"http://127.0.0.1:{port.getHost().port}/hook"
+        executor.submit(delivery(1, url=url, timeout_s=5.0, retry_max=0))
+        outcome = await done
+        self.assertEqual((outcome.state, outcome.status_code), ("succeeded", 200))
+        await receiver.gone
+        self.assertLess(receiver.sent, 64 * 1024 * 1024)

@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 import attrs
 from klein import Klein
 from passlib.hash import pbkdf2_sha256
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,6 +49,7 @@ from scheduler0.api.validation import (
     decode_cursor,
     encode_cursor,
 )
+from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import StoreUnavailable
@@ -178,6 +180,10 @@ def _default_verify(secret: str, hashed: str) -> bool:
     return pbkdf2_sha256.verify(secret, hashed)
 
 
+def _no_resolver(host: str) -> Deferred:
+    return fail(DNSLookupError(host))
+
+
 def _default_uuid() -> str:
     return str(uuid.uuid4())
 
@@ -210,6 +216,9 @@ class SchedulerAPI:
     token: Callable[[int], str] = _default_token
     max_body_bytes: int = 4 * 1024 * 1024
     max_json_depth: int = 32
+    # Where callbacks may go (open by default, so resolve is never called).
+    net_policy: NetworkPolicy = attrs.field(factory=NetworkPolicy)
+    resolve: Callable[[str], Deferred] = _no_resolver
     # Requests per credential (None: no limit); see scheduler0.api.limits.
     rate_limiter: RateLimiter | None = None
     max_jobs_per_request: int = MAX_JOBS_PER_REQUEST
@@ -704,6 +713,15 @@ class SchedulerAPI:
                 continue
             cleaned.append(check_job(item, prefix=prefix, errors=errors, partial=False))
         errors.raise_if_any()
+        # CallbackAllowNetworks/CallbackDenyNetworks, on the addresses the
+        # URLs' hosts resolve to now (and again when each callback is sent).
+        verdicts = await check_urls(
+            self.net_policy, [fields["callback_url"] for fields in cleaned], self.resolve
+        )
+        for reason, prefix in zip(verdicts, prefixes, strict=True):
+            if reason is not None:
+                errors.add(prefix + "callback_url", f"{prefix}callback_url: {reason}")
+        errors.raise_if_any()
         wanted: dict[str, list[str]] = {}
         for fields, prefix in zip(cleaned, prefixes, strict=True):
             wanted.setdefault(fields["project_uuid"], []).append(prefix + "project_uuid")
@@ -764,6 +782,10 @@ class SchedulerAPI:
         changes = {k: v for k, v in changes.items() if _canonical(job.get(k)) != _canonical(v)}
         if not changes:
             return await self._present_job(job)
+        if "callback_url" in changes:
+            reason = await check_url(self.net_policy, changes["callback_url"], self.resolve)
+            if reason is not None:
+                raise invalid("callback_url", f"callback_url: {reason}")
         if "project_uuid" in changes:
             await self._check_projects_exist({changes["project_uuid"]: ["project_uuid"]})
         now = self._now()

@@ -7,7 +7,10 @@ never waits: a URL with nothing in flight is flushed on the next reactor turn
 arrives while a POST to that URL is in flight goes in the next one. Bodies
 are split into chunks no bigger than C{payload_max_bytes}. Only a 2xx answer
 is success; timeouts, connection errors, 5xx and 429 are retried with a
-doubling delay (and C{Retry-After} honoured), other answers fail at once.
+doubling delay (and C{Retry-After} honoured), other answers fail at once,
+and so does a callback the network policy blocks. Redirects are not
+followed. At most C{max_response_bytes} of an answer's body is read; past
+that the connection is dropped, since the status line already decided.
 At most C{max_workers} POSTs are in flight and at most C{max_queue}
 deliveries wait; beyond that new work is shed and reported as skipped.
 """
@@ -36,6 +39,7 @@ from twisted.web._newclient import (
 )
 
 import scheduler0
+from scheduler0.netpolicy import BlockedTarget
 
 log = Logger()
 
@@ -203,13 +207,22 @@ def _short(exc: BaseException) -> str:
 
 
 class _Discard(Protocol):
-    """Read a response body and throw it away; fire C{done} at its end."""
+    """
+    Read a response body and throw it away; fire C{done} at its end, or
+    drop the connection once more than C{limit} bytes have come.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self.done: Deferred[None] = Deferred()
+        self.limit = limit
+        self.received = 0
 
     def dataReceived(self, data: bytes) -> None:
-        pass
+        if self.done.called:
+            return
+        self.received += len(data)
+        if self.limit is not None and self.received > self.limit:
+            self.abort()
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         if not self.done.called:
@@ -282,6 +295,7 @@ class HTTPExecutor:
     retry_delay_cap_s: float = 60.0
     paused: Callable[[], bool] = lambda: False
     sign: Callable[[bytes, list[Delivery]], dict[str, str]] | None = None
+    max_response_bytes: int = 65536
 
     _queues: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False)
     _queue_bytes: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -307,6 +321,10 @@ class HTTPExecutor:
         if self.payload_max_bytes < 3:
             raise ValueError(
                 f"payload_max_bytes must be at least 3, got {self.payload_max_bytes!r}"
+            )
+        if self.max_response_bytes < 0:
+            raise ValueError(
+                f"max_response_bytes must not be negative, got {self.max_response_bytes!r}"
             )
         self._counts = {
             "submitted": 0,
@@ -616,6 +634,8 @@ class HTTPExecutor:
                     return _Answer(None, f"timeout after {timeout_s:g}s", transient=True)
                 if attempt.aborted is not None:
                     return _Answer(None, "cancelled: node stopping", transient=True)
+                if isinstance(exc, BlockedTarget):
+                    return _Answer(None, str(exc), transient=False)
                 if isinstance(exc, _TRANSIENT_ERRORS):
                     return _Answer(None, f"connection error: {_short(exc)}", transient=True)
                 return _Answer(None, f"request error: {_short(exc)}", transient=False)
@@ -626,7 +646,7 @@ class HTTPExecutor:
                     _header(response, b"retry-after"), self.clock.seconds()
                 )
             if attempt.aborted is None and hasattr(response, "deliverBody"):
-                attempt.reader = _Discard()
+                attempt.reader = _Discard(self.max_response_bytes)
                 try:
                     response.deliverBody(attempt.reader)
                     await attempt.reader.done
