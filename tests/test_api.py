@@ -599,6 +599,27 @@ class JobCreateTests(APITestCase):
         nested = job_body(self.puuid, data=[[[["ok"]]]])
         self.assertEqual(self.h.request("POST", "/jobs", nested)[0], 201)
 
+    def test_null_body_is_400_on_every_route_with_a_body(self) -> None:
+        """A literal JSON null is a bad body (400 naming body), never a 500 or a default."""
+        job = self.h.job(self.puuid)
+        before = self.snapshot()
+        for route in ROUTES:
+            if route.body is None:
+                continue
+            path = route.path.replace("<uuid>", job["uuid"] if "/jobs" in route.path else self.puuid)
+            response = self.h.request(route.method, path, raw=b"null", auth="admin")
+            self.assertError(response, 400, "body")
+        self.assertEqual(self.snapshot(), before)
+
+    def test_integral_number_is_an_integer(self) -> None:
+        """retry_max 3.0 is the integer 3 (JSON has one number type); 3.5 is refused."""
+        status, _, body = self.h.request("POST", "/jobs", job_body(self.puuid, retry_max=3.0))
+        self.assertEqual((status, body["data"]["retry_max"]), (201, 3))
+        self.assertIsInstance(body["data"]["retry_max"], int)
+        self.assertError(
+            self.h.request("POST", "/jobs", job_body(self.puuid, retry_max=3.5)), 400, "retry_max"
+        )
+
     def test_array_limit_follows_config(self) -> None:
         """MaxJobsPerRequest lowers the array limit; the error names it."""
         self.h.api.max_jobs_per_request = 3
@@ -975,6 +996,8 @@ class ExecutionTests(APITestCase):
         self.assertEqual(page["total"], 6)
         page = self.h.request("GET", f"/executions?cursor={page['next_cursor']}")[2]["data"]
         self.assertEqual([e["execution_id"] for e in page["items"]], ["e1", "e0"])
+        # node_id is an integer, as the document says (the column stores text).
+        self.assertEqual({type(e["node_id"]) for e in page["items"]}, {int})
         page = self.h.request("GET", f"/api/v1/jobs/{self.job['uuid']}/executions?state=succeeded")[
             2
         ]["data"]

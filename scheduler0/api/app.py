@@ -118,9 +118,13 @@ class Call:
         if depth_problem is not None:
             raise invalid("body", depth_problem)
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            decoded = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError) as error:
             raise invalid("body", f"body: malformed JSON ({_short(error)})") from None
+        if decoded is None:
+            # A literal null is a body, not the absence of one.
+            raise invalid("body", "body: is null; expected a JSON object or array")
+        return decoded
 
     def object_body(self, *, required: bool = True) -> dict[str, Any] | None:
         """The body, which must be a JSON object."""

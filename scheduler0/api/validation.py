@@ -163,6 +163,9 @@ def check_timeout(value: object) -> float:
 
 
 def check_retry_max(value: object) -> int:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says).
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise Invalid(f"must be an integer, not {json_type(value)}")
     if value < 0:

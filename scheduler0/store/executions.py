@@ -140,7 +140,12 @@ def _filters(
 
 
 def _record(row: tuple) -> dict:
-    return dict(zip(EXECUTION_COLUMNS, row, strict=True))
+    record = dict(zip(EXECUTION_COLUMNS, row, strict=True))
+    # The column is TEXT (SQLite stores the integer id as text): node ids are integers.
+    node_id = record["node_id"]
+    if isinstance(node_id, str) and node_id.isdigit():
+        record["node_id"] = int(node_id)
+    return record
 
 
 def _create_schema(txn: Any) -> None:
