@@ -44,7 +44,9 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def start_node(workdir: str) -> tuple[NodeProcess, dict[str, str]]:
+async def start_node(
+    workdir: str, twistd_args: tuple[str, ...] = ()
+) -> tuple[NodeProcess, dict[str, str]]:
     http_port = free_port()
     config_path = os.path.join(workdir, "config.yml")
     with open(config_path, "w") as f:
@@ -61,7 +63,7 @@ async def start_node(workdir: str) -> tuple[NodeProcess, dict[str, str]]:
     )
     if code:
         raise SystemExit(err.decode())
-    node = NodeProcess(reactor, workdir, config_path, http_port)
+    node = NodeProcess(reactor, workdir, config_path, http_port, twistd_args=twistd_args)
     await node.start()
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
@@ -117,8 +119,10 @@ async def phase(
     }
 
 
-async def run(concurrency: list[int], seconds: float, workdir: str) -> dict:
-    node, headers = await start_node(workdir)
+async def run(
+    concurrency: list[int], seconds: float, workdir: str, twistd_args: tuple[str, ...] = ()
+) -> dict:
+    node, headers = await start_node(workdir, twistd_args)
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max(concurrency)
     http = treq.client.HTTPClient(Agent(reactor, pool=pool))
@@ -191,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--quick", action="store_true", help="3 s per phase")
     parser.add_argument("--json", dest="json_path", help="also write the result here")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="run the node under cProfile, stats saved to PATH"
+    )
     args = parser.parse_args(argv)
     if args.nodes != 1:
         raise SystemExit("bench.api: --nodes > 1 needs the cluster (issue 4); only 1 node exists")
@@ -198,7 +205,14 @@ def main(argv: list[str] | None = None) -> None:
 
     async def go(_reactor: object) -> None:
         with tempfile.TemporaryDirectory() as workdir:
-            report = await run(args.clients, seconds, workdir)
+            extra: tuple[str, ...] = ()
+            if args.profile:
+                extra = (
+                    f"--profile={os.path.abspath(args.profile)}",
+                    "--profiler=cprofile",
+                    "--savestats",
+                )
+            report = await run(args.clients, seconds, workdir, extra)
         print(table(report))
         if args.json_path:
             with open(args.json_path, "w") as f:
