@@ -127,7 +127,7 @@ class NodeService(MultiService):
         from scheduler0.api.limits import RateLimiter
         from scheduler0.api.site import api_site
         from scheduler0.credentials import ensure_admin_credentials
-        from scheduler0.executor.http import HTTPExecutor
+        from scheduler0.executor.http import HTTPExecutor, whole_body
         from scheduler0.guard import ResourceGuard
         from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
         from scheduler0.scheduler.service import SchedulerService
@@ -180,7 +180,8 @@ class NodeService(MultiService):
         # Every new callback connection goes to an address checked against
         # the policy at that moment (no DNS-rebinding way around it).
         http_client = treq.client.HTTPClient(
-            policy_agent(
+            data_to_body_producer=whole_body,
+            agent=policy_agent(
                 self.reactor,
                 net_policy,
                 pool,

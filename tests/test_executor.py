@@ -1057,3 +1057,31 @@ class RealResponseLimitTests(TestCase):
         self.assertEqual((outcome.state, outcome.status_code), ("succeeded", 200))
         await receiver.gone
         self.assertLess(receiver.sent, 64 * 1024 * 1024)
+
+
+class WholeBodyTests(SynchronousTestCase):
+    def test_bytes_are_written_at_once(self) -> None:
+        """whole_body writes the whole body to the consumer when the request starts."""
+        from scheduler0.executor.http import whole_body
+
+        consumer = []
+
+        class Consumer:
+            def write(self, data: bytes) -> None:
+                consumer.append(data)
+
+        body = b"[" + b"x" * 300_000 + b"]"
+        producer = whole_body(body)
+        self.assertEqual(producer.length, len(body))
+        self.successResultOf(producer.startProducing(Consumer()))
+        self.assertEqual(consumer, [body])
+
+    def test_other_data_is_left_to_treq(self) -> None:
+        """Anything but bytes is adapted as treq would (a file becomes a FileBodyProducer)."""
+        import io
+
+        from twisted.web.client import FileBodyProducer
+
+        from scheduler0.executor.http import whole_body
+
+        self.assertIsInstance(whole_body(io.BytesIO(b"abc")), FileBodyProducer)

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import error as neterror
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -37,6 +37,8 @@ from twisted.web._newclient import (
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 import scheduler0
 from scheduler0.netpolicy import BlockedTarget
@@ -168,6 +170,41 @@ def _encode(delivery: Delivery, attempt: int) -> bytes:
         ensure_ascii=False,
         allow_nan=False,
     ).encode("utf-8")
+
+
+@implementer(IBodyProducer)
+class WholeBody:
+    """
+    A request body written to the connection in one piece as soon as the
+    request starts. (Bytes given to treq go through a FileBodyProducer that
+    writes on a later reactor turn, behind whatever else was queued for that
+    turn, which is exactly when the bookkeeping of a big batch runs.)
+    Give C{whole_body} to C{treq.client.HTTPClient(data_to_body_producer=)}.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def whole_body(data: Any) -> Any:
+    """treq's C{data_to_body_producer}: bytes go out whole; anything else as treq does."""
+    if isinstance(data, bytes):
+        return WholeBody(data)
+    return IBodyProducer(data)
 
 
 def _body_size(item_bytes: int, count: int) -> int:
