@@ -15,7 +15,13 @@ def utc_from_timestamp(seconds: float) -> datetime:
 def format_instant(instant: datetime) -> str:
     """Render an aware datetime as C{YYYY-MM-DDTHH:MM:SS.mmmZ} in UTC."""
     instant = instant.astimezone(UTC)
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): glibc writes the year 437 as "437", which no
+    # parser reads back and which sorts wrongly as text.
+    return (
+        f"{instant.year:04d}-{instant.month:02d}-{instant.day:02d}T"
+        f"{instant.hour:02d}:{instant.minute:02d}:{instant.second:02d}."
+        f"{instant.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_instant(text: str) -> datetime:

@@ -940,6 +940,12 @@ class JobReadUpdateTests(APITestCase):
             ],
         )
 
+    def test_next_runs_at_the_end_of_time(self) -> None:
+        """A slot that no local date can show (past 9999 in the job's zone) ends the list."""
+        job = self.h.job(self.puuid, spec="@at 9999-12-31T23:59:59Z", timezone="Asia/Kolkata")
+        status, _, body = self.h.request("GET", f"/jobs/{job['uuid']}/next")
+        self.assertEqual((status, body["data"]["items"]), (200, []))
+
     def test_next_runs_one_shot_past(self) -> None:
         """A past @at has no next runs."""
         job = self.h.job(self.puuid, spec="@at 2020-01-01T00:00:00Z")

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -427,7 +428,7 @@ class SchedulerAPI:
         wait = self.rate_limiter.take(key)
         if wait is None:
             return
-        seconds = int(wait)
+        seconds = math.ceil(wait)
         raise APIError(
             429,
             f"{header}: too many requests for this credential; retry in {seconds} s",
@@ -830,12 +831,11 @@ class SchedulerAPI:
             instant = schedule.next_after(instant)  # type: ignore[arg-type]
             if instant is None:
                 break
-            items.append(
-                {
-                    "utc": format_instant(instant),
-                    "local": instant.astimezone(zone).isoformat(timespec="milliseconds"),
-                }
-            )
+            try:
+                local = instant.astimezone(zone).isoformat(timespec="milliseconds")
+            except OverflowError:
+                break  # past the year 9999 in the job's zone: no date can show it
+            items.append({"utc": format_instant(instant), "local": local})
         return {"items": items, "timezone": zone_name, "paused": bool(job.get("paused"))}
 
     # -- executions --------------------------------------------------------

@@ -34,8 +34,13 @@ _INSTANT = {
 }
 _NULLABLE_INSTANT = {"type": ["string", "null"], "format": "date-time"}
 _UUID = {"type": "string", "format": "uuid"}
-# The API refuses blank (empty or whitespace-only) names, specs and zones.
-_NOT_BLANK = r"\S"
+# The API refuses blank names, specs and zones: empty, or only characters
+# Python's str.strip() removes, which are not quite ECMA's \s (they include
+# \x1c-\x1f and \x85, not \ufeff). So at least one character outside them.
+_PYTHON_SPACE = (
+    r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_NOT_BLANK = f"[^{_PYTHON_SPACE}]"
 # Query integers are at most 18 digits long.
 MAX_QUERY_INTEGER = 10**18 - 1
 
@@ -83,35 +88,96 @@ _PAGE_KEYS = {
 }
 
 
-def _page(item: str) -> dict:
+def _closed(properties: dict) -> dict:
+    """
+    An object schema with exactly C{properties}, all present: what the API
+    answers has no optional and no extra fields, so a leaked field (a secret
+    hash, say) or a missing one does not match the document.
+    """
     return {
         "type": "object",
-        "required": ["items", "total", "limit", "offset", "next_cursor"],
-        "properties": {"items": {"type": "array", "items": _ref(item)}, **_PAGE_KEYS},
+        "additionalProperties": False,
+        "required": list(properties),
+        "properties": properties,
     }
 
 
+def _page(item: str) -> dict:
+    return _closed({"items": {"type": "array", "items": _ref(item)}, **_PAGE_KEYS})
+
+
+_PROJECT = {
+    "uuid": _UUID,
+    "name": {"type": "string"},
+    "description": {"type": "string"},
+    "created_at": _INSTANT,
+    "updated_at": _INSTANT,
+}
+_NULLABLE_INTEGER = {"type": ["integer", "null"]}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+
 SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["success", "data", "error"],
-        "properties": {
+    "Error": _closed(
+        {
             "success": {"const": False},
             "data": {"type": "null"},
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "fields"],
-                "properties": {
+            "error": _closed(
+                {
                     "code": {"type": "string"},
                     "message": {"type": "string"},
                     "fields": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-        },
-    },
+                }
+            ),
+        }
+    ),
     "Health": {
         "type": "object",
-        "description": "Node id, role, leader, term, indexes, members, paused state.",
+        "description": (
+            "Node id, role, leader, term, indexes, members, paused state; more diagnostic "
+            "fields may follow."
+        ),
+        "required": [
+            "node_id",
+            "role",
+            "leader_id",
+            "leader_address",
+            "term",
+            "commit_index",
+            "applied_index",
+            "members",
+            "scheduling_paused",
+            "pause_reason",
+        ],
+        "properties": {
+            "node_id": {"type": "integer"},
+            "version": {"type": "string"},
+            "role": {"type": "string"},
+            "leader_id": _NULLABLE_INTEGER,
+            "leader_address": _NULLABLE_STRING,
+            "term": {"type": "integer"},
+            "commit_index": {"type": "integer"},
+            "applied_index": {"type": "integer"},
+            "members": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["node_id", "address", "raft_address", "role", "last_contact"],
+                    "properties": {
+                        "node_id": {"type": "integer"},
+                        "address": {"type": "string"},
+                        "raft_address": {"type": "string"},
+                        "role": {"type": "string"},
+                        "last_contact": {
+                            "type": ["number", "null"],
+                            "description": "Seconds since the leader last heard from it.",
+                        },
+                    },
+                },
+            },
+            "scheduling_paused": {"type": "boolean"},
+            "pause_reason": _NULLABLE_STRING,
+        },
     },
     "ProjectInput": {
         "type": "object",
@@ -130,30 +196,16 @@ SCHEMAS: dict[str, Any] = {
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
         },
     },
-    "Project": {
-        "type": "object",
-        "properties": {
-            "uuid": _UUID,
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "created_at": _INSTANT,
-            "updated_at": _INSTANT,
-        },
-    },
-    "NewProject": {
-        "type": "object",
-        "properties": {
-            "uuid": _UUID,
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "created_at": _INSTANT,
-            "updated_at": _INSTANT,
+    "Project": _closed(_PROJECT),
+    "NewProject": _closed(
+        {
+            **_PROJECT,
             "signing_secret": {
                 "type": "string",
                 "description": "Signs this project's callbacks; shown only in this response.",
             },
-        },
-    },
+        }
+    ),
     "SigningSecretInput": {
         "type": "object",
         "additionalProperties": False,
@@ -166,20 +218,18 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "SigningSecret": {
-        "type": "object",
-        "properties": {
+    "SigningSecret": _closed(
+        {
             "project_uuid": _UUID,
             "signing_secret": {"type": "string", "description": "Shown only in this response."},
             "previous_expires_at": _INSTANT,
-        },
-    },
+        }
+    ),
     "ProjectPage": _page("Project"),
-    "ProjectDeleted": {
-        "type": "object",
-        "properties": {"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}},
-    },
-    "Deleted": {"type": "object", "properties": {"uuid": _UUID}},
+    "ProjectDeleted": _closed(
+        {"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}}
+    ),
+    "Deleted": _closed({"uuid": _UUID}),
     "JobInput": {
         "type": "object",
         "additionalProperties": False,
@@ -198,9 +248,8 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "JobPatch": {"type": "object", "additionalProperties": False, "properties": _JOB_WRITABLE},
-    "Job": {
-        "type": "object",
-        "properties": {
+    "Job": _closed(
+        {
             "uuid": _UUID,
             **_JOB_WRITABLE,
             "created_at": _INSTANT,
@@ -212,70 +261,65 @@ SCHEMAS: dict[str, Any] = {
             "next_run_at": _NULLABLE_INSTANT,
             "last_run_at": _NULLABLE_INSTANT,
             "last_status": {"type": ["string", "null"], "enum": [*EXECUTION_STATES, None]},
-        },
-    },
+        }
+    ),
     "JobOrList": {"oneOf": [_ref("Job"), {"type": "array", "items": _ref("Job")}]},
     "JobPage": _page("Job"),
-    "NextRuns": {
-        "type": "object",
-        "properties": {
+    "NextRuns": _closed(
+        {
             "items": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
+                "items": _closed(
+                    {
                         "utc": _INSTANT,
                         "local": {
                             "type": "string",
                             "description": "RFC 3339 with the job zone's offset.",
                         },
-                    },
-                },
+                    }
+                ),
             },
             "timezone": {"type": "string"},
             "paused": {
                 "type": "boolean",
                 "description": "A paused job fires none of these until resumed.",
             },
-        },
-    },
-    "Execution": {
-        "type": "object",
-        "properties": {
+        }
+    ),
+    "Execution": _closed(
+        {
             "execution_id": {"type": "string"},
             "job_uuid": _UUID,
-            "project_uuid": _UUID,
+            "project_uuid": {**_UUID, "type": ["string", "null"]},
             "scheduled_at": _INSTANT,
             "state": {"type": "string", "enum": list(EXECUTION_STATES)},
             "attempts": {"type": "integer"},
-            "node_id": {"type": ["integer", "null"]},
+            "node_id": _NULLABLE_INTEGER,
             "started_at": _NULLABLE_INSTANT,
             "finished_at": _NULLABLE_INSTANT,
-            "status_code": {"type": ["integer", "null"]},
-            "error": {"type": ["string", "null"]},
-            "skip_reason": {"type": ["string", "null"]},
-        },
-    },
+            "status_code": _NULLABLE_INTEGER,
+            "error": _NULLABLE_STRING,
+            "skip_reason": _NULLABLE_STRING,
+        }
+    ),
     "ExecutionPage": _page("Execution"),
     "CredentialInput": {"type": "object", "additionalProperties": False, "properties": {}},
-    "Credential": {
-        "type": "object",
-        "properties": {
+    "Credential": _closed(
+        {
             "uuid": _UUID,
             "api_key": {"type": "string"},
             "created_at": _INSTANT,
             "archived_at": _NULLABLE_INSTANT,
-        },
-    },
-    "NewCredential": {
-        "type": "object",
-        "properties": {
+        }
+    ),
+    "NewCredential": _closed(
+        {
             "uuid": _UUID,
             "api_key": {"type": "string"},
             "api_secret": {"type": "string", "description": "Shown only in this response."},
             "created_at": _INSTANT,
-        },
-    },
+        }
+    ),
     "CredentialPage": _page("Credential"),
 }
 
@@ -292,6 +336,25 @@ _ERROR_STATUSES = {
     "500": "Unexpected error (logged).",
     "503": "No leader or no quorum in time; retry after Retry-After seconds.",
 }
+
+
+_ERROR_HEADERS: dict[str, dict[str, Any]] = {
+    "405": {
+        "Allow": {
+            "required": True,
+            "description": "The methods this path takes.",
+            "schema": {"type": "string"},
+        }
+    },
+}
+for _status in ("429", "503"):
+    _ERROR_HEADERS[_status] = {
+        "Retry-After": {
+            "required": True,
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
 
 
 def _param(param: Param) -> dict:
@@ -313,11 +376,14 @@ def _param(param: Param) -> dict:
         schema["enum"] = list(param.enum)
     if param.default is not None:
         schema["default"] = param.default
+    description = param.description
+    if param.kind == "instant":
+        description += " From 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z."
     return {
         "name": param.name,
         "in": "query",
         "required": False,
-        "description": param.description,
+        "description": description,
         "schema": schema,
     }
 
@@ -359,11 +425,7 @@ def _operation(route: Route) -> dict:
             "description": route.summary,
             "content": {
                 "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["success", "data"],
-                        "properties": {"success": {"const": True}, "data": data_schema},
-                    }
+                    "schema": _closed({"success": {"const": True}, "data": data_schema})
                 }
             },
         }
@@ -375,10 +437,20 @@ def _operation(route: Route) -> dict:
             continue
         if route.auth == ANONYMOUS and status == "429":
             continue
-        responses[status] = {
+        response: dict[str, Any] = {
             "description": text,
             "content": {"application/json": {"schema": _ref("Error")}},
         }
+        headers = dict(_ERROR_HEADERS.get(status, {}))
+        if status == "401" and route.auth == ADMIN:
+            headers["WWW-Authenticate"] = {
+                "required": True,
+                "description": 'Basic realm="scheduler0": the route takes admin Basic auth.',
+                "schema": {"type": "string"},
+            }
+        if headers:
+            response["headers"] = headers
+        responses[status] = response
     operation["responses"] = responses
     return operation
 
