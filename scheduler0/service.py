@@ -149,7 +149,11 @@ class NodeService(MultiService):
         if created:
             log.info("generated peer credentials for user {username}", username=admin.username)
 
-        state = StateStore(connection_pool(os.path.join(data, "state.db"), self.reactor))
+        # The state machine is rebuilt from the command log (synced on every
+        # append) after a power loss, so its own commits need no fsync.
+        state = StateStore(
+            connection_pool(os.path.join(data, "state.db"), self.reactor, replayable=True)
+        )
         command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), self.reactor))
         executions = ExecutionStore(
             connection_pool(os.path.join(data, "executions.db"), self.reactor),

@@ -1,0 +1,36 @@
+"""Tests for L{scheduler0.store.sqlite}: the PRAGMAs each kind of store file gets."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from scheduler0.store.sqlite import connection_pool
+
+# PRAGMA synchronous values.
+NORMAL, FULL = 1, 2
+
+
+class PoolTests(TestCase):
+    async def pragmas(self, **options: bool) -> tuple:
+        pool = connection_pool(os.path.join(self.mktemp() + ".db"), reactor, **options)
+        self.addCleanup(pool.close)
+
+        def read(txn):
+            values = []
+            for name in ("journal_mode", "synchronous", "foreign_keys"):
+                txn.execute(f"PRAGMA {name}")
+                values.append(txn.fetchone()[0])
+            return tuple(values)
+
+        return await pool.runInteraction(read)
+
+    async def test_store_files_sync_every_commit(self) -> None:
+        """A store file is WAL with every commit synced (synchronous=FULL)."""
+        self.assertEqual(await self.pragmas(), ("wal", FULL, 1))
+
+    async def test_replayable_files_skip_the_commit_fsync(self) -> None:
+        """A state machine rebuilt from a durable log is WAL with synchronous=NORMAL."""
+        self.assertEqual(await self.pragmas(replayable=True), ("wal", NORMAL, 1))
