@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.executor.http import Outcome
+from scheduler0.scheduler import service as scheduler_service
 from scheduler0.scheduler.service import PREPARE_LEAD_MIN_S, SchedulerService
 from scheduler0.scheduler.spec import execution_id
 from scheduler0.store.commands import Command
@@ -50,11 +51,17 @@ class FakeState:
     def __init__(self, jobs: list[dict]) -> None:
         self.jobs = jobs
         self.loading: Deferred | None = None
+        self.pages: list[tuple[tuple[str, str] | None, int]] = []
 
-    def all_jobs(self) -> Deferred:
+    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred:
+        """Like StateStore.jobs_page; C{loading}, when set, stands for the read."""
+        self.pages.append((after, limit))
+        ordered = sorted(self.jobs, key=lambda job: (job["created_at"], job["uuid"]))
+        page = [j for j in ordered if after is None or (j["created_at"], j["uuid"]) > after]
         if self.loading is not None:
-            return self.loading
-        return succeed(list(self.jobs))
+            loading, self.loading = self.loading, None
+            return loading.addCallback(lambda _: page[:limit])
+        return succeed(page[:limit])
 
 
 class FakeProposer:
@@ -79,8 +86,8 @@ class FakeExecutions:
         self.writes.append(execution)
         self.records[execution["execution_id"]] = execution
 
-    def last_slots(self) -> Deferred:
-        return succeed(dict(self._last_slots))
+    def last_slots_of(self, job_uuids: list[str]) -> Deferred:
+        return succeed({u: self._last_slots[u] for u in job_uuids if u in self._last_slots})
 
 
 class FakeExecutor:
@@ -348,7 +355,7 @@ class SchedulerTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(START.timestamp())
         self.state = FakeState([])
-        self.state.loading = Deferred()
+        loading = self.state.loading = Deferred()
         self.proposer = FakeProposer()
         self.executions = FakeExecutions()
         self.executor = FakeExecutor()
@@ -357,7 +364,7 @@ class SchedulerTests(SynchronousTestCase):
         )
         scheduler.startService()
         self.proposer.applied("create_jobs", [make_job()])
-        self.state.loading.callback([])
+        loading.callback(None)
         self.clock.advance(1)
         self.assertEqual(len(self.executor.submitted), 1)
 
@@ -414,3 +421,151 @@ class SchedulerTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(sorted(d.job_uuid for d in self.executor.submitted), ["arrived", "kept"])
         self.assertIn(("dropped", "job_deleted"), self.executor.cancelled)
+
+
+class ScaleTests(SynchronousTestCase):
+    """What lets one node hold a million jobs: paged loading and shared, compact entries."""
+
+    build = SchedulerTests.build
+
+    def test_jobs_load_a_page_at_a_time(self) -> None:
+        """Start-up reads the jobs in pages, each after the last job of the one before."""
+        self.patch(scheduler_service, "LOAD_PAGE_SIZE", 2)
+        jobs = [make_job(f"job-{i}") for i in range(5)]
+        self.build(jobs)
+        self.assertEqual(
+            self.state.pages,
+            [
+                (None, 2),
+                ((jobs[1]["created_at"], "job-1"), 2),
+                ((jobs[3]["created_at"], "job-3"), 2),
+            ],
+        )
+        self.assertEqual(self.scheduler.active_jobs(), 5)
+        self.clock.advance(1)
+        fired = sorted(d.job_uuid for d in self.executor.submitted)
+        self.assertEqual(fired, [j["uuid"] for j in jobs])
+
+    def test_loaded_pages_fire_before_the_last_page_loads(self) -> None:
+        """Jobs of a page already read fire on time while later pages are still loading."""
+        self.patch(scheduler_service, "LOAD_PAGE_SIZE", 1)
+        later = make_job("job-2", at=START + timedelta(milliseconds=1))
+        state = FakeState([make_job("job-1"), later])
+        held: list[tuple[Deferred, Any, int]] = []
+        read = state.jobs_page
+
+        def gated(after: Any, limit: int) -> Deferred:
+            # The second page's read waits until the test lets it finish.
+            if after is None or held:
+                return read(after, limit)
+            waiting: Deferred = Deferred()
+            held.append((waiting, after, limit))
+            return waiting
+
+        state.jobs_page = gated  # type: ignore[method-assign]
+        clock = Clock()
+        clock.advance(START.timestamp())
+        executor = FakeExecutor()
+        scheduler = SchedulerService(
+            clock, state, FakeProposer(), FakeExecutions(), executor, node_id=1
+        )
+        scheduler.startService()
+        clock.advance(1)
+        self.assertEqual([d.job_uuid for d in executor.submitted], ["job-1"])
+        self.assertNoResult(scheduler.ready)
+        ((waiting, after, limit),) = held
+        waiting.callback(self.successResultOf(read(after, limit)))
+        self.successResultOf(scheduler.ready)
+        clock.advance(1)
+        self.assertIn("job-2", [d.job_uuid for d in executor.submitted])
+
+    def test_jobs_alike_share_their_schedule_and_slot(self) -> None:
+        """Jobs with one spec, zone and anchor hold one schedule, one slot instant and one URL."""
+        self.build([make_job("a", spec="@hourly"), make_job("b", spec="@hourly")])
+        a, b = self.scheduler._entries["a"], self.scheduler._entries["b"]
+        self.assertIs(a.schedule, b.schedule)
+        self.assertIs(a.next_slot, b.next_slot)
+        self.assertIs(a.callback_url, b.callback_url)
+        self.assertEqual(a.next_slot, START + timedelta(hours=1))
+
+    def test_shared_numbers_keep_their_type(self) -> None:
+        """A retry_max of 1 next to a timeout of 1.0 stays the integer 1."""
+        self.build([make_job(timeout_s=1.0, retry_max=1, catch_up_window_s=1.0)])
+        self.clock.advance(1)
+        (delivery,) = self.executor.submitted
+        self.assertEqual((type(delivery.retry_max), type(delivery.timeout_s)), (int, float))
+
+    def test_only_frequent_jobs_keep_their_members_encoded(self) -> None:
+        """After firing, an every-second job keeps its members encoded; an hourly one does not."""
+        self.build([make_job("often"), make_job("hourly", spec="@hourly")])
+        self.clock.advance(3600)
+        self.assertIsNotNone(self.scheduler._entries["often"].job_json)
+        self.assertIsNone(self.scheduler._entries["hourly"].job_json)
+        hourly = [d for d in self.executor.submitted if d.job_uuid == "hourly"]
+        self.assertEqual([(d.name, d.data) for d in hourly], [("name of hourly", {"n": 1})])
+
+    def test_unchanged_job_keeps_its_entry_across_a_restore(self) -> None:
+        """A restored state whose job is unchanged leaves its entry (and planned slot) alone."""
+        job = make_job()
+        self.build([job])
+        entry = self.scheduler._entries["job-1"]
+        self.state.jobs = [dict(job)]
+        self.proposer.applied("state_restored", None)
+        self.assertIs(self.scheduler._entries["job-1"], entry)
+        self.state.jobs = [dict(job, callback_url="http://127.0.0.1:9/other")]
+        self.proposer.applied("state_restored", None)
+        self.assertIsNot(self.scheduler._entries["job-1"], entry)
+
+    def test_job_created_during_load_fires_each_slot_once(self) -> None:
+        """A job whose create is replayed before its page loads is not loaded again."""
+        self.patch(scheduler_service, "LOAD_PAGE_SIZE", 1)
+        first, second = make_job("job-1", spec="@hourly"), make_job("job-2", spec="@hourly")
+        new = make_job("new", at=START + timedelta(milliseconds=1))
+        state = FakeState([first, second])
+        held: list[tuple[Deferred, Any]] = []
+        read = state.jobs_page
+
+        def gated(after: Any, limit: int) -> Deferred:
+            if after is None:
+                return read(after, limit)
+            waiting: Deferred = Deferred()
+            held.append((waiting, after))
+            return waiting
+
+        def release() -> None:
+            waiting, after = held.pop(0)
+            waiting.callback(self.successResultOf(read(after, 1)))
+
+        state.jobs_page = gated  # type: ignore[method-assign]
+        clock = Clock()
+        clock.advance(START.timestamp())
+        executor = FakeExecutor()
+        proposer = FakeProposer()
+        scheduler = SchedulerService(
+            clock, state, proposer, FakeExecutions(), executor, node_id=1
+        )
+        scheduler.startService()
+        # While the second page is read, the job is created (and stored).
+        state.jobs.append(new)
+        proposer.applied("create_jobs", [new])
+        release()  # page 2 (job-2); the create is replayed after it
+        clock.advance(1.5)  # the new job fires its first slot
+        release()  # page 3 holds the new job too
+        release()  # the empty last page
+        self.successResultOf(scheduler.ready)
+        clock.advance(1)
+        fired = [d.scheduled_at for d in executor.submitted if d.job_uuid == "new"]
+        self.assertEqual(fired, [format_instant(START + timedelta(seconds=k)) for k in (1, 2)])
+
+    def test_restore_reads_the_jobs_in_pages(self) -> None:
+        """After a restore the jobs are read a page at a time, and all of them fire."""
+        self.patch(scheduler_service, "LOAD_PAGE_SIZE", 2)
+        self.build([make_job("old")])
+        self.state.jobs = [make_job(f"job-{i}") for i in range(5)]
+        self.state.pages.clear()
+        self.proposer.applied("state_restored", None)
+        self.assertEqual(len(self.state.pages), 3)
+        self.clock.advance(1)
+        fired = sorted(d.job_uuid for d in self.executor.submitted)
+        self.assertEqual(fired, [f"job-{i}" for i in range(5)])
+        self.assertIn(("old", "job_deleted"), self.executor.cancelled)

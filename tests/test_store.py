@@ -24,7 +24,7 @@ from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
 from scheduler0.store.sqlite import connection_pool
-from scheduler0.store.state import REQUEST_MEMORY, StateStore
+from scheduler0.store.state import REQUEST_MEMORY, STATE_CACHE_KIB, StateStore
 from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 T0 = "2026-01-01T00:00:00.000Z"
@@ -366,6 +366,86 @@ class StoreSuiteMixin:
         self.assertEqual((result["code"], result["field"]), ("invalid", "retry_max"))
         result = await proposer.propose(Command("create_jobs", {"jobs": "j1"}))
         self.assertEqual((result["code"], result["field"]), ("invalid", "jobs"))
+
+    @scenario
+    async def test_create_jobs_conflict_names_the_first_job_at_fault(self) -> None:
+        """A taken uuid late in a big batch is named in the error, and nothing is stored."""
+        proposer, state = await self.seeded()
+        await proposer.propose(Command("create_jobs", {"jobs": [job("taken")]}))
+        batch = [job(f"n{i:03}") for i in range(200)] + [job("taken"), job("n999")]
+        result = await proposer.propose(Command("create_jobs", {"jobs": batch}))
+        self.assertEqual(
+            (result["code"], result["field"], result["message"]),
+            ("conflict", "uuid", "a job with uuid taken exists"),
+        )
+        self.assertEqual([j["uuid"] for j in await state.all_jobs()], ["taken"])
+
+    @scenario
+    async def test_create_jobs_with_plain_and_other_values_store_alike(self) -> None:
+        """Defaults, int numbers and a missing anchor are stored as the full checks store them."""
+        proposer, state = await self.seeded()
+        sparse = {k: v for k, v in job("j1").items() if k not in ("data", "anchor_at", "paused")}
+        sparse.update(timeout_s=5, catch_up_window_s=0)
+        result = await proposer.propose(Command("create_jobs", {"jobs": [sparse]}))
+        stored = await state.get_job("j1")
+        self.assertEqual(result["value"], [stored])
+        self.assertEqual(
+            (stored["data"], stored["paused"], stored["anchor_at"]), (None, False, T0)
+        )
+        self.assertEqual((stored["timeout_s"], stored["catch_up_window_s"]), (5.0, 0.0))
+        self.assertIsInstance(stored["timeout_s"], float)
+        refused = await proposer.propose(
+            Command("create_jobs", {"jobs": [job("j2", timeout_s=True)]})
+        )
+        self.assertEqual((refused["code"], refused["field"]), ("invalid", "timeout_s"))
+
+    @scenario
+    async def test_a_repeated_create_jobs_gets_the_same_jobs_from_a_small_record(self) -> None:
+        """
+        A retried create_jobs answers with the jobs the first apply created,
+        while what is remembered for the request is a mark, not the jobs.
+        """
+        state = await self.state()
+        await state.apply(1, Command("create_project", {"project": project()}))
+        jobs = [job(f"j{i}", data={"i": i}) for i in range(50)]
+        first = Command("create_jobs", {"jobs": jobs}, request_id="req-1")
+        result = await state.apply(2, first)
+        self.assertEqual(result["value"], jobs)
+        again = await state.apply(3, first)
+        self.assertEqual(again, dict(result, duplicate=True))
+        self.assertEqual(len(await state.all_jobs()), 50)
+        (remembered,) = await state.pool.runInteraction(
+            lambda txn: txn.execute("SELECT result FROM requests").fetchall()
+        )
+        self.assertLess(len(remembered[0]), 100)
+
+    @scenario
+    async def test_jobs_page_walks_every_job_in_creation_order(self) -> None:
+        """jobs_page returns jobs by (created_at, uuid), each page after the last one's position."""
+        proposer, state = await self.seeded()
+        jobs = [job("c", created_at=T1), job("b"), job("a"), job("d", created_at=T1), job("e")]
+        await proposer.propose(Command("create_jobs", {"jobs": jobs}))
+        pages = []
+        after = None
+        while True:
+            page = await state.jobs_page(after, 2)
+            pages.append([j["uuid"] for j in page])
+            if len(page) < 2:
+                break
+            after = (page[-1]["created_at"], page[-1]["uuid"])
+        self.assertEqual(pages, [["a", "b"], ["e", "c"], ["d"]])
+        self.assertEqual(await state.jobs_page(None, 10), await state.all_jobs())
+        with self.assertRaises(ValueError):
+            await state.jobs_page(None, -1)
+
+    @scenario
+    async def test_state_page_cache_is_sized_for_many_jobs(self) -> None:
+        """The state connection keeps up to STATE_CACHE_KIB of pages in memory."""
+        state = await self.state()
+        (size,) = await state.pool.runInteraction(
+            lambda txn: txn.execute("PRAGMA cache_size").fetchone()
+        )
+        self.assertEqual(size, -STATE_CACHE_KIB)
 
     @scenario
     async def test_list_jobs_filters_and_pages(self) -> None:
@@ -812,6 +892,24 @@ class StoreSuiteMixin:
         self.assertEqual(
             latest, {"j1": execution("a1", "j1", instant(60), "skipped", skip_reason="queue_full")}
         )
+
+    @scenario
+    async def test_last_slots_of_some_jobs(self) -> None:
+        """last_slots_of answers as last_slots does, for just the jobs asked about."""
+        store = await self.executions()
+        store.record(execution("a0", "j1", instant(0)))
+        store.record(execution("a1", "j1", instant(60), "skipped", skip_reason="queue_full"))
+        store.record(execution("a2", "j1", instant(70), "scheduled"))
+        store.record(execution("b0", "j2", instant(30), "running"))
+        store.record(execution("b1", "j2", instant(40), "scheduled"))
+        store.record(execution("c0", "j3", instant(50), "scheduled"))
+        store.record(execution("d0", "j4", instant(20)))
+        self.assertEqual(
+            await store.last_slots_of(["j1", "j2", "j3", "j5"]),
+            {"j1": instant(60), "j2": instant(30)},
+        )
+        everything = await store.last_slots()
+        self.assertEqual(await store.last_slots_of(sorted(everything)), everything)
 
     @scenario
     async def test_prune_keeps_history_and_recent_failures(self) -> None:

@@ -41,18 +41,117 @@ SKIPPED_RECORDS_PER_JOB_LIMIT = 100
 PREPARE_LEAD_MIN_S = 0.02
 PREPARE_LEAD_MAX_S = 1.0
 
+# Jobs are read from the state this many at a time at start-up, so a million
+# of them never sit in memory as whole rows at once, and the first pages fire
+# while later ones load.
+LOAD_PAGE_SIZE = 5000
+
+# A job whose slots come at most this far apart keeps its callback members
+# encoded between slots; sparser jobs encode them per slot instead of holding
+# the text in memory for hours.
+KEEP_ENCODED_PERIOD = timedelta(seconds=60)
+
+# Bounds of the tables that let many jobs share one object (a kind, a slot
+# instant, a parsed time, a first slot); past its bound a table starts over.
+SHARED_LIMIT = 100_000
+MEMO_LIMIT = 10_000
+
+
+@attrs.frozen
+class _Kind:
+    """
+    What many jobs have in common (a project, a spec, a URL, limits, a
+    schedule): one object for all of them, so each job holds one reference.
+    """
+
+    project_uuid: str
+    spec: str
+    callback_url: str
+    timeout_s: float
+    retry_max: int
+    catch_up_window_s: float
+    timezone: str
+    anchor_at: str
+    schedule: Any = attrs.field(eq=False)
+
+    @staticmethod
+    def key(job: dict) -> tuple:
+        return (
+            job["project_uuid"],
+            job["spec"],
+            job["callback_url"],
+            float(job["timeout_s"]),
+            int(job["retry_max"]),
+            float(job["catch_up_window_s"]),
+            job.get("timezone") or "UTC",
+            job["anchor_at"],
+        )
+
 
 @attrs.define(eq=False)
 class _Entry:
-    """One active job as the scheduler holds it."""
+    """
+    One active job as the scheduler holds it: only what firing needs, the
+    part many jobs have in common shared in a L{_Kind} (a million of these
+    must fit in memory).
+    """
 
-    job: dict[str, Any]
-    schedule: Any
-    generation: int
+    uuid: str
+    name: str
+    data: Any
+    kind: _Kind
     next_slot: datetime | None = None
     job_json: str | None = None
-    # Slots already prepared and waiting for their instant.
-    prepared: list[datetime] = attrs.field(factory=list)
+    # Slots already prepared and waiting for their instant (None: none).
+    prepared: list[datetime] | None = None
+
+    @property
+    def project_uuid(self) -> str:
+        return self.kind.project_uuid
+
+    @property
+    def spec(self) -> str:
+        return self.kind.spec
+
+    @property
+    def callback_url(self) -> str:
+        return self.kind.callback_url
+
+    @property
+    def timeout_s(self) -> float:
+        return self.kind.timeout_s
+
+    @property
+    def retry_max(self) -> int:
+        return self.kind.retry_max
+
+    @property
+    def catch_up_window_s(self) -> float:
+        return self.kind.catch_up_window_s
+
+    @property
+    def schedule(self) -> Any:
+        return self.kind.schedule
+
+    def same_job(self, job: dict) -> bool:
+        """Whether C{job} fires exactly as this entry does."""
+        kind = self.kind
+        return (
+            not job.get("paused")
+            and self.name == job["name"]
+            and self.data == job.get("data")
+            and _Kind.key(job)
+            == (
+                kind.project_uuid,
+                kind.spec,
+                kind.callback_url,
+                kind.timeout_s,
+                kind.retry_max,
+                kind.catch_up_window_s,
+                kind.timezone,
+                kind.anchor_at,
+            )
+        )
 
 
 def _slot_seconds(slot: datetime) -> float:
@@ -74,12 +173,20 @@ class SchedulerService(Service):
     node_id: int
     history_per_job: int = SKIPPED_RECORDS_PER_JOB_LIMIT
     _entries: dict[str, _Entry] = attrs.field(factory=dict)
-    _heap: list[tuple[float, int, str, int]] = attrs.field(factory=list)
+    # (slot seconds, sequence, entry); an item whose entry is no longer the
+    # one in _entries (deleted, paused, changed) is dropped when it surfaces.
+    _heap: list[tuple[float, int, _Entry]] = attrs.field(factory=list)
     _sequence: int = 0
-    _generation: int = 0
     _timer: IDelayedCall | None = None
     # Prepared deliveries by due time, and the timer that releases them.
-    _batches: dict[float, list[tuple[str, int, datetime, Delivery]]] = attrs.field(factory=dict)
+    _batches: dict[float, list[tuple[_Entry, datetime, Delivery]]] = attrs.field(factory=dict)
+    # Objects many jobs share: kinds, slots, parsed instants, first slots.
+    _kinds: dict[tuple, _Kind] = attrs.field(factory=dict)
+    _slots: dict[datetime, tuple[datetime, float]] = attrs.field(factory=dict)
+    _instants: dict[str, datetime] = attrs.field(factory=dict)
+    _first_slots: dict[tuple[int, datetime], tuple[Any, datetime | None]] = attrs.field(
+        factory=dict
+    )
     _release_timer: IDelayedCall | None = None
     _lead: float = PREPARE_LEAD_MIN_S
     _running: bool = False
@@ -109,22 +216,54 @@ class SchedulerService(Service):
         return self.executor.stop()
 
     async def _load(self) -> None:
-        """Load every job, work out missed slots, and arm the timer."""
-        jobs = await self.state.all_jobs()
-        last_slots = await self.executions.last_slots()
+        """
+        Load every job a page at a time, work out missed slots, and fire
+        what is due after each page (the first jobs need not wait for the
+        last to load).
+        """
         self._running = True
-        for job in jobs:
-            last = last_slots.get(job["uuid"])
-            self._add(job, since=self._catch_up_start(job, last))
-        pending, self._pending = self._pending or [], None
-        for command, result in pending:
-            self._on_applied(command, result)
+        count = 0
+        page = await self.state.jobs_page(None, LOAD_PAGE_SIZE)
+        while True:
+            if not self._running:
+                return  # stopped while loading
+            # The next page is read (in the store's thread) while this one
+            # is worked through.
+            following = None
+            if len(page) == LOAD_PAGE_SIZE:
+                last_job = page[-1]
+                following = self.state.jobs_page(
+                    (last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE
+                )
+            last_slots = await self.executions.last_slots_of([job["uuid"] for job in page])
+            if not self._running:
+                return
+            entries = self._entries
+            for job in page:
+                last = last_slots.get(job["uuid"])
+                if job["uuid"] in entries:
+                    # Added by a change replayed below after an earlier page:
+                    # that entry is as new as this row, and any later change
+                    # is still to be replayed.
+                    continue
+                self._add(job, since=self._catch_up_start(job, last))
+            count += len(page)
+            # Changes applied while this page loaded: replayed after it, so a
+            # change to a job on it comes after the job.
+            pending, self._pending = self._pending or [], None
+            for command, result in pending:
+                self._on_applied(command, result)
+            self._fire_due()
+            if following is None:
+                break
+            self._pending = []
+            page = await following
+        self._pending = None
         log.info(
             "scheduler loaded {count} jobs ({active} active)",
-            count=len(jobs),
+            count=count,
             active=len(self._entries),
         )
-        self._fire_due()
 
     # -- following the state machine ---------------------------------------
 
@@ -148,9 +287,9 @@ class SchedulerService(Service):
                 self.executor.cancel_job(value["uuid"], "job_paused")
             since = now
             if previous is not None:
-                # Prepared slots of the old entry are dropped at release (its
-                # generation is gone) and planned again under the change.
-                owed = [*previous.prepared, previous.next_slot]
+                # Prepared slots of the old entry are dropped at release (it
+                # is no longer the job's entry) and planned again under the change.
+                owed = [*(previous.prepared or ()), previous.next_slot]
                 earliest = min((slot for slot in owed if slot is not None), default=None)
                 if earliest is not None:
                     since = min(now, earliest - timedelta(microseconds=1))
@@ -173,24 +312,32 @@ class SchedulerService(Service):
         self._arm()
 
     async def _reload(self) -> None:
-        """Replace every entry with the jobs the restored state holds."""
+        """Replace every entry with the jobs the restored state holds (read a page at a time)."""
         self._pending = []
+        kept: set[str] = set()
         try:
-            jobs = await self.state.all_jobs()
+            page = await self.state.jobs_page(None, LOAD_PAGE_SIZE)
+            while True:
+                now = utc_from_timestamp(self.clock.seconds())
+                for job in page:
+                    kept.add(job["uuid"])
+                    previous = self._entries.get(job["uuid"])
+                    if previous is not None and previous.same_job(job):
+                        continue
+                    self._entries.pop(job["uuid"], None)
+                    self._add(job, since=now)
+                if len(page) < LOAD_PAGE_SIZE:
+                    break
+                last_job = page[-1]
+                page = await self.state.jobs_page(
+                    (last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE
+                )
         finally:
             pending, self._pending = self._pending, None
-        now = utc_from_timestamp(self.clock.seconds())
-        kept = {job["uuid"] for job in jobs}
         for job_uuid in list(self._entries):
             if job_uuid not in kept:
                 self._remove(job_uuid)
                 self.executor.cancel_job(job_uuid, "job_deleted")
-        for job in jobs:
-            previous = self._entries.get(job["uuid"])
-            if previous is not None and previous.job == job:
-                continue
-            self._entries.pop(job["uuid"], None)
-            self._add(job, since=now)
         for command, result in pending or ():
             self._on_applied(command, result)
         self._arm()
@@ -202,48 +349,86 @@ class SchedulerService(Service):
         The instant after which slots are still owed: the last slot this node
         fired, but never earlier than the job's creation or last change.
         """
-        candidates = [parse_instant(job["created_at"]), parse_instant(job["updated_at"])]
-        if last_slot is not None:
-            candidates.append(parse_instant(last_slot))
-        return max(candidates)
+        # Stored instants all have the one fixed-width form, in which text
+        # order is time order; anything else is compared as instants.
+        created, updated = job["created_at"], job["updated_at"]
+        latest = updated if updated > created else created
+        if last_slot is not None and last_slot > latest:
+            latest = last_slot
+        if (
+            len(created) == len(updated) == 24
+            and created[-1] == updated[-1] == "Z"
+            and (last_slot is None or (len(last_slot) == 24 and last_slot[-1] == "Z"))
+        ):
+            return self._instant(latest)
+        texts = [created, updated] if last_slot is None else [created, updated, last_slot]
+        return max(parse_instant(text) for text in texts)
+
+    def _instant(self, text: str) -> datetime:
+        """C{parse_instant(text)}, shared by the many jobs stamped alike."""
+        instant = self._instants.get(text)
+        if instant is None:
+            if len(self._instants) >= MEMO_LIMIT:
+                self._instants.clear()
+            instant = self._instants[text] = parse_instant(text)
+        return instant
+
+    def _kind(self, job: dict) -> _Kind:
+        """The shared L{_Kind} of C{job}; L{SpecError} for an unusable spec."""
+        key = _Kind.key(job)
+        kind = self._kinds.get(key)
+        if kind is None:
+            schedule = make_schedule(key[1], key[6], self._instant(key[7]))
+            if len(self._kinds) >= SHARED_LIMIT:
+                self._kinds.clear()
+            kind = self._kinds[key] = _Kind(*key, schedule=schedule)
+        return kind
+
+    def _next_after(self, schedule: Any, since: datetime) -> datetime | None:
+        # Jobs created together load with the same schedule and start:
+        # work their first slot out once.
+        key = (id(schedule), since)
+        known = self._first_slots.get(key)
+        if known is not None and known[0] is schedule:
+            return known[1]
+        slot = schedule.next_after(since)
+        if len(self._first_slots) >= MEMO_LIMIT:
+            self._first_slots.clear()
+        self._first_slots[key] = (schedule, slot)
+        return slot
 
     def _add(self, job: dict, since: datetime) -> None:
         if job.get("paused"):
             return
         try:
-            schedule = make_schedule(
-                job["spec"], job.get("timezone") or "UTC", parse_instant(job["anchor_at"])
-            )
+            kind = self._kind(job)
         except SpecError as e:
             log.error(
                 "job {job_uuid} has an unusable spec: {error}", job_uuid=job["uuid"], error=str(e)
             )
             return
-        self._generation += 1
-        entry = _Entry(
-            job=job,
-            schedule=schedule,
-            generation=self._generation,
-            job_json=job_members_json(
-                job["uuid"], job["project_uuid"], job["name"], job["spec"], job.get("data")
-            ),
-        )
-        self._entries[job["uuid"]] = entry
-        self._push(entry, schedule.next_after(since))
+        entry = _Entry(job["uuid"], job["name"], job.get("data"), kind)
+        self._entries[entry.uuid] = entry
+        self._push(entry, self._next_after(kind.schedule, since))
 
     def _remove(self, job_uuid: str) -> None:
-        # Heap items of a removed entry are recognised by their generation
-        # and dropped when they surface.
+        # Heap items of a removed entry are recognised (their entry is no
+        # longer the job's) and dropped when they surface.
         self._entries.pop(job_uuid, None)
 
     def _push(self, entry: _Entry, slot: datetime | None) -> None:
-        entry.next_slot = slot
         if slot is None:
+            entry.next_slot = None
             return
+        # Jobs due together hold one datetime and one float for the instant.
+        shared = self._slots.get(slot)
+        if shared is None:
+            if len(self._slots) >= MEMO_LIMIT:
+                self._slots.clear()
+            shared = self._slots[slot] = (slot, _slot_seconds(slot))
+        entry.next_slot = shared[0]
         self._sequence += 1
-        heapq.heappush(
-            self._heap, (_slot_seconds(slot), self._sequence, entry.job["uuid"], entry.generation)
-        )
+        heapq.heappush(self._heap, (shared[1], self._sequence, entry))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -254,10 +439,10 @@ class SchedulerService(Service):
         """Set the one timer for the earliest live slot."""
         if not self._running:
             return
+        entries = self._entries
         while self._heap:
-            at, _, job_uuid, generation = self._heap[0]
-            entry = self._entries.get(job_uuid)
-            if entry is None or entry.generation != generation:
+            at, _, entry = self._heap[0]
+            if entries.get(entry.uuid) is not entry:
                 heapq.heappop(self._heap)
                 continue
             break
@@ -281,15 +466,15 @@ class SchedulerService(Service):
         started = self.clock.seconds()
         horizon = started + self._lead
         now = utc_from_timestamp(started)
+        entries = self._entries
         while self._heap and self._heap[0][0] <= horizon:
-            _, _, job_uuid, generation = heapq.heappop(self._heap)
-            entry = self._entries.get(job_uuid)
-            if entry is None or entry.generation != generation or entry.next_slot is None:
+            _, _, entry = heapq.heappop(self._heap)
+            if entries.get(entry.uuid) is not entry or entry.next_slot is None:
                 continue
             try:
                 following = self._fire_slot(entry, entry.next_slot, now)
             except Exception:
-                log.failure("firing job {job_uuid} failed", job_uuid=job_uuid)
+                log.failure("firing job {job_uuid} failed", job_uuid=entry.uuid)
                 following = entry.schedule.next_after(entry.next_slot)
             self._push(entry, following)
         took = self.clock.seconds() - started
@@ -299,12 +484,14 @@ class SchedulerService(Service):
 
     def _prepare(self, entry: _Entry, slot: datetime, delivery: Delivery) -> None:
         """Hold C{delivery} until C{slot}'s instant."""
+        if entry.prepared is None:
+            entry.prepared = []
         entry.prepared.append(slot)
         due = _slot_seconds(slot)
         batch = self._batches.get(due)
         if batch is None:
             batch = self._batches[due] = []
-        batch.append((entry.job["uuid"], entry.generation, slot, delivery))
+        batch.append((entry, slot, delivery))
 
     def _arm_release(self) -> None:
         if not self._batches or not self._running:
@@ -322,16 +509,20 @@ class SchedulerService(Service):
         """Hand every prepared delivery whose instant has come to the executor."""
         self._release_timer = None
         now = self.clock.seconds()
+        entries = self._entries
         for due in sorted(d for d in self._batches if d <= now):
-            for job_uuid, generation, slot, delivery in self._batches.pop(due):
-                entry = self._entries.get(job_uuid)
-                if entry is None or entry.generation != generation:
+            for entry, slot, delivery in self._batches.pop(due):
+                if entries.get(entry.uuid) is not entry:
                     continue  # deleted, paused or changed since it was prepared
-                entry.prepared.remove(slot)
+                prepared = entry.prepared
+                if prepared is not None:
+                    prepared.remove(slot)
+                    if not prepared:
+                        entry.prepared = None
                 try:
                     self.executor.submit(delivery)
                 except Exception:
-                    log.failure("submitting job {job_uuid} failed", job_uuid=job_uuid)
+                    log.failure("submitting job {job_uuid} failed", job_uuid=entry.uuid)
         self._arm_release()
 
     def _fire_slot(self, entry: _Entry, slot: datetime, now: datetime) -> datetime | None:
@@ -340,18 +531,17 @@ class SchedulerService(Service):
         record it and every other overdue slot before the window as skipped.
         Return the slot to fire next.
         """
-        job = entry.job
-        window_start = now - timedelta(seconds=float(job["catch_up_window_s"]))
+        window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot > now:
-            self._prepare(entry, slot, self._delivery(job, slot, entry.job_json))
-            return entry.schedule.next_after(slot)
+            self._prepare(entry, slot, self._delivery(entry, slot))
+            return self._following(entry, slot)
         if slot >= window_start:
-            self._deliver(job, slot, entry.job_json)
-            return entry.schedule.next_after(slot)
+            self._deliver(entry, slot)
+            return self._following(entry, slot)
         count = 0
         current: datetime | None = slot
         while current is not None and current < window_start and count < self.history_per_job:
-            self._record(job, current, state="skipped", skip_reason="outside_catch_up_window")
+            self._record(entry, current, state="skipped", skip_reason="outside_catch_up_window")
             count += 1
             current = entry.schedule.next_after(current)
         if current is not None and current < window_start:
@@ -362,7 +552,7 @@ class SchedulerService(Service):
                 "job {job_uuid}: more than {count} slots fell outside the catch-up"
                 " window before {window_start}; the first {count} are recorded as"
                 " skipped, the rest only in this message",
-                job_uuid=job["uuid"],
+                job_uuid=entry.uuid,
                 count=count,
                 window_start=format_instant(window_start),
             )
@@ -374,13 +564,26 @@ class SchedulerService(Service):
             self._last_formatted = (slot, format_instant(slot))
         return self._last_formatted[1]
 
+    def _following(self, entry: _Entry, slot: datetime) -> datetime | None:
+        """The slot after C{slot}; a frequent job keeps its members encoded."""
+        following = entry.schedule.next_after(slot)
+        if (
+            entry.job_json is None
+            and following is not None
+            and following - slot <= KEEP_ENCODED_PERIOD
+        ):
+            entry.job_json = job_members_json(
+                entry.uuid, entry.project_uuid, entry.name, entry.spec, entry.data
+            )
+        return following
+
     def _record(
-        self, job: dict, slot: datetime, state: str, write: bool = True, **fields: Any
+        self, entry: _Entry, slot: datetime, state: str, write: bool = True, **fields: Any
     ) -> dict:
         record = {
-            "execution_id": execution_id(job["uuid"], slot),
-            "job_uuid": job["uuid"],
-            "project_uuid": job["project_uuid"],
+            "execution_id": execution_id(entry.uuid, slot),
+            "job_uuid": entry.uuid,
+            "project_uuid": entry.project_uuid,
             "scheduled_at": self._format_slot(slot),
             "state": state,
             "attempts": 0,
@@ -396,30 +599,28 @@ class SchedulerService(Service):
             self.executions.record(record)
         return record
 
-    def _deliver(self, job: dict, slot: datetime, job_json: str | None = None) -> dict:
+    def _deliver(self, entry: _Entry, slot: datetime) -> dict:
         # No record yet: the executor's on_started writes the first one when
         # the POST goes out. Until then the slot is owed (a restart fires it
         # again), and writing it here would cost a record per slot on the
         # path between the slot's instant and its POST.
-        record = self._record(job, slot, state="scheduled", write=False)
-        self.executor.submit(self._delivery(job, slot, job_json, record))
+        record = self._record(entry, slot, state="scheduled", write=False)
+        self.executor.submit(self._delivery(entry, slot, record))
         return record
 
-    def _delivery(
-        self, job: dict, slot: datetime, job_json: str | None, record: dict | None = None
-    ) -> Delivery:
+    def _delivery(self, entry: _Entry, slot: datetime, record: dict | None = None) -> Delivery:
         return Delivery(
-            execution_id=record["execution_id"] if record else execution_id(job["uuid"], slot),
-            job_uuid=job["uuid"],
-            project_uuid=job["project_uuid"],
-            name=job["name"],
-            spec=job["spec"],
-            data=job.get("data"),
+            execution_id=record["execution_id"] if record else execution_id(entry.uuid, slot),
+            job_uuid=entry.uuid,
+            project_uuid=entry.project_uuid,
+            name=entry.name,
+            spec=entry.spec,
+            data=entry.data,
             scheduled_at=record["scheduled_at"] if record else self._format_slot(slot),
-            callback_url=job["callback_url"],
-            timeout_s=float(job["timeout_s"]),
-            retry_max=int(job["retry_max"]),
-            job_json=job_json,
+            callback_url=entry.callback_url,
+            timeout_s=entry.timeout_s,
+            retry_max=entry.retry_max,
+            job_json=entry.job_json,
         )
 
     # -- executor results ----------------------------------------------------
@@ -485,7 +686,8 @@ class SchedulerService(Service):
         # Millisecond instants keep the id of a run-now equal to what the
         # record shows as scheduled_at.
         now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
-        return succeed(self._deliver(job, now))
+        entry = _Entry(job["uuid"], job["name"], job.get("data"), _Kind(*_Kind.key(job), None))
+        return succeed(self._deliver(entry, now))
 
     def next_run_at(self, job: dict) -> str | None:
         """The next slot of C{job} this node will fire, as text."""

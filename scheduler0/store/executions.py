@@ -307,6 +307,33 @@ class ExecutionStore:
 
         return self._after_flush(read)
 
+    def last_slots_of(self, job_uuids: list[str]) -> Deferred:
+        """
+        L{last_slots} for just C{job_uuids}: the scheduler asks a page of jobs
+        at a time, so a million jobs never need one dict of all their slots
+        nor a scan of every record at once.
+        """
+        wanted = list(job_uuids)
+
+        def read(txn: Any) -> dict[str, str]:
+            found = {}
+            for job_uuid in wanted:
+                # Walks the job's records newest first and stops at the
+                # first that got further than scheduled (nearly always the
+                # newest), instead of reading all its history.
+                txn.execute(
+                    "SELECT scheduled_at FROM executions"
+                    " WHERE job_uuid = ? AND state != 'scheduled'"
+                    " ORDER BY scheduled_at DESC LIMIT 1",
+                    (job_uuid,),
+                )
+                row = txn.fetchone()
+                if row is not None:
+                    found[job_uuid] = row[0]
+            return found
+
+        return self._after_flush(read)
+
     def latest_per_job(self, job_uuids: list[str]) -> Deferred:
         """job_uuid -> its newest record, for those of C{job_uuids} that have one."""
         wanted = list(job_uuids)
