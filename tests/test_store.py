@@ -814,6 +814,38 @@ class StoreSuiteMixin:
         self.assertEqual(await proposer.log.last_index(), 4)
 
     @scenario
+    async def test_compaction_makes_the_state_durable_first(self) -> None:
+        """
+        The log forgets entries only after the state file synced what they
+        did (it does not sync each commit): checkpoint, then truncate.
+        """
+        events: list[str] = []
+        proposer = await self.proposer(compact_every=1)
+        state, log = proposer.state, proposer.log
+
+        class Watched:
+            def __init__(self, inner: Any, name: str) -> None:
+                self.inner, self.name = inner, name
+
+            def __getattr__(self, attribute: str) -> Any:
+                found = getattr(self.inner, attribute)
+                if attribute in ("make_durable", "truncate_before"):
+
+                    def noted(*args: Any) -> Any:
+                        events.append(f"{self.name}.{attribute}")
+                        return found(*args)
+
+                    return noted
+                return found
+
+        proposer.state = Watched(state, "state")
+        proposer.log = Watched(log, "log")
+        await proposer.propose(Command("create_project", {"project": project()}))
+        await proposer.stop()
+        self.assertEqual(events, ["state.make_durable", "log.truncate_before"])
+        self.assertEqual(await log.entries_after(0), [])
+
+    @scenario
     async def test_reopening_files_keeps_data(self) -> None:
         """Closing and reopening the state, log and execution files keeps everything."""
         proposer, state = await self.seeded()

@@ -135,6 +135,9 @@ class LocalProposer:
         if self.compact_every <= 0 or applied - self._compacted_through < self.compact_every:
             return
         try:
+            # The state file may not sync its commits (it is replayable from
+            # this log): make them durable before the log forgets them.
+            await self.state.make_durable()
             await self.log.truncate_before(applied + 1)
             self._compacted_through = applied
         except Exception:

@@ -653,6 +653,18 @@ class StateStore:
         """
         return self.pool.runInteraction(_apply, index, command)
 
+    def make_durable(self) -> Deferred:
+        """
+        Sync every commit so far to disk (a WAL checkpoint syncs the WAL and
+        the database), for files opened without a sync per commit.
+        """
+
+        def checkpoint(txn: Any) -> None:
+            txn.execute("PRAGMA wal_checkpoint(FULL)")
+            txn.fetchall()
+
+        return self.pool.runInteraction(checkpoint)
+
     def applied_index(self) -> Deferred:
         """The index of the last applied command (0 for a fresh store)."""
         return self._scalar("SELECT value FROM meta WHERE key = 'applied_index'")
