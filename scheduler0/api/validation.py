@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,21 +109,34 @@ def check_timezone(value: object) -> str:
     return name
 
 
-def check_callback_url(value: object) -> str:
-    url = check_string(value, max_length=MAX_URL_LENGTH)
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise Invalid("must not contain whitespace or control characters")
+# Whitespace (as str.isspace sees it) and control characters.
+_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _url_problem(url: str) -> str | None:
+    """What is wrong with C{url} as a callback URL, or None (many jobs share one)."""
+    if _URL_FORBIDDEN.search(url):
+        return "must not contain whitespace or control characters"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise Invalid(f"is not a valid URL ({error})") from None
+        return f"is not a valid URL ({error})"
     if parts.scheme.lower() not in ("http", "https"):
-        raise Invalid("must be an absolute http:// or https:// URL")
+        return "must be an absolute http:// or https:// URL"
     if not parts.hostname:
-        raise Invalid("must name a host")
+        return "must name a host"
     if port == 0:
-        raise Invalid("must not use port 0")
+        return "must not use port 0"
+    return None
+
+
+def check_callback_url(value: object) -> str:
+    url = check_string(value, max_length=MAX_URL_LENGTH)
+    problem = _url_problem(url)
+    if problem is not None:
+        raise Invalid(problem)
     return url
 
 
