@@ -1262,3 +1262,21 @@ class CallbackPolicyTests(SynchronousTestCase):
             "PATCH", f"/jobs/{job['uuid']}", {"callback_url": "http://cb.test/other"}
         )
         self.assertEqual((status, body["data"]["callback_url"]), (200, "http://cb.test/other"))
+
+
+class UUIDTests(SynchronousTestCase):
+    def test_new_ids_are_time_ordered_version_7(self) -> None:
+        """New ids are UUIDv7: unique, led by the creation millisecond, so they sort by time."""
+        import time
+        import uuid
+
+        from scheduler0.api.app import _default_uuid
+
+        made = [_default_uuid() for _ in range(1000)]
+        self.assertEqual(len(set(made)), 1000)
+        self.assertEqual({uuid.UUID(u).version for u in made}, {7})
+        self.assertEqual({uuid.UUID(u).variant for u in made}, {uuid.RFC_4122})
+        # The leading 48 bits are the creation millisecond: never decreasing.
+        millis = [int(u.replace("-", "")[:12], 16) for u in made]
+        self.assertEqual(millis, sorted(millis))
+        self.assertLess(abs(millis[-1] / 1000 - time.time()), 5)

@@ -18,7 +18,9 @@ import hmac
 import inspect
 import json
 import math
+import os
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -190,7 +192,21 @@ def _no_resolver(host: str) -> Deferred:
 
 
 def _default_uuid() -> str:
-    return str(uuid.uuid4())
+    """
+    A time-ordered UUID (version 7: milliseconds since the epoch, then 74
+    random bits). Rows made together sit together in the primary-key index,
+    so creating a million jobs touches each index page about once.
+    """
+    millis = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (millis & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | (random_bits >> 62 & 0xFFF) << 64
+        | 0b10 << 62
+        | random_bits & 0x3FFF_FFFF_FFFF_FFFF
+    )
+    return str(uuid.UUID(int=value))
 
 
 def _default_token(n: int) -> str:
