@@ -606,7 +606,8 @@ class JobCreateTests(APITestCase):
         for route in ROUTES:
             if route.body is None:
                 continue
-            path = route.path.replace("<uuid>", job["uuid"] if "/jobs" in route.path else self.puuid)
+            uuid = job["uuid"] if "/jobs" in route.path else self.puuid
+            path = route.path.replace("<uuid>", uuid)
             response = self.h.request(route.method, path, raw=b"null", auth="admin")
             self.assertError(response, 400, "body")
         self.assertEqual(self.snapshot(), before)
