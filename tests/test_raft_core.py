@@ -246,7 +246,10 @@ class ReplicationTests(SynchronousTestCase):
         self.assertIn(ProposalResult(token, 2, True), [x for r in readies for x in r.results])
 
     def test_leader_counts_itself_only_after_its_own_persist(self) -> None:
-        """Before advance() reports the leader's write durable, a follower ack alone is no majority of 3."""
+        """
+        Before advance() reports the leader's write durable, a follower ack
+        alone is no majority of 3.
+        """
         node = make()
         elect(node)
         ack(node, "b", 1)

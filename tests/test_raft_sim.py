@@ -34,7 +34,7 @@ def commit_write(sim: Simulation, key: str, value: str, limit: int = 500) -> Non
     """Write through whichever node leads, retrying until acknowledged."""
     for _ in range(limit):
         op = sim.put(elect(sim), key, value)
-        sim.run_until(lambda: op.ret is not None, 60)
+        sim.run_until(lambda op=op: op.ret is not None, 60)
         if op.ret is not None and not op.failed:
             return
     raise AssertionError(f"write {key}={value} never committed")
@@ -86,7 +86,10 @@ class FigureEightTests(SynchronousTestCase):
         return sim
 
     def test_old_term_entry_on_a_majority_is_not_committed(self) -> None:
-        """Figure 8 (c): a term-2 entry copied to a majority by the term-4 leader stays uncommitted."""
+        """
+        Figure 8 (c): a term-2 entry copied to a majority by the term-4
+        leader stays uncommitted.
+        """
         sim = self._figure_eight()
         a = sim.nodes["a"].core
         self.assertEqual((a.role, a.term), (LEADER, 4))
@@ -274,7 +277,10 @@ class SimulatorTests(SynchronousTestCase):
         self.assertEqual(first.committed, second.committed)
 
     def test_client_history_under_faults_is_linearizable(self) -> None:
-        """Puts and ReadIndex gets through crashes, loss and reordering form a linearizable history."""
+        """
+        Puts and ReadIndex gets through crashes, loss and reordering form a
+        linearizable history.
+        """
         for seed in range(4):
             sim = self._random_run(seed)
             self.assertTrue(any(o.kind == "get" and o.ret and not o.failed for o in sim.history))

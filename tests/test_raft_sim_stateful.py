@@ -218,7 +218,7 @@ class RaftSafety(RuleBasedStateMachine):
             leader = sim.leader()
             if leader is not None and sim.nodes[leader].core.role == LEADER:
                 op = sim.put(leader, "final", "1")
-                if sim.run_until(lambda: op.ret is not None, 40) and not op.failed:
+                if sim.run_until(lambda op=op: op.ret is not None, 40) and not op.failed:
                     break
             sim.advance(5)
         assert op is not None and op.ret is not None and not op.failed, "cluster did not recover"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -162,6 +163,6 @@ class SqliteStorageTests(StorageContract, SynchronousTestCase):
         store.save(ready(entries=entries(1, 1, 2)))
         broken = Entry(1, 3, 0, b"x", None)  # type: ignore[arg-type]
         bad = ready(hard_state=HardState(5, "x", 0), entries=(broken,))
-        self.assertRaises(Exception, store.save, bad)
+        self.assertRaises(sqlite3.IntegrityError, store.save, bad)
         boot = store.load()
         self.assertEqual((boot.hard_state, boot.entries), (HardState(), entries(1, 1, 2)))

@@ -404,7 +404,7 @@ class RaftNode:
                 if self.settings.check_quorum and not self._quorum_active():
                     self._become_follower(self.term, "")
                     return
-                for peer, pr in self._progress.items():
+                for pr in self._progress.values():
                     pr.recent_active = False
             if self._heartbeat_elapsed >= self.settings.heartbeat_ticks:
                 self._heartbeat_elapsed = 0
@@ -600,9 +600,7 @@ class RaftNode:
         # index), so a change of commit alone costs no fsync: it is written
         # with the next batch that syncs anyway.
         hard = self.hard_state
-        syncs = (
-            entries or self._install or self._truncate_from or self._compact_to
-        )
+        syncs = entries or self._install or self._truncate_from or self._compact_to
         hard_changed = None
         if self._vote_changed() or (syncs and hard != self._saved_hard_state):
             hard_changed = hard
@@ -844,7 +842,8 @@ class RaftNode:
         prev = pr.next - 1
         if prev > self.last_index:
             raise RaftError(
-                f"progress of {peer} points past the log end (next {pr.next}, last {self.last_index})"
+                f"progress of {peer} points past the log end"
+                f" (next {pr.next}, last {self.last_index})"
             )
         prev_term = self.term_at(prev)
         if prev_term is None:

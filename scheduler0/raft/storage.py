@@ -146,12 +146,14 @@ class MemoryRaftStorage:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS hard_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, vote TEXT NOT NULL, commit_index INTEGER NOT NULL);
+    id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, vote TEXT NOT NULL,
+    commit_index INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL,
     request_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot (
-    id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, term INTEGER NOT NULL, config BLOB NOT NULL,
+    id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, term INTEGER NOT NULL,
+    config BLOB NOT NULL,
     data BLOB NOT NULL);
 """
 
@@ -211,13 +213,15 @@ class SqliteRaftStorage:
                 db.execute("DELETE FROM entries WHERE idx >= ?", (ready.truncate_from,))
             if ready.entries:
                 db.executemany(
-                    "INSERT OR REPLACE INTO entries (idx, term, kind, data, request_id) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO entries (idx, term, kind, data, request_id)"
+                    " VALUES (?, ?, ?, ?, ?)",
                     [(e.index, e.term, e.kind, e.data, e.request_id) for e in ready.entries],
                 )
             if ready.hard_state is not None:
                 h = ready.hard_state
                 db.execute(
-                    "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (1, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index)"
+                    " VALUES (1, ?, ?, ?)",
                     (h.term, h.vote, h.commit),
                 )
             if ready.compact_to:

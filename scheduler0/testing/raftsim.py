@@ -245,9 +245,9 @@ class Simulation:
         node.alive = False
         node.unsynced = None
         node.disk.crash()
-        for (owner, _), op in list(self._ops_by_token.items()):
+        for owner, token in list(self._ops_by_token):
             if owner == node_id:
-                del self._ops_by_token[(owner, _)]  # outcome unknown: ret stays None
+                del self._ops_by_token[(owner, token)]  # outcome unknown: ret stays None
         self.trace.append(f"{self.now}: crash {node_id}")
 
     def restart(self, node_id: str) -> None:
@@ -426,7 +426,8 @@ class Simulation:
         known = self.committed.setdefault(entry.index, entry)
         if known != entry:
             raise InvariantViolation(
-                f"state machine safety: {node.node_id} applied {entry} but {known} was applied at that index"
+                f"state machine safety: {node.node_id} applied {entry}"
+                f" but {known} was applied at that index"
             )
 
     def compact(self, node_id: str) -> bool:
