@@ -461,6 +461,45 @@ class PaginationTests(APITestCase):
         page = self.h.request("GET", "/projects?offset=4")[2]["data"]
         self.assertEqual(([p["name"] for p in page["items"]], page["next_cursor"]), (["p4"], None))
 
+    def test_job_cursor_follows_the_index(self) -> None:
+        """
+        A job list's next_cursor holds the last job's position: following it
+        gives every job once, in order, with filters, even when jobs already
+        seen are deleted between pages (an offset would skip one then).
+        """
+        project = self.h.project("keyset")
+        other = self.h.project("other")
+        made = []
+        for i in range(7):
+            made.append(self.h.job(project["uuid"], name=f"j{i}")["uuid"])
+            self.h.job(other["uuid"], name=f"o{i}")
+            if i % 2:
+                self.h.clock.advance(1)  # some share created_at: uuid breaks the tie
+        url = f"/jobs?project_uuid={project['uuid']}&limit=3"
+        page = self.h.request("GET", url)[2]["data"]
+        seen = [j["uuid"] for j in page["items"]]
+        offsets = [page["offset"]]
+        deleted = 0
+        while page["next_cursor"]:
+            self.h.job(other["uuid"], name="meanwhile")
+            status = self.h.request("DELETE", f"/jobs/{made[deleted]}")[0]
+            self.assertEqual(status, 200)
+            deleted += 1
+            page = self.h.request("GET", f"{url}&cursor={page['next_cursor']}")[2]["data"]
+            seen += [j["uuid"] for j in page["items"]]
+            offsets.append(page["offset"])
+            self.assertEqual(page["total"], 7 - deleted)
+        self.assertEqual(seen, made)
+        self.assertEqual(offsets, [0, 3, 6])
+
+    def test_forged_job_cursors_are_refused(self) -> None:
+        """A cursor with a malformed position is 400 naming cursor."""
+        import base64
+
+        for raw in (b"k:3|yesterday|abc", b"k:3|2026-01-02T03:04:05.678Z|", b"k:x|a|b", b"z:1"):
+            token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            self.assertError(self.h.request("GET", f"/jobs?cursor={token}"), 400, "cursor")
+
     def test_bad_paging_parameters(self) -> None:
         """
         Out-of-range or malformed limit/offset/cursor, both offset and cursor, or unknown parameters

@@ -556,14 +556,27 @@ class SchedulerAPI:
         return (await self._present_jobs([job], with_history=with_history))[0]
 
     @staticmethod
-    def _page(items: list, total: int, limit: int, offset: int) -> dict:
+    def _page(
+        items: list, total: int, limit: int, offset: int, *, more: bool | None = None
+    ) -> dict:
+        """
+        One page of a list. With C{more} (whether rows follow, for lists in
+        (created_at, uuid) order) the cursor holds the last item's position,
+        so the next page is found through the index, not by skipping rows.
+        """
         end = offset + len(items)
+        cursor = None
+        if more is None:
+            if items and end < total:
+                cursor = encode_cursor(end)
+        elif more and items:
+            cursor = encode_cursor(end, (items[-1]["created_at"], items[-1]["uuid"]))
         return {
             "items": items,
             "total": total,
             "limit": limit,
             "offset": offset,
-            "next_cursor": encode_cursor(end) if items and end < total else None,
+            "next_cursor": cursor,
         }
 
     # -- health and the document ---------------------------------------------
@@ -783,10 +796,18 @@ class SchedulerAPI:
         project_uuid = call.query.get("project_uuid")
         if project_uuid is not None and not await self.state.get_project(project_uuid):
             raise _not_found("project", project_uuid, "project_uuid")
+        # One row more than the page, to know whether another page follows
+        # even when rows before this position went away meanwhile.
         items, total = await self.state.list_jobs(
-            project_uuid=project_uuid, paused=call.query.get("paused"), limit=limit, offset=offset
+            project_uuid=project_uuid,
+            paused=call.query.get("paused"),
+            limit=limit + 1,
+            offset=offset,
+            after=call.query.get("after"),
         )
-        return self._page(await self._present_jobs(list(items)), total, limit, offset)
+        more = len(items) > limit
+        presented = await self._present_jobs(list(items)[:limit])
+        return self._page(presented, total, limit, offset, more=more)
 
     async def get_job(self, call: Call) -> dict:
         return await self._present_job(await self._job_or_404(call.path["uuid"]))
@@ -997,7 +1018,9 @@ def _parse_query(route: Route, request: IRequest) -> dict[str, Any]:
         if "cursor" in values and "offset" in values:
             raise invalid("cursor", "cursor: give either cursor or offset, not both")
         if "cursor" in values:
-            values["offset"] = values.pop("cursor")
+            values["offset"], after = values.pop("cursor")
+            if after is not None:
+                values["after"] = after
     for param in route.query:
         if param.name != "cursor" and param.default is not None:
             values.setdefault(param.name, param.default)

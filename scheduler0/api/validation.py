@@ -292,18 +292,40 @@ def check_project(body: Mapping[str, Any], *, errors: FieldErrors, partial: bool
 # -- cursors -----------------------------------------------------------------
 
 
-def encode_cursor(offset: int) -> str:
-    """An opaque token for the list position C{offset}."""
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode("ascii").rstrip("=")
+_INSTANT_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
-def decode_cursor(token: str) -> int:
-    """The offset inside a token from L{encode_cursor}; L{Invalid} for anything else."""
+def encode_cursor(offset: int, after: tuple[str, str] | None = None) -> str:
+    """
+    An opaque token for the list position C{offset}; with C{after}, the
+    (created_at, uuid) of the last item shown, so the next page is found
+    through the index instead of by skipping C{offset} rows.
+    """
+    raw = f"o:{offset}" if after is None else f"k:{offset}|{after[0]}|{after[1]}"
+    return base64.urlsafe_b64encode(raw.encode()).decode("ascii").rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[int, tuple[str, str] | None]:
+    """
+    The (offset, after) inside a token from L{encode_cursor}; L{Invalid}
+    for anything else.
+    """
+    refused = Invalid("is not a cursor this API issued")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
     except (binascii.Error, ValueError):
-        raise Invalid("is not a cursor this API issued") from None
-    kind, _, number = raw.partition(":")
-    if kind != "o" or not number.isdigit() or len(number) > 18:
-        raise Invalid("is not a cursor this API issued")
-    return int(number)
+        raise refused from None
+    kind, _, rest = raw.partition(":")
+    if kind == "o":
+        number, after = rest, None
+    elif kind == "k":
+        number, _, position = rest.partition("|")
+        created_at, _, uuid = position.partition("|")
+        if not _INSTANT_TEXT.fullmatch(created_at) or not 0 < len(uuid) <= MAX_ID_LENGTH:
+            raise refused
+        after = (created_at, uuid)
+    else:
+        raise refused
+    if not number.isdigit() or len(number) > 18:
+        raise refused
+    return int(number), after

@@ -738,8 +738,13 @@ class StateStore:
         paused: bool | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: tuple[str, str] | None = None,
     ) -> Deferred:
-        """A page of jobs ordered by creation, optionally filtered, and the total count."""
+        """
+        A page of jobs ordered by creation, optionally filtered, and the total
+        count. With C{after} = (created_at, uuid) the page starts after that
+        position (found through the index) and C{offset} is not skipped.
+        """
         where: list[str] = []
         params: list[Any] = []
         if project_uuid is not None:
@@ -749,10 +754,27 @@ class StateStore:
             where.append("paused = ?")
             params.append(int(bool(paused)))
         clause = (" WHERE " + " AND ".join(where)) if where else ""
+        count = f"SELECT COUNT(*) FROM jobs{clause}"
+        if after is not None:
+            where.append("(created_at, uuid) > (?, ?)")
+            clause = " WHERE " + " AND ".join(where)
+            try:
+                limit, _ = _page(limit, 0)
+            except ValueError:
+                return fail()
+            select = f"SELECT {_JOBS} FROM jobs{clause} ORDER BY created_at, uuid LIMIT ?"
+            filters = tuple(params)
+            paged = (*filters, after[0], after[1], limit)
+
+            def read(txn: Any) -> tuple[list, int]:
+                rows = _all(txn, select, paged)
+                return [_job(row) for row in rows], _one(txn, count, filters)[0]
+
+            return self.pool.runInteraction(read)
         return self._listing(
             _job,
             f"SELECT {_JOBS} FROM jobs{clause} ORDER BY created_at, uuid",
-            f"SELECT COUNT(*) FROM jobs{clause}",
+            count,
             tuple(params),
             limit,
             offset,
