@@ -814,6 +814,20 @@ class StoreSuiteMixin:
         self.assertEqual(await proposer.log.last_index(), 4)
 
     @scenario
+    async def test_compaction_by_size(self) -> None:
+        """A few big commands compact the log as many small ones do (compact_bytes)."""
+        proposer = await self.proposer(compact_every=1000)
+        proposer.compact_bytes = 2000
+        await proposer.propose(Command("create_project", {"project": project()}))
+        self.assertEqual(len(await proposer.log.entries_after(0)), 1)
+        jobs = [job(f"j{i}") for i in range(10)]
+        await proposer.propose(Command("create_jobs", {"jobs": jobs}))
+        await proposer.stop()
+        self.assertGreater(proposer.log.appended_bytes, 2000)
+        self.assertEqual(await proposer.log.entries_after(0), [])
+        self.assertEqual(await proposer.log.last_index(), 2)
+
+    @scenario
     async def test_compaction_makes_the_state_durable_first(self) -> None:
         """
         The log forgets entries only after the state file synced what they

@@ -34,6 +34,8 @@ class LocalProposer:
     state: StateStore
     clock: Any
     compact_every: int = 10000
+    # ... or once this many bytes were appended since the last compaction.
+    compact_bytes: int = 64 * 1024 * 1024
     is_leader: bool = True
     leader_address: str | None = None
     append_count: int = attrs.field(default=0, init=False)
@@ -45,6 +47,7 @@ class LocalProposer:
     _stopped: bool = attrs.field(default=False, init=False)
     _broken: BaseException | None = attrs.field(default=None, init=False)
     _compacted_through: int = attrs.field(default=0, init=False)
+    _compacted_at_bytes: int = attrs.field(default=0, init=False)
 
     def start(self) -> Deferred:
         """Apply log entries the state has not seen (a crash between append and apply)."""
@@ -132,7 +135,13 @@ class LocalProposer:
         await self._maybe_compact(indexes[-1])
 
     async def _maybe_compact(self, applied: int) -> None:
-        if self.compact_every <= 0 or applied - self._compacted_through < self.compact_every:
+        if self.compact_every <= 0:
+            return
+        appended = getattr(self.log, "appended_bytes", 0)
+        if (
+            applied - self._compacted_through < self.compact_every
+            and appended - self._compacted_at_bytes < self.compact_bytes
+        ):
             return
         try:
             # The state file may not sync its commits (it is replayable from
@@ -140,6 +149,7 @@ class LocalProposer:
             await self.state.make_durable()
             await self.log.truncate_before(applied + 1)
             self._compacted_through = applied
+            self._compacted_at_bytes = appended
         except Exception:
             _logger.failure("compacting the command log failed")
 

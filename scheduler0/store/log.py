@@ -57,6 +57,9 @@ class CommandLog:
     """Commands in index order, appended in batches (group commit)."""
 
     pool: Any
+    # Bytes of commands appended since this object was made (the proposer
+    # compacts by size too: a few huge commands are as heavy as many small).
+    appended_bytes: int = 0
 
     def open(self) -> Deferred:
         """Create the log tables if they are missing."""
@@ -72,6 +75,7 @@ class CommandLog:
         payloads = [command.to_bytes() for command in commands]
         if not payloads:
             return succeed([])
+        self.appended_bytes += sum(len(payload) for payload in payloads)
         return self.pool.runInteraction(_append, payloads)
 
     def entries_after(self, index: int, limit: int = 1000) -> Deferred:
