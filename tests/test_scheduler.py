@@ -18,6 +18,7 @@ from scheduler0.scheduler import service as scheduler_service
 from scheduler0.scheduler.service import PREPARE_LEAD_MIN_S, SchedulerService
 from scheduler0.scheduler.spec import execution_id
 from scheduler0.store.commands import Command
+from scheduler0.store.executions import EXECUTION_COLUMNS, _row
 from scheduler0.timeutil import format_instant, parse_instant
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -82,7 +83,12 @@ class FakeExecutions:
         self.writes: list[dict] = []
         self._last_slots = last_slots or {}
 
-    def record(self, execution: dict) -> None:
+    def record(self, execution: dict, *, trusted: bool = False) -> None:
+        if trusted:
+            # The real store writes a trusted record's columns unchecked:
+            # the scheduler must give every column in its canonical form.
+            assert tuple(execution) == EXECUTION_COLUMNS, sorted(execution)
+            _row(execution)
         self.writes.append(execution)
         self.records[execution["execution_id"]] = execution
 

@@ -814,6 +814,25 @@ class StoreSuiteMixin:
         self.assertEqual(await proposer.log.last_index(), 4)
 
     @scenario
+    async def test_trusted_records_are_written_once_per_flush(self) -> None:
+        """
+        A trusted record (the scheduler's) replaced within one flush is
+        written once, in its last state, and reads back like any other.
+        """
+        executions = await self.executions()
+        running = execution("e1", state="running", status_code=None, node_id=1)
+        executions.record(running, trusted=True)
+        done = dict(running, state="succeeded", status_code=200, finished_at=T1)
+        executions.record(done, trusted=True)
+        executions.record(execution("e2", state="failed"))
+        await executions.flush()
+        items, total = await executions.query(limit=10)
+        by_id = {item["execution_id"]: item for item in items}
+        self.assertEqual(total, 2)
+        self.assertEqual(by_id["e1"], done)
+        self.assertEqual(by_id["e2"]["state"], "failed")
+
+    @scenario
     async def test_compaction_by_size(self) -> None:
         """A few big commands compact the log as many small ones do (compact_bytes)."""
         proposer = await self.proposer(compact_every=1000)

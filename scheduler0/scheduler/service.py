@@ -192,7 +192,7 @@ class SchedulerService(Service):
     _running: bool = False
     _pending: list[tuple[Command, dict]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
-    _last_clock_formatted: tuple[float | None, str] = (None, "")
+    _clock_texts: dict[float, str] = attrs.field(factory=dict)
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -596,7 +596,7 @@ class SchedulerService(Service):
         }
         record.update(fields)
         if write:
-            self.executions.record(record)
+            self.executions.record(record, trusted=True)
         return record
 
     def _deliver(self, entry: _Entry, slot: datetime) -> dict:
@@ -627,7 +627,9 @@ class SchedulerService(Service):
 
     def on_started(self, delivery: Delivery, at: float) -> None:
         """The first attempt of C{delivery} began: record it as running."""
-        self.executions.record(self._outcome_record(delivery, "running", attempts=1, started_at=at))
+        self.executions.record(
+            self._outcome_record(delivery, "running", attempts=1, started_at=at), trusted=True
+        )
 
     def on_outcome(self, outcome: Outcome) -> None:
         """Record the final state of one delivery."""
@@ -641,7 +643,8 @@ class SchedulerService(Service):
                 status_code=outcome.status_code,
                 error=outcome.error,
                 skip_reason=outcome.skip_reason,
-            )
+            ),
+            trusted=True,
         )
 
     def _outcome_record(
@@ -658,10 +661,14 @@ class SchedulerService(Service):
         def instant(seconds: float | None) -> str | None:
             if seconds is None:
                 return None
-            # Deliveries sent or finished together share the instant.
-            if self._last_clock_formatted[0] != seconds:
-                self._last_clock_formatted = (seconds, format_instant(utc_from_timestamp(seconds)))
-            return self._last_clock_formatted[1]
+            # Deliveries sent or finished together share their instants
+            # (a record has two: started and finished).
+            known = self._clock_texts.get(seconds)
+            if known is None:
+                if len(self._clock_texts) >= 64:
+                    self._clock_texts.clear()
+                known = self._clock_texts[seconds] = format_instant(utc_from_timestamp(seconds))
+            return known
 
         return {
             "execution_id": delivery.execution_id,
