@@ -639,17 +639,39 @@ class LoadTests(SynchronousTestCase):
         )
 
     def test_max_queue_sheds(self) -> None:
-        """Beyond max_queue waiting deliveries, a submit is skipped at once as queue_full."""
-        h = Harness(max_queue=2)
+        """
+        Beyond max_queue deliveries waiting for a busy worker, a submit is
+        skipped at once as queue_full.
+        """
+        h = Harness(max_queue=2, max_workers=1)
+        h.submit(delivery(0, url="http://busy.test/"))
+        h.turn()  # the only worker is now busy
         h.submit(delivery(1), delivery(2), delivery(3))
         [o] = h.outcomes
         self.assertEqual(
             (o.delivery.execution_id, o.state, o.skip_reason, o.attempts, o.started_at),
             ("exec-3", "skipped", "queue_full", 0, None),
         )
+        h.client.requests[0].respond(200)
         h.turn()
-        self.assertEqual(h.client.requests[0].ids, ["exec-1", "exec-2"])
+        self.assertEqual(h.client.requests[1].ids, ["exec-1", "exec-2"])
         self.assertEqual(h.executor.stats()["skipped"], 1)
+
+    def test_a_burst_with_free_workers_is_not_shed(self) -> None:
+        """
+        More deliveries at once than max_queue are all sent when workers are
+        free to take them: the bound is on what waits, not on a burst.
+        """
+        h = Harness(max_queue=3, max_workers=10)
+        h.submit(*[delivery(n, url=f"http://host{n}.test/") for n in range(10)])
+        h.turn()
+        self.assertEqual(h.outcomes, [])
+        while h.client.open():
+            h.client.open()[0].respond(200)
+            h.turn()
+        sent = sorted(i for r in h.client.requests for i in r.ids)
+        self.assertEqual(sent, sorted(f"exec-{n}" for n in range(10)))
+        self.assertEqual([o.state for o in h.outcomes], ["succeeded"] * 10)
 
     def test_paused_sheds(self) -> None:
         """While the guard pauses the node, new submits are skipped; in-flight work goes on."""

@@ -391,8 +391,13 @@ class HTTPExecutor:
             self._finish_skipped(item, SKIP_RESOURCE_GUARD)
             return
         if self._waiting >= self.max_queue:
-            self._finish_skipped(item, SKIP_QUEUE_FULL)
-            return
+            # A burst (every slot of a big second at once) is not a backlog:
+            # hand what free workers can take to them now, and shed only
+            # what would still wait.
+            self._pump()
+            if self._waiting >= self.max_queue:
+                self._finish_skipped(item, SKIP_QUEUE_FULL)
+                return
         self._enqueue(item)
 
     def cancel_job(self, job_uuid: str, reason: str) -> int:
