@@ -127,6 +127,12 @@ class _TrackingSite(Site):
     async def close_connections(self) -> None:
         waiting = list(self.open.items())
         for protocol, _ in waiting:
-            protocol.transport.abortConnection()
+            # Twisted's HTTP factory hands out a wrapper that keeps the
+            # transport on the channel it wraps.
+            transport = getattr(protocol, "transport", None)
+            if transport is None:
+                transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+            if transport is not None:
+                transport.abortConnection()
         for _, lost in waiting:
             await lost

@@ -1,0 +1,30 @@
+"""Tests for L{scheduler0.testing.receiver}, the callback receiver of the end-to-end tests."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+import treq.client
+from scheduler0.testing.receiver import CallbackReceiver
+
+
+class ReceiverTests(TestCase):
+    async def test_records_and_stops_with_kept_alive_connections(self) -> None:
+        """Items of each POST are recorded; stop() closes a kept-alive connection without error."""
+        receiver = CallbackReceiver(reactor)
+        port = await receiver.listen(reactor)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+        for n in range(3):
+            response = await http.post(
+                f"http://127.0.0.1:{port}/cb", json=[{"execution_id": f"e{n}"}]
+            )
+            await response.content()
+            self.assertEqual(response.code, 200)
+        self.assertEqual([a.item["execution_id"] for a in receiver.arrivals], ["e0", "e1", "e2"])
+        self.assertEqual(len(receiver._site.open), 1)
+        await receiver.stop()
+        self.assertEqual(receiver._site.open, {})
