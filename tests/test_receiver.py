@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import treq.client
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-import treq.client
 from scheduler0.testing.receiver import CallbackReceiver
 
 
