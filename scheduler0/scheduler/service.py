@@ -32,6 +32,10 @@ from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestam
 
 log = Logger()
 
+# How far each released batch's starting point moves (a prime, so over
+# successive batches every position comes first in turn).
+_ROTATION_STEP = 7919
+
 # When a job missed more slots than history keeps, only that many get a
 # `skipped` record each; the rest are counted in one log event.
 SKIPPED_RECORDS_PER_JOB_LIMIT = 100
@@ -193,6 +197,7 @@ class SchedulerService(Service):
     _pending: list[tuple[Command, dict]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
+    _rotation: int = 0
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -511,7 +516,12 @@ class SchedulerService(Service):
         now = self.clock.seconds()
         entries = self._entries
         for due in sorted(d for d in self._batches if d <= now):
-            for entry, slot, delivery in self._batches.pop(due):
+            batch = self._batches.pop(due)
+            # Start each batch at another place: when an overloaded node
+            # sheds the tail of a burst, the loss is spread over every job
+            # instead of always falling on the last ones created.
+            self._rotation = (self._rotation + _ROTATION_STEP) % max(len(batch), 1)
+            for entry, slot, delivery in batch[self._rotation :] + batch[: self._rotation]:
                 if entries.get(entry.uuid) is not entry:
                     continue  # deleted, paused or changed since it was prepared
                 prepared = entry.prepared
