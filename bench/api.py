@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import sys
 import tempfile
 import time
 
@@ -26,54 +24,14 @@ import treq.client
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import react
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from scheduler0.testing.process import REPO_ROOT, NodeProcess, free_port
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+from bench.common import NodeUnderTest, percentile
 
 
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-async def start_node(
-    workdir: str, twistd_args: tuple[str, ...] = ()
-) -> tuple[NodeProcess, dict[str, str]]:
-    http_port = free_port()
-    config_path = os.path.join(workdir, "config.yml")
-    with open(config_path, "w") as f:
-        f.write(
-            f"Port: {http_port}\nRaftAddress: 127.0.0.1:{free_port()}\n"
-            "DataDir: data\nLogLevel: WARN\nRateLimitPerSecond: 0\n"
-        )
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable,
-        ["-m", "scheduler0", "credential", "init", "--config", config_path, "--generate"],
-        env=env,
-        path=workdir,
-    )
-    if code:
-        raise SystemExit(err.decode())
-    node = NodeProcess(reactor, workdir, config_path, http_port, twistd_args=twistd_args)
-    await node.start()
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable,
-        ["-m", "scheduler0", "create", "credential", "--json", "--config", config_path],
-        env=env,
-        path=workdir,
-    )
-    credential = json.loads(out)
-    headers = {"x-api-key": credential["api_key"], "x-secret-key": credential["api_secret"]}
-    return node, headers
 
 
 async def phase(
@@ -120,17 +78,17 @@ async def phase(
 
 
 async def run(
-    concurrency: list[int], seconds: float, workdir: str, twistd_args: tuple[str, ...] = ()
+    concurrency: list[int], seconds: float, workdir: str, profile: str | None = None
 ) -> dict:
-    node, headers = await start_node(workdir, twistd_args)
+    under_test = NodeUnderTest(
+        reactor, workdir, profile=profile, extra_config="LogLevel: WARN\nRateLimitPerSecond: 0\n"
+    )
+    await under_test.start()
+    node, headers = under_test.node, under_test.headers
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max(concurrency)
     http = treq.client.HTTPClient(Agent(reactor, pool=pool))
     try:
-        response = await http.post(
-            node.url + "/projects", json={"name": "bench", "description": ""}, headers=headers
-        )
-        project = (await response.json())["data"]
         counter = iter(range(10**9))
         created: list[str] = []
 
@@ -138,7 +96,7 @@ async def run(
             response = await http.post(
                 node.url + "/api/v1/jobs",
                 json={
-                    "project_uuid": project["uuid"],
+                    "project_uuid": under_test.project_uuid,
                     "name": f"job-{next(counter)}",
                     "spec": "@hourly",
                     "callback_url": "http://127.0.0.1:9/never",
@@ -170,7 +128,7 @@ async def run(
         return {"nodes": 1, "seconds_per_phase": seconds, "results": results}
     finally:
         await pool.closeCachedConnections()
-        await node.stop()
+        await under_test.stop()
 
 
 def table(report: dict) -> str:
@@ -205,14 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def go(_reactor: object) -> None:
         with tempfile.TemporaryDirectory() as workdir:
-            extra: tuple[str, ...] = ()
-            if args.profile:
-                extra = (
-                    f"--profile={os.path.abspath(args.profile)}",
-                    "--profiler=cprofile",
-                    "--savestats",
-                )
-            report = await run(args.clients, seconds, workdir, extra)
+            report = await run(args.clients, seconds, workdir, args.profile)
         print(table(report))
         if args.json_path:
             with open(args.json_path, "w") as f:

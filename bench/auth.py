@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
+from bench.common import percentile
 from scheduler0.api.app import SchedulerAPI
 from scheduler0.api.routes import ROUTES
 from scheduler0.store.local import LocalProposer
@@ -54,11 +55,6 @@ def _fired(d: Deferred) -> object:
     if hasattr(box[0], "raiseException"):
         box[0].raiseException()
     return box[0]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def main() -> None:

@@ -37,11 +37,10 @@ from datetime import UTC
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 
 from bench.common import Job, ProcessMeter, sleep, table
 from bench.precision import COLUMNS, measure_window, row
-from bench.receiver import ReceiverProcess
+from bench.receiver import LineChild, ReceiverProcess
 
 DESCRIPTION = "Scenario 6: APScheduler 3.x next to Scheduler0 (1 node) in the same run."
 STEPS = [1000, 2000, 5000, 10_000, 20_000]
@@ -265,20 +264,19 @@ def child(argv: list[str]) -> None:
     reactor.run()
 
 
-class APSchedulerProcess(ProcessProtocol):
+class APSchedulerProcess(LineChild):
     """The APScheduler child process, seen from the scenario: its jobs, meter and stats."""
+
+    what = "APScheduler process"
 
     def __init__(
         self, reactor: Any, jobs: int, urls: int, port: int, mode: str, phases: int
     ) -> None:
+        super().__init__()
         self.reactor = reactor
         self.count, self.urls, self.port, self.mode, self.phases = jobs, urls, port, mode, phases
         self.jobs: list[Job] = []
         self.meter: ProcessMeter | None = None
-        self._buffer = bytearray()
-        self._waiting: list[Deferred] = []
-        self.ended: Deferred = Deferred()
-        self.errors = bytearray()
 
     async def start(self) -> None:
         from scheduler0.testing.process import REPO_ROOT
@@ -291,7 +289,7 @@ class APSchedulerProcess(ProcessProtocol):
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        ready = self._line()
+        ready = self._next_line()
         argv = [sys.executable, "-m", "bench.peers", "--child", "--jobs", str(self.count),
                 "--urls", str(self.urls), "--port", str(self.port), "--mode", self.mode,
                 "--start-ms", str(start_ms), "--phases", str(self.phases)]  # fmt: skip
@@ -302,39 +300,8 @@ class APSchedulerProcess(ProcessProtocol):
         if wait > 0:
             await sleep(self.reactor, wait)
 
-    def _line(self) -> Deferred:
-        d: Deferred = Deferred()
-        self._waiting.append(d)
-        return d
-
     async def stats(self) -> dict:
-        answer = self._line()
-        self.transport.write(b"stats\n")
-        return json.loads(await answer)
-
-    async def stop(self) -> None:
-        if not self.ended.called:
-            self.transport.write(b"quit\n")
-            await self.ended
-
-    def outReceived(self, data: bytes) -> None:
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, _, rest = bytes(self._buffer).partition(b"\n")
-            self._buffer = bytearray(rest)
-            if self._waiting:
-                self._waiting.pop(0).callback(line.decode())
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors += data
-
-    def processEnded(self, reason: Any) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(
-                RuntimeError(f"APScheduler process exited: {bytes(self.errors).decode()[-2000:]}")
-            )
-        self.ended.callback(None)
+        return json.loads(await self._ask("stats"))
 
 
 async def apscheduler_window(

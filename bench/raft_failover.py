@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import react
 
-from bench.raft_throughput import MODULES, Cluster, Writer, find_leader, percentile, sleep
+from bench.common import percentile
+from bench.raft_throughput import MODULES, Cluster, Writer, find_leader, sleep
 
 
 async def write_once(port: int) -> bool:

@@ -26,14 +26,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
 
+from bench.common import percentile
 from scheduler0.testing.process import REPO_ROOT, free_port
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def sleep(seconds: float) -> Deferred:

@@ -379,32 +379,20 @@ def serve(argv: list[str] | None = None) -> None:
     reactor.run()
 
 
-class ReceiverProcess(ProcessProtocol):
-    """Start the receiver as a child process and drive it from a benchmark."""
+class LineChild(ProcessProtocol):
+    """
+    A benchmark's child process driven by one-line commands on its stdin,
+    each answered by one line on its stdout (in order); C{quit} ends it.
+    """
 
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
-        self.port = 0
-        self.pid = 0
+    #: Named in the error the waiting commands get when the child exits.
+    what = "child process"
+
+    def __init__(self) -> None:
         self._lines = bytearray()
         self._waiting: list[Deferred] = []
         self.ended: Deferred = Deferred()
         self.errors = bytearray()
-
-    async def start(self) -> int:
-        """Spawn it and return the port it listens on."""
-        from scheduler0.testing.process import REPO_ROOT
-
-        env = dict(os.environ)
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        answer = self._next_line()
-        transport = self.reactor.spawnProcess(
-            self, sys.executable, [sys.executable, "-m", "bench.receiver"], env=env, path=REPO_ROOT
-        )
-        self.pid = transport.pid
-        line = await answer
-        self.port = int(line.split()[1])
-        return self.port
 
     def _next_line(self) -> Deferred:
         d: Deferred = Deferred()
@@ -415,14 +403,6 @@ class ReceiverProcess(ProcessProtocol):
         answer = self._next_line()
         self.transport.write(command.encode() + b"\n")
         return await answer
-
-    async def reset(self) -> None:
-        await self._ask("reset")
-
-    async def dump(self, path: str) -> tuple[dict, list[Item]]:
-        """The receiver's stats since the last reset, and the items it recorded."""
-        stats = json.loads(await self._ask(f"dump {path}"))
-        return stats, read_items(path)
 
     async def stop(self) -> None:
         if not self.ended.called:
@@ -443,8 +423,43 @@ class ReceiverProcess(ProcessProtocol):
     def processEnded(self, reason: Any) -> None:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
-            d.errback(RuntimeError(f"receiver exited: {bytes(self.errors).decode()}"))
+            d.errback(RuntimeError(f"{self.what} exited: {bytes(self.errors).decode()[-2000:]}"))
         self.ended.callback(None)
+
+
+class ReceiverProcess(LineChild):
+    """Start the receiver as a child process and drive it from a benchmark."""
+
+    what = "receiver"
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.port = 0
+        self.pid = 0
+
+    async def start(self) -> int:
+        """Spawn it and return the port it listens on."""
+        from scheduler0.testing.process import REPO_ROOT
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        answer = self._next_line()
+        transport = self.reactor.spawnProcess(
+            self, sys.executable, [sys.executable, "-m", "bench.receiver"], env=env, path=REPO_ROOT
+        )
+        self.pid = transport.pid
+        line = await answer
+        self.port = int(line.split()[1])
+        return self.port
+
+    async def reset(self) -> None:
+        await self._ask("reset")
+
+    async def dump(self, path: str) -> tuple[dict, list[Item]]:
+        """The receiver's stats since the last reset, and the items it recorded."""
+        stats = json.loads(await self._ask(f"dump {path}"))
+        return stats, read_items(path)
 
 
 if __name__ == "__main__":

@@ -40,19 +40,13 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from bench.common import percentile
 from scheduler0.api.validation import encode_cursor
 from scheduler0.testing.process import REPO_ROOT, NodeProcess, free_port
 
 GOALS = {"jobs": 1_000_000, "rss_bytes": 1 << 30, "create_s": 120.0, "restart_to_firing_s": 30.0}
 SPARSE_SPECS = ("@hourly", "0 */6 * * *", "@every 10m")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))]
 
 
 def sleep(seconds: float) -> Deferred:
