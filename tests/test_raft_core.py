@@ -22,6 +22,7 @@ from scheduler0.raft.core import (
     Ready,
 )
 from scheduler0.raft.messages import (
+    CONFIG,
     NOOP,
     AppendEntries,
     AppendResponse,
@@ -94,6 +95,31 @@ class ElectionTests(SynchronousTestCase):
         self.assertEqual(node.role, LEADER)
         committed = [e for r in readies for e in r.committed]
         self.assertEqual([(e.index, e.kind) for e in committed], [(1, NOOP)])
+
+    def test_bootstrap_leader_logs_its_configured_voters(self) -> None:
+        """
+        With log_initial_config, a first leader appends its configured voter
+        set, and a node that started with no voters learns it from the log.
+        """
+        settings = RaftSettings(election_ticks=10, heartbeat_ticks=1, log_initial_config=True)
+        leader = make("a", ABC, settings=settings)
+        messages = elect(leader)
+        appends = [m for m in messages if isinstance(m, AppendEntries) and m.recipient == "b"]
+        entries = [e for m in appends for e in m.entries]
+        self.assertEqual([e.kind for e in entries][:2], [NOOP, CONFIG])
+        joiner = make("b", ClusterConfig(frozenset()), settings=settings)
+        self.assertEqual(joiner.config.voters, frozenset())
+        for m in appends:
+            joiner.step(m)
+        drain(joiner)
+        self.assertEqual(joiner.config.voters, ABC.voters)
+
+    def test_initial_config_stays_out_of_the_log_by_default(self) -> None:
+        """Without log_initial_config a first leader appends only its no-op."""
+        leader = make("a", ABC)
+        messages = elect(leader)
+        kinds = [e.kind for m in messages if isinstance(m, AppendEntries) for e in m.entries]
+        self.assertNotIn(CONFIG, kinds)
 
     def test_follower_waits_a_randomized_timeout_of_at_least_one_election(self) -> None:
         """No campaign starts before election_ticks ticks, one starts before 2x."""

@@ -237,6 +237,34 @@ class DriverTests(SynchronousTestCase):
         cluster.run(0.1)
         self.failureResultOf(barrier, NotLeader)
 
+    def test_wait_applied_fires_when_a_follower_reaches_the_index(self) -> None:
+        """A follower's wait for a leader's index fires once it applied it, not before."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        follower = next(d for d in cluster.drivers.values() if d is not leader)
+        cluster.cut.add(follower.core.node_id)
+        proposed = leader.propose(b"x")
+        cluster.run(0.2)
+        self.successResultOf(proposed)
+        index = leader.applied_index
+        waiting = follower.wait_applied(index)
+        self.assertNoResult(waiting)
+        cluster.cut.clear()
+        cluster.run(0.5)
+        self.assertGreaterEqual(self.successResultOf(waiting), index)
+        self.assertEqual(self.successResultOf(follower.wait_applied(1)), follower.applied_index)
+
+    def test_wait_applied_times_out(self) -> None:
+        """A wait for an index this node never reaches fails with ProposalTimeout."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        leader.apply_timeout_s = 0.5
+        waiting = leader.wait_applied(leader.applied_index + 100)
+        cluster.run(0.4)
+        self.assertNoResult(waiting)
+        cluster.run(0.2)
+        self.failureResultOf(waiting, ProposalTimeout)
+
     def test_malformed_message_is_dropped(self) -> None:
         """Garbage from the network is counted and ignored."""
         cluster = Cluster()

@@ -116,6 +116,9 @@ class RaftSettings:
     #: Entries kept in the log behind a snapshot so slightly lagging
     #: followers catch up without a snapshot transfer.
     snapshot_trailing: int = 1024
+    #: A first leader whose voter set came from configuration appends it to
+    #: the log, so members that started with none learn it.
+    log_initial_config: bool = False
 
     def __attrs_post_init__(self) -> None:
         for name in (
@@ -759,6 +762,13 @@ class RaftNode:
         self._progress = {}
         self._sync_progress()
         self._append(Entry(self.term, self.last_index + 1, NOOP))
+        if self.settings.log_initial_config and self.config_index == 0:
+            # The voter set came from configuration (Bootstrap), not from the
+            # log: write it down, so nodes that started without one (joining
+            # later, or not bootstrapping) learn it from the log.
+            self._append(
+                Entry(self.term, self.last_index + 1, CONFIG, encode_config(self.config))
+            )
 
     def _sync_progress(self) -> None:
         members = self.config.members() - {self.node_id}

@@ -94,6 +94,7 @@ class RaftDriver:
     _waiters: dict[int, Deferred] = attrs.field(factory=dict)
     _reads: list[tuple[int, Deferred]] = attrs.field(factory=list)
     _results: OrderedDict[int, Any] = attrs.field(factory=OrderedDict)
+    _applied_waiters: list[tuple[int, Deferred]] = attrs.field(factory=list)
     _loop: LoopingCall | None = None
     _processing: bool = False
     _stopped: bool = False
@@ -123,9 +124,14 @@ class RaftDriver:
         self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        waiting = list(self._waiters.values()) + [d for _, d in self._reads]
+        waiting = (
+            list(self._waiters.values())
+            + [d for _, d in self._reads]
+            + [d for _, d in self._applied_waiters]
+        )
         self._waiters.clear()
         self._reads.clear()
+        self._applied_waiters.clear()
         for d in waiting:
             d.errback(StoreUnavailable("the node is stopping"))
         if not self._processing:
@@ -192,6 +198,34 @@ class RaftDriver:
         self._kick()
         return waiter
 
+    def wait_applied(self, index: int) -> Deferred:
+        """
+        Fire once this node's state machine has applied C{index} (a write a
+        leader committed for us, so our next read sees it); fail with
+        ProposalTimeout after apply_timeout_s.
+        """
+        if index <= self.applied_index:
+            return succeed(self.applied_index)
+        if self._stopped:
+            return fail(StoreUnavailable("the node is stopping"))
+        waiter: Deferred = Deferred()
+        entry = (index, waiter)
+        self._applied_waiters.append(entry)
+        if self.apply_timeout_s:
+
+            def expire() -> None:
+                if entry in self._applied_waiters:
+                    self._applied_waiters.remove(entry)
+                    waiter.errback(
+                        ProposalTimeout(
+                            f"index {index} was not applied here within {self.apply_timeout_s} s"
+                        )
+                    )
+
+            timer = self.clock.callLater(self.apply_timeout_s, expire)
+            waiter.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        return waiter
+
     # -- the loop ----------------------------------------------------------------
 
     def _kick(self) -> None:
@@ -240,6 +274,7 @@ class RaftDriver:
         for result in ready.results:
             self._answer(result)
         self._release_reads()
+        self._release_applied()
         self.core.advance(ready)
         if ready.want_snapshot and self.snapshot is not None:
             await self._take_snapshot()
@@ -276,6 +311,16 @@ class RaftDriver:
             self._reads.append((result.index, waiter))
             return
         waiter.callback(self._results.pop(result.index, None))
+
+    def _release_applied(self) -> None:
+        if not self._applied_waiters:
+            return
+        ready = [(i, d) for i, d in self._applied_waiters if i <= self.applied_index]
+        if not ready:
+            return
+        self._applied_waiters = [(i, d) for i, d in self._applied_waiters if i > self.applied_index]
+        for _, waiter in ready:
+            waiter.callback(self.applied_index)
 
     def _release_reads(self) -> None:
         """Fire the reads whose index the state machine has reached."""
