@@ -136,7 +136,7 @@ class NodeService(MultiService):
         import treq.client
         from passlib.hash import pbkdf2_sha256
         from twisted.internet.threads import deferToThreadPool
-        from twisted.web.client import HTTPConnectionPool
+        from twisted.web.client import Agent, HTTPConnectionPool
 
         from scheduler0.api.app import SchedulerAPI
         from scheduler0.api.limits import RateLimiter
@@ -179,17 +179,31 @@ class NodeService(MultiService):
             flush_delay=EXECUTION_FLUSH_DELAY_S,
         )
         await state.open()
-        await command_log.open()
         await executions.open()
-        proposer = LocalProposer(command_log, state, self.reactor)
-        proposer.leader_address = config.http_address
-        await proposer.start()
+        guard = ResourceGuard(self.reactor, config.max_memory, config.max_cpu)
+        cluster = None
+        if config.replicas:
+            from scheduler0.cluster.node import ClusterNode
+
+            # Peers are our own nodes: their calls do not go through the
+            # callback network policy, and no connection is kept open.
+            peer_http = treq.client.HTTPClient(
+                Agent(self.reactor, pool=HTTPConnectionPool(self.reactor, persistent=True))
+            )
+            cluster = ClusterNode.open(self.reactor, config, state, admin, peer_http, in_thread)
+            cluster.is_paused = lambda: guard.paused
+            cluster.executions = executions
+            proposer: Any = cluster
+            self._parts["cluster"] = cluster
+        else:
+            await command_log.open()
+            proposer = LocalProposer(command_log, state, self.reactor)
+            proposer.leader_address = config.http_address
+            await proposer.start()
 
         signer = CallbackSigner(self.reactor, state)
         await signer.load()
         proposer.subscribe(signer.on_applied)
-
-        guard = ResourceGuard(self.reactor, config.max_memory, config.max_cpu)
         net_policy = NetworkPolicy.from_config(
             config.callback_allow_networks, config.callback_deny_networks
         )
@@ -241,6 +255,8 @@ class NodeService(MultiService):
             node_id=config.node_id,
             history_per_job=config.execution_history_per_job,
         )
+        if cluster is not None:
+            scheduler.may_fire = cluster.lease_valid
         self._parts.update(
             state=state,
             log=command_log,
@@ -254,6 +270,8 @@ class NodeService(MultiService):
         )
         guard.start()
         executions.start_pruning()
+        if cluster is not None:
+            await cluster.start()
         scheduler.startService()
         await scheduler.ready
         tune_garbage_collector()
@@ -278,12 +296,24 @@ class NodeService(MultiService):
                 self.reactor, config.rate_limit_per_second, config.rate_limit_burst
             ),
             max_jobs_per_request=config.max_jobs_per_request,
+            read_barrier=cluster.read_barrier if cluster is not None else None,
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)
-        await self._first_client_credential(api, state)
+        if cluster is None:
+            await self._first_client_credential(api, state)
+        else:
+            # A new cluster makes its first client credential once it has a
+            # leader, on the leader only (so there is one, shown once).
+            first = Deferred.fromCoroutine(self._first_cluster_credential(api, state, cluster))
+            first.addErrback(lambda f: log.failure("making the first credential failed", f))
+        resource = api.resource()
+        if cluster is not None:
+            from scheduler0.cluster.peer import PeerAPI, PeerDispatch
+
+            resource = PeerDispatch(resource, PeerAPI(cluster, admin).resource())
         site = api_site(
-            api.resource(),
+            resource,
             clock=self.reactor,
             max_body_bytes=config.max_request_body_bytes,
             request_timeout_s=config.http_request_timeout_seconds,
@@ -317,33 +347,68 @@ class NodeService(MultiService):
             announce.write(text)
             announce.flush()
 
+    async def _first_cluster_credential(self, api: Any, state: Any, cluster: Any) -> None:
+        from scheduler0.cluster.node import _later
+        from scheduler0.store.errors import StoreUnavailable
+
+        while self.running and not cluster._stopped:
+            if await state.count_credentials():
+                return
+            if cluster.is_leader:
+                try:
+                    await cluster.read_barrier()
+                    await self._first_client_credential(api, state)
+                    return
+                except StoreUnavailable:
+                    pass
+            await _later(self.reactor, 0.2)
+
     def health(self) -> dict:
         """What C{GET /healthcheck} reports about this node."""
         parts = self._parts
         guard = parts.get("guard")
         guard_state = guard.snapshot() if guard is not None else {"paused": False, "reason": None}
+        cluster = parts.get("cluster")
         proposer = parts.get("proposer")
-        index = getattr(proposer, "applied_index", 0) if proposer is not None else 0
         executor = parts.get("executor")
         config = self.config
+        if cluster is not None:
+            status = cluster.local_status()
+            view = {
+                "node_id": config.node_id,
+                "version": __version__,
+                "role": status["role"],
+                "leader_id": status["leader_id"],
+                "leader_address": cluster.leader_address,
+                "term": status["term"],
+                "commit_index": status["commit_index"],
+                "applied_index": status["applied_index"],
+                "members": cluster.members(),
+                "lease_valid": status["lease_valid"],
+            }
+        else:
+            index = getattr(proposer, "applied_index", 0) if proposer is not None else 0
+            view = {
+                "node_id": config.node_id,
+                "version": __version__,
+                "role": "leader",
+                "leader_id": config.node_id,
+                "leader_address": config.http_address,
+                "term": 1,
+                "commit_index": index,
+                "applied_index": index,
+                "members": [
+                    {
+                        "node_id": config.node_id,
+                        "address": config.http_address,
+                        "raft_address": config.raft_address,
+                        "role": "leader",
+                        "last_contact": 0.0,
+                    }
+                ],
+            }
         return {
-            "node_id": config.node_id,
-            "version": __version__,
-            "role": "leader",
-            "leader_id": config.node_id,
-            "leader_address": config.http_address,
-            "term": 1,
-            "commit_index": index,
-            "applied_index": index,
-            "members": [
-                {
-                    "node_id": config.node_id,
-                    "address": config.http_address,
-                    "raft_address": config.raft_address,
-                    "role": "leader",
-                    "last_contact": 0.0,
-                }
-            ],
+            **view,
             "scheduling_paused": bool(guard_state["paused"]),
             "pause_reason": guard_state["reason"],
             "resources": guard_state,
@@ -366,11 +431,15 @@ class NodeService(MultiService):
             await parts["scheduler"].stopService()
         if "guard" in parts:
             parts["guard"].stop()
-        if "proposer" in parts:
+        if "cluster" in parts:
+            await parts["cluster"].stop()
+        elif "proposer" in parts:
             await parts["proposer"].stop()
         if "pool" in parts:
             await parts["pool"].closeCachedConnections()
         for name in ("executions", "log", "state"):
+            if name == "log" and "cluster" in parts:
+                continue
             if name in parts:
                 await parts[name].close()
 

@@ -15,7 +15,7 @@ a slot fired late after a restart carries the id it would have had on time.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,8 @@ SKIPPED_RECORDS_PER_JOB_LIMIT = 100
 # How long before a slot its delivery is prepared: three times what the last
 # preparation took (so a big batch starts earlier), within these bounds.
 PREPARE_LEAD_MIN_S = 0.02
+# How soon a node without a valid lease looks again whether it may fire.
+LEASE_RETRY_S = 0.05
 PREPARE_LEAD_MAX_S = 1.0
 
 # Jobs are read from the state this many at a time at start-up, so a million
@@ -198,6 +200,10 @@ class SchedulerService(Service):
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
     _rotation: int = 0
+    # In a cluster: may this node fire now (it holds a valid lease)? Slots
+    # due while it may not wait, and fire late once it may again (or go to
+    # another node with the job).
+    may_fire: Callable[[], bool] | None = None
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -468,6 +474,9 @@ class SchedulerService(Service):
         whose instant has passed), then re-arm.
         """
         self._timer = None
+        if self.may_fire is not None and not self.may_fire():
+            self._timer = self.clock.callLater(LEASE_RETRY_S, self._fire_due)
+            return
         started = self.clock.seconds()
         horizon = started + self._lead
         now = utc_from_timestamp(started)
@@ -513,6 +522,9 @@ class SchedulerService(Service):
     def _release(self) -> None:
         """Hand every prepared delivery whose instant has come to the executor."""
         self._release_timer = None
+        if self.may_fire is not None and not self.may_fire():
+            self._release_timer = self.clock.callLater(LEASE_RETRY_S, self._release)
+            return
         now = self.clock.seconds()
         entries = self._entries
         for due in sorted(d for d in self._batches if d <= now):

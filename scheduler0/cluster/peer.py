@@ -1,0 +1,250 @@
+"""
+Peer HTTP: what nodes of one cluster ask each other, over the same listener
+as the API, under C{/peer/}, with the admin (peer) credentials as HTTP Basic.
+
+- C{POST /peer/propose}: a follower forwards a write (a L{Command}'s bytes)
+  to the leader and gets the leader's answer and the log index to wait for.
+- C{POST /peer/read_index}: a follower asks the leader for a ReadIndex.
+- C{POST /peer/lease}: a node renews its lease (SPEC §7).
+- C{GET /peer/executions}: the leader pulls a node's uncommitted execution
+  records (the fan-in).
+- C{GET /peer/status}: this node's Raft view, for C{GET /cluster}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
+from scheduler0.store.commands import Command
+from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
+
+log = Logger()
+
+PEER_PREFIX = b"/peer/"
+
+
+class PeerUnavailable(StoreUnavailable):
+    """A peer could not be reached, or answered with something other than success."""
+
+
+class PeerNotLeader(PeerUnavailable):
+    """The peer asked is not the leader (any more)."""
+
+
+def _basic(username: str, password: str) -> bytes:
+    token = base64.b64encode(f"{username}:{password}".encode())
+    return b"Basic " + token
+
+
+@attrs.define(eq=False)
+class PeerClient:
+    """
+    Calls other nodes' C{/peer/} routes. C{address_of(node_id)} gives a
+    node's HTTP base address (C{http://host:port}) or None.
+    """
+
+    http: Any
+    admin: Any
+    address_of: Callable[[int], str | None]
+    timeout_s: float = 2.0
+
+    async def _call(
+        self, node_id: int, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> Any:
+        address = self.address_of(node_id)
+        if not address:
+            raise PeerUnavailable(f"no address known for node {node_id}")
+        headers = {
+            b"authorization": [_basic(self.admin.username, self.admin.password)],
+            b"content-type": [b"application/json"],
+        }
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        try:
+            response = await self.http.request(
+                method,
+                address.rstrip("/") + path,
+                headers=headers,
+                data=data,
+                timeout=timeout or self.timeout_s,
+            )
+            raw = await response.content()
+        except Exception as e:
+            raise PeerUnavailable(f"node {node_id} at {address}: {e.__class__.__name__}") from None
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise PeerUnavailable(
+                f"node {node_id} answered {response.code} with a body that is not JSON"
+            ) from None
+        if response.code == 409 and payload.get("error", {}).get("code") == "not_leader":
+            raise PeerNotLeader(payload["error"]["message"])
+        if response.code != 200 or not payload.get("success"):
+            message = payload.get("error", {}).get("message", "")
+            raise PeerUnavailable(f"node {node_id} answered {response.code}: {message}")
+        return payload["data"]
+
+    def propose(self, node_id: int, command: Command, timeout: float) -> Deferred:
+        """Fire with C{{"result": ..., "index": n}} from the leader C{node_id}."""
+        return Deferred.fromCoroutine(
+            self._call(node_id, "POST", "/peer/propose", command.to_bytes(), timeout)
+        )
+
+    def read_index(self, node_id: int, timeout: float) -> Deferred:
+        """Fire with the leader's read index."""
+        return Deferred.fromCoroutine(
+            self._call(node_id, "POST", "/peer/read_index", {}, timeout)
+        ).addCallback(lambda data: int(data["index"]))
+
+    def lease(self, node_id: int, request: dict, timeout: float) -> Deferred:
+        return Deferred.fromCoroutine(self._call(node_id, "POST", "/peer/lease", request, timeout))
+
+    def executions(self, node_id: int, after: int, limit: int) -> Deferred:
+        return Deferred.fromCoroutine(
+            self._call(node_id, "GET", f"/peer/executions?after={int(after)}&limit={int(limit)}")
+        )
+
+    def status(self, node_id: int, timeout: float | None = None) -> Deferred:
+        return Deferred.fromCoroutine(self._call(node_id, "GET", "/peer/status", None, timeout))
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@attrs.define(eq=False)
+class PeerAPI:
+    """
+    The C{/peer/} routes of one node. C{node} is its L{ClusterNode} (role,
+    proposals, reads, leases, local executions).
+    """
+
+    node: Any
+    admin: Any
+    app: Klein = attrs.field(init=False, factory=Klein)
+
+    def __attrs_post_init__(self) -> None:
+        routes = (
+            ("/peer/propose", "POST", self._propose),
+            ("/peer/read_index", "POST", self._read_index),
+            ("/peer/lease", "POST", self._lease),
+            ("/peer/executions", "GET", self._executions),
+            ("/peer/status", "GET", self._status),
+        )
+        for path, method, handler in routes:
+            self.app.route(path, methods=[method], endpoint=path)(self._view(handler))
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    def _view(self, handler: Callable[[Any], Any]) -> Callable[..., Deferred]:
+        def view(request: Any) -> Deferred:
+            return Deferred.fromCoroutine(self._serve(handler, request))
+
+        return view
+
+    async def _serve(self, handler: Callable[[Any], Any], request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        try:
+            if not self._authorized(request):
+                request.setHeader(b"www-authenticate", b'Basic realm="scheduler0"')
+                raise _Refused(401, "unauthorized", "peer routes need the peer credentials")
+            data = await handler(request)
+            request.setResponseCode(200)
+            return json.dumps({"success": True, "data": data}).encode("utf-8")
+        except _Refused as refused:
+            status, code, message = refused.status, refused.code, str(refused)
+        except NotLeader as e:
+            status, code, message = 409, "not_leader", str(e)
+        except (ProposalTimeout, StoreUnavailable) as e:
+            status, code, message = 503, "unavailable", str(e)
+        except Exception:
+            log.failure("a peer request failed", Failure())
+            status, code, message = 500, "internal", "internal error"
+        request.setResponseCode(status)
+        return json.dumps(
+            {"success": False, "data": None, "error": {"code": code, "message": message}}
+        ).encode("utf-8")
+
+    def _authorized(self, request: Any) -> bool:
+        header = request.getHeader(b"authorization") or b""
+        expected = _basic(self.admin.username, self.admin.password)
+        return bool(self.admin.password) and hmac.compare_digest(bytes(header), expected)
+
+    @staticmethod
+    def _body(request: Any) -> bytes:
+        request.content.seek(0)
+        return request.content.read()
+
+    def _json(self, request: Any) -> dict:
+        try:
+            value = json.loads(self._body(request) or b"{}")
+        except ValueError:
+            raise _Refused(400, "invalid", "body: not JSON") from None
+        if not isinstance(value, dict):
+            raise _Refused(400, "invalid", "body: must be a JSON object")
+        return value
+
+    async def _propose(self, request: Any) -> Any:
+        try:
+            command = Command.from_bytes(self._body(request))
+        except ValueError as e:
+            raise _Refused(400, "invalid", f"body: {e}") from None
+        return await self.node.propose_as_leader(command)
+
+    async def _read_index(self, request: Any) -> Any:
+        return {"index": await self.node.read_index_as_leader()}
+
+    async def _lease(self, request: Any) -> Any:
+        body = self._json(request)
+        node_id = body.get("node_id")
+        if not isinstance(node_id, int) or isinstance(node_id, bool):
+            raise _Refused(400, "invalid", "node_id: must be an integer")
+        return self.node.grant_lease(
+            node_id, bool(body.get("paused")), int(body.get("applied_index") or 0)
+        )
+
+    async def _executions(self, request: Any) -> Any:
+        try:
+            after = int(request.args.get(b"after", [b"0"])[0])
+            limit = int(request.args.get(b"limit", [b"1000"])[0])
+        except ValueError:
+            raise _Refused(400, "invalid", "after/limit: must be integers") from None
+        return await self.node.local_executions(after, max(1, min(limit, 20000)))
+
+    async def _status(self, request: Any) -> Any:
+        return self.node.local_status()
+
+
+class PeerDispatch(Resource):
+    """
+    The site's root: C{/peer/...} goes to the peer routes, everything else to
+    the API (both are Klein resources that route on the whole path).
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: Any, peer: Any):
+        Resource.__init__(self)
+        self._api = api
+        self._peer = peer
+
+    def render(self, request: Any) -> Any:
+        if request.path.startswith(PEER_PREFIX):
+            return self._peer.render(request)
+        return self._api.render(request)
