@@ -255,8 +255,19 @@ class NodeService(MultiService):
             node_id=config.node_id,
             history_per_job=config.execution_history_per_job,
         )
+        history: Any = executions
         if cluster is not None:
+            from scheduler0.cluster.history import ClusterHistory
+            from scheduler0.cluster.leader import LeaderDuties
+            from scheduler0.cluster.ownership import Ownership
+
             scheduler.may_fire = cluster.lease_valid
+            scheduler.ownership = Ownership(state, executions, config.node_id)
+            # Local records go only once the cluster committed them.
+            executions.retain_until_committed = True
+            cluster.subscribe(cluster.on_applied)
+            history = ClusterHistory(state, executions)
+            self._parts["duties"] = LeaderDuties(cluster, state, executions, config, self.reactor)
         self._parts.update(
             state=state,
             log=command_log,
@@ -272,6 +283,7 @@ class NodeService(MultiService):
         executions.start_pruning()
         if cluster is not None:
             await cluster.start()
+            self._parts["duties"].start()
         scheduler.startService()
         await scheduler.ready
         tune_garbage_collector()
@@ -279,7 +291,7 @@ class NodeService(MultiService):
         api = SchedulerAPI(
             state=state,
             proposer=proposer,
-            executions=executions,
+            executions=history,
             scheduler=scheduler,
             clock=self.reactor,
             defaults=config,
@@ -431,6 +443,8 @@ class NodeService(MultiService):
             await parts["scheduler"].stopService()
         if "guard" in parts:
             parts["guard"].stop()
+        if "duties" in parts:
+            parts["duties"].stop()
         if "cluster" in parts:
             await parts["cluster"].stop()
         elif "proposer" in parts:

@@ -383,6 +383,23 @@ class ClusterNode:
     def address_of(self, node_id: int) -> str | None:
         return self._addresses.get(node_id)
 
+    def raft_address_of(self, node_id: int) -> str | None:
+        if node_id == self.config.node_id:
+            return self.config.raft_address
+        return {r.node_id: r.raft_address for r in self.config.members()}.get(node_id)
+
+    def on_applied(self, command: Command, result: dict) -> None:
+        """Forget local execution records once the cluster committed them."""
+        if command.op != "commit_executions" or not result.get("ok"):
+            return
+        value = result.get("value") or {}
+        if value.get("stale") or command.args.get("node_id") != self.config.node_id:
+            return
+        if self.executions is None:
+            return
+        d = self.executions.forget(int(command.args["up_to_seq"]))
+        d.addErrback(lambda f: log.failure("forgetting committed execution records failed", f))
+
     def members(self) -> list[dict]:
         """Every voter and learner with its addresses and what this node knows of it."""
         config = self.core.config

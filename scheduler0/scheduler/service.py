@@ -43,6 +43,10 @@ SKIPPED_RECORDS_PER_JOB_LIMIT = 100
 # How long before a slot its delivery is prepared: three times what the last
 # preparation took (so a big batch starts earlier), within these bounds.
 PREPARE_LEAD_MIN_S = 0.02
+# Applied changes that, in a cluster, depend on which node owns a job.
+_OWNERSHIP_EVENTS = frozenset(
+    ("create_jobs", "assign_jobs", "update_job", "delete_job", "delete_project")
+)
 # How soon a node without a valid lease looks again whether it may fire.
 LEASE_RETRY_S = 0.05
 PREPARE_LEAD_MAX_S = 1.0
@@ -110,6 +114,9 @@ class _Entry:
     job_json: str | None = None
     # Slots already prepared and waiting for their instant (None: none).
     prepared: list[datetime] | None = None
+    # In a cluster, when the job is handed to another node: this node fires
+    # its slots before this instant only.
+    until: datetime | None = None
 
     @property
     def project_uuid(self) -> str:
@@ -204,6 +211,12 @@ class SchedulerService(Service):
     # due while it may not wait, and fire late once it may again (or go to
     # another node with the job).
     may_fire: Callable[[], bool] | None = None
+    # In a cluster: this node's share of the jobs (see
+    # scheduler0.cluster.ownership); None on a single node, which owns all.
+    ownership: Any = None
+    _owned: set[str] = attrs.field(factory=set)
+    _events: list[tuple[Command, dict]] = attrs.field(factory=list)
+    _events_running: bool = False
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -234,7 +247,8 @@ class SchedulerService(Service):
         """
         self._running = True
         count = 0
-        page = await self.state.jobs_page(None, LOAD_PAGE_SIZE)
+        pager, slots_of = self._sources()
+        page = await pager(None, LOAD_PAGE_SIZE)
         while True:
             if not self._running:
                 return  # stopped while loading
@@ -243,10 +257,8 @@ class SchedulerService(Service):
             following = None
             if len(page) == LOAD_PAGE_SIZE:
                 last_job = page[-1]
-                following = self.state.jobs_page(
-                    (last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE
-                )
-            last_slots = await self.executions.last_slots_of([job["uuid"] for job in page])
+                following = pager((last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE)
+            last_slots = await slots_of([job["uuid"] for job in page])
             if not self._running:
                 return
             entries = self._entries
@@ -257,7 +269,9 @@ class SchedulerService(Service):
                     # that entry is as new as this row, and any later change
                     # is still to be replayed.
                     continue
-                self._add(job, since=self._catch_up_start(job, last))
+                if self.ownership is not None:
+                    self._owned.add(job["uuid"])
+                self._add(job, since=self._after_handover(job, self._catch_up_start(job, last)))
             count += len(page)
             # Changes applied while this page loaded: replayed after it, so a
             # change to a job on it comes after the job.
@@ -278,12 +292,104 @@ class SchedulerService(Service):
 
     # -- following the state machine ---------------------------------------
 
+    def _sources(self) -> tuple[Callable[..., Deferred], Callable[..., Deferred]]:
+        """Where jobs and their last fired slots come from: all of them, or this node's."""
+        if self.ownership is not None:
+            return self.ownership.jobs_page, self.ownership.last_slots_of
+        return self.state.jobs_page, self.executions.last_slots_of
+
+    def _after_handover(self, job: dict, since: datetime) -> datetime:
+        """A job handed over at an instant fires here from that instant on."""
+        handover = job.get("handover_at")
+        if not handover:
+            return since
+        return max(since, parse_instant(handover) - timedelta(microseconds=1))
+
     def _on_applied(self, command: Command, result: dict) -> None:
         if self._pending is not None:
             self._pending.append((command, result))
             return
         if not result.get("ok") or not self._running:
             return
+        if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
+            # In order, one at a time: some need a read of who owns what.
+            self._events.append((command, result))
+            if not self._events_running:
+                Deferred.fromCoroutine(self._drain_events()).addErrback(
+                    lambda f: log.failure("following a job change failed", f)
+                )
+            return
+        self._apply_change(command, result)
+
+    async def _drain_events(self) -> None:
+        self._events_running = True
+        try:
+            while self._events and self._running:
+                command, result = self._events.pop(0)
+                try:
+                    await self._cluster_event(command, result)
+                except Exception:
+                    log.failure("following {op} failed", op=command.op)
+        finally:
+            self._events_running = False
+
+    async def _cluster_event(self, command: Command, result: dict) -> None:
+        op = command.op
+        value = result.get("value")
+        owned = self._owned
+        if op == "create_jobs":
+            uuids = [job["uuid"] for job in value or ()]
+            for job in await self.ownership.owned_jobs(uuids):
+                owned.add(job["uuid"])
+                if job["uuid"] not in self._entries:
+                    self._add(job, since=self._after_handover(job, self._catch_up_start(job, None)))
+            self._arm()
+        elif op == "assign_jobs":
+            await self._assigned(command.args)
+        elif op == "update_job":
+            if value["uuid"] in owned:
+                self._apply_change(command, result)
+        else:
+            if op == "delete_job":
+                owned.discard(value["uuid"])
+            elif op == "delete_project":
+                owned.difference_update(value.get("deleted_jobs", ()))
+            self._apply_change(command, result)
+
+    async def _assigned(self, args: Any) -> None:
+        """Take up the jobs moved to this node; give up those moved away."""
+        me = self.node_id
+        handover = args.get("handover_at")
+        until = parse_instant(handover) if handover else None
+        mine = []
+        for job_uuid, node in args.get("moves") or ():
+            if node == me:
+                mine.append(job_uuid)
+            elif job_uuid in self._owned:
+                self._owned.discard(job_uuid)
+                entry = self._entries.get(job_uuid)
+                if entry is None:
+                    continue
+                if until is not None:
+                    # Planned: keep firing until the new owner starts.
+                    entry.until = until
+                else:
+                    # The leader judged this node gone: its lease has lapsed.
+                    self._remove(job_uuid)
+                    self.executor.cancel_job(job_uuid, "job_moved")
+        if mine:
+            jobs = await self.ownership.owned_jobs(mine)
+            last_slots = await self.ownership.last_slots_of([job["uuid"] for job in jobs])
+            for job in jobs:
+                if job["uuid"] in self._owned and job["uuid"] in self._entries:
+                    continue
+                self._owned.add(job["uuid"])
+                since = self._catch_up_start(job, last_slots.get(job["uuid"]))
+                self._entries.pop(job["uuid"], None)
+                self._add(job, since=self._after_handover(job, since))
+        self._arm()
+
+    def _apply_change(self, command: Command, result: dict) -> None:
         op = command.op
         value = result.get("value")
         now = utc_from_timestamp(self.clock.seconds())
@@ -326,8 +432,9 @@ class SchedulerService(Service):
         """Replace every entry with the jobs the restored state holds (read a page at a time)."""
         self._pending = []
         kept: set[str] = set()
+        pager, _ = self._sources()
         try:
-            page = await self.state.jobs_page(None, LOAD_PAGE_SIZE)
+            page = await pager(None, LOAD_PAGE_SIZE)
             while True:
                 now = utc_from_timestamp(self.clock.seconds())
                 for job in page:
@@ -340,11 +447,11 @@ class SchedulerService(Service):
                 if len(page) < LOAD_PAGE_SIZE:
                     break
                 last_job = page[-1]
-                page = await self.state.jobs_page(
-                    (last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE
-                )
+                page = await pager((last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE)
         finally:
             pending, self._pending = self._pending, None
+        if self.ownership is not None:
+            self._owned = kept
         for job_uuid in list(self._entries):
             if job_uuid not in kept:
                 self._remove(job_uuid)
@@ -553,6 +660,11 @@ class SchedulerService(Service):
         record it and every other overdue slot before the window as skipped.
         Return the slot to fire next.
         """
+        if entry.until is not None and slot >= entry.until:
+            # Handed over: the new owner fires this slot and the rest.
+            if self._entries.get(entry.uuid) is entry:
+                self._remove(entry.uuid)
+            return None
         window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot > now:
             self._prepare(entry, slot, self._delivery(entry, slot))

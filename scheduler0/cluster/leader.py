@@ -1,0 +1,244 @@
+"""
+What only the leader does, on timers: keep the member list, give every job
+an owner (evenly by count, only to nodes holding a lease, moving a job off a
+node only once that node's lease has surely lapsed), and pull the nodes'
+execution records into the replicated state (the fan-in).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from scheduler0.cluster.peer import PeerUnavailable
+from scheduler0.store.commands import Command
+from scheduler0.store.errors import StoreUnavailable
+from scheduler0.timeutil import format_instant, utc_from_timestamp
+
+log = Logger()
+
+REBALANCE_INTERVAL_S = 1.0
+# Jobs moved by one assign_jobs command (a command is one Raft entry).
+MOVE_BATCH = 5000
+# Records committed by one commit_executions command.
+FANIN_BATCH = 5000
+# Pulls from one node in one fan-in round (more wait for the next round).
+FANIN_PULLS_PER_NODE = 4
+
+
+def plan_moves(
+    counts: dict[Any, int], targets: list[int], sources: dict[Any, list[str]], limit: int
+) -> list[tuple[str, int]]:
+    """
+    Give each job in C{sources} (owner -> jobs to move off it) to the target
+    with the fewest jobs (ties: lowest id), counting as it goes; at most
+    C{limit} moves.
+    """
+    if not targets:
+        return []
+    heap = [(counts.get(t, 0), t) for t in sorted(targets)]
+    heapq.heapify(heap)
+    moves = []
+    for _, jobs in sorted(sources.items(), key=lambda kv: str(kv[0])):
+        for job_uuid in jobs:
+            if len(moves) >= limit:
+                return moves
+            count, target = heapq.heappop(heap)
+            moves.append((job_uuid, target))
+            heapq.heappush(heap, (count + 1, target))
+    return moves
+
+
+@attrs.define(eq=False)
+class LeaderDuties:
+    """The leader's loops; they do nothing on a follower."""
+
+    node: Any
+    state: Any
+    executions: Any
+    config: Any
+    clock: Any
+    _loops: list[LoopingCall] = attrs.field(factory=list)
+    _fanin_next: int = 0
+    _busy: set[str] = attrs.field(factory=set)
+
+    def start(self) -> None:
+        for interval, fn in (
+            (REBALANCE_INTERVAL_S, self.rebalance),
+            (self.config.execution_log_fetch_interval_seconds, self.fan_in),
+        ):
+            loop = LoopingCall(self._once, fn)
+            loop.clock = self.clock
+            loop.start(interval, now=False)
+            self._loops.append(loop)
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+
+    def _once(self, fn: Any) -> None:
+        """Run C{fn} unless its previous run is still going; log its failures."""
+        name = fn.__name__
+        if name in self._busy or not self.node.is_leader:
+            return
+        self._busy.add(name)
+        d = Deferred.fromCoroutine(fn())
+
+        def done(result: Any) -> None:
+            self._busy.discard(name)
+
+        def failed(failure: Any) -> None:
+            if failure.check(StoreUnavailable):
+                log.info("{name} paused: {error}", name=name, error=str(failure.value))
+            else:
+                log.failure("{name} failed", failure, name=name)
+
+        d.addErrback(failed)
+        d.addBoth(done)
+
+    def _propose(self, op: str, args: dict) -> Deferred:
+        return self.node.propose(Command(op, args))
+
+    def _now(self) -> str:
+        return format_instant(utc_from_timestamp(self.clock.seconds()))
+
+    # -- ownership ------------------------------------------------------------
+
+    async def rebalance(self) -> None:
+        """One round: register members, then place unowned, orphaned and excess jobs."""
+        node = self.node
+        members = {int(m) for m in node.core.config.members()}
+        stored = {m["node_id"]: m for m in await self.state.members()}
+        missing = [
+            {
+                "node_id": m,
+                "address": node.address_of(m) or "",
+                "raft_address": node.raft_address_of(m) or "",
+            }
+            for m in sorted(members)
+            if m not in stored
+        ]
+        if missing:
+            await self._propose("set_members", {"members": missing})
+        live = node.live_nodes()
+        counts = await self.state.owner_counts()
+        if live is None:
+            # Too early in this term to judge anyone gone: only place jobs
+            # nobody owns, on this node (it is alive and leads).
+            targets = [node.config.node_id] if not node.is_paused() else []
+            unowned = await self._jobs_of(None, MOVE_BATCH)
+            await self._move(plan_moves(counts, targets, {None: unowned}, MOVE_BATCH), None)
+            return
+        eligible = {m for m, s in stored.items() if s.get("eligible", True)} | set(
+            m["node_id"] for m in missing
+        )
+        healthy = sorted(m for m, paused in live.items() if not paused and m in members & eligible)
+        if not healthy:
+            return
+        # Gone (no lease), removed, or never owned: the owner cannot be
+        # firing any more, so the new owner catches up from committed progress.
+        gone: dict[Any, list[str]] = {}
+        budget = MOVE_BATCH
+        for owner in sorted(counts, key=str):
+            if owner is None or owner not in members or owner not in live:
+                jobs = await self._jobs_of(owner, budget)
+                if jobs:
+                    gone[owner] = jobs
+                    budget -= len(jobs)
+            if budget <= 0:
+                break
+        moves = plan_moves(counts, healthy, gone, MOVE_BATCH)
+        if moves:
+            await self._move(moves, None)
+            return
+        # Alive but paused or not eligible, or simply more than its share:
+        # handed over at an instant one lease from now, so the old owner
+        # stops exactly where the new one starts.
+        leaving: dict[Any, list[str]] = {}
+        for owner, count in counts.items():
+            if owner is not None and owner not in healthy and count:
+                leaving[owner] = await self._jobs_of(owner, MOVE_BATCH)
+        if not leaving:
+            total = sum(counts.get(m, 0) for m in healthy)
+            share, extra = divmod(total, len(healthy))
+            # The nodes with the most jobs keep the extra ones.
+            ranked = sorted(healthy, key=lambda m: (-counts.get(m, 0), m))
+            quota = {m: share + (1 if i < extra else 0) for i, m in enumerate(ranked)}
+            for m in healthy:
+                excess = counts.get(m, 0) - quota[m]
+                if excess > 0:
+                    leaving[m] = await self._jobs_of(m, min(excess, MOVE_BATCH))
+        if leaving:
+            moves = plan_moves(counts, healthy, leaving, MOVE_BATCH)
+            handover = utc_from_timestamp(self.clock.seconds() + node.lease_s)
+            await self._move(moves, format_instant(handover))
+
+    async def _jobs_of(self, owner: Any, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        return list(await self.state.jobs_owned_by(owner, None, limit))
+
+    async def _move(self, moves: list[tuple[str, int]], handover_at: str | None) -> None:
+        if not moves:
+            return
+        await self._propose(
+            "assign_jobs",
+            {"moves": [[job_uuid, owner] for job_uuid, owner in moves], "handover_at": handover_at},
+        )
+        log.info(
+            "moved {count} jobs ({how})",
+            count=len(moves),
+            how=f"handed over at {handover_at}" if handover_at else "their owner is gone",
+        )
+
+    # -- execution fan-in -----------------------------------------------------
+
+    async def fan_in(self) -> None:
+        """Pull and commit the records of the next ExecutionLogFetchFanIn nodes."""
+        members = sorted(int(m) for m in self.node.core.config.members())
+        if not members:
+            return
+        count = min(len(members), max(1, int(self.config.execution_log_fetch_fan_in)))
+        start = self._fanin_next % len(members)
+        chosen = [members[(start + i) % len(members)] for i in range(count)]
+        self._fanin_next = start + count
+        for member in chosen:
+            try:
+                await self._pull(member)
+            except PeerUnavailable as e:
+                log.debug("fan-in from node {node} skipped: {error}", node=member, error=str(e))
+
+    async def _pull(self, member: int) -> None:
+        for _ in range(FANIN_PULLS_PER_NODE):
+            if not self.node.is_leader:
+                return
+            seq = await self.state.fanin_seq(member)
+            if member == self.node.config.node_id:
+                records, max_seq = await self.executions.pending(seq, FANIN_BATCH)
+            else:
+                answer = await self.node.peers.executions(member, seq, FANIN_BATCH)
+                records, max_seq = answer["records"], int(answer["max_seq"])
+            if not records or max_seq <= seq:
+                return
+            result = await self._propose(
+                "commit_executions",
+                {
+                    "node_id": member,
+                    "from_seq": seq,
+                    "up_to_seq": max_seq,
+                    "records": records,
+                    "now": self._now(),
+                    "keep": self.config.execution_history_per_job,
+                },
+            )
+            if not result.get("ok") or (result.get("value") or {}).get("stale"):
+                return
+            if len(records) < FANIN_BATCH:
+                return

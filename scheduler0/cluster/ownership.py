@@ -1,0 +1,55 @@
+"""
+Which jobs this node fires, for the scheduler: the jobs the replicated
+state says it owns, and how far each got (the later of what this node
+recorded locally and what the cluster committed from any node).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+
+
+@attrs.define(eq=False)
+class Ownership:
+    """The scheduler's view of this node's share of the jobs."""
+
+    state: Any
+    executions: Any
+    node_id: int
+
+    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred:
+        """A page of this node's jobs in creation order (with C{handover_at})."""
+        return self.state.owned_jobs_page(self.node_id, after, limit)
+
+    def last_slots_of(self, job_uuids: list[str]) -> Deferred:
+        return Deferred.fromCoroutine(self._last_slots_of(list(job_uuids)))
+
+    async def _last_slots_of(self, job_uuids: list[str]) -> dict[str, str]:
+        local = await self.executions.last_slots_of(job_uuids)
+        committed = await self.state.job_progress(job_uuids)
+        merged = dict(committed)
+        for job_uuid, slot in local.items():
+            if job_uuid not in merged or slot > merged[job_uuid]:
+                merged[job_uuid] = slot
+        return merged
+
+    def owned_jobs(self, job_uuids: list[str]) -> Deferred:
+        """The jobs among C{job_uuids} this node owns now, as stored now."""
+        return Deferred.fromCoroutine(self._owned_jobs(list(job_uuids)))
+
+    async def _owned_jobs(self, job_uuids: list[str]) -> list[dict]:
+        if not job_uuids:
+            return []
+        owners = await self.state.ownership_of(job_uuids)
+        mine = [u for u in job_uuids if owners.get(u, (None, None))[0] == self.node_id]
+        if not mine:
+            return []
+        jobs = await self.state.get_jobs(mine)
+        out = []
+        for job in jobs:
+            owner, handover_at = owners[job["uuid"]]
+            out.append(dict(job, handover_at=handover_at))
+        return out

@@ -1,0 +1,211 @@
+"""
+Tests of the scheduler in a cluster: a node fires only the jobs it owns,
+only while its lease is valid, takes up jobs moved to it from where the
+cluster got, and hands jobs over at an instant without a slot fired twice
+or missed. Driven by task.Clock with an in-memory ownership table.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from scheduler0.cluster.leader import plan_moves
+from scheduler0.scheduler.service import SchedulerService
+from scheduler0.store.commands import Command
+from scheduler0.timeutil import format_instant
+from tests.test_scheduler import (
+    START,
+    FakeExecutions,
+    FakeExecutor,
+    FakeProposer,
+    FakeState,
+    make_job,
+)
+
+
+class FakeOwnership:
+    """Who owns what (job uuid -> (node id, handover_at)), and committed progress."""
+
+    def __init__(self, state: FakeState, node_id: int, owners: dict, progress: dict) -> None:
+        self.state = state
+        self.node_id = node_id
+        self.owners = owners
+        self.progress = progress
+
+    def _mine(self, job: dict) -> bool:
+        return self.owners.get(job["uuid"], (None, None))[0] == self.node_id
+
+    def _with_handover(self, job: dict) -> dict:
+        return dict(job, handover_at=self.owners[job["uuid"]][1])
+
+    def jobs_page(self, after: Any, limit: int) -> Any:
+        ordered = sorted(self.state.jobs, key=lambda job: (job["created_at"], job["uuid"]))
+        page = [
+            self._with_handover(j)
+            for j in ordered
+            if self._mine(j) and (after is None or (j["created_at"], j["uuid"]) > after)
+        ]
+        return succeed(page[:limit])
+
+    def last_slots_of(self, uuids: list[str]) -> Any:
+        return succeed({u: self.progress[u] for u in uuids if u in self.progress})
+
+    def owned_jobs(self, uuids: list[str]) -> Any:
+        jobs = {j["uuid"]: j for j in self.state.jobs}
+        return succeed(
+            [self._with_handover(jobs[u]) for u in uuids if u in jobs and self._mine(jobs[u])]
+        )
+
+
+class Node:
+    """One node's scheduler over a shared job list and ownership table."""
+
+    def __init__(self, clock: Clock, jobs: list, owners: dict, progress: dict, node_id: int):
+        self.state = FakeState(jobs)
+        self.proposer = FakeProposer()
+        self.executor = FakeExecutor()
+        self.lease = True
+        self.scheduler = SchedulerService(
+            clock,
+            self.state,
+            self.proposer,
+            FakeExecutions(),
+            self.executor,
+            node_id=node_id,
+        )
+        self.scheduler.may_fire = lambda: self.lease
+        self.scheduler.ownership = FakeOwnership(self.state, node_id, owners, progress)
+        self.scheduler.startService()
+
+    def apply(self, op: str, args: dict, value: Any = None) -> None:
+        for fn in self.proposer.observers:
+            fn(Command(op, args), {"ok": True, "value": value})
+
+    def slots(self, job_uuid: str | None = None) -> list[str]:
+        return [
+            d.scheduled_at
+            for d in self.executor.submitted
+            if job_uuid is None or d.job_uuid == job_uuid
+        ]
+
+
+def second(k: float) -> str:
+    return format_instant(START + timedelta(seconds=k))
+
+
+class ClusterSchedulerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START.timestamp())
+        self.jobs = [make_job("job-a"), make_job("job-b")]
+        self.owners = {"job-a": (1, None), "job-b": (2, None)}
+        self.progress: dict[str, str] = {}
+
+    def node(self, node_id: int) -> Node:
+        return Node(self.clock, self.jobs, self.owners, self.progress, node_id)
+
+    def elapse(self, seconds: float) -> None:
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            self.clock.advance(0.01)
+
+    def test_a_node_fires_only_the_jobs_it_owns(self) -> None:
+        """Each of two nodes fires its own job and never the other's."""
+        one, two = self.node(1), self.node(2)
+        self.elapse(3.005)
+        self.assertEqual(set(one.slots()), set(one.slots("job-a")))
+        self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
+        self.assertEqual(two.slots(), [second(k) for k in (1, 2, 3)])
+        self.assertEqual({d.job_uuid for d in two.executor.submitted}, {"job-b"})
+
+    def test_without_a_lease_nothing_fires_and_owed_slots_follow_late(self) -> None:
+        """Slots due while the lease is lapsed fire, with their own ids, once it is back."""
+        one = self.node(1)
+        one.lease = False
+        self.elapse(3.005)
+        self.assertEqual(one.slots(), [])
+        one.lease = True
+        self.elapse(0.2)
+        self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
+
+    def test_new_jobs_go_only_to_their_owner(self) -> None:
+        """A created job starts firing on the node that owns it, not on the others."""
+        one, two = self.node(1), self.node(2)
+        job = make_job("job-c", at=START + timedelta(seconds=0.5))
+        self.jobs.append(job)
+        self.owners["job-c"] = (2, None)
+        for node in (one, two):
+            node.apply("create_jobs", {}, [job])
+        self.elapse(3.005)
+        self.assertEqual(one.slots("job-c"), [])
+        self.assertEqual(two.slots("job-c"), [second(k) for k in (1, 2, 3)])
+
+    def test_a_job_taken_from_a_gone_node_catches_up_from_committed_progress(self) -> None:
+        """
+        Moved without a handover instant, a job fires on its new owner every
+        slot after the last one the cluster committed, late but with its ids.
+        """
+        two = self.node(2)
+        self.elapse(4.005)
+        self.progress["job-a"] = second(1)
+        self.owners["job-a"] = (2, None)
+        two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        self.elapse(0.05)
+        self.assertEqual(two.slots("job-a"), [second(k) for k in (2, 3, 4)])
+        self.elapse(1)
+        self.assertEqual(two.slots("job-a")[-1], second(5))
+
+    def test_a_handover_fires_every_slot_exactly_once(self) -> None:
+        """
+        A job handed from node 1 to node 2 at an instant: node 1 fires the
+        slots before it, node 2 those at and after it; none twice, none missed.
+        """
+        one, two = self.node(1), self.node(2)
+        self.elapse(2.5)
+        handover = second(4)
+        self.owners["job-a"] = (2, handover)
+        args = {"moves": [["job-a", 2]], "handover_at": handover}
+        one.apply("assign_jobs", args)
+        two.apply("assign_jobs", args)
+        self.elapse(4.005)
+        self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
+        self.assertEqual(two.slots("job-a"), [second(k) for k in (4, 5, 6)])
+
+    def test_a_node_judged_gone_stops_its_moved_jobs_at_once(self) -> None:
+        """A job moved off a node without a handover instant is dropped there at once."""
+        one = self.node(1)
+        self.elapse(1.5)
+        self.owners["job-a"] = (2, None)
+        one.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        self.elapse(3)
+        self.assertEqual(one.slots("job-a"), [second(1)])
+        self.assertIn(("job-a", "job_moved"), one.executor.cancelled)
+
+    def test_updates_to_a_job_owned_elsewhere_do_not_start_it_here(self) -> None:
+        """An update applied on a node that does not own the job fires nothing there."""
+        one = self.node(1)
+        changed = dict(self.jobs[1], spec="@every 2s")
+        one.apply("update_job", {}, changed)
+        self.elapse(3.005)
+        self.assertEqual(one.slots("job-b"), [])
+
+
+class PlanMovesTests(SynchronousTestCase):
+    def test_moves_fill_the_emptiest_nodes_first(self) -> None:
+        """Each job goes to the target with the fewest jobs at that moment."""
+        moves = plan_moves({1: 5, 2: 0, 3: 1}, [1, 2, 3], {9: ["a", "b", "c", "d"]}, 100)
+        self.assertEqual(moves, [("a", 2), ("b", 2), ("c", 3), ("d", 2)])
+
+    def test_moves_stop_at_the_limit(self) -> None:
+        """No more than the limit of moves is planned in one round."""
+        moves = plan_moves({}, [1], {None: ["a", "b", "c"]}, 2)
+        self.assertEqual(len(moves), 2)
+
+    def test_no_target_no_move(self) -> None:
+        """With no healthy node to take them, jobs stay where they are."""
+        self.assertEqual(plan_moves({}, [], {None: ["a"]}, 10), [])
