@@ -1,6 +1,12 @@
 """
 Node-local execution records (executions.db). Not replicated: each node writes
 what it fired here first, buffered and group-committed once per reactor turn.
+
+In a cluster this file is the node's outbox: every write of a row gives it a
+new, growing C{seq}; the leader pulls rows after the last seq it committed
+(L{ExecutionStore.pending}) and the node then deletes what was committed
+(L{ExecutionStore.forget}). The validation, filters and reads here are shared
+with the committed history in the state machine (L{scheduler0.store.state}).
 """
 
 from __future__ import annotations
@@ -54,7 +60,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
+    # The highest seq ever written: rows may all be forgotten, and the seq must
+    # still not go back (the leader has committed up to it).
+    "CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
+# The outbox order. The column is added to older files first (L{_create_schema}).
+_SEQ_INDEX = "CREATE INDEX IF NOT EXISTS executions_by_seq ON executions (seq)"
 
 
 _CANONICAL = re.compile(
@@ -82,7 +93,7 @@ def _instant(field: str, value: Any) -> str | None:
     raise ValueError(f"execution field {field} must be an instant string or None")
 
 
-def _row(execution: Mapping) -> tuple:
+def execution_row(execution: Mapping) -> tuple:
     """Validate one execution record and return its row in column order."""
     if not isinstance(execution, Mapping):
         raise ValueError("an execution record must be a mapping")
@@ -105,7 +116,70 @@ def _row(execution: Mapping) -> tuple:
     return tuple(values[column] for column in EXECUTION_COLUMNS)
 
 
-def _filters(
+_COLUMN_SET = frozenset(EXECUTION_COLUMNS)
+_STATE_SET = frozenset(EXECUTION_STATES)
+_INT64 = range(-(2**63), 2**63)
+_canonical = _CANONICAL.fullmatch
+
+
+def plain_execution_row(execution: Any) -> tuple | None:
+    """
+    The row of a record whose fields all have their plain types and whose
+    times are canonical (as nodes send them), or None for anything else
+    (L{execution_row} then says what is wrong). The leader commits thousands
+    of records per command, so this checks types directly.
+    """
+    if type(execution) is not dict or not _COLUMN_SET.issuperset(execution):
+        return None
+    get = execution.get
+    execution_id, job_uuid, scheduled_at = get("execution_id"), get("job_uuid"), get("scheduled_at")
+    if (
+        type(execution_id) is not str
+        or type(job_uuid) is not str
+        or type(scheduled_at) is not str
+        or not _canonical(scheduled_at)
+    ):
+        return None
+    state = get("state", "scheduled")
+    attempts = get("attempts") or 0
+    if state not in _STATE_SET or type(attempts) is not int or attempts not in _INT64:
+        return None
+    started_at, finished_at = get("started_at"), get("finished_at")
+    for instant in (started_at, finished_at):
+        if instant is not None and (type(instant) is not str or not _canonical(instant)):
+            return None
+    project_uuid, node_id, status_code = get("project_uuid"), get("node_id"), get("status_code")
+    error, skip_reason = get("error"), get("skip_reason")
+    for value in (project_uuid, node_id, status_code, error, skip_reason):
+        if (
+            value is not None
+            and type(value) is not str
+            and (type(value) is not int or value not in _INT64)
+        ):
+            return None
+    return (
+        execution_id,
+        job_uuid,
+        project_uuid,
+        scheduled_at,
+        state,
+        attempts,
+        node_id,
+        started_at,
+        finished_at,
+        status_code,
+        error,
+        skip_reason,
+    )
+
+
+# The name older callers use.
+def _row(execution: Mapping) -> tuple:
+    """L{execution_row} under its older name."""
+    return execution_row(execution)
+
+
+def execution_filters(
     job_uuid: str | None,
     project_uuid: str | None,
     state: str | None,
@@ -139,7 +213,8 @@ def _filters(
     return clause, params
 
 
-def _record(row: tuple) -> dict:
+def execution_record(row: tuple) -> dict:
+    """An execution row (in L{EXECUTION_COLUMNS} order) as the dict reads return."""
     record = dict(zip(EXECUTION_COLUMNS, row, strict=True))
     # The column is TEXT (SQLite stores the integer id as text): node ids are integers.
     node_id = record["node_id"]
@@ -148,19 +223,109 @@ def _record(row: tuple) -> dict:
     return record
 
 
-def _create_schema(txn: Any) -> None:
+def query_page(
+    txn: Any, clause: str, params: list[Any], limit: int, offset: int
+) -> tuple[list[dict], int]:
+    """
+    One page of an C{executions} table (here or the state machine's),
+    newest scheduled_at first, and the total matching C{clause}.
+    """
+    txn.execute(
+        f"SELECT {_COLUMNS} FROM executions{clause} "
+        "ORDER BY scheduled_at DESC, execution_id DESC LIMIT ? OFFSET ?",
+        tuple(params) + (limit, offset),
+    )
+    items = [execution_record(row) for row in txn.fetchall()]
+    txn.execute(f"SELECT COUNT(*) FROM executions{clause}", tuple(params))
+    return items, txn.fetchone()[0]
+
+
+def latest_of(txn: Any, job_uuids: list[str]) -> dict[str, dict]:
+    """job_uuid -> its newest record in an C{executions} table, for those that have one."""
+    latest = {}
+    for job_uuid in job_uuids:
+        txn.execute(
+            f"SELECT {_COLUMNS} FROM executions WHERE job_uuid = ? "
+            "ORDER BY scheduled_at DESC, execution_id DESC LIMIT 1",
+            (job_uuid,),
+        )
+        row = txn.fetchone()
+        if row is not None:
+            latest[job_uuid] = execution_record(row)
+    return latest
+
+
+def _columns_of(txn: Any, table: str) -> set[str]:
+    txn.execute(f"PRAGMA table_info({table})")
+    return {row[1] for row in txn.fetchall()}
+
+
+def _create_schema(txn: Any) -> int:
+    """Create or migrate the schema; the highest seq written so far."""
     for statement in _SCHEMA:
         txn.execute(statement)
+    if "seq" not in _columns_of(txn, "executions"):
+        # A file from before the cluster: its rows are all still to be
+        # committed, in the order they were first written.
+        txn.execute("ALTER TABLE executions ADD COLUMN seq INTEGER")
+        txn.execute("UPDATE executions SET seq = rowid")
+    txn.execute(_SEQ_INDEX)
+    txn.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM executions), 0),"
+        " COALESCE((SELECT value FROM outbox WHERE key = 'last_seq'), 0))"
+    )
+    return txn.fetchone()[0]
+
+
+_UPSERT = (
+    f"INSERT INTO executions ({_COLUMNS}, seq)"
+    f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))}, ?)"
+    " ON CONFLICT (execution_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in (*EXECUTION_COLUMNS[1:], "seq"))
+)
 
 
 def _write(txn: Any, rows: list[tuple]) -> None:
-    marks = ", ".join("?" * len(EXECUTION_COLUMNS))
-    updates = ", ".join(f"{column} = excluded.{column}" for column in EXECUTION_COLUMNS[1:])
-    txn.executemany(
-        f"INSERT INTO executions ({_COLUMNS}) VALUES ({marks}) "
-        f"ON CONFLICT (execution_id) DO UPDATE SET {updates}",
-        rows,
+    """Upsert C{rows}: execution columns followed by the row's new seq (growing)."""
+    txn.executemany(_UPSERT, rows)
+    txn.execute(
+        "INSERT INTO outbox (key, value) VALUES ('last_seq', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        (rows[-1][-1],),
     )
+
+
+def prune_history(
+    txn: Any, keep: int, failed_since: str, job_uuids: list[str] | None = None
+) -> int:
+    """
+    Delete all but the newest C{keep} records of each job, sparing failures
+    scheduled at or after C{failed_since}; only of C{job_uuids} when given
+    (the state machine prunes the jobs a commit touched). Rows deleted.
+    """
+    if job_uuids is not None:
+        deleted = 0
+        for job_uuid in job_uuids:
+            # The newest record past the ones kept, then everything from it
+            # back: with an index on (job_uuid, scheduled_at, execution_id)
+            # both only walk the index.
+            txn.execute(
+                "SELECT scheduled_at, execution_id FROM executions WHERE job_uuid = ?"
+                " ORDER BY scheduled_at DESC, execution_id DESC LIMIT 1 OFFSET ?",
+                (job_uuid, keep),
+            )
+            cutoff = txn.fetchone()
+            if cutoff is None:
+                continue
+            txn.execute(
+                "DELETE FROM executions WHERE job_uuid = ?"
+                " AND (scheduled_at, execution_id) <= (?, ?)"
+                " AND NOT (state = 'failed' AND scheduled_at >= ?)",
+                (job_uuid, cutoff[0], cutoff[1], failed_since),
+            )
+            deleted += txn.rowcount
+        return deleted
+    return _prune(txn, keep, failed_since)
 
 
 def _prune(txn: Any, keep: int, failed_since: str) -> int:
@@ -186,10 +351,15 @@ class ExecutionStore:
     clock: Any
     history_per_job: int = 100
     flush_delay: float = 0
+    # In a cluster rows are deleted once the leader has committed them
+    # (L{forget}), never by age: pruning then does nothing.
+    retain_until_committed: bool = False
     _buffer: dict = attrs.field(factory=dict, init=False)
     _delayed: Any = attrs.field(default=None, init=False)
     _pruning: Any = attrs.field(default=None, init=False)
     flush_count: int = attrs.field(default=0, init=False)
+    # The last seq handed to a written row: only grows.
+    _seq: int = attrs.field(default=0, init=False)
 
     def start_pruning(self, interval_s: float = 60.0) -> None:
         """Prune every C{interval_s} seconds, so disk use stays flat however long it runs."""
@@ -210,8 +380,12 @@ class ExecutionStore:
         self._pruning = None
 
     def open(self) -> Deferred:
-        """Create the schema if it is missing."""
-        return self.pool.runInteraction(_create_schema)
+        """Create (or migrate) the schema; continue the seq from the highest written."""
+
+        def opened(highest: int) -> None:
+            self._seq = max(self._seq, highest)
+
+        return self.pool.runInteraction(_create_schema).addCallback(opened)
 
     def close(self) -> Deferred:
         """Write buffered records, then release the pool."""
@@ -236,7 +410,7 @@ class ExecutionStore:
         if trusted:
             self._buffer[execution["execution_id"]] = execution
         else:
-            row = _row(execution)
+            row = execution_row(execution)
             self._buffer[row[0]] = row
         if self._delayed is None:
             self._delayed = self.clock.callLater(self.flush_delay, self._scheduled_flush)
@@ -258,10 +432,16 @@ class ExecutionStore:
         ]
         self._buffer = {}
         self.flush_count += 1
-        written = self.pool.runInteraction(_write, rows)
+        # Seqs are handed out here, in flush order; the pool runs writes in
+        # that order, so a row written later always has the higher seq.
+        first = self._seq + 1
+        self._seq += len(rows)
+        numbered = [(*row, seq) for row, seq in zip(rows, range(first, self._seq + 1), strict=True)]
+        written = self.pool.runInteraction(_write, numbered)
 
         def restore(failure: Any) -> Any:
-            # Keep the records for the next flush unless newer ones replaced them.
+            # Keep the records for the next flush unless newer ones replaced them
+            # (they get new seqs then).
             for row in rows:
                 self._buffer.setdefault(row[0], row)
             return failure
@@ -283,21 +463,12 @@ class ExecutionStore:
         C{since} is inclusive and C{until} exclusive, both on scheduled_at.
         """
         try:
-            clause, params = _filters(job_uuid, project_uuid, state, since, until, limit, offset)
+            clause, params = execution_filters(
+                job_uuid, project_uuid, state, since, until, limit, offset
+            )
         except ValueError:
             return fail()
-
-        def read(txn: Any) -> tuple[list[dict], int]:
-            txn.execute(
-                f"SELECT {_COLUMNS} FROM executions{clause} "
-                "ORDER BY scheduled_at DESC, execution_id DESC LIMIT ? OFFSET ?",
-                tuple(params) + (limit, offset),
-            )
-            items = [_record(row) for row in txn.fetchall()]
-            txn.execute(f"SELECT COUNT(*) FROM executions{clause}", tuple(params))
-            return items, txn.fetchone()[0]
-
-        return self._after_flush(read)
+        return self._after_flush(query_page, clause, params, limit, offset)
 
     def _after_flush(self, read: Any, *args: Any) -> Deferred:
         return self.flush().addCallback(lambda _: self.pool.runInteraction(read, *args))
@@ -347,27 +518,62 @@ class ExecutionStore:
 
     def latest_per_job(self, job_uuids: list[str]) -> Deferred:
         """job_uuid -> its newest record, for those of C{job_uuids} that have one."""
-        wanted = list(job_uuids)
-
-        def read(txn: Any) -> dict[str, dict]:
-            latest = {}
-            for job_uuid in wanted:
-                txn.execute(
-                    f"SELECT {_COLUMNS} FROM executions WHERE job_uuid = ? "
-                    "ORDER BY scheduled_at DESC, execution_id DESC LIMIT 1",
-                    (job_uuid,),
-                )
-                row = txn.fetchone()
-                if row is not None:
-                    latest[job_uuid] = _record(row)
-            return latest
-
-        return self._after_flush(read)
+        return self._after_flush(latest_of, list(job_uuids))
 
     def prune(self) -> Deferred:
         """
         Keep the newest C{history_per_job} records per job plus failures scheduled
-        in the last 7 days; fire with the number of rows deleted.
+        in the last 7 days; fire with the number of rows deleted. With
+        C{retain_until_committed} nothing is deleted here (see L{forget}).
         """
+        if self.retain_until_committed:
+            return succeed(0)
         failed_since = format_instant(utc_from_timestamp(self.clock.seconds()) - FAILURE_RETENTION)
         return self._after_flush(_prune, self.history_per_job, failed_since)
+
+    def continue_after(self, seq: int) -> None:
+        """
+        Number the next writes after C{seq} at least: a node whose
+        executions.db is newer than what the cluster committed from it (a
+        replaced disk) must not write seqs the leader thinks it has read.
+        """
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise ValueError(f"seq must be an integer, got {seq!r}")
+        self._seq = max(self._seq, seq)
+
+    def pending(self, after_seq: int, limit: int) -> Deferred:
+        """
+        The records written after C{after_seq} that the leader has yet to
+        commit, in seq order, at most C{limit} (as L{query} items), and the
+        highest seq among them (C{after_seq} when there are none).
+        """
+        for name, value in (("after_seq", after_seq), ("limit", limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return fail(ValueError(f"{name} must be a non-negative integer, got {value!r}"))
+
+        def read(txn: Any) -> tuple[list[dict], int]:
+            txn.execute(
+                f"SELECT {_COLUMNS}, seq FROM executions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+            rows = txn.fetchall()
+            if not rows:
+                return [], after_seq
+            return [execution_record(row[:-1]) for row in rows], rows[-1][-1]
+
+        return self._after_flush(read)
+
+    def forget(self, up_to_seq: int) -> Deferred:
+        """
+        Delete the rows the leader has committed: those whose seq is at or
+        below C{up_to_seq}. A row written again since has a higher seq and
+        stays until that version is committed too. Fires with rows deleted.
+        """
+        if isinstance(up_to_seq, bool) or not isinstance(up_to_seq, int):
+            return fail(ValueError(f"up_to_seq must be an integer, got {up_to_seq!r}"))
+
+        def delete(txn: Any) -> int:
+            txn.execute("DELETE FROM executions WHERE seq <= ?", (up_to_seq,))
+            return txn.rowcount
+
+        return self._after_flush(delete)

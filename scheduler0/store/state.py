@@ -1,5 +1,7 @@
 """
-The replicated state machine: projects, jobs and credentials in SQLite.
+The replicated state machine: projects, jobs and credentials in SQLite, and
+for the cluster the members, which node owns each job, and the committed
+execution history with each job's progress.
 
 L{StateStore.apply} is deterministic: the same command applied to the same rows
 gives the same rows and the same result on every node. It never reads the clock
@@ -10,6 +12,7 @@ command twice or lose one that the index claims.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import sqlite3
@@ -21,6 +24,17 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from scheduler0.store.commands import Command, canonical_json, error, ok
+from scheduler0.store.executions import (
+    EXECUTION_COLUMNS,
+    FAILURE_RETENTION,
+    execution_filters,
+    execution_row,
+    latest_of,
+    plain_execution_row,
+    prune_history,
+    query_page,
+)
+from scheduler0.timeutil import format_instant, parse_instant
 
 # How many log indexes a request id is remembered for: a retry of the same
 # request inside that span gets the first result instead of applying twice.
@@ -56,7 +70,9 @@ _SCHEMA = (
         retry_max INTEGER NOT NULL,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        anchor_at TEXT NOT NULL)""",
+        anchor_at TEXT NOT NULL,
+        owner INTEGER,
+        handover_at TEXT)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, uuid)",
     "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_uuid, created_at, uuid)",
     "CREATE INDEX IF NOT EXISTS jobs_by_paused ON jobs (paused, created_at, uuid)",
@@ -75,6 +91,63 @@ _SCHEMA = (
         created_at TEXT NOT NULL,
         expires_at TEXT,
         PRIMARY KEY (project_uuid, secret))""",
+    # Cluster members; an eligible one may own jobs.
+    """CREATE TABLE IF NOT EXISTS members (
+        node_id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,
+        raft_address TEXT NOT NULL,
+        eligible INTEGER NOT NULL)""",
+    # The committed execution history: the columns of a node's executions.db.
+    """CREATE TABLE IF NOT EXISTS executions (
+        execution_id TEXT PRIMARY KEY,
+        job_uuid TEXT NOT NULL,
+        project_uuid TEXT,
+        scheduled_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        node_id TEXT,
+        started_at TEXT,
+        finished_at TEXT,
+        status_code INTEGER,
+        error TEXT,
+        skip_reason TEXT)""",
+    # With execution_id, pruning a job's history walks this index alone.
+    """CREATE INDEX IF NOT EXISTS executions_by_job
+        ON executions (job_uuid, scheduled_at, execution_id)""",
+    "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
+    # The latest committed slot of each job that got further than scheduled.
+    """CREATE TABLE IF NOT EXISTS job_progress (
+        job_uuid TEXT PRIMARY KEY,
+        last_slot TEXT NOT NULL)""",
+    # Per node: the seq of its executions.db up to which records are committed.
+    """CREATE TABLE IF NOT EXISTS fanin (
+        node_id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL)""",
+)
+# How many jobs each node owns, kept by every command that changes jobs or
+# owners: creating jobs picks the least loaded member without counting a
+# million index entries per command.
+_OWNER_LOADS = """CREATE TABLE IF NOT EXISTS owner_loads (
+    node_id INTEGER PRIMARY KEY,
+    jobs INTEGER NOT NULL)"""
+# Columns added to tables of older files, and what needs them (after L{_SCHEMA}).
+_ADDED_COLUMNS = (("jobs", "owner", "INTEGER"), ("jobs", "handover_at", "TEXT"))
+_LATE_SCHEMA = (
+    # A node's jobs in creation order; also counts each owner's jobs.
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, uuid)",
+)
+_DUMPED_TABLES = (
+    "meta",
+    "projects",
+    "jobs",
+    "credentials",
+    "signing_secrets",
+    "members",
+    "executions",
+    "job_progress",
+    "fanin",
+    "owner_loads",
 )
 
 PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at")
@@ -418,6 +491,17 @@ def _delete_project(txn: Any, args: Mapping) -> Any:
                 "conflict", f"project {uuid} has {len(jobs)} jobs; delete them or cascade", "uuid"
             )
         )
+    txn.execute(
+        "DELETE FROM job_progress WHERE job_uuid IN (SELECT uuid FROM jobs WHERE project_uuid = ?)",
+        (uuid,),
+    )
+    owned = _all(
+        txn,
+        "SELECT owner, COUNT(*) FROM jobs WHERE project_uuid = ? AND owner IS NOT NULL"
+        " GROUP BY owner",
+        (uuid,),
+    )
+    _add_loads(txn, {owner: -count for owner, count in owned})
     txn.execute("DELETE FROM jobs WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM signing_secrets WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM projects WHERE uuid = ?", (uuid,))
@@ -429,6 +513,12 @@ def _create_jobs(txn: Any, args: Mapping) -> Any:
     if not isinstance(jobs, list):
         raise _invalid("jobs", "jobs must be a list")
     rows = _job_rows(jobs)
+    owners = _new_owners(txn, len(rows))
+    if owners is None:
+        insert, stored = _INSERT_JOB, rows
+    else:
+        insert = _INSERT_OWNED_JOB
+        stored = [(*row, owner) for row, owner in zip(rows, owners, strict=True)]
     # The usual case first: every project exists and no uuid is taken, so
     # the rows go in at once and the primary key finds a taken uuid. Only
     # when something is wrong are the rows checked one by one, to name the
@@ -439,19 +529,70 @@ def _create_jobs(txn: Any, args: Mapping) -> Any:
         try:
             # In uuid order each page of the primary key's index is changed
             # once per command, not once per row that lands on it.
-            txn.executemany(_INSERT_JOB, sorted(rows))
+            txn.executemany(insert, sorted(stored))
         except sqlite3.IntegrityError:
             txn.execute("ROLLBACK TO insert_jobs")
             txn.execute("RELEASE insert_jobs")
         else:
             txn.execute("RELEASE insert_jobs")
+            _count_new_owners(txn, owners)
             return [_job(row) for row in rows]
     _check_new_jobs(txn, rows)
-    txn.executemany(_INSERT_JOB, rows)
+    txn.executemany(insert, stored)
+    _count_new_owners(txn, owners)
     return [_job(row) for row in rows]
 
 
 _INSERT_JOB = f"INSERT INTO jobs ({_JOBS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
+_INSERT_OWNED_JOB = (
+    f"INSERT INTO jobs ({_JOBS}, owner) VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 1))})"
+)
+
+
+def _new_owners(txn: Any, count: int) -> list[int] | None:
+    """
+    The owners of C{count} new jobs, in order: each goes to the eligible
+    member with the fewest jobs at that moment (ties: the lowest node id), so
+    a batch spreads evenly. None when no member is eligible (they stay unowned).
+    """
+    members = [
+        row[0]
+        for row in _all(txn, "SELECT node_id FROM members WHERE eligible = 1 ORDER BY node_id")
+    ]
+    if not members or count == 0:
+        return None
+    known = dict(_all(txn, "SELECT node_id, jobs FROM owner_loads"))
+    loads = [(known.get(member, 0), member) for member in members]
+    heapq.heapify(loads)
+    owners = []
+    for _ in range(count):
+        load, member = loads[0]
+        owners.append(member)
+        heapq.heapreplace(loads, (load + 1, member))
+    return owners
+
+
+def _count_new_owners(txn: Any, owners: list[int] | None) -> None:
+    if owners is not None:
+        deltas: dict[int | None, int] = {}
+        for owner in owners:
+            deltas[owner] = deltas.get(owner, 0) + 1
+        _add_loads(txn, deltas)
+
+
+def _add_loads(txn: Any, deltas: Mapping[int | None, int]) -> None:
+    """Change the owned-job counts by C{deltas} (None, the unowned, is not counted)."""
+    changes = sorted(
+        (owner, delta) for owner, delta in deltas.items() if owner is not None and delta
+    )
+    if not changes:
+        return
+    txn.executemany(
+        "INSERT INTO owner_loads (node_id, jobs) VALUES (?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET jobs = jobs + excluded.jobs",
+        changes,
+    )
+    txn.execute("DELETE FROM owner_loads WHERE jobs = 0")
 
 
 def _check_new_jobs(txn: Any, rows: list[tuple]) -> None:
@@ -500,9 +641,13 @@ def _update_job(txn: Any, args: Mapping) -> Any:
 
 def _delete_job(txn: Any, args: Mapping) -> Any:
     uuid = _text(args, "uuid")
-    txn.execute("DELETE FROM jobs WHERE uuid = ?", (uuid,))
-    if txn.rowcount == 0:
+    found = _one(txn, "SELECT owner FROM jobs WHERE uuid = ?", (uuid,))
+    if found is None:
         raise _Rejected(error("not_found", f"no job with uuid {uuid}", "uuid"))
+    txn.execute("DELETE FROM jobs WHERE uuid = ?", (uuid,))
+    _add_loads(txn, {found[0]: -1})
+    # Its committed history stays (pruned like any other); its progress goes.
+    txn.execute("DELETE FROM job_progress WHERE job_uuid = ?", (uuid,))
     return {"uuid": uuid}
 
 
@@ -543,6 +688,230 @@ def _archive_credential(txn: Any, args: Mapping) -> Any:
     )
 
 
+# -- cluster: members, job ownership, committed executions ----------------------
+
+
+# SQLite stores integers in 64 bits; a larger one would fail the whole apply.
+_INT64 = range(-(2**63), 2**63)
+
+
+def _bindable(value: Any) -> bool:
+    """Whether SQLite can store C{value} as it is (a bad one must be refused, not raise)."""
+    if value is None or isinstance(value, (str, float)):
+        return True
+    return isinstance(value, int) and value in _INT64
+
+
+def _integer(args: Mapping, field: str, minimum: int | None = None, where: str = "") -> int:
+    value = args.get(field) if isinstance(args, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _INT64:
+        raise _invalid(field, f"{where}{field} must be a 64-bit integer")
+    if minimum is not None and value < minimum:
+        raise _invalid(field, f"{where}{field} must be at least {minimum}")
+    return value
+
+
+def _list(args: Mapping, field: str) -> list:
+    value = args.get(field)
+    if not isinstance(value, list):
+        raise _invalid(field, f"{field} must be a list")
+    return value
+
+
+def _instant_arg(value: Any, field: str) -> str:
+    """A canonical instant from a command argument (parsing is pure: no clock)."""
+    if not isinstance(value, str):
+        raise _invalid(field, f"{field} must be an instant string")
+    try:
+        return format_instant(parse_instant(value))
+    except ValueError as e:
+        raise _invalid(field, f"{field} must be an instant: {e}") from e
+
+
+_MEMBER_COLUMNS = ("node_id", "address", "raft_address", "eligible")
+
+
+def _member(row: tuple) -> dict:
+    member = dict(zip(_MEMBER_COLUMNS, row, strict=True))
+    member["eligible"] = bool(member["eligible"])
+    return member
+
+
+def _all_members(txn: Any) -> list[dict]:
+    return [
+        _member(row)
+        for row in _all(
+            txn, "SELECT node_id, address, raft_address, eligible FROM members ORDER BY node_id"
+        )
+    ]
+
+
+def _set_members(txn: Any, args: Mapping) -> Any:
+    """Add missing members (eligible) and update the addresses of known ones."""
+    rows = []
+    for member in _list(args, "members"):
+        if not isinstance(member, Mapping):
+            raise _invalid("members", "each member must be an object")
+        unknown = sorted(set(member) - {"node_id", "address", "raft_address"})
+        if unknown:
+            raise _invalid(unknown[0], f"unknown member field {unknown[0]}")
+        rows.append(
+            (
+                _integer(member, "node_id", where="member field "),
+                _text(member, "address", "member field "),
+                _text(member, "raft_address", "member field "),
+            )
+        )
+    txn.executemany(
+        "INSERT INTO members (node_id, address, raft_address, eligible) VALUES (?, ?, ?, 1)"
+        " ON CONFLICT (node_id) DO UPDATE SET"
+        " address = excluded.address, raft_address = excluded.raft_address",
+        rows,
+    )
+    return {"members": _all_members(txn)}
+
+
+def _remove_member(txn: Any, args: Mapping) -> Any:
+    """
+    Forget a member: its jobs become unowned (the leader hands them out from
+    committed progress) and its fan-in position goes, so a node that joins
+    again under that id with a fresh executions.db is read from the start.
+    """
+    node_id = _integer(args, "node_id")
+    txn.execute("DELETE FROM members WHERE node_id = ?", (node_id,))
+    removed = txn.rowcount > 0
+    txn.execute("UPDATE jobs SET owner = NULL, handover_at = NULL WHERE owner = ?", (node_id,))
+    unowned = txn.rowcount
+    txn.execute("DELETE FROM owner_loads WHERE node_id = ?", (node_id,))
+    txn.execute("DELETE FROM fanin WHERE node_id = ?", (node_id,))
+    return {"node_id": node_id, "removed": removed, "unowned": unowned}
+
+
+def _set_eligible(txn: Any, args: Mapping) -> Any:
+    """Say whether a member may be given jobs (it keeps those it owns)."""
+    node_id = _integer(args, "node_id")
+    eligible = args.get("eligible")
+    if not isinstance(eligible, bool):
+        raise _invalid("eligible", "eligible must be a boolean")
+    txn.execute("UPDATE members SET eligible = ? WHERE node_id = ?", (int(eligible), node_id))
+    if txn.rowcount == 0:
+        raise _Rejected(error("not_found", f"no member with node_id {node_id}", "node_id"))
+    return _member(
+        _one(
+            txn,
+            "SELECT node_id, address, raft_address, eligible FROM members WHERE node_id = ?",
+            (node_id,),
+        )
+    )
+
+
+def _assign_jobs(txn: Any, args: Mapping) -> Any:
+    """
+    Give jobs new owners. With C{handover_at} the old owner fires slots before
+    it and the new one slots at or after it; null means the old owner is gone
+    and the new one catches up from committed progress. Deleted jobs are
+    skipped and counted as missing.
+    """
+    handover_at = args.get("handover_at")
+    if handover_at is not None:
+        handover_at = _instant_arg(handover_at, "handover_at")
+    moves = []
+    for move in _list(args, "moves"):
+        if not isinstance(move, list) or len(move) != 2 or not isinstance(move[0], str):
+            raise _invalid("moves", "each move must be [job_uuid, node_id or null]")
+        owner = move[1]
+        if owner is not None and (
+            isinstance(owner, bool) or not isinstance(owner, int) or owner not in _INT64
+        ):
+            raise _invalid("moves", f"the owner of job {move[0]} must be a node id or null")
+        moves.append((move[0], owner))
+    current: dict[str, int | None] = {}
+    wanted = sorted({uuid for uuid, _ in moves})
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        current.update(
+            _all(txn, f"SELECT uuid, owner FROM jobs WHERE uuid IN ({marks})", tuple(chunk))
+        )
+    deltas: dict[int | None, int] = {}
+    changes = []
+    for uuid, owner in moves:
+        if uuid in current:
+            deltas[current[uuid]] = deltas.get(current[uuid], 0) - 1
+            deltas[owner] = deltas.get(owner, 0) + 1
+            current[uuid] = owner
+            changes.append((owner, handover_at, uuid))
+    txn.executemany("UPDATE jobs SET owner = ?, handover_at = ? WHERE uuid = ?", changes)
+    _add_loads(txn, deltas)
+    return {"moved": len(changes), "missing": len(moves) - len(changes)}
+
+
+_UPSERT_EXECUTION = (
+    f"INSERT INTO executions ({', '.join(EXECUTION_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))})"
+    " ON CONFLICT (execution_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in EXECUTION_COLUMNS[1:])
+)
+_JOB_UUID = EXECUTION_COLUMNS.index("job_uuid")
+_SCHEDULED_AT = EXECUTION_COLUMNS.index("scheduled_at")
+_STATE = EXECUTION_COLUMNS.index("state")
+
+
+def _commit_executions(txn: Any, args: Mapping) -> Any:
+    """
+    Commit a batch of a node's execution records, read from its executions.db
+    after seq C{from_seq} up to C{up_to_seq}. A batch that does not start
+    where the last one from that node ended is stale (another leader, or a
+    retry, got there first) and changes nothing, so nothing is committed twice.
+    """
+    node_id = _integer(args, "node_id")
+    from_seq = _integer(args, "from_seq", 0)
+    up_to_seq = _integer(args, "up_to_seq", from_seq)
+    keep = _integer(args, "keep", 0)
+    now = _instant_arg(args.get("now"), "now")
+    rows = []
+    for position, record in enumerate(_list(args, "records")):
+        row = plain_execution_row(record)
+        if row is not None:
+            rows.append(row)
+            continue
+        try:
+            row = execution_row(record)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise _invalid("records", f"records[{position}]: {e}") from e
+        for column, value in zip(EXECUTION_COLUMNS, row, strict=True):
+            if not _bindable(value):
+                raise _invalid(
+                    "records", f"records[{position}]: execution field {column} must be a scalar"
+                )
+        rows.append(row)
+    stored = _one(txn, "SELECT seq FROM fanin WHERE node_id = ?", (node_id,))
+    if from_seq != (stored[0] if stored else 0):
+        return {"committed": 0, "stale": True}
+    txn.executemany(_UPSERT_EXECUTION, rows)
+    progress: dict[str, str] = {}
+    for row in rows:
+        if row[_STATE] != "scheduled":
+            job_uuid, slot = row[_JOB_UUID], row[_SCHEDULED_AT]
+            if slot > progress.get(job_uuid, ""):
+                progress[job_uuid] = slot
+    # Only jobs that still exist have progress (a deleted job's goes with it).
+    txn.executemany(
+        "INSERT INTO job_progress (job_uuid, last_slot)"
+        " SELECT uuid, ? FROM jobs WHERE uuid = ?"
+        " ON CONFLICT (job_uuid) DO UPDATE SET last_slot = MAX(last_slot, excluded.last_slot)",
+        [(slot, job_uuid) for job_uuid, slot in sorted(progress.items())],
+    )
+    txn.execute(
+        "INSERT INTO fanin (node_id, seq) VALUES (?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET seq = excluded.seq",
+        (node_id, up_to_seq),
+    )
+    failed_since = format_instant(parse_instant(now) - FAILURE_RETENTION)
+    prune_history(txn, keep, failed_since, sorted({row[_JOB_UUID] for row in rows}))
+    return {"committed": len(rows), "stale": False}
+
+
 HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     "create_project": _create_project,
     "update_project": _update_project,
@@ -553,6 +922,11 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     "create_credential": _create_credential,
     "archive_credential": _archive_credential,
     "rotate_signing_secret": _rotate_signing_secret,
+    "set_members": _set_members,
+    "remove_member": _remove_member,
+    "set_eligible": _set_eligible,
+    "assign_jobs": _assign_jobs,
+    "commit_executions": _commit_executions,
 }
 
 
@@ -614,8 +988,20 @@ def _apply_command(txn: Any, command: Command) -> dict:
 
 
 def _create_schema(txn: Any) -> None:
+    """Create what is missing, adding new columns to the tables of older files."""
     for statement in _SCHEMA:
         txn.execute(statement)
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in {row[1] for row in _all(txn, f"PRAGMA table_info({table})")}:
+            txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _LATE_SCHEMA:
+        txn.execute(statement)
+    if not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'owner_loads'"):
+        txn.execute(_OWNER_LOADS)
+        txn.execute(
+            "INSERT INTO owner_loads (node_id, jobs)"
+            " SELECT owner, COUNT(*) FROM jobs WHERE owner IS NOT NULL GROUP BY owner"
+        )
 
 
 # Pages of state.db SQLite may keep in memory (KiB when negative). Inserting
@@ -816,6 +1202,161 @@ class StateStore:
             params = (created_at, uuid, limit)
         return self.pool.runInteraction(lambda txn: [_job(row) for row in _all(txn, sql, params)])
 
+    # -- cluster reads ------------------------------------------------------------
+
+    def members(self) -> Deferred:
+        """Every member as {node_id, address, raft_address, eligible}, by node id."""
+        return self.pool.runInteraction(_all_members)
+
+    def owner_counts(self) -> Deferred:
+        """{node_id or None: how many jobs it owns}; None counts the unowned jobs."""
+
+        def read(txn: Any) -> dict[int | None, int]:
+            counts: dict[int | None, int] = dict(
+                _all(txn, "SELECT node_id, jobs FROM owner_loads ORDER BY node_id")
+            )
+            unowned = _one(txn, "SELECT COUNT(*) FROM jobs WHERE owner IS NULL")[0]
+            if unowned:
+                counts[None] = unowned
+            return counts
+
+        return self.pool.runInteraction(read)
+
+    def jobs_owned_by(
+        self, node_id: int | None, after_uuid: str | None = None, limit: int = 1000
+    ) -> Deferred:
+        """
+        Up to C{limit} uuids of the jobs C{node_id} owns (None: the unowned
+        ones) in creation order, after the job C{after_uuid} (the last of the
+        previous page). Fails with C{KeyError} if that job no longer exists.
+        """
+        try:
+            limit, _ = _page(limit, 0)
+        except ValueError:
+            return fail()
+        owned = "owner IS NULL" if node_id is None else "owner = ?"
+        owner: tuple = () if node_id is None else (node_id,)
+
+        def read(txn: Any) -> list[str]:
+            if after_uuid is None:
+                sql = f"SELECT uuid FROM jobs WHERE {owned} ORDER BY created_at, uuid LIMIT ?"
+                return [row[0] for row in _all(txn, sql, (*owner, limit))]
+            position = _one(txn, "SELECT created_at FROM jobs WHERE uuid = ?", (after_uuid,))
+            if position is None:
+                raise KeyError(f"after_uuid: no job with uuid {after_uuid}")
+            sql = (
+                f"SELECT uuid FROM jobs WHERE {owned} AND (created_at, uuid) > (?, ?)"
+                " ORDER BY created_at, uuid LIMIT ?"
+            )
+            return [row[0] for row in _all(txn, sql, (*owner, position[0], after_uuid, limit))]
+
+        return self.pool.runInteraction(read)
+
+    def ownership_of(self, uuids: list) -> Deferred:
+        """{uuid: (owner, handover_at)} for those of C{uuids} that exist."""
+        wanted = list(uuids)
+
+        def read(txn: Any) -> dict[str, tuple]:
+            found: dict[str, tuple] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for uuid, owner, handover_at in _all(
+                    txn,
+                    f"SELECT uuid, owner, handover_at FROM jobs WHERE uuid IN ({marks})",
+                    tuple(chunk),
+                ):
+                    found[uuid] = (owner, handover_at)
+            return found
+
+        return self.pool.runInteraction(read)
+
+    def owned_jobs_page(
+        self, node_id: int | None, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> Deferred:
+        """
+        L{jobs_page} for just the jobs C{node_id} owns (None: the unowned
+        ones), each job with two more keys: C{owner} and C{handover_at}.
+        """
+        try:
+            limit, _ = _page(limit, 0)
+        except ValueError:
+            return fail()
+        owned = "owner IS NULL" if node_id is None else "owner = ?"
+        params: tuple = () if node_id is None else (node_id,)
+        select = f"SELECT {_JOBS}, owner, handover_at FROM jobs WHERE {owned}"
+        if after is None:
+            sql = f"{select} ORDER BY created_at, uuid LIMIT ?"
+            params = (*params, limit)
+        else:
+            sql = f"{select} AND (created_at, uuid) > (?, ?) ORDER BY created_at, uuid LIMIT ?"
+            params = (*params, after[0], after[1], limit)
+
+        def read(txn: Any) -> list[dict]:
+            jobs = []
+            for row in _all(txn, sql, params):
+                job = _job(row[:-2])
+                job["owner"], job["handover_at"] = row[-2], row[-1]
+                jobs.append(job)
+            return jobs
+
+        return self.pool.runInteraction(read)
+
+    def fanin_seq(self, node_id: int) -> Deferred:
+        """The seq of C{node_id}'s executions.db up to which records are committed (0: none)."""
+
+        def read(txn: Any) -> int:
+            row = _one(txn, "SELECT seq FROM fanin WHERE node_id = ?", (node_id,))
+            return 0 if row is None else row[0]
+
+        return self.pool.runInteraction(read)
+
+    def job_progress(self, uuids: list) -> Deferred:
+        """{uuid: last committed slot that got further than scheduled}, for those that have one."""
+        wanted = list(uuids)
+
+        def read(txn: Any) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(
+                    _all(
+                        txn,
+                        f"SELECT job_uuid, last_slot FROM job_progress WHERE job_uuid IN ({marks})",
+                        tuple(chunk),
+                    )
+                )
+            return found
+
+        return self.pool.runInteraction(read)
+
+    def query_executions(
+        self,
+        job_uuid: str | None = None,
+        project_uuid: str | None = None,
+        state: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Deferred:
+        """
+        A page of committed records, newest scheduled_at first, and the total
+        matching: the same filters and shape as L{ExecutionStore.query}.
+        """
+        try:
+            clause, params = execution_filters(
+                job_uuid, project_uuid, state, since, until, limit, offset
+            )
+        except ValueError:
+            return fail()
+        return self.pool.runInteraction(query_page, clause, params, limit, offset)
+
+    def latest_executions(self, uuids: list) -> Deferred:
+        """job_uuid -> its newest committed record, for those of C{uuids} that have one."""
+        return self.pool.runInteraction(latest_of, list(uuids))
+
     def get_credential_by_key(self, api_key: str) -> Deferred:
         """The credential for C{api_key} including its secret hash and archive time, or None."""
         return self._row(
@@ -881,7 +1422,7 @@ class StateStore:
         def read(txn: Any) -> dict:
             return {
                 table: sorted(list(row) for row in _all(txn, f"SELECT * FROM {table}"))
-                for table in ("meta", "projects", "jobs", "credentials", "signing_secrets")
+                for table in _DUMPED_TABLES
             }
 
         return self.pool.runInteraction(read)
@@ -910,3 +1451,5 @@ def _restore_image(txn: Any, image: bytes) -> None:
             source.backup(txn.connection)
         finally:
             source.close()
+    # An image from an older version lacks the newer tables and columns.
+    _create_schema(txn)
