@@ -74,8 +74,8 @@ class Config:
     raft_apply_timeout: float = 2
     raft_snapshot_interval: float = 120
     raft_snapshot_threshold: int = 8192
-    raft_election_timeout_ms: int = 1000
-    raft_heartbeat_interval_ms: int = 100
+    raft_election_timeout_ms: int = 500
+    raft_heartbeat_interval_ms: int = 50
     peer_connect_retry_max: int = 10
     peer_connect_retry_delay: float = 1
     peer_auth_request_timeout_ms: int = 2000

@@ -263,11 +263,16 @@ class NodeService(MultiService):
 
             scheduler.may_fire = cluster.lease_valid
             scheduler.ownership = Ownership(state, executions, config.node_id)
-            # Local records go only once the cluster committed them.
+            # Local records go only once the cluster committed them; a node
+            # whose disk was replaced numbers its records after what the
+            # cluster already took from it.
             executions.retain_until_committed = True
+            executions.continue_after(await state.fanin_seq(config.node_id))
             cluster.subscribe(cluster.on_applied)
             history = ClusterHistory(state, executions)
-            self._parts["duties"] = LeaderDuties(cluster, state, executions, config, self.reactor)
+            duties = LeaderDuties(cluster, state, executions, config, self.reactor)
+            cluster.subscribe(duties.on_applied)
+            self._parts["duties"] = duties
         self._parts.update(
             state=state,
             log=command_log,
@@ -309,6 +314,7 @@ class NodeService(MultiService):
             ),
             max_jobs_per_request=config.max_jobs_per_request,
             read_barrier=cluster.read_barrier if cluster is not None else None,
+            cluster=cluster,
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)

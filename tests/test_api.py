@@ -1173,7 +1173,7 @@ class OpenAPITests(APITestCase):
                 served[prefix].add((path, method))
         for prefix in PREFIXES:
             self.assertEqual(served[prefix], documented, prefix)
-        self.assertNotIn("/cluster", body["paths"])
+        self.assertIn("/cluster/members/{node_id}", body["paths"])
         self.assertEqual([s["url"] for s in body["servers"]], ["/api/v1", "/"])
 
     def test_document_schemas_resolve(self) -> None:

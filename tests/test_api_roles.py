@@ -24,6 +24,11 @@ _BODIES = {
     "update_job": {"paused": True},
     "post_credential": {},
     "rotate_signing_secret": {},
+    "add_member": {
+        "node_id": 4,
+        "address": "http://127.0.0.1:9094",
+        "raft_address": "127.0.0.1:7074",
+    },
 }
 
 
@@ -45,6 +50,7 @@ class RoleTests(SynchronousTestCase):
     def path_for(self, route_path: str, prefix: str) -> str:
         values = {
             "uuid": self.job["uuid"] if "/jobs/" in route_path else self.project["uuid"],
+            "node_id": "2",
         }
         if route_path.startswith("/credentials/"):
             values["uuid"] = self.archived["uuid"]

@@ -465,6 +465,38 @@ class StatusTests(CliTestCase):
         header = [line for line in out.splitlines() if line.startswith("NODE")]
         self.assertEqual(len(header), 1)
 
+    def test_table_from_the_cluster_view(self) -> None:
+        """With peer credentials, the table shows each member as GET /cluster reports it."""
+        self.save_admin()
+        cluster = {
+            "node_id": 1, "leader_id": 1, "term": 7,
+            "members": [
+                {"node_id": 1, "address": "http://127.0.0.1:9091", "raft_address": "x:1",
+                 "role": "leader", "voter": True, "reachable": True, "term": 7,
+                 "commit_index": 42, "applied_index": 41, "lease_valid": True,
+                 "owned_jobs": 1234},
+                {"node_id": 2, "address": "http://127.0.0.1:9092", "raft_address": "x:2",
+                 "role": "unreachable", "voter": True, "reachable": False, "term": None,
+                 "commit_index": None, "applied_index": None, "lease_valid": None,
+                 "owned_jobs": 0},
+            ],
+        }
+        answers = [self.health, cluster]
+
+        class TwoAnswers(FakeHttp):
+            def __call__(self, method: str, url: str, **kwargs: Any) -> Any:
+                self.body = {"success": True, "data": answers[len(self.calls)]}
+                return super().__call__(method, url, **kwargs)
+
+        http = TwoAnswers(200, None)
+        self.assertEqual(self.run_cli("status", http=http), 0)
+        self.assertEqual(http.calls[1]["url"], "http://127.0.0.1:9091/api/v1/cluster")
+        out = self.stdout.getvalue()
+        rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+        self.assertEqual(rows[0][:3], ["1", "leader", "http://127.0.0.1:9091"])
+        self.assertIn("1234", rows[0])
+        self.assertEqual(rows[1][:4], ["2", "unreachable", "http://127.0.0.1:9092", "False"])
+
     def test_json(self) -> None:
         """--json prints the health check data."""
         http = FakeHttp(200, {"success": True, "data": self.health})

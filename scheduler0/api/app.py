@@ -19,6 +19,7 @@ import inspect
 import json
 import math
 import os
+import re
 import secrets
 import time
 import uuid
@@ -42,7 +43,13 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 import scheduler0
 from scheduler0.api.errors import APIError, FieldErrors, error_for_fields, invalid
 from scheduler0.api.limits import RateLimiter, json_depth_problem
-from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST, build_openapi
+from scheduler0.api.openapi import (
+    MAX_JOBS_PER_REQUEST,
+    MAX_NODE_ID,
+    MEMBER_ADDRESS_PATTERN,
+    RAFT_ADDRESS_PATTERN,
+    build_openapi,
+)
 from scheduler0.api.routes import ADMIN, ANONYMOUS, PREFIXES, ROUTES, Param, Route
 from scheduler0.api.site import body_limited_request
 from scheduler0.api.validation import (
@@ -248,6 +255,8 @@ class SchedulerAPI:
     hash_secret: Callable[[str], Any] | None = None
     verify_secret: Callable[[str, str], Any] | None = None
     read_barrier: Callable[[], Any] | None = None
+    # The node's ClusterNode when it runs with Replicas (None: a single node).
+    cluster: Any = None
     # How long a rotated-out signing secret keeps signing, unless the
     # rotation asks for another grace_s (CallbackSigningGraceSeconds).
     signing_grace_s: float = 86400
@@ -300,9 +309,7 @@ class SchedulerAPI:
             principal = await self._authenticate(route, request)
             self._check_rate(principal)
             query = _parse_query(route, request)
-            call = Call(
-                request, principal, query, path, self.max_body_bytes, self.max_json_depth
-            )
+            call = Call(request, principal, query, path, self.max_body_bytes, self.max_json_depth)
             if query.get("consistency") == "linearizable" and self.read_barrier is not None:
                 await _maybe(self.read_barrier())
             result = await getattr(self, route.handler)(call)
@@ -484,6 +491,14 @@ class SchedulerAPI:
             # this cache before it is acknowledged): no store read, no hash.
             return known[1]
         credential = await self.state.get_credential_by_key(api_key)
+        if not credential and self.read_barrier is not None:
+            # In a cluster the key may have been created a moment ago through
+            # another node: look again once this node has caught up.
+            try:
+                await _maybe(self.read_barrier())
+            except StoreUnavailable:
+                raise rejected from None
+            credential = await self.state.get_credential_by_key(api_key)
         if not credential:
             raise rejected
         hashed = credential.get("api_secret_hash") or ""
@@ -578,6 +593,100 @@ class SchedulerAPI:
             "offset": offset,
             "next_cursor": cursor,
         }
+
+    # -- cluster -----------------------------------------------------------------
+
+    async def cluster_status(self, call: Call) -> dict:
+        if self.cluster is not None:
+            return await self.cluster.cluster_view()
+        health = await _maybe(self.health())
+        total = sum((await self.state.owner_counts()).values())
+        term = health.get("term", 1)
+        return {
+            "node_id": health.get("node_id"),
+            "leader_id": health.get("leader_id", health.get("node_id")),
+            "term": term,
+            "members": [
+                {
+                    **member,
+                    "voter": True,
+                    "reachable": True,
+                    "term": term,
+                    "commit_index": health.get("commit_index"),
+                    "applied_index": health.get("applied_index"),
+                    "lease_valid": True,
+                    "scheduling_paused": health.get("scheduling_paused", False),
+                    "owned_jobs": total,
+                }
+                for member in health.get("members", ())
+            ],
+        }
+
+    def _single_node(self) -> APIError:
+        return APIError(
+            409,
+            "cluster: this node runs alone (no Replicas in its config); membership changes "
+            "need a cluster",
+            {"cluster": "single node"},
+            code="conflict",
+        )
+
+    async def add_member(self, call: Call) -> tuple[int, dict]:
+        body = call.object_body()
+        errors = FieldErrors()
+        unknown = sorted(set(body) - {"node_id", "address", "raft_address"})
+        for field in unknown:
+            errors.add(field, f"{field}: unknown field")
+        node_id = body.get("node_id")
+        if isinstance(node_id, float) and node_id.is_integer():
+            node_id = int(node_id)  # JSON does not tell 3 from 3.0
+        if (
+            isinstance(node_id, bool)
+            or not isinstance(node_id, int)
+            or not 1 <= node_id <= MAX_NODE_ID
+        ):
+            errors.add("node_id", f"node_id: must be an integer from 1 to {MAX_NODE_ID}")
+        address = body.get("address")
+        if not isinstance(address, str) or not re.search(MEMBER_ADDRESS_PATTERN, address):
+            errors.add("address", "address: must be http://host:port or https://host:port")
+        raft_address = body.get("raft_address")
+        if not isinstance(raft_address, str) or not re.search(RAFT_ADDRESS_PATTERN, raft_address):
+            errors.add("raft_address", "raft_address: must be host:port")
+        errors.raise_if_any()
+        if self.cluster is None:
+            raise self._single_node()
+        if node_id in self.cluster.member_ids():
+            raise APIError(
+                409, f"node_id: node {node_id} is already a member", {"node_id": "already a member"}
+            )
+        await self.cluster.change_members(
+            add={"node_id": node_id, "address": address, "raft_address": raft_address}
+        )
+        return 201, await self.cluster.cluster_view()
+
+    async def remove_member(self, call: Call) -> dict:
+        text = call.path["node_id"]
+        if not re.fullmatch(r"[1-9][0-9]{0,17}", text):
+            raise invalid("node_id", "node_id: must be a positive integer")
+        node_id = int(text)
+        if self.cluster is None:
+            raise self._single_node()
+        if node_id not in self.cluster.member_ids():
+            raise APIError(
+                404,
+                f"node_id: node {node_id} is not a member",
+                {"node_id": "not a member"},
+                code="not_found",
+            )
+        if node_id == self.cluster.leader_id:
+            raise APIError(
+                409,
+                f"node_id: node {node_id} leads the cluster; stop it (another node takes "
+                "over) and remove it then",
+                {"node_id": "is the leader"},
+            )
+        await self.cluster.change_members(remove=node_id)
+        return await self.cluster.cluster_view()
 
     # -- health and the document ---------------------------------------------
 

@@ -37,9 +37,7 @@ _UUID = {"type": "string", "format": "uuid"}
 # The API refuses blank names, specs and zones: empty, or only characters
 # Python's str.strip() removes, which are not quite ECMA's \s (they include
 # \x1c-\x1f and \x85, not \ufeff). So at least one character outside them.
-_PYTHON_SPACE = (
-    r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-)
+_PYTHON_SPACE = r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _NOT_BLANK = f"[^{_PYTHON_SPACE}]"
 # Query integers are at most 18 digits long.
 MAX_QUERY_INTEGER = 10**18 - 1
@@ -117,6 +115,10 @@ _NULLABLE_INTEGER = {"type": ["integer", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
 
+MAX_NODE_ID = 2**63 - 1
+MEMBER_ADDRESS_PATTERN = r"^https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$"
+RAFT_ADDRESS_PATTERN = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$"
+
 SCHEMAS: dict[str, Any] = {
     "Error": _closed(
         {
@@ -179,6 +181,55 @@ SCHEMAS: dict[str, Any] = {
             "pause_reason": _NULLABLE_STRING,
         },
     },
+    "MemberInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["node_id", "address", "raft_address"],
+        "properties": {
+            "node_id": {"type": "integer", "minimum": 1, "maximum": MAX_NODE_ID},
+            "address": {
+                "type": "string",
+                "pattern": MEMBER_ADDRESS_PATTERN,
+                "description": "http(s)://host:port of its API.",
+            },
+            "raft_address": {
+                "type": "string",
+                "pattern": RAFT_ADDRESS_PATTERN,
+                "description": "host:port of its Raft listener.",
+            },
+        },
+    },
+    "Cluster": {
+        "type": "object",
+        "description": "The cluster as the asked node sees it; more fields may follow.",
+        "required": ["node_id", "leader_id", "term", "members"],
+        "properties": {
+            "node_id": {"type": "integer"},
+            "leader_id": _NULLABLE_INTEGER,
+            "term": {"type": "integer"},
+            "members": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["node_id", "address", "raft_address", "role", "voter"],
+                    "properties": {
+                        "node_id": {"type": "integer"},
+                        "address": {"type": "string"},
+                        "raft_address": {"type": "string"},
+                        "role": {"type": "string"},
+                        "voter": {"type": "boolean"},
+                        "reachable": {"type": "boolean"},
+                        "term": _NULLABLE_INTEGER,
+                        "commit_index": _NULLABLE_INTEGER,
+                        "applied_index": _NULLABLE_INTEGER,
+                        "lease_valid": {"type": ["boolean", "null"]},
+                        "scheduling_paused": {"type": ["boolean", "null"]},
+                        "owned_jobs": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
     "ProjectInput": {
         "type": "object",
         "additionalProperties": False,
@@ -226,9 +277,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "ProjectPage": _page("Project"),
-    "ProjectDeleted": _closed(
-        {"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}}
-    ),
+    "ProjectDeleted": _closed({"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}}),
     "Deleted": _closed({"uuid": _UUID}),
     "JobInput": {
         "type": "object",
@@ -357,6 +406,10 @@ for _status in ("429", "503"):
     }
 
 
+_STRING = {"type": "string"}
+_PATH_SCHEMAS = {"node_id": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"}}
+
+
 def _param(param: Param) -> dict:
     schema: dict[str, Any]
     if param.kind == "integer":
@@ -402,7 +455,12 @@ def _operation(route: Route) -> dict:
         "summary": route.summary,
         "security": _security(route.auth),
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _PATH_SCHEMAS.get(name, _STRING),
+            }
             for name in route.path_params
         ]
         + [_param(p) for p in route.query],

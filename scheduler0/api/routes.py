@@ -240,6 +240,37 @@ _TABLE: tuple[Route, ...] = (
         ),
         response="ExecutionPage",
     ),
+    # cluster
+    Route(
+        "GET",
+        "/cluster",
+        "cluster_status",
+        CLIENT,
+        "The cluster: every member with its role, health and share of the jobs.",
+        response="Cluster",
+    ),
+    Route(
+        "POST",
+        "/cluster/members",
+        "add_member",
+        ADMIN,
+        "Add a node: it joins as a non-voter and is promoted once it has caught up.",
+        201,
+        body="MemberInput",
+        response="Cluster",
+        description=(
+            "Start the new node with Bootstrap: false and Replicas listing the current "
+            "members and itself."
+        ),
+    ),
+    Route(
+        "DELETE",
+        "/cluster/members/<node_id>",
+        "remove_member",
+        ADMIN,
+        "Remove a node from the cluster; its jobs move to the others.",
+        response="Cluster",
+    ),
     # credentials (admin)
     Route(
         "POST",

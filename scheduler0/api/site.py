@@ -124,9 +124,7 @@ class DeadlineHTTPChannel(http.HTTPChannel):
             and self.request_timeout_s is not None
             and not self._closing
         ):
-            self._request_deadline = self.callLater(
-                self.request_timeout_s, self._request_timed_out
-            )
+            self._request_deadline = self.callLater(self.request_timeout_s, self._request_timed_out)
         super().dataReceived(data)
 
     def allContentReceived(self) -> None:

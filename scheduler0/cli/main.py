@@ -566,9 +566,16 @@ def _status(context: _Context) -> int:
     if context.args.json:
         context.out(json.dumps(data, indent=2, sort_keys=True))
         return EXIT_OK
+    cluster = None
+    if creds is not None:
+        # Every member as it answers for itself (needs the peer credentials).
+        try:
+            cluster = _call_node(context, config, "GET", "/api/v1/cluster", creds)
+        except CommandError:
+            cluster = None
     if not isinstance(data, dict):
         raise CommandError(f"node at {config.http_address} answered an unexpected health check")
-    for line in format_status(data, config.http_address):
+    for line in format_status(data, config.http_address, cluster):
         context.out(line)
     return EXIT_OK
 
@@ -577,8 +584,14 @@ def _text(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def format_status(data: Mapping[str, Any], asked: str) -> list[str]:
-    """The health check as a few summary lines and a table of members."""
+def format_status(
+    data: Mapping[str, Any], asked: str, cluster: Mapping[str, Any] | None = None
+) -> list[str]:
+    """
+    The health check as a few summary lines and a table of members: from
+    C{GET /cluster} (each member's own answer) when given, else as the asked
+    node sees them.
+    """
     lines = [
         f"node:        {_text(data.get('node_id'))} ({_text(data.get('role'))}) at {asked}",
         f"leader:      {_text(data.get('leader_id'))} {_text(data.get('leader_address'))}",
@@ -590,9 +603,22 @@ def format_status(data: Mapping[str, Any], asked: str) -> list[str]:
         lines.append(f"scheduling:  paused ({_text(data.get('pause_reason'))})")
     else:
         lines.append("scheduling:  running")
-    members = data.get("members") or []
-    fields = ("node_id", "role", "address", "raft_address", "last_contact")
-    rows = [["NODE", "ROLE", "ADDRESS", "RAFT ADDRESS", "LAST CONTACT"]]
+    if (
+        isinstance(cluster, Mapping)
+        and isinstance(cluster.get("members"), list)
+        and all(isinstance(m, Mapping) and "reachable" in m for m in cluster["members"])
+    ):
+        members = cluster["members"]
+        fields: tuple[str, ...] = (
+            "node_id", "role", "address", "reachable", "term", "commit_index",
+            "applied_index", "lease_valid", "owned_jobs",
+        )
+        rows = [["NODE", "ROLE", "ADDRESS", "REACHABLE", "TERM", "COMMIT", "APPLIED",
+                 "LEASE", "JOBS"]]
+    else:
+        members = data.get("members") or []
+        fields = ("node_id", "role", "address", "raft_address", "last_contact")
+        rows = [["NODE", "ROLE", "ADDRESS", "RAFT ADDRESS", "LAST CONTACT"]]
     for member in members:
         if isinstance(member, Mapping):
             rows.append([_text(member.get(field)) for field in fields])

@@ -22,13 +22,31 @@ from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()
 
-REBALANCE_INTERVAL_S = 1.0
+REBALANCE_INTERVAL_S = 0.25
+# A round that sees nothing changed does the full work this often anyway.
+FULL_ROUND_S = 5.0
+# A new leader places jobs only once members had time to renew with it.
+FIRST_ROUND_S = 0.3
 # Jobs moved by one assign_jobs command (a command is one Raft entry).
 MOVE_BATCH = 5000
 # Records committed by one commit_executions command.
 FANIN_BATCH = 5000
 # Pulls from one node in one fan-in round (more wait for the next round).
 FANIN_PULLS_PER_NODE = 4
+
+
+_PLACEMENT_CHANGES = frozenset(
+    (
+        "create_jobs",
+        "assign_jobs",
+        "delete_job",
+        "delete_project",
+        "set_members",
+        "remove_member",
+        "set_eligible",
+        "state_restored",
+    )
+)
 
 
 def plan_moves(
@@ -66,6 +84,14 @@ class LeaderDuties:
     _loops: list[LoopingCall] = attrs.field(factory=list)
     _fanin_next: int = 0
     _busy: set[str] = attrs.field(factory=set)
+    _dirty: bool = True
+    _last_signature: Any = None
+    _last_full: float = float("-inf")
+
+    def on_applied(self, command: Command, result: dict) -> None:
+        """Jobs or members changed: the next rebalance round looks again."""
+        if command.op in _PLACEMENT_CHANGES:
+            self._dirty = True
 
     def start(self) -> None:
         for interval, fn in (
@@ -114,7 +140,26 @@ class LeaderDuties:
     async def rebalance(self) -> None:
         """One round: register members, then place unowned, orphaned and excess jobs."""
         node = self.node
-        members = {int(m) for m in node.core.config.members()}
+        view = node.live_nodes()
+        if view is None:
+            return
+        live, gone = view
+        if node.tenure() < FIRST_ROUND_S:
+            # Let the members renew their leases with this new leader first,
+            # so jobs are not all piled on the few that already did.
+            return
+        members = node.member_ids()
+        signature = (tuple(sorted(live.items())), tuple(sorted(members)), gone(-1))
+        now = self.clock.seconds()
+        if (
+            not self._dirty
+            and signature == self._last_signature
+            and now - self._last_full < FULL_ROUND_S
+        ):
+            return
+        self._dirty = False
+        self._last_signature = signature
+        self._last_full = now
         stored = {m["node_id"]: m for m in await self.state.members()}
         missing = [
             {
@@ -127,35 +172,29 @@ class LeaderDuties:
         ]
         if missing:
             await self._propose("set_members", {"members": missing})
-        live = node.live_nodes()
-        counts = await self.state.owner_counts()
-        if live is None:
-            # Too early in this term to judge anyone gone: only place jobs
-            # nobody owns, on this node (it is alive and leads).
-            targets = [node.config.node_id] if not node.is_paused() else []
-            unowned = await self._jobs_of(None, MOVE_BATCH)
-            await self._move(plan_moves(counts, targets, {None: unowned}, MOVE_BATCH), None)
-            return
-        eligible = {m for m, s in stored.items() if s.get("eligible", True)} | set(
-            m["node_id"] for m in missing
-        )
+        eligible = {m for m, row in stored.items() if row.get("eligible", True)}
+        eligible |= {m["node_id"] for m in missing}
         healthy = sorted(m for m, paused in live.items() if not paused and m in members & eligible)
         if not healthy:
             return
-        # Gone (no lease), removed, or never owned: the owner cannot be
-        # firing any more, so the new owner catches up from committed progress.
-        gone: dict[Any, list[str]] = {}
+        counts = await self.state.owner_counts()
+        # Nobody owns them, or their owner surely holds no lease (gone,
+        # removed): the new owner catches up from committed progress.
+        orphans: dict[Any, list[str]] = {}
         budget = MOVE_BATCH
         for owner in sorted(counts, key=str):
-            if owner is None or owner not in members or owner not in live:
-                jobs = await self._jobs_of(owner, budget)
-                if jobs:
-                    gone[owner] = jobs
-                    budget -= len(jobs)
             if budget <= 0:
                 break
-        moves = plan_moves(counts, healthy, gone, MOVE_BATCH)
+            if counts[owner] and (owner not in members or gone(owner)):
+                if owner is not None and owner in live:
+                    continue
+                jobs = await self._jobs_of(owner, budget)
+                if jobs:
+                    orphans[owner] = jobs
+                    budget -= len(jobs)
+        moves = plan_moves(counts, healthy, orphans, MOVE_BATCH)
         if moves:
+            self._dirty = True
             await self._move(moves, None)
             return
         # Alive but paused or not eligible, or simply more than its share:
@@ -163,9 +202,11 @@ class LeaderDuties:
         # stops exactly where the new one starts.
         leaving: dict[Any, list[str]] = {}
         for owner, count in counts.items():
-            if owner is not None and owner not in healthy and count:
+            if owner is not None and owner in live and owner not in healthy and count:
                 leaving[owner] = await self._jobs_of(owner, MOVE_BATCH)
-        if not leaving:
+        if not leaving and not any(
+            owner is not None and owner not in live and count for owner, count in counts.items()
+        ):
             total = sum(counts.get(m, 0) for m in healthy)
             share, extra = divmod(total, len(healthy))
             # The nodes with the most jobs keep the extra ones.
@@ -176,6 +217,7 @@ class LeaderDuties:
                 if excess > 0:
                     leaving[m] = await self._jobs_of(m, min(excess, MOVE_BATCH))
         if leaving:
+            self._dirty = True
             moves = plan_moves(counts, healthy, leaving, MOVE_BATCH)
             handover = utc_from_timestamp(self.clock.seconds() + node.lease_s)
             await self._move(moves, format_instant(handover))
@@ -195,7 +237,11 @@ class LeaderDuties:
         log.info(
             "moved {count} jobs ({how})",
             count=len(moves),
-            how=f"handed over at {handover_at}" if handover_at else "their owner is gone",
+            how=(
+                f"handed over at {handover_at}"
+                if handover_at
+                else "they had no owner, or their owner is gone"
+            ),
         )
 
     # -- execution fan-in -----------------------------------------------------

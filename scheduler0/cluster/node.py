@@ -35,6 +35,8 @@ TICK_S = 0.05
 # leader waits before it takes a silent node's jobs away.
 LEASE_RENEW_S = 0.25
 LEASE_MARGIN_S = 0.25
+# How often a leader confirms its own lease (a heartbeat round).
+LEADER_RENEW_S = 0.1
 
 
 def raft_settings(config: Any) -> RaftSettings:
@@ -45,6 +47,8 @@ def raft_settings(config: Any) -> RaftSettings:
         election_ticks=election,
         heartbeat_ticks=heartbeat,
         snapshot_threshold=max(1, int(config.raft_snapshot_threshold)),
+        # A follower further behind than this gets a snapshot instead.
+        snapshot_trailing=min(1024, max(1, int(config.raft_snapshot_threshold))),
         log_initial_config=True,
     )
 
@@ -77,12 +81,17 @@ class ClusterNode:
     executions: Any = None
     lease_s: float = 1.0
     _addresses: dict[int, str] = attrs.field(factory=dict)
+    _raft_addresses: dict[int, str] = attrs.field(factory=dict)
     _lease_until: float = 0.0
     _leader_since: float | None = None
     _leader_term: int = 0
     _grants: dict[int, dict] = attrs.field(factory=dict)
     _renewing: Any = None
     _stopped: bool = False
+    _confirming: bool = False
+    _last_follower_renewal: float = float("-inf")
+    # (node id, term) of the last leader this node followed.
+    _previous_leader: tuple[int, int] | None = None
 
     @classmethod
     def open(
@@ -164,6 +173,7 @@ class ClusterNode:
             peers,
             lease_s=max(1.0, 2 * election_s),
             addresses=addresses,
+            raft_addresses={r.node_id: r.raft_address for r in config.members()},
         )
         node_ref.append(node)
         return node
@@ -182,13 +192,14 @@ class ClusterNode:
             )
             await self.state.restore(self.core._snapshot_data)
             applied = await self.state.applied_index()
+        await self.load_members()
         await self.transport.start()
         self.driver.start(applied)
         from twisted.internet.task import LoopingCall
 
         self._renewing = LoopingCall(self._renew_lease)
         self._renewing.clock = self.reactor
-        self._renewing.start(LEASE_RENEW_S, now=False)
+        self._renewing.start(LEADER_RENEW_S, now=False)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -293,8 +304,17 @@ class ClusterNode:
     # -- leases ------------------------------------------------------------------
 
     def lease_valid(self) -> bool:
-        """May this node fire now? (It heard from the current leader within a lease.)"""
+        """May this node fire now? (Its lease, from the current leader or its own, runs.)"""
         return self.reactor.seconds() < self._lease_until
+
+    @property
+    def leader_lease_s(self) -> float:
+        """
+        How long after a heartbeat round a majority answered no other leader
+        can exist: a follower refuses to vote for (election_ticks - 1) ticks
+        after hearing from its leader; one more tick is kept as a margin.
+        """
+        return (self.core.settings.election_ticks - 2) * TICK_S
 
     def _noticed_leadership(self) -> None:
         now = self.reactor.seconds()
@@ -304,21 +324,46 @@ class ClusterNode:
                 self._leader_term = self.core.term
                 self._grants = {}
                 log.info(
-                    "node {node} leads term {term}", node=self.config.node_id, term=self.core.term
+                    "node {node} leads term {term} (the leader before: {previous})",
+                    node=self.config.node_id,
+                    term=self.core.term,
+                    previous=self._previous_leader,
                 )
-        else:
-            self._leader_since = None
+            return
+        self._leader_since = None
+        leader = self.leader_id
+        if leader is not None and leader != self.config.node_id:
+            self._previous_leader = (leader, self.core.term)
 
-    def _renew_lease(self) -> Deferred | None:
+    def _renew_lease(self) -> None:
         self._noticed_leadership()
         now = self.reactor.seconds()
         if self.is_leader:
-            self._lease_until = now + self.lease_s
-            self._grants[self.config.node_id] = {"at": now, "paused": self.is_paused()}
-            return None
+            # A leader's own lease: a heartbeat round begun now that a
+            # majority answers proves no other leader can be elected for
+            # leader_lease_s from now.
+            if self._confirming:
+                return
+            self._confirming = True
+
+            def confirmed(_: Any) -> None:
+                if self.is_leader:
+                    self._lease_until = max(self._lease_until, now + self.leader_lease_s)
+                    self._grants[self.config.node_id] = {
+                        "at": self.reactor.seconds(),
+                        "paused": self.is_paused(),
+                    }
+
+            d = self.driver.read_barrier()
+            d.addCallbacks(confirmed, lambda f: None)
+            d.addBoth(lambda _: setattr(self, "_confirming", False))
+            return
+        if now - self._last_follower_renewal < LEASE_RENEW_S:
+            return
+        self._last_follower_renewal = now
         leader = self.leader_id
         if leader is None:
-            return None
+            return
         request = {
             "node_id": self.config.node_id,
             "paused": self.is_paused(),
@@ -332,35 +377,63 @@ class ClusterNode:
                 self._lease_until = max(self._lease_until, now + float(answer["lease_s"]))
 
         d.addCallbacks(granted, lambda f: None)
-        return None
 
     def grant_lease(self, node_id: int, paused: bool, applied_index: int) -> dict:
-        """The leader's side of a renewal."""
+        """
+        The leader's side of a renewal. Granted only while this leader's own
+        lease runs, so every lease it grants ends within lease_s of the
+        moment another leader could be elected.
+        """
         self._noticed_leadership()
-        if not self.is_leader:
+        if not self.is_leader or not self.lease_valid():
             return {"granted": False, "leader_id": self.leader_id}
+        if node_id not in self.member_ids():
+            return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}
         self._grants[node_id] = {"at": self.reactor.seconds(), "paused": paused}
         return {"granted": True, "lease_s": self.lease_s, "term": self.core.term}
 
-    def live_nodes(self) -> dict[int, bool] | None:
+    def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
         """
-        The leader's view: node id -> paused, for each node whose lease it
-        granted recently; None while this leader cannot yet tell (a lease
-        an earlier leader granted may still run).
+        The leader's view: (node id -> paused, for each node whose lease it
+        granted recently; a test of whether a job's owner surely holds no
+        lease now), or None when this node does not lead.
+
+        A node it has not heard from may still hold a lease an earlier
+        leader granted, for up to lease_s after this leader was elected;
+        the leader of the term just before this one held only its own
+        lease, which ended before this election could happen.
         """
         self._noticed_leadership()
         if not self.is_leader or self._leader_since is None:
             return None
         now = self.reactor.seconds()
-        election_max = 2 * self.core.settings.election_ticks * TICK_S
-        if now - self._leader_since < self.lease_s + election_max + LEASE_MARGIN_S:
-            return None
         horizon = self.lease_s + LEASE_MARGIN_S
-        return {
+        live = {
             node: grant["paused"]
             for node, grant in self._grants.items()
             if now - grant["at"] <= horizon
         }
+        settled = now - self._leader_since >= horizon
+        previous = self._previous_leader
+        just_before = (
+            previous[0] if previous is not None and previous[1] == self.core.term - 1 else None
+        )
+
+        def gone(owner: Any) -> bool:
+            if owner is None:
+                return True
+            if owner in live:
+                return False
+            return settled or owner == just_before
+
+        return live, gone
+
+    def tenure(self) -> float:
+        """Seconds this node has led in its current term (0 when it does not lead)."""
+        self._noticed_leadership()
+        if self._leader_since is None:
+            return 0.0
+        return self.reactor.seconds() - self._leader_since
 
     # -- views -------------------------------------------------------------------
 
@@ -386,11 +459,140 @@ class ClusterNode:
     def raft_address_of(self, node_id: int) -> str | None:
         if node_id == self.config.node_id:
             return self.config.raft_address
-        return {r.node_id: r.raft_address for r in self.config.members()}.get(node_id)
+        return self._raft_addresses.get(node_id)
+
+    # -- membership --------------------------------------------------------------
+
+    def member_ids(self) -> set[int]:
+        return {int(m) for m in self.core.config.members()}
+
+    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred:
+        """Add a node (as a non-voter, promoted once caught up) or remove one, via the leader."""
+        return Deferred.fromCoroutine(self._change_members(add, remove))
+
+    async def _change_members(self, add: dict | None, remove: int | None) -> None:
+        if not self.is_leader:
+            leader = self.leader_id
+            if leader is None:
+                raise StoreUnavailable("no leader is known")
+            await self.peers.members(leader, {"add": add, "remove": remove})
+            return
+        if add is not None:
+            await self.raft.propose(Command("set_members", {"members": [add]}))
+            await self.driver.change_membership(add_learner=str(add["node_id"]))
+        if remove is not None:
+            await self._drain(remove)
+            await self.driver.change_membership(remove=str(remove))
+            await self.raft.propose(Command("remove_member", {"node_id": remove}))
+
+    async def _drain(self, node_id: int) -> None:
+        """
+        Hand a node's jobs to the others before it leaves: made ineligible,
+        it keeps its lease and fires until each handover instant, so no slot
+        falls between it and the new owners.
+        """
+        await self.raft.propose(Command("set_eligible", {"node_id": node_id, "eligible": False}))
+        deadline = self.reactor.seconds() + 4 * self.lease_s + 5
+        while self.reactor.seconds() < deadline and self.is_leader:
+            counts = await self.state.owner_counts()
+            if not counts.get(node_id):
+                break
+            await _later(self.reactor, 0.1)
+        # The last handover instant is one lease after its move.
+        await _later(self.reactor, self.lease_s + LEASE_MARGIN_S)
+
+    async def change_members_as_leader(self, body: dict) -> dict:
+        if not self.is_leader:
+            raise NotLeader(f"node {self.config.node_id} is not the leader")
+        await self._change_members(body.get("add"), body.get("remove"))
+        return {"members": sorted(self.member_ids())}
+
+    def _learn_addresses(self, members: list[dict]) -> None:
+        """Reach nodes the log told us about (Replicas addresses, if given, win)."""
+        configured = {r.node_id for r in self.config.members()}
+        changed = False
+        for member in members:
+            node_id = int(member["node_id"])
+            if node_id in configured or node_id == self.config.node_id:
+                continue
+            if member.get("address"):
+                self._addresses[node_id] = member["address"]
+            if (
+                member.get("raft_address")
+                and self._raft_addresses.get(node_id) != member["raft_address"]
+            ):
+                self._raft_addresses[node_id] = member["raft_address"]
+                changed = True
+        if changed:
+            self._update_transport()
+
+    def _update_transport(self) -> None:
+        me = self.config.node_id
+        peers = {n: a for n, a in self._raft_addresses.items() if n != me and a}
+        self.transport.set_peers(peers)
+
+    async def load_members(self) -> None:
+        """At start: reach the members that joined after our config was written."""
+        self._learn_addresses(await self.state.members())
+
+    async def cluster_view(self) -> dict:
+        """Every member with what it says of itself (asked now) and its share of the jobs."""
+        from twisted.internet.defer import gatherResults
+
+        members = self.members()
+        counts = await self.state.owner_counts()
+
+        def ask(node_id: int) -> Deferred:
+            if node_id == self.config.node_id:
+                return succeed(self.local_status())
+            return self.peers.status(node_id, 0.5).addErrback(lambda f: None)
+
+        answers = await gatherResults([ask(m["node_id"]) for m in members])
+        out = []
+        for member, status in zip(members, answers, strict=True):
+            status = status or {}
+            out.append(
+                {
+                    "node_id": member["node_id"],
+                    "address": member["address"] or "",
+                    "raft_address": member["raft_address"] or "",
+                    "role": status.get("role", member["role"]) if status else "unreachable",
+                    "voter": member["voter"],
+                    "reachable": bool(status),
+                    "term": status.get("term"),
+                    "commit_index": status.get("commit_index"),
+                    "applied_index": status.get("applied_index"),
+                    "lease_valid": status.get("lease_valid"),
+                    "scheduling_paused": status.get("paused"),
+                    "owned_jobs": counts.get(member["node_id"], 0),
+                }
+            )
+        return {
+            "node_id": self.config.node_id,
+            "leader_id": self.leader_id,
+            "term": self.core.term,
+            "members": out,
+        }
 
     def on_applied(self, command: Command, result: dict) -> None:
-        """Forget local execution records once the cluster committed them."""
-        if command.op != "commit_executions" or not result.get("ok"):
+        """Follow member changes; forget local records once the cluster committed them."""
+        if not result.get("ok"):
+            return
+        if command.op == "set_members":
+            self._learn_addresses(list(command.args.get("members") or ()))
+            return
+        if command.op == "remove_member":
+            node_id = command.args.get("node_id")
+            if node_id in self._raft_addresses and node_id != self.config.node_id:
+                del self._raft_addresses[node_id]
+                self._update_transport()
+            return
+        if command.op == "state_restored":
+            Deferred.fromCoroutine(self.load_members()).addErrback(
+                lambda f: log.failure("reading members failed", f)
+            )
+            return
+        if command.op != "commit_executions":
             return
         value = result.get("value") or {}
         if value.get("stale") or command.args.get("node_id") != self.config.node_id:
@@ -404,7 +606,7 @@ class ClusterNode:
         """Every voter and learner with its addresses and what this node knows of it."""
         config = self.core.config
         stats = self.transport.stats()
-        raft_addresses = {r.node_id: r.raft_address for r in self.config.members()}
+        raft_addresses = dict(self._raft_addresses)
         raft_addresses[self.config.node_id] = self.config.raft_address
         now = self.reactor.seconds()
         out = []

@@ -116,6 +116,9 @@ class PeerClient:
             self._call(node_id, "GET", f"/peer/executions?after={int(after)}&limit={int(limit)}")
         )
 
+    def members(self, node_id: int, body: dict) -> Deferred:
+        return Deferred.fromCoroutine(self._call(node_id, "POST", "/peer/members", body, 10.0))
+
     def status(self, node_id: int, timeout: float | None = None) -> Deferred:
         return Deferred.fromCoroutine(self._call(node_id, "GET", "/peer/status", None, timeout))
 
@@ -145,6 +148,7 @@ class PeerAPI:
             ("/peer/lease", "POST", self._lease),
             ("/peer/executions", "GET", self._executions),
             ("/peer/status", "GET", self._status),
+            ("/peer/members", "POST", self._members),
         )
         for path, method, handler in routes:
             self.app.route(path, methods=[method], endpoint=path)(self._view(handler))
@@ -226,6 +230,9 @@ class PeerAPI:
         except ValueError:
             raise _Refused(400, "invalid", "after/limit: must be integers") from None
         return await self.node.local_executions(after, max(1, min(limit, 20000)))
+
+    async def _members(self, request: Any) -> Any:
+        return await self.node.change_members_as_leader(self._json(request))
 
     async def _status(self, request: Any) -> Any:
         return self.node.local_status()

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scheduler0.raft import codec
-from scheduler0.raft.core import ProposalResult, RaftNode, ReadResult, Ready
+from scheduler0.raft.core import LEADER, ProposalResult, RaftNode, ReadResult, Ready
 from scheduler0.raft.messages import (
     NORMAL,
     AppendEntries,
@@ -198,6 +198,27 @@ class RaftDriver:
         self._kick()
         return waiter
 
+    def change_membership(self, *, add_learner: str = "", remove: str = "") -> Deferred:
+        """
+        Add a non-voter (the core promotes it once caught up) or remove a
+        member; fire once the change is committed and applied here.
+        """
+        if self._stopped:
+            return fail(StoreUnavailable("the node is stopping"))
+        token = self.core.change_membership(add_learner=add_learner, remove=remove)
+        if token is None:
+            if self.core.role != LEADER:
+                return fail(NotLeader(f"not the leader (leader: {self.core.leader_id or 'none'})"))
+            return fail(
+                ProposalFailed(
+                    "the membership cannot change now: it is unchanged by this request,"
+                    " or an earlier change is still being committed"
+                )
+            )
+        waiter = self._wait(token, "the membership change")
+        self._kick()
+        return waiter
+
     def wait_applied(self, index: int) -> Deferred:
         """
         Fire once this node's state machine has applied C{index} (a write a
@@ -264,6 +285,7 @@ class RaftDriver:
         if ready.snapshot is not None:
             await _settle(self.restore(ready.snapshot[1]))
             self.applied_index = ready.snapshot[0].index
+            log.info("installed a snapshot at index {index}", index=self.applied_index)
         for entry in ready.committed:
             if entry.kind == NORMAL:
                 self._results[entry.index] = await _settle(self.apply(entry))
