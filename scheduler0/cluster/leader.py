@@ -248,7 +248,7 @@ class LeaderDuties:
 
     async def fan_in(self) -> None:
         """Pull and commit the records of the next ExecutionLogFetchFanIn nodes."""
-        members = sorted(int(m) for m in self.node.core.config.members())
+        members = sorted(self.node.member_ids())
         if not members:
             return
         count = min(len(members), max(1, int(self.config.execution_log_fetch_fan_in)))

@@ -1,0 +1,255 @@
+"""
+Tests of the leader's duties (scheduler0.cluster.leader) on task.Clock with
+a real SQLite state machine and a fake node: who gets which job, when jobs
+leave a node that is gone, paused or over its share, and the fan-in of
+execution records.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from scheduler0.cluster.leader import LeaderDuties
+from scheduler0.store.commands import Command
+from scheduler0.store.executions import ExecutionStore
+from scheduler0.store.sqlite import connection_pool
+from scheduler0.store.state import StateStore
+from scheduler0.timeutil import format_instant, utc_from_timestamp
+
+NOW = 1_800_000_000.0
+
+
+@attrs.define(eq=False)
+class FakeNode:
+    """The part of ClusterNode the duties use: leadership, leases, proposals."""
+
+    state: Any
+    members: set[int]
+    live: dict[int, bool] = attrs.field(factory=dict)
+    gone_nodes: set[int] = attrs.field(factory=set)
+    is_leader: bool = True
+    lease_s: float = 1.0
+    node_tenure: float = 10.0
+    config: Any = None
+    peers: Any = None
+    index: int = 1000
+    proposed: list[Command] = attrs.field(factory=list)
+
+    def tenure(self) -> float:
+        return self.node_tenure
+
+    def live_nodes(self) -> Any:
+        return self.live, lambda owner: owner is None or owner in self.gone_nodes
+
+    def member_ids(self) -> set[int]:
+        return set(self.members)
+
+    def is_paused(self) -> bool:
+        return False
+
+    def address_of(self, node_id: int) -> str:
+        return f"http://127.0.0.1:{9090 + node_id}"
+
+    def raft_address_of(self, node_id: int) -> str:
+        return f"127.0.0.1:{7070 + node_id}"
+
+    def propose(self, command: Command) -> Deferred:
+        self.proposed.append(command)
+        self.index += 1
+        return self.state.apply(self.index, command)
+
+
+@attrs.frozen
+class Config:
+    node_id: int = 1
+    execution_log_fetch_fan_in: int = 2
+    execution_log_fetch_interval_seconds: float = 2
+    execution_history_per_job: int = 100
+
+
+class LeaderDutiesTests(TestCase):
+    async def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        folder = self.mktemp()
+        os.makedirs(folder)
+        self.state = StateStore(connection_pool(os.path.join(folder, "state.db"), reactor))
+        await self.state.open()
+        self.addCleanup(self.state.close)
+        self.executions = ExecutionStore(
+            connection_pool(os.path.join(folder, "executions.db"), reactor), reactor
+        )
+        await self.executions.open()
+        self.addCleanup(self.executions.close)
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.node = FakeNode(self.state, {1, 2, 3}, live={1: False, 2: False, 3: False})
+        self.node.config = Config()
+        self.duties = LeaderDuties(self.node, self.state, self.executions, Config(), self.clock)
+        await self.apply(
+            "create_project",
+            {
+                "project": {
+                    "uuid": "p",
+                    "name": "p",
+                    "description": "",
+                    "created_at": self.instant(),
+                    "updated_at": self.instant(),
+                },
+                "signing_secret": "s",
+            },
+        )
+
+    def instant(self, offset: float = 0) -> str:
+        return format_instant(utc_from_timestamp(NOW + offset))
+
+    async def apply(self, op: str, args: dict) -> dict:
+        self.node.index += 1
+        result = await self.state.apply(self.node.index, Command(op, args))
+        self.assertTrue(result.get("ok"), result)
+        return result
+
+    async def create_jobs(self, count: int, start: int = 0) -> None:
+        jobs = [
+            {
+                "uuid": f"job-{n:04d}",
+                "project_uuid": "p",
+                "name": f"job {n}",
+                "spec": "@every 1s",
+                "callback_url": "http://127.0.0.1:9/cb",
+                "data": None,
+                "timezone": "UTC",
+                "execution_type": "http",
+                "paused": False,
+                "catch_up_window_s": 60.0,
+                "timeout_s": 30.0,
+                "retry_max": 3,
+                "created_at": self.instant(n / 1000),
+                "updated_at": self.instant(n / 1000),
+                "anchor_at": self.instant(),
+            }
+            for n in range(start, start + count)
+        ]
+        await self.apply("create_jobs", {"jobs": jobs})
+
+    async def rebalance(self) -> list[Command]:
+        before = len(self.node.proposed)
+        self.duties._dirty = True
+        await self.duties.rebalance()
+        return [c for c in self.node.proposed[before:] if c.op == "assign_jobs"]
+
+    async def test_members_are_registered_and_new_jobs_spread_evenly(self) -> None:
+        """The first round records the members; jobs created then go 4/3/3 over them."""
+        self.assertEqual(await self.rebalance(), [])
+        self.assertEqual(sorted(m["node_id"] for m in await self.state.members()), [1, 2, 3])
+        await self.create_jobs(10)
+        self.assertEqual(await self.state.owner_counts(), {1: 4, 2: 3, 3: 3})
+
+    async def test_jobs_of_a_gone_node_move_without_a_handover_instant(self) -> None:
+        """A node that surely holds no lease loses its jobs at once, to the others, evenly."""
+        await self.rebalance()
+        await self.create_jobs(9)
+        self.node.live = {1: False, 2: False}
+        self.node.gone_nodes = {3}
+        (command,) = await self.rebalance()
+        self.assertIsNone(command.args["handover_at"])
+        self.assertEqual({owner for _, owner in command.args["moves"]}, {1, 2})
+        self.assertEqual(await self.state.owner_counts(), {1: 5, 2: 4})
+
+    async def test_a_silent_node_keeps_its_jobs_while_its_lease_may_run(self) -> None:
+        """Not heard from, but not surely gone: nothing moves, not even to rebalance."""
+        await self.rebalance()
+        await self.create_jobs(9)
+        self.node.live = {1: False, 2: False}
+        self.assertEqual(await self.rebalance(), [])
+        self.assertEqual(await self.state.owner_counts(), {1: 3, 2: 3, 3: 3})
+
+    async def test_a_paused_node_hands_its_jobs_over_at_an_instant(self) -> None:
+        """
+        A node the resource guard paused gives up its jobs through a handover
+        one lease from now, so it fires until the new owners start.
+        """
+        await self.rebalance()
+        await self.create_jobs(9)
+        self.node.live = {1: False, 2: False, 3: True}
+        (command,) = await self.rebalance()
+        self.assertEqual(command.args["handover_at"], self.instant(self.node.lease_s))
+        self.assertEqual(len(command.args["moves"]), 3)
+        self.assertEqual(await self.state.owner_counts(), {1: 5, 2: 4})
+
+    async def test_a_new_node_gets_its_share_through_handovers(self) -> None:
+        """A node that joins is given jobs from the busiest nodes until counts are even."""
+        self.node.members = {1, 2}
+        self.node.live = {1: False, 2: False}
+        await self.rebalance()
+        await self.create_jobs(10)
+        self.assertEqual(await self.state.owner_counts(), {1: 5, 2: 5})
+        self.node.members = {1, 2, 3}
+        self.node.live = {1: False, 2: False, 3: False}
+        moves = await self.rebalance()
+        self.assertTrue(moves)
+        self.assertTrue(all(c.args["handover_at"] for c in moves))
+        counts = await self.state.owner_counts()
+        self.assertEqual(sorted(counts.values()), [3, 3, 4])
+
+    async def test_a_new_leader_waits_before_placing_jobs(self) -> None:
+        """In its first moments a leader moves nothing (members are still renewing with it)."""
+        await self.rebalance()
+        await self.create_jobs(6)
+        self.node.gone_nodes = {3}
+        self.node.live = {1: False, 2: False}
+        self.node.node_tenure = 0.1
+        self.assertEqual(await self.rebalance(), [])
+
+    async def test_fan_in_commits_local_records_once_and_the_node_forgets_them(self) -> None:
+        """
+        The leader's own records are committed with their progress; a second
+        round commits nothing more; forgetting what was committed empties
+        the outbox.
+        """
+        await self.rebalance()
+        await self.create_jobs(2)
+        for n in range(2):
+            self.executions.record(
+                {
+                    "execution_id": f"e{n}",
+                    "job_uuid": f"job-{n:04d}",
+                    "project_uuid": "p",
+                    "scheduled_at": self.instant(1),
+                    "state": "succeeded",
+                    "attempts": 1,
+                    "node_id": 1,
+                    "started_at": self.instant(1),
+                    "finished_at": self.instant(1.01),
+                    "status_code": 200,
+                    "error": None,
+                    "skip_reason": None,
+                }
+            )
+        self.node.members = {1}
+        await self.duties.fan_in()
+        commits = [c for c in self.node.proposed if c.op == "commit_executions"]
+        self.assertEqual(len(commits), 1)
+        self.assertEqual(len(commits[0].args["records"]), 2)
+        items, total = await self.state.query_executions()
+        self.assertEqual(total, 2)
+        progress = await self.state.job_progress(["job-0000", "job-0001"])
+        self.assertEqual(set(progress.values()), {self.instant(1)})
+        await self.duties.fan_in()
+        self.assertEqual(len([c for c in self.node.proposed if c.op == "commit_executions"]), 1)
+        await self.executions.forget(commits[0].args["up_to_seq"])
+        records, _ = await self.executions.pending(0, 100)
+        self.assertEqual(records, [])
+
+    async def test_duties_rest_on_a_follower(self) -> None:
+        """On a node that does not lead, the loops propose nothing."""
+        self.node.is_leader = False
+        self.duties._once(self.duties.rebalance)
+        self.assertEqual(self.node.proposed, [])
+        return succeed(None)
