@@ -156,6 +156,27 @@ class ClusterEndToEndTests(ClusterTestCase):
             "POST", other, "/projects", json={"name": "forwarded", "description": "again"}
         )
         self.assertEqual(code, 409, body)
+        # A credential made through one node works at once on another, and
+        # once its archive is acknowledged no node takes it any more.
+        code, body = await self.call("POST", follower, "/credentials", headers={}, auth=ADMIN)
+        self.assertEqual(code, 201, body)
+        credential = body["data"]
+        own = {"x-api-key": credential["api_key"], "x-secret-key": credential["api_secret"]}
+        code, body = await self.call("GET", other, "/projects", headers=own)
+        self.assertEqual(code, 200, body)
+        code, body = await self.call("GET", self.leader, "/projects", headers=own)
+        self.assertEqual(code, 200, body)
+        # One follower hears from the leader 0.4 s late: the archive commits
+        # without it, and is acknowledged only once it has applied it too.
+        self.cluster.link(self.leader, follower).raft.delay(0.4)
+        code, body = await self.call(
+            "DELETE", other, f"/credentials/{credential['uuid']}", headers={}, auth=ADMIN
+        )
+        self.assertEqual(code, 200, body)
+        for node_id in self.cluster.ids:
+            code, body = await self.call("GET", node_id, "/projects?consistency=stale", headers=own)
+            self.assertEqual(code, 401, (node_id, body))
+        self.cluster.heal()
         code, body = await self.call("GET", follower, "/cluster")
         self.assertEqual(code, 200, body)
         self.assertEqual(

@@ -1069,6 +1069,9 @@ class SchedulerAPI:
         value = await self._propose(
             "archive_credential", {"uuid": credential["uuid"], "archived_at": archived_at}
         )
+        if self.cluster is not None:
+            # Acknowledged once every reachable node refuses the credential too.
+            await self.cluster.wait_members_applied(self.cluster.config.raft_apply_timeout)
         return _public_credential(_prefer(value, {**credential, "archived_at": archived_at}))
 
 

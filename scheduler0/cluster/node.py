@@ -574,6 +574,35 @@ class ClusterNode:
             "members": out,
         }
 
+    async def wait_members_applied(self, timeout: float) -> list[int]:
+        """
+        Wait, at most C{timeout} seconds, until every member that answers has
+        applied what this node has (an archived credential is then refused
+        everywhere before the archive is acknowledged). Returns the members
+        that did not answer: cut off from the leader, they serve no
+        linearizable request.
+        """
+        from twisted.internet.defer import gatherResults
+
+        index = self.driver.applied_index
+        deadline = self.reactor.seconds() + timeout
+        pending = sorted(self.member_ids() - {self.config.node_id})
+        silent: list[int] = []
+        while pending and self.reactor.seconds() < deadline:
+            answers = await gatherResults(
+                [self.peers.status(m, 0.5).addErrback(lambda f: None) for m in pending]
+            )
+            behind = []
+            for member, status in zip(pending, answers, strict=True):
+                if status is None:
+                    silent.append(member)
+                elif int(status.get("applied_index") or 0) < index:
+                    behind.append(member)
+            pending = behind
+            if pending:
+                await _later(self.reactor, 0.02)
+        return silent + pending
+
     def on_applied(self, command: Command, result: dict) -> None:
         """Follow member changes; forget local records once the cluster committed them."""
         if not result.get("ok"):
