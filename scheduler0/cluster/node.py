@@ -139,6 +139,10 @@ class ClusterNode:
             on_message=deliver,
             timeout_s=config.raft_transport_timeout,
             max_pool=config.raft_transport_max_pool,
+            # Reconnects back off up to PeerConnectRetryDelay; a cron
+            # cluster never gives up on a peer for good.
+            backoff_initial_s=min(0.1, max(0.01, config.peer_connect_retry_delay)),
+            backoff_max_s=max(0.01, config.peer_connect_retry_delay),
         )
         driver = RaftDriver(
             reactor,
@@ -239,7 +243,10 @@ class ClusterNode:
     async def _propose(self, command: Command) -> dict:
         deadline = self.reactor.seconds() + self.config.raft_apply_timeout
         last_error = "no leader is known"
-        while not self._stopped:
+        # Attempts to reach a leader that does not answer (PeerConnectRetryMax);
+        # a leader that answers "not the leader" any more costs no attempt.
+        attempts = max(1, self.config.peer_connect_retry_max)
+        while not self._stopped and attempts > 0:
             remaining = deadline - self.reactor.seconds()
             if remaining <= 0:
                 break
@@ -255,6 +262,7 @@ class ClusterNode:
                     last_error = str(e)
                 except PeerUnavailable as e:
                     last_error = str(e)
+                    attempts -= 1
                 else:
                     # Answer only once this node has applied the write, so
                     # the client's next read here sees it.
