@@ -421,3 +421,40 @@ class MembershipTests(ClusterTestCase):
         until = self.now() + 3
         await self.delivered_through(until)
         self.assert_every_slot(until, allowed_duplicates=8)
+
+
+class FormationTests(ClusterTestCase):
+    async def test_only_the_bootstrap_node_knows_the_members_at_first(self) -> None:
+        """
+        With Bootstrap on node 1 only, nodes 2 and 3 start knowing no voter,
+        learn the members from node 1's log, and all three vote and fire.
+        """
+        self.http = http_client(reactor)
+        self.receiver = CallbackReceiver(reactor)
+        self.receiver_port = await self.receiver.listen(reactor)
+        self.addCleanup(self.receiver.stop)
+        cluster = Cluster(reactor, os.path.abspath(self.mktemp()), 3, bootstrap="first")
+        self.cluster = cluster
+        self.addCleanup(cluster.close)
+        await cluster.prepare()
+        await cluster.start()
+        self.leader = await cluster.wait_leader(30)
+        self.headers = await cluster.make_headers()
+        for node_id in cluster.ids:
+            code, body = await self.call("GET", node_id, "/cluster?consistency=stale")
+            self.assertEqual(code, 200, body)
+            self.assertEqual(
+                sorted(m["node_id"] for m in body["data"]["members"] if m["voter"]), [1, 2, 3]
+            )
+        await self.create_jobs(self.leader)
+        until = self.now() + 3
+        await self.delivered_through(until)
+        self.assert_every_slot(until)
+
+    async def test_a_cluster_of_one_fires_its_jobs(self) -> None:
+        """Replicas listing only the node itself is a one-voter Raft cluster that fires."""
+        await self.start_cluster(size=1)
+        await self.create_jobs(1)
+        until = self.now() + 3
+        await self.delivered_through(until)
+        self.assert_every_slot(until)

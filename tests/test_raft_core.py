@@ -114,6 +114,17 @@ class ElectionTests(SynchronousTestCase):
         drain(joiner)
         self.assertEqual(joiner.config.voters, ABC.voters)
 
+    def test_a_lone_voter_answers_reads_without_peers(self) -> None:
+        """A one-voter leader confirms a ReadIndex by itself, at its commit index."""
+        node = make("a", ClusterConfig(frozenset({"a"})))
+        for _ in range(20):
+            node.tick()
+        drain(node)
+        self.assertEqual(node.role, LEADER)
+        token = node.read_index()
+        results = [r for ready in drain(node) for r in ready.results]
+        self.assertEqual([(r.token, r.ok, r.index) for r in results], [(token, True, node.commit)])
+
     def test_initial_config_stays_out_of_the_log_by_default(self) -> None:
         """Without log_initial_config a first leader appends only its no-op."""
         leader = make("a", ABC)

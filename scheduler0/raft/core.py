@@ -493,6 +493,8 @@ class RaftNode:
             self._read_context += 1
             self._reads.append(_PendingRead(token, self.commit, self._read_context, {self.node_id}))
             self._broadcast_heartbeat()
+            # A lone voter is its own majority: no answer will come to wait for.
+            self._release_reads()
         return token
 
     def change_membership(self, *, add_learner: str = "", remove: str = "") -> int | None:
@@ -645,6 +647,9 @@ class RaftNode:
         if ready.entries:
             last = ready.entries[-1]
             self.persisted(last.index, last.term)
+        if self._reads and self.role == LEADER:
+            # Reads confirmed before the state machine reached them.
+            self._release_reads()
 
     def status(self) -> dict[str, object]:
         """A plain summary for ``GET /cluster`` and logs."""
