@@ -662,8 +662,8 @@ class ClusterNode:
             out.append(
                 {
                     "node_id": member,
-                    "address": self._addresses.get(member),
-                    "raft_address": raft_addresses.get(member),
+                    "address": self._addresses.get(member) or "",
+                    "raft_address": raft_addresses.get(member) or "",
                     "role": role,
                     "voter": str(member) in config.voters,
                     "connected": connected,
@@ -677,6 +677,3 @@ class ClusterNode:
             return {"records": [], "max_seq": after}
         records, max_seq = await self.executions.pending(after, limit)
         return {"records": records, "max_seq": max_seq}
-
-    def wait_idle(self) -> Deferred:
-        return succeed(None)
