@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from twisted.logger import Logger
 
 from scheduler0.cluster.peer import PeerClient, PeerNotLeader, PeerUnavailable
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
-from scheduler0.raft.driver import RaftDriver
+from scheduler0.raft.driver import ProposalFailed, RaftDriver
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.raft.proposer import RaftProposer
 from scheduler0.raft.storage import SqliteRaftStorage
@@ -80,6 +81,9 @@ class ClusterNode:
     # Filled in by the node once its execution store exists (fan-in).
     executions: Any = None
     lease_s: float = 1.0
+    # Leases are durations on this process's monotonic clock, so a wall
+    # clock stepped back cannot stretch one.
+    monotonic: Callable[[], float] = time.monotonic
     _addresses: dict[int, str] = attrs.field(factory=dict)
     _raft_addresses: dict[int, str] = attrs.field(factory=dict)
     _lease_until: float = 0.0
@@ -253,7 +257,9 @@ class ClusterNode:
             if self.is_leader:
                 try:
                     return await self.raft.propose(command)
-                except NotLeader as e:
+                except (NotLeader, ProposalFailed) as e:
+                    # Leadership changed under the write: try again where it
+                    # went (the request id makes a second commit a no-op).
                     last_error = str(e)
             elif self.leader_id is not None:
                 try:
@@ -313,7 +319,7 @@ class ClusterNode:
 
     def lease_valid(self) -> bool:
         """May this node fire now? (Its lease, from the current leader or its own, runs.)"""
-        return self.reactor.seconds() < self._lease_until
+        return self.monotonic() < self._lease_until
 
     @property
     def leader_lease_s(self) -> float:
@@ -325,7 +331,7 @@ class ClusterNode:
         return (self.core.settings.election_ticks - 2) * TICK_S
 
     def _noticed_leadership(self) -> None:
-        now = self.reactor.seconds()
+        now = self.monotonic()
         if self.is_leader:
             if self._leader_since is None or self._leader_term != self.core.term:
                 self._leader_since = now
@@ -345,7 +351,7 @@ class ClusterNode:
 
     def _renew_lease(self) -> None:
         self._noticed_leadership()
-        now = self.reactor.seconds()
+        now = self.monotonic()
         if self.is_leader:
             # A leader's own lease: a heartbeat round begun now that a
             # majority answers proves no other leader can be elected for
@@ -358,7 +364,7 @@ class ClusterNode:
                 if self.is_leader:
                     self._lease_until = max(self._lease_until, now + self.leader_lease_s)
                     self._grants[self.config.node_id] = {
-                        "at": self.reactor.seconds(),
+                        "at": self.monotonic(),
                         "paused": self.is_paused(),
                     }
 
@@ -397,7 +403,7 @@ class ClusterNode:
             return {"granted": False, "leader_id": self.leader_id}
         if node_id not in self.member_ids():
             return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}
-        self._grants[node_id] = {"at": self.reactor.seconds(), "paused": paused}
+        self._grants[node_id] = {"at": self.monotonic(), "paused": paused}
         return {"granted": True, "lease_s": self.lease_s, "term": self.core.term}
 
     def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
@@ -414,7 +420,7 @@ class ClusterNode:
         self._noticed_leadership()
         if not self.is_leader or self._leader_since is None:
             return None
-        now = self.reactor.seconds()
+        now = self.monotonic()
         horizon = self.lease_s + LEASE_MARGIN_S
         live = {
             node: grant["paused"]
@@ -441,7 +447,7 @@ class ClusterNode:
         self._noticed_leadership()
         if self._leader_since is None:
             return 0.0
-        return self.reactor.seconds() - self._leader_since
+        return self.monotonic() - self._leader_since
 
     # -- views -------------------------------------------------------------------
 
@@ -645,7 +651,7 @@ class ClusterNode:
         stats = self.transport.stats()
         raft_addresses = dict(self._raft_addresses)
         raft_addresses[self.config.node_id] = self.config.raft_address
-        now = self.reactor.seconds()
+        now = self.monotonic()
         out = []
         for member in sorted({int(m) for m in config.members()}):
             if member == self.config.node_id:
