@@ -220,7 +220,7 @@ class NodeService(MultiService):
                 pool,
                 resolve,
                 connect_timeout=min(config.job_execution_timeout, 30),
-            )
+            ),
         )
 
         scheduler: SchedulerService | None = None
@@ -263,6 +263,12 @@ class NodeService(MultiService):
 
             scheduler.may_fire = cluster.lease_valid
             scheduler.ownership = Ownership(state, executions, config.node_id)
+            # Twice the time the fan-in takes to visit every node, after the
+            # old owner's lease: its records are in by then unless it failed.
+            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
+            scheduler.gap_check_s = (
+                cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
+            )
             # Local records go only once the cluster committed them; a node
             # whose disk was replaced numbers its records after what the
             # cluster already took from it.

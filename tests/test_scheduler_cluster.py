@@ -36,6 +36,7 @@ class FakeOwnership:
         self.node_id = node_id
         self.owners = owners
         self.progress = progress
+        self.recorded: dict[str, list[str]] = {}
 
     def _mine(self, job: dict) -> bool:
         return self.owners.get(job["uuid"], (None, None))[0] == self.node_id
@@ -54,6 +55,15 @@ class FakeOwnership:
 
     def last_slots_of(self, uuids: list[str]) -> Any:
         return succeed({u: self.progress[u] for u in uuids if u in self.progress})
+
+    def last_slots_before(self, uuids: list[str], until: str) -> Any:
+        """From what the cluster recorded: C{recorded[uuid]}, a list of slots."""
+        found = {}
+        for u in uuids:
+            before = [slot for slot in self.recorded.get(u, ()) if slot < until]
+            if before:
+                found[u] = max(before)
+        return succeed(found)
 
     def owned_jobs(self, uuids: list[str]) -> Any:
         jobs = {j["uuid"]: j for j in self.state.jobs}
@@ -79,6 +89,7 @@ class Node:
             node_id=node_id,
         )
         self.scheduler.may_fire = lambda: self.lease
+        self.scheduler.gap_check_s = 5.0
         self.scheduler.ownership = FakeOwnership(self.state, node_id, owners, progress)
         self.scheduler.startService()
 
@@ -175,6 +186,45 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(4.005)
         self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
         self.assertEqual(two.slots("job-a"), [second(k) for k in (4, 5, 6)])
+
+    def test_slots_an_old_owner_never_fired_before_a_handover_are_filled(self) -> None:
+        """
+        Node 1 loses its lease before the handover instant: the slots it owed
+        before the instant, which no node recorded, are fired by node 2 once
+        it has checked, late but with their ids; recorded ones are not.
+        """
+        one, two = self.node(1), self.node(2)
+        self.elapse(2.5)
+        handover = second(6)
+        self.owners["job-a"] = (2, handover)
+        args = {"moves": [["job-a", 2]], "handover_at": handover}
+        one.apply("assign_jobs", args)
+        two.apply("assign_jobs", args)
+        self.elapse(1)
+        one.lease = False  # node 1 fired slot 3, then stopped
+        two.scheduler.ownership.recorded["job-a"] = one.slots("job-a")
+        self.elapse(4)
+        self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
+        self.assertEqual(two.slots("job-a"), [second(k) for k in range(6, 8)])
+        self.elapse(5)
+        fired = two.slots("job-a")
+        self.assertEqual(sorted(fired), [second(k) for k in range(4, 13)])
+        # Late: after the slots the new owner fired from the instant on.
+        self.assertGreater(fired.index(second(4)), fired.index(second(6)))
+
+    def test_a_handover_whose_old_owner_reported_fills_nothing(self) -> None:
+        """When the old owner recorded every slot before the instant, the check fires nothing."""
+        one, two = self.node(1), self.node(2)
+        self.elapse(2.5)
+        handover = second(4)
+        self.owners["job-a"] = (2, handover)
+        args = {"moves": [["job-a", 2]], "handover_at": handover}
+        one.apply("assign_jobs", args)
+        two.apply("assign_jobs", args)
+        self.elapse(2)
+        two.scheduler.ownership.recorded["job-a"] = one.slots("job-a")
+        self.elapse(7)
+        self.assertEqual(two.slots("job-a"), [second(k) for k in range(4, 12)])
 
     def test_a_node_judged_gone_stops_its_moved_jobs_at_once(self) -> None:
         """A job moved off a node without a handover instant is dropped there at once."""

@@ -96,6 +96,10 @@ class ClusterNode:
     _last_follower_renewal: float = float("-inf")
     # (node id, term) of the last leader this node followed.
     _previous_leader: tuple[int, int] | None = None
+    # The latest log index that moved jobs, and this leader's first commit:
+    # a node must have applied both before it is granted a lease.
+    _last_move_index: int = 0
+    _term_start_index: int = 0
 
     @classmethod
     def open(
@@ -337,6 +341,8 @@ class ClusterNode:
                 self._leader_since = now
                 self._leader_term = self.core.term
                 self._grants = {}
+                # Everything before this term's first entry may hold moves.
+                self._term_start_index = self.core.last_index
                 log.info(
                     "node {node} leads term {term} (the leader before: {previous})",
                     node=self.config.node_id,
@@ -403,6 +409,12 @@ class ClusterNode:
             return {"granted": False, "leader_id": self.leader_id}
         if node_id not in self.member_ids():
             return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}
+        fresh = max(self._term_start_index, self._last_move_index)
+        if applied_index < fresh:
+            # It has yet to learn of jobs moved off it (a restarted node
+            # reads who owns what from its own, older, copy): no firing
+            # until it has.
+            return {"granted": False, "leader_id": self.leader_id, "reason": "behind"}
         self._grants[node_id] = {"at": self.monotonic(), "paused": paused}
         return {"granted": True, "lease_s": self.lease_s, "term": self.core.term}
 
@@ -624,6 +636,8 @@ class ClusterNode:
         if command.op == "set_members":
             self._learn_addresses(list(command.args.get("members") or ()))
             return
+        if command.op in ("assign_jobs", "remove_member"):
+            self._last_move_index = max(self._last_move_index, self.raft.applying_index)
         if command.op == "remove_member":
             node_id = command.args.get("node_id")
             if node_id in self._raft_addresses and node_id != self.config.node_id:

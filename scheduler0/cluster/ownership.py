@@ -36,6 +36,26 @@ class Ownership:
                 merged[job_uuid] = slot
         return merged
 
+    def last_slots_before(self, job_uuids: list[str], until: str) -> Deferred:
+        """
+        job_uuid -> the latest slot before C{until} any node recorded (that
+        the cluster committed, or this node holds): where an old owner got
+        before a handover instant.
+        """
+        return Deferred.fromCoroutine(self._last_slots_before(list(job_uuids), until))
+
+    async def _last_slots_before(self, job_uuids: list[str], until: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for job_uuid in job_uuids:
+            for source in (self.state.query_executions, self.executions.query):
+                items, _ = await source(job_uuid=job_uuid, until=until, limit=1)
+                for item in items:
+                    if item["state"] != "scheduled" and item["scheduled_at"] > found.get(
+                        job_uuid, ""
+                    ):
+                        found[job_uuid] = item["scheduled_at"]
+        return found
+
     def owned_jobs(self, job_uuids: list[str]) -> Deferred:
         """The jobs among C{job_uuids} this node owns now, as stored now."""
         return Deferred.fromCoroutine(self._owned_jobs(list(job_uuids)))

@@ -30,6 +30,8 @@ class RaftProposer:
 
     state: Any
     driver: Any = None
+    #: The log index of the entry being applied (subscribers may read it).
+    applying_index: int = 0
     _subscribers: list[Callable[[Command, dict], None]] = attrs.field(factory=list)
 
     @property
@@ -59,6 +61,7 @@ class RaftProposer:
         if result.get("duplicate"):
             # Already applied before a restart: nothing changed now.
             return result
+        self.applying_index = entry.index
         for fn in list(self._subscribers):
             try:
                 fn(command, result)

@@ -214,6 +214,9 @@ class SchedulerService(Service):
     # In a cluster: this node's share of the jobs (see
     # scheduler0.cluster.ownership); None on a single node, which owns all.
     ownership: Any = None
+    # How long after a handover instant this node checks that the old
+    # owner's slots before it reached the cluster (None: never).
+    gap_check_s: float | None = None
     _owned: set[str] = attrs.field(factory=set)
     _events: list[tuple[Command, dict]] = attrs.field(factory=list)
     _events_running: bool = False
@@ -387,7 +390,50 @@ class SchedulerService(Service):
                 since = self._catch_up_start(job, last_slots.get(job["uuid"]))
                 self._entries.pop(job["uuid"], None)
                 self._add(job, since=self._after_handover(job, since))
+            if until is not None and self.gap_check_s is not None:
+                # Should the old owner fail before the instant, the slots it
+                # owed would fall between the two: look once its records had
+                # time to reach the cluster, and fire what is missing.
+                self.clock.callLater(
+                    max(0.0, until.timestamp() - self.clock.seconds()) + self.gap_check_s,
+                    self._check_handover_gap,
+                    [job["uuid"] for job in jobs],
+                    until,
+                )
         self._arm()
+
+    def _check_handover_gap(self, job_uuids: list[str], until: datetime) -> None:
+        if not self._running:
+            return
+        Deferred.fromCoroutine(self._fill_handover_gap(job_uuids, until)).addErrback(
+            lambda f: log.failure("checking a handover for missed slots failed", f)
+        )
+
+    async def _fill_handover_gap(self, job_uuids: list[str], until: datetime) -> None:
+        """Fire the slots before a handover instant that no node fired."""
+        last_slots = await self.ownership.last_slots_before(job_uuids, format_instant(until))
+        jobs = {job["uuid"]: job for job in await self.ownership.owned_jobs(job_uuids)}
+        now = utc_from_timestamp(self.clock.seconds())
+        filled = 0
+        for job_uuid in job_uuids:
+            entry = self._entries.get(job_uuid)
+            job = jobs.get(job_uuid)
+            if entry is None or job is None or job_uuid not in self._owned:
+                continue
+            slot = entry.schedule.next_after(self._catch_up_start(job, last_slots.get(job_uuid)))
+            window_start = now - timedelta(seconds=entry.catch_up_window_s)
+            while slot is not None and slot < until:
+                if slot >= window_start:
+                    self._deliver(entry, slot)
+                    filled += 1
+                slot = entry.schedule.next_after(slot)
+        if filled:
+            log.warn(
+                "fired {count} slots before a handover at {until} that their old owner"
+                " did not report",
+                count=filled,
+                until=format_instant(until),
+            )
 
     def _apply_change(self, command: Command, result: dict) -> None:
         op = command.op
