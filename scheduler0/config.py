@@ -173,7 +173,6 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid("a non-empty string")
@@ -181,7 +180,11 @@ def _text(value: Any) -> str:
 
 
 _LOG_LEVELS = {
-    "ERROR": "ERROR", "WARN": "WARN", "WARNING": "WARN", "INFO": "INFO", "DEBUG": "DEBUG",
+    "ERROR": "ERROR",
+    "WARN": "WARN",
+    "WARNING": "WARN",
+    "INFO": "INFO",
+    "DEBUG": "DEBUG",
 }
 
 
@@ -191,12 +194,10 @@ def _log_level(value: Any) -> str:
     raise _Invalid("one of ERROR, WARN, INFO, DEBUG")
 
 
-
 def _protocol(value: Any) -> str:
     if isinstance(value, str) and value.strip().lower() in ("http", "https"):
         return value.strip().lower()
     raise _Invalid("http or https")
-
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -227,7 +228,6 @@ def _host_port(value: Any) -> str:
     return value.strip()
 
 
-
 def _url(value: Any) -> str:
     expected = "an http:// or https:// URL such as http://127.0.0.1:9091"
     if not isinstance(value, str):
@@ -245,7 +245,7 @@ def _url(value: Any) -> str:
 
 
 def _networks(value: Any) -> tuple[str, ...]:
-    expected = "a list of CIDR networks such as [10.0.0.0/8, \"::1/128\"]"
+    expected = 'a list of CIDR networks such as [10.0.0.0/8, "::1/128"]'
     if isinstance(value, str):
         value = [part for part in value.split(",") if part.strip()]
     if not isinstance(value, list):
@@ -283,101 +283,261 @@ class _Key:
 
 KEYS: tuple[_Key, ...] = (
     _Key("LogLevel", "log_level", _log_level, "ERROR, WARN, INFO or DEBUG", text=True),
-    _Key("Protocol", "protocol", _protocol, "http or https: how peers and the CLI reach this node",
-         text=True),
-    _Key("Host", "host", _text, "host peers and the CLI use to reach this node's HTTP API",
-         text=True),
+    _Key(
+        "Protocol",
+        "protocol",
+        _protocol,
+        "http or https: how peers and the CLI reach this node",
+        text=True,
+    ),
+    _Key(
+        "Host", "host", _text, "host peers and the CLI use to reach this node's HTTP API", text=True
+    ),
     _Key("Port", "port", _integer(1, 65535), "HTTP API port"),
-    _Key("MaxMemory", "max_memory", _number(0),
-         "MB; at 70% RSS the node pauses new executions, resumes under 60% (0 = off)"),
-    _Key("MaxCPU", "max_cpu", _number(0),
-         "percent of one core over 5 s; same pause/resume as MaxMemory (0 = off)"),
+    _Key(
+        "MaxMemory",
+        "max_memory",
+        _number(0),
+        "MB; at 70% RSS the node pauses new executions, resumes under 60% (0 = off)",
+    ),
+    _Key(
+        "MaxCPU",
+        "max_cpu",
+        _number(0),
+        "percent of one core over 5 s; same pause/resume as MaxMemory (0 = off)",
+    ),
     _Key("Bootstrap", "bootstrap", _boolean, "true on the one node that forms the cluster"),
     _Key("NodeId", "node_id", _integer(1), "unique positive id of this node"),
-    _Key("RaftAddress", "raft_address", _host_port, "host:port of this node's Raft listener",
-         text=True),
-    _Key("RaftTransportMaxPool", "raft_transport_max_pool", _integer(1),
-         "Raft connections per peer"),
-    _Key("RaftTransportTimeout", "raft_transport_timeout", _number(0, exclusive=True),
-         "s, connect/IO timeout on Raft links"),
-    _Key("RaftApplyTimeout", "raft_apply_timeout", _number(0, exclusive=True),
-         "s, a write not committed and applied by then answers 503"),
-    _Key("RaftSnapshotInterval", "raft_snapshot_interval", _number(0, exclusive=True),
-         "s between checks for whether to snapshot"),
-    _Key("RaftSnapshotThreshold", "raft_snapshot_threshold", _integer(1),
-         "log entries since the last snapshot that trigger a new one"),
-    _Key("RaftElectionTimeoutMs", "raft_election_timeout_ms", _integer(1),
-         "ms, base election timeout (randomized up to twice this)"),
-    _Key("RaftHeartbeatIntervalMs", "raft_heartbeat_interval_ms", _integer(1),
-         "ms between leader heartbeats; must be below RaftElectionTimeoutMs"),
-    _Key("PeerConnectRetryMax", "peer_connect_retry_max", _integer(0),
-         "connection attempts to a peer before giving up"),
-    _Key("PeerConnectRetryDelay", "peer_connect_retry_delay", _number(0),
-         "s between peer connection attempts", aliases=("PeerConnectRetryDelaySeconds",)),
-    _Key("PeerAuthRequestTimeoutMs", "peer_auth_request_timeout_ms", _integer(1),
-         "ms to wait for a peer's handshake (under 100 is read as seconds)"),
-    _Key("JobExecutionTimeout", "job_execution_timeout", _number(0, exclusive=True),
-         "s per callback attempt"),
-    _Key("JobExecutionRetryDelay", "job_execution_retry_delay", _number(0),
-         "s before the first retry, doubling per attempt up to 60 s"),
-    _Key("JobExecutionRetryMax", "job_execution_retry_max", _integer(0),
-         "retries after the first callback attempt"),
+    _Key(
+        "RaftAddress",
+        "raft_address",
+        _host_port,
+        "host:port of this node's Raft listener",
+        text=True,
+    ),
+    _Key(
+        "RaftTransportMaxPool", "raft_transport_max_pool", _integer(1), "Raft connections per peer"
+    ),
+    _Key(
+        "RaftTransportTimeout",
+        "raft_transport_timeout",
+        _number(0, exclusive=True),
+        "s, connect/IO timeout on Raft links",
+    ),
+    _Key(
+        "RaftApplyTimeout",
+        "raft_apply_timeout",
+        _number(0, exclusive=True),
+        "s, a write not committed and applied by then answers 503",
+    ),
+    _Key(
+        "RaftSnapshotInterval",
+        "raft_snapshot_interval",
+        _number(0, exclusive=True),
+        "s between checks for whether to snapshot",
+    ),
+    _Key(
+        "RaftSnapshotThreshold",
+        "raft_snapshot_threshold",
+        _integer(1),
+        "log entries since the last snapshot that trigger a new one",
+    ),
+    _Key(
+        "RaftElectionTimeoutMs",
+        "raft_election_timeout_ms",
+        _integer(1),
+        "ms, base election timeout (randomized up to twice this)",
+    ),
+    _Key(
+        "RaftHeartbeatIntervalMs",
+        "raft_heartbeat_interval_ms",
+        _integer(1),
+        "ms between leader heartbeats; must be below RaftElectionTimeoutMs",
+    ),
+    _Key(
+        "PeerConnectRetryMax",
+        "peer_connect_retry_max",
+        _integer(0),
+        "connection attempts to a peer before giving up",
+    ),
+    _Key(
+        "PeerConnectRetryDelay",
+        "peer_connect_retry_delay",
+        _number(0),
+        "s between peer connection attempts",
+        aliases=("PeerConnectRetryDelaySeconds",),
+    ),
+    _Key(
+        "PeerAuthRequestTimeoutMs",
+        "peer_auth_request_timeout_ms",
+        _integer(1),
+        "ms to wait for a peer's handshake (under 100 is read as seconds)",
+    ),
+    _Key(
+        "JobExecutionTimeout",
+        "job_execution_timeout",
+        _number(0, exclusive=True),
+        "s per callback attempt",
+    ),
+    _Key(
+        "JobExecutionRetryDelay",
+        "job_execution_retry_delay",
+        _number(0),
+        "s before the first retry, doubling per attempt up to 60 s",
+    ),
+    _Key(
+        "JobExecutionRetryMax",
+        "job_execution_retry_max",
+        _integer(0),
+        "retries after the first callback attempt",
+    ),
     _Key("MaxWorkers", "max_workers", _integer(1), "concurrent outbound callback requests"),
-    _Key("MaxQueue", "max_queue", _integer(1),
-         "due executions waiting for a worker before load is shed"),
-    _Key("ExecutionLogFetchFanIn", "execution_log_fetch_fan_in", _integer(1),
-         "peers the leader pulls execution logs from per tick"),
-    _Key("ExecutionLogFetchIntervalSeconds", "execution_log_fetch_interval_seconds",
-         _number(0, exclusive=True), "s between execution log pulls",
-         aliases=("ExecutionLogFetchInterval",)),
-    _Key("HTTPExecutorPayloadMaxSizeMb", "http_executor_payload_max_size_mb",
-         _number(0, exclusive=True), "MB cap on one callback request body"),
-    _Key("Replicas", "replicas", lambda value: value,  # checked by _replicas
-         "initial voters [{Address, RaftAddress, NodeId}]; empty = single node"),
+    _Key(
+        "MaxQueue",
+        "max_queue",
+        _integer(1),
+        "due executions waiting for a worker before load is shed",
+    ),
+    _Key(
+        "ExecutionLogFetchFanIn",
+        "execution_log_fetch_fan_in",
+        _integer(1),
+        "peers the leader pulls execution logs from per tick",
+    ),
+    _Key(
+        "ExecutionLogFetchIntervalSeconds",
+        "execution_log_fetch_interval_seconds",
+        _number(0, exclusive=True),
+        "s between execution log pulls",
+        aliases=("ExecutionLogFetchInterval",),
+    ),
+    _Key(
+        "HTTPExecutorPayloadMaxSizeMb",
+        "http_executor_payload_max_size_mb",
+        _number(0, exclusive=True),
+        "MB cap on one callback request body",
+    ),
+    _Key(
+        "Replicas",
+        "replicas",
+        lambda value: value,  # checked by _replicas
+        "initial voters [{Address, RaftAddress, NodeId}]; empty = single node",
+    ),
     _Key("DataDir", "data_dir", _text, "data directory, relative to this file", text=True),
-    _Key("CatchUpWindowSeconds", "catch_up_window_seconds", _number(0),
-         "s, default window in which missed slots still fire"),
-    _Key("ExecutionHistoryPerJob", "execution_history_per_job", _integer(1),
-         "execution records kept per job"),
-    _Key("CallbackAllowNetworks", "callback_allow_networks", _networks,
-         "CIDR list callbacks may reach (empty = any)"),
-    _Key("CallbackDenyNetworks", "callback_deny_networks", _networks,
-         "CIDR list callbacks may never reach"),
-    _Key("CallbackSigningGraceSeconds", "callback_signing_grace_seconds", _number(0),
-         "s a rotated project signing secret keeps signing beside the new one"),
-    _Key("MaxCallbackResponseBytes", "max_callback_response_bytes", _integer(0),
-         "bytes of a callback's answer read at most (the rest is discarded)"),
-    _Key("MaxRequestBodyBytes", "max_request_body_bytes", _integer(1024),
-         "largest HTTP API request body; larger ones get 413"),
-    _Key("MaxJobsPerRequest", "max_jobs_per_request", _integer(1, 100000),
-         "most jobs one POST /jobs array may hold"),
-    _Key("MaxJSONDepth", "max_json_depth", _integer(2, 1000),
-         "deepest nesting of arrays and objects a request body may have"),
-    _Key("RateLimitPerSecond", "rate_limit_per_second", _number(0),
-         "API requests per second allowed per credential (0 = no limit); beyond it 429"),
-    _Key("RateLimitBurst", "rate_limit_burst", _integer(1),
-         "requests a credential may make at once above its steady rate"),
-    _Key("HTTPRequestTimeoutSeconds", "http_request_timeout_seconds", _number(0, exclusive=True),
-         "s a client has to send a whole request (headers and body)"),
-    _Key("HTTPIdleTimeoutSeconds", "http_idle_timeout_seconds", _number(0, exclusive=True),
-         "s an idle HTTP API connection is kept open"),
-    _Key("HTTPEndpoint", "http_endpoint",
-         lambda value: "" if value in (None, "") else _text(value),
-         "Twisted server endpoint for the API, e.g. ssl:9443:privateKey=key.pem:certKey=cert.pem"
-         " (empty = tcp on Host:Port)", text=True),
-    _Key("RaftEndpoint", "raft_endpoint",
-         lambda value: "" if value in (None, "") else _text(value),
-         "Twisted server endpoint for Raft, e.g. tcp:7071:interface=0.0.0.0 (empty = RaftAddress)",
-         text=True),
-    _Key("RaftTLSCertificate", "raft_tls_certificate",
-         lambda value: "" if value in (None, "") else _text(value),
-         "PEM certificate (signed by RaftTLSCA) for TLS on Raft links (empty = no TLS)", text=True),
-    _Key("RaftTLSPrivateKey", "raft_tls_private_key",
-         lambda value: "" if value in (None, "") else _text(value),
-         "PEM private key of RaftTLSCertificate, unencrypted", text=True),
-    _Key("RaftTLSCA", "raft_tls_ca",
-         lambda value: "" if value in (None, "") else _text(value),
-         "PEM CA certificate(s) that sign every node's RaftTLSCertificate", text=True),
+    _Key(
+        "CatchUpWindowSeconds",
+        "catch_up_window_seconds",
+        _number(0),
+        "s, default window in which missed slots still fire",
+    ),
+    _Key(
+        "ExecutionHistoryPerJob",
+        "execution_history_per_job",
+        _integer(1),
+        "execution records kept per job",
+    ),
+    _Key(
+        "CallbackAllowNetworks",
+        "callback_allow_networks",
+        _networks,
+        "CIDR list callbacks may reach (empty = any)",
+    ),
+    _Key(
+        "CallbackDenyNetworks",
+        "callback_deny_networks",
+        _networks,
+        "CIDR list callbacks may never reach",
+    ),
+    _Key(
+        "CallbackSigningGraceSeconds",
+        "callback_signing_grace_seconds",
+        _number(0),
+        "s a rotated project signing secret keeps signing beside the new one",
+    ),
+    _Key(
+        "MaxCallbackResponseBytes",
+        "max_callback_response_bytes",
+        _integer(0),
+        "bytes of a callback's answer read at most (the rest is discarded)",
+    ),
+    _Key(
+        "MaxRequestBodyBytes",
+        "max_request_body_bytes",
+        _integer(1024),
+        "largest HTTP API request body; larger ones get 413",
+    ),
+    _Key(
+        "MaxJobsPerRequest",
+        "max_jobs_per_request",
+        _integer(1, 100000),
+        "most jobs one POST /jobs array may hold",
+    ),
+    _Key(
+        "MaxJSONDepth",
+        "max_json_depth",
+        _integer(2, 1000),
+        "deepest nesting of arrays and objects a request body may have",
+    ),
+    _Key(
+        "RateLimitPerSecond",
+        "rate_limit_per_second",
+        _number(0),
+        "API requests per second allowed per credential (0 = no limit); beyond it 429",
+    ),
+    _Key(
+        "RateLimitBurst",
+        "rate_limit_burst",
+        _integer(1),
+        "requests a credential may make at once above its steady rate",
+    ),
+    _Key(
+        "HTTPRequestTimeoutSeconds",
+        "http_request_timeout_seconds",
+        _number(0, exclusive=True),
+        "s a client has to send a whole request (headers and body)",
+    ),
+    _Key(
+        "HTTPIdleTimeoutSeconds",
+        "http_idle_timeout_seconds",
+        _number(0, exclusive=True),
+        "s an idle HTTP API connection is kept open",
+    ),
+    _Key(
+        "HTTPEndpoint",
+        "http_endpoint",
+        lambda value: "" if value in (None, "") else _text(value),
+        "Twisted server endpoint for the API, e.g. ssl:9443:privateKey=key.pem:certKey=cert.pem"
+        " (empty = tcp on Host:Port)",
+        text=True,
+    ),
+    _Key(
+        "RaftEndpoint",
+        "raft_endpoint",
+        lambda value: "" if value in (None, "") else _text(value),
+        "Twisted server endpoint for Raft, e.g. tcp:7071:interface=0.0.0.0 (empty = RaftAddress)",
+        text=True,
+    ),
+    _Key(
+        "RaftTLSCertificate",
+        "raft_tls_certificate",
+        lambda value: "" if value in (None, "") else _text(value),
+        "PEM certificate (signed by RaftTLSCA) for TLS on Raft links (empty = no TLS)",
+        text=True,
+    ),
+    _Key(
+        "RaftTLSPrivateKey",
+        "raft_tls_private_key",
+        lambda value: "" if value in (None, "") else _text(value),
+        "PEM private key of RaftTLSCertificate, unencrypted",
+        text=True,
+    ),
+    _Key(
+        "RaftTLSCA",
+        "raft_tls_ca",
+        lambda value: "" if value in (None, "") else _text(value),
+        "PEM CA certificate(s) that sign every node's RaftTLSCertificate",
+        text=True,
+    ),
 )
 
 _BY_NAME: dict[str, _Key] = {}
@@ -460,9 +620,7 @@ def parse_yaml(text: str, where: str) -> Any:
 # Lookup and loading
 
 
-def find_config_path(
-    explicit: str | None, environ: Mapping[str, str], cwd: str
-) -> str | None:
+def find_config_path(explicit: str | None, environ: Mapping[str, str], cwd: str) -> str | None:
     """
     The config file to use: C{--config}, then C{$SCHEDULER0_CONFIG}, then
     C{./config.yml}, else C{None} (embedded defaults). A path that was asked for
@@ -628,8 +786,11 @@ def _replicas(value: Any, label: str, origin: str) -> tuple[Replica, ...]:
                 raise ConfigError(
                     f"{origin}: {at}.{field}: invalid value {_show(entry[field])}; expected {e}"
                 ) from None
-        for attr, field in (("node_id", "NodeId"), ("address", "Address"),
-                            ("raft_address", "RaftAddress")):
+        for attr, field in (
+            ("node_id", "NodeId"),
+            ("address", "Address"),
+            ("raft_address", "RaftAddress"),
+        ):
             previous = seen[attr].get(fields[attr])
             if previous is not None:
                 raise ConfigError(
@@ -641,12 +802,14 @@ def _replicas(value: Any, label: str, origin: str) -> tuple[Replica, ...]:
     return tuple(replicas)
 
 
-def _check_cluster(config: Config, given: Mapping[str, tuple[str, str, Any, bool]],
-                   where: str) -> None:
+def _check_cluster(
+    config: Config, given: Mapping[str, tuple[str, str, Any, bool]], where: str
+) -> None:
     """Checks that involve more than one key."""
     if config.raft_heartbeat_interval_ms >= config.raft_election_timeout_ms:
-        label, origin = given.get("RaftHeartbeatIntervalMs", ("RaftHeartbeatIntervalMs", where,
-                                                              None, False))[:2]
+        label, origin = given.get(
+            "RaftHeartbeatIntervalMs", ("RaftHeartbeatIntervalMs", where, None, False)
+        )[:2]
         raise ConfigError(
             f"{origin}: {label}: invalid value {config.raft_heartbeat_interval_ms}; expected "
             f"less than RaftElectionTimeoutMs ({config.raft_election_timeout_ms})"

@@ -363,8 +363,6 @@ def policy_agent(
     """
     tls_policy = tls_policy if tls_policy is not None else BrowserLikePolicyForHTTPS()
     if policy.is_open:
-        return Agent(
-            reactor, contextFactory=tls_policy, connectTimeout=connect_timeout, pool=pool
-        )
+        return Agent(reactor, contextFactory=tls_policy, connectTimeout=connect_timeout, pool=pool)
     factory = _CheckedEndpointFactory(reactor, policy, resolve, connect_timeout, tls_policy)
     return Agent.usingEndpointFactory(reactor, factory, pool=pool)

@@ -193,8 +193,14 @@ def _public_bytes(public_key: Any) -> bytes:
     return bytes(public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
 
-def _check_pair(certificate_key: str, certificate_path: str, certificate: Any,
-                key_key: str, key_path: str, private_key: Any) -> None:
+def _check_pair(
+    certificate_key: str,
+    certificate_path: str,
+    certificate: Any,
+    key_key: str,
+    key_path: str,
+    private_key: Any,
+) -> None:
     if _public_bytes(certificate.public_key()) != _public_bytes(private_key.public_key()):
         raise ConfigError(
             f"{key_key}: the private key in {key_path} does not belong to the certificate "
@@ -311,8 +317,9 @@ def load_raft_tls(config: Config, now: datetime | None = None) -> RaftTLS | None
     chain = _load_certificates("RaftTLSCertificate", certificate_path)
     private_key = _load_private_key("RaftTLSPrivateKey", key_path)
     authorities = _load_certificates("RaftTLSCA", ca_path)
-    _check_pair("RaftTLSCertificate", certificate_path, chain[0],
-                "RaftTLSPrivateKey", key_path, private_key)
+    _check_pair(
+        "RaftTLSCertificate", certificate_path, chain[0], "RaftTLSPrivateKey", key_path, private_key
+    )
     _check_dates("RaftTLSCertificate", certificate_path, chain[0], now)
     for authority in authorities:
         _check_dates("RaftTLSCA", ca_path, authority, now)
@@ -372,8 +379,14 @@ def _check_ssl_files(key: str, description: str) -> None:
     certificate_path = parsed.keyword("certKey") or private_key_path
     private_key = _load_private_key(f"{key} privateKey", private_key_path)
     chain = _load_certificates(f"{key} certKey", certificate_path)
-    _check_pair(f"{key} certKey", certificate_path, chain[0],
-                f"{key} privateKey", private_key_path, private_key)
+    _check_pair(
+        f"{key} certKey",
+        certificate_path,
+        chain[0],
+        f"{key} privateKey",
+        private_key_path,
+        private_key,
+    )
     extra = parsed.keyword("extraCertChain")
     if extra is not None:
         _load_certificates(f"{key} extraCertChain", extra)
@@ -392,8 +405,9 @@ def api_server_endpoint(reactor: Any, config: Config) -> IStreamServerEndpoint:
     return _server_from_string(reactor, "HTTPEndpoint", description)
 
 
-def raft_server_endpoint(reactor: Any, config: Config,
-                         tls: RaftTLS | None = None) -> IStreamServerEndpoint:
+def raft_server_endpoint(
+    reactor: Any, config: Config, tls: RaftTLS | None = None
+) -> IStreamServerEndpoint:
     """
     Where the Raft listener listens: the C{RaftEndpoint} string, or TCP on
     C{RaftAddress}; with Raft TLS on, every accepted connection is TLS and

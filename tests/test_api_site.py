@@ -85,3 +85,40 @@ class RequestFactoryTests(SynchronousTestCase):
         """SchedulerAPI.request_factory limits bodies to the API's max_body_bytes."""
         h = Harness(max_body_bytes=1234)
         self.assertEqual(h.api.request_factory.max_body_bytes, 1234)
+
+
+class PeerBodyLimitTests(SynchronousTestCase):
+    def test_peer_paths_take_the_larger_limit(self) -> None:
+        """
+        A body over the API's limit reaches a /peer/ route (a forwarded write
+        carries the client's body and more), while the same body on an API
+        route is 413; over the peer limit, a peer route is 413 too.
+        """
+        seen = []
+
+        class Recorder:
+            isLeaf = True
+
+            def render(self, request: object) -> bytes:
+                seen.append(len(request.content.read()))  # type: ignore[attr-defined]
+                return b"{}"
+
+        request_class = body_limited_request(1000)
+        site = Site(Recorder(), requestFactory=request_class, timeout=None)  # type: ignore[arg-type]
+
+        def status(path: bytes, size: int) -> int:
+            protocol = site.buildProtocol(None)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(
+                b"POST %s HTTP/1.1\r\nHost: n\r\nContent-Length: %d\r\n\r\n%s"
+                % (path, size, b"x" * size)
+            )
+            return int(transport.value().split(b" ", 2)[1])
+
+        self.assertEqual(status(b"/peer/propose", 5000), 200)
+        self.assertEqual(seen, [5000])
+        self.assertEqual(status(b"/projects", 5000), 413)
+        over = request_class.peer_max_body_bytes + 1
+        self.assertEqual(status(b"/peer/propose", over), 413)
+        self.assertEqual(seen, [5000])

@@ -156,6 +156,22 @@ class ClusterEndToEndTests(ClusterTestCase):
             "POST", other, "/projects", json={"name": "forwarded", "description": "again"}
         )
         self.assertEqual(code, 409, body)
+        # The largest array a client may send, through a follower: the
+        # forwarded command is larger than the client's body.
+        jobs = [
+            {
+                "project_uuid": project["uuid"],
+                "name": f"bulk {n}",
+                "spec": "@every 1h",
+                "callback_url": "http://127.0.0.1:9/bulk",
+                "data": {"n": n, "padding": "x" * 60},
+            }
+            for n in range(10_000)
+        ]
+        code, body = await self.call("POST", follower, "/jobs", json=jobs)
+        self.assertEqual(code, 201, str(body)[:300])
+        code, body = await self.call("GET", other, f"/jobs?project_uuid={project['uuid']}")
+        self.assertEqual((code, body["data"]["total"]), (200, 10_000))
         # A credential made through one node works at once on another, and
         # once its archive is acknowledged no node takes it any more.
         code, body = await self.call("POST", follower, "/credentials", headers={}, auth=ADMIN)

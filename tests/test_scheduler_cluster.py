@@ -42,7 +42,9 @@ class FakeOwnership:
         return self.owners.get(job["uuid"], (None, None))[0] == self.node_id
 
     def _with_handover(self, job: dict) -> dict:
-        return dict(job, handover_at=self.owners[job["uuid"]][1])
+        return dict(
+            job, handover_at=self.owners[job["uuid"]][1], active_since=job.get("active_since")
+        )
 
     def jobs_page(self, after: Any, limit: int) -> Any:
         ordered = sorted(self.state.jobs, key=lambda job: (job["created_at"], job["uuid"]))
@@ -186,6 +188,28 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(4.005)
         self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
         self.assertEqual(two.slots("job-a"), [second(k) for k in (4, 5, 6)])
+
+    def test_a_change_of_data_does_not_cancel_owed_slots(self) -> None:
+        """
+        A job whose data changed after its owner failed is still caught up
+        from the last committed slot by its new owner (only resuming or a new
+        schedule moves that floor).
+        """
+        two = self.node(2)
+        self.elapse(4.005)
+        self.progress["job-a"] = second(1)
+        self.jobs[0] = dict(self.jobs[0], data={"n": 2}, updated_at=second(2.5))
+        self.owners["job-a"] = (2, None)
+        two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        self.elapse(0.05)
+        self.assertEqual(two.slots("job-a"), [second(k) for k in (2, 3, 4)])
+        self.jobs[0] = dict(self.jobs[0], active_since=second(3.5))
+        self.owners["job-a"] = (2, None)
+        three = self.node(3)
+        self.owners["job-a"] = (3, None)
+        three.apply("assign_jobs", {"moves": [["job-a", 3]], "handover_at": None})
+        self.elapse(0.05)
+        self.assertEqual(three.slots("job-a"), [second(4)])
 
     def test_slots_an_old_owner_never_fired_before_a_handover_are_filled(self) -> None:
         """

@@ -309,7 +309,10 @@ class OwnershipReadTests(StateCase):
         self.failureResultOf(store.jobs_owned_by(1, None, -1), ValueError)
 
     def test_owned_jobs_page_is_jobs_page_for_one_owner(self) -> None:
-        """owned_jobs_page gives jobs_page's dicts for one owner plus owner and handover_at."""
+        """
+        owned_jobs_page gives jobs_page's dicts for one owner plus owner,
+        handover_at and active_since; owned_jobs_of gives the same for chosen jobs.
+        """
         store = self.seeded(1, 2)
         self.ok(store, "create_jobs", jobs=jobs_named("j", 7))
         self.ok(store, "assign_jobs", moves=[["j004", 2]], handover_at=T1)
@@ -318,7 +321,9 @@ class OwnershipReadTests(StateCase):
         for public in every:
             owner, handover_at = self.result(store.ownership_of([public["uuid"]]))[public["uuid"]]
             if owner == 2:
-                expected.append(dict(public, owner=owner, handover_at=handover_at))
+                expected.append(
+                    dict(public, owner=owner, handover_at=handover_at, active_since=None)
+                )
         pages, after = [], None
         while True:
             page = self.result(store.owned_jobs_page(2, after, 2))
@@ -330,6 +335,33 @@ class OwnershipReadTests(StateCase):
         self.assertEqual([j["uuid"] for j in pages], ["j001", "j003", "j004", "j005"])
         self.assertEqual(pages[2]["handover_at"], T1)
         self.assertEqual(self.result(store.owned_jobs_page(None)), [])
+        chosen = self.result(store.owned_jobs_of(2, ["j000", "j004", "j005", "gone"]))
+        self.assertEqual(chosen, [j for j in expected if j["uuid"] in ("j004", "j005")])
+
+    def test_active_since_moves_on_resume_and_reschedule_only(self) -> None:
+        """
+        A job's active_since is set when it is resumed or its schedule
+        changes, and left alone by a change of its data or name.
+        """
+        store = self.seeded(1)
+        self.ok(store, "create_jobs", jobs=jobs_named("j", 1))
+
+        def since() -> object:
+            (job,) = self.result(store.owned_jobs_of(1, ["j000"]))
+            return job["active_since"]
+
+        self.assertIsNone(since())
+        later = "2026-01-01T00:00:05.000Z"
+        self.ok(store, "update_job", uuid="j000", changes={"data": {"x": 1}}, updated_at=later)
+        self.assertIsNone(since())
+        self.ok(store, "update_job", uuid="j000", changes={"paused": True}, updated_at=later)
+        self.assertIsNone(since())
+        resumed = "2026-01-01T00:00:09.000Z"
+        self.ok(store, "update_job", uuid="j000", changes={"paused": False}, updated_at=resumed)
+        self.assertEqual(since(), resumed)
+        changed = "2026-01-01T00:00:12.000Z"
+        self.ok(store, "update_job", uuid="j000", changes={"spec": "@every 5s"}, updated_at=changed)
+        self.assertEqual(since(), changed)
 
 
 class DeterminismTests(StateCase):

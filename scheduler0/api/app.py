@@ -310,7 +310,13 @@ class SchedulerAPI:
             self._check_rate(principal)
             query = _parse_query(route, request)
             call = Call(request, principal, query, path, self.max_body_bytes, self.max_json_depth)
-            if query.get("consistency") == "linearizable" and self.read_barrier is not None:
+            if self.read_barrier is not None and (
+                query.get("consistency") == "linearizable"
+                or (route.method != "GET" and self.cluster is not None)
+            ):
+                # A write decides from what is stored (does the job exist,
+                # is this a change at all): in a cluster it must see every
+                # acknowledged write first, like a linearizable read.
                 await _maybe(self.read_barrier())
             result = await getattr(self, route.handler)(call)
             if route.handler == "openapi_document":
@@ -808,6 +814,7 @@ class SchedulerAPI:
                     {"cascade": f"project has {count} jobs"},
                 )
         value = await self._propose("delete_project", {"uuid": project["uuid"], "cascade": cascade})
+        await self._everywhere()
         return value if isinstance(value, dict) else {"uuid": project["uuid"], "deleted_jobs": []}
 
     # -- jobs --------------------------------------------------------------
@@ -946,11 +953,22 @@ class SchedulerAPI:
         value = await self._propose(
             "update_job", {"uuid": job["uuid"], "changes": changes, "updated_at": updated_at}
         )
+        await self._everywhere()
         return await self._present_job(_prefer(value, {**job, **changes, "updated_at": updated_at}))
+
+    async def _everywhere(self) -> None:
+        """
+        In a cluster, answer a change to what fires (pause, delete, a new
+        schedule) only once the job's owner follows it: every node that
+        answers has applied it, and one that does not has lost its lease.
+        """
+        if self.cluster is not None:
+            await self.cluster.wait_members_applied(self.cluster.change_settle_s)
 
     async def delete_job(self, call: Call) -> dict:
         job = await self._job_or_404(call.path["uuid"])
         value = await self._propose("delete_job", {"uuid": job["uuid"]})
+        await self._everywhere()
         return value if isinstance(value, dict) else {"uuid": job["uuid"]}
 
     async def run_job(self, call: Call) -> tuple[int, Any]:

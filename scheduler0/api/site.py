@@ -31,19 +31,32 @@ class BodyLimitedRequest(server.Request):
     """A L{server.Request} whose body may be at most C{max_body_bytes} long."""
 
     max_body_bytes: int = 4 * 1024 * 1024
+    # A peer's forwarded write carries the client's body plus the ids and
+    # timestamps the API added (a 10,000-job array grows by about 3 MB).
+    peer_max_body_bytes: int = 2 * 4 * 1024 * 1024 + 8 * 1024 * 1024
     _body_too_large: bool = False
     _body_received: int = 0
+    _limit: int | None = None
+
+    def _body_limit(self) -> int:
+        if self._limit is None:
+            # The request line is parsed by now; the Request learns its
+            # path only once the body is in, so ask the channel.
+            path = getattr(self.channel, "_path", b"") or b""
+            peer = isinstance(path, bytes) and path.startswith(b"/peer/")
+            self._limit = self.peer_max_body_bytes if peer else self.max_body_bytes
+        return self._limit
 
     def gotLength(self, length: int | None) -> None:
         super().gotLength(length)
-        if length is not None and length > self.max_body_bytes:
+        if length is not None and length > self._body_limit():
             self._body_too_large = True
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._body_too_large:
             return
         self._body_received += len(data)
-        if self._body_received > self.max_body_bytes:
+        if self._body_received > self._body_limit():
             self._body_too_large = True
             self.content.seek(0)
             self.content.truncate()
@@ -54,10 +67,11 @@ class BodyLimitedRequest(server.Request):
         if not self._body_too_large:
             super().process()
             return
+        limit = self._body_limit()
         error = APIError(
             413,
-            f"body: larger than the limit of {self.max_body_bytes} bytes",
-            {"body": f"larger than {self.max_body_bytes} bytes"},
+            f"body: larger than the limit of {limit} bytes",
+            {"body": f"larger than {limit} bytes"},
         )
         self.setResponseCode(413)
         self.setHeader(b"content-type", b"application/json")
@@ -69,7 +83,12 @@ class BodyLimitedRequest(server.Request):
 def body_limited_request(max_body_bytes: int) -> type[BodyLimitedRequest]:
     """A request class for C{Site(requestFactory=...)} with this body limit."""
     return type(
-        "BodyLimitedRequest", (BodyLimitedRequest,), {"max_body_bytes": int(max_body_bytes)}
+        "BodyLimitedRequest",
+        (BodyLimitedRequest,),
+        {
+            "max_body_bytes": int(max_body_bytes),
+            "peer_max_body_bytes": 2 * int(max_body_bytes) + 8 * 1024 * 1024,
+        },
     )
 
 

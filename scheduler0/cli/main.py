@@ -610,11 +610,19 @@ def format_status(
     ):
         members = cluster["members"]
         fields: tuple[str, ...] = (
-            "node_id", "role", "address", "reachable", "term", "commit_index",
-            "applied_index", "lease_valid", "owned_jobs",
+            "node_id",
+            "role",
+            "address",
+            "reachable",
+            "term",
+            "commit_index",
+            "applied_index",
+            "lease_valid",
+            "owned_jobs",
         )
-        rows = [["NODE", "ROLE", "ADDRESS", "REACHABLE", "TERM", "COMMIT", "APPLIED",
-                 "LEASE", "JOBS"]]
+        rows = [
+            ["NODE", "ROLE", "ADDRESS", "REACHABLE", "TERM", "COMMIT", "APPLIED", "LEASE", "JOBS"]
+        ]
     else:
         members = data.get("members") or []
         fields = ("node_id", "role", "address", "raft_address", "last_contact")

@@ -40,6 +40,12 @@ LEASE_MARGIN_S = 0.25
 LEADER_RENEW_S = 0.1
 
 
+# Applied changes after which a node must catch up before it fires again.
+_FIRING_CHANGES = frozenset(
+    ("assign_jobs", "remove_member", "update_job", "delete_job", "delete_project")
+)
+
+
 def raft_settings(config: Any) -> RaftSettings:
     """The core's tunables from config (milliseconds turned into ticks)."""
     heartbeat = max(1, round(config.raft_heartbeat_interval_ms / 1000 / TICK_S))
@@ -96,10 +102,11 @@ class ClusterNode:
     _last_follower_renewal: float = float("-inf")
     # (node id, term) of the last leader this node followed.
     _previous_leader: tuple[int, int] | None = None
-    # The latest log index that moved jobs, and this leader's first commit:
-    # a node must have applied both before it is granted a lease.
-    _last_move_index: int = 0
+    # The latest log index that changed what fires, and this leader's first
+    # entry: a node must have applied both before it uses a lease.
+    _last_change_index: int = 0
     _term_start_index: int = 0
+    _lease_requires: int = 0
 
     @classmethod
     def open(
@@ -322,8 +329,19 @@ class ClusterNode:
     # -- leases ------------------------------------------------------------------
 
     def lease_valid(self) -> bool:
-        """May this node fire now? (Its lease, from the current leader or its own, runs.)"""
-        return self.monotonic() < self._lease_until
+        """
+        May this node fire now? Its lease (from the current leader, or its
+        own) runs, and it has applied what the lease was granted against.
+        """
+        return (
+            self.monotonic() < self._lease_until
+            and self.driver.applied_index >= self._lease_requires
+        )
+
+    @property
+    def change_settle_s(self) -> float:
+        """How long a change to what fires waits for every node to follow it, at most."""
+        return self.lease_s + LEASE_MARGIN_S
 
     @property
     def leader_lease_s(self) -> float:
@@ -395,6 +413,7 @@ class ClusterNode:
             if answer.get("granted"):
                 # Counted from when the request left, not when the answer came.
                 self._lease_until = max(self._lease_until, now + float(answer["lease_s"]))
+                self._lease_requires = max(self._lease_requires, int(answer.get("must_apply", 0)))
 
         d.addCallbacks(granted, lambda f: None)
 
@@ -409,14 +428,16 @@ class ClusterNode:
             return {"granted": False, "leader_id": self.leader_id}
         if node_id not in self.member_ids():
             return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}
-        fresh = max(self._term_start_index, self._last_move_index)
-        if applied_index < fresh:
-            # It has yet to learn of jobs moved off it (a restarted node
-            # reads who owns what from its own, older, copy): no firing
-            # until it has.
-            return {"granted": False, "leader_id": self.leader_id, "reason": "behind"}
         self._grants[node_id] = {"at": self.monotonic(), "paused": paused}
-        return {"granted": True, "lease_s": self.lease_s, "term": self.core.term}
+        return {
+            "granted": True,
+            "lease_s": self.lease_s,
+            "term": self.core.term,
+            # The node may use the lease only once it has applied every
+            # change to what fires that this leader knows of (a node back
+            # from a crash or partition would fire from an older copy).
+            "must_apply": max(self._term_start_index, self._last_change_index),
+        }
 
     def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
         """
@@ -636,8 +657,8 @@ class ClusterNode:
         if command.op == "set_members":
             self._learn_addresses(list(command.args.get("members") or ()))
             return
-        if command.op in ("assign_jobs", "remove_member"):
-            self._last_move_index = max(self._last_move_index, self.raft.applying_index)
+        if command.op in _FIRING_CHANGES:
+            self._last_change_index = max(self._last_change_index, self.raft.applying_index)
         if command.op == "remove_member":
             node_id = command.args.get("node_id")
             if node_id in self._raft_addresses and node_id != self.config.node_id:

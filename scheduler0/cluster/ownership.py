@@ -63,13 +63,4 @@ class Ownership:
     async def _owned_jobs(self, job_uuids: list[str]) -> list[dict]:
         if not job_uuids:
             return []
-        owners = await self.state.ownership_of(job_uuids)
-        mine = [u for u in job_uuids if owners.get(u, (None, None))[0] == self.node_id]
-        if not mine:
-            return []
-        jobs = await self.state.get_jobs(mine)
-        out = []
-        for job in jobs:
-            owner, handover_at = owners[job["uuid"]]
-            out.append(dict(job, handover_at=handover_at))
-        return out
+        return list(await self.state.owned_jobs_of(self.node_id, job_uuids))

@@ -771,9 +771,7 @@ class RaftNode:
             # The voter set came from configuration (Bootstrap), not from the
             # log: write it down, so nodes that started without one (joining
             # later, or not bootstrapping) learn it from the log.
-            self._append(
-                Entry(self.term, self.last_index + 1, CONFIG, encode_config(self.config))
-            )
+            self._append(Entry(self.term, self.last_index + 1, CONFIG, encode_config(self.config)))
 
     def _sync_progress(self) -> None:
         members = self.config.members() - {self.node_id}

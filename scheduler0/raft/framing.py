@@ -120,9 +120,7 @@ class FrameDecoder:
             if length == 0:
                 raise FrameError("frame length 0 is malformed")
             if length > self.max_frame:
-                raise FrameTooLarge(
-                    f"frame length {length} exceeds max_frame={self.max_frame}"
-                )
+                raise FrameTooLarge(f"frame length {length} exceeds max_frame={self.max_frame}")
             end = position + HEADER_SIZE + length
             if end > available:
                 break

@@ -73,6 +73,7 @@ _TRANSPORT_BUFFER = 64 * 1024
 
 _CONNECTION_DONE = Failure(ConnectionDone())
 
+
 class IRaftTransport(Interface):
     """Moves opaque Raft messages between cluster nodes."""
 

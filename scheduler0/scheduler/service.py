@@ -515,7 +515,14 @@ class SchedulerService(Service):
         """
         # Stored instants all have the one fixed-width form, in which text
         # order is time order; anything else is compared as instants.
-        created, updated = job["created_at"], job["updated_at"]
+        created = job["created_at"]
+        # A job that is owned (in a cluster) says when it last began to fire
+        # as it is now; a change to anything else (its data, its name) must
+        # not cancel the slots still owed. On one node the floor stays the
+        # last change: its catch-up happens before any change can be made.
+        updated = job.get("active_since") or (
+            created if "active_since" in job else job["updated_at"]
+        )
         latest = updated if updated > created else created
         if last_slot is not None and last_slot > latest:
             latest = last_slot

@@ -72,7 +72,8 @@ _SCHEMA = (
         updated_at TEXT NOT NULL,
         anchor_at TEXT NOT NULL,
         owner INTEGER,
-        handover_at TEXT)""",
+        handover_at TEXT,
+        active_since TEXT)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, uuid)",
     "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_uuid, created_at, uuid)",
     "CREATE INDEX IF NOT EXISTS jobs_by_paused ON jobs (paused, created_at, uuid)",
@@ -132,7 +133,13 @@ _OWNER_LOADS = """CREATE TABLE IF NOT EXISTS owner_loads (
     node_id INTEGER PRIMARY KEY,
     jobs INTEGER NOT NULL)"""
 # Columns added to tables of older files, and what needs them (after L{_SCHEMA}).
-_ADDED_COLUMNS = (("jobs", "owner", "INTEGER"), ("jobs", "handover_at", "TEXT"))
+_ADDED_COLUMNS = (
+    ("jobs", "owner", "INTEGER"),
+    ("jobs", "handover_at", "TEXT"),
+    # When the job last began to fire as it is now (resumed, or its schedule
+    # changed; NULL: since it was created). Slots before it are never owed.
+    ("jobs", "active_since", "TEXT"),
+)
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
     "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, uuid)",
@@ -636,6 +643,11 @@ def _update_job(txn: Any, args: Mapping) -> Any:
     assignments = ", ".join(f"{column} = ?" for column in JOB_COLUMNS[1:])
     new_row = tuple(values[column] for column in JOB_COLUMNS)
     txn.execute(f"UPDATE jobs SET {assignments} WHERE uuid = ?", new_row[1:] + (uuid,))
+    old = dict(zip(JOB_COLUMNS, row, strict=True))
+    resumed = bool(old["paused"]) and not bool(values["paused"])
+    rescheduled = any(old[f] != values[f] for f in ("spec", "timezone", "anchor_at"))
+    if resumed or rescheduled:
+        txn.execute("UPDATE jobs SET active_since = ? WHERE uuid = ?", (updated_at, uuid))
     return _job(new_row)
 
 
@@ -1271,12 +1283,35 @@ class StateStore:
 
         return self.pool.runInteraction(read)
 
+    def owned_jobs_of(self, node_id: int, uuids: list) -> Deferred:
+        """The jobs among C{uuids} that C{node_id} owns, shaped as L{owned_jobs_page}'s."""
+        wanted = list(uuids)
+
+        def read(txn: Any) -> list[dict]:
+            jobs = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for row in _all(
+                    txn,
+                    f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs"
+                    f" WHERE uuid IN ({marks}) AND owner = ?",
+                    (*chunk, node_id),
+                ):
+                    job = _job(row[:-3])
+                    job["owner"], job["handover_at"], job["active_since"] = row[-3:]
+                    jobs.append(job)
+            return jobs
+
+        return self.pool.runInteraction(read)
+
     def owned_jobs_page(
         self, node_id: int | None, after: tuple[str, str] | None = None, limit: int = 1000
     ) -> Deferred:
         """
         L{jobs_page} for just the jobs C{node_id} owns (None: the unowned
-        ones), each job with two more keys: C{owner} and C{handover_at}.
+        ones), each job with three more keys: C{owner}, C{handover_at}, and
+        C{active_since} (when it was last resumed or rescheduled, or None).
         """
         try:
             limit, _ = _page(limit, 0)
@@ -1284,7 +1319,7 @@ class StateStore:
             return fail()
         owned = "owner IS NULL" if node_id is None else "owner = ?"
         params: tuple = () if node_id is None else (node_id,)
-        select = f"SELECT {_JOBS}, owner, handover_at FROM jobs WHERE {owned}"
+        select = f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs WHERE {owned}"
         if after is None:
             sql = f"{select} ORDER BY created_at, uuid LIMIT ?"
             params = (*params, limit)
@@ -1295,8 +1330,8 @@ class StateStore:
         def read(txn: Any) -> list[dict]:
             jobs = []
             for row in _all(txn, sql, params):
-                job = _job(row[:-2])
-                job["owner"], job["handover_at"] = row[-2], row[-1]
+                job = _job(row[:-3])
+                job["owner"], job["handover_at"], job["active_since"] = row[-3:]
                 jobs.append(job)
             return jobs
 

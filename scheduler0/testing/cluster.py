@@ -98,7 +98,9 @@ class Cluster:
     C{extra_config} is YAML appended to every node's config and
     C{node_config} maps a node id to YAML appended to that node's only; keys
     the harness writes (NodeId, Host, Port, RaftAddress, Bootstrap, DataDir,
-    Replicas) must not be repeated there.
+    Replicas) must not be repeated there. With C{direct} no proxy is made:
+    every node lists the others at their real ports (for benchmarks, where a
+    proxy would distort the figures), and the fault methods raise.
     """
 
     reactor: Any
@@ -108,6 +110,7 @@ class Cluster:
     bootstrap: Literal["all", "first"] = "all"
     node_config: Mapping[int, str] = attrs.field(factory=dict)
     env: Mapping[str, str] = attrs.field(factory=dict)
+    direct: bool = False
     nodes: list[NodeProcess] = attrs.field(factory=list)
     addresses: dict[int, NodeAddresses] = attrs.field(factory=dict)
     links: dict[tuple[int, int], Link] = attrs.field(factory=dict)
@@ -139,6 +142,7 @@ class Cluster:
 
     def link(self, source: int, target: int) -> Link:
         """The proxies for everything node C{source} dials to node C{target}."""
+        self._require_proxies("link")
         self._check_id(source)
         self._check_id(target)
         if source == target:
@@ -151,6 +155,13 @@ class Cluster:
     def config_path(self, node_id: int) -> str:
         return os.path.join(self.workdir(node_id), "config.yml")
 
+    def _require_proxies(self, what: str) -> None:
+        if self.direct:
+            raise RuntimeError(
+                f"{what}: this cluster was made with direct=True, so its links have no proxy "
+                "to cut, drop or delay; make it with direct=False for fault injection"
+            )
+
     def _check_id(self, node_id: int) -> None:
         if node_id not in self.ids:
             raise ValueError(f"node id: invalid value {node_id!r}; nodes are 1..{self.size}")
@@ -160,9 +171,10 @@ class Cluster:
         own = self.addresses[node_id]
         replicas: list[dict[str, Any]] = []
         for other in self.ids:
-            if other == node_id:
+            if other == node_id or self.direct:
+                real = self.addresses[other]
                 replicas.append(
-                    {"Address": own.address, "RaftAddress": own.raft_address, "NodeId": node_id}
+                    {"Address": real.address, "RaftAddress": real.raft_address, "NodeId": other}
                 )
             else:
                 link = self.links[(node_id, other)]
@@ -201,7 +213,7 @@ class Cluster:
             self.addresses[node_id] = NodeAddresses(node_id, ports[2 * index], ports[2 * index + 1])
         for source in self.ids:
             for target in self.ids:
-                if source == target:
+                if source == target or self.direct:
                     continue
                 real = self.addresses[target]
                 link = Link(
@@ -331,11 +343,13 @@ class Cluster:
 
     def cut(self, source: int, target: int) -> None:
         """Cut everything node C{source} dials to node C{target} (Raft and HTTP)."""
+        self._require_proxies("cut")
         for proxy in self.link(source, target).proxies:
             proxy.cut()
 
     def isolate(self, node_id: int) -> None:
         """Cut every link to and from node C{node_id}."""
+        self._require_proxies("isolate")
         self._check_id(node_id)
         for other in self.ids:
             if other != node_id:
@@ -347,6 +361,7 @@ class Cluster:
         Cut every link between nodes of different groups, both ways; nodes in
         no group are cut off from everyone. Links inside a group are left alone.
         """
+        self._require_proxies("partition")
         group_of: dict[int, int] = {}
         for index, group in enumerate(groups):
             for node_id in group:
@@ -364,6 +379,7 @@ class Cluster:
 
     def heal(self) -> None:
         """Undo every fault on every link."""
+        self._require_proxies("heal")
         for link in self.links.values():
             for proxy in link.proxies:
                 proxy.heal()
