@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -259,6 +259,29 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(3)
         self.assertEqual(one.slots("job-a"), [second(1)])
         self.assertIn(("job-a", "job_moved"), one.executor.cancelled)
+
+    def test_a_pause_takes_effect_while_a_take_over_is_being_read(self) -> None:
+        """
+        A pause applied while the node still reads who owns newly created
+        jobs stops the paused job at once; the change to a job it is still
+        taking up waits for that read.
+        """
+        one = self.node(1)
+        ownership = one.scheduler.ownership
+        reading: Deferred = Deferred()
+        ownership.owned_jobs = lambda uuids: reading
+        self.elapse(1.5)
+        one.apply("create_jobs", {}, [make_job("job-c", at=START + timedelta(seconds=1.2))])
+        one.apply("update_job", {}, dict(self.jobs[0], paused=True))
+        self.elapse(2)
+        self.assertEqual(one.slots("job-a"), [second(1)])
+        job_c = make_job("job-c", at=START + timedelta(seconds=1.2))
+        one.apply("update_job", {}, dict(job_c, data={"n": 9}))
+        reading.callback([dict(job_c, handover_at=None, active_since=None)])
+        self.elapse(1)
+        fired = [d for d in one.executor.submitted if d.job_uuid == "job-c"]
+        self.assertTrue(fired)
+        self.assertEqual(fired[-1].data, {"n": 9})
 
     def test_updates_to_a_job_owned_elsewhere_do_not_start_it_here(self) -> None:
         """An update applied on a node that does not own the job fires nothing there."""

@@ -47,6 +47,8 @@ PREPARE_LEAD_MIN_S = 0.02
 _OWNERSHIP_EVENTS = frozenset(
     ("create_jobs", "assign_jobs", "update_job", "delete_job", "delete_project")
 )
+# Of those, the ones whose handling reads the state (in order, one at a time).
+_READ_OWNERSHIP = frozenset(("create_jobs", "assign_jobs"))
 # How soon a node without a valid lease looks again whether it may fire.
 LEASE_RETRY_S = 0.05
 PREPARE_LEAD_MAX_S = 1.0
@@ -315,12 +317,26 @@ class SchedulerService(Service):
         if not result.get("ok") or not self._running:
             return
         if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
-            # In order, one at a time: some need a read of who owns what.
-            self._events.append((command, result))
-            if not self._events_running:
-                Deferred.fromCoroutine(self._drain_events()).addErrback(
-                    lambda f: log.failure("following a job change failed", f)
-                )
+            if command.op in _READ_OWNERSHIP:
+                # In order, one at a time: these read who owns what now.
+                self._events.append((command, result))
+                if not self._events_running:
+                    Deferred.fromCoroutine(self._drain_events()).addErrback(
+                        lambda f: log.failure("following a job change failed", f)
+                    )
+                return
+            # A pause or delete takes effect at once, even while a take-over
+            # is being read: the take-over reads the state as it is then, so
+            # it cannot bring back what this removed. A change to a job not
+            # held yet waits its turn, in case a take-over read it before.
+            if (
+                command.op == "update_job"
+                and (result.get("value") or {}).get("uuid") not in self._owned
+                and (self._events or self._events_running)
+            ):
+                self._events.append((command, result))
+                return
+            self._cluster_change(command, result)
             return
         self._apply_change(command, result)
 
@@ -349,15 +365,23 @@ class SchedulerService(Service):
             self._arm()
         elif op == "assign_jobs":
             await self._assigned(command.args)
-        elif op == "update_job":
+        else:
+            self._cluster_change(command, result)
+
+    def _cluster_change(self, command: Command, result: dict) -> None:
+        """A change to one of the jobs (update, delete), for the jobs this node owns."""
+        op = command.op
+        value = result.get("value")
+        owned = self._owned
+        if op == "update_job":
             if value["uuid"] in owned:
                 self._apply_change(command, result)
-        else:
-            if op == "delete_job":
-                owned.discard(value["uuid"])
-            elif op == "delete_project":
-                owned.difference_update(value.get("deleted_jobs", ()))
-            self._apply_change(command, result)
+            return
+        if op == "delete_job":
+            owned.discard(value["uuid"])
+        elif op == "delete_project":
+            owned.difference_update(value.get("deleted_jobs", ()))
+        self._apply_change(command, result)
 
     async def _assigned(self, args: Any) -> None:
         """Take up the jobs moved to this node; give up those moved away."""
