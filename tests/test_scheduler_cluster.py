@@ -189,6 +189,25 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
         self.assertEqual(two.slots("job-a"), [second(k) for k in (4, 5, 6)])
 
+    def test_a_pause_stops_a_job_being_handed_over(self) -> None:
+        """
+        A job handed to another node at an instant still fires on the old
+        owner until then, unless it is paused meanwhile (resumed before the
+        instant, its remaining slots are the new owner's to fill).
+        """
+        one = self.node(1)
+        self.elapse(1.5)
+        handover = second(6)
+        self.owners["job-a"] = (2, handover)
+        one.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": handover})
+        self.elapse(1)
+        one.apply("update_job", {}, dict(self.jobs[0], paused=True))
+        self.elapse(2)
+        self.assertEqual(one.slots("job-a"), [second(1), second(2)])
+        one.apply("update_job", {}, dict(self.jobs[0], paused=False, updated_at=second(4.5)))
+        self.elapse(4)
+        self.assertEqual(one.slots("job-a"), [second(1), second(2)])
+
     def test_a_change_of_data_does_not_cancel_owed_slots(self) -> None:
         """
         A job whose data changed after its owner failed is still caught up

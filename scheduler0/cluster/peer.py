@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -177,6 +177,9 @@ class PeerAPI:
             status, code, message = 409, "not_leader", str(e)
         except (ProposalTimeout, StoreUnavailable) as e:
             status, code, message = 503, "unavailable", str(e)
+        except CancelledError:
+            # The asking node gave up (its timeout) and closed the connection.
+            return b""
         except Exception:
             log.failure("a peer request failed", Failure())
             status, code, message = 500, "internal", "internal error"

@@ -329,9 +329,11 @@ class SchedulerService(Service):
             # is being read: the take-over reads the state as it is then, so
             # it cannot bring back what this removed. A change to a job not
             # held yet waits its turn, in case a take-over read it before.
+            job_uuid = (result.get("value") or {}).get("uuid")
             if (
                 command.op == "update_job"
-                and (result.get("value") or {}).get("uuid") not in self._owned
+                and job_uuid not in self._owned
+                and job_uuid not in self._entries
                 and (self._events or self._events_running)
             ):
                 self._events.append((command, result))
@@ -374,8 +376,18 @@ class SchedulerService(Service):
         value = result.get("value")
         owned = self._owned
         if op == "update_job":
-            if value["uuid"] in owned:
+            job_uuid = value["uuid"]
+            if job_uuid in owned:
                 self._apply_change(command, result)
+                return
+            handing_over = self._entries.get(job_uuid)
+            if handing_over is not None and handing_over.until is not None:
+                # Moved to another node but still fired here until the
+                # handover instant: a pause or change applies here too.
+                self._apply_change(command, result)
+                entry = self._entries.get(job_uuid)
+                if entry is not None:
+                    entry.until = handing_over.until
             return
         if op == "delete_job":
             owned.discard(value["uuid"])
