@@ -623,32 +623,37 @@ class ClusterNode:
 
     async def wait_members_applied(self, timeout: float) -> list[int]:
         """
-        Wait, at most C{timeout} seconds, until every member that answers has
-        applied what this node has (an archived credential is then refused
-        everywhere before the archive is acknowledged). Returns the members
-        that did not answer: cut off from the leader, they serve no
-        linearizable request.
+        Wait until every member has applied what this node has, or
+        C{timeout} seconds have passed; return the members that had not.
+
+        Used before acknowledging a change to what fires (with timeout one
+        lease): a member that has not applied it by then cannot fire from
+        the older state any more, since its lease ran out and a new one is
+        only usable once it has applied the change.
         """
         from twisted.internet.defer import gatherResults
 
         index = self.driver.applied_index
         deadline = self.reactor.seconds() + timeout
         pending = sorted(self.member_ids() - {self.config.node_id})
-        silent: list[int] = []
-        while pending and self.reactor.seconds() < deadline:
+        while pending:
+            remaining = deadline - self.reactor.seconds()
+            if remaining <= 0:
+                break
             answers = await gatherResults(
-                [self.peers.status(m, 0.5).addErrback(lambda f: None) for m in pending]
+                [
+                    self.peers.status(m, min(0.5, remaining)).addErrback(lambda f: None)
+                    for m in pending
+                ]
             )
-            behind = []
-            for member, status in zip(pending, answers, strict=True):
-                if status is None:
-                    silent.append(member)
-                elif int(status.get("applied_index") or 0) < index:
-                    behind.append(member)
-            pending = behind
+            pending = [
+                member
+                for member, status in zip(pending, answers, strict=True)
+                if status is None or int(status.get("applied_index") or 0) < index
+            ]
             if pending:
-                await _later(self.reactor, 0.02)
-        return silent + pending
+                await _later(self.reactor, min(0.02, max(0.0, deadline - self.reactor.seconds())))
+        return pending
 
     def on_applied(self, command: Command, result: dict) -> None:
         """Follow member changes; forget local records once the cluster committed them."""
