@@ -1,0 +1,148 @@
+"""
+Unit tests of the leases in scheduler0.cluster.node, on task.Clock with a
+fake Raft core, driver and peer client: when a node may fire, what a
+leader grants, and when it may take a silent node's jobs.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from scheduler0.cluster.node import LEADER_RENEW_S, LEASE_MARGIN_S, ClusterNode
+from scheduler0.raft.core import FOLLOWER, LEADER, RaftSettings
+from scheduler0.raft.messages import ClusterConfig
+
+
+@attrs.define
+class FakeCore:
+    role: str = FOLLOWER
+    term: int = 1
+    leader_id: str = ""
+    last_index: int = 0
+    commit: int = 0
+    settings: RaftSettings = RaftSettings(election_ticks=10, heartbeat_ticks=1)
+    config: ClusterConfig = ClusterConfig(frozenset({"1", "2", "3"}))
+
+
+@attrs.define
+class FakeDriver:
+    applied_index: int = 0
+    barriers: list[Deferred] = attrs.field(factory=list)
+
+    def read_barrier(self) -> Deferred:
+        d: Deferred = Deferred()
+        self.barriers.append(d)
+        return d
+
+
+@attrs.define
+class FakePeers:
+    requests: list[tuple[int, dict, Deferred]] = attrs.field(factory=list)
+
+    def lease(self, node_id: int, request: dict, timeout: float) -> Deferred:
+        d: Deferred = Deferred()
+        self.requests.append((node_id, request, d))
+        return d
+
+
+@attrs.frozen
+class Config:
+    node_id: int = 1
+
+
+class LeaseTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.core = FakeCore()
+        self.driver = FakeDriver()
+        self.peers = FakePeers()
+        self.node = ClusterNode(
+            self.clock,
+            Config(),
+            state=None,
+            admin=None,
+            storage=None,
+            core=self.core,  # type: ignore[arg-type]
+            raft=None,  # type: ignore[arg-type]
+            driver=self.driver,  # type: ignore[arg-type]
+            transport=None,
+            peers=self.peers,  # type: ignore[arg-type]
+            lease_s=1.0,
+            monotonic=self.clock.seconds,
+        )
+
+    def test_a_follower_fires_only_after_applying_what_its_lease_needs(self) -> None:
+        """
+        A granted lease runs from when the request left, and is usable only
+        once the node applied the index the leader named.
+        """
+        self.core.leader_id = "2"
+        self.node._renew_lease()
+        ((leader, request, answer),) = self.peers.requests
+        self.assertEqual((leader, request["node_id"]), (2, 1))
+        self.clock.advance(0.2)
+        answer.callback({"granted": True, "lease_s": 1.0, "must_apply": 7})
+        self.assertFalse(self.node.lease_valid())
+        self.driver.applied_index = 7
+        self.assertTrue(self.node.lease_valid())
+        self.clock.advance(0.79)
+        self.assertTrue(self.node.lease_valid())
+        self.clock.advance(0.02)
+        self.assertFalse(self.node.lease_valid())
+
+    def test_a_leader_lease_rests_on_a_heartbeat_round(self) -> None:
+        """A leader may fire for election_ticks - 2 ticks after a round a majority answered."""
+        self.core.role, self.core.leader_id = LEADER, "1"
+        self.node._renew_lease()
+        (barrier,) = self.driver.barriers
+        self.assertFalse(self.node.lease_valid())
+        self.clock.advance(0.05)
+        barrier.callback(3)
+        self.assertTrue(self.node.lease_valid())
+        self.clock.advance(self.node.leader_lease_s - 0.06)
+        self.assertTrue(self.node.lease_valid())
+        self.clock.advance(0.02)
+        self.assertFalse(self.node.lease_valid())
+
+    def test_a_leader_grants_only_while_its_own_lease_runs_and_to_members(self) -> None:
+        """Without its own lease a leader grants nothing; it never grants to a non-member."""
+        self.core.role, self.core.leader_id = LEADER, "1"
+        self.assertFalse(self.node.grant_lease(2, False, 0)["granted"])
+        self.node._renew_lease()
+        self.driver.barriers[0].callback(1)
+        answer = self.node.grant_lease(2, False, 0)
+        self.assertTrue(answer["granted"])
+        self.assertEqual(answer["lease_s"], 1.0)
+        self.assertFalse(self.node.grant_lease(9, False, 0)["granted"])
+
+    def test_silent_nodes_are_gone_only_after_a_lease(self) -> None:
+        """
+        A new leader may take the jobs of the leader of the term just
+        before at once, but another silent node's only once a lease (and a
+        margin) has passed since it took over; a node it heard from is live.
+        """
+        self.core.leader_id = "3"
+        self.node._noticed_leadership()
+        self.core.role, self.core.leader_id, self.core.term = LEADER, "1", 2
+        self.node._renew_lease()
+        self.driver.barriers[0].callback(1)
+        self.node.grant_lease(2, True, 0)
+        live, gone = self.node.live_nodes()
+        self.assertEqual(live, {1: False, 2: True})
+        self.assertEqual((gone(3), gone(2), gone(None), gone(4)), (True, False, True, False))
+        self.clock.advance(1.0 + LEASE_MARGIN_S + 0.01)
+        live, gone = self.node.live_nodes()
+        self.assertEqual(live, {})
+        self.assertEqual((gone(2), gone(4)), (True, True))
+
+    def test_renewals_run_on_their_timers(self) -> None:
+        """A follower asks for its lease every LEASE_RENEW_S, not on every leader tick."""
+        self.core.leader_id = "2"
+        for _ in range(5):
+            self.node._renew_lease()
+            self.clock.advance(LEADER_RENEW_S)
+        self.assertEqual(len(self.peers.requests), 2)
+        return succeed(None)
