@@ -302,6 +302,22 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.assertTrue(fired)
         self.assertEqual(fired[-1].data, {"n": 9})
 
+    def test_a_job_moved_away_stops_even_while_a_take_over_is_being_read(self) -> None:
+        """
+        Jobs moved off a node stop the moment the move is applied, though a
+        take-over read before it is still pending (a node back from a
+        partition may fire again as soon as it has applied the move).
+        """
+        one = self.node(1)
+        reading: Deferred = Deferred()
+        one.scheduler.ownership.owned_jobs = lambda uuids: reading
+        self.elapse(1.5)
+        one.apply("create_jobs", {}, [make_job("job-c", at=START + timedelta(seconds=1.2))])
+        self.owners["job-a"] = (2, None)
+        one.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        self.elapse(3)
+        self.assertEqual(one.slots("job-a"), [second(1)])
+
     def test_updates_to_a_job_owned_elsewhere_do_not_start_it_here(self) -> None:
         """An update applied on a node that does not own the job fires nothing there."""
         one = self.node(1)

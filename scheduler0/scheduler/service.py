@@ -317,6 +317,11 @@ class SchedulerService(Service):
         if not result.get("ok") or not self._running:
             return
         if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
+            if command.op == "assign_jobs":
+                # Jobs moved off this node stop here at once: the node may
+                # fire again as soon as it has applied this entry, before
+                # the take-over of jobs moved to it has been read.
+                self._given_up(command.args)
             if command.op in _READ_OWNERSHIP:
                 # In order, one at a time: these read who owns what now.
                 self._events.append((command, result))
@@ -395,27 +400,32 @@ class SchedulerService(Service):
             owned.difference_update(value.get("deleted_jobs", ()))
         self._apply_change(command, result)
 
-    async def _assigned(self, args: Any) -> None:
-        """Take up the jobs moved to this node; give up those moved away."""
+    def _given_up(self, args: Any) -> None:
+        """Stop the jobs an assign_jobs moved off this node (at once, or at the handover)."""
         me = self.node_id
         handover = args.get("handover_at")
         until = parse_instant(handover) if handover else None
-        mine = []
         for job_uuid, node in args.get("moves") or ():
-            if node == me:
-                mine.append(job_uuid)
-            elif job_uuid in self._owned:
-                self._owned.discard(job_uuid)
-                entry = self._entries.get(job_uuid)
-                if entry is None:
-                    continue
-                if until is not None:
-                    # Planned: keep firing until the new owner starts.
-                    entry.until = until
-                else:
-                    # The leader judged this node gone: its lease has lapsed.
-                    self._remove(job_uuid)
-                    self.executor.cancel_job(job_uuid, "job_moved")
+            if node == me or job_uuid not in self._owned:
+                continue
+            self._owned.discard(job_uuid)
+            entry = self._entries.get(job_uuid)
+            if entry is None:
+                continue
+            if until is not None:
+                # Planned: keep firing until the new owner starts.
+                entry.until = until
+            else:
+                # The leader judged this node gone: its lease has lapsed.
+                self._remove(job_uuid)
+                self.executor.cancel_job(job_uuid, "job_moved")
+
+    async def _assigned(self, args: Any) -> None:
+        """Take up the jobs moved to this node (those moved away were given up on apply)."""
+        me = self.node_id
+        handover = args.get("handover_at")
+        until = parse_instant(handover) if handover else None
+        mine = [job_uuid for job_uuid, node in args.get("moves") or () if node == me]
         if mine:
             jobs = await self.ownership.owned_jobs(mine)
             last_slots = await self.ownership.last_slots_of([job["uuid"] for job in jobs])
