@@ -273,6 +273,11 @@ class ClusterEndToEndTests(ClusterTestCase):
             "POST", old, "/projects", json={"name": "minority", "description": ""}
         )
         self.assertEqual(code, 503, body)
+        response = await self.http.get(self.url(old, "/projects"), headers=self.headers, timeout=10)
+        self.assertEqual(response.code, 503)
+        self.assertTrue(response.headers.getRawHeaders("retry-after"))
+        code, body = await self.call("GET", old, "/projects?consistency=stale")
+        self.assertEqual(code, 200, body)
         others = [n for n in self.cluster.ids if n != old]
         new_leader = await self.cluster.wait_leader(30, among=others)
         health = await self.wait_health(
