@@ -40,6 +40,8 @@ class FakeNode:
     peers: Any = None
     index: int = 1000
     proposed: list[Command] = attrs.field(factory=list)
+    moving_off: set[int] = attrs.field(factory=set)
+    moving_while_proposing: list[set[int]] = attrs.field(factory=list)
 
     def tenure(self) -> float:
         return self.node_tenure
@@ -61,6 +63,7 @@ class FakeNode:
 
     def propose(self, command: Command) -> Deferred:
         self.proposed.append(command)
+        self.moving_while_proposing.append(set(self.moving_off))
         self.index += 1
         return self.state.apply(self.index, command)
 
@@ -161,6 +164,9 @@ class LeaderDutiesTests(TestCase):
         self.assertIsNone(command.args["handover_at"])
         self.assertEqual({owner for _, owner in command.args["moves"]}, {1, 2})
         self.assertEqual(await self.state.owner_counts(), {1: 5, 2: 4})
+        # While the move was being committed node 3 could get no lease.
+        self.assertEqual(self.node.moving_while_proposing[-1], {3})
+        self.assertEqual(self.node.moving_off, set())
 
     async def test_a_silent_node_keeps_its_jobs_while_its_lease_may_run(self) -> None:
         """Not heard from, but not surely gone: nothing moves, not even to rebalance."""

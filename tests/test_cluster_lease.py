@@ -117,6 +117,8 @@ class LeaseTests(SynchronousTestCase):
         self.assertTrue(answer["granted"])
         self.assertEqual(answer["lease_s"], 1.0)
         self.assertFalse(self.node.grant_lease(9, False, 0)["granted"])
+        self.node.moving_off.add(3)
+        self.assertFalse(self.node.grant_lease(3, False, 0)["granted"])
 
     def test_silent_nodes_are_gone_only_after_a_lease(self) -> None:
         """

@@ -195,7 +195,14 @@ class LeaderDuties:
         moves = plan_moves(counts, healthy, orphans, MOVE_BATCH)
         if moves:
             self._dirty = True
-            await self._move(moves, None)
+            gone_owners = {owner for owner in orphans if owner is not None}
+            # Until the move is applied (and so part of what a lease must
+            # have applied), a gone owner that comes back gets no lease.
+            node.moving_off.update(gone_owners)
+            try:
+                await self._move(moves, None)
+            finally:
+                node.moving_off.difference_update(gone_owners)
             return
         # Alive but paused or not eligible, or simply more than its share:
         # handed over at an instant one lease from now, so the old owner

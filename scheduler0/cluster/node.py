@@ -107,6 +107,8 @@ class ClusterNode:
     _last_change_index: int = 0
     _term_start_index: int = 0
     _lease_requires: int = 0
+    #: Nodes whose jobs the leader is moving away right now (no lease for them).
+    moving_off: set[int] = attrs.field(factory=set)
 
     @classmethod
     def open(
@@ -428,6 +430,10 @@ class ClusterNode:
             return {"granted": False, "leader_id": self.leader_id}
         if node_id not in self.member_ids():
             return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}
+        if node_id in self.moving_off:
+            # Judged gone, its jobs are being moved: a lease now would let it
+            # fire them beside the new owners until it applies the move.
+            return {"granted": False, "leader_id": self.leader_id, "reason": "jobs moving"}
         self._grants[node_id] = {"at": self.monotonic(), "paused": paused}
         return {
             "granted": True,
