@@ -245,6 +245,7 @@ class NodeService(MultiService):
             paused=lambda: guard.paused,
             sign=signer.sign,
             max_response_bytes=config.max_callback_response_bytes,
+            node_id=config.node_id,
         )
         scheduler = SchedulerService(
             self.reactor,

@@ -310,6 +310,18 @@ class HeaderTests(SynchronousTestCase):
             first.headers["X-Scheduler0-Delivery"], second.headers["X-Scheduler0-Delivery"]
         )
 
+    def test_node_header_names_the_sending_node(self) -> None:
+        """With a node id set, every POST says which node sent it; without, nothing is added."""
+        h = Harness()
+        h.executor.node_id = 7
+        h.submit(delivery(1))
+        h.turn()
+        self.assertEqual(h.client.requests[0].headers["X-Scheduler0-Node"], "7")
+        plain = Harness()
+        plain.submit(delivery(1))
+        plain.turn()
+        self.assertNotIn("X-Scheduler0-Node", plain.client.requests[0].headers)
+
     def test_sign_hook_adds_headers(self) -> None:
         """The sign hook sees the exact body and deliveries and its headers are sent."""
         seen: list[tuple[bytes, list[str]]] = []

@@ -333,6 +333,8 @@ class HTTPExecutor:
     paused: Callable[[], bool] = lambda: False
     sign: Callable[[bytes, list[Delivery]], dict[str, str]] | None = None
     max_response_bytes: int = 65536
+    # Sent as X-Scheduler0-Node, so a receiver can tell which node fired.
+    node_id: int | None = None
 
     _queues: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False)
     _queue_bytes: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -623,6 +625,8 @@ class HTTPExecutor:
             "x-payload-chunk-id": str(chunk_id),
             "X-Scheduler0-Delivery": str(uuidlib.uuid4()),
         }
+        if self.node_id is not None:
+            headers["X-Scheduler0-Node"] = str(self.node_id)
         if self.sign is not None:
             try:
                 headers.update(self.sign(body, [item.delivery for item in chunk]))

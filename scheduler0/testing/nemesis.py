@@ -135,6 +135,8 @@ class Delivery:
     scheduled_at: float
     arrived_at: float
     attempt: int = 1
+    #: The node that sent it (its X-Scheduler0-Node header), 0 when unknown.
+    node: int = 0
 
 
 @attrs.frozen
@@ -359,6 +361,8 @@ class Duplicate:
     arrivals: tuple[float, ...]
     attempts: tuple[int, ...]
     in_fault: bool
+    #: The node each arrival came from (0: unknown), in arrival order.
+    nodes: tuple[int, ...] = ()
 
 
 def find_duplicates(
@@ -392,6 +396,7 @@ def find_duplicates(
                 tuple(d.arrived_at for d in group),
                 tuple(d.attempt for d in group),
                 in_fault,
+                tuple(d.node for d in group),
             )
         )
     for (job_uuid, scheduled_at), ids in ids_by_slot.items():
@@ -1282,6 +1287,7 @@ class NemesisRun:
                         parse_instant(item["scheduled_at"]).timestamp(),
                         arrival.at,
                         int(item.get("attempt") or 1),
+                        int(arrival.headers.get("x-scheduler0-node") or 0),
                     )
                 )
             except (KeyError, TypeError, ValueError):
