@@ -318,6 +318,36 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(3)
         self.assertEqual(one.slots("job-a"), [second(1)])
 
+    def test_a_take_over_read_before_the_job_moved_on_does_not_start_it(self) -> None:
+        """
+        A take-over whose read still showed the job as this node's, when a
+        later move took it elsewhere before the read came back, does not
+        fire it (the other node does); moved on at an instant, it fires only
+        until then.
+        """
+        two = self.node(2)
+        reading: list[Deferred] = []
+
+        def owned_jobs(uuids: list[str]) -> Deferred:
+            d: Deferred = Deferred()
+            reading.append(d)
+            return d
+
+        two.scheduler.ownership.owned_jobs = owned_jobs
+        self.elapse(1.5)
+        two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        two.apply("assign_jobs", {"moves": [["job-a", 3]], "handover_at": None})
+        reading[0].callback([dict(self.jobs[0], handover_at=None, active_since=None)])
+        self.elapse(3)
+        self.assertEqual(two.slots("job-a"), [])
+        two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        two.apply("assign_jobs", {"moves": [["job-a", 3]], "handover_at": second(6)})
+        self.elapse(0.01)
+        reading[1].callback([dict(self.jobs[0], handover_at=None, active_since=None)])
+        self.elapse(4)
+        self.assertEqual(two.slots("job-a")[-1], second(5))
+        self.assertNotIn(second(6), two.slots("job-a"))
+
     def test_updates_to_a_job_owned_elsewhere_do_not_start_it_here(self) -> None:
         """An update applied on a node that does not own the job fires nothing there."""
         one = self.node(1)

@@ -222,6 +222,10 @@ class SchedulerService(Service):
     _owned: set[str] = attrs.field(factory=set)
     _events: list[tuple[Command, dict]] = attrs.field(factory=list)
     _events_running: bool = False
+    # Jobs moved off this node while a take-over was being read: job uuid ->
+    # (move number, handover instant or None); see _take_up.
+    _moved_off: dict[str, tuple[int, datetime | None]] = attrs.field(factory=dict)
+    _move_seq: int = 0
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -358,17 +362,19 @@ class SchedulerService(Service):
                     log.failure("following {op} failed", op=command.op)
         finally:
             self._events_running = False
+            self._moved_off.clear()
 
     async def _cluster_event(self, command: Command, result: dict) -> None:
         op = command.op
         value = result.get("value")
-        owned = self._owned
         if op == "create_jobs":
             uuids = [job["uuid"] for job in value or ()]
+            started = self._move_seq
             for job in await self.ownership.owned_jobs(uuids):
-                owned.add(job["uuid"])
-                if job["uuid"] not in self._entries:
-                    self._add(job, since=self._after_handover(job, self._catch_up_start(job, None)))
+                if job["uuid"] in self._entries:
+                    self._owned.add(job["uuid"])
+                else:
+                    self._take_up(job, self._catch_up_start(job, None), started)
             self._arm()
         elif op == "assign_jobs":
             await self._assigned(command.args)
@@ -406,7 +412,14 @@ class SchedulerService(Service):
         handover = args.get("handover_at")
         until = parse_instant(handover) if handover else None
         for job_uuid, node in args.get("moves") or ():
-            if node == me or job_uuid not in self._owned:
+            if node == me:
+                continue
+            if self._events_running:
+                # A take-over in progress may have read this job as ours
+                # just before: it checks this before taking the job up.
+                self._move_seq += 1
+                self._moved_off[job_uuid] = (self._move_seq, until)
+            if job_uuid not in self._owned:
                 continue
             self._owned.discard(job_uuid)
             entry = self._entries.get(job_uuid)
@@ -427,15 +440,15 @@ class SchedulerService(Service):
         until = parse_instant(handover) if handover else None
         mine = [job_uuid for job_uuid, node in args.get("moves") or () if node == me]
         if mine:
+            started = self._move_seq
             jobs = await self.ownership.owned_jobs(mine)
             last_slots = await self.ownership.last_slots_of([job["uuid"] for job in jobs])
             for job in jobs:
                 if job["uuid"] in self._owned and job["uuid"] in self._entries:
                     continue
-                self._owned.add(job["uuid"])
-                since = self._catch_up_start(job, last_slots.get(job["uuid"]))
                 self._entries.pop(job["uuid"], None)
-                self._add(job, since=self._after_handover(job, since))
+                since = self._catch_up_start(job, last_slots.get(job["uuid"]))
+                self._take_up(job, since, started)
             if until is not None and self.gap_check_s is not None:
                 # Should the old owner fail before the instant, the slots it
                 # owed would fall between the two: look once its records had
@@ -447,6 +460,25 @@ class SchedulerService(Service):
                     until,
                 )
         self._arm()
+
+    def _take_up(self, job: dict, since: datetime, started: int) -> None:
+        """
+        Start firing C{job}, read as ours by a take-over begun at move
+        C{started} -- unless a move applied since took it away again.
+        """
+        job_uuid = job["uuid"]
+        moved = self._moved_off.get(job_uuid)
+        if moved is not None and moved[0] > started:
+            if moved[1] is None:
+                return
+            # Handed on at an instant meanwhile: fire only until then.
+            self._add(job, since=self._after_handover(job, since))
+            entry = self._entries.get(job_uuid)
+            if entry is not None:
+                entry.until = moved[1]
+            return
+        self._owned.add(job_uuid)
+        self._add(job, since=self._after_handover(job, since))
 
     def _check_handover_gap(self, job_uuids: list[str], until: datetime) -> None:
         if not self._running:
