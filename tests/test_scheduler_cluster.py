@@ -189,6 +189,25 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
         self.assertEqual(two.slots("job-a"), [second(k) for k in (4, 5, 6)])
 
+    def test_a_change_before_the_handover_instant_does_not_start_the_new_owner_early(
+        self,
+    ) -> None:
+        """A job changed between its move and the handover instant still starts there."""
+        one, two = self.node(1), self.node(2)
+        self.elapse(1.5)
+        handover = second(4)
+        self.owners["job-a"] = (2, handover)
+        args = {"moves": [["job-a", 2]], "handover_at": handover}
+        one.apply("assign_jobs", args)
+        two.apply("assign_jobs", args)
+        self.elapse(0.5)
+        changed = dict(self.jobs[0], data={"n": 5}, updated_at=second(2))
+        for node in (one, two):
+            node.apply("update_job", {}, changed)
+        self.elapse(4.005)
+        self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
+        self.assertEqual(two.slots("job-a"), [second(k) for k in (4, 5, 6)])
+
     def test_a_pause_stops_a_job_being_handed_over(self) -> None:
         """
         A job handed to another node at an instant still fires on the old

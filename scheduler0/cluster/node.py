@@ -107,6 +107,7 @@ class ClusterNode:
     _last_change_index: int = 0
     _term_start_index: int = 0
     _lease_requires: int = 0
+    _lease_was_valid: bool = False
     #: Nodes whose jobs the leader is moving away right now (no lease for them).
     moving_off: set[int] = attrs.field(factory=set)
 
@@ -335,10 +336,19 @@ class ClusterNode:
         May this node fire now? Its lease (from the current leader, or its
         own) runs, and it has applied what the lease was granted against.
         """
-        return (
+        valid = (
             self.monotonic() < self._lease_until
             and self.driver.applied_index >= self._lease_requires
         )
+        if valid != self._lease_was_valid:
+            self._lease_was_valid = valid
+            log.info(
+                "lease {state} (applied {applied}, needs {needs})",
+                state="held: firing" if valid else "lapsed: not firing",
+                applied=self.driver.applied_index,
+                needs=self._lease_requires,
+            )
+        return valid
 
     @property
     def change_settle_s(self) -> float:

@@ -226,6 +226,8 @@ class SchedulerService(Service):
     # (move number, handover instant or None); see _take_up.
     _moved_off: dict[str, tuple[int, datetime | None]] = attrs.field(factory=dict)
     _move_seq: int = 0
+    # Jobs handed to this node at an instant still to come: no slot before it.
+    _not_before: dict[str, datetime] = attrs.field(factory=dict)
     ready: Deferred | None = None
 
     # -- service lifecycle -------------------------------------------------
@@ -308,11 +310,18 @@ class SchedulerService(Service):
         return self.state.jobs_page, self.executions.last_slots_of
 
     def _after_handover(self, job: dict, since: datetime) -> datetime:
-        """A job handed over at an instant fires here from that instant on."""
+        """
+        A job handed over at an instant fires here from that instant on; the
+        instant is kept, so a change made before it does not bring the start
+        forward (the old owner still fires the slots before it).
+        """
         handover = job.get("handover_at")
         if not handover:
             return since
-        return max(since, parse_instant(handover) - timedelta(microseconds=1))
+        floor = parse_instant(handover) - timedelta(microseconds=1)
+        if floor > utc_from_timestamp(self.clock.seconds()):
+            self._not_before[job["uuid"]] = floor
+        return max(since, floor)
 
     def _on_applied(self, command: Command, result: dict) -> None:
         if self._pending is not None:
@@ -411,6 +420,7 @@ class SchedulerService(Service):
         me = self.node_id
         handover = args.get("handover_at")
         until = parse_instant(handover) if handover else None
+        given_up = 0
         for job_uuid, node in args.get("moves") or ():
             if node == me:
                 continue
@@ -422,6 +432,7 @@ class SchedulerService(Service):
             if job_uuid not in self._owned:
                 continue
             self._owned.discard(job_uuid)
+            given_up += 1
             entry = self._entries.get(job_uuid)
             if entry is None:
                 continue
@@ -432,6 +443,12 @@ class SchedulerService(Service):
                 # The leader judged this node gone: its lease has lapsed.
                 self._remove(job_uuid)
                 self.executor.cancel_job(job_uuid, "job_moved")
+        if given_up:
+            log.info(
+                "gave up {count} jobs to other nodes ({how})",
+                count=given_up,
+                how=f"firing them until {handover}" if handover else "at once",
+            )
 
     async def _assigned(self, args: Any) -> None:
         """Take up the jobs moved to this node (those moved away were given up on apply)."""
@@ -449,6 +466,11 @@ class SchedulerService(Service):
                 self._entries.pop(job["uuid"], None)
                 since = self._catch_up_start(job, last_slots.get(job["uuid"]))
                 self._take_up(job, since, started)
+            log.info(
+                "took up {count} jobs ({how})",
+                count=len(jobs),
+                how=f"from {handover} on" if handover else "from their last committed run",
+            )
             if until is not None and self.gap_check_s is not None:
                 # Should the old owner fail before the instant, the slots it
                 # owed would fall between the two: look once its records had
@@ -649,6 +671,13 @@ class SchedulerService(Service):
     def _add(self, job: dict, since: datetime) -> None:
         if job.get("paused"):
             return
+        if self._not_before:
+            floor = self._not_before.get(job["uuid"])
+            if floor is not None:
+                if floor < utc_from_timestamp(self.clock.seconds()):
+                    del self._not_before[job["uuid"]]
+                elif since < floor:
+                    since = floor
         try:
             kind = self._kind(job)
         except SpecError as e:
