@@ -227,6 +227,28 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(4)
         self.assertEqual(one.slots("job-a"), [second(1), second(2)])
 
+    def test_a_job_resumed_before_its_handover_instant_fires_on_the_new_owner(self) -> None:
+        """
+        A job paused while it is handed over and resumed before the instant
+        fires from the resume on the new owner (the old one dropped it).
+        """
+        one, two = self.node(1), self.node(2)
+        self.elapse(1.5)
+        self.jobs[0] = dict(self.jobs[0], paused=True)
+        for node in (one, two):
+            node.apply("update_job", {}, self.jobs[0])
+        self.owners["job-a"] = (2, second(6))
+        args = {"moves": [["job-a", 2]], "handover_at": second(6)}
+        for node in (one, two):
+            node.apply("assign_jobs", args)
+        self.elapse(1)
+        resumed = dict(self.jobs[0], paused=False, updated_at=second(2.7))
+        for node in (one, two):
+            node.apply("update_job", {}, resumed)
+        self.elapse(4.5)
+        self.assertEqual(one.slots("job-a"), [second(1)])
+        self.assertEqual(two.slots("job-a"), [second(k) for k in range(3, 8)])
+
     def test_a_change_of_data_does_not_cancel_owed_slots(self) -> None:
         """
         A job whose data changed after its owner failed is still caught up

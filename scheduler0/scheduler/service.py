@@ -548,6 +548,11 @@ class SchedulerService(Service):
             previous = self._entries.pop(value["uuid"], None)
             if value.get("paused"):
                 self.executor.cancel_job(value["uuid"], "job_paused")
+            elif previous is None:
+                # Resumed: a handover instant still to come no longer
+                # applies, since the old owner dropped the job when it was
+                # paused; this node fires it from now on.
+                self._not_before.pop(value["uuid"], None)
             since = now
             if previous is not None:
                 # Prepared slots of the old entry are dropped at release (it
