@@ -32,7 +32,7 @@ from scheduler0.testing.process import (
 )
 
 RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
-CLUSTER_NEEDED = "needs the cluster (issue 4): only --nodes 1 runs today"
+CLUSTER_NEEDED = "runs on one node only (--nodes 1)"
 MAX_JOBS_PER_REQUEST = 10_000
 # The JSON file the last run_scenario() in this process wrote.
 LAST_RESULT: dict[str, str] = {}
@@ -55,10 +55,18 @@ async def within(reactor: Any, d: Deferred, seconds: float, what: str) -> Any:
         raise TimeoutError(f"{what}: nothing within {seconds:g} s") from None
 
 
-def require_single_node(nodes: int) -> None:
-    """Stop with one clear line when a scenario is asked for more nodes than exist today."""
+def require_single_node(nodes: int, scenario: str = "this scenario") -> None:
+    """Stop with one clear line when a one-node scenario is asked for more nodes."""
     if nodes != 1:
-        raise SystemExit(f"--nodes {nodes}: {CLUSTER_NEEDED}")
+        raise SystemExit(f"--nodes {nodes}: {scenario} {CLUSTER_NEEDED}")
+
+
+def check_nodes(nodes: int) -> None:
+    """Stop with one clear line unless C{nodes} is 1 or a cluster size of 2 to 9."""
+    if not 1 <= nodes <= 9:
+        raise SystemExit(
+            f"--nodes: invalid value {nodes}; expected 1 (one node) or 2..9 (a cluster)"
+        )
 
 
 # -- figures ------------------------------------------------------------------
@@ -295,42 +303,27 @@ def profile_top_cumulative(
     return rows[:limit]
 
 
-@attrs.define(eq=False)
-class NodeUnderTest:
-    """One fresh single node (a real C{twistd scheduler0} process) with a project and a client."""
+class JobsClient:
+    """
+    What a node under test and a cluster under test share: creating the
+    bench project's jobs and counting skipped executions through
+    C{self.api_url} with C{self.headers} (C{self._client} a treq client).
+    """
 
     reactor: Any
-    workdir: str
-    profile: str | None = None
-    extra_config: str = "LogLevel: WARN\n"
-    node: NodeProcess | None = None
-    headers: dict[str, str] = attrs.field(factory=dict)
-    project_uuid: str = ""
-    jobs: list[Job] = attrs.field(factory=list)
-    meter: ProcessMeter | None = None
-    stop_note: str | None = None
-    _client: Any = None
+    headers: dict[str, str]
+    project_uuid: str
+    jobs: list[Job]
+    _client: Any
 
-    async def start(self) -> None:
-        for attempt in range(3):
-            # A fresh config (fresh free ports) per attempt: another process on
-            # the machine may take a port between choosing it and binding it.
-            self.node = await prepare_single_node(self.reactor, self.workdir, self.extra_config)
-            self.node.twistd_args = profile_args(self.profile)
-            try:
-                await self.node.start(timeout=60)
-                break
-            except Exception as e:
-                await self.node.stop()
-                log_tail = _tail(os.path.join(self.workdir, f"node-{self.node.starts}.log"))
-                if attempt == 2:
-                    raise RuntimeError(f"the node did not start: {e}\n{log_tail}") from e
-                print(f"node start failed, retrying: {e}\n{log_tail}", file=sys.stderr)
-        self.meter = ProcessMeter(self.node._transport.pid)
-        self.headers = await client_headers(self.node)
-        self._client = http_client(self.reactor)
+    @property
+    def api_url(self) -> str:
+        raise NotImplementedError
+
+    async def create_project(self) -> None:
+        """Create the project every bench job belongs to."""
         response = await self._client.post(
-            self.node.url + "/projects",
+            self.api_url + "/projects",
             json={"name": "bench", "description": "benchmark"},
             headers=self.headers,
         )
@@ -364,7 +357,7 @@ class NodeUnderTest:
                 for i in range(start, end)
             ]
             response = await self._client.post(
-                self.node.url + "/jobs", json=body, headers=self.headers, timeout=120
+                self.api_url + "/jobs", json=body, headers=self.headers, timeout=120
             )
             # treq's timeout ends at the response head; an overloaded node can
             # send the head and stall in the body.
@@ -390,7 +383,7 @@ class NodeUnderTest:
             started = time.monotonic()
             try:
                 response = await self._client.get(
-                    self.node.url + "/executions", params=params, headers=self.headers, timeout=30
+                    self.api_url + "/executions", params=params, headers=self.headers, timeout=30
                 )
             except Exception as e:
                 return {
@@ -415,6 +408,47 @@ class NodeUnderTest:
             "by_reason": dict(reasons),
             "reasons_counted": sum(reasons.values()),
         }
+
+
+@attrs.define(eq=False)
+class NodeUnderTest(JobsClient):
+    """One fresh single node (a real C{twistd scheduler0} process) with a project and a client."""
+
+    reactor: Any
+    workdir: str
+    profile: str | None = None
+    extra_config: str = "LogLevel: WARN\n"
+    node: NodeProcess | None = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    project_uuid: str = ""
+    jobs: list[Job] = attrs.field(factory=list)
+    meter: ProcessMeter | None = None
+    stop_note: str | None = None
+    _client: Any = None
+
+    async def start(self) -> None:
+        for attempt in range(3):
+            # A fresh config (fresh free ports) per attempt: another process on
+            # the machine may take a port between choosing it and binding it.
+            self.node = await prepare_single_node(self.reactor, self.workdir, self.extra_config)
+            self.node.twistd_args = profile_args(self.profile)
+            try:
+                await self.node.start(timeout=60)
+                break
+            except Exception as e:
+                await self.node.stop()
+                log_tail = _tail(os.path.join(self.workdir, f"node-{self.node.starts}.log"))
+                if attempt == 2:
+                    raise RuntimeError(f"the node did not start: {e}\n{log_tail}") from e
+                print(f"node start failed, retrying: {e}\n{log_tail}", file=sys.stderr)
+        self.meter = ProcessMeter(self.node._transport.pid)
+        self.headers = await client_headers(self.node)
+        self._client = http_client(self.reactor)
+        await self.create_project()
+
+    @property
+    def api_url(self) -> str:
+        return self.node.url
 
     async def stop(self, grace_s: float = 60.0) -> None:
         """SIGTERM the node; SIGKILL it if still running C{grace_s} later (see C{stop_note})."""
@@ -487,24 +521,40 @@ def print_json_path(path: str) -> None:
 
 
 def run_scenario(
-    name: str, description: str, add_arguments: Any, scenario: Any, argv: list[str] | None
+    name: str,
+    description: str,
+    add_arguments: Any,
+    scenario: Any,
+    argv: list[str] | None,
+    cluster: bool = False,
 ) -> None:
     """
     Parse C{argv}, run C{await scenario(reactor, args)} under C{react},
     print its C{text}, and write its result (with the machine facts) as JSON.
+    C{cluster}: the scenario runs on C{--nodes N} > 1 too.
     """
     import argparse
 
     from twisted.internet.task import react
 
     parser = argparse.ArgumentParser(prog=f"python -m bench {name}", description=description)
-    parser.add_argument("--nodes", type=int, default=1, help="nodes in the cluster (only 1 today)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="1: one node; N > 1: a cluster of N nodes on 127.0.0.1"
+        if cluster
+        else "only 1 for this scenario",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="the short version used by `all --quick`"
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    require_single_node(args.nodes)
+    if cluster:
+        check_nodes(args.nodes)
+    else:
+        require_single_node(args.nodes, name)
     machine = machine_facts()
 
     async def go(reactor: Any) -> None:

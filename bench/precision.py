@@ -16,8 +16,8 @@ import os
 import tempfile
 from typing import Any
 
+from bench.cluster import under_test
 from bench.common import (
-    NodeUnderTest,
     analyse,
     profile_args,
     profile_top,
@@ -29,7 +29,15 @@ from bench.common import (
 from bench.receiver import ReceiverProcess
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
-DESCRIPTION = "Scenario 1: lateness, missed and duplicated slots of N jobs @every 1s on one node."
+DESCRIPTION = (
+    "Scenario 1: lateness, missed and duplicated slots of N jobs @every 1s on one node "
+    "or a cluster (--nodes N)."
+)
+
+
+def nodes_text(nodes: int) -> str:
+    """How a table heading names the system under test."""
+    return "1 node" if nodes == 1 else f"{nodes}-node cluster (direct links, jobs spread)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drain", type=float, default=3.0, help="seconds after it for late arrivals"
     )
     parser.add_argument(
-        "--profile", metavar="PATH", help="run the node under cProfile, stats to PATH"
+        "--profile",
+        metavar="PATH",
+        help="run the node under cProfile, stats to PATH (a cluster: PATH.node<id>, leader shown)",
     )
     parser.add_argument(
         "--phases", type=int, default=1,
@@ -96,9 +106,12 @@ async def one_trial(
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as workdir:
         receiver = ReceiverProcess(reactor)
         port = await receiver.start()
-        node = NodeUnderTest(reactor, os.path.join(workdir, "node"), profile=profile)
         try:
-            await node.start()
+            node = await under_test(reactor, workdir, getattr(args, "nodes", 1), profile)
+        except BaseException:
+            await receiver.stop()
+            raise
+        try:
             create_s = await node.add_jobs(
                 args.jobs, port, args.urls, phases=getattr(args, "phases", 1)
             )
@@ -108,6 +121,8 @@ async def one_trial(
             await node.stop()
             await receiver.stop()
     figures["create_s"] = round(create_s, 3)
+    if getattr(args, "nodes", 1) > 1:
+        figures["leader_id"] = node.leader_id
     figures["node_stop"] = node.stop_note or "ended after SIGTERM"
     return figures
 
@@ -167,8 +182,8 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     summary["executions_per_s"] = spread([f["executions_per_s"] for f in trials])
     text = (
         f"precision: {args.jobs} jobs @every 1s over {args.urls} URL(s), "
-        f"{seconds:g} s window, {args.trials} trial(s), 1 node, {args.phases} phase(s)\n"
-        + table(rows, COLUMNS)
+        f"{seconds:g} s window, {args.trials} trial(s), {nodes_text(args.nodes)}, "
+        f"{args.phases} phase(s)\n" + table(rows, COLUMNS)
     )
     if args.trials > 1:
         text += "\nover trials (min/median/max): " + ", ".join(
@@ -179,7 +194,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             "jobs": args.jobs,
             "urls": args.urls,
             "seconds": seconds,
-            "nodes": 1,
+            "nodes": args.nodes,
             "phases": args.phases,
         },
         "goal": "p99 <= 5 ms, 0 missed, 0 duplicated (issue 5, scenario 1)",
@@ -187,7 +202,12 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "over_trials": summary,
     }
     if args.profile:
-        ptext, result["profile"] = profile_text(args.profile)
+        path = args.profile
+        if args.nodes > 1:
+            leader = trials[-1].get("leader_id")
+            path = f"{args.profile}.node{leader}"
+            text += f"\n(profile of the leader, node {leader})"
+        ptext, result["profile"] = profile_text(path)
         text += "\n" + ptext
     result["text"] = text
     return result
@@ -196,7 +216,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     from bench.common import run_scenario
 
-    run_scenario("precision", DESCRIPTION, add_arguments, scenario, argv)
+    run_scenario("precision", DESCRIPTION, add_arguments, scenario, argv, cluster=True)
 
 
 __all__ = ["main", "scenario", "measure_window", "one_trial", "profile_args"]

@@ -12,15 +12,18 @@ cProfile runs the highest step again and its top functions are printed.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from typing import Any
 
-from bench.common import NodeUnderTest, sleep, table
-from bench.precision import COLUMNS, measure_window, profile_text, row
+from bench.cluster import under_test
+from bench.common import sleep, table
+from bench.precision import COLUMNS, measure_window, nodes_text, profile_text, row
 from bench.receiver import ReceiverProcess
 
-DESCRIPTION = "Scenario 2: highest sustained executions/s of one node, jobs raised in steps."
+DESCRIPTION = (
+    "Scenario 2: highest sustained executions/s of one node or a cluster (--nodes N), "
+    "jobs raised in steps."
+)
 STEPS = [1000, 2000, 5000, 10_000, 12_500, 15_000, 20_000, 30_000, 50_000, 100_000]
 QUICK_STEPS = [1000, 5000, 10_000]
 LATE_LIMIT_MS = 1000.0
@@ -62,15 +65,19 @@ def verdict(f: dict[str, Any]) -> str | None:
 async def run_steps(
     reactor: Any, steps: list[int], urls: int, seconds: float, warmup: float, drain: float,
     stop_at_failure: bool = True, profile: str | None = None, label: str = "step", phases: int = 1,
+    nodes: int = 1,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One node, jobs added step by step; the figures of each step's window."""
+    """One node (or a cluster of C{nodes}), jobs added step by step; each step's figures."""
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as workdir:
         receiver = ReceiverProcess(reactor)
         port = await receiver.start()
-        node = NodeUnderTest(reactor, os.path.join(workdir, "node"), profile=profile)
         try:
-            await node.start()
+            node = await under_test(reactor, workdir, nodes, profile)
+        except BaseException:
+            await receiver.stop()
+            raise
+        try:
             for jobs in steps:
                 try:
                     create_s = await node.add_jobs(jobs - len(node.jobs), port, urls, phases=phases)
@@ -100,6 +107,8 @@ async def run_steps(
             await receiver.stop()
     if results:
         results[-1]["node_stop"] = node.stop_note or "ended after SIGTERM"
+        if nodes > 1:
+            results[-1]["leader_id"] = node.leader_id
     return results
 
 
@@ -115,6 +124,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         args.drain,
         not args.all_steps,
         phases=args.phases,
+        nodes=args.nodes,
     )
     measured = [f for f in results if "create_error" not in f]
     sustained = [f for f in measured if not f["failed_because"]]
@@ -128,7 +138,8 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         if "create_error" in f
     ]
     text = (
-        f"throughput: jobs @every 1s over {args.urls} URLs, {seconds:g} s per step, 1 node, "
+        f"throughput: jobs @every 1s over {args.urls} URLs, {seconds:g} s per step, "
+        f"{nodes_text(args.nodes)}, "
         f"{args.phases} phase(s)\n"
         + table(rows, COLUMNS + ["verdict"])
         + "\nhighest sustained: "
@@ -139,7 +150,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             "steps": steps,
             "urls": args.urls,
             "seconds_per_step": seconds,
-            "nodes": 1,
+            "nodes": args.nodes,
             "phases": args.phases,
         },  # fmt: skip
         "goal": ">= 30,000 executions/s on the cluster; first milestone 10,000 "
@@ -153,9 +164,13 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         top = args.profile_jobs or (best["jobs"] if best else steps[0])
         profiled = await run_steps(
             reactor, [top], args.urls, seconds, args.warmup, args.drain, profile=args.profile,
-            label="profiled", phases=args.phases,
+            label="profiled", phases=args.phases, nodes=args.nodes,
         )  # fmt: skip
-        ptext, result["profile"] = profile_text(args.profile)
+        path = args.profile
+        if args.nodes > 1:
+            path = f"{args.profile}.node{profiled[-1].get('leader_id')}"
+            text += f"\n(profile of the leader, node {profiled[-1].get('leader_id')})"
+        ptext, result["profile"] = profile_text(path)
         result["profile"]["run"] = profiled[0]
         text += (
             f"\n\nprofiled run (fresh node under cProfile, {top} jobs, {seconds:g} s; "
@@ -173,7 +188,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     from bench.common import run_scenario
 
-    run_scenario("throughput", DESCRIPTION, add_arguments, scenario, argv)
+    run_scenario("throughput", DESCRIPTION, add_arguments, scenario, argv, cluster=True)
 
 
 if __name__ == "__main__":
