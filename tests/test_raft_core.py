@@ -282,6 +282,27 @@ class ReplicationTests(SynchronousTestCase):
         self.assertEqual([e.data for r in readies for e in r.committed], [b"x"])
         self.assertIn(ProposalResult(token, 2, True), [x for r in readies for x in r.results])
 
+    def test_followers_hear_a_new_commit_index_at_once(self) -> None:
+        """
+        When an entry commits, each follower holding it is told the new
+        commit index in the same batch (not at the next heartbeat), and
+        only once.
+        """
+        node = make()
+        elect(node)
+        ack(node, "b", 1)
+        ack(node, "c", 1)
+        node.propose(b"x", "req-1")
+        drain(node)
+        readies = ack(node, "c", 2) + ack(node, "b", 2)
+        told = [
+            (m.recipient, m.commit)
+            for m in sent(readies)
+            if isinstance(m, Heartbeat) and m.commit == 2
+        ]
+        self.assertEqual(sorted(told), [("b", 2), ("c", 2)])
+        self.assertEqual([m for m in sent(drain(node)) if isinstance(m, Heartbeat)], [])
+
     def test_leader_counts_itself_only_after_its_own_persist(self) -> None:
         """
         Before advance() reports the leader's write durable, a follower ack
@@ -514,6 +535,33 @@ class SnapshotTests(SynchronousTestCase):
         self.assertEqual(meta.index, 7)
         self.assertEqual(node.ready().compact_to, 5)
         self.assertEqual(node.first_index, 6)
+
+    def test_large_entries_ask_for_a_snapshot_and_bound_the_trailing_log(self) -> None:
+        """
+        A few large entries ask for a snapshot long before the entry-count
+        threshold, and the entries kept behind it are bounded in bytes.
+        """
+        settings = RaftSettings(
+            election_ticks=10,
+            snapshot_threshold=1000,
+            snapshot_trailing=100,
+            snapshot_threshold_bytes=3000,
+            snapshot_trailing_bytes=2500,
+        )
+        node = make("a", ClusterConfig(frozenset({"a"})), settings=settings)
+        for _ in range(20):
+            node.tick()
+        drain(node)
+        node.propose(b"x" * 1000)
+        node.propose(b"x" * 1000)
+        self.assertFalse(any(r.want_snapshot for r in drain(node)))
+        node.propose(b"x" * 1000)
+        self.assertTrue(any(r.want_snapshot for r in drain(node)))
+        meta = node.snapshot_done(node.applied, b"state")
+        self.assertEqual(meta.index, 4)
+        # Two of the three 1000-byte entries fit in 2500 bytes of trailing log.
+        self.assertEqual(node.first_index, 3)
+        self.assertFalse(any(r.want_snapshot for r in drain(node)))
 
     def test_snapshot_beyond_applied_is_refused(self) -> None:
         """The core refuses a snapshot of state it has not applied."""

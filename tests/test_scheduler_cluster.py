@@ -67,6 +67,10 @@ class FakeOwnership:
                 found[u] = max(before)
         return succeed(found)
 
+    def jobs(self, uuids: list[str]) -> Any:
+        jobs = {j["uuid"]: j for j in self.state.jobs}
+        return succeed([self._with_handover(jobs[u]) for u in uuids if u in jobs])
+
     def owned_jobs(self, uuids: list[str]) -> Any:
         jobs = {j["uuid"]: j for j in self.state.jobs}
         return succeed(
@@ -295,6 +299,27 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.assertEqual(sorted(fired), [second(k) for k in range(4, 13)])
         # Late: after the slots the new owner fired from the instant on.
         self.assertGreater(fired.index(second(4)), fired.index(second(6)))
+
+    def test_a_handover_gap_is_filled_though_the_job_moved_on(self) -> None:
+        """
+        The node that took a job over at an instant fires the unrecorded slots
+        before it even when the job has moved on to a third node since.
+        """
+        one, two = self.node(1), self.node(2)
+        self.elapse(2.5)
+        handover = second(4)
+        self.owners["job-a"] = (2, handover)
+        args = {"moves": [["job-a", 2]], "handover_at": handover}
+        one.apply("assign_jobs", args)
+        two.apply("assign_jobs", args)
+        one.lease = False  # node 1 fails before slot 3
+        self.elapse(3)
+        self.owners["job-a"] = (3, second(7))
+        two.apply("assign_jobs", {"moves": [["job-a", 3]], "handover_at": second(7)})
+        two.scheduler.ownership.recorded["job-a"] = one.slots("job-a")
+        self.elapse(7)
+        self.assertEqual(one.slots("job-a"), [second(1), second(2)])
+        self.assertEqual(sorted(two.slots("job-a")), [second(k) for k in range(3, 7)])
 
     def test_a_handover_whose_old_owner_reported_fills_nothing(self) -> None:
         """When the old owner recorded every slot before the instant, the check fires nothing."""

@@ -56,6 +56,10 @@ class Ownership:
                         found[job_uuid] = item["scheduled_at"]
         return found
 
+    def jobs(self, job_uuids: list[str]) -> Deferred:
+        """The jobs among C{job_uuids} that exist, whoever owns them."""
+        return self.state.owned_jobs_of(None, list(job_uuids))
+
     def owned_jobs(self, job_uuids: list[str]) -> Deferred:
         """The jobs among C{job_uuids} this node owns now, as stored now."""
         return Deferred.fromCoroutine(self._owned_jobs(list(job_uuids)))

@@ -116,6 +116,11 @@ class RaftSettings:
     #: Entries kept in the log behind a snapshot so slightly lagging
     #: followers catch up without a snapshot transfer.
     snapshot_trailing: int = 1024
+    #: Bytes of entries applied since the last snapshot that also ask for one
+    #: (a few large entries should not keep the log in memory for long).
+    snapshot_threshold_bytes: int = 64 << 20
+    #: The trailing entries kept behind a snapshot are at most this many bytes.
+    snapshot_trailing_bytes: int = 16 << 20
     #: A first leader whose voter set came from configuration appends it to
     #: the log, so members that started with none learn it.
     log_initial_config: bool = False
@@ -214,6 +219,8 @@ class Progress:
     progress_at: int = 0
     snapshot_index: int = 0
     snapshot_offset: int = 0
+    #: The commit index last told to this follower (in an append or heartbeat).
+    commit_sent: int = 0
 
     def become_probe(self) -> None:
         self.state = PROBE
@@ -265,6 +272,7 @@ class RaftNode:
     _incoming: tuple[SnapshotMeta, bytearray] | None = None
     _saved_hard_state: HardState = HardState()
     _snapshot_requested: bool = False
+    _applied_bytes: int = 0
 
     _ticks: int = 0
     _election_elapsed: int = 0
@@ -549,7 +557,19 @@ class RaftNode:
             raise RaftError(f"snapshot index {index} is no longer in the log")
         self._snapshot = SnapshotMeta(index, term, self._config_at(index))
         self._snapshot_data = bytes(data)
-        self._compact(max(0, index - self.settings.snapshot_trailing))
+        self._applied_bytes = sum(len(e.data) for e in self.entries(index + 1, self.applied))
+        # Keep up to snapshot_trailing entries behind it, and no more than
+        # snapshot_trailing_bytes of them.
+        keep_from = max(self._base_index, index - self.settings.snapshot_trailing)
+        kept = 0
+        start = index
+        while start > keep_from:
+            size = len(self.entry(start).data)
+            if kept + size > self.settings.snapshot_trailing_bytes:
+                break
+            kept += size
+            start -= 1
+        self._compact(max(0, start))
         return self._snapshot
 
     def persisted(self, index: int, term: int) -> None:
@@ -578,7 +598,12 @@ class RaftNode:
             or self._vote_changed()
             or (self._want_snapshot() and not self._snapshot_requested)
             or (self.role == LEADER and self._promotion_candidate())
+            or (self.role == LEADER and self._commit_untold())
         )
+
+    def _commit_untold(self) -> bool:
+        commit = self.commit
+        return any(min(pr.match, commit) > pr.commit_sent for pr in self._progress.values())
 
     def ready(self) -> Ready:
         """Collect every pending effect; see the module docstring for the order."""
@@ -596,6 +621,7 @@ class RaftNode:
                 )
             if self._append_dirty:
                 self._broadcast_append()
+            self._tell_commit()
         self._append_dirty = False
         entries = tuple(self.entries(self._unstable_from, self.last_index))
         self._unstable_from = self.last_index + 1
@@ -612,6 +638,7 @@ class RaftNode:
             self._saved_hard_state = hard
         committed = tuple(self.entries(self.applied + 1, self.commit))
         self.applied = self.commit
+        self._applied_bytes += sum(len(entry.data) for entry in committed)
         for entry in committed:
             pending = self._pending.pop(entry.index, None)
             if pending is not None:
@@ -874,6 +901,7 @@ class RaftNode:
         self._send(
             AppendEntries(self.term, self.node_id, peer, prev, prev_term, tuple(batch), self.commit)
         )
+        pr.commit_sent = max(pr.commit_sent, min(self.commit, prev + len(batch)))
         if pr.state == PROBE:
             pr.probe_sent = True
             return False
@@ -1017,11 +1045,22 @@ class RaftNode:
     def _broadcast_heartbeat(self) -> None:
         for peer in sorted(self._progress):
             pr = self._progress[peer]
-            self._send(
-                Heartbeat(
-                    self.term, self.node_id, peer, min(pr.match, self.commit), self._read_context
-                )
-            )
+            commit = min(pr.match, self.commit)
+            self._send(Heartbeat(self.term, self.node_id, peer, commit, self._read_context))
+            pr.commit_sent = max(pr.commit_sent, commit)
+
+    def _tell_commit(self) -> None:
+        """
+        Tell each follower a commit index it has not heard yet, at once: a
+        write forwarded by a follower is answered once that follower has
+        applied it, which should not wait for the next heartbeat.
+        """
+        for peer in sorted(self._progress):
+            pr = self._progress[peer]
+            commit = min(pr.match, self.commit)
+            if commit > pr.commit_sent:
+                self._send(Heartbeat(self.term, self.node_id, peer, commit, 0))
+                pr.commit_sent = commit
 
     def _on_heartbeat_response(self, m: HeartbeatResponse) -> None:
         pr = self._progress[m.sender]
@@ -1054,7 +1093,12 @@ class RaftNode:
 
     def _want_snapshot(self) -> bool:
         done = self._snapshot.index if self._snapshot else 0
-        return self.applied - done >= self.settings.snapshot_threshold
+        if self.applied <= done:
+            return False
+        return (
+            self.applied - done >= self.settings.snapshot_threshold
+            or self._applied_bytes >= self.settings.snapshot_threshold_bytes
+        )
 
     def _compact(self, index: int) -> None:
         if index <= self._base_index:
@@ -1152,6 +1196,7 @@ class RaftNode:
         reply(0, done=True)
 
     def _restore(self, meta: SnapshotMeta, data: bytes) -> None:
+        self._applied_bytes = 0
         if self.term_at(meta.index) == meta.term:
             del self._log[: meta.index - self._base_index]
             self._stable = max(self._stable, meta.index)

@@ -512,13 +512,18 @@ class SchedulerService(Service):
     async def _fill_handover_gap(self, job_uuids: list[str], until: datetime) -> None:
         """Fire the slots before a handover instant that no node fired."""
         last_slots = await self.ownership.last_slots_before(job_uuids, format_instant(until))
-        jobs = {job["uuid"]: job for job in await self.ownership.owned_jobs(job_uuids)}
+        # Whoever owns the job now: the slots before the instant were this
+        # node's to take over, even if the job has moved on since.
+        jobs = {job["uuid"]: job for job in await self.ownership.jobs(job_uuids)}
         now = utc_from_timestamp(self.clock.seconds())
         filled = 0
         for job_uuid in job_uuids:
-            entry = self._entries.get(job_uuid)
             job = jobs.get(job_uuid)
-            if entry is None or job is None or job_uuid not in self._owned:
+            if job is None or job.get("paused"):
+                continue
+            try:
+                entry = _Entry(job["uuid"], job["name"], job.get("data"), self._kind(job))
+            except SpecError:
                 continue
             slot = entry.schedule.next_after(self._catch_up_start(job, last_slots.get(job_uuid)))
             window_start = now - timedelta(seconds=entry.catch_up_window_s)

@@ -1283,9 +1283,14 @@ class StateStore:
 
         return self.pool.runInteraction(read)
 
-    def owned_jobs_of(self, node_id: int, uuids: list) -> Deferred:
-        """The jobs among C{uuids} that C{node_id} owns, shaped as L{owned_jobs_page}'s."""
+    def owned_jobs_of(self, node_id: int | None, uuids: list) -> Deferred:
+        """
+        The jobs among C{uuids} that C{node_id} owns (None: whoever owns
+        them), shaped as L{owned_jobs_page}'s.
+        """
         wanted = list(uuids)
+        owned = "" if node_id is None else " AND owner = ?"
+        extra: tuple = () if node_id is None else (node_id,)
 
         def read(txn: Any) -> list[dict]:
             jobs = []
@@ -1295,8 +1300,8 @@ class StateStore:
                 for row in _all(
                     txn,
                     f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs"
-                    f" WHERE uuid IN ({marks}) AND owner = ?",
-                    (*chunk, node_id),
+                    f" WHERE uuid IN ({marks}){owned}",
+                    (*chunk, *extra),
                 ):
                     job = _job(row[:-3])
                     job["owner"], job["handover_at"], job["active_since"] = row[-3:]
