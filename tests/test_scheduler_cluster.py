@@ -335,6 +335,21 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(7)
         self.assertEqual(two.slots("job-a"), [second(k) for k in range(4, 12)])
 
+    def test_a_restored_state_owes_the_jobs_it_gives_this_node_from_their_progress(
+        self,
+    ) -> None:
+        """
+        After a snapshot is installed, jobs this node now owns are caught up
+        from where the cluster got, not started afresh (slots were missed).
+        """
+        two = self.node(2)
+        self.elapse(4.005)
+        self.owners["job-a"] = (2, None)
+        self.progress["job-a"] = second(1)
+        two.apply("state_restored", {})
+        self.elapse(0.05)
+        self.assertEqual(two.slots("job-a"), [second(k) for k in (2, 3, 4)])
+
     def test_a_node_judged_gone_stops_its_moved_jobs_at_once(self) -> None:
         """A job moved off a node without a handover instant is dropped there at once."""
         one = self.node(1)

@@ -588,18 +588,35 @@ class SchedulerService(Service):
         """Replace every entry with the jobs the restored state holds (read a page at a time)."""
         self._pending = []
         kept: set[str] = set()
-        pager, _ = self._sources()
+        pager, slots_of = self._sources()
         try:
             page = await pager(None, LOAD_PAGE_SIZE)
             while True:
                 now = utc_from_timestamp(self.clock.seconds())
-                for job in page:
-                    kept.add(job["uuid"])
-                    previous = self._entries.get(job["uuid"])
-                    if previous is not None and previous.same_job(job):
-                        continue
+                new = [
+                    job
+                    for job in page
+                    if not (
+                        (previous := self._entries.get(job["uuid"])) is not None
+                        and previous.same_job(job)
+                    )
+                ]
+                kept.update(job["uuid"] for job in page)
+                # In a cluster a restored node may own jobs it never held:
+                # they are owed from where the cluster got, like after a
+                # restart. On one node a restore cannot happen.
+                last_slots = (
+                    await slots_of([job["uuid"] for job in new])
+                    if self.ownership is not None and new
+                    else {}
+                )
+                for job in new:
                     self._entries.pop(job["uuid"], None)
-                    self._add(job, since=now)
+                    if self.ownership is None:
+                        self._add(job, since=now)
+                        continue
+                    since = self._catch_up_start(job, last_slots.get(job["uuid"]))
+                    self._add(job, since=self._after_handover(job, since))
                 if len(page) < LOAD_PAGE_SIZE:
                     break
                 last_job = page[-1]
