@@ -22,7 +22,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.process import NodeProcess, free_port, http_client, run_cli
+from scheduler0.testing.process import NodeProcess, free_port, http_client, init_peer_credentials
 from scheduler0.testing.receiver import CallbackReceiver
 from scheduler0.testing.waiting import wait_for
 from scheduler0.timeutil import parse_instant
@@ -391,20 +391,7 @@ class MembershipTests(ClusterTestCase):
         config_path = os.path.join(workdir, "config.yml")
         with open(config_path, "w") as f:
             yaml.safe_dump(config, f)
-        out, err, code = await run_cli(
-            workdir,
-            "credential",
-            "init",
-            "--config",
-            config_path,
-            "--username",
-            "admin",
-            "--password",
-            "admin-password",
-            "--secret-key",
-            "peer-secret",
-        )
-        self.assertEqual(code, 0, err)
+        await init_peer_credentials(workdir, config_path)
         fourth = NodeProcess(reactor, workdir, config_path, http_port)
         self.addCleanup(fourth.kill)
         await fourth.start()

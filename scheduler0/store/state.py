@@ -395,6 +395,23 @@ def _all(txn: Any, sql: str, params: tuple = ()) -> list:
     return txn.fetchall()
 
 
+def _chunks(values: list, size: int = 500) -> Any:
+    """(chunk, "?, ?, ...") pairs: C{values} in pieces small enough for one IN (...)."""
+    for start in range(0, len(values), size):
+        chunk = values[start : start + size]
+        yield tuple(chunk), ", ".join("?" * len(chunk))
+
+
+_PLACED_JOB = f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs"
+
+
+def _placed_job(row: tuple) -> dict:
+    """A row of L{_PLACED_JOB}: the public job plus where and since when it fires."""
+    job = _job(row[:-3])
+    job["owner"], job["handover_at"], job["active_since"] = row[-3:]
+    return job
+
+
 def _page(limit: int, offset: int) -> tuple[int, int]:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
@@ -839,12 +856,8 @@ def _assign_jobs(txn: Any, args: Mapping) -> Any:
         moves.append((move[0], owner))
     current: dict[str, int | None] = {}
     wanted = sorted({uuid for uuid, _ in moves})
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        current.update(
-            _all(txn, f"SELECT uuid, owner FROM jobs WHERE uuid IN ({marks})", tuple(chunk))
-        )
+    for chunk, marks in _chunks(wanted):
+        current.update(_all(txn, f"SELECT uuid, owner FROM jobs WHERE uuid IN ({marks})", chunk))
     deltas: dict[int | None, int] = {}
     changes = []
     for uuid, owner in moves:
@@ -1119,12 +1132,8 @@ class StateStore:
 
         def read(txn: Any) -> list[dict]:
             found: dict[str, dict] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
-                for row in _all(
-                    txn, f"SELECT {_JOBS} FROM jobs WHERE uuid IN ({marks})", tuple(chunk)
-                ):
+            for chunk, marks in _chunks(wanted):
+                for row in _all(txn, f"SELECT {_JOBS} FROM jobs WHERE uuid IN ({marks})", chunk):
                     found[row[0]] = _job(row)
             return [found[uuid] for uuid in wanted if uuid in found]
 
@@ -1270,13 +1279,11 @@ class StateStore:
 
         def read(txn: Any) -> dict[str, tuple]:
             found: dict[str, tuple] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
+            for chunk, marks in _chunks(wanted):
                 for uuid, owner, handover_at in _all(
                     txn,
                     f"SELECT uuid, owner, handover_at FROM jobs WHERE uuid IN ({marks})",
-                    tuple(chunk),
+                    chunk,
                 ):
                     found[uuid] = (owner, handover_at)
             return found
@@ -1293,20 +1300,13 @@ class StateStore:
         extra: tuple = () if node_id is None else (node_id,)
 
         def read(txn: Any) -> list[dict]:
-            jobs = []
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
+            return [
+                _placed_job(row)
+                for chunk, marks in _chunks(wanted)
                 for row in _all(
-                    txn,
-                    f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs"
-                    f" WHERE uuid IN ({marks}){owned}",
-                    (*chunk, *extra),
-                ):
-                    job = _job(row[:-3])
-                    job["owner"], job["handover_at"], job["active_since"] = row[-3:]
-                    jobs.append(job)
-            return jobs
+                    txn, f"{_PLACED_JOB} WHERE uuid IN ({marks}){owned}", (*chunk, *extra)
+                )
+            ]
 
         return self.pool.runInteraction(read)
 
@@ -1324,7 +1324,7 @@ class StateStore:
             return fail()
         owned = "owner IS NULL" if node_id is None else "owner = ?"
         params: tuple = () if node_id is None else (node_id,)
-        select = f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs WHERE {owned}"
+        select = f"{_PLACED_JOB} WHERE {owned}"
         if after is None:
             sql = f"{select} ORDER BY created_at, uuid LIMIT ?"
             params = (*params, limit)
@@ -1333,12 +1333,7 @@ class StateStore:
             params = (*params, after[0], after[1], limit)
 
         def read(txn: Any) -> list[dict]:
-            jobs = []
-            for row in _all(txn, sql, params):
-                job = _job(row[:-3])
-                job["owner"], job["handover_at"], job["active_since"] = row[-3:]
-                jobs.append(job)
-            return jobs
+            return [_placed_job(row) for row in _all(txn, sql, params)]
 
         return self.pool.runInteraction(read)
 
@@ -1357,14 +1352,12 @@ class StateStore:
 
         def read(txn: Any) -> dict[str, str]:
             found: dict[str, str] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
+            for chunk, marks in _chunks(wanted):
                 found.update(
                     _all(
                         txn,
                         f"SELECT job_uuid, last_slot FROM job_progress WHERE job_uuid IN ({marks})",
-                        tuple(chunk),
+                        chunk,
                     )
                 )
             return found

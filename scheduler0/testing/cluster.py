@@ -25,15 +25,12 @@ from scheduler0.testing.process import (
     client_headers,
     free_port,
     http_client,
-    run_cli,
+    init_peer_credentials,
 )
 from scheduler0.testing.tcpproxy import TCPProxy
 from scheduler0.testing.waiting import wait_for
 
 #: The peer credentials every node of a harness cluster shares.
-PEER_USERNAME = "admin"
-PEER_PASSWORD = "admin-password"
-PEER_SECRET_KEY = "peer-secret"
 
 LOG_TAIL_LINES = 40
 
@@ -244,21 +241,7 @@ class Cluster:
         )
 
     async def _credential_init(self, node_id: int) -> None:
-        out, err, code = await run_cli(
-            self.workdir(node_id),
-            "credential",
-            "init",
-            "--config",
-            self.config_path(node_id),
-            "--username",
-            PEER_USERNAME,
-            "--password",
-            PEER_PASSWORD,
-            "--secret-key",
-            PEER_SECRET_KEY,
-        )
-        if code:
-            raise RuntimeError(f"credential init for node {node_id} failed ({code}): {err}{out}")
+        await init_peer_credentials(self.workdir(node_id), self.config_path(node_id))
 
     async def start(self, timeout: float = 30.0, ids: Iterable[int] | None = None) -> None:
         """Spawn every node (or C{ids}), then wait until each one's health check answers."""

@@ -160,6 +160,18 @@ async def prepare_single_node(reactor: Any, workdir: str, extra_config: str = ""
             f"RaftAddress: 127.0.0.1:{free_port()}\n"
             "DataDir: data\n" + extra_config
         )
+    await init_peer_credentials(workdir, config_path)
+    return NodeProcess(reactor, workdir, config_path, http_port)
+
+
+# The peer credentials every test node gets (the nodes of one cluster must share them).
+PEER_USERNAME = "admin"
+PEER_PASSWORD = "admin-password"
+PEER_SECRET_KEY = "peer-secret"
+
+
+async def init_peer_credentials(workdir: str, config_path: str) -> None:
+    """Run C{scheduler0 credential init} with the test peer credentials beside C{config_path}."""
     out, err, code = await run_cli(
         workdir,
         "credential",
@@ -167,15 +179,14 @@ async def prepare_single_node(reactor: Any, workdir: str, extra_config: str = ""
         "--config",
         config_path,
         "--username",
-        "admin",
+        PEER_USERNAME,
         "--password",
-        "admin-password",
+        PEER_PASSWORD,
         "--secret-key",
-        "peer-secret",
+        PEER_SECRET_KEY,
     )
     if code:
-        raise RuntimeError(f"credential init failed: {err}")
-    return NodeProcess(reactor, workdir, config_path, http_port)
+        raise RuntimeError(f"credential init for {config_path} failed ({code}): {err}{out}")
 
 
 async def client_headers(node: NodeProcess) -> dict[str, str]:
