@@ -43,8 +43,9 @@ _COLUMNS = ", ".join(EXECUTION_COLUMNS)
 _TIME_FIELDS = ("scheduled_at", "started_at", "finished_at")
 FAILURE_RETENTION = timedelta(days=7)
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS executions (
+# The executions table, the same in a node's executions.db and in the
+# replicated state (its committed history).
+EXECUTIONS_TABLE = """CREATE TABLE IF NOT EXISTS executions (
         execution_id TEXT PRIMARY KEY,
         job_uuid TEXT NOT NULL,
         project_uuid TEXT,
@@ -56,7 +57,10 @@ _SCHEMA = (
         finished_at TEXT,
         status_code INTEGER,
         error TEXT,
-        skip_reason TEXT)""",
+        skip_reason TEXT)"""
+
+_SCHEMA = (
+    EXECUTIONS_TABLE,
     "CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",

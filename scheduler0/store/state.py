@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from scheduler0.store.commands import Command, canonical_json, error, ok
 from scheduler0.store.executions import (
     EXECUTION_COLUMNS,
+    EXECUTIONS_TABLE,
     FAILURE_RETENTION,
     execution_filters,
     execution_row,
@@ -99,19 +100,7 @@ _SCHEMA = (
         raft_address TEXT NOT NULL,
         eligible INTEGER NOT NULL)""",
     # The committed execution history: the columns of a node's executions.db.
-    """CREATE TABLE IF NOT EXISTS executions (
-        execution_id TEXT PRIMARY KEY,
-        job_uuid TEXT NOT NULL,
-        project_uuid TEXT,
-        scheduled_at TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        node_id TEXT,
-        started_at TEXT,
-        finished_at TEXT,
-        status_code INTEGER,
-        error TEXT,
-        skip_reason TEXT)""",
+    EXECUTIONS_TABLE,
     # With execution_id, pruning a job's history walks this index alone.
     """CREATE INDEX IF NOT EXISTS executions_by_job
         ON executions (job_uuid, scheduled_at, execution_id)""",
