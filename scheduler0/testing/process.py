@@ -29,13 +29,50 @@ def http_client(reactor: Any) -> Any:
     return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(part) for part in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now, chosen below
+    the kernel's ephemeral range.
+
+    A port the kernel picks for C{bind(0)} comes from the same range as the
+    source ports of outgoing connections, so between being chosen and being
+    listened on by a child process it can be taken by any connection this
+    machine opens (a node dialling a peer, a proxy dialling a node).  Ports
+    below that range are never given out as source ports.  Each port is
+    handed out once per process, and chosen at random so that test processes
+    running side by side rarely try the same one.
+    """
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    low, _high = _ephemeral_range()
+    top = low - 1 if low > 12000 else 65535
+    bottom = 10000 if low > 12000 else 61000
+    for _ in range(1000):
+        port = random.randint(bottom, top)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port found between {bottom} and {top}")
 
 
 class _Watch(ProcessProtocol):
