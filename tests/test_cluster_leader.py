@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from scheduler0.cluster.leader import LeaderDuties
+from scheduler0.cluster.leader import REBALANCE_INTERVAL_S, STALL_S, LeaderDuties
 from scheduler0.store.commands import Command
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.sqlite import connection_pool
@@ -203,6 +203,23 @@ class LeaderDutiesTests(TestCase):
         self.assertTrue(all(c.args["handover_at"] for c in moves))
         counts = await self.state.owner_counts()
         self.assertEqual(sorted(counts.values()), [3, 3, 4])
+
+    async def test_a_round_after_the_leader_stalled_judges_nobody(self) -> None:
+        """
+        A round that runs much later than its interval follows a stall of the
+        leader itself, whose unread renewals would make live nodes look gone:
+        it moves nothing, and the round after it, on time, does.
+        """
+        await self.rebalance()
+        await self.create_jobs(9)
+        self.node.live = {1: False, 2: False}
+        self.node.gone_nodes = {3}
+        self.clock.advance(REBALANCE_INTERVAL_S + STALL_S + 0.5)
+        self.assertEqual(await self.rebalance(), [])
+        self.assertEqual(self.duties.stalled_rounds, 1)
+        self.clock.advance(REBALANCE_INTERVAL_S)
+        (command,) = await self.rebalance()
+        self.assertEqual({owner for _, owner in command.args["moves"]}, {1, 2})
 
     async def test_a_new_leader_waits_before_placing_jobs(self) -> None:
         """In its first moments a leader moves nothing (members are still renewing with it)."""

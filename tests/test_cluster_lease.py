@@ -11,7 +11,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.cluster.node import LEADER_RENEW_S, LEASE_MARGIN_S, ClusterNode
+from scheduler0.cluster.node import (
+    LEADER_RENEW_S,
+    LEASE_MARGIN_S,
+    RAFT_SILENCE_S,
+    STUCK_S,
+    ClusterNode,
+)
 from scheduler0.raft.core import FOLLOWER, LEADER, RaftSettings
 from scheduler0.raft.messages import ClusterConfig
 
@@ -139,6 +145,53 @@ class LeaseTests(SynchronousTestCase):
         live, gone = self.node.live_nodes()
         self.assertEqual(live, {})
         self.assertEqual((gone(2), gone(4)), (True, True))
+
+    def lead_with_grants(self, *node_ids: int) -> None:
+        """Node 1 leads term 2 (node 3 led term 1), its lease confirmed, leases granted."""
+        self.core.leader_id = "3"
+        self.node._noticed_leadership()
+        self.core.role, self.core.leader_id, self.core.term = LEADER, "1", 2
+        self.node._renew_lease()
+        self.driver.barriers[0].callback(1)
+        for node_id in node_ids:
+            self.node.grant_lease(node_id, False, 0)
+
+    def test_a_slow_node_that_still_talks_raft_keeps_its_jobs_until_stuck(self) -> None:
+        """
+        A node whose renewals stopped but whose Raft messages still arrive is
+        slow, not gone: its jobs stay until it has gone STUCK_S without a
+        lease. One that is silent on Raft too is gone once its lease lapsed.
+        """
+        self.lead_with_grants(2, 3)
+        self.clock.advance(1.0 + LEASE_MARGIN_S + 0.01)
+        self.node.heard_from(2)
+        live, gone = self.node.live_nodes()
+        self.assertNotIn(2, live)
+        self.assertEqual((gone(2), gone(3)), (False, True))
+        # Its lease ended 1 s after the grant; until STUCK_S after that it stays.
+        while self.clock.seconds() + RAFT_SILENCE_S / 2 < 1.0 + STUCK_S:
+            self.clock.advance(RAFT_SILENCE_S / 2)
+            self.node.heard_from(2)
+            _, gone = self.node.live_nodes()
+            self.assertFalse(gone(2))
+        self.clock.advance(RAFT_SILENCE_S / 2)
+        self.node.heard_from(2)
+        _, gone = self.node.live_nodes()
+        self.assertTrue(gone(2))
+
+    def test_a_leader_whose_own_lease_lapsed_keeps_its_jobs_until_stuck(self) -> None:
+        """
+        A leader that could not confirm its lease for a while (its heartbeat
+        rounds answered late) does not judge itself gone, until STUCK_S.
+        """
+        self.lead_with_grants(2)
+        self.clock.advance(1.0 + LEASE_MARGIN_S + 0.01)
+        live, gone = self.node.live_nodes()
+        self.assertNotIn(1, live)
+        self.assertFalse(gone(1))
+        self.clock.advance(STUCK_S)
+        _, gone = self.node.live_nodes()
+        self.assertTrue(gone(1))
 
     def test_renewals_run_on_their_timers(self) -> None:
         """A follower asks for its lease every LEASE_RENEW_S, not on every leader tick."""

@@ -27,6 +27,10 @@ REBALANCE_INTERVAL_S = 0.25
 FULL_ROUND_S = 5.0
 # A new leader places jobs only once members had time to renew with it.
 FIRST_ROUND_S = 0.3
+# A round that comes this much later than its interval follows a stall of
+# the leader itself (its reactor busy, its process descheduled): renewals and
+# Raft answers that arrived meanwhile are still unread, so it judges nobody.
+STALL_S = 0.25
 # Jobs moved by one assign_jobs command (a command is one Raft entry).
 MOVE_BATCH = 5000
 # Records committed by one commit_executions command.
@@ -87,6 +91,9 @@ class LeaderDuties:
     _dirty: bool = True
     _last_signature: Any = None
     _last_full: float = float("-inf")
+    _last_round: float = float("-inf")
+    #: Rounds skipped because the leader itself had stalled.
+    stalled_rounds: int = 0
 
     def on_applied(self, command: Command, result: dict) -> None:
         """Jobs or members changed: the next rebalance round looks again."""
@@ -142,15 +149,24 @@ class LeaderDuties:
         node = self.node
         view = node.live_nodes()
         if view is None:
+            self._last_round = float("-inf")
             return
         live, gone = view
+        now = self.clock.seconds()
+        late = now - self._last_round - REBALANCE_INTERVAL_S
+        self._last_round = now
+        if STALL_S < late < float("inf"):
+            # Whatever this node has not read yet would make live nodes look
+            # silent; the next round, after the reactor read it, judges.
+            self.stalled_rounds += 1
+            log.info("rebalance round {late:.2f} s late: judging nobody this round", late=late)
+            return
         if node.tenure() < FIRST_ROUND_S:
             # Let the members renew their leases with this new leader first,
             # so jobs are not all piled on the few that already did.
             return
         members = node.member_ids()
         signature = (tuple(sorted(live.items())), tuple(sorted(members)), gone(-1))
-        now = self.clock.seconds()
         if (
             not self._dirty
             and signature == self._last_signature

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from math import inf
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,11 @@ LEASE_RENEW_S = 0.25
 LEASE_MARGIN_S = 0.25
 # How often a leader confirms its own lease (a heartbeat round).
 LEADER_RENEW_S = 0.1
+# A node whose Raft messages reached the leader this recently is running,
+# even if its lease lapsed: it is slow (an overloaded machine), not gone.
+RAFT_SILENCE_S = 0.5
+# How long such a node may stay without a lease before its jobs move anyway.
+STUCK_S = 5.0
 
 
 # Applied changes after which a node must catch up before it fires again.
@@ -108,6 +114,8 @@ class ClusterNode:
     _term_start_index: int = 0
     _lease_requires: int = 0
     _lease_was_valid: bool = False
+    # Node id -> when a Raft message from it last arrived (monotonic).
+    _heard: dict[int, float] = attrs.field(factory=dict)
     #: Nodes whose jobs the leader is moving away right now (no lease for them).
     moving_off: set[int] = attrs.field(factory=set)
 
@@ -144,6 +152,7 @@ class ClusterNode:
         node_ref: list[ClusterNode] = []
 
         def deliver(sender: int, payload: bytes) -> None:
+            node_ref[0].heard_from(sender)
             node_ref[0].driver.receive(payload)
 
         tls = load_raft_tls(config)
@@ -455,6 +464,10 @@ class ClusterNode:
             "must_apply": max(self._term_start_index, self._last_change_index),
         }
 
+    def heard_from(self, node_id: int) -> None:
+        """A Raft message from C{node_id} arrived (the transport authenticated it)."""
+        self._heard[node_id] = self.monotonic()
+
     def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
         """
         The leader's view: (node id -> paused, for each node whose lease it
@@ -487,7 +500,21 @@ class ClusterNode:
                 return True
             if owner in live:
                 return False
-            return settled or owner == just_before
+            if not (settled or owner == just_before):
+                return False
+            # Its lease has surely lapsed. If it still talks Raft to this
+            # leader it is running but slow (its renewals are late on an
+            # overloaded machine): it fires again once it renews, and moving
+            # its jobs would only add the catch-up work and the duplicates of
+            # a move to that load. Only a node stuck like that for STUCK_S
+            # loses its jobs anyway.
+            if owner == self.config.node_id or now - self._heard.get(owner, -inf) < RAFT_SILENCE_S:
+                grant = self._grants.get(owner)
+                lapsed_since = max(
+                    grant["at"] + self.lease_s if grant else -inf, self._leader_since or -inf
+                )
+                return now - lapsed_since >= STUCK_S
+            return True
 
         return live, gone
 
