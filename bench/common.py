@@ -55,6 +55,24 @@ async def within(reactor: Any, d: Deferred, seconds: float, what: str) -> Any:
         raise TimeoutError(f"{what}: nothing within {seconds:g} s") from None
 
 
+def scratch_dir(prefix: str) -> Any:
+    """
+    A work directory for one run's nodes, removed afterwards; with
+    C{BENCH_KEEP=1} in the environment it is kept (and its path printed), so
+    the nodes' logs can be read after the run.
+    """
+    if os.environ.get("BENCH_KEEP"):
+        import contextlib
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix=prefix)
+        print(f"keeping the nodes' work directory: {path}", file=sys.stderr)
+        return contextlib.nullcontext(path)
+    import tempfile
+
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
 def require_single_node(nodes: int, scenario: str = "this scenario") -> None:
     """Stop with one clear line when a one-node scenario is asked for more nodes."""
     if nodes != 1:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from bench.cluster import ClusterUnderTest
-from bench.common import analyse, distribution, sleep, spread, table
+from bench.common import analyse, distribution, scratch_dir, sleep, spread, table
 from bench.receiver import Item, ReceiverProcess
 
 DESCRIPTION = "Scenario 4: SIGKILL the leader, then a follower, under the precision load."
@@ -239,7 +238,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         args.settle = 4.0 if args.quick else 5.0
     if args.after <= args.drain + 1:
         raise SystemExit(f"--after: invalid value {args.after:g}; must exceed --drain + 1 s")
-    with tempfile.TemporaryDirectory(prefix="bench-failover-") as scratch:
+    with scratch_dir("bench-failover-") as scratch:
         workdir = args.workdir or scratch
         os.makedirs(workdir, exist_ok=True)
         receiver = ReceiverProcess(reactor)

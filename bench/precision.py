@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from typing import Any
 
 from bench.cluster import under_test
@@ -22,6 +21,7 @@ from bench.common import (
     profile_args,
     profile_top,
     profile_top_cumulative,
+    scratch_dir,
     sleep,
     spread,
     table,
@@ -103,7 +103,7 @@ async def measure_window(
 async def one_trial(
     reactor: Any, args: argparse.Namespace, seconds: float, profile: str | None
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-precision-") as workdir:
+    with scratch_dir("bench-precision-") as workdir:
         receiver = ReceiverProcess(reactor)
         port = await receiver.start()
         try:

@@ -12,11 +12,10 @@ cProfile runs the highest step again and its top functions are printed.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from typing import Any
 
 from bench.cluster import under_test
-from bench.common import sleep, table
+from bench.common import scratch_dir, sleep, table
 from bench.precision import COLUMNS, measure_window, nodes_text, profile_text, row
 from bench.receiver import ReceiverProcess
 
@@ -69,7 +68,7 @@ async def run_steps(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One node (or a cluster of C{nodes}), jobs added step by step; each step's figures."""
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as workdir:
+    with scratch_dir("bench-throughput-") as workdir:
         receiver = ReceiverProcess(reactor)
         port = await receiver.start()
         try:
