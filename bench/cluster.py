@@ -31,9 +31,7 @@ from scheduler0.testing.process import http_client
 #: The cluster bench's node config: quiet logs (BENCH_LOG_LEVEL=INFO makes
 #: the nodes say what the leader moved and when leases lapse), no API rate
 #: limit (the benchmark client is one credential making many requests).
-CLUSTER_CONFIG = (
-    f"LogLevel: {os.environ.get('BENCH_LOG_LEVEL', 'WARN')}\nRateLimitPerSecond: 0\n"
-)
+CLUSTER_CONFIG = f"LogLevel: {os.environ.get('BENCH_LOG_LEVEL', 'WARN')}\nRateLimitPerSecond: 0\n"
 
 
 @attrs.define(eq=False)

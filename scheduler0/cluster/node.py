@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from math import inf
 from collections.abc import Callable
+from math import inf
 from typing import Any
 
 import attrs
