@@ -167,7 +167,9 @@ class NodeService(MultiService):
         # The state machine is rebuilt from the command log (synced on every
         # append) after a power loss, so its own commits need no fsync.
         state = StateStore(
-            connection_pool(os.path.join(data, "state.db"), self.reactor, replayable=True)
+            connection_pool(os.path.join(data, "state.db"), self.reactor, replayable=True),
+            # Raft snapshots are copied on a reactor pool thread beside it.
+            run_blocking=in_thread,
         )
         command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), self.reactor))
         executions = ExecutionStore(

@@ -221,6 +221,47 @@ class DriverTests(SynchronousTestCase):
         self.assertEqual(set(peak.values()), {1})
         self.assertEqual(sum(d.core.role == LEADER for d in cluster.drivers.values()), 1)
 
+    def test_a_snapshot_is_captured_while_entries_go_on_being_applied(self) -> None:
+        """
+        The state machine's capture does not hold up the loop: entries
+        committed while it runs are applied, and once it ends the snapshot
+        is made durable and the log compacted to the index it was asked at.
+        """
+        captures: dict[str, list[tuple[int, Deferred]]] = {i: [] for i in IDS}
+
+        def extra_for(node_id: str) -> dict:
+            def snapshot() -> Deferred:
+                d: Deferred = Deferred()
+                captures[node_id].append((cluster.drivers[node_id].applied_index, d))
+                return d
+
+            return {"snapshot": snapshot}
+
+        settings = RaftSettings(
+            election_ticks=10, heartbeat_ticks=2, snapshot_threshold=5, snapshot_trailing=1
+        )
+        cluster = Cluster(settings=settings, extra_for=extra_for)
+        leader = cluster.leader()
+        node = leader.core.node_id
+        for n in range(8):
+            leader.propose(f"a{n}".encode())
+            cluster.run(0.1)
+        ((asked_at, capture),) = captures[node]
+        applied_before = len(cluster.applied[node])
+        proposed = [leader.propose(f"during{n}".encode()) for n in range(3)]
+        cluster.run(1)
+        for d in proposed:
+            self.successResultOf(d)
+        self.assertEqual(len(cluster.applied[node]), applied_before + 3)
+        self.assertGreater(leader.applied_index, asked_at)
+        self.assertIsNone(leader.core.snapshot_meta)
+        self.assertEqual(len(captures[node]), 1)
+        capture.callback(b"image")
+        cluster.run(0.1)
+        self.assertEqual(leader.core.snapshot_meta.index, asked_at)
+        boot = leader.storage.load()
+        self.assertEqual((boot.snapshot.index, boot.snapshot_data), (asked_at, b"image"))
+
     def test_read_barrier_on_leader_and_follower(self) -> None:
         """The leader's read barrier fires at an applied index; a follower's fails NotLeader."""
         cluster = Cluster()

@@ -480,6 +480,35 @@ class MigrationTests(StateCase):
         reopened = self.store("state.db")
         self.assertEqual(self.result(reopened.owner_counts()), {1: 3, 2: 2})
 
+    def test_a_snapshot_copied_beside_the_pool_is_of_the_state_when_it_was_asked_for(
+        self,
+    ) -> None:
+        """
+        With run_blocking the image is copied off the pool's thread, and
+        commands the pool applies before the copy runs are not in it.
+        """
+        calls: list[tuple[Any, tuple]] = []
+
+        def run_blocking(fn: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            calls.append((lambda: d.callback(fn(*args)), args))
+            return d
+
+        store = self.seeded(1, 2)
+        store.run_blocking = run_blocking
+        self.ok(store, "create_jobs", jobs=jobs_named("before", 2))
+        asked_at = self.result(store.applied_index())
+        image = store.snapshot()
+        self.assertNoResult(image)
+        self.ok(store, "create_jobs", jobs=jobs_named("after", 3))
+        ((copy, _),) = calls
+        copy()
+        restored = self.store("restored.db")
+        self.result(restored.restore(self.successResultOf(image)))
+        self.assertEqual(self.result(restored.applied_index()), asked_at)
+        self.assertEqual(sum(self.result(restored.owner_counts()).values()), 2)
+        self.assertEqual(sum(self.result(store.owner_counts()).values()), 5)
+
     def test_restoring_an_old_snapshot_migrates_it(self) -> None:
         """An image from before ownership restores into a store that can own jobs."""
         with open(self.old_file("old.db"), "rb") as f:

@@ -540,6 +540,10 @@ class RaftNode:
             self._send_append(target)
         return True
 
+    def snapshot_failed(self) -> None:
+        """The adapter could not capture the state machine: ask again later."""
+        self._snapshot_requested = False
+
     def snapshot_done(self, index: int, data: bytes) -> SnapshotMeta | None:
         """The state machine was captured at applied ``index``; compact the log.
 

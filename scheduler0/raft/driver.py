@@ -99,6 +99,10 @@ class RaftDriver:
     _processing: bool = False
     _stopped: bool = False
     _idle: Deferred | None = None
+    # A snapshot being captured, and one captured that the loop must still
+    # hand to the core and make durable: (applied index, image).
+    _capturing: bool = False
+    _captured: tuple[int, bytes] | None = None
     dropped_messages: int = 0
 
     def start(self, applied_index: int = 0) -> None:
@@ -251,7 +255,9 @@ class RaftDriver:
 
     def _kick(self) -> None:
         # A batch in progress loops until the core has nothing more ready.
-        if self._processing or self._stopped or not self.core.has_ready():
+        if self._processing or self._stopped:
+            return
+        if self._captured is None and not self.core.has_ready():
             return
         self._processing = True
         done = Deferred.fromCoroutine(self._process())
@@ -259,8 +265,14 @@ class RaftDriver:
 
     async def _process(self) -> None:
         try:
-            while not self._stopped and self.core.has_ready():
-                await self._perform(self.core.ready())
+            while not self._stopped:
+                if self._captured is not None:
+                    captured, self._captured = self._captured, None
+                    await self._keep_snapshot(*captured)
+                elif self.core.has_ready():
+                    await self._perform(self.core.ready())
+                else:
+                    break
         finally:
             self._processing = False
             if self._idle is not None:
@@ -298,17 +310,35 @@ class RaftDriver:
         self._release_reads()
         self._release_applied()
         self.core.advance(ready)
-        if ready.want_snapshot and self.snapshot is not None:
-            await self._take_snapshot()
+        if ready.want_snapshot and self.snapshot is not None and not self._capturing:
+            self._capturing = True
+            capture = Deferred.fromCoroutine(self._capture(self.applied_index))
+            capture.addErrback(lambda f: log.failure("taking a snapshot failed", f))
 
-    async def _take_snapshot(self) -> None:
-        """Capture the state machine between batches, make it durable, let the core compact."""
-        index = self.applied_index
-        data = await _settle(self.snapshot())
-        meta = self.core.snapshot_done(index, data)
-        if meta is not None:
-            await self.run_blocking(self.storage.save_snapshot, meta, data)
-            log.info("snapshot taken at index {index}", index=index)
+    async def _capture(self, index: int) -> None:
+        """
+        Capture the state machine as it is now, at C{index} (the hook sees
+        exactly what was applied before it was called), while the loop goes
+        on; the loop then hands the image to the core between batches.
+        """
+        try:
+            data = await _settle(self.snapshot())
+        except BaseException:
+            self._capturing = False
+            self.core.snapshot_failed()
+            raise
+        self._captured = (index, data)
+        self._kick()
+
+    async def _keep_snapshot(self, index: int, data: bytes) -> None:
+        """Let the core compact the log up to C{index}, and make the snapshot durable first."""
+        try:
+            meta = self.core.snapshot_done(index, data)
+            if meta is not None:
+                await self.run_blocking(self.storage.save_snapshot, meta, data)
+                log.info("snapshot taken at index {index}", index=index)
+        finally:
+            self._capturing = False
 
     def _send_all(self, messages: list[Any]) -> None:
         for message in messages:

@@ -1036,6 +1036,9 @@ class StateStore:
     """Projects, jobs and credentials in one SQLite file, changed only by L{apply}."""
 
     pool: Any
+    #: Runs a blocking call on some thread other than the pool's; with it a
+    #: snapshot is copied beside the pool instead of inside it (see snapshot).
+    run_blocking: Callable[..., Deferred] | None = None
 
     def open(self) -> Deferred:
         """Create the schema if it is missing; size the page cache for many jobs."""
@@ -1429,10 +1432,22 @@ class StateStore:
     def snapshot(self) -> Deferred:
         """
         The whole state machine as bytes (a SQLite database image made with
-        the backup API), consistent because the pool runs one interaction at
-        a time.
+        the backup API), as it is when this is called.
+
+        With C{run_blocking} the copy is made from a second connection that
+        opens a read transaction in turn with the pool's commands, so it sees
+        exactly the commands applied before the call; the copy then runs on
+        another thread while the pool goes on applying (WAL lets that reader
+        and the writer run side by side). Without it the copy is made inside
+        the pool and every command after the call waits for it.
         """
-        return self.pool.runInteraction(_snapshot_image)
+        if self.run_blocking is None:
+            return self.pool.runInteraction(_snapshot_image)
+        return Deferred.fromCoroutine(self._snapshot_beside(self.run_blocking))
+
+    async def _snapshot_beside(self, run_blocking: Callable[..., Deferred]) -> bytes:
+        reader = await self.pool.runInteraction(_open_reader)
+        return await run_blocking(_image_of_reader, reader)
 
     def restore(self, image: bytes) -> Deferred:
         """Replace the whole state machine with C{image} (from L{snapshot})."""
@@ -1450,17 +1465,47 @@ class StateStore:
         return self.pool.runInteraction(read)
 
 
-def _snapshot_image(txn: Any) -> bytes:
-    # txn is a DB-API cursor (or adbapi's proxy for one): .connection is sqlite3's.
+def _open_reader(txn: Any) -> sqlite3.Connection:
+    """A new connection to this file holding a read transaction that begins now."""
+    path = next(row[2] for row in _all(txn, "PRAGMA database_list") if row[1] == "main")
+    reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        # The read transaction (and the version of the file it sees) starts
+        # with the first read, not with BEGIN.
+        reader.execute("SELECT value FROM meta WHERE key = 'applied_index'").fetchone()
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def _image_of_reader(reader: sqlite3.Connection) -> bytes:
+    """
+    Copy the version of the file C{reader}'s read transaction sees (the
+    backup uses a source connection's open transaction), then close it.
+    """
+    try:
+        return _image(reader)
+    finally:
+        reader.close()
+
+
+def _image(connection: sqlite3.Connection) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "snapshot.db")
         target = sqlite3.connect(path)
         try:
-            txn.connection.backup(target)
+            connection.backup(target)
         finally:
             target.close()
         with open(path, "rb") as f:
             return f.read()
+
+
+def _snapshot_image(txn: Any) -> bytes:
+    # txn is a DB-API cursor (or adbapi's proxy for one): .connection is sqlite3's.
+    return _image(txn.connection)
 
 
 def _restore_image(txn: Any, image: bytes) -> None:
