@@ -15,8 +15,10 @@ from scheduler0.cluster.node import (
     LEADER_RENEW_S,
     LEASE_MARGIN_S,
     RAFT_SILENCE_S,
+    SNAPSHOT_BYTES,
     STUCK_S,
     ClusterNode,
+    raft_settings,
 )
 from scheduler0.raft.core import FOLLOWER, LEADER, RaftSettings
 from scheduler0.raft.messages import ClusterConfig
@@ -201,3 +203,28 @@ class LeaseTests(SynchronousTestCase):
             self.clock.advance(LEADER_RENEW_S)
         self.assertEqual(len(self.peers.requests), 2)
         return succeed(None)
+
+
+@attrs.frozen
+class RaftConfig:
+    node_id: int
+    raft_heartbeat_interval_ms: int = 50
+    raft_election_timeout_ms: int = 500
+    raft_snapshot_threshold: int = 8192
+
+
+class RaftSettingsTests(SynchronousTestCase):
+    def test_nodes_of_a_cluster_snapshot_at_different_points(self) -> None:
+        """
+        Nodes 1, 2 and 3 apply the same entries but get different snapshot
+        thresholds (never below the configured ones), so they do not all
+        copy their state machine at once.
+        """
+        settings = [raft_settings(RaftConfig(node_id)) for node_id in (1, 2, 3)]
+        by_bytes = [s.snapshot_threshold_bytes for s in settings]
+        by_count = [s.snapshot_threshold for s in settings]
+        self.assertEqual(len(set(by_bytes)), 3)
+        self.assertEqual(len(set(by_count)), 3)
+        self.assertEqual(min(by_bytes), SNAPSHOT_BYTES)
+        self.assertEqual(min(by_count), 8192)
+        self.assertEqual((settings[0].election_ticks, settings[0].heartbeat_ticks), (10, 1))

@@ -8,9 +8,10 @@ import sqlite3
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from scheduler0.raft.codec import encode_config
 from scheduler0.raft.core import RaftNode, RaftSettings, Ready
 from scheduler0.raft.messages import ClusterConfig, Entry, HardState, SnapshotMeta
-from scheduler0.raft.storage import MemoryRaftStorage, SqliteRaftStorage
+from scheduler0.raft.storage import MemoryRaftStorage, SnapshotFile, SqliteRaftStorage
 
 CONFIG = ClusterConfig(frozenset({"a", "b"}), frozenset({"c"}))
 
@@ -72,7 +73,7 @@ class StorageContract:
         store.save(ready(compact_to=2))
         boot = self.reopen(store).load()
         self.assertEqual(boot.snapshot, SnapshotMeta(4, 1, CONFIG))
-        self.assertEqual(boot.snapshot_data, b"state")
+        self.assertEqual(bytes(boot.snapshot_data), b"state")
         self.assertEqual(boot.entries, entries(1, 5, 6))
 
     def test_installed_snapshot_replaces_covered_entries(self) -> None:
@@ -88,7 +89,7 @@ class StorageContract:
         store = self.make()
         store.save_snapshot(SnapshotMeta(5, 1, CONFIG), b"new")
         store.save_snapshot(SnapshotMeta(3, 1, CONFIG), b"old")
-        self.assertEqual(self.reopen(store).load().snapshot_data, b"new")
+        self.assertEqual(bytes(self.reopen(store).load().snapshot_data), b"new")
 
     def test_core_restarts_from_storage(self) -> None:
         """
@@ -166,3 +167,60 @@ class SqliteStorageTests(StorageContract, SynchronousTestCase):
         self.assertRaises(sqlite3.IntegrityError, store.save, bad)
         boot = store.load()
         self.assertEqual((boot.hard_state, boot.entries), (HardState(), entries(1, 1, 2)))
+
+    def test_a_snapshot_image_is_a_file_read_only_by_the_slices_asked_for(self) -> None:
+        """
+        The image lives in a file of the snapshot folder: load() gives an
+        object that measures and slices like the bytes, without reading
+        them all; the file is made durable and recorded where it was made.
+        """
+        store = self.make()
+        capture = store.capture_path()
+        image = bytes(range(256)) * 40
+        with open(capture, "wb") as f:
+            f.write(image)
+        store.save_snapshot(SnapshotMeta(7, 2, CONFIG), SnapshotFile.at(capture))
+        data = self.reopen(store).load().snapshot_data
+        self.assertIsInstance(data, SnapshotFile)
+        self.assertEqual(data.path, capture)
+        self.assertEqual(len(data), len(image))
+        self.assertEqual(data[1000:3000], image[1000:3000])
+        self.assertEqual(data[len(image) - 5 : len(image) + 100], image[-5:])
+        self.assertEqual(data[5:5], b"")
+
+    def test_only_the_recorded_snapshot_file_is_kept(self) -> None:
+        """
+        A newer snapshot (taken here or installed from the leader) removes
+        the older file, and a start removes captures that were never
+        recorded (a crash while copying).
+        """
+        store = self.make()
+        store.save_snapshot(SnapshotMeta(3, 1, CONFIG), b"first")
+        (first,) = os.listdir(store.snapshot_folder)
+        store.save(ready(snapshot=(SnapshotMeta(9, 2, CONFIG), b"installed"), truncate_from=10))
+        (second,) = os.listdir(store.snapshot_folder)
+        self.assertNotEqual(first, second)
+        with open(store.capture_path(), "wb") as f:
+            f.write(b"half a copy")
+        reopened = self.reopen(store)
+        self.assertEqual(bytes(reopened.load().snapshot_data), b"installed")
+        self.assertEqual(os.listdir(reopened.snapshot_folder), [second])
+
+    def test_a_log_from_before_snapshot_files_still_boots(self) -> None:
+        """A snapshot row holding its image (the old layout) loads as those bytes."""
+        store = self.make()
+        store.close()
+        db = sqlite3.connect(self.path)
+        db.execute("DROP TABLE snapshot")
+        db.execute(
+            "CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL,"
+            " term INTEGER NOT NULL, config BLOB NOT NULL, data BLOB NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO snapshot VALUES (1, 4, 1, ?, ?)",
+            (encode_config(CONFIG), b"old image"),
+        )
+        db.commit()
+        db.close()
+        boot = self.reopen(store).load()
+        self.assertEqual((boot.snapshot.index, boot.snapshot_data), (4, b"old image"))

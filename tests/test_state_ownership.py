@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from scheduler0.raft.storage import SnapshotFile
 from scheduler0.store.commands import Command
 from scheduler0.store.state import JOB_COLUMNS, StateStore
 from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
@@ -508,6 +509,22 @@ class MigrationTests(StateCase):
         self.assertEqual(self.result(restored.applied_index()), asked_at)
         self.assertEqual(sum(self.result(restored.owner_counts()).values()), 2)
         self.assertEqual(sum(self.result(store.owner_counts()).values()), 5)
+
+    def test_a_snapshot_written_to_a_file_restores_from_that_file(self) -> None:
+        """
+        snapshot(path) writes the image to a file (no bytes in memory), and
+        restore() takes that file as it is, leaving nothing beside it.
+        """
+        store = self.seeded(1, 2)
+        self.ok(store, "create_jobs", jobs=jobs_named("j", 4))
+        folder = os.path.join(self.directory, "snapshots")
+        os.makedirs(folder)
+        path = os.path.join(folder, "image.db")
+        self.assertIsNone(self.result(store.snapshot(path)))
+        restored = self.store("restored.db")
+        self.result(restored.restore(SnapshotFile.at(path)))
+        self.assertEqual(self.result(restored.dump()), self.result(store.dump()))
+        self.assertEqual(os.listdir(folder), ["image.db"])
 
     def test_restoring_an_old_snapshot_migrates_it(self) -> None:
         """An image from before ownership restores into a store that can own jobs."""

@@ -25,7 +25,7 @@ from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import ProposalFailed, RaftDriver
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.raft.proposer import RaftProposer
-from scheduler0.raft.storage import SqliteRaftStorage
+from scheduler0.raft.storage import SnapshotFile, SqliteRaftStorage
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
@@ -37,6 +37,8 @@ TICK_S = 0.05
 # leader waits before it takes a silent node's jobs away.
 LEASE_RENEW_S = 0.25
 LEASE_MARGIN_S = 0.25
+# Applied entries' bytes after which a snapshot is taken (before the spread).
+SNAPSHOT_BYTES = 64 << 20
 # How often a leader confirms its own lease (a heartbeat round).
 LEADER_RENEW_S = 0.1
 # A node whose Raft messages reached the leader this recently is running,
@@ -56,14 +58,29 @@ def raft_settings(config: Any) -> RaftSettings:
     """The core's tunables from config (milliseconds turned into ticks)."""
     heartbeat = max(1, round(config.raft_heartbeat_interval_ms / 1000 / TICK_S))
     election = max(heartbeat + 1, round(config.raft_election_timeout_ms / 1000 / TICK_S))
+    # Every node applies the same entries, so with the same thresholds all
+    # would copy their state machine at the same moment; each node's are
+    # raised by a different eighth so their snapshots come apart.
+    spread = 1 + ((int(config.node_id) - 1) % 4) / 8
     return RaftSettings(
         election_ticks=election,
         heartbeat_ticks=heartbeat,
-        snapshot_threshold=max(1, int(config.raft_snapshot_threshold)),
+        snapshot_threshold_bytes=int(SNAPSHOT_BYTES * spread),
+        snapshot_threshold=max(1, int(int(config.raft_snapshot_threshold) * spread)),
         # A follower further behind than this gets a snapshot instead.
         snapshot_trailing=min(1024, max(1, int(config.raft_snapshot_threshold))),
         log_initial_config=True,
     )
+
+
+def _capture_to_file(state: Any, storage: SqliteRaftStorage) -> Deferred:
+    """
+    The driver's snapshot hook: the state machine copied into a new file of
+    the Raft snapshot folder, handed on as a L{SnapshotFile} (so the image
+    is never held in memory).
+    """
+    path = storage.capture_path()
+    return state.snapshot(path).addCallback(lambda _: SnapshotFile.at(path))
 
 
 def _later(clock: Any, seconds: float) -> Deferred:
@@ -178,7 +195,7 @@ class ClusterNode:
             send=lambda to, payload: transport.send(int(to), payload),
             apply=raft.apply_hook,
             restore=raft.restore_hook,
-            snapshot=raft.snapshot_hook,
+            snapshot=lambda: _capture_to_file(state, storage),
             run_blocking=run_blocking,
             tick_s=TICK_S,
             apply_timeout_s=config.raft_apply_timeout,

@@ -560,7 +560,8 @@ class RaftNode:
         if term is None:
             raise RaftError(f"snapshot index {index} is no longer in the log")
         self._snapshot = SnapshotMeta(index, term, self._config_at(index))
-        self._snapshot_data = bytes(data)
+        # Bytes, or an image on disk that slices like bytes (read per chunk).
+        self._snapshot_data = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
         self._applied_bytes = sum(len(e.data) for e in self.entries(index + 1, self.applied))
         # Keep up to snapshot_trailing entries behind it, and no more than
         # snapshot_trailing_bytes of them.

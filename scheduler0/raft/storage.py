@@ -7,7 +7,10 @@ Two implementations share one interface:
 - :class:`SqliteRaftStorage` -- a SQLite file in the data dir, WAL journal,
   ``synchronous=FULL``; each :meth:`save` of a Ready is one transaction, so one
   fsync covers a whole batch (group commit).  Its methods block: a Twisted
-  adapter calls them from a worker thread, never on the reactor thread.
+  adapter calls them from a worker thread, never on the reactor thread.  The
+  snapshot image itself is a file beside it (a :class:`SnapshotFile`), read
+  only when a chunk of it is sent, so a large state machine is not held in
+  memory.
 - :class:`MemoryRaftStorage` -- the simulated disk of the deterministic
   simulator.  :meth:`~MemoryRaftStorage.write` buffers, :meth:`~MemoryRaftStorage.sync`
   makes durable, :meth:`~MemoryRaftStorage.crash` loses everything not synced.
@@ -18,15 +21,65 @@ entries, hard state, compaction.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
 from scheduler0.raft.codec import decode_config, encode_config
 from scheduler0.raft.core import BootState, Ready
 from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
+
+
+@attrs.frozen
+class SnapshotFile:
+    """
+    A snapshot image kept on disk: measured and sliced like bytes (what the
+    Raft core does with an image: send it in chunks), read only then.
+    """
+
+    path: str
+    size: int
+
+    @classmethod
+    def at(cls, path: str) -> SnapshotFile:
+        return cls(path, os.path.getsize(path))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> bytes:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a snapshot file is read by contiguous slices")
+        start, stop, _ = key.indices(self.size)
+        if stop <= start:
+            return b""
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            return f.read(stop - start)
+
+    def __bytes__(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class RaftStorage(Protocol):
@@ -160,7 +213,11 @@ CREATE TABLE IF NOT EXISTS snapshot (
 
 @attrs.define(eq=False)
 class SqliteRaftStorage:
-    """Raft log + hard state + snapshot in one SQLite file (blocking calls)."""
+    """
+    Raft log + hard state + snapshot metadata in one SQLite file (blocking
+    calls); the snapshot image in a file of the C{<path>.snapshots} folder,
+    named in the snapshot row.
+    """
 
     path: str
     _db: sqlite3.Connection = attrs.field(init=False)
@@ -170,6 +227,19 @@ class SqliteRaftStorage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(snapshot)")}
+        if "file" not in columns:
+            # Files from before snapshot files kept the image in the row.
+            self._db.execute("ALTER TABLE snapshot ADD COLUMN file TEXT")
+
+    @property
+    def snapshot_folder(self) -> str:
+        return self.path + ".snapshots"
+
+    def capture_path(self) -> str:
+        """A new file name in the snapshot folder for the state machine to copy itself to."""
+        os.makedirs(self.snapshot_folder, exist_ok=True)
+        return os.path.join(self.snapshot_folder, f"snapshot-{uuid.uuid4().hex}.db")
 
     def close(self) -> None:
         self._db.close()
@@ -180,14 +250,18 @@ class SqliteRaftStorage:
         ).fetchone()
         hard = HardState(*row) if row else HardState()
         snap_row = self._db.execute(
-            "SELECT idx, term, config, data FROM snapshot WHERE id = 1"
+            "SELECT idx, term, config, data, file FROM snapshot WHERE id = 1"
         ).fetchone()
         snapshot = data = None
         base = 0
         if snap_row:
             snapshot = SnapshotMeta(snap_row[0], snap_row[1], decode_config(snap_row[2]))
-            data = bytes(snap_row[3])
+            if snap_row[4]:
+                data = SnapshotFile.at(os.path.join(self.snapshot_folder, snap_row[4]))
+            else:
+                data = bytes(snap_row[3])
             base = snapshot.index
+        self._remove_unused_files(snap_row[4] if snap_row else None)
         entries = []
         expected = base + 1
         for idx, term, kind, blob, request_id in self._db.execute(
@@ -205,10 +279,13 @@ class SqliteRaftStorage:
         if not ready.must_sync():
             return
         db = self._db
+        file_name = None
+        if ready.snapshot is not None:
+            file_name = self._write_file(ready.snapshot[1])
         db.execute("BEGIN IMMEDIATE")
         try:
             if ready.snapshot is not None:
-                self._put_snapshot(*ready.snapshot, drop_entries=True)
+                self._put_snapshot(ready.snapshot[0], file_name, drop_entries=True)
             if ready.truncate_from:
                 db.execute("DELETE FROM entries WHERE idx >= ?", (ready.truncate_from,))
             if ready.entries:
@@ -230,24 +307,65 @@ class SqliteRaftStorage:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        if file_name is not None:
+            self._remove_unused_files(self._current_file())
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Durably record a locally taken snapshot."""
+    def save_snapshot(self, meta: SnapshotMeta, data: Any) -> None:
+        """
+        Durably record a locally taken snapshot: C{data} is a L{SnapshotFile}
+        in the snapshot folder (made durable and named in place), or bytes.
+        """
+        file_name = self._write_file(data)
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._put_snapshot(meta, data)
+            self._put_snapshot(meta, file_name)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._remove_unused_files(self._current_file())
 
-    def _put_snapshot(self, meta: SnapshotMeta, data: bytes, drop_entries: bool = False) -> None:
+    def _write_file(self, data: Any) -> str:
+        """The name of a durable file in the snapshot folder holding C{data}."""
+        folder = self.snapshot_folder
+        if isinstance(data, SnapshotFile) and os.path.dirname(data.path) == folder:
+            _fsync_file(data.path)
+        else:
+            path = self.capture_path()
+            with open(path, "wb") as f:
+                f.write(bytes(data) if isinstance(data, SnapshotFile) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            data = SnapshotFile.at(path)
+        _fsync_dir(folder)
+        return os.path.basename(data.path)
+
+    def _current_file(self) -> str | None:
+        row = self._db.execute("SELECT file FROM snapshot WHERE id = 1").fetchone()
+        return row[0] if row else None
+
+    def _remove_unused_files(self, keep: str | None) -> None:
+        """Delete the folder's files but C{keep}: older snapshots, captures never recorded."""
+        folder = self.snapshot_folder
+        if not os.path.isdir(folder):
+            return
+        for name in os.listdir(folder):
+            if keep is None or not name.startswith(keep):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except FileNotFoundError:
+                    pass
+
+    def _put_snapshot(
+        self, meta: SnapshotMeta, file_name: str | None, drop_entries: bool = False
+    ) -> None:
         row = self._db.execute("SELECT idx FROM snapshot WHERE id = 1").fetchone()
         if row and row[0] >= meta.index:
             return
         self._db.execute(
-            "INSERT OR REPLACE INTO snapshot (id, idx, term, config, data) VALUES (1, ?, ?, ?, ?)",
-            (meta.index, meta.term, encode_config(meta.config), data),
+            "INSERT OR REPLACE INTO snapshot (id, idx, term, config, data, file)"
+            " VALUES (1, ?, ?, ?, ?, ?)",
+            (meta.index, meta.term, encode_config(meta.config), b"", file_name),
         )
         if drop_entries:
             self._db.execute("DELETE FROM entries WHERE idx <= ?", (meta.index,))

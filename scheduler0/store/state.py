@@ -1429,10 +1429,11 @@ class StateStore:
         """How many credentials exist, archived ones included."""
         return self._scalar("SELECT COUNT(*) FROM credentials")
 
-    def snapshot(self) -> Deferred:
+    def snapshot(self, path: str | None = None) -> Deferred:
         """
-        The whole state machine as bytes (a SQLite database image made with
-        the backup API), as it is when this is called.
+        The whole state machine as a SQLite database image made with the
+        backup API, as it is when this is called: written to the file
+        C{path} (fires with None), or as bytes.
 
         With C{run_blocking} the copy is made from a second connection that
         opens a read transaction in turn with the pool's commands, so it sees
@@ -1442,16 +1443,23 @@ class StateStore:
         the pool and every command after the call waits for it.
         """
         if self.run_blocking is None:
-            return self.pool.runInteraction(_snapshot_image)
-        return Deferred.fromCoroutine(self._snapshot_beside(self.run_blocking))
+            return self.pool.runInteraction(_snapshot_image, path)
+        return Deferred.fromCoroutine(self._snapshot_beside(self.run_blocking, path))
 
-    async def _snapshot_beside(self, run_blocking: Callable[..., Deferred]) -> bytes:
+    async def _snapshot_beside(
+        self, run_blocking: Callable[..., Deferred], path: str | None
+    ) -> bytes | None:
         reader = await self.pool.runInteraction(_open_reader)
-        return await run_blocking(_image_of_reader, reader)
+        return await run_blocking(_image_of_reader, reader, path)
 
-    def restore(self, image: bytes) -> Deferred:
-        """Replace the whole state machine with C{image} (from L{snapshot})."""
-        return self.pool.runInteraction(_restore_image, bytes(image))
+    def restore(self, image: Any) -> Deferred:
+        """
+        Replace the whole state machine with C{image} (from L{snapshot}):
+        bytes, or an image on disk with a C{path}.
+        """
+        if getattr(image, "path", None) is None:
+            image = bytes(image)
+        return self.pool.runInteraction(_restore_image, image)
 
     def dump(self) -> Deferred:
         """Every row of every table as sorted lists: equal dumps mean equal state."""
@@ -1480,43 +1488,59 @@ def _open_reader(txn: Any) -> sqlite3.Connection:
     return reader
 
 
-def _image_of_reader(reader: sqlite3.Connection) -> bytes:
+def _image_of_reader(reader: sqlite3.Connection, path: str | None) -> bytes | None:
     """
     Copy the version of the file C{reader}'s read transaction sees (the
     backup uses a source connection's open transaction), then close it.
     """
     try:
-        return _image(reader)
+        return _image(reader, path)
     finally:
         reader.close()
 
 
-def _image(connection: sqlite3.Connection) -> bytes:
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "snapshot.db")
+def _image(connection: sqlite3.Connection, path: str | None) -> bytes | None:
+    """Back C{connection}'s database up into the file C{path}, or into bytes."""
+    if path is not None:
         target = sqlite3.connect(path)
         try:
             connection.backup(target)
+            # A rollback-journal file: reading it later (restoring from it in
+            # place) creates no -wal or -shm files beside it.
+            target.execute("PRAGMA journal_mode=DELETE")
         finally:
             target.close()
-        with open(path, "rb") as f:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        copy = os.path.join(folder, "snapshot.db")
+        _image(connection, copy)
+        with open(copy, "rb") as f:
             return f.read()
 
 
-def _snapshot_image(txn: Any) -> bytes:
+def _snapshot_image(txn: Any, path: str | None = None) -> bytes | None:
     # txn is a DB-API cursor (or adbapi's proxy for one): .connection is sqlite3's.
-    return _image(txn.connection)
+    return _image(txn.connection, path)
 
 
-def _restore_image(txn: Any, image: bytes) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "snapshot.db")
-        with open(path, "wb") as f:
-            f.write(image)
-        source = sqlite3.connect(path)
+def _restore_image(txn: Any, image: Any) -> None:
+    path = getattr(image, "path", None)
+    if path is not None:
+        # An image on disk (a Raft snapshot file): copied from where it is.
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             source.backup(txn.connection)
         finally:
             source.close()
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            copy = os.path.join(folder, "snapshot.db")
+            with open(copy, "wb") as f:
+                f.write(image)
+            source = sqlite3.connect(copy)
+            try:
+                source.backup(txn.connection)
+            finally:
+                source.close()
     # An image from an older version lacks the newer tables and columns.
     _create_schema(txn)
