@@ -40,7 +40,7 @@ class FakeDriver:
     applied_index: int = 0
     barriers: list[Deferred] = attrs.field(factory=list)
 
-    def read_barrier(self) -> Deferred:
+    def confirm_leadership(self) -> Deferred:
         d: Deferred = Deferred()
         self.barriers.append(d)
         return d

@@ -262,6 +262,71 @@ class DriverTests(SynchronousTestCase):
         boot = leader.storage.load()
         self.assertEqual((boot.snapshot.index, boot.snapshot_data), (asked_at, b"image"))
 
+    def blocked_cluster(self) -> tuple[Cluster, dict[str, list[tuple[bytes, Deferred]]]]:
+        """A cluster whose state machines apply only when the test fires each entry's Deferred."""
+        pending: dict[str, list[tuple[bytes, Deferred]]] = {i: [] for i in IDS}
+
+        def apply_for(node_id: str) -> Any:
+            def apply(entry: Entry) -> Deferred:
+                d: Deferred = Deferred()
+                pending[node_id].append((entry.data, d))
+                return d
+
+            return apply
+
+        return Cluster(apply_for=apply_for), pending
+
+    def test_replication_and_commit_do_not_wait_for_the_state_machine(self) -> None:
+        """
+        While every state machine is still busy with one entry, later entries
+        are persisted, acknowledged and committed; they are applied (and
+        their writers answered) in order once it finishes.
+        """
+        cluster, pending = self.blocked_cluster()
+        leader = cluster.leader()
+        node = leader.core.node_id
+        for d in [d for _, d in pending[node]]:
+            d.callback("noop")
+        pending[node].clear()
+        first = leader.propose(b"first")
+        cluster.run(0.5)
+        self.assertEqual([data for data, _ in pending[node]], [b"first"])
+        later = [leader.propose(f"later{n}".encode()) for n in range(3)]
+        cluster.run(0.5)
+        self.assertEqual(leader.core.commit, leader.core.last_index)
+        self.assertNoResult(first)
+        self.assertNoResult(later[0])
+        self.assertEqual(len(pending[node]), 1)
+        pending[node][0][1].callback("applied first")
+        self.assertEqual(self.successResultOf(first), "applied first")
+        self.assertEqual([data for data, _ in pending[node][1:]], [b"later0"])
+        for n in range(3):
+            pending[node][1 + n][1].callback(f"applied later{n}")
+        self.assertEqual(
+            [self.successResultOf(d) for d in later], [f"applied later{n}" for n in range(3)]
+        )
+        self.assertEqual(leader.applied_index, leader.core.last_index)
+
+    def test_leadership_is_confirmed_while_reads_wait_for_the_state_machine(self) -> None:
+        """
+        confirm_leadership fires once a majority answers a round, even with
+        the leader's state machine behind; a read barrier waits for it.
+        """
+        cluster, pending = self.blocked_cluster()
+        leader = cluster.leader()
+        node = leader.core.node_id
+        for d in [d for _, d in pending[node]]:
+            d.callback("noop")
+        leader.propose(b"slow")
+        cluster.run(0.5)
+        confirmed = leader.confirm_leadership()
+        read = leader.read_barrier()
+        cluster.run(0.2)
+        self.assertEqual(self.successResultOf(confirmed), leader.core.commit)
+        self.assertNoResult(read)
+        pending[node][-1][1].callback("done")
+        self.assertEqual(self.successResultOf(read), leader.core.commit)
+
     def test_read_barrier_on_leader_and_follower(self) -> None:
         """The leader's read barrier fires at an applied index; a follower's fails NotLeader."""
         cluster = Cluster()

@@ -153,9 +153,10 @@ class LeaderDuties:
             return
         live, gone = view
         now = self.clock.seconds()
+        # (A last round from before this node's current tenure says nothing.)
         late = now - self._last_round - REBALANCE_INTERVAL_S
         self._last_round = now
-        if STALL_S < late < float("inf"):
+        if STALL_S < late and late + REBALANCE_INTERVAL_S < node.tenure():
             # Whatever this node has not read yet would make live nodes look
             # silent; the next round, after the reactor read it, judges.
             self.stalled_rounds += 1

@@ -425,12 +425,17 @@ class ClusterNode:
             def confirmed(_: Any) -> None:
                 if self.is_leader:
                     self._lease_until = max(self._lease_until, now + self.leader_lease_s)
+                    # It fires from its own copy only once that holds every
+                    # entry of the terms before its own.
+                    self._lease_requires = max(self._lease_requires, self._term_start_index)
                     self._grants[self.config.node_id] = {
                         "at": self.monotonic(),
                         "paused": self.is_paused(),
                     }
 
-            d = self.driver.read_barrier()
+            # Only the round: what the state machine still has to apply does
+            # not hold up the lease (grants and the followers need only time).
+            d = self.driver.confirm_leadership()
             d.addCallbacks(confirmed, lambda f: None)
             d.addBoth(lambda _: setattr(self, "_confirming", False))
             return
@@ -462,7 +467,9 @@ class ClusterNode:
         moment another leader could be elected.
         """
         self._noticed_leadership()
-        if not self.is_leader or not self.lease_valid():
+        # The leader's own time lease bounds every grant; whether its state
+        # machine has caught up matters only to its own firing.
+        if not self.is_leader or self.monotonic() >= self._lease_until:
             return {"granted": False, "leader_id": self.leader_id}
         if node_id not in self.member_ids():
             return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}

@@ -4,15 +4,18 @@ Drive the pure Raft core (L{scheduler0.raft.core.RaftNode}) from Twisted.
 The driver owns the core's only loop: it ticks it on a timer, feeds it peer
 messages, and performs each C{Ready} strictly in the order the core demands:
 persist (in a worker thread, one transaction and one fsync per batch), then
-send, then apply committed entries to the state machine, then answer the
-proposals and reads that those entries settled. Batches never overlap, so an
-effect is never performed before the durable state it depends on.
+send. Batches never overlap, so an effect is never performed before the
+durable state it depends on. Committed entries go to the state machine's own
+loop, which applies them one by one in log order and then answers the
+proposals and reads they settle: a slow state machine (a commit of thousands
+of execution records) delays answers, never the acknowledgements, heartbeats
+and elections of the Raft loop.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +106,13 @@ class RaftDriver:
     # hand to the core and make durable: (applied index, image).
     _capturing: bool = False
     _captured: tuple[int, bytes] | None = None
+    # The state machine's work, in log order, done by its own loop so that
+    # persisting, acknowledging and replicating never wait for it:
+    # ("restore", (meta, image)) | ("entry", entry) | ("answer", results) | ("capture", None).
+    _to_apply: deque = attrs.field(factory=deque)
+    _applying: bool = False
+    # Read tokens answered once confirmed, without waiting for the state machine.
+    _confirm_only: set[int] = attrs.field(factory=set)
     dropped_messages: int = 0
 
     def start(self, applied_index: int = 0) -> None:
@@ -138,10 +148,15 @@ class RaftDriver:
         self._applied_waiters.clear()
         for d in waiting:
             d.errback(StoreUnavailable("the node is stopping"))
-        if not self._processing:
+        if not self._processing and not self._applying:
             return succeed(None)
         self._idle = Deferred()
         return self._idle
+
+    def _fire_idle(self) -> None:
+        if self._idle is not None and not self._processing and not self._applying:
+            idle, self._idle = self._idle, None
+            idle.callback(None)
 
     # -- inputs ----------------------------------------------------------------
 
@@ -199,6 +214,21 @@ class RaftDriver:
             return fail(StoreUnavailable("the node is stopping"))
         token = self.core.read_index()
         waiter = self._wait(token, "the read")
+        self._kick()
+        return waiter
+
+    def confirm_leadership(self) -> Deferred:
+        """
+        Fire once a heartbeat round begun now was answered by a majority
+        (this node still led when it began), without waiting for the state
+        machine to reach the commit index as a read does.
+        """
+        if self._stopped:
+            return fail(StoreUnavailable("the node is stopping"))
+        token = self.core.read_index()
+        self._confirm_only.add(token)
+        waiter = self._wait(token, "the leadership check")
+        waiter.addBoth(lambda result: (self._confirm_only.discard(token), result)[1])
         self._kick()
         return waiter
 
@@ -275,9 +305,7 @@ class RaftDriver:
                     break
         finally:
             self._processing = False
-            if self._idle is not None:
-                idle, self._idle = self._idle, None
-                idle.callback(None)
+            self._fire_idle()
 
     async def _perform(self, ready: Ready) -> None:
         # A leader's replication messages may go out while its own write is
@@ -293,27 +321,66 @@ class RaftDriver:
             await self.run_blocking(self.storage.save, ready)
         # 2. send
         self._send_all(late)
-        # 3. apply
+        # 3. hand the state machine its work; it runs in its own loop, so the
+        # next batch (and its acknowledgements) does not wait for it.
         if ready.snapshot is not None:
-            await _settle(self.restore(ready.snapshot[1]))
-            self.applied_index = ready.snapshot[0].index
-            log.info("installed a snapshot at index {index}", index=self.applied_index)
+            self._to_apply.append(("restore", ready.snapshot))
         for entry in ready.committed:
-            if entry.kind == NORMAL:
-                self._results[entry.index] = await _settle(self.apply(entry))
-                while len(self._results) > _RESULTS_KEPT:
-                    self._results.popitem(last=False)
-            self.applied_index = entry.index
-        # 4. reply
+            self._to_apply.append(("entry", entry))
+        # 4. reply: reads wait for the state machine by index; writes are
+        # answered with their result, after their entry is applied.
+        writes = []
         for result in ready.results:
-            self._answer(result)
-        self._release_reads()
-        self._release_applied()
+            if isinstance(result, ReadResult):
+                self._answer(result)
+            else:
+                writes.append(result)
+        if writes:
+            self._to_apply.append(("answer", writes))
         self.core.advance(ready)
         if ready.want_snapshot and self.snapshot is not None and not self._capturing:
             self._capturing = True
-            capture = Deferred.fromCoroutine(self._capture(self.applied_index))
-            capture.addErrback(lambda f: log.failure("taking a snapshot failed", f))
+            self._to_apply.append(("capture", None))
+        self._release_reads()
+        self._start_applying()
+
+    def _start_applying(self) -> None:
+        if self._applying or not self._to_apply:
+            return
+        self._applying = True
+        done = Deferred.fromCoroutine(self._apply_all())
+        done.addErrback(lambda f: log.failure("the state machine loop failed", f))
+
+    async def _apply_all(self) -> None:
+        try:
+            while self._to_apply and not self._stopped:
+                kind, item = self._to_apply.popleft()
+                if kind == "entry":
+                    if item.kind == NORMAL:
+                        self._results[item.index] = await _settle(self.apply(item))
+                        while len(self._results) > _RESULTS_KEPT:
+                            self._results.popitem(last=False)
+                    self.applied_index = item.index
+                elif kind == "restore":
+                    meta, image = item
+                    await _settle(self.restore(image))
+                    self.applied_index = meta.index
+                    log.info("installed a snapshot at index {index}", index=self.applied_index)
+                elif kind == "answer":
+                    for result in item:
+                        self._answer(result)
+                else:
+                    # Everything before it is applied and nothing after it has
+                    # reached the state machine: the capture sees exactly this.
+                    capture = Deferred.fromCoroutine(self._capture(self.applied_index))
+                    capture.addErrback(lambda f: log.failure("taking a snapshot failed", f))
+                self._release_reads()
+                self._release_applied()
+        finally:
+            self._applying = False
+            if self._stopped:
+                self._to_apply.clear()
+            self._fire_idle()
 
     async def _capture(self, index: int) -> None:
         """
@@ -360,7 +427,10 @@ class RaftDriver:
                 waiter.errback(ProposalFailed(result.reason))
             return
         if isinstance(result, ReadResult):
-            self._reads.append((result.index, waiter))
+            if result.token in self._confirm_only:
+                waiter.callback(result.index)
+            else:
+                self._reads.append((result.index, waiter))
             return
         waiter.callback(self._results.pop(result.index, None))
 
