@@ -7,13 +7,13 @@ leader grants, and when it may take a silent node's jobs.
 from __future__ import annotations
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.cluster.node import (
-    LEADER_RENEW_S,
     LEASE_MARGIN_S,
+    LEASE_RENEW_S,
     RAFT_SILENCE_S,
     SNAPSHOT_BYTES,
     STUCK_S,
@@ -195,14 +195,23 @@ class LeaseTests(SynchronousTestCase):
         _, gone = self.node.live_nodes()
         self.assertTrue(gone(1))
 
-    def test_renewals_run_on_their_timers(self) -> None:
-        """A follower asks for its lease every LEASE_RENEW_S, not on every leader tick."""
+    def test_renewals_run_on_their_timer_one_at_a_time(self) -> None:
+        """
+        A follower asks for its lease every LEASE_RENEW_S however often it is
+        woken, and never while a request is still unanswered.
+        """
         self.core.leader_id = "2"
-        for _ in range(5):
+        for _ in range(10):
             self.node._renew_lease()
-            self.clock.advance(LEADER_RENEW_S)
-        self.assertEqual(len(self.peers.requests), 2)
-        return succeed(None)
+            self.clock.advance(LEASE_RENEW_S / 2)
+        self.assertEqual(len(self.peers.requests), 1)
+        self.peers.requests[0][2].callback({"granted": True, "lease_s": 1.0})
+        for _ in range(10):
+            self.node._renew_lease()
+            if self.peers.requests[-1][2].called is False:
+                self.peers.requests[-1][2].callback({"granted": True, "lease_s": 1.0})
+            self.clock.advance(LEASE_RENEW_S / 2)
+        self.assertEqual(len(self.peers.requests), 6)
 
 
 @attrs.frozen

@@ -22,11 +22,11 @@ from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()
 
-REBALANCE_INTERVAL_S = 0.25
+REBALANCE_INTERVAL_S = 0.1
 # A round that sees nothing changed does the full work this often anyway.
 FULL_ROUND_S = 5.0
 # A new leader places jobs only once members had time to renew with it.
-FIRST_ROUND_S = 0.3
+FIRST_ROUND_S = 0.15
 # A round that comes this much later than its interval follows a stall of
 # the leader itself (its reactor busy, its process descheduled): renewals and
 # Raft answers that arrived meanwhile are still unread, so it judges nobody.

@@ -35,8 +35,8 @@ log = Logger()
 TICK_S = 0.05
 # How often a node renews its lease, and how much longer than a lease the
 # leader waits before it takes a silent node's jobs away.
-LEASE_RENEW_S = 0.25
-LEASE_MARGIN_S = 0.25
+LEASE_RENEW_S = 0.1
+LEASE_MARGIN_S = 0.15
 # Applied entries' bytes after which a snapshot is taken (before the spread).
 SNAPSHOT_BYTES = 64 << 20
 # How often a leader confirms its own lease (a heartbeat round).
@@ -123,6 +123,7 @@ class ClusterNode:
     _stopped: bool = False
     _confirming: bool = False
     _last_follower_renewal: float = float("-inf")
+    _renewal_in_flight: bool = False
     # (node id, term) of the last leader this node followed.
     _previous_leader: tuple[int, int] | None = None
     # The latest log index that changed what fires, and this leader's first
@@ -219,7 +220,9 @@ class ClusterNode:
             driver,
             transport,
             peers,
-            lease_s=max(1.0, 2 * election_s),
+            # A lease as long as an election timeout: a node that loses
+            # touch stops firing, and its jobs move, about that long after.
+            lease_s=max(0.25, election_s),
             addresses=addresses,
             raft_addresses={r.node_id: r.raft_address for r in config.members()},
         )
@@ -439,7 +442,7 @@ class ClusterNode:
             d.addCallbacks(confirmed, lambda f: None)
             d.addBoth(lambda _: setattr(self, "_confirming", False))
             return
-        if now - self._last_follower_renewal < LEASE_RENEW_S:
+        if now - self._last_follower_renewal < LEASE_RENEW_S or self._renewal_in_flight:
             return
         self._last_follower_renewal = now
         leader = self.leader_id
@@ -450,7 +453,11 @@ class ClusterNode:
             "paused": self.is_paused(),
             "applied_index": self.driver.applied_index,
         }
-        d = self.peers.lease(leader, request, LEASE_RENEW_S * 2)
+        # An answer later than a lease would be of no use (a lease counts from
+        # when its request left); one renewal at a time.
+        self._renewal_in_flight = True
+        d = self.peers.lease(leader, request, self.lease_s)
+        d.addBoth(lambda result: (setattr(self, "_renewal_in_flight", False), result)[1])
 
         def granted(answer: dict) -> None:
             if answer.get("granted"):
