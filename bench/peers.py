@@ -67,7 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--drain", type=float, default=3.0)
-    parser.add_argument("--only", choices=["apscheduler", "scheduler0"], help="run one side only")
+    parser.add_argument(
+        "--only", choices=["apscheduler", "scheduler0", "cluster"], help="run one side only"
+    )
+    parser.add_argument(
+        "--cluster-nodes", type=int, default=3,
+        help="size of the Scheduler0 cluster measured beside one node (default 3; 0: none)",
+    )  # fmt: skip
 
 
 # -- the APScheduler process ----------------------------------------------------
@@ -343,18 +349,24 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         args.step_seconds if args.step_seconds is not None else (8.0 if args.quick else 30.0)
     )
     steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else STEPS)
-    sides = [args.only] if args.only else ["scheduler0", "apscheduler"]
+    if args.only:
+        sides = [args.only]
+    else:
+        sides = ["scheduler0", *(["cluster"] if args.cluster_nodes > 1 else []), "apscheduler"]
     label = {
         "scheduler0": "Scheduler0 1 node",
+        "cluster": f"Scheduler0 {args.cluster_nodes} nodes",
         "apscheduler": f"APScheduler {apscheduler.__version__} ({args.mode})",
     }
+    nodes_of = {"scheduler0": 1, "cluster": args.cluster_nodes}
     load1: dict[str, Any] = {}
     for side in sides:
         print(f"scenario-1 load, {side} ...", flush=True)
-        if side == "scheduler0":
+        if side in nodes_of:
             one = argparse.Namespace(
-                jobs=args.jobs, urls=1, warmup=args.warmup, drain=args.drain, phases=args.phases
-            )
+                jobs=args.jobs, urls=1, warmup=args.warmup, drain=args.drain, phases=args.phases,
+                nodes=nodes_of[side],
+            )  # fmt: skip
             f = await precision.one_trial(reactor, one, seconds, None)
             f.update(jobs=args.jobs, urls=1)
         else:
@@ -365,7 +377,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         if not steps:
             break
         print(f"scenario-2 steps, {side} ...", flush=True)
-        if side == "scheduler0":
+        if side in nodes_of:
             stepped[side] = [
                 f
                 for f in await throughput.run_steps(
@@ -376,6 +388,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
                     args.warmup,
                     args.drain,
                     phases=args.phases,
+                    nodes=nodes_of[side],
                 )  # fmt: skip
                 if "create_error" not in f
             ]
@@ -423,7 +436,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             "steps": steps,
             "step_seconds": step_seconds,
             "urls_at_steps": args.urls,
-            "nodes": 1,
+            "nodes": [nodes_of[side] for side in sides if side in nodes_of],
         },  # fmt: skip
         "apscheduler": {"version": apscheduler.__version__, "mode": args.mode},
         "phases": args.phases,
