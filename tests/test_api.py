@@ -1123,6 +1123,60 @@ class FailureTests(APITestCase):
         self.assertError(response, 503, code="unavailable")
         self.assertEqual(response[1]["retry-after"], "1")
 
+    def test_a_write_that_may_have_been_applied_says_so(self) -> None:
+        """
+        A write the cluster did not confirm answers 503 saying it may still
+        be applied and that the same Idempotency-Key makes a retry safe; a
+        read only says to retry.
+        """
+        self.h.proposer.unavailable = True
+        status, _, body = self.h.request("POST", "/projects", {"name": "a"})
+        self.assertEqual(status, 503)
+        self.assertIn("may still be applied", body["error"]["message"])
+        self.assertIn("Idempotency-Key", body["error"]["message"])
+
+    def test_a_write_retried_with_its_idempotency_key_is_applied_once(self) -> None:
+        """
+        The same POST /jobs sent twice with one Idempotency-Key creates its
+        jobs once and answers the retry with the first answer; another body
+        under that key is another request.
+        """
+        project = self.h.project()
+        body = [
+            {
+                "project_uuid": project["uuid"],
+                "name": f"job {n}",
+                "spec": "@every 1m",
+                "callback_url": "http://cb.test/hook",
+            }
+            for n in range(3)
+        ]
+        key = {"Idempotency-Key": "batch-0001"}
+        first = self.h.request("POST", "/jobs", body, headers=key)
+        before = self.h.count_jobs()
+        again = self.h.request("POST", "/jobs", body, headers=key)
+        self.assertEqual((first[0], again[0]), (201, 201))
+        self.assertEqual(
+            [j["uuid"] for j in again[2]["data"]], [j["uuid"] for j in first[2]["data"]]
+        )
+        self.assertEqual(self.h.count_jobs(), before)
+        other = self.h.request("POST", "/jobs", body[:1], headers=key)
+        self.assertEqual(other[0], 201)
+        self.assertEqual(self.h.count_jobs(), before + 1)
+
+    def test_a_malformed_idempotency_key_is_refused_naming_the_header(self) -> None:
+        """A key with spaces or over 128 characters: 400 naming Idempotency-Key, nothing stored."""
+        before = self.h.dump()
+        for key in ("has space", "x" * 129, ""):
+            self.assertError(
+                self.h.request(
+                    "POST", "/projects", {"name": "a"}, headers={"Idempotency-Key": key}
+                ),
+                400,
+                "Idempotency-Key",
+            )
+        self.assertEqual(self.h.dump(), before)
+
     def test_state_machine_rejection_mapped(self) -> None:
         """
         A state machine result of conflict/not_found/invalid becomes 409/404/400 naming its field.

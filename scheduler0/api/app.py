@@ -63,6 +63,7 @@ from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import StoreUnavailable
+from scheduler0.store.state import CLIENT_KEY_PREFIX
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
@@ -80,6 +81,9 @@ class Principal:
     credential_uuid: str | None = None
 
 
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 @attrs.define(eq=False)
 class Call:
     """One request as a handler sees it: the parsed query, path values and a body reader."""
@@ -90,6 +94,32 @@ class Call:
     path: dict[str, str]
     max_body_bytes: int
     max_json_depth: int = 32
+
+    def idempotency_key(self) -> str | None:
+        """
+        The client's C{Idempotency-Key} header, joined to a digest of the
+        request: a write sent again with the same key and body (by the same
+        credential) is applied at most once, and answers as the first did.
+        """
+        key = _header(self.request, "idempotency-key")
+        if key is None:
+            return None
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise APIError(
+                400,
+                "Idempotency-Key: 1 to 128 characters from letters, digits and . _ : -",
+                {"Idempotency-Key": "1 to 128 characters from letters, digits and . _ : -"},
+            )
+        # The key names this request: the same key with another method, path
+        # or body is another request, not a retry of this one.
+        digest = hashlib.sha256()
+        digest.update(self.request.method or b"")
+        digest.update(b" " + (self.request.path or b"") + b"\n")
+        content = self.request.content
+        if content is not None:
+            content.seek(0)
+            digest.update(content.read(self.max_body_bytes + 1))
+        return f"{key}:{digest.hexdigest()[:24]}"
 
     def json_body(self, *, required: bool = True) -> Any:
         """
@@ -334,15 +364,20 @@ class SchedulerAPI:
                 path=route.path,
                 error=error,
             )
-            return self._error_body(
-                request,
-                APIError(
-                    503,
+            if route.method == "GET":
+                message = (
                     "the cluster cannot take this request now (no leader or no quorum); "
-                    "retry shortly",
-                    {},
-                    headers={"Retry-After": "1"},
-                ),
+                    "retry shortly"
+                )
+            else:
+                # A write that timed out may still commit afterwards.
+                message = (
+                    "the cluster did not confirm this write in time (no leader, no quorum, "
+                    "or slower than RaftApplyTimeout); it may still be applied: retry with "
+                    "the same Idempotency-Key header to have it applied at most once"
+                )
+            return self._error_body(
+                request, APIError(503, message, {}, headers={"Retry-After": "1"})
             )
         except Exception:
             log.failure(
@@ -386,13 +421,21 @@ class SchedulerAPI:
     def _now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
 
-    async def _propose(self, op: str, args: Mapping[str, Any]) -> Any:
+    async def _propose(self, op: str, args: Mapping[str, Any], call: Call | None = None) -> Any:
         """
         Propose one command; a rejected result becomes the matching APIError.
         Each write gets its own request id, so a retried proposal of the same
-        command can be recognised by the log (Raft de-duplication).
+        command can be recognised by the log (Raft de-duplication); a client's
+        Idempotency-Key (per credential) is that id, so the client's own
+        retries are recognised too.
         """
-        result = await self.proposer.propose(Command(op, args, request_id=self.new_uuid()))
+        key = call.idempotency_key() if call is not None else None
+        if key is None:
+            request_id = self.new_uuid()
+        else:
+            who = call.principal.credential_uuid or call.principal.kind
+            request_id = f"{CLIENT_KEY_PREFIX}{who}:{key}"
+        result = await self.proposer.propose(Command(op, args, request_id=request_id))
         if result.get("ok"):
             return result.get("value")
         code = result.get("code") or "invalid"
@@ -733,7 +776,7 @@ class SchedulerAPI:
         }
         secret = self.token(32)
         value = await self._propose(
-            "create_project", {"project": project, "signing_secret": secret}
+            "create_project", {"project": project, "signing_secret": secret}, call=call
         )
         # The signing secret is shown in this answer only.
         return {**_prefer(value, project), "signing_secret": secret}
@@ -762,6 +805,7 @@ class SchedulerAPI:
                 "at": format_instant(now),
                 "expires_at": expires_at,
             },
+            call=call,
         )
         return {
             "project_uuid": project["uuid"],
@@ -798,6 +842,7 @@ class SchedulerAPI:
         value = await self._propose(
             "update_project",
             {"uuid": project["uuid"], "changes": changes, "updated_at": updated_at},
+            call=call,
         )
         return _prefer(value, {**project, **changes, "updated_at": updated_at})
 
@@ -813,7 +858,9 @@ class SchedulerAPI:
                     "delete them first or pass ?cascade=true",
                     {"cascade": f"project has {count} jobs"},
                 )
-        value = await self._propose("delete_project", {"uuid": project["uuid"], "cascade": cascade})
+        value = await self._propose(
+            "delete_project", {"uuid": project["uuid"], "cascade": cascade}, call=call
+        )
         await self._everywhere()
         return value if isinstance(value, dict) else {"uuid": project["uuid"], "deleted_jobs": []}
 
@@ -901,8 +948,10 @@ class SchedulerAPI:
             }
             for fields in cleaned
         ]
-        value = await self._propose("create_jobs", {"jobs": jobs})
-        if isinstance(value, list) and len(value) == len(jobs):
+        value = await self._propose("create_jobs", {"jobs": jobs}, call=call)
+        if isinstance(value, list) and (len(value) == len(jobs) or call.idempotency_key()):
+            # (A retry under an Idempotency-Key answers with the first
+            # request's jobs, however many of them still exist.)
             jobs = value
         presented = await self._present_jobs(jobs, with_history=False)
         return 201, (presented[0] if isinstance(body, dict) else presented)
@@ -951,7 +1000,9 @@ class SchedulerAPI:
         if "spec" in changes or "timezone" in changes:
             changes["anchor_at"] = format_instant(now.replace(microsecond=0))
         value = await self._propose(
-            "update_job", {"uuid": job["uuid"], "changes": changes, "updated_at": updated_at}
+            "update_job",
+            {"uuid": job["uuid"], "changes": changes, "updated_at": updated_at},
+            call=call,
         )
         await self._everywhere()
         return await self._present_job(_prefer(value, {**job, **changes, "updated_at": updated_at}))
@@ -967,7 +1018,7 @@ class SchedulerAPI:
 
     async def delete_job(self, call: Call) -> dict:
         job = await self._job_or_404(call.path["uuid"])
-        value = await self._propose("delete_job", {"uuid": job["uuid"]})
+        value = await self._propose("delete_job", {"uuid": job["uuid"]}, call=call)
         await self._everywhere()
         return value if isinstance(value, dict) else {"uuid": job["uuid"]}
 
@@ -1085,7 +1136,9 @@ class SchedulerAPI:
             return credential
         archived_at = format_instant(self._now())
         value = await self._propose(
-            "archive_credential", {"uuid": credential["uuid"], "archived_at": archived_at}
+            "archive_credential",
+            {"uuid": credential["uuid"], "archived_at": archived_at},
+            call=call,
         )
         if self.cluster is not None:
             # Acknowledged once every reachable node refuses the credential too.

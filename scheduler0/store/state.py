@@ -961,14 +961,21 @@ def _apply(txn: Any, index: int, command: Command) -> dict:
             first = json.loads(seen[0])
             if first.get(_VALUE_FROM_COMMAND):
                 first = ok(_created_jobs(command))
+            elif "job_uuids" in first:
+                first = ok(_jobs_by_uuid(txn, first["job_uuids"]))
             return dict(first, duplicate=True)
     result = _apply_command(txn, command)
     if command.request_id:
         remembered = result
         if command.op == "create_jobs" and result.get("ok"):
-            # The created jobs follow from the command alone (and a retry
-            # carries the same command): keep a mark, not a copy of them all.
-            remembered = {"ok": True, _VALUE_FROM_COMMAND: True}
+            if command.request_id.startswith(CLIENT_KEY_PREFIX):
+                # A client's retry carries a new command (new uuids): keep
+                # which jobs the first one made.
+                remembered = {"ok": True, "job_uuids": [job["uuid"] for job in result["value"]]}
+            else:
+                # The created jobs follow from the command alone (and a
+                # retry carries the same command): a mark, not a copy of them.
+                remembered = {"ok": True, _VALUE_FROM_COMMAND: True}
         txn.execute(
             "INSERT INTO requests (request_id, log_index, result) VALUES (?, ?, ?)",
             (command.request_id, index, canonical_json(remembered)),
@@ -977,6 +984,18 @@ def _apply(txn: Any, index: int, command: Command) -> dict:
 
 
 _VALUE_FROM_COMMAND = "value_from_command"
+#: Request ids made from a client's Idempotency-Key start with this.
+CLIENT_KEY_PREFIX = "key:"
+
+
+def _jobs_by_uuid(txn: Any, uuids: list[str]) -> list[dict]:
+    """The jobs named, as they are now and in that order (deleted ones left out)."""
+    found: dict[str, dict] = {}
+    for chunk, marks in _chunks(uuids):
+        for row in _all(txn, f"SELECT {_JOBS} FROM jobs WHERE uuid IN ({marks})", chunk):
+            job = _job(row)
+            found[job["uuid"]] = job
+    return [found[uuid] for uuid in uuids if uuid in found]
 
 
 def _created_jobs(command: Command) -> list[dict]:
