@@ -5,7 +5,7 @@ The benchmark suite of issue 5, one command per scenario:
     python -m bench all [--quick]
 
 Scenarios: precision, throughput, scale, failover, api, raft, peers, auth.
-precision, throughput and api take --nodes N (N > 1: a cluster of N nodes on
+precision, throughput, scale and api take --nodes N (N > 1: a cluster of N nodes on
 127.0.0.1, bench/cluster.py); failover always runs on a cluster (3 nodes by
 default). Each prints a table and writes bench/results/<scenario>-<UTC
 stamp>.json with the machine facts. `all` runs each in a process of its own,
@@ -31,7 +31,7 @@ EXTERNAL = {"scale": "bench.scale", "api": "bench.api"}
 HELP = {
     "precision": "scenario 1: lateness/missed/duplicates of N jobs @every 1s (--nodes N)",
     "throughput": "scenario 2: highest sustained executions/s, jobs raised in steps (--nodes N)",
-    "scale": "scenario 3: a million jobs (bench/scale.py)",
+    "scale": "scenario 3: a million jobs (bench/scale.py, --nodes N)",
     "failover": "scenario 4: SIGKILL the leader, then a follower, of a cluster under load",
     "api": "scenario 5: API creates/s and reads/s, leader and follower (bench/api.py, --nodes N)",
     "raft": "Raft layer: committed writes/s (+ PySyncObj when installed) and failover",
@@ -174,8 +174,6 @@ def run_one(name: str, argv: list[str]) -> int:
         if name == "auth":
             _nodes_check(name, argv)
         return {"raft": raft, "auth": auth}[name](argv)
-    if name == "scale":
-        _nodes_check(name, argv)
     return external(name, argv)
 
 
