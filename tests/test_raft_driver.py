@@ -119,6 +119,22 @@ class DriverTests(SynchronousTestCase):
         for node_id in IDS:
             self.assertEqual(cluster.applied[node_id], [b"x=1"])
 
+    def test_no_node_keeps_results_nobody_waits_for(self) -> None:
+        """
+        Followers apply every entry but keep none of the results (only the
+        node that proposed an entry waits for it), and the leader lets go of
+        each once its proposal is answered.
+        """
+        cluster = Cluster()
+        leader = cluster.leader()
+        pending = [leader.propose(f"v{n}".encode()) for n in range(50)]
+        cluster.run(1)
+        for d in pending:
+            self.successResultOf(d)
+        for node_id, driver in cluster.drivers.items():
+            self.assertEqual(len(cluster.applied[node_id]), 50)
+            self.assertEqual(driver.kept_results, 0)
+
     def test_many_proposals_keep_their_order(self) -> None:
         """Proposals apply in the order they were made, the same on every node."""
         cluster = Cluster()

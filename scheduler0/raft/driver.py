@@ -44,8 +44,9 @@ log = Logger()
 # unsynced state.
 _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 
-# Apply results kept for proposals that have not been answered yet; an entry
-# is answered in the same Ready that commits it or soon after.
+# Apply results kept for this node's proposals until they are answered (each
+# is answered in the state machine loop right after its batch); a bound all
+# the same.
 _RESULTS_KEPT = 100_000
 
 
@@ -114,6 +115,11 @@ class RaftDriver:
     # Read tokens answered once confirmed, without waiting for the state machine.
     _confirm_only: set[int] = attrs.field(factory=set)
     dropped_messages: int = 0
+
+    @property
+    def kept_results(self) -> int:
+        """How many apply results wait for their proposal to be answered."""
+        return len(self._results)
 
     def start(self, applied_index: int = 0) -> None:
         """
@@ -325,8 +331,11 @@ class RaftDriver:
         # next batch (and its acknowledgements) does not wait for it.
         if ready.snapshot is not None:
             self._to_apply.append(("restore", ready.snapshot))
+        # Only a result someone here waits for is kept (a follower's would
+        # pile up: a create_jobs result holds every job it created).
+        awaited = {r.index for r in ready.results if isinstance(r, ProposalResult) and r.ok}
         for entry in ready.committed:
-            self._to_apply.append(("entry", entry))
+            self._to_apply.append(("entry", (entry, entry.index in awaited)))
         # 4. reply: reads wait for the state machine by index; writes are
         # answered with their result, after their entry is applied.
         writes = []
@@ -356,11 +365,14 @@ class RaftDriver:
             while self._to_apply and not self._stopped:
                 kind, item = self._to_apply.popleft()
                 if kind == "entry":
-                    if item.kind == NORMAL:
-                        self._results[item.index] = await _settle(self.apply(item))
-                        while len(self._results) > _RESULTS_KEPT:
-                            self._results.popitem(last=False)
-                    self.applied_index = item.index
+                    entry, awaited = item
+                    if entry.kind == NORMAL:
+                        result = await _settle(self.apply(entry))
+                        if awaited:
+                            self._results[entry.index] = result
+                            while len(self._results) > _RESULTS_KEPT:
+                                self._results.popitem(last=False)
+                    self.applied_index = entry.index
                 elif kind == "restore":
                     meta, image = item
                     await _settle(self.restore(image))
