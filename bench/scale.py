@@ -43,6 +43,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from typing import Any
 
 import psutil
@@ -721,15 +722,18 @@ class ClusterBench:
         no quorum within RaftApplyTimeout) is retried after its Retry-After,
         as a client would, up to C{args.retries} times; each one is counted
         in C{self.unavailable}, since a write that answered 503 may still
-        commit (the job count after creation shows it).
+        commit. Every attempt carries the batch's Idempotency-Key, so a retry
+        of a batch that did commit creates nothing more (the job count after
+        creation checks it).
         """
+        headers = {**self.headers, "Idempotency-Key": f"scale-{uuid.uuid4().hex}"}
         for attempt in range(self.args.retries + 1):
             if "create_failed_after" in self.result:
                 raise RuntimeError("not sent: another batch failed")
             node_id = self.cut.leader_id
             began = time.perf_counter()
             response = await self.http.post(
-                self.url(node_id) + "/jobs", data=body, headers=self.headers, timeout=600
+                self.url(node_id) + "/jobs", data=body, headers=headers, timeout=600
             )
             content = await response.content()
             took = time.perf_counter() - began

@@ -135,6 +135,7 @@ class NodeService(MultiService):
     async def _start(self) -> None:
         import treq.client
         from passlib.hash import pbkdf2_sha256
+        from twisted.internet.task import deferLater
         from twisted.internet.threads import deferToThreadPool
         from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -324,6 +325,7 @@ class NodeService(MultiService):
             max_jobs_per_request=config.max_jobs_per_request,
             read_barrier=cluster.read_barrier if cluster is not None else None,
             cluster=cluster,
+            breathe=lambda: deferLater(self.reactor, 0, lambda: None),
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)

@@ -680,6 +680,19 @@ class JobCreateTests(APITestCase):
         self.assertEqual(self.h.count_jobs(), 10_000)
         self.assertEqual([c.op for c in self.h.proposer.proposed[-1:]], ["create_jobs"])
 
+    def test_a_large_array_lets_the_reactor_breathe_while_it_is_checked_and_shown(self) -> None:
+        """
+        Checking and presenting 1,200 jobs hands control back every 500 jobs
+        (two pauses each), so heartbeats and firing are not held up for the
+        whole array; the answer is the same.
+        """
+        pauses: list[int] = []
+        self.h.api.breathe = lambda: pauses.append(1)
+        payload = [job_body(self.puuid, name=f"j{i}") for i in range(1_200)]
+        status, _, body = self.h.request("POST", "/jobs", payload)
+        self.assertEqual((status, len(body["data"])), (201, 1_200))
+        self.assertEqual(len(pauses), 4)
+
     def test_unknown_project_404(self) -> None:
         """A job for a project that does not exist is 404 naming project_uuid."""
         before = self.snapshot()
