@@ -416,6 +416,38 @@ class DriverTests(SynchronousTestCase):
         cluster.run(0.2)
         self.failureResultOf(pending, ProposalTimeout)
 
+    def test_a_large_write_is_given_a_second_more_per_mebibyte(self) -> None:
+        """A 2 MiB write waits the apply timeout plus two seconds before it fails."""
+        cluster = Cluster()
+        leader = cluster.leader()
+        leader.apply_timeout_s = 0.5
+        cluster.cut.add(leader.core.node_id)
+        pending = leader.propose(b"x" * (2 << 20))
+        cluster.run(2.4)
+        self.assertNoResult(pending)
+        cluster.run(0.2)
+        self.failureResultOf(pending, ProposalTimeout)
+
+    def test_a_write_applied_after_its_writer_gave_up_leaves_nothing_behind(self) -> None:
+        """
+        A write whose writer stopped waiting (ProposalTimeout) while the
+        state machine was still busy with it is applied all the same, and its
+        result is not kept for an answer nobody awaits.
+        """
+        cluster, pending = self.blocked_cluster()
+        leader = cluster.leader()
+        leader.apply_timeout_s = 0.5
+        node = leader.core.node_id
+        for d in [d for _, d in pending[node]]:
+            d.callback("noop")
+        write = leader.propose(b"slow")
+        cluster.run(0.6)
+        self.failureResultOf(write, ProposalTimeout)
+        self.assertEqual([data for data, _ in pending[node]][-1:], [b"slow"])
+        pending[node][-1][1].callback("applied slow")
+        self.assertEqual(leader.applied_index, leader.core.last_index)
+        self.assertEqual(leader.kept_results, 0)
+
     def test_minority_leader_commits_nothing(self) -> None:
         """A leader cut off from both peers never answers a proposal with success."""
         cluster = Cluster()

@@ -48,6 +48,8 @@ _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot, TimeoutNow)
 # is answered in the state machine loop right after its batch); a bound all
 # the same.
 _RESULTS_KEPT = 100_000
+# A write's apply timeout grows by one second per this many bytes of it.
+_BYTES_PER_EXTRA_SECOND = 1 << 20
 
 
 def _inline(fn: Callable[..., Any], *args: Any) -> Deferred:
@@ -188,23 +190,28 @@ class RaftDriver:
         token = self.core.propose(data, request_id)
         if token is None:
             return fail(NotLeader(f"not the leader (leader: {self.core.leader_id or 'none'})"))
-        waiter = self._wait(token, "the write")
+        waiter = self._wait(token, "the write", len(data))
         self._kick()
         return waiter
 
-    def _wait(self, token: int, what: str) -> Deferred:
-        """A waiter for C{token} that fails with ProposalTimeout after apply_timeout_s."""
+    def _wait(self, token: int, what: str, size: int = 0) -> Deferred:
+        """
+        A waiter for C{token} that fails with ProposalTimeout after
+        apply_timeout_s, plus a second per MiB of a write of C{size} bytes
+        (a 10,000-job array is some 4 MiB to persist, send and apply).
+        """
         waiter: Deferred = Deferred()
         self._waiters[token] = waiter
         if self.apply_timeout_s:
+            allowed = self.apply_timeout_s + size / _BYTES_PER_EXTRA_SECOND
 
             def expire() -> None:
                 if self._waiters.pop(token, None) is waiter:
                     waiter.errback(
-                        ProposalTimeout(f"{what} was not applied within {self.apply_timeout_s} s")
+                        ProposalTimeout(f"{what} was not applied within {allowed:.3g} s")
                     )
 
-            timer = self.clock.callLater(self.apply_timeout_s, expire)
+            timer = self.clock.callLater(allowed, expire)
 
             def cancel(result: Any) -> Any:
                 if timer.active():
@@ -428,7 +435,11 @@ class RaftDriver:
 
     def _answer(self, result: ProposalResult | ReadResult) -> None:
         waiter = self._waiters.pop(result.token, None)
+        value = (
+            self._results.pop(result.index, None) if isinstance(result, ProposalResult) else None
+        )
         if waiter is None:
+            # Its writer gave up waiting (ProposalTimeout): nothing to keep.
             return
         if not result.ok:
             if "leader" in result.reason:
@@ -444,7 +455,7 @@ class RaftDriver:
             else:
                 self._reads.append((result.index, waiter))
             return
-        waiter.callback(self._results.pop(result.index, None))
+        waiter.callback(value)
 
     def _release_applied(self) -> None:
         if not self._applied_waiters:
