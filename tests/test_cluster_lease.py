@@ -22,6 +22,7 @@ from scheduler0.cluster.node import (
 )
 from scheduler0.raft.core import FOLLOWER, LEADER, RaftSettings
 from scheduler0.raft.messages import ClusterConfig
+from scheduler0.store.commands import Command
 
 
 @attrs.define
@@ -180,6 +181,33 @@ class LeaseTests(SynchronousTestCase):
         self.node.heard_from(2)
         _, gone = self.node.live_nodes()
         self.assertTrue(gone(2))
+
+    def test_a_change_to_what_fires_counts_from_its_append_on_the_leader(self) -> None:
+        """
+        Once the leader has appended a change to what fires (a job update, a
+        move), neither it nor a node it grants a lease to fires from a copy
+        that has not applied it; a fan-in commit changes nothing of that.
+        """
+        self.lead_with_grants(2)
+        self.core.last_index = self.driver.applied_index = 5
+        core = self.core
+
+        @attrs.define
+        class AppendingRaft:
+            def propose(self, command: Command) -> Deferred:
+                core.last_index += 1
+                return Deferred()
+
+        self.node.raft = AppendingRaft()  # type: ignore[assignment]
+        self.assertTrue(self.node.lease_valid())
+        self.node._propose_here(Command("update_job", {"uuid": "j"}))
+        self.assertFalse(self.node.lease_valid())
+        self.assertEqual(self.node.grant_lease(2, False, 5)["must_apply"], 6)
+        self.driver.applied_index = 6
+        self.assertTrue(self.node.lease_valid())
+        self.node._propose_here(Command("commit_executions", {}))
+        self.assertTrue(self.node.lease_valid())
+        self.assertEqual(self.node.grant_lease(2, False, 6)["must_apply"], 6)
 
     def test_a_leader_whose_own_lease_lapsed_keeps_its_jobs_until_stuck(self) -> None:
         """

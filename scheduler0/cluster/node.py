@@ -299,7 +299,7 @@ class ClusterNode:
                 break
             if self.is_leader:
                 try:
-                    return await self.raft.propose(command)
+                    return await self._propose_here(command)
                 except (NotLeader, ProposalFailed) as e:
                     # Leadership changed under the write: try again where it
                     # went (the request id makes a second commit a no-op).
@@ -350,8 +350,24 @@ class ClusterNode:
     async def propose_as_leader(self, command: Command) -> dict:
         if not self.is_leader:
             raise NotLeader(f"node {self.config.node_id} is not the leader")
-        result = await self.raft.propose(command)
+        result = await self._propose_here(command)
         return {"result": result, "index": self.driver.applied_index}
+
+    def _propose_here(self, command: Command) -> Deferred:
+        """
+        Append C{command} to this leader's log. A change to what fires counts
+        from the moment it is in the log, not once this node applied it (its
+        state machine may lag): leases granted from now on, this node's own
+        included, are usable only on a copy that has applied it, so no node
+        fires from the copy before it (say, past a handover instant) while
+        another fires from the copy after it.
+        """
+        d = self.raft.propose(command)
+        if command.op in _FIRING_CHANGES:
+            index = self.core.last_index
+            self._last_change_index = max(self._last_change_index, index)
+            self._lease_requires = max(self._lease_requires, index)
+        return d
 
     async def read_index_as_leader(self) -> int:
         if not self.is_leader:
@@ -400,8 +416,11 @@ class ClusterNode:
                 self._leader_since = now
                 self._leader_term = self.core.term
                 self._grants = {}
-                # Everything before this term's first entry may hold moves.
+                # Everything before this term's first entry may hold moves
+                # (changes appended in an earlier term of its own, perhaps
+                # since overwritten, are covered by it).
                 self._term_start_index = self.core.last_index
+                self._last_change_index = 0
                 log.info(
                     "node {node} leads term {term} (the leader before: {previous})",
                     node=self.config.node_id,
@@ -409,6 +428,10 @@ class ClusterNode:
                     previous=self._previous_leader,
                 )
             return
+        if self._leader_since is not None:
+            # Stepped down: what it must have applied now comes with the next
+            # leader's grants (its own last appends may never be committed).
+            self._lease_requires = 0
         self._leader_since = None
         leader = self.leader_id
         if leader is not None and leader != self.config.node_id:
