@@ -172,19 +172,26 @@ async def wait_until(probe: Any, timeout: float, what: str, interval: float = 0.
         await sleep(interval)
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: str) -> None:
+class _Run:
+    """What both versions of the run hold: arguments, the client, the receiver, the figures."""
+
+    def __init__(self, args: argparse.Namespace, workdir: str, receiver: CanaryReceiver) -> None:
         self.args = args
         self.workdir = workdir
-        self.receiver = CanaryReceiver()
+        self.receiver = receiver
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 8
         self.http = HTTPClient(Agent(reactor, pool=pool))
         self.pool = pool
-        self.node: NodeProcess | None = None
         self.headers: dict[str, str] = {}
         self.canaries: list[str] = []
         self.result: dict[str, Any] = {}
+
+
+class Bench(_Run):
+    def __init__(self, args: argparse.Namespace, workdir: str) -> None:
+        super().__init__(args, workdir, CanaryReceiver())
+        self.node: NodeProcess | None = None
 
     def profile_args(self, label: str) -> tuple[str, ...]:
         if not self.args.profile:
@@ -616,7 +623,7 @@ def latency_figures(times_ms: list[float]) -> dict[str, Any]:
     }
 
 
-class ClusterBench:
+class ClusterBench(_Run):
     """
     The scale scenario on a fresh cluster of C{args.nodes} nodes
     (L{ClusterUnderTest}, direct links): jobs created on the leader, RSS and
@@ -628,17 +635,8 @@ class ClusterBench:
     """
 
     def __init__(self, args: argparse.Namespace, workdir: str) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.receiver = RecordingReceiver()
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = 8
-        self.http = HTTPClient(Agent(reactor, pool=pool))
-        self.pool = pool
+        super().__init__(args, workdir, RecordingReceiver())
         self.cut: Any = None
-        self.headers: dict[str, str] = {}
-        self.canaries: list[str] = []
-        self.result: dict[str, Any] = {}
         self.phase = "start"
         self.timeline: list[dict[str, Any]] = []
         self.began = time.monotonic()
