@@ -30,8 +30,16 @@ from scheduler0.testing.process import http_client
 
 #: The cluster bench's node config: quiet logs (BENCH_LOG_LEVEL=INFO makes
 #: the nodes say what the leader moved and when leases lapse), no API rate
-#: limit (the benchmark client is one credential making many requests).
-CLUSTER_CONFIG = f"LogLevel: {os.environ.get('BENCH_LOG_LEVEL', 'WARN')}\nRateLimitPerSecond: 0\n"
+#: limit (the benchmark client is one credential making many requests), and
+#: any YAML lines in BENCH_EXTRA_CONFIG (an experiment: "Key: value; Key: value").
+CLUSTER_CONFIG = (
+    f"LogLevel: {os.environ.get('BENCH_LOG_LEVEL', 'WARN')}\nRateLimitPerSecond: 0\n"
+    + "".join(
+        f"{line.strip()}\n"
+        for line in os.environ.get("BENCH_EXTRA_CONFIG", "").split(";")
+        if line.strip()
+    )
+)
 
 
 @attrs.define(eq=False)
