@@ -526,6 +526,28 @@ class MigrationTests(StateCase):
         self.assertEqual(self.result(restored.dump()), self.result(store.dump()))
         self.assertEqual(os.listdir(folder), ["image.db"])
 
+    def test_owned_jobs_of_finds_the_jobs_by_uuid_not_by_walking_the_owners(self) -> None:
+        """
+        Reading the jobs a node owns among 500 new ones looks them up by
+        uuid: its cost must not grow with the jobs the node already owns
+        (each create_jobs of a million-job run reads its jobs back this way).
+        """
+        store = self.seeded(1, 2)
+        self.ok(store, "create_jobs", jobs=jobs_named("j", 500))
+        uuids = [f"j{i:03d}" for i in range(500)]
+        statements: list[str] = []
+        connection = store.pool._connection
+        connection.set_trace_callback(statements.append)
+        try:
+            found = self.result(store.owned_jobs_of(1, uuids))
+        finally:
+            connection.set_trace_callback(None)
+        self.assertEqual(len(found), self.result(store.owner_counts())[1])
+        (select,) = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+        plan = " ".join(row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + select))
+        self.assertNotIn("jobs_by_owner", plan)
+        self.assertIn("uuid=?", plan)
+
     def test_restoring_an_old_snapshot_migrates_it(self) -> None:
         """An image from before ownership restores into a store that can own jobs."""
         with open(self.old_file("old.db"), "rb") as f:
