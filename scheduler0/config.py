@@ -179,6 +179,11 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+def _optional_text(value: Any) -> str:
+    """A non-empty string, or "" when the key is empty or null (the feature is off)."""
+    return "" if value in (None, "") else _text(value)
+
+
 _LOG_LEVELS = {
     "ERROR": "ERROR",
     "WARN": "WARN",
@@ -505,7 +510,7 @@ KEYS: tuple[_Key, ...] = (
     _Key(
         "HTTPEndpoint",
         "http_endpoint",
-        lambda value: "" if value in (None, "") else _text(value),
+        _optional_text,
         "Twisted server endpoint for the API, e.g. ssl:9443:privateKey=key.pem:certKey=cert.pem"
         " (empty = tcp on Host:Port)",
         text=True,
@@ -513,28 +518,28 @@ KEYS: tuple[_Key, ...] = (
     _Key(
         "RaftEndpoint",
         "raft_endpoint",
-        lambda value: "" if value in (None, "") else _text(value),
+        _optional_text,
         "Twisted server endpoint for Raft, e.g. tcp:7071:interface=0.0.0.0 (empty = RaftAddress)",
         text=True,
     ),
     _Key(
         "RaftTLSCertificate",
         "raft_tls_certificate",
-        lambda value: "" if value in (None, "") else _text(value),
+        _optional_text,
         "PEM certificate (signed by RaftTLSCA) for TLS on Raft links (empty = no TLS)",
         text=True,
     ),
     _Key(
         "RaftTLSPrivateKey",
         "raft_tls_private_key",
-        lambda value: "" if value in (None, "") else _text(value),
+        _optional_text,
         "PEM private key of RaftTLSCertificate, unencrypted",
         text=True,
     ),
     _Key(
         "RaftTLSCA",
         "raft_tls_ca",
-        lambda value: "" if value in (None, "") else _text(value),
+        _optional_text,
         "PEM CA certificate(s) that sign every node's RaftTLSCertificate",
         text=True,
     ),

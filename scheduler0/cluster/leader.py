@@ -149,7 +149,6 @@ class LeaderDuties:
         node = self.node
         view = node.live_nodes()
         if view is None:
-            self._last_round = float("-inf")
             return
         live, gone = view
         now = self.clock.seconds()

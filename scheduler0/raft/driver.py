@@ -108,10 +108,11 @@ class RaftDriver:
     # A snapshot being captured, and one captured that the loop must still
     # hand to the core and make durable: (applied index, image).
     _capturing: bool = False
-    _captured: tuple[int, bytes] | None = None
+    _captured: tuple[int, Any] | None = None
     # The state machine's work, in log order, done by its own loop so that
     # persisting, acknowledging and replicating never wait for it:
-    # ("restore", (meta, image)) | ("entry", entry) | ("answer", results) | ("capture", None).
+    # ("restore", (meta, image)) | ("entry", (entry, result awaited here))
+    # | ("answer", write results) | ("capture", None).
     _to_apply: deque = attrs.field(factory=deque)
     _applying: bool = False
     # Read tokens answered once confirmed, without waiting for the state machine.
