@@ -19,7 +19,11 @@ setup(
     # through which twistd finds twisted/plugins/scheduler0_plugin.py.
     package_dir={"": "."},
     packages=find_packages(include=["scheduler0", "scheduler0.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/scheduler0_plugin.py"]},
+    package_data={
+        "twisted": ["plugins/scheduler0_plugin.py"],
+        # The dashboard served at /ui: static files, no build step.
+        "scheduler0.ui": ["static/*"],
+    },
     install_requires=[
         # [tls]: pyOpenSSL and service_identity, for the optional TLS on the
         # HTTP API and the Raft links (Twisted endpoint strings need them).
@@ -34,6 +38,9 @@ setup(
         "zope.interface>=6.0",
         # zoneinfo needs the IANA database; tzdata supplies it where the OS does not.
         "tzdata",
+        # GET /metrics: the Prometheus text format and its metric types, kept
+        # exact by the reference implementation rather than written again.
+        "prometheus-client>=0.20",
     ],
     extras_require={
         # schemathesis generates API requests from /openapi.json (the fuzz test).

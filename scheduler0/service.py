@@ -19,6 +19,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
@@ -28,6 +29,7 @@ from twisted.python import usage
 
 from scheduler0 import __version__
 from scheduler0.config import Config, ConfigError, load_config
+from scheduler0.logs import LOG_FORMATS, JSONLinesObserver, twistd_log_destination
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
 
 log = Logger()
@@ -49,9 +51,19 @@ class Options(usage.Options):
             None,
             "Path to config.yml (default: $SCHEDULER0_CONFIG, then ./config.yml).",
         ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text (default): lines for people; json: one JSON object per event and line.",
+        ],
     ]
 
     def postOptions(self) -> None:
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(
+                f"--log-format: {self['log-format']!r} is not one of {', '.join(LOG_FORMATS)}"
+            )
         try:
             self["loaded"] = load_config(self["config"], os.environ, os.getcwd())
             check_tls_config(self["loaded"])
@@ -107,11 +119,20 @@ class NodeService(MultiService):
     environ: dict[str, str] = attrs.field(factory=lambda: dict(os.environ))
     announce: Any = None
     ready: Deferred = attrs.field(factory=Deferred)
+    # The log observer twistd is to use instead of its own (--log-format json).
+    log_observer: Any = None
     _port: Any = None
     _parts: dict[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd starts its logging after it made the application, with the
+        # application's ILogObserver component when there is one.
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+        MultiService.setServiceParent(self, parent)
 
     def startService(self) -> None:
         MultiService.startService(self)
@@ -482,4 +503,8 @@ def makeService(options: Options) -> NodeService:
     config = options["loaded"] if "loaded" in options else load_config(options["config"])
     for warning in (*config.warnings, *endpoint_warnings(config)):
         log.warn("config: {warning}", warning=warning)
-    return NodeService(config, reactor)
+    observer = None
+    if options.get("log-format") == "json":
+        server_options = getattr(options, "parent", None) or {"nodaemon": True}
+        observer = JSONLinesObserver(twistd_log_destination(server_options))
+    return NodeService(config, reactor, log_observer=observer)

@@ -560,6 +560,16 @@ class StartTests(CliTestCase):
         self.assertEqual(self.run_cli("start"), 0)
         self.assertEqual(self.runs, [["twistd", "--nodaemon", "--pidfile=", "scheduler0"]])
 
+    def test_log_format_json_is_passed_to_the_node(self) -> None:
+        """start --log-format json asks the twistd plugin for JSON lines."""
+        self.assertEqual(self.run_cli("start", "--log-format", "json"), 0)
+        self.assertEqual(self.runs[0][-2:], ["--log-format", "json"])
+
+    def test_unknown_log_format_is_refused(self) -> None:
+        """start --log-format xml is a usage error; twistd never runs."""
+        self.assertEqual(self.run_cli("start", "--log-format", "xml"), 2)
+        self.assertEqual(self.runs, [])
+
     def test_environment_config_path(self) -> None:
         """$SCHEDULER0_CONFIG is resolved to an absolute path for twistd."""
         with open(os.path.join(self.cwd, "n.yml"), "w") as f:

@@ -171,7 +171,13 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     )
     created.add_argument("--json", action="store_true", help="print the credential as JSON")
 
-    leaf(commands, "start", "run the node in the foreground", _start)
+    start = leaf(commands, "start", "run the node in the foreground", _start)
+    start.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: one JSON object per event and line",
+    )
     status = leaf(commands, "status", "print the cluster as the configured node sees it", _status)
     status.add_argument("--json", action="store_true", help="print the health check as JSON")
     leaf(commands, "version", "print the version", _version)
@@ -648,4 +654,6 @@ def _start(context: _Context) -> int:
     argv = ["twistd", "--nodaemon", "--pidfile=", "scheduler0"]
     if path is not None:
         argv += ["--config", path]
+    if context.args.log_format != "text":
+        argv += ["--log-format", context.args.log_format]
     return run_twistd(argv)

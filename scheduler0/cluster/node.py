@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from scheduler0.cluster.peer import PeerClient, PeerNotLeader, PeerUnavailable
+from scheduler0.logs import LeadershipEvents
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import ProposalFailed, RaftDriver
 from scheduler0.raft.messages import ClusterConfig
@@ -136,6 +137,8 @@ class ClusterNode:
     _heard: dict[int, float] = attrs.field(factory=dict)
     #: Nodes whose jobs the leader is moving away right now (no lease for them).
     moving_off: set[int] = attrs.field(factory=set)
+    # Logs one event per change of role, term or leader.
+    _leadership: LeadershipEvents | None = None
 
     @classmethod
     def open(
@@ -410,6 +413,9 @@ class ClusterNode:
         return (self.core.settings.election_ticks - 2) * TICK_S
 
     def _noticed_leadership(self) -> None:
+        if self._leadership is None:
+            self._leadership = LeadershipEvents(self.config.node_id)
+        self._leadership.observe(self.core.role, self.core.term, self.leader_id)
         now = self.monotonic()
         if self.is_leader:
             if self._leader_since is None or self._leader_term != self.core.term:
@@ -421,12 +427,6 @@ class ClusterNode:
                 # since overwritten, are covered by it).
                 self._term_start_index = self.core.last_index
                 self._last_change_index = 0
-                log.info(
-                    "node {node} leads term {term} (the leader before: {previous})",
-                    node=self.config.node_id,
-                    term=self.core.term,
-                    previous=self._previous_leader,
-                )
             return
         if self._leader_since is not None:
             # Stepped down: what it must have applied now comes with the next

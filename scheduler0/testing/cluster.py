@@ -107,6 +107,8 @@ class Cluster:
     bootstrap: Literal["all", "first"] = "all"
     node_config: Mapping[int, str] = attrs.field(factory=dict)
     env: Mapping[str, str] = attrs.field(factory=dict)
+    # Options every node's scheduler0 plugin gets (e.g. ("--log-format", "json")).
+    plugin_args: tuple[str, ...] = ()
     direct: bool = False
     nodes: list[NodeProcess] = attrs.field(factory=list)
     addresses: dict[int, NodeAddresses] = attrs.field(factory=dict)
@@ -233,6 +235,7 @@ class Cluster:
                     self.config_path(node_id),
                     self.addresses[node_id].http_port,
                     env=dict(self.env),
+                    plugin_args=self.plugin_args,
                 )
             )
         await gatherResults(

@@ -99,6 +99,8 @@ class NodeProcess:
     http_port: int
     env: dict[str, str] = attrs.field(factory=dict)
     twistd_args: tuple[str, ...] = ()
+    # Options of the scheduler0 plugin itself (after --config), e.g. --log-format.
+    plugin_args: tuple[str, ...] = ()
     _watch: _Watch | None = None
     _transport: Any = None
     starts: int = 0
@@ -129,6 +131,7 @@ class NodeProcess:
             "scheduler0",
             "--config",
             self.config_path,
+            *self.plugin_args,
         ]
         self._transport = self.reactor.spawnProcess(
             self._watch, sys.executable, argv, env=env, path=self.workdir
