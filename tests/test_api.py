@@ -1232,14 +1232,21 @@ class OpenAPITests(APITestCase):
             (path, method.upper()) for path, ops in body["paths"].items() for method in ops
         }
         served: dict[str, set] = {prefix: set() for prefix in PREFIXES}
+        beside: set[str] = set()
         for rule in self.h.api.app.url_map.iter_rules():
             prefix = "/api/v1" if rule.rule.startswith("/api/v1/") else ""
             path = rule.rule[len(prefix) :]
+            if path.startswith("/ui") or path == "/metrics":
+                # The dashboard's files and the Prometheus text are served
+                # beside the JSON API the document describes.
+                beside.add(rule.rule)
+                continue
             path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", path)
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 served[prefix].add((path, method))
         for prefix in PREFIXES:
             self.assertEqual(served[prefix], documented, prefix)
+        self.assertEqual(beside, {"/ui", "/ui/", "/ui/<path:__rest__>", "/metrics", "/api/v1/metrics"})
         self.assertIn("/cluster/members/{node_id}", body["paths"])
         self.assertEqual([s["url"] for s in body["servers"]], ["/api/v1", "/"])
 

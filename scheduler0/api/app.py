@@ -50,7 +50,7 @@ from scheduler0.api.openapi import (
     RAFT_ADDRESS_PATTERN,
     build_openapi,
 )
-from scheduler0.api.routes import ADMIN, ANONYMOUS, PREFIXES, ROUTES, Param, Route
+from scheduler0.api.routes import ADMIN, ANONYMOUS, CLIENT, PREFIXES, ROUTES, Param, Route
 from scheduler0.api.site import body_limited_request
 from scheduler0.api.validation import (
     Invalid,
@@ -65,12 +65,15 @@ from scheduler0.store.commands import Command
 from scheduler0.store.errors import StoreUnavailable
 from scheduler0.store.state import CLIENT_KEY_PREFIX
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+from scheduler0.ui import dashboard_resource
 
 log = Logger()
 
 REALM_CHALLENGE = 'Basic realm="scheduler0"'
 VERIFIED_CACHE_LIMIT = 10_000
 _RESULT_STATUS = {"conflict": 409, "not_found": 404, "invalid": 400}
+# GET /metrics: served beside the route table, authenticated as a client route.
+_METRICS_ROUTE = Route("GET", "/metrics", "metrics", CLIENT, "Prometheus metrics of this node.")
 
 
 @attrs.frozen
@@ -293,6 +296,8 @@ class SchedulerAPI:
     # Lets the reactor run other work (Raft heartbeats, firing) between
     # pieces of a large request; None: never (tests on a fake clock).
     breathe: Callable[[], Any] | None = None
+    # The node's NodeMetrics (scheduler0.metrics), served at GET /metrics.
+    metrics: Any = None
     app: Klein = attrs.field(init=False, factory=Klein)
     _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
     # api_key -> (sha256 of the secret, credential uuid) of live credentials
@@ -312,6 +317,17 @@ class SchedulerAPI:
                     methods=[route.method],
                     endpoint=f"{route.method} {prefix}{route.path}",
                 )(self._view(route))
+        # The dashboard's static files: they carry no data, so no
+        # authentication; not in the route table, which is the JSON API.
+        dashboard = dashboard_resource()
+        self.app.route("/ui", branch=True, methods=["GET"], endpoint="ui")(lambda _: dashboard)
+        self.app.route("/ui/", methods=["GET"], endpoint="ui_index")(lambda _: dashboard)
+        # Prometheus metrics: authenticated like client routes, but not in
+        # the route table (a text body, not the JSON API it describes).
+        for prefix in PREFIXES:
+            self.app.route(prefix + "/metrics", methods=["GET"], endpoint=f"GET {prefix}/metrics")(
+                lambda request: Deferred.fromCoroutine(self._serve_metrics(request))
+            )
         self.app.handle_errors(HTTPException)(self._routing_error)
         self.app.handle_errors(Exception)(self._unexpected_error)
 
@@ -390,6 +406,19 @@ class SchedulerAPI:
                 path=route.path,
             )
             return self._error_body(request, APIError(500, "internal error; it has been logged"))
+
+    async def _serve_metrics(self, request: IRequest) -> bytes:
+        """C{GET /metrics}: this node's metrics in the Prometheus text format."""
+        try:
+            self._check_rate(await self._authenticate(_METRICS_ROUTE, request))
+            if self.metrics is None:
+                raise APIError(404, "metrics are not served by this node")
+        except APIError as error:
+            return self._error_body(request, error)
+        from scheduler0.metrics import CONTENT_TYPE
+
+        request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        return self.metrics.exposition()
 
     def _error_body(self, request: IRequest, error: APIError) -> bytes:
         request.setResponseCode(error.status)
