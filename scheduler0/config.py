@@ -33,6 +33,10 @@ RESERVED_ENV = frozenset(
         "SCHEDULER0_AUTH_USERNAME",
         "SCHEDULER0_AUTH_PASSWORD",
         "SCHEDULER0_SECRET_KEY",
+        # Where and as whom the CLI's resource commands call the API.
+        "SCHEDULER0_ENDPOINT",
+        "SCHEDULER0_API_KEY",
+        "SCHEDULER0_API_SECRET",
     }
 )
 
@@ -91,6 +95,7 @@ class Config:
     data_dir: str = "./scheduler0-data"
     catch_up_window_seconds: float = 60
     execution_history_per_job: int = 100
+    metrics_max_job_series: int = 1000
     callback_allow_networks: tuple[str, ...] = ()
     callback_deny_networks: tuple[str, ...] = ()
     callback_signing_grace_seconds: float = 86400
@@ -440,6 +445,12 @@ KEYS: tuple[_Key, ...] = (
         "execution_history_per_job",
         _integer(1),
         "execution records kept per job",
+    ),
+    _Key(
+        "MetricsMaxJobSeries",
+        "metrics_max_job_series",
+        _integer(0),
+        "jobs given per-job series in GET /metrics, first seen first (0 = none)",
     ),
     _Key(
         "CallbackAllowNetworks",

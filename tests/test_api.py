@@ -1246,7 +1246,9 @@ class OpenAPITests(APITestCase):
                 served[prefix].add((path, method))
         for prefix in PREFIXES:
             self.assertEqual(served[prefix], documented, prefix)
-        self.assertEqual(beside, {"/ui", "/ui/", "/ui/<path:__rest__>", "/metrics", "/api/v1/metrics"})
+        self.assertEqual(
+            beside, {"/ui", "/ui/", "/ui/<path:__rest__>", "/metrics", "/api/v1/metrics"}
+        )
         self.assertIn("/cluster/members/{node_id}", body["paths"])
         self.assertEqual([s["url"] for s in body["servers"]], ["/api/v1", "/"])
 

@@ -330,13 +330,16 @@ class EnvironmentTests(_Directory, SynchronousTestCase):
         self.assertIn("SCHEDULER0_NODE_ID", config.warnings[0])
 
     def test_reserved_variables_are_not_config_keys(self) -> None:
-        """The credentials and config-path variables raise no warning."""
+        """The credentials, config-path and CLI client variables raise no warning."""
         config = self.load_text(
             "",
             {
                 "SCHEDULER0_AUTH_USERNAME": "a",
                 "SCHEDULER0_AUTH_PASSWORD": "b",
                 "SCHEDULER0_SECRET_KEY": "c",
+                "SCHEDULER0_ENDPOINT": "http://127.0.0.1:9091",
+                "SCHEDULER0_API_KEY": "k",
+                "SCHEDULER0_API_SECRET": "s",
             },
         )
         self.assertEqual(config.warnings, ())
@@ -520,6 +523,33 @@ class ValidationTests(_Directory, SynchronousTestCase):
         config = config_from_mapping({"NodeId": 2, "Port": 9300}, environ={})
         self.assertEqual((config.node_id, config.port), (2, 9300))
         self.assertRaises(ConfigError, config_from_mapping, {"Port": "x"})
+
+
+class MetricsConfigTests(_Directory, SynchronousTestCase):
+    """MetricsMaxJobSeries: how many jobs get per-job series in GET /metrics."""
+
+    def test_default_is_a_thousand(self) -> None:
+        """Without the key, 1000 jobs may have per-job series."""
+        self.assertEqual(self.load_text("NodeId: 1\n").metrics_max_job_series, 1000)
+
+    def test_zero_turns_per_job_series_off(self) -> None:
+        """0 is allowed (no per-job series); other counts are taken as given."""
+        self.assertEqual(self.load_text("MetricsMaxJobSeries: 0\n").metrics_max_job_series, 0)
+        self.assertEqual(self.load_text("MetricsMaxJobSeries: 50\n").metrics_max_job_series, 50)
+
+    def test_bad_values_name_the_key(self) -> None:
+        """A negative or non-integer value is refused naming MetricsMaxJobSeries."""
+        self.assertIn("MetricsMaxJobSeries: invalid value -1; expected an integer >= 0",
+                      self.error_for("MetricsMaxJobSeries: -1\n"))
+        self.assertIn("MetricsMaxJobSeries: invalid value",
+                      self.error_for("MetricsMaxJobSeries: many\n"))
+
+    def test_environment_sets_it(self) -> None:
+        """SCHEDULER0_METRICS_MAX_JOB_SERIES overrides the file."""
+        config = self.load_text(
+            "MetricsMaxJobSeries: 5\n", {"SCHEDULER0_METRICS_MAX_JOB_SERIES": "7"}
+        )
+        self.assertEqual(config.metrics_max_job_series, 7)
 
 
 class CredentialsTests(_Directory, SynchronousTestCase):

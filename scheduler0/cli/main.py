@@ -181,6 +181,9 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     status = leaf(commands, "status", "print the cluster as the configured node sees it", _status)
     status.add_argument("--json", action="store_true", help="print the health check as JSON")
     leaf(commands, "version", "print the version", _version)
+    from scheduler0.cli.resources import add_resource_commands  # (it imports this module)
+
+    add_resource_commands(group, leaf)
     return parser
 
 
@@ -265,6 +268,7 @@ def urllib_http(
     json: Any = None,
     auth: tuple[str, str] | None = None,
     timeout: float = HTTP_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, Any]:
     """
     One blocking JSON request (the CLI has no reactor). Returns the status and
@@ -279,6 +283,8 @@ def urllib_http(
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
         request.add_header("Authorization", f"Basic {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status, raw = response.status, response.read()

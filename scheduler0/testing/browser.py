@@ -200,9 +200,7 @@ class Browser:
 
     # -- the protocol ------------------------------------------------------
 
-    def send(
-        self, method: str, params: dict | None = None, *, session: bool = True
-    ) -> Deferred:
+    def send(self, method: str, params: dict | None = None, *, session: bool = True) -> Deferred:
         """
         Send one DevTools command (to the open page's session unless
         C{session=False}); fires with its C{result} or fails with

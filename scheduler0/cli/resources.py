@@ -1,0 +1,557 @@
+"""
+The resource commands of C{scheduler0}: C{projects}, C{jobs} and
+C{executions}, on top of L{scheduler0.client.Client}.
+
+Where to connect: C{--endpoint}, then C{$SCHEDULER0_ENDPOINT}, then the
+config's HTTP address. Credentials: C{--api-key}/C{--api-secret} (or
+C{$SCHEDULER0_API_KEY}/C{$SCHEDULER0_API_SECRET}), else the admin credentials
+in C{.scheduler0} beside the config. Requests go through the command's
+injected HTTP function, so tests drive every command in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from scheduler0.api.validation import EXECUTION_STATES
+from scheduler0.cli import jobfile
+from scheduler0.cli.main import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    _Context,
+    _require_credentials,
+)
+from scheduler0.client import APIError, Client, NodeUnreachable
+from scheduler0.client.operations import new_idempotency_key
+
+# Replaced in tests: the import's back-off and progress timing.
+sleep: Callable[[float], Any] = time.sleep
+monotonic: Callable[[], float] = time.monotonic
+
+DEFAULT_LIST_LIMIT = 50
+PAGE_SIZE = 1000
+IMPORT_BATCH = 1000
+IMPORT_RETRIES = 8
+# Reads and keyed creates are sent again this often after a 429/503 or no answer.
+READ_RETRIES = 2
+
+PROJECT_COLUMNS = (
+    ("UUID", "uuid"),
+    ("NAME", "name"),
+    ("DESCRIPTION", "description"),
+    ("CREATED", "created_at"),
+)
+JOB_COLUMNS = (
+    ("UUID", "uuid"),
+    ("NAME", "name"),
+    ("SPEC", "spec"),
+    ("TZ", "timezone"),
+    ("PAUSED", "paused"),
+    ("NEXT RUN", "next_run_at"),
+    ("LAST STATUS", "last_status"),
+)
+EXECUTION_COLUMNS = (
+    ("SCHEDULED", "scheduled_at"),
+    ("JOB", "job_uuid"),
+    ("STATE", "state"),
+    ("ATTEMPTS", "attempts"),
+    ("NODE", "node_id"),
+    ("STATUS", "status_code"),
+    ("ERROR", "error"),
+)
+
+
+# -- wiring ------------------------------------------------------------------
+
+
+def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
+    """Add C{projects}, C{jobs} and C{executions} with the parser helpers of L{build_parser}."""
+
+    def command(
+        where: Any, name: str, help_text: str, handler: Callable[..., int], talking: bool = True
+    ) -> Any:
+        sub = leaf(where, name, help_text, _talking(handler) if talking else handler)
+        connection = sub.add_argument_group("connection")
+        connection.add_argument(
+            "--endpoint",
+            metavar="URL",
+            help="node to talk to (default: $SCHEDULER0_ENDPOINT, then the config's address)",
+        )
+        connection.add_argument(
+            "--api-key",
+            dest="api_key",
+            help="client API key (default: $SCHEDULER0_API_KEY, else the admin credentials)",
+        )
+        connection.add_argument(
+            "--api-secret",
+            dest="api_secret",
+            help="client API secret (default: $SCHEDULER0_API_SECRET)",
+        )
+        sub.add_argument("--json", action="store_true", help="print the data as JSON")
+        return sub
+
+    projects = group("projects", "list, create, change and delete projects")
+    sub = command(projects, "list", "list projects", _projects_list)
+    _limit_option(sub)
+    sub = command(projects, "get", "show one project", _projects_get)
+    sub.add_argument("uuid")
+    sub = command(
+        projects, "create", "create a project (prints its signing secret once)", _projects_create
+    )
+    sub.add_argument("--name", required=True)
+    sub.add_argument("--description")
+    sub = command(projects, "update", "change a project's name or description", _projects_update)
+    sub.add_argument("uuid")
+    sub.add_argument("--name")
+    sub.add_argument("--description")
+    sub = command(projects, "delete", "delete a project", _projects_delete)
+    sub.add_argument("uuid")
+    sub.add_argument("--cascade", action="store_true", help="delete its jobs too")
+
+    jobs = group("jobs", "list, create, change, run and import jobs")
+    sub = command(jobs, "list", "list jobs", _jobs_list)
+    sub.add_argument("--project", metavar="UUID", help="only this project's jobs")
+    state = sub.add_mutually_exclusive_group()
+    state.add_argument("--paused", action="store_true", default=None, help="only paused jobs")
+    state.add_argument("--active", action="store_true", help="only active jobs")
+    _limit_option(sub)
+    sub = command(jobs, "get", "show one job", _jobs_get)
+    sub.add_argument("uuid")
+    sub = command(jobs, "create", "create a job", _jobs_create)
+    _job_options(sub, creating=True)
+    sub = command(jobs, "update", "change some fields of a job", _jobs_update)
+    sub.add_argument("uuid")
+    _job_options(sub, creating=False)
+    for name, help_text, handler in (
+        ("delete", "delete a job (none of its slots fires afterwards)", _jobs_delete),
+        ("run", "fire one extra execution of a job now", _jobs_run),
+        ("pause", "stop firing a job", _jobs_pause),
+        ("resume", "fire a paused job again", _jobs_resume),
+    ):
+        sub = command(jobs, name, help_text, handler)
+        sub.add_argument("uuid")
+    sub = command(jobs, "next", "preview a job's next fire instants", _jobs_next)
+    sub.add_argument("uuid")
+    sub.add_argument("-n", type=int, default=10, help="how many instants (default 10, max 100)")
+    sub = command(
+        jobs,
+        "import",
+        "create the jobs of a .json, .yaml/.yml or .csv file, in batches, at most once",
+        _jobs_import,
+        talking=False,
+    )
+    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("--project", metavar="UUID", help="project of rows without project_uuid")
+    sub.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=IMPORT_BATCH,
+        help=f"jobs per request (default {IMPORT_BATCH}; lowered to the node's "
+        "MaxJobsPerRequest when it says so)",
+    )
+
+    executions = group("executions", "execution history")
+    sub = command(executions, "list", "list executions, newest first", _executions_list)
+    sub.add_argument("--job", metavar="UUID", help="only this job's executions")
+    sub.add_argument("--project", metavar="UUID", help="only this project's executions")
+    sub.add_argument("--state", choices=EXECUTION_STATES)
+    sub.add_argument("--since", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
+    sub.add_argument("--until", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
+    _limit_option(sub)
+
+
+def _limit_option(sub: Any) -> None:
+    sub.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIST_LIMIT,
+        help=f"show at most this many (default {DEFAULT_LIST_LIMIT}; 0 = all)",
+    )
+
+
+def _job_options(sub: Any, *, creating: bool) -> None:
+    sub.add_argument("--project", metavar="UUID", required=creating, help="project_uuid")
+    sub.add_argument("--name", required=creating)
+    sub.add_argument(
+        "--spec",
+        required=creating,
+        help="cron (5 or 6 fields), @daily..., @every 90s, @at <instant>",
+    )
+    sub.add_argument("--callback-url", dest="callback_url", required=creating, metavar="URL")
+    sub.add_argument("--data", metavar="JSON", help="any JSON value sent with each execution")
+    sub.add_argument("--timezone", metavar="ZONE", help="IANA zone (default UTC)")
+    sub.add_argument("--catch-up-window-s", dest="catch_up_window_s", type=float, metavar="S")
+    sub.add_argument("--timeout-s", dest="timeout_s", type=float, metavar="S")
+    sub.add_argument("--retry-max", dest="retry_max", type=int, metavar="N")
+    if creating:
+        sub.add_argument("--paused", action="store_true", default=None, help="create it paused")
+    else:
+        sub.add_argument("--paused", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _talking(handler: Callable[[_Context, Client], int]) -> Callable[[_Context], int]:
+    """A handler given a L{Client}; API and connection errors become one-line L{CommandError}s."""
+
+    def run(context: _Context) -> int:
+        client = connect(context, retries=READ_RETRIES)
+        try:
+            return handler(context, client)
+        except (APIError, NodeUnreachable) as error:
+            raise command_error(error) from None
+
+    return run
+
+
+def command_error(error: APIError | NodeUnreachable) -> CommandError:
+    """
+    The API's own message (it names the field). A rejected input (400, 404,
+    409, 413, 415, 422) exits 2; auth, rate limits, node trouble and no
+    answer at all exit 1.
+    """
+    if isinstance(error, NodeUnreachable):
+        return CommandError(str(error))
+    usage = 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
+    return CommandError(
+        f"{error.message} (HTTP {error.status})", EXIT_USAGE if usage else EXIT_FAILURE
+    )
+
+
+def connect(context: _Context, retries: int = 0) -> Client:
+    """A client for the node and credentials the options, environment and config name."""
+    args, environ = context.args, context.environ
+    endpoint = getattr(args, "endpoint", None) or environ.get("SCHEDULER0_ENDPOINT") or None
+    api_key = getattr(args, "api_key", None) or environ.get("SCHEDULER0_API_KEY") or None
+    api_secret = getattr(args, "api_secret", None) or environ.get("SCHEDULER0_API_SECRET") or None
+    if (api_key is None) != (api_secret is None):
+        raise CommandError(
+            "--api-key and --api-secret go together (or SCHEDULER0_API_KEY and "
+            "SCHEDULER0_API_SECRET); give both, or neither to use the admin credentials",
+            EXIT_USAGE,
+        )
+    config = context.load() if endpoint is None or api_key is None else None
+    if endpoint is None:
+        assert config is not None
+        endpoint = config.http_address
+    if not endpoint.startswith(("http://", "https://")):
+        raise CommandError(
+            f"--endpoint: must be an http:// or https:// URL, not {endpoint!r}", EXIT_USAGE
+        )
+    common: dict[str, Any] = {
+        "transport": _transport(context),
+        "retries": retries,
+        "sleep": lambda seconds: sleep(seconds),
+    }
+    if api_key is not None:
+        return Client(endpoint, api_key, api_secret, **common)
+    assert config is not None
+    creds = _require_credentials(context, config)
+    return Client(endpoint, username=creds.username, password=creds.password, **common)
+
+
+def _transport(context: _Context) -> Callable[..., tuple[int, Mapping[str, str], bytes]]:
+    """The client's transport on the command's injected C{http(method, url, json=, ...)}."""
+
+    def send(
+        method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        document = None if body is None else json.loads(body)
+        status, payload = context.http(
+            method, url, json=document, auth=None, timeout=timeout, headers=dict(headers)
+        )
+        raw = b"" if payload is None else json.dumps(payload).encode("utf-8")
+        return status, {}, raw
+
+    return send
+
+
+# -- output ------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value).replace("\n", " ")
+
+
+def table(items: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[str]:
+    """Aligned plain-text rows under a header line."""
+    rows = [[title for title, _ in columns]]
+    rows += [[_cell(item.get(key)) for _, key in columns] for item in items]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def details(item: Mapping[str, Any]) -> list[str]:
+    """One C{key: value} line per field, values aligned."""
+    width = max((len(key) for key in item), default=0) + 1
+    return [f"{(key + ':').ljust(width)} {_cell(value)}" for key, value in item.items()]
+
+
+def _print_json(context: _Context, data: Any) -> None:
+    context.out(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _show(context: _Context, item: Mapping[str, Any]) -> int:
+    if context.args.json:
+        _print_json(context, item)
+    else:
+        for line in details(item):
+            context.out(line)
+    return EXIT_OK
+
+
+def _show_list(
+    context: _Context,
+    pages: Iterable[Any],
+    total: Callable[[], int | None],
+    columns: Sequence[tuple[str, str]],
+    what: str,
+) -> int:
+    limit = context.args.limit
+    if limit < 0:
+        raise CommandError("--limit: must be 0 (all) or more", EXIT_USAGE)
+    items = []
+    for item in pages:
+        items.append(item)
+        if limit and len(items) >= limit:
+            break
+    if context.args.json:
+        _print_json(context, items)
+        return EXIT_OK
+    for line in table(items, columns):
+        context.out(line)
+    known = total()
+    if known is not None and known > len(items):
+        context.stderr.write(f"showing {len(items)} of {known} {what}; --limit 0 shows all\n")
+    return EXIT_OK
+
+
+def _paged(list_page: Callable[..., Any], limit: int, **filters: Any) -> tuple[Any, Any]:
+    """Items of every page (as many as C{limit} needs) and a function answering the total."""
+    seen: dict[str, int] = {}
+    size = min(limit, PAGE_SIZE) if limit > 0 else PAGE_SIZE
+
+    def items() -> Iterable[Any]:
+        cursor = None
+        while True:
+            page = list_page(limit=size, cursor=cursor, **filters)
+            seen["total"] = page.get("total")
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    return items(), lambda: seen.get("total")
+
+
+# -- projects ----------------------------------------------------------------
+
+
+def _projects_list(context: _Context, client: Client) -> int:
+    pages, total = _paged(client.list_projects, context.args.limit)
+    return _show_list(context, pages, total, PROJECT_COLUMNS, "projects")
+
+
+def _projects_get(context: _Context, client: Client) -> int:
+    return _show(context, client.get_project(context.args.uuid))
+
+
+def _projects_create(context: _Context, client: Client) -> int:
+    args = context.args
+    project = client.create_project(
+        args.name, args.description, idempotency_key=new_idempotency_key()
+    )
+    _show(context, project)
+    if project.get("signing_secret") and not args.json:
+        context.stderr.write("the signing_secret is shown only now; store it safely\n")
+    return EXIT_OK
+
+
+def _projects_update(context: _Context, client: Client) -> int:
+    args = context.args
+    if args.name is None and args.description is None:
+        raise CommandError("projects update: give --name and/or --description", EXIT_USAGE)
+    return _show(
+        context, client.update_project(args.uuid, name=args.name, description=args.description)
+    )
+
+
+def _projects_delete(context: _Context, client: Client) -> int:
+    args = context.args
+    try:
+        result = client.delete_project(args.uuid, cascade=args.cascade)
+    except APIError as error:
+        if error.status != 409 or args.cascade:
+            raise
+        raise CommandError(
+            f"{command_error(error)}; add --cascade to delete its jobs too", EXIT_USAGE
+        ) from None
+    if args.json:
+        _print_json(context, result)
+    else:
+        removed = len(result.get("deleted_jobs") or [])
+        context.out(f"deleted project {args.uuid}" + (f" and {removed} jobs" if removed else ""))
+    return EXIT_OK
+
+
+# -- jobs --------------------------------------------------------------------
+
+
+def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for option, key in (
+        ("project", "project_uuid"),
+        ("name", "name"),
+        ("spec", "spec"),
+        ("callback_url", "callback_url"),
+        ("timezone", "timezone"),
+        ("paused", "paused"),
+        ("catch_up_window_s", "catch_up_window_s"),
+        ("timeout_s", "timeout_s"),
+        ("retry_max", "retry_max"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            fields[key] = value
+    if args.data is not None:
+        try:
+            fields["data"] = json.loads(args.data)
+        except ValueError as error:
+            raise CommandError(f"--data: not valid JSON ({error})", EXIT_USAGE) from None
+    return fields
+
+
+def _jobs_list(context: _Context, client: Client) -> int:
+    args = context.args
+    paused = True if args.paused else (False if args.active else None)
+    pages, total = _paged(client.list_jobs, args.limit, project_uuid=args.project, paused=paused)
+    return _show_list(context, pages, total, JOB_COLUMNS, "jobs")
+
+
+def _jobs_get(context: _Context, client: Client) -> int:
+    return _show(context, client.get_job(context.args.uuid))
+
+
+def _jobs_create(context: _Context, client: Client) -> int:
+    job = client.create_job(_job_fields(context.args), idempotency_key=new_idempotency_key())
+    return _show(context, job)
+
+
+def _jobs_update(context: _Context, client: Client) -> int:
+    changes = _job_fields(context.args)
+    if not changes:
+        raise CommandError(
+            "jobs update: give at least one field to change (see --help)", EXIT_USAGE
+        )
+    return _show(context, client.update_job(context.args.uuid, changes))
+
+
+def _jobs_changed(context: _Context, result: Mapping[str, Any], done: str) -> int:
+    if context.args.json:
+        _print_json(context, result)
+    else:
+        context.out(f"{done} job {context.args.uuid}")
+    return EXIT_OK
+
+
+def _jobs_delete(context: _Context, client: Client) -> int:
+    return _jobs_changed(context, client.delete_job(context.args.uuid), "deleted")
+
+
+def _jobs_pause(context: _Context, client: Client) -> int:
+    return _jobs_changed(context, client.pause_job(context.args.uuid), "paused")
+
+
+def _jobs_resume(context: _Context, client: Client) -> int:
+    return _jobs_changed(context, client.resume_job(context.args.uuid), "resumed")
+
+
+def _jobs_run(context: _Context, client: Client) -> int:
+    return _show(context, client.run_job(context.args.uuid))
+
+
+def _jobs_next(context: _Context, client: Client) -> int:
+    result = client.next_runs(context.args.uuid, context.args.n)
+    if context.args.json:
+        _print_json(context, result)
+        return EXIT_OK
+    zone = result.get("timezone") or "UTC"
+    for line in table(result.get("items") or [], (("UTC", "utc"), (f"LOCAL ({zone})", "local"))):
+        context.out(line)
+    if result.get("paused"):
+        context.stderr.write("the job is paused: these instants fire only once it is resumed\n")
+    return EXIT_OK
+
+
+def _jobs_import(context: _Context) -> int:
+    args = context.args
+    if args.batch_size < 1:
+        raise CommandError("--batch-size: must be at least 1", EXIT_USAGE)
+    try:
+        jobs = jobfile.load_jobs(args.file, context.cwd, default_project=args.project)
+    except jobfile.JobFileError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    # Only now: a bad file is reported even where no node or credentials are set up.
+    client = connect(context, retries=IMPORT_RETRIES)
+    importer = jobfile.Importer(
+        client,
+        jobs,
+        jobfile.digest(jobs),
+        args.batch_size,
+        jobfile.Progress(len(jobs), context.stderr, monotonic),
+    )
+    started = monotonic()
+    try:
+        uuids = importer.run()
+    except (APIError, NodeUnreachable) as error:
+        reason = command_error(error)
+        raise CommandError(
+            f"{reason}; {importer.done:,} of {len(jobs):,} jobs were imported. Run the same "
+            "command again to import the rest: batches already created are not created twice",
+            reason.code,
+        ) from None
+    elapsed = max(monotonic() - started, 1e-9)
+    summary = (
+        f"imported {_count(len(jobs), 'job')} from {args.file} in {elapsed:.1f} s "
+        f"({len(jobs) / elapsed:,.0f} jobs/s, {_count(importer.batches, 'request')})"
+    )
+    if args.json:
+        _print_json(context, uuids)
+        context.stderr.write(summary + "\n")
+    else:
+        context.out(summary)
+    return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+# -- executions --------------------------------------------------------------
+
+
+def _executions_list(context: _Context, client: Client) -> int:
+    args = context.args
+    pages, total = _paged(
+        client.list_executions,
+        args.limit,
+        job_uuid=args.job,
+        project_uuid=args.project,
+        state=args.state,
+        since=args.since,
+        until=args.until,
+    )
+    return _show_list(context, pages, total, EXECUTION_COLUMNS, "executions")
