@@ -21,7 +21,6 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
     Logger,
-    LogLevel,
     LogLevelFilterPredicate,
     globalLogPublisher,
 )
@@ -29,7 +28,13 @@ from twisted.python import usage
 
 from scheduler0 import __version__
 from scheduler0.config import Config, ConfigError, load_config
-from scheduler0.logs import LOG_FORMATS, JSONLinesObserver, twistd_log_destination
+from scheduler0.logs import (
+    LOG_FORMATS,
+    ExecutionEvents,
+    JSONLinesObserver,
+    level_named,
+    twistd_log_destination,
+)
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
 
 log = Logger()
@@ -71,14 +76,6 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-_LEVELS = {
-    "ERROR": LogLevel.error,
-    "WARN": LogLevel.warn,
-    "INFO": LogLevel.info,
-    "DEBUG": LogLevel.debug,
-}
-
-
 def apply_log_level(name: str) -> None:
     """
     Drop events below LogLevel from every observer twistd has set up.
@@ -86,7 +83,7 @@ def apply_log_level(name: str) -> None:
     twistd installs its observers before services start and offers no hook
     for a level, so each one is wrapped in a filter here.
     """
-    level = _LEVELS.get(name.upper(), LogLevel.info)
+    level = level_named(name)
     observers = list(getattr(globalLogPublisher, "_observers", ()))
     for observer in observers:
         if isinstance(observer, FilteringLogObserver):
@@ -280,6 +277,8 @@ class NodeService(MultiService):
             node_id=config.node_id,
             history_per_job=config.execution_history_per_job,
         )
+        # One log event per finished execution, with its ids.
+        scheduler.execution_observers.append(ExecutionEvents(level=level_named(config.log_level)))
         history: Any = executions
         if cluster is not None:
             from scheduler0.cluster.history import ClusterHistory
@@ -304,6 +303,27 @@ class NodeService(MultiService):
             duties = LeaderDuties(cluster, state, executions, config, self.reactor)
             cluster.subscribe(duties.on_applied)
             self._parts["duties"] = duties
+        from scheduler0.metrics import NodeMetrics
+
+        # Prometheus metrics (GET /metrics): observers on the hot path, the
+        # rest read from these parts at scrape time.
+        metrics = NodeMetrics(
+            self.reactor,
+            config.node_id,
+            max_job_series=config.metrics_max_job_series,
+            scheduler=scheduler,
+            executor=executor,
+            cluster=cluster,
+            guard=guard,
+            proposer=proposer,
+            executions=executions,
+            state=state,
+        )
+        scheduler.execution_observers.append(metrics.on_execution)
+        scheduler.started_observers.append(metrics.on_started)
+        executor.post_observer = metrics.on_post
+        proposer.subscribe(metrics.on_applied)
+        self._parts["metrics"] = metrics
         self._parts.update(
             state=state,
             log=command_log,
@@ -320,6 +340,7 @@ class NodeService(MultiService):
         if cluster is not None:
             await cluster.start()
             self._parts["duties"].start()
+        metrics.start()
         scheduler.startService()
         await scheduler.ready
         tune_garbage_collector()
@@ -347,6 +368,7 @@ class NodeService(MultiService):
             read_barrier=cluster.read_barrier if cluster is not None else None,
             cluster=cluster,
             breathe=lambda: deferLater(self.reactor, 0, lambda: None),
+            metrics=metrics,
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)
@@ -481,6 +503,8 @@ class NodeService(MultiService):
             await parts["scheduler"].stopService()
         if "guard" in parts:
             parts["guard"].stop()
+        if "metrics" in parts:
+            parts["metrics"].stop()
         if "duties" in parts:
             parts["duties"].stop()
         if "cluster" in parts:

@@ -522,6 +522,16 @@ class ClusterNode:
         """A Raft message from C{node_id} arrived (the transport authenticated it)."""
         self._heard[node_id] = self.monotonic()
 
+    def reachable_peers(self) -> int:
+        """Other members a Raft message came from within one election timeout."""
+        now = self.monotonic()
+        within = self.core.settings.election_ticks * TICK_S
+        return sum(
+            1
+            for m in self.member_ids()
+            if m != self.config.node_id and now - self._heard.get(m, -inf) <= within
+        )
+
     def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
         """
         The leader's view: (node id -> paused, for each node whose lease it

@@ -93,6 +93,9 @@ class Delivery:
     # the caller has them ready (the scheduler keeps them per job, so a slot
     # does not re-encode its job's data).
     job_json: str | None = attrs.field(default=None, eq=False, repr=False)
+    # The slot's instant in POSIX seconds, when the caller knows it (the
+    # scheduler does), so lateness needs no parsing of scheduled_at.
+    scheduled_s: float | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def job_members_json(job_uuid: str, project_uuid: str, name: str, spec: str, data: object) -> str:
@@ -319,6 +322,11 @@ class HTTPExecutor:
 
     C{sign}, when given, is called with the body and the deliveries in it and
     returns extra headers for that POST (the hook for callback signatures).
+
+    C{post_observer}, when given, is called once per POST that ended with
+    C{(seconds it took, status code or None when no HTTP answer came, how
+    many of its deliveries will be retried)} (the hook for metrics); one
+    that raises is logged once and ignored.
     """
 
     clock: IReactorTime
@@ -335,6 +343,7 @@ class HTTPExecutor:
     max_response_bytes: int = 65536
     # Sent as X-Scheduler0-Node, so a receiver can tell which node fired.
     node_id: int | None = None
+    post_observer: Callable[[float, int | None, int], None] | None = None
 
     _queues: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False)
     _queue_bytes: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -351,6 +360,7 @@ class HTTPExecutor:
     _stopping: bool = attrs.field(default=False, init=False)
     _counts: dict[str, int] = attrs.field(init=False)
     _user_agent: str = attrs.field(init=False)
+    _observer_failed: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.max_workers < 1:
@@ -640,7 +650,7 @@ class HTTPExecutor:
         post = Deferred.fromCoroutine(self._post(url, body, headers, timeout_s, attempt))
         self._posts[post] = attempt
         post.addErrback(self._post_crashed)
-        post.addCallback(self._posted, url, chunk, post)
+        post.addCallback(self._posted, url, chunk, post, now)
 
     def _report_started(self, items: list[_Item], at: float) -> None:
         for item in items:
@@ -715,7 +725,9 @@ class HTTPExecutor:
         log.failure("callback POST crashed", failure)
         return _Answer(None, "internal error", transient=False)
 
-    def _posted(self, answer: _Answer, url: str, chunk: list[_Item], post: Deferred) -> None:
+    def _posted(
+        self, answer: _Answer, url: str, chunk: list[_Item], post: Deferred, sent_at: float
+    ) -> None:
         self._posts.pop(post, None)
         remaining = self._url_posts.get(url, 1) - 1
         if remaining:
@@ -739,9 +751,18 @@ class HTTPExecutor:
             else:
                 delay = self.retry_delay(item.attempts, answer.retry_after_s)
                 retry_groups.setdefault(delay, []).append(item)
+        retried = 0
         for delay, items in retry_groups.items():
-            self._counts["retries"] += len(items)
+            retried += len(items)
             self._start_retry(delay, items)
+        self._counts["retries"] += retried
+        if self.post_observer is not None:
+            try:
+                self.post_observer(self.clock.seconds() - sent_at, answer.status_code, retried)
+            except Exception:
+                if not self._observer_failed:
+                    self._observer_failed = True
+                    log.failure("post_observer failed")
         self._mark_ready(url)
         self._schedule_pump()
 

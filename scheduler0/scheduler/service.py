@@ -178,6 +178,22 @@ class SchedulerService(Service):
     """
     Fire every active job's slots on time, catch up after a restart, and
     follow job changes as the state machine applies them.
+
+    Observers (metrics, structured logs) hang on two lists:
+
+      - C{execution_observers}: each is called once with every FINAL
+        execution record this node makes -- an outcome (C{succeeded},
+        C{failed}, C{skipped} by the executor) and every slot the scheduler
+        skips itself -- as the very dict given to C{executions.record}
+        (keys execution_id, job_uuid, project_uuid, scheduled_at, state,
+        attempts, node_id, started_at, finished_at, status_code, error,
+        skip_reason; instants as text). It must not change the dict.
+      - C{started_observers}: each is called with the L{Delivery} and the
+        instant (POSIX seconds) its first attempt began; the delivery's
+        C{scheduled_s} is its slot in POSIX seconds, so lateness is a
+        subtraction.
+
+    An observer that raises is logged (once per observer) and firing goes on.
     """
 
     clock: IReactorTime
@@ -229,6 +245,9 @@ class SchedulerService(Service):
     # Jobs handed to this node at an instant still to come: no slot before it.
     _not_before: dict[str, datetime] = attrs.field(factory=dict)
     ready: Deferred | None = None
+    execution_observers: list[Callable[[dict], None]] = attrs.field(factory=list)
+    started_observers: list[Callable[[Delivery, float], None]] = attrs.field(factory=list)
+    _failed_observers: set[Any] = attrs.field(factory=set)
 
     # -- service lifecycle -------------------------------------------------
 
@@ -795,7 +814,9 @@ class SchedulerService(Service):
         if entry.prepared is None:
             entry.prepared = []
         entry.prepared.append(slot)
-        due = _slot_seconds(slot)
+        due = delivery.scheduled_s
+        if due is None:
+            due = _slot_seconds(slot)
         batch = self._batches.get(due)
         if batch is None:
             batch = self._batches[due] = []
@@ -862,7 +883,11 @@ class SchedulerService(Service):
         count = 0
         current: datetime | None = slot
         while current is not None and current < window_start and count < self.history_per_job:
-            self._record(entry, current, state="skipped", skip_reason="outside_catch_up_window")
+            record = self._record(
+                entry, current, state="skipped", skip_reason="outside_catch_up_window"
+            )
+            if self.execution_observers:
+                self._observe(self.execution_observers, record)
             count += 1
             current = entry.schedule.next_after(current)
         if current is not None and current < window_start:
@@ -942,6 +967,7 @@ class SchedulerService(Service):
             timeout_s=entry.timeout_s,
             retry_max=entry.retry_max,
             job_json=entry.job_json,
+            scheduled_s=_slot_seconds(slot),
         )
 
     # -- executor results ----------------------------------------------------
@@ -951,22 +977,34 @@ class SchedulerService(Service):
         self.executions.record(
             self._outcome_record(delivery, "running", attempts=1, started_at=at), trusted=True
         )
+        if self.started_observers:
+            self._observe(self.started_observers, delivery, at)
 
     def on_outcome(self, outcome: Outcome) -> None:
         """Record the final state of one delivery."""
-        self.executions.record(
-            self._outcome_record(
-                outcome.delivery,
-                outcome.state,
-                attempts=outcome.attempts,
-                started_at=outcome.started_at,
-                finished_at=outcome.finished_at,
-                status_code=outcome.status_code,
-                error=outcome.error,
-                skip_reason=outcome.skip_reason,
-            ),
-            trusted=True,
+        record = self._outcome_record(
+            outcome.delivery,
+            outcome.state,
+            attempts=outcome.attempts,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            skip_reason=outcome.skip_reason,
         )
+        self.executions.record(record, trusted=True)
+        if self.execution_observers:
+            self._observe(self.execution_observers, record)
+
+    def _observe(self, observers: list[Callable[..., None]], *args: Any) -> None:
+        """Call each observer; one that raises is logged the first time only."""
+        for observer in observers:
+            try:
+                observer(*args)
+            except Exception:
+                if observer not in self._failed_observers:
+                    self._failed_observers.add(observer)
+                    log.failure("execution observer {observer!r} failed", observer=observer)
 
     def _outcome_record(
         self,
@@ -1037,6 +1075,12 @@ class SchedulerService(Service):
 
     def active_jobs(self) -> int:
         return len(self._entries)
+
+    def owned_jobs(self) -> int:
+        """Jobs assigned to this node (in a cluster); on one node, its active jobs."""
+        if self.ownership is None:
+            return len(self._entries)
+        return len(self._owned)
 
     def pending_slots(self) -> Iterable[tuple[str, datetime | None]]:
         return ((u, e.next_slot) for u, e in self._entries.items())

@@ -535,6 +535,11 @@ class ExecutionStore:
         failed_since = format_instant(utc_from_timestamp(self.clock.seconds()) - FAILURE_RETENTION)
         return self._after_flush(_prune, self.history_per_job, failed_since)
 
+    @property
+    def records_made(self) -> int:
+        """Records this store numbered or holds to number: what the fan-in will take."""
+        return self._seq + len(self._buffer)
+
     def continue_after(self, seq: int) -> None:
         """
         Number the next writes after C{seq} at least: a node whose
