@@ -412,9 +412,12 @@ class NodeService(MultiService):
             f"  api_secret: {credential['api_secret']}\n"
             "  It is shown only now; make more with `scheduler0 create credential`.\n\n"
         )
-        announce = self.announce or sys.__stdout__
         # Written to the terminal directly, not through the log system, so
-        # the secret never lands in a log file.
+        # the secret never lands in a log file; with JSON logs on standard
+        # output it goes to standard error, so that output stays JSON lines.
+        announce = self.announce or (
+            sys.__stdout__ if self.log_observer is None else sys.__stderr__
+        )
         if announce is not None:
             announce.write(text)
             announce.flush()

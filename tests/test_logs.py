@@ -9,10 +9,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import Application
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python import usage
@@ -212,10 +214,27 @@ class TwistdOptionTests(SynchronousTestCase):
         node.setServiceParent(application)
         self.assertIs(application.getComponent(ILogObserver), observer)
 
+    def test_first_credential_banner_leaves_json_standard_output_alone(self) -> None:
+        """With JSON logs the one-time credential goes to stderr, never to stdout."""
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "__stdout__", out)
+        self.patch(sys, "__stderr__", err)
+
+        class State:
+            def count_credentials(self) -> Deferred:
+                return succeed(0)
+
+        class API:
+            def create_credential(self) -> Deferred:
+                return succeed({"api_key": "k-1", "api_secret": "s-1"})
+
+        node = NodeService(Config(), Clock(), log_observer=JSONLinesObserver(out))
+        self.successResultOf(Deferred.fromCoroutine(node._first_client_credential(API(), State())))
+        self.assertEqual(out.getvalue(), "")
+        self.assertIn("api_secret: s-1", err.getvalue())
+
     def test_destination_follows_twistd_logfile_options(self) -> None:
         """Foreground without --logfile (or with -) is stdout; otherwise the named file."""
-        import sys
-
         self.assertIs(twistd_log_destination({"nodaemon": True, "logfile": None}), sys.stdout)
         self.assertIs(twistd_log_destination({"nodaemon": True, "logfile": "-"}), sys.stdout)
         path = os.path.abspath(self.mktemp())
