@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from scheduler0.testing.receiver import CallbackReceiver
+from scheduler0.testing.receiver import CallbackReceiver, describe
 
 
 class ReceiverTests(TestCase):
@@ -28,3 +28,22 @@ class ReceiverTests(TestCase):
         self.assertEqual(len(receiver._site.open), 1)
         await receiver.stop()
         self.assertEqual(receiver._site.open, {})
+
+    async def test_demo_mode_reports_each_item_and_keeps_none(self) -> None:
+        """With keep=False each item goes to on_arrival and nothing piles up in arrivals."""
+        seen: list[str] = []
+        receiver = CallbackReceiver(
+            reactor, on_arrival=lambda a: seen.append(describe(a)), keep=False
+        )
+        port = await receiver.listen(reactor)
+        self.addCleanup(receiver.stop)
+        http = treq.client.HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, False)))
+        item = {"name": "beat", "job_uuid": "j-1", "scheduled_at": "2026-11-27T12:00:00.000Z"}
+        response = await http.post(
+            f"http://127.0.0.1:{port}/hook", json=[item, item], headers={"X-Scheduler0-Node": "2"}
+        )
+        await response.content()
+        self.assertEqual(receiver.arrivals, [])
+        self.assertEqual(len(seen), 2)
+        self.assertIn("/hook job 'beat' (j-1) slot 2026-11-27T12:00:00.000Z", seen[0])
+        self.assertTrue(seen[0].endswith("ms late, from node 2"), seen[0])

@@ -2,12 +2,19 @@
 A real HTTP callback receiver for end-to-end tests and benchmarks: it
 listens on 127.0.0.1, answers every POST with a chosen status, and records
 each delivery with its arrival time.
+
+Run as a program it is a demo receiver to point jobs at while trying
+Scheduler0 out: it answers 200 and prints one line per execution.
+
+    python -m scheduler0.testing.receiver --port 8000
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +44,10 @@ class CallbackReceiver(Resource):
     clock: Any
     status_for: Callable[[str], int] = lambda path: 200
     arrivals: list[Arrival] = attrs.field(factory=list)
+    # Called with each arrival; with keep=False arrivals are not kept (the
+    # long-running demo receiver of `python -m scheduler0.testing.receiver`).
+    on_arrival: Callable[[Arrival], None] | None = None
+    keep: bool = True
     posts: int = 0
     _waiters: list[tuple[Callable[[], bool], Deferred]] = attrs.field(factory=list)
     _port: Any = None
@@ -57,7 +68,11 @@ class CallbackReceiver(Resource):
         raw = request.content.read()
         body = json.loads(raw or b"null")
         for item in body if isinstance(body, list) else [body]:
-            self.arrivals.append(Arrival(now, path, headers, item, raw))
+            arrival = Arrival(now, path, headers, item, raw)
+            if self.keep:
+                self.arrivals.append(arrival)
+            if self.on_arrival is not None:
+                self.on_arrival(arrival)
         self._wake()
         request.setResponseCode(self.status_for(path))
         request.setHeader(b"content-type", b"application/json")
@@ -136,3 +151,49 @@ class _TrackingSite(Site):
                 transport.abortConnection()
         for _, lost in waiting:
             await lost
+
+
+def describe(arrival: Arrival) -> str:
+    """One line about one delivered execution: when, where, which job, how late."""
+    from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+
+    item = arrival.item if isinstance(arrival.item, dict) else {}
+    late = ""
+    try:
+        scheduled = parse_instant(item["scheduled_at"]).timestamp()
+        late = f" {1000 * (arrival.at - scheduled):.0f} ms late"
+    except (KeyError, TypeError, ValueError):
+        pass
+    return (
+        f"{format_instant(utc_from_timestamp(arrival.at))} {arrival.path} "
+        f"job {item.get('name')!r} ({item.get('job_uuid')}) "
+        f"slot {item.get('scheduled_at')}{late}, "
+        f"from node {arrival.headers.get('x-scheduler0-node', '?')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    parser = argparse.ArgumentParser(
+        prog="python -m scheduler0.testing.receiver",
+        description="Answer callbacks on 127.0.0.1 with 200 and print one line per execution.",
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+
+    async def serve(reactor: Any) -> None:
+        def show(arrival: Arrival) -> None:
+            print(describe(arrival), flush=True)
+
+        receiver = CallbackReceiver(reactor, on_arrival=show, keep=False)
+        port = await receiver.listen(reactor, args.port)
+        print(f"receiving callbacks at http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)
+        await Deferred()  # until the reactor stops
+
+    task.react(lambda reactor: Deferred.fromCoroutine(serve(reactor)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
