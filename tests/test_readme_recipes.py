@@ -6,17 +6,21 @@ they accept a good callback and refuse tampered, foreign and stale ones.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from scheduler0.signing import signature_header
-from scheduler0.testing.process import REPO_ROOT
+from scheduler0.testing.process import REPO_ROOT, client_headers, http_client, prepare_single_node
 
 BODY = b'[{"execution_id":"e1","data":{"x":"\\u00e9"}}]'
 
@@ -24,7 +28,7 @@ BODY = b'[{"execution_id":"e1","data":{"x":"\\u00e9"}}]'
 def recipe(language: str) -> str:
     with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    match = re.search(rf"<!-- recipe: {language} -->\n```\w+\n(.*?)```", text, re.S)
+    match = re.search(rf"<!-- recipe: {re.escape(language)} -->\n```\w+\n(.*?)```", text, re.S)
     assert match, f"README.md has no {language} recipe"
     return match.group(1)
 
@@ -79,3 +83,39 @@ class RecipeTests(SynchronousTestCase):
         )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(json.loads(done.stdout), [c["expected"] for c in judged])
+
+
+class ClientRecipeTests(TestCase):
+    """The README's Python client example, run as printed against a real node."""
+
+    timeout = 120
+
+    async def test_python_client_recipe_runs_as_printed(self) -> None:
+        """
+        It creates a project, a job and 500 more jobs, previews three
+        instants, pauses the job, and prints the API's 400 naming spec.
+        """
+        node = await prepare_single_node(reactor, os.path.abspath(self.mktemp()))
+        self.addCleanup(node.kill)
+        await node.start()
+        headers = await client_headers(node)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(
+            API_ENDPOINT=node.url,
+            API_KEY=headers["x-api-key"],
+            API_SECRET=headers["x-secret-key"],
+        )
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", recipe("python-client")], env=env
+        )
+        self.assertEqual(code, 0, err.decode())
+        lines = out.decode().splitlines()
+        self.assertEqual(len(ast.literal_eval(lines[0])), 3)  # the next three instants
+        self.assertTrue(lines[-1].startswith("400 {'spec': "), lines[-1])
+        http = http_client(reactor)
+        response = await http.get(node.url + "/api/v1/jobs?limit=1", headers=headers)
+        self.assertEqual((await response.json())["data"]["total"], 501)
+        response = await http.get(node.url + "/api/v1/jobs?paused=true", headers=headers)
+        paused = (await response.json())["data"]["items"]
+        self.assertEqual([job["name"] for job in paused], ["invoice run"])
