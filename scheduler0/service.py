@@ -324,6 +324,16 @@ class NodeService(MultiService):
         executor.post_observer = metrics.on_post
         proposer.subscribe(metrics.on_applied)
         self._parts["metrics"] = metrics
+        from scheduler0.summary import ExecutionSummary
+
+        # Per-minute counts for GET /executions/summary (memory only: a
+        # restarted node starts from zero).
+        summary = ExecutionSummary(self.reactor)
+        scheduler.execution_observers.append(summary.on_execution)
+        scheduler.started_observers.append(summary.on_started)
+        if cluster is not None:
+            cluster.summary = summary
+        self._parts["summary"] = summary
         self._parts.update(
             state=state,
             log=command_log,
@@ -369,6 +379,7 @@ class NodeService(MultiService):
             cluster=cluster,
             breathe=lambda: deferLater(self.reactor, 0, lambda: None),
             metrics=metrics,
+            summary=summary,
         )
         self._parts["api"] = api
         proposer.subscribe(api.on_applied)

@@ -107,6 +107,7 @@ class RequestBuildingTests(SynchronousTestCase):
             "next_runs": ("u",),
             "list_executions": (),
             "job_executions": ("u",),
+            "execution_summary": (),
             "cluster_status": (),
             "add_member": (2, "http://h:1", "h:2"),
             "remove_member": (2,),

@@ -298,6 +298,8 @@ class SchedulerAPI:
     breathe: Callable[[], Any] | None = None
     # The node's NodeMetrics (scheduler0.metrics), served at GET /metrics.
     metrics: Any = None
+    # The node's ExecutionSummary (scheduler0.summary), for GET /executions/summary.
+    summary: Any = None
     app: Klein = attrs.field(init=False, factory=Klein)
     _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
     # api_key -> (sha256 of the secret, credential uuid) of live credentials
@@ -1119,6 +1121,22 @@ class SchedulerAPI:
     async def job_executions(self, call: Call) -> dict:
         job = await self._job_or_404(call.path["uuid"])
         return await self._executions_page(call, job_uuid=job["uuid"], project_uuid=None)
+
+    async def execution_summary(self, call: Call) -> dict:
+        """
+        Executions per minute: in a cluster every member's counts summed
+        (the cluster node asks them), alone this node's.
+        """
+        minutes = call.query["minutes"]
+        if self.cluster is not None:
+            return await self.cluster.execution_summary(minutes)
+        if self.summary is None:
+            raise APIError(404, "the execution summary is not kept by this node")
+        return {
+            **self.summary.snapshot(minutes),
+            "nodes": [getattr(self.defaults, "node_id", 1)],
+            "missing_nodes": [],
+        }
 
     # -- credentials (admin) -------------------------------------------------
 

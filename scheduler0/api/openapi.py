@@ -113,6 +113,7 @@ _PROJECT = {
 }
 _NULLABLE_INTEGER = {"type": ["integer", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
+_COUNT = {"type": "integer", "minimum": 0}
 
 
 MAX_NODE_ID = 2**63 - 1
@@ -352,6 +353,59 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "ExecutionPage": _page("Execution"),
+    "ExecutionSummary": _closed(
+        {
+            "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
+            "buckets": {
+                "type": "array",
+                "description": "One per minute, oldest first; the last is the current minute.",
+                "items": _closed(
+                    {
+                        "at": {**_INSTANT, "description": "The minute's start (UTC)."},
+                        "succeeded": _COUNT,
+                        "failed": _COUNT,
+                        "skipped": _COUNT,
+                        "started": {
+                            **_COUNT,
+                            "description": "First callback attempts that began in the minute.",
+                        },
+                        "lateness_sum_s": {
+                            "type": "number",
+                            "description": "Sum of those attempts' start minus slot instant.",
+                        },
+                        "lateness_max_s": {"type": "number"},
+                    }
+                ),
+            },
+            "totals": _closed(
+                {"succeeded": _COUNT, "failed": _COUNT, "skipped": _COUNT, "started": _COUNT}
+            ),
+            "lateness": _closed(
+                {
+                    "bounds_s": {"type": "array", "items": {"type": "number"}},
+                    "counts": {
+                        "type": "array",
+                        "items": _COUNT,
+                        "description": (
+                            "len(bounds_s) + 1 counts, not cumulative: counts[i] holds "
+                            "bounds_s[i-1] < lateness <= bounds_s[i]; the last, lateness over "
+                            "the last bound."
+                        ),
+                    },
+                }
+            ),
+            "nodes": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "Nodes whose counts are in the summary.",
+            },
+            "missing_nodes": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "Members that did not answer in time (their counts are missing).",
+            },
+        }
+    ),
     "CredentialInput": {"type": "object", "additionalProperties": False, "properties": {}},
     "Credential": _closed(
         {

@@ -240,6 +240,30 @@ _TABLE: tuple[Route, ...] = (
         ),
         response="ExecutionPage",
     ),
+    Route(
+        "GET",
+        "/executions/summary",
+        "execution_summary",
+        CLIENT,
+        "Executions per minute over the last minutes, summed over the cluster.",
+        query=(
+            Param(
+                "minutes",
+                "integer",
+                "Minutes to cover, the current (partial) one last.",
+                60,
+                1,
+                60,
+            ),
+        ),
+        response="ExecutionSummary",
+        description=(
+            "Outcomes by the minute they were recorded, first attempts and their lateness by "
+            "the minute they started. Each node counts in memory what it executed (a restarted "
+            "node starts from zero); members that do not answer in time are listed in "
+            "missing_nodes."
+        ),
+    ),
     # cluster
     Route(
         "GET",
@@ -313,7 +337,11 @@ _TABLE: tuple[Route, ...] = (
 
 def _with_consistency(route: Route) -> Route:
     """Reads of replicated state take C{?consistency=}; other routes do not."""
-    if route.method != "GET" or route.auth == ANONYMOUS or route.handler == "openapi_document":
+    if (
+        route.method != "GET"
+        or route.auth == ANONYMOUS
+        or route.handler in ("openapi_document", "execution_summary")
+    ):
         return route
     return attrs.evolve(route, query=(*route.query, CONSISTENCY))
 

@@ -461,6 +461,16 @@ class Operations:
 
     iter_job_executions = _iteration(job_executions)
 
+    @_operation
+    @staticmethod
+    def execution_summary(minutes: int | None = None) -> Request:
+        """
+        Outcomes and lateness per minute over the last C{minutes} (at most
+        60), counted by every node as it fires, so history pruning does not
+        thin them; a node's counts start over when it restarts.
+        """
+        return Request("GET", "/executions/summary", _query(minutes=minutes))
+
     # -- cluster
     cluster_status = _by_path("GET", "/cluster", "Every member with its role and health.")
 

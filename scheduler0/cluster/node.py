@@ -110,6 +110,8 @@ class ClusterNode:
     is_paused: Callable[[], bool] = lambda: False
     # Filled in by the node once its execution store exists (fan-in).
     executions: Any = None
+    # The node's ExecutionSummary (scheduler0.summary), filled in by the node.
+    summary: Any = None
     lease_s: float = 1.0
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
@@ -727,6 +729,38 @@ class ClusterNode:
             "term": self.core.term,
             "members": out,
         }
+
+    async def execution_summary(self, minutes: int) -> dict:
+        """
+        Every member's per-minute execution counts (asked now, at once, with
+        a short timeout) summed; members that did not answer are listed in
+        C{missing_nodes}.
+        """
+        from twisted.internet.defer import gatherResults
+
+        from scheduler0.summary import merge
+
+        if self.summary is None:
+            raise StoreUnavailable("this node keeps no execution summary")
+        me = self.config.node_id
+        own = self.summary.snapshot(minutes)
+        others = sorted(m for m in self.member_ids() if m != me)
+        answers = await gatherResults(
+            [
+                self.peers.summary(node_id, minutes, 0.5).addErrback(lambda f: None)
+                for node_id in others
+            ]
+        )
+        snapshots = [own]
+        nodes = [me]
+        missing = []
+        for node_id, answer in zip(others, answers, strict=True):
+            if answer is None:
+                missing.append(node_id)
+            else:
+                snapshots.append(answer)
+                nodes.append(node_id)
+        return {**merge(snapshots), "nodes": sorted(nodes), "missing_nodes": missing}
 
     async def wait_members_applied(self, timeout: float) -> list[int]:
         """

@@ -9,6 +9,8 @@ as the API, under C{/peer/}, with the admin (peer) credentials as HTTP Basic.
 - C{GET /peer/executions}: the leader pulls a node's uncommitted execution
   records (the fan-in).
 - C{GET /peer/status}: this node's Raft view, for C{GET /cluster}.
+- C{GET /peer/summary}: this node's per-minute execution counts, for
+  C{GET /executions/summary}.
 """
 
 from __future__ import annotations
@@ -122,6 +124,12 @@ class PeerClient:
     def status(self, node_id: int, timeout: float | None = None) -> Deferred:
         return Deferred.fromCoroutine(self._call(node_id, "GET", "/peer/status", None, timeout))
 
+    def summary(self, node_id: int, minutes: int, timeout: float | None = None) -> Deferred:
+        """Fire with node C{node_id}'s own execution summary of the last C{minutes} minutes."""
+        return Deferred.fromCoroutine(
+            self._call(node_id, "GET", f"/peer/summary?minutes={int(minutes)}", None, timeout)
+        )
+
 
 class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str):
@@ -149,6 +157,7 @@ class PeerAPI:
             ("/peer/executions", "GET", self._executions),
             ("/peer/status", "GET", self._status),
             ("/peer/members", "POST", self._members),
+            ("/peer/summary", "GET", self._summary),
         )
         for path, method, handler in routes:
             self.app.route(path, methods=[method], endpoint=path)(self._view(handler))
@@ -239,6 +248,16 @@ class PeerAPI:
 
     async def _status(self, request: Any) -> Any:
         return self.node.local_status()
+
+    async def _summary(self, request: Any) -> Any:
+        summary = getattr(self.node, "summary", None)
+        if summary is None:
+            raise _Refused(404, "not_found", "this node keeps no execution summary")
+        try:
+            minutes = int(request.args.get(b"minutes", [b"60"])[0])
+            return summary.snapshot(minutes)
+        except ValueError:
+            raise _Refused(400, "invalid", "minutes: must be an integer from 1 to 60") from None
 
 
 class PeerDispatch(Resource):

@@ -7,11 +7,12 @@
 (() => {
   const API = "/api/v1";
   const REFRESH_MS = 3000;
-  const CHART_PAGE = 1000;
-  const CHART_MAX_PAGES = 5;
+  const RECENT_LIMIT = 1000;
   const TIMELINE_SLOTS = 60;
   const STRIP_SLOTS = 24;
   const STATES = ["succeeded", "failed", "running", "scheduled", "skipped"];
+  // What the per-minute summary counts: executions that reached a final state.
+  const OUTCOMES = ["succeeded", "failed", "skipped"];
   const STORE_KEY = "scheduler0.dashboard.credential";
 
   const $ = (selector) => document.querySelector(selector);
@@ -60,8 +61,8 @@
     return el("span", { class: `badge state-${STATES.includes(state) ? state : "scheduled"}`, text: state });
   }
 
-  function legend(container, withLateness) {
-    const items = STATES.map((state) =>
+  function legend(container, withLateness, states = STATES) {
+    const items = states.map((state) =>
       el("span", {}, el("i", { class: `swatch state-${state}` }), state),
     );
     if (withLateness) items.push(el("span", {}, el("i", { class: "swatch line late" }), "avg lateness"));
@@ -165,20 +166,9 @@
       .map(([key, value]) => `${encodeURIComponent(key)}=${encodeURIComponent(value)}`)
       .join("&");
 
-  async function executionsSince(since) {
-    // Newest first, paged with next_cursor, up to a cap so a busy cluster
-    // cannot make one refresh read without end.
-    const seen = new Map();
-    let cursor = null;
-    let total = 0;
-    for (let page = 0; page < CHART_MAX_PAGES; page += 1) {
-      const data = await api("GET", `/executions?${query({ since, limit: CHART_PAGE, cursor: cursor || undefined })}`);
-      total = data.total;
-      for (const item of data.items) seen.set(item.execution_id, item);
-      cursor = data.next_cursor;
-      if (!cursor) return { items: [...seen.values()], total, truncated: false };
-    }
-    return { items: [...seen.values()], total, truncated: true };
+  async function recentExecutions() {
+    // The newest executions, for each job's strip of recent slots.
+    return api("GET", `/executions?${query({ limit: RECENT_LIMIT })}`);
   }
 
   // -- signing in and out -------------------------------------------------------
@@ -303,18 +293,18 @@
   // -- overview -------------------------------------------------------------
 
   async function refreshOverview(health, current) {
-    const since = new Date(Date.now() - 3600 * 1000).toISOString();
-    const [cluster, projects, recent] = await Promise.all([
+    const [cluster, projects, recent, summary] = await Promise.all([
       api("GET", "/cluster"),
       api("GET", `/projects?${query({ limit: 100 })}`),
-      executionsSince(since),
+      recentExecutions(),
+      api("GET", `/executions/summary?${query({ minutes: 60 })}`),
     ]);
     const jobPages = await Promise.all(
       projects.items.map((project) => api("GET", `/jobs?${query({ project_uuid: project.uuid, limit: 200 })}`)),
     );
     if (!current()) return;
     renderCluster(health, cluster);
-    renderChart(recent, Date.now());
+    renderChart(summary);
     renderProjects(projects, jobPages, recent.items);
   }
 
@@ -441,45 +431,45 @@
 
   // -- the chart ---------------------------------------------------------------
 
-  function renderChart(recent, now) {
-    const minute = 60 * 1000;
-    const end = Math.floor(now / minute) * minute;
-    const start = end - 59 * minute;
-    const buckets = Array.from({ length: 60 }, (_, index) => ({
-      at: start + index * minute,
-      counts: Object.fromEntries(STATES.map((state) => [state, 0])),
-      lateSum: 0,
-      lateCount: 0,
+  function renderChart(summary) {
+    // Every node counts the executions it fires, per minute, as they end;
+    // the answering node sums them (pruned history does not thin them).
+    const buckets = summary.buckets.map((bucket) => ({
+      at: parseTime(bucket.at),
+      counts: Object.fromEntries(STATES.map((state) => [state, OUTCOMES.includes(state) ? bucket[state] || 0 : 0])),
+      lateSum: 1000 * (bucket.lateness_sum_s || 0),
+      lateCount: bucket.started || 0,
     }));
-    const lates = [];
-    const totals = Object.fromEntries(STATES.map((state) => [state, 0]));
-    for (const execution of recent.items) {
-      const scheduled = parseTime(execution.scheduled_at);
-      if (scheduled === null) continue;
-      const index = Math.floor((scheduled - start) / minute);
-      if (index < 0 || index >= buckets.length) continue;
-      const state = STATES.includes(execution.state) ? execution.state : "scheduled";
-      buckets[index].counts[state] += 1;
-      totals[state] += 1;
-      const late = lateness(execution);
-      if (late !== null) {
-        buckets[index].lateSum += Math.max(0, late);
-        buckets[index].lateCount += 1;
-        lates.push(Math.max(0, late));
-      }
-    }
+    const totals = Object.fromEntries(STATES.map((state) => [state, OUTCOMES.includes(state) ? summary.totals[state] || 0 : 0]));
     view.chart = { buckets, totals };
     drawChart();
     const canvas = $("#chart");
-    const count = STATES.reduce((sum, state) => sum + totals[state], 0);
+    const count = OUTCOMES.reduce((sum, state) => sum + totals[state], 0);
     canvas.dataset.executions = String(count);
     for (const state of STATES) canvas.dataset[state] = String(totals[state]);
-    lates.sort((a, b) => a - b);
-    const pick = (q) => lates[Math.min(lates.length - 1, Math.floor(q * lates.length))];
-    const parts = [`${count.toLocaleString()} execution${count === 1 ? "" : "s"} scheduled in the last hour`];
+    const parts = [`${count.toLocaleString()} execution${count === 1 ? "" : "s"} ended in the last hour`];
     if (totals.failed) parts.push(`${totals.failed.toLocaleString()} failed`);
-    if (lates.length) parts.push(`lateness p50 ${latenessText(pick(0.5))}, p95 ${latenessText(pick(0.95))}, max ${latenessText(lates[lates.length - 1])}`);
-    if (recent.truncated) parts.push(`only the newest ${recent.items.length.toLocaleString()} of ${recent.total.toLocaleString()} are drawn`);
+    if (totals.skipped) parts.push(`${totals.skipped.toLocaleString()} skipped`);
+    const late = summary.lateness;
+    const started = late.counts.reduce((sum, n) => sum + n, 0);
+    if (started) {
+      // Percentiles to the histogram's bucket: "at most" its upper bound.
+      const bound = (q) => {
+        let seen = 0;
+        for (let index = 0; index < late.counts.length; index += 1) {
+          seen += late.counts[index];
+          if (seen >= q * started) {
+            return index < late.bounds_s.length ? `≤ ${latenessText(1000 * late.bounds_s[index])}` : `> ${latenessText(1000 * late.bounds_s[late.bounds_s.length - 1])}`;
+          }
+        }
+        return "—";
+      };
+      const max = Math.max(...summary.buckets.map((bucket) => bucket.lateness_max_s || 0));
+      parts.push(`lateness p50 ${bound(0.5)}, p99 ${bound(0.99)}, max ${latenessText(1000 * max)}`);
+    }
+    if (summary.missing_nodes && summary.missing_nodes.length) {
+      parts.push(`not counted: node${summary.missing_nodes.length === 1 ? "" : "s"} ${summary.missing_nodes.join(", ")} did not answer`);
+    }
     $("#chart-summary").textContent = parts.join(" · ");
   }
 
@@ -776,7 +766,7 @@
   // -- start ----------------------------------------------------------------
 
   function start() {
-    legend($("#chart-legend"), true);
+    legend($("#chart-legend"), true, OUTCOMES);
     $("#signin-form").addEventListener("submit", signIn);
     $("#sign-out").addEventListener("click", () => signOut());
     $("#job-toggle-pause").addEventListener("click", (event) => {
