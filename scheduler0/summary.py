@@ -80,9 +80,10 @@ class ExecutionSummary:
         minute = int(self.clock.seconds() // 60)
         bucket = self._ring[minute % self.minutes]
         if bucket[_MINUTE] != minute:
-            bucket = self._claim(minute)
-            if bucket is None:
+            claimed = self._claim(minute)
+            if claimed is None:
                 return
+            bucket = claimed
         bucket[index] += 1
 
     def on_started(self, delivery: Any, at: float) -> None:
@@ -96,9 +97,10 @@ class ExecutionSummary:
         minute = int(at // 60)
         bucket = self._ring[minute % self.minutes]
         if bucket[_MINUTE] != minute:
-            bucket = self._claim(minute)
-            if bucket is None:
+            claimed = self._claim(minute)
+            if claimed is None:
                 return
+            bucket = claimed
         lateness = at - scheduled
         bucket[_STARTED] += 1
         bucket[_LATENESS_SUM] += lateness

@@ -164,7 +164,8 @@ def parse_response(request: Request, status: int, headers: Mapping[str, Any], ra
         raise APIError(status, "bad_response", f"answer {status} is not a success envelope")
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
-        fields = error.get("fields") if isinstance(error.get("fields"), dict) else {}
+        given = error.get("fields")
+        fields = given if isinstance(given, dict) else {}
         raise APIError(
             status,
             str(error.get("code") or "error"),

@@ -51,7 +51,7 @@ class DashboardFiles(File):
 
     def __init__(self, path: str, *args: object, **kwargs: object) -> None:
         super().__init__(path, *args, **kwargs)  # type: ignore[arg-type]
-        self.childNotFound = _NotFound()
+        self.childNotFound = _NotFound()  # type: ignore[assignment]
         # Only the index page stands for the directory (not "index" or an .rpy).
         self.indexNames = ["index.html"]
 
