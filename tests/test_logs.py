@@ -34,11 +34,8 @@ from scheduler0.service import NodeService, Options
 from scheduler0.testing.cluster import Cluster
 from scheduler0.testing.process import (
     PEER_PASSWORD,
-    client_headers,
-    http_client,
-    prepare_single_node,
+    ok_and_failing_jobs,
 )
-from scheduler0.testing.receiver import CallbackReceiver
 from scheduler0.testing.waiting import wait_for
 
 
@@ -262,35 +259,10 @@ class RealNodeJSONLogTests(TestCase):
         one event with its job's ids; no secret (the client's API secret, the
         peer password) appears anywhere in the log.
         """
-        receiver = CallbackReceiver(reactor, status_for=lambda path: 500 if "fail" in path else 200)
-        port = await receiver.listen(reactor)
-        self.addCleanup(receiver.stop)
-        node = await prepare_single_node(
-            reactor, os.path.abspath(self.mktemp()), "JobExecutionRetryMax: 0\n"
+        scene = await ok_and_failing_jobs(
+            self, reactor, "JobExecutionRetryMax: 0\n", plugin_args=("--log-format", "json")
         )
-        node.plugin_args = ("--log-format", "json")
-        self.addCleanup(node.kill)
-        await node.start()
-        headers = await client_headers(node)
-        http = http_client(reactor)
-        response = await http.post(
-            node.url + "/projects", json={"name": "logs", "description": "json"}, headers=headers
-        )
-        project = (await response.json())["data"]["uuid"]
-        jobs = {}
-        for name in ("ok", "fail"):
-            response = await http.post(
-                node.url + "/jobs",
-                json={
-                    "project_uuid": project,
-                    "name": name,
-                    "spec": "@every 1s",
-                    "callback_url": f"http://127.0.0.1:{port}/{name}",
-                },
-                headers=headers,
-            )
-            self.assertEqual(response.code, 201)
-            jobs[name] = (await response.json())["data"]["uuid"]
+        node, headers, jobs, project = scene.node, scene.headers, scene.jobs, scene.project_uuid
         log_path = os.path.join(node.workdir, "node-1.log")
 
         def finished() -> dict[str, dict] | None:

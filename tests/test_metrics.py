@@ -791,40 +791,14 @@ class SingleNodeMetricsTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-        from scheduler0.testing.receiver import CallbackReceiver
+        from scheduler0.testing.process import http_client, ok_and_failing_jobs
         from scheduler0.testing.waiting import wait_for
 
         http = http_client(reactor)
-        receiver = CallbackReceiver(reactor, status_for=lambda p: 500 if p == "/fail" else 200)
-        port = await receiver.listen(reactor)
-        self.addCleanup(receiver.stop)
-        node = await prepare_single_node(
-            reactor, os.path.abspath(self.mktemp()), "JobExecutionRetryDelay: 0.05\n"
+        scene = await ok_and_failing_jobs(
+            self, reactor, "JobExecutionRetryDelay: 0.05\n", retry_max=1
         )
-        self.addCleanup(node.kill)
-        await node.start()
-        headers = await client_headers(node)
-        response = await http.post(
-            node.url + "/projects", json={"name": "m", "description": "metrics"}, headers=headers
-        )
-        project = (await response.json())["data"]["uuid"]
-        response = await http.post(
-            node.url + "/jobs",
-            json=[
-                {
-                    "project_uuid": project,
-                    "name": name,
-                    "spec": "@every 1s",
-                    "callback_url": f"http://127.0.0.1:{port}/{name}",
-                    "retry_max": 1,
-                }
-                for name in ("ok", "fail")
-            ],
-            headers=headers,
-        )
-        self.assertEqual(response.code, 201, await response.text())
-        jobs = {job["name"]: job["uuid"] for job in (await response.json())["data"]}
+        node, headers, jobs = scene.node, scene.headers, scene.jobs
 
         async def get_metrics(**kwargs: Any) -> tuple[int, str, str]:
             response = await http.get(node.url + "/metrics", **kwargs)

@@ -509,39 +509,12 @@ class SingleNodeSummaryTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-        from scheduler0.testing.receiver import CallbackReceiver
+        from scheduler0.testing.process import http_client, ok_and_failing_jobs
         from scheduler0.testing.waiting import wait_for
 
         http = http_client(reactor)
-        receiver = CallbackReceiver(reactor, status_for=lambda p: 500 if p == "/fail" else 200)
-        port = await receiver.listen(reactor)
-        self.addCleanup(receiver.stop)
-        node = await prepare_single_node(
-            reactor, os.path.abspath(self.mktemp()), "ExecutionHistoryPerJob: 3\n"
-        )
-        self.addCleanup(node.kill)
-        await node.start()
-        headers = await client_headers(node)
-        response = await http.post(
-            node.url + "/projects", json={"name": "s", "description": "summary"}, headers=headers
-        )
-        project = (await response.json())["data"]["uuid"]
-        response = await http.post(
-            node.url + "/jobs",
-            json=[
-                {
-                    "project_uuid": project,
-                    "name": name,
-                    "spec": "@every 1s",
-                    "callback_url": f"http://127.0.0.1:{port}/{name}",
-                    "retry_max": 0,
-                }
-                for name in ("ok", "fail")
-            ],
-            headers=headers,
-        )
-        self.assertEqual(response.code, 201, await response.text())
+        scene = await ok_and_failing_jobs(self, reactor, "ExecutionHistoryPerJob: 3\n")
+        node, headers, receiver = scene.node, scene.headers, scene.receiver
 
         async def enough() -> dict | None:
             code, body = await get_summary(http, node.url, headers, 5)

@@ -238,3 +238,59 @@ async def client_headers(node: NodeProcess) -> dict[str, str]:
         raise RuntimeError(f"create credential failed: {err}")
     credential = json.loads(out)
     return {"x-api-key": credential["api_key"], "x-secret-key": credential["api_secret"]}
+
+
+@attrs.define(eq=False)
+class OkAndFailingJobs:
+    """A running node with two C{@every 1s} jobs: C{/ok} answered 200, C{/fail} 500."""
+
+    node: NodeProcess
+    headers: dict[str, str]
+    receiver: Any
+    project_uuid: str
+    jobs: dict[str, str]  # "ok" / "fail" -> job uuid
+
+
+async def ok_and_failing_jobs(
+    case: Any, reactor: Any, extra_config: str = "", retry_max: int = 0, plugin_args: tuple = ()
+) -> OkAndFailingJobs:
+    """
+    Start a node (its config plus C{extra_config}) and a receiver, both
+    stopped by C{case}'s cleanups, and give the node a job whose callbacks
+    succeed and one whose callbacks fail, each with C{retry_max}.
+    """
+    from scheduler0.testing.receiver import CallbackReceiver
+
+    receiver = CallbackReceiver(reactor, status_for=lambda p: 500 if p == "/fail" else 200)
+    port = await receiver.listen(reactor)
+    case.addCleanup(receiver.stop)
+    node = await prepare_single_node(reactor, os.path.abspath(case.mktemp()), extra_config)
+    node.plugin_args = tuple(plugin_args)
+    case.addCleanup(node.kill)
+    await node.start()
+    headers = await client_headers(node)
+    http = http_client(reactor)
+    response = await http.post(
+        node.url + "/projects",
+        json={"name": "two jobs", "description": "ok, fail"},
+        headers=headers,
+    )
+    project = (await response.json())["data"]["uuid"]
+    response = await http.post(
+        node.url + "/jobs",
+        json=[
+            {
+                "project_uuid": project,
+                "name": name,
+                "spec": "@every 1s",
+                "callback_url": f"http://127.0.0.1:{port}/{name}",
+                "retry_max": retry_max,
+            }
+            for name in ("ok", "fail")
+        ],
+        headers=headers,
+    )
+    if response.code != 201:
+        raise RuntimeError(f"creating the jobs answered {response.code}: {await response.text()}")
+    jobs = {job["name"]: job["uuid"] for job in (await response.json())["data"]}
+    return OkAndFailingJobs(node, headers, receiver, project, jobs)
