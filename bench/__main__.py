@@ -4,13 +4,15 @@ The benchmark suite of issue 5, one command per scenario:
     python -m bench <scenario> [options]     (python -m bench <scenario> --help)
     python -m bench all [--quick]
 
-Scenarios: precision, throughput, scale, failover, api, raft, peers, auth.
+Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth.
 precision, throughput, scale and api take --nodes N (N > 1: a cluster of N nodes on
 127.0.0.1, bench/cluster.py); failover always runs on a cluster (3 nodes by
-default). Each prints a table and writes bench/results/<scenario>-<UTC
-stamp>.json with the machine facts. `all` runs each in a process of its own,
-one after the other (`--quick`: the whole run in about 5.5 minutes, failover
-with 2 kills of each kind), and ends with a summary of what ran.
+default); cpu takes a list of sizes (--nodes 1 3 5, the default) and
+measures each on a fresh node or cluster. Each prints a table and writes
+bench/results/<scenario>-<UTC stamp>.json with the machine facts. `all` runs
+each in a process of its own, one after the other (`--quick`: the whole run
+in about 5.5 minutes before cpu was added, failover with 2 kills of each
+kind), and ends with a summary of what ran.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from typing import Any
 
 from bench.common import CLUSTER_NEEDED, machine_facts, print_json_path, table, write_result
 
-ORDER = ["precision", "throughput", "scale", "failover", "api", "raft", "peers", "auth"]
-OWN = {"precision", "throughput", "failover", "peers"}
+ORDER = ["precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth"]
+OWN = {"precision", "throughput", "cpu", "failover", "peers"}
 EXTERNAL = {"scale": "bench.scale", "api": "bench.api"}
 HELP = {
     "precision": "scenario 1: lateness/missed/duplicates of N jobs @every 1s (--nodes N)",
     "throughput": "scenario 2: highest sustained executions/s, jobs raised in steps (--nodes N)",
+    "cpu": "CPU per delivered execution of 1, 3 and 5 nodes in one run (--nodes 1 3 5)",
     "scale": "scenario 3: a million jobs (bench/scale.py, --nodes N)",
     "failover": "scenario 4: SIGKILL the leader, then a follower, of a cluster under load",
     "api": "scenario 5: API creates/s and reads/s, leader and follower (bench/api.py, --nodes N)",

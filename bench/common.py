@@ -545,31 +545,46 @@ def run_scenario(
     scenario: Any,
     argv: list[str] | None,
     cluster: bool = False,
+    node_counts: list[int] | None = None,
 ) -> None:
     """
     Parse C{argv}, run C{await scenario(reactor, args)} under C{react},
     print its C{text}, and write its result (with the machine facts) as JSON.
-    C{cluster}: the scenario runs on C{--nodes N} > 1 too.
+    C{cluster}: the scenario runs on C{--nodes N} > 1 too. C{node_counts}:
+    C{--nodes} is a list of sizes (this default), each measured in turn.
     """
     import argparse
 
     from twisted.internet.task import react
 
     parser = argparse.ArgumentParser(prog=f"python -m bench {name}", description=description)
-    parser.add_argument(
-        "--nodes",
-        type=int,
-        default=1,
-        help="1: one node; N > 1: a cluster of N nodes on 127.0.0.1"
-        if cluster
-        else "only 1 for this scenario",
-    )
+    if node_counts is not None:
+        parser.add_argument(
+            "--nodes",
+            type=int,
+            nargs="+",
+            default=node_counts,
+            help="sizes measured one after the other, each fresh: 1 is one node, N > 1 a "
+            f"cluster of N nodes on 127.0.0.1 (default {' '.join(map(str, node_counts))})",
+        )
+    else:
+        parser.add_argument(
+            "--nodes",
+            type=int,
+            default=1,
+            help="1: one node; N > 1: a cluster of N nodes on 127.0.0.1"
+            if cluster
+            else "only 1 for this scenario",
+        )
     parser.add_argument(
         "--quick", action="store_true", help="the short version used by `all --quick`"
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    if cluster:
+    if node_counts is not None:
+        for nodes in args.nodes:
+            check_nodes(nodes)
+    elif cluster:
         check_nodes(args.nodes)
     else:
         require_single_node(args.nodes, name)
