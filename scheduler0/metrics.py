@@ -25,7 +25,6 @@ which frees its place for the next new job. 0 turns per-job series off.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,10 +33,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 import scheduler0
+from scheduler0.timeutil import parse_instant
 
 log = Logger()
 
@@ -87,12 +86,6 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 #: Pause reasons of the resource guard.
 GUARD_REASONS = ("memory", "cpu")
 
-#: How often (s) a cluster node notes how many records it has written, to
-#: tell the age of the oldest one the cluster has not committed.
-FANIN_CHECKPOINT_S = 1.0
-#: Checkpoints kept at most (one a second: a day).
-FANIN_CHECKPOINTS_MAX = 86_400
-
 #: Deleted jobs remembered, so events that follow a delete (its cancelled
 #: deliveries) do not give the job series again.
 DELETED_REMEMBERED = 10_000
@@ -121,6 +114,10 @@ def _escape(label_value: str) -> str:
 
 
 _MB = 1024 * 1024
+
+
+def _seconds(instant: str) -> float:
+    return parse_instant(instant).timestamp()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -162,9 +159,8 @@ class NodeMetrics:
     _refused: Any = attrs.field(init=False, default=None)
     _jobs: dict[str, list] = attrs.field(init=False, factory=dict)
     _deleted: dict[str, None] = attrs.field(init=False, factory=dict)
-    _committed_seq: int = attrs.field(init=False, default=0)
-    _checkpoints: deque[tuple[int, float]] = attrs.field(init=False, factory=deque)
-    _loop: LoopingCall | None = attrs.field(init=False, default=None)
+    # The done_before of this node's last progress mark the cluster committed.
+    _committed_mark: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.max_job_series, bool) or self.max_job_series < 0:
@@ -299,8 +295,8 @@ class NodeMetrics:
 
     def on_applied(self, command: Any, result: dict) -> None:
         """
-        The proposer's subscriber: drop a deleted job's series; follow what
-        the cluster committed of this node's execution records.
+        The proposer's subscriber: drop a deleted job's series; follow the
+        progress marks the cluster committed for this node.
         """
         if not result.get("ok"):
             return
@@ -309,11 +305,10 @@ class NodeMetrics:
             self._forget_jobs([(result.get("value") or {}).get("uuid")])
         elif op == "delete_project":
             self._forget_jobs((result.get("value") or {}).get("deleted_jobs") or ())
-        elif op == "commit_executions":
-            args = command.args
-            if args.get("node_id") != self.node_id or (result.get("value") or {}).get("stale"):
-                return
-            self.committed(int(args.get("up_to_seq") or 0))
+        elif op == "record_progress":
+            for mark in command.args.get("marks") or ():
+                if isinstance(mark, list) and len(mark) == 4 and mark[0] == self.node_id:
+                    self._committed_mark = mark[1]
 
     def _forget_jobs(self, job_uuids: Iterable[str | None]) -> None:
         for job_uuid in job_uuids:
@@ -324,44 +319,13 @@ class NodeMetrics:
             if len(self._deleted) > DELETED_REMEMBERED:
                 del self._deleted[next(iter(self._deleted))]
 
-    def committed(self, seq: int) -> None:
-        """The cluster has committed this node's execution records up to C{seq}."""
-        if seq > self._committed_seq:
-            self._committed_seq = seq
-        checkpoints = self._checkpoints
-        while checkpoints and checkpoints[0][0] <= self._committed_seq:
-            checkpoints.popleft()
-
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """In a cluster: read what the cluster committed so far, and start noting writes."""
-        if self.cluster is None or self.executions is None:
-            return
-        if self.state is not None:
-            d = self.state.fanin_seq(self.node_id)
-            d.addCallback(self.committed)
-            d.addErrback(lambda f: log.failure("reading the committed fan-in seq failed", f))
-        self._loop = LoopingCall(self._checkpoint)
-        self._loop.clock = self.clock
-        self._loop.start(FANIN_CHECKPOINT_S, now=True)
+        """Nothing runs on a timer: every figure is read at scrape time."""
 
     def stop(self) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-
-    def _written(self) -> int:
-        """Execution record writes this node has made (buffered ones included)."""
-        return self.executions.records_made if self.executions is not None else 0
-
-    def _checkpoint(self) -> None:
-        written = self._written()
-        checkpoints = self._checkpoints
-        if written > self._committed_seq and (not checkpoints or checkpoints[-1][0] < written):
-            checkpoints.append((written, self.clock.seconds()))
-            if len(checkpoints) > FANIN_CHECKPOINTS_MAX:
-                checkpoints.popleft()
+        pass
 
     # -- scraping --------------------------------------------------------------
 
@@ -486,22 +450,21 @@ class NodeMetrics:
             )
 
     def _fanin(self) -> Iterable[Metric]:
-        if self.cluster is None or self.executions is None:
+        if self.cluster is None or self.scheduler is None:
             return
-        pending = max(0, self._written() - self._committed_seq)
-        self.committed(self._committed_seq)  # drop checkpoints already committed
-        age = 0.0
-        if pending and self._checkpoints:
-            age = max(0.0, self.clock.seconds() - self._checkpoints[0][1])
+        now = self.clock.seconds()
+        mark = self.scheduler.progress_mark()
         yield _gauge(
-            "scheduler0_fanin_pending_records",
-            "Execution record writes of this node the cluster has not committed yet.",
-            pending,
+            "scheduler0_progress_lag_seconds",
+            "Now minus this node's progress: the age of the oldest slot it still owes"
+            " (0 when none is owed).",
+            max(0.0, now - _seconds(mark[0])) if mark is not None else 0.0,
         )
         yield _gauge(
-            "scheduler0_fanin_oldest_pending_age_seconds",
-            "Age of the oldest of those writes (to within a second; 0 when none).",
-            age,
+            "scheduler0_progress_committed_lag_seconds",
+            "Now minus the progress of this node that the cluster last committed: how far"
+            " back a new owner of its jobs would start after a crash.",
+            max(0.0, now - _seconds(self._committed_mark)) if self._committed_mark else 0.0,
         )
 
     def _guard(self) -> Iterable[Metric]:

@@ -293,14 +293,13 @@ class NodeService(MultiService):
             scheduler.gap_check_s = (
                 cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
             )
-            # Local records go only once the cluster committed them; a node
-            # whose disk was replaced numbers its records after what the
-            # cluster already took from it.
-            executions.retain_until_committed = True
-            executions.continue_after(await state.fanin_seq(config.node_id))
+            # Each node keeps the records of what it fired (pruned as on one
+            # node); the cluster commits only how far each node got.
+            scheduler.applied_index = lambda: cluster.raft.applying_index
+            cluster.progress = scheduler.progress_mark
             cluster.subscribe(cluster.on_applied)
-            history = ClusterHistory(state, executions)
-            duties = LeaderDuties(cluster, state, executions, config, self.reactor)
+            history = ClusterHistory(cluster, executions, state)
+            duties = LeaderDuties(cluster, state, config, self.reactor)
             cluster.subscribe(duties.on_applied)
             self._parts["duties"] = duties
         from scheduler0.metrics import NodeMetrics

@@ -2,7 +2,7 @@
 Tests of the leader's duties (scheduler0.cluster.leader) on task.Clock with
 a real SQLite state machine and a fake node: who gets which job, when jobs
 leave a node that is gone, paused or over its share, and the fan-in of
-execution records.
+the nodes' progress marks.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import os
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from scheduler0.cluster.leader import REBALANCE_INTERVAL_S, STALL_S, LeaderDuties
+from scheduler0.cluster.peer import PeerUnavailable
 from scheduler0.store.commands import Command
-from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant, utc_from_timestamp
@@ -42,6 +42,10 @@ class FakeNode:
     proposed: list[Command] = attrs.field(factory=list)
     moving_off: set[int] = attrs.field(factory=set)
     moving_while_proposing: list[set[int]] = attrs.field(factory=list)
+    mark: tuple | None = None
+
+    def progress_mark(self) -> tuple | None:
+        return self.mark
 
     def tenure(self) -> float:
         return self.node_tenure
@@ -85,16 +89,11 @@ class LeaderDutiesTests(TestCase):
         self.state = StateStore(connection_pool(os.path.join(folder, "state.db"), reactor))
         await self.state.open()
         self.addCleanup(self.state.close)
-        self.executions = ExecutionStore(
-            connection_pool(os.path.join(folder, "executions.db"), reactor), reactor
-        )
-        await self.executions.open()
-        self.addCleanup(self.executions.close)
         self.clock = Clock()
         self.clock.advance(NOW)
         self.node = FakeNode(self.state, {1, 2, 3}, live={1: False, 2: False, 3: False})
         self.node.config = Config()
-        self.duties = LeaderDuties(self.node, self.state, self.executions, Config(), self.clock)
+        self.duties = LeaderDuties(self.node, self.state, Config(), self.clock)
         await self.apply(
             "create_project",
             {
@@ -230,45 +229,47 @@ class LeaderDutiesTests(TestCase):
         self.node.node_tenure = 0.1
         self.assertEqual(await self.rebalance(), [])
 
-    async def test_fan_in_commits_local_records_once_and_the_node_forgets_them(self) -> None:
+    async def test_fan_in_commits_progress_marks_and_a_moved_job_continues_from_them(
+        self,
+    ) -> None:
         """
-        The leader's own records are committed with their progress; a second
-        round commits nothing more; forgetting what was committed empties
-        the outbox.
+        One round asks this node and ExecutionLogFetchFanIn - 1 peers how far
+        they got and commits the marks as one small entry; a peer that does
+        not answer is left for a later round; a mark that did not change is
+        not committed again. A job moved off a gone node then continues from
+        that node's mark.
         """
         await self.rebalance()
-        await self.create_jobs(2)
-        for n in range(2):
-            self.executions.record(
-                {
-                    "execution_id": f"e{n}",
-                    "job_uuid": f"job-{n:04d}",
-                    "project_uuid": "p",
-                    "scheduled_at": self.instant(1),
-                    "state": "succeeded",
-                    "attempts": 1,
-                    "node_id": 1,
-                    "started_at": self.instant(1),
-                    "finished_at": self.instant(1.01),
-                    "status_code": 200,
-                    "error": None,
-                    "skip_reason": None,
-                }
-            )
-        self.node.members = {1}
+        await self.create_jobs(4)
+        owners = await self.state.ownership_of([f"job-{n:04d}" for n in range(4)])
+        on_two = sorted(uuid for uuid, (owner, _) in owners.items() if owner == 2)
+        self.assertTrue(on_two)
+        index = self.node.index
+        self.node.mark = (self.instant(5), index, index)
+        asked = []
+
+        class Peers:
+            def progress(peers, node_id: int, timeout: float) -> Deferred:
+                asked.append(node_id)
+                if node_id == 3:
+                    return fail(PeerUnavailable("node 3: ConnectionRefused"))
+                return succeed({"mark": [self.instant(3), index, index]})
+
+        self.node.peers = Peers()
         await self.duties.fan_in()
-        commits = [c for c in self.node.proposed if c.op == "commit_executions"]
-        self.assertEqual(len(commits), 1)
-        self.assertEqual(len(commits[0].args["records"]), 2)
-        items, total = await self.state.query_executions()
-        self.assertEqual(total, 2)
-        progress = await self.state.job_progress(["job-0000", "job-0001"])
-        self.assertEqual(set(progress.values()), {self.instant(1)})
-        await self.duties.fan_in()
-        self.assertEqual(len([c for c in self.node.proposed if c.op == "commit_executions"]), 1)
-        await self.executions.forget(commits[0].args["up_to_seq"])
-        records, _ = await self.executions.pending(0, 100)
-        self.assertEqual(records, [])
+        self.assertEqual(asked, [2])
+        marks = [c.args["marks"] for c in self.node.proposed if c.op == "record_progress"]
+        self.assertEqual(
+            marks, [[[1, self.instant(5), index, index], [2, self.instant(3), index, index]]]
+        )
+        await self.duties.fan_in()  # nodes 3 and 1: 3 does not answer, 1 did not change
+        self.assertEqual(asked, [2, 3])
+        self.assertEqual(len([c for c in self.node.proposed if c.op == "record_progress"]), 1)
+        reports = await self.state.progress_reports()
+        self.assertEqual(reports[2], (self.instant(3), index, index))
+        await self.apply("assign_jobs", {"moves": [[uuid, 1] for uuid in on_two]})
+        progress = await self.state.job_progress(on_two)
+        self.assertEqual(progress, {uuid: self.instant(2.999) for uuid in on_two})
 
     async def test_duties_rest_on_a_follower(self) -> None:
         """On a node that does not lead, the loops propose nothing."""

@@ -15,7 +15,6 @@ from typing import Any
 
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -164,23 +163,19 @@ class FakeCluster:
 
 
 @attrs.define
-class FakeOutbox:
-    """The execution store's counters NodeMetrics reads for the fan-in lag."""
+class FakeProgress:
+    """The scheduler's progress mark, as NodeMetrics reads it."""
 
-    _seq: int = 0
-    _buffer: dict = attrs.field(factory=dict)
+    mark: tuple | None = None
 
-    @property
-    def records_made(self) -> int:
-        return self._seq + len(self._buffer)
+    def progress_mark(self) -> tuple | None:
+        return self.mark
 
+    def active_jobs(self) -> int:
+        return 0
 
-@attrs.define
-class FakeState:
-    committed: int = 0
-
-    def fanin_seq(self, node_id: int) -> Deferred:
-        return succeed(self.committed)
+    def owned_jobs(self) -> int:
+        return 0
 
 
 @attrs.define
@@ -512,61 +507,47 @@ class NodeStateTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
-class FanInTests(SynchronousTestCase):
-    def build(self, committed: int = 0) -> tuple[NodeMetrics, Clock, FakeOutbox]:
+class ProgressTests(SynchronousTestCase):
+    def build(self) -> tuple[NodeMetrics, Clock, FakeProgress]:
         clock = Clock()
-        clock.advance(5000)
-        outbox = FakeOutbox()
-        metrics = NodeMetrics(
-            clock,
-            1,
-            cluster=FakeCluster(),
-            executions=outbox,
-            state=FakeState(committed),
-        )
+        clock.advance(START.timestamp())
+        progress = FakeProgress()
+        metrics = NodeMetrics(clock, 1, cluster=FakeCluster(), scheduler=progress)
         metrics.start()
         self.addCleanup(metrics.stop)
-        return metrics, clock, outbox
+        return metrics, clock, progress
 
     def lag(self, metrics: NodeMetrics) -> tuple[float | None, float | None]:
         samples = scrape(metrics)
         return (
-            value(samples, "scheduler0_fanin_pending_records"),
-            value(samples, "scheduler0_fanin_oldest_pending_age_seconds"),
+            value(samples, "scheduler0_progress_lag_seconds"),
+            value(samples, "scheduler0_progress_committed_lag_seconds"),
         )
 
-    def test_nothing_pending_when_everything_is_committed(self) -> None:
-        """Records the cluster committed already (read at start) are not pending."""
-        metrics, clock, outbox = self.build(committed=10)
-        outbox._seq = 10
-        clock.advance(3)
-        self.assertEqual(self.lag(metrics), (0, 0.0))
-
-    def test_uncommitted_records_and_the_age_of_the_oldest(self) -> None:
+    def test_the_lag_of_this_nodes_progress_and_of_what_was_committed(self) -> None:
         """
-        Writes not yet committed are pending (buffered ones too); the oldest's
-        age grows until the cluster commits past it.
+        The progress lag is the age of the oldest slot this node still owes;
+        the committed lag the age of its last mark the cluster committed
+        (another node's marks change nothing here).
         """
-        metrics, clock, outbox = self.build()
-        outbox._seq = 5
-        clock.advance(1)  # checkpoint: 5 written at t+1
-        outbox._seq = 8
-        outbox._buffer = {"x": {}, "y": {}}
-        clock.advance(1)  # checkpoint: 10 written at t+2
-        clock.advance(3)
-        self.assertEqual(self.lag(metrics), (10, 4.0))
-        metrics.on_applied(*applied("commit_executions", {}, node_id=1, up_to_seq=5))
-        self.assertEqual(self.lag(metrics), (5, 3.0))
-        # Another node's commit, and a stale one, change nothing here.
-        metrics.on_applied(*applied("commit_executions", {}, node_id=2, up_to_seq=10))
-        metrics.on_applied(*applied("commit_executions", {"stale": True}, node_id=1, up_to_seq=10))
-        self.assertEqual(self.lag(metrics)[0], 5)
-        metrics.on_applied(*applied("commit_executions", {}, node_id=1, up_to_seq=10))
-        self.assertEqual(self.lag(metrics), (0, 0.0))
+        metrics, clock, progress = self.build()
+        self.assertEqual(self.lag(metrics), (0.0, 0.0))
+        progress.mark = (format_instant(START), 5, 5)
+        clock.advance(1.5)
+        self.assertEqual(self.lag(metrics), (1.5, 0.0))
+        metrics.on_applied(
+            *applied(
+                "record_progress", {"kept": 2}, marks=[[2, "x", 1, 1], [1, progress.mark[0], 5, 5]]
+            )
+        )
+        clock.advance(2)
+        self.assertEqual(self.lag(metrics), (3.5, 3.5))
+        metrics.on_applied(*applied("record_progress", {"kept": 1}, marks=[[2, "y", 1, 2]]))
+        self.assertEqual(self.lag(metrics)[1], 3.5)
 
-    def test_a_single_node_has_no_fanin_metrics(self) -> None:
-        """Without a cluster there is no fan-in and no fan-in metric."""
-        metrics = NodeMetrics(Clock(), 1, executions=FakeOutbox(5))
+    def test_a_single_node_has_no_progress_metrics(self) -> None:
+        """Without a cluster nothing is committed and no progress metric is given."""
+        metrics = NodeMetrics(Clock(), 1, scheduler=FakeProgress())
         metrics.start()
         self.assertEqual(self.lag(metrics), (None, None))
 
@@ -901,7 +882,7 @@ class ClusterMetricsTests(TestCase):
             follower = value(s, "scheduler0_raft_role", role="follower")
             self.assertEqual(follower, 0 if is_leader else 1)
             self.assertGreaterEqual(value(s, "scheduler0_raft_term"), 1)
-            self.assertIsNotNone(value(s, "scheduler0_fanin_pending_records"))
+            self.assertIsNotNone(value(s, "scheduler0_progress_lag_seconds"))
             # The leader hears from both followers; a follower at least from the leader.
             self.assertGreaterEqual(
                 value(s, "scheduler0_cluster_peers_reachable"), 2 if is_leader else 1

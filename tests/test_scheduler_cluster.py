@@ -58,8 +58,10 @@ class FakeOwnership:
     def last_slots_of(self, uuids: list[str]) -> Any:
         return succeed({u: self.progress[u] for u in uuids if u in self.progress})
 
-    def last_slots_before(self, uuids: list[str], until: str) -> Any:
-        """From what the cluster recorded: C{recorded[uuid]}, a list of slots."""
+    def last_slots_before(
+        self, uuids: list[str], until: str, assigned_at: int | None = None
+    ) -> Any:
+        """From what the cluster knows was done: C{recorded[uuid]}, a list of slots."""
         found = {}
         for u in uuids:
             before = [slot for slot in self.recorded.get(u, ()) if slot < until]
@@ -81,7 +83,15 @@ class FakeOwnership:
 class Node:
     """One node's scheduler over a shared job list and ownership table."""
 
-    def __init__(self, clock: Clock, jobs: list, owners: dict, progress: dict, node_id: int):
+    def __init__(
+        self,
+        clock: Clock,
+        jobs: list,
+        owners: dict,
+        progress: dict,
+        node_id: int,
+        applied_index: Any = None,
+    ):
         self.state = FakeState(jobs)
         self.proposer = FakeProposer()
         self.executor = FakeExecutor()
@@ -97,6 +107,7 @@ class Node:
         self.scheduler.may_fire = lambda: self.lease
         self.scheduler.gap_check_s = 5.0
         self.scheduler.ownership = FakeOwnership(self.state, node_id, owners, progress)
+        self.scheduler.applied_index = applied_index
         self.scheduler.startService()
 
     def apply(self, op: str, args: dict, value: Any = None) -> None:
@@ -452,3 +463,80 @@ class PlanMovesTests(SynchronousTestCase):
     def test_no_target_no_move(self) -> None:
         """With no healthy node to take them, jobs stay where they are."""
         self.assertEqual(plan_moves({}, [], {None: ["a"]}, 10), [])
+
+
+class ProgressMarkTests(SynchronousTestCase):
+    """
+    How far a node got (SchedulerService.progress_mark): the first slot not
+    yet sent, and the log index its knowledge of ownership is as of.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START.timestamp())
+        self.jobs = [make_job("job-a"), make_job("job-b")]
+        self.owners = {"job-a": (1, None), "job-b": (2, None)}
+        self.index = 10
+
+    def node(self) -> Node:
+        return Node(self.clock, self.jobs, self.owners, {}, 1, applied_index=lambda: self.index)
+
+    def elapse(self, seconds: float) -> None:
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            self.clock.advance(0.01)
+
+    def test_no_mark_on_a_single_node_or_before_the_jobs_are_loaded(self) -> None:
+        """Without a log index there is nothing to report; nor while the jobs load."""
+        single = Node(self.clock, self.jobs, self.owners, {}, 1)
+        self.assertIsNone(single.scheduler.progress_mark())
+        loading = Node(self.clock, self.jobs, self.owners, {}, 1, applied_index=lambda: 10)
+        pages: list[Deferred] = []
+        ownership = loading.scheduler.ownership
+        ownership.jobs_page = lambda after, limit: pages.append(Deferred()) or pages[-1]
+        loading.scheduler.stopService()
+        loading.scheduler.startService()
+        self.assertIsNone(loading.scheduler.progress_mark())
+
+    def test_the_mark_is_the_first_slot_whose_post_has_not_begun(self) -> None:
+        """
+        Slots handed to the executor hold the mark until their first attempt
+        begins; with every one begun it is now (the next slot is to come).
+        """
+        one = self.node()
+        self.elapse(2.005)
+        first, second_slot = one.executor.submitted
+        self.assertEqual(one.scheduler.progress_mark(), (second(1), 10, 10))
+        one.scheduler.on_started(first, self.clock.seconds())
+        self.assertEqual(one.scheduler.progress_mark()[0], second(2))
+        one.scheduler.on_started(second_slot, self.clock.seconds())
+        self.assertEqual(one.scheduler.progress_mark()[0], second(2.009))
+
+    def test_the_mark_is_as_of_before_a_take_up_still_being_read(self) -> None:
+        """
+        While a job moved to this node is being read, the mark speaks only for
+        the changes before that move; once taken up, the job's owed slots hold
+        the mark back.
+        """
+        one = self.node()
+        self.elapse(3.005)
+        for delivery in one.executor.submitted:
+            one.scheduler.on_started(delivery, self.clock.seconds())
+        reading: list[Deferred] = []
+
+        def owned_jobs(uuids: list[str]) -> Deferred:
+            d: Deferred = Deferred()
+            reading.append(d)
+            return d
+
+        one.scheduler.ownership.owned_jobs = owned_jobs
+        self.index = 12
+        self.owners["job-b"] = (1, None)
+        one.apply("assign_jobs", {"moves": [["job-b", 1]], "handover_at": None})
+        self.assertEqual(one.scheduler.progress_mark(), (second(3.009), 10, 11))
+        self.index = 13
+        one.apply("update_project", {})
+        self.assertEqual(one.scheduler.progress_mark()[2], 11)
+        reading[0].callback([dict(self.jobs[1], handover_at=None, active_since=None)])
+        # job-b owes every slot since its creation (no progress known).
+        self.assertEqual(one.scheduler.progress_mark(), (second(1), 10, 13))

@@ -331,3 +331,84 @@ class SnapshotTests(FaninCase):
             keep=10,
         )
         self.assertEqual(value, {"committed": 1, "stale": False})
+
+
+class NodeProgressTests(FaninCase):
+    """
+    record_progress keeps one row per node, whatever the executions behind
+    it; a job moved off a node continues from that node's report when the
+    report speaks for the job (covers_job).
+    """
+
+    def owner_of(self, store: StateStore, uuid: str) -> int:
+        return self.result(store.ownership_of([uuid]))[uuid][0]
+
+    def test_one_row_per_node_and_an_older_report_changes_nothing(self) -> None:
+        """A newer report (by as_of, then loaded_at) replaces the node's row; an older one not."""
+        store = self.with_jobs()
+        self.assertEqual(
+            self.ok(store, "record_progress", marks=[[2, at(1), 3, 3], [1, at(2), 3, 3]]),
+            {"kept": 2},
+        )  # index 4
+        self.assertEqual(self.ok(store, "record_progress", marks=[[2, at(5), 3, 2]]), {"kept": 0})
+        self.ok(store, "record_progress", marks=[[2, at(3), 5, 5]])  # index 6
+        self.assertEqual(
+            self.result(store.progress_reports()), {1: (at(2), 3, 3), 2: (at(3), 5, 5)}
+        )
+        count = self.result(store.pool.runQuery("SELECT COUNT(*) FROM node_progress"))
+        self.assertEqual(count[0][0], 2)
+
+    def test_bad_marks_are_refused_and_change_nothing(self) -> None:
+        """A malformed mark, or one as of this entry or later, is refused whole."""
+        store = self.with_jobs()
+        for marks in (
+            [[2, at(1), 3]],
+            [[2, "soon", 3, 4]],
+            [[True, at(1), 3, 4]],
+            [[2, at(1), 3, 4], [1, at(1), 3, 99]],
+        ):
+            result = self.apply(store, "record_progress", marks=marks)
+            self.assertFalse(result["ok"], marks)
+            self.assertEqual(result["field"], "marks")
+        self.assertEqual(self.result(store.progress_reports()), {})
+
+    def test_a_job_moved_off_a_node_continues_after_its_report(self) -> None:
+        """
+        Moved without a handover instant, a job's committed progress becomes
+        the last millisecond before its old owner's done_before; the new
+        owner and the old one are remembered with the indexes they got it at.
+        """
+        store = self.with_jobs()  # jobs created by the entry at index 3
+        uuid = next(u for u in ("j000", "j001", "j002") if self.owner_of(store, u) == 2)
+        self.ok(store, "record_progress", marks=[[2, at(1), 3, 3]])
+        self.ok(store, "assign_jobs", moves=[[uuid, 1]], handover_at=None)  # index 5
+        self.assertEqual(self.result(store.job_progress([uuid])), {uuid: at(1 - 1 / 60000)})
+        (placed,) = self.result(store.owned_jobs_of(1, [uuid]))
+        self.assertEqual(
+            (placed["owner_since"], placed["prev_owner"], placed["prev_owner_since"]), (5, 2, 3)
+        )
+        # Committed progress never goes back.
+        self.ok(store, "record_progress", marks=[[1, at(0.5), 3, 5]])
+        self.ok(store, "assign_jobs", moves=[[uuid, 2]], handover_at=None)
+        self.assertEqual(self.result(store.job_progress([uuid])), {uuid: at(1 - 1 / 60000)})
+
+    def test_a_report_made_before_the_node_took_the_job_says_nothing_of_it(self) -> None:
+        """
+        A node's report as of an index before it took a job up does not speak
+        for that job: the job keeps what was committed for it before.
+        """
+        store = self.with_jobs()
+        uuid = next(u for u in ("j000", "j001", "j002") if self.owner_of(store, u) == 2)
+        self.ok(store, "assign_jobs", moves=[[uuid, 1]], handover_at=None)  # index 4
+        self.ok(store, "record_progress", marks=[[1, at(9), 3, 3]])  # as of index 3
+        self.ok(store, "assign_jobs", moves=[[uuid, 2]], handover_at=None)
+        self.assertEqual(self.result(store.job_progress([uuid])), {})
+
+    def test_covers_job_needs_the_job_held_when_the_report_was_made(self) -> None:
+        """covers_job: as_of at or after the owner got the job, in a run loaded before the move."""
+        from scheduler0.store.state import covers_job
+
+        self.assertTrue(covers_job((NOW, 3, 7), 5, 9))
+        self.assertFalse(covers_job((NOW, 3, 4), 5, 9))  # made before the job was taken up
+        self.assertFalse(covers_job((NOW, 9, 12), 5, 9))  # a run begun after the move
+        self.assertTrue(covers_job((NOW, 0, 0), None, 1))  # owner from before owner_since existed

@@ -312,7 +312,8 @@ class OwnershipReadTests(StateCase):
     def test_owned_jobs_page_is_jobs_page_for_one_owner(self) -> None:
         """
         owned_jobs_page gives jobs_page's dicts for one owner plus owner,
-        handover_at and active_since; owned_jobs_of gives the same for chosen jobs.
+        handover_at, active_since and who owned it from when; owned_jobs_of
+        gives the same for chosen jobs.
         """
         store = self.seeded(1, 2)
         self.ok(store, "create_jobs", jobs=jobs_named("j", 7))
@@ -322,8 +323,19 @@ class OwnershipReadTests(StateCase):
         for public in every:
             owner, handover_at = self.result(store.ownership_of([public["uuid"]]))[public["uuid"]]
             if owner == 2:
+                moved = public["uuid"] == "j004"
                 expected.append(
-                    dict(public, owner=owner, handover_at=handover_at, active_since=None)
+                    dict(
+                        public,
+                        owner=owner,
+                        handover_at=handover_at,
+                        active_since=None,
+                        # Created by the entry at index 3; j004 moved
+                        # from node 1 by the one at index 4.
+                        owner_since=4 if moved else 3,
+                        prev_owner=1 if moved else None,
+                        prev_owner_since=3 if moved else None,
+                    )
                 )
         pages, after = [], None
         while True:

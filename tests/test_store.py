@@ -1060,21 +1060,6 @@ class FakePoolStoreTests(StoreSuiteMixin, SynchronousTestCase):
     def make_pool(self, path: str) -> Any:
         return SynchronousConnectionPool(path)
 
-    def test_records_made_counts_buffered_and_written_records_once(self) -> None:
-        """records_made counts records still buffered and those written, each once."""
-
-        async def go() -> None:
-            store = await self.executions()
-            store.record(execution("e1"))
-            store.record(execution("e2"))
-            self.assertEqual(store.records_made, 2)
-            await store.flush()
-            self.assertEqual(store.records_made, 2)
-            store.record(execution("e3"))
-            self.assertEqual(store.records_made, 3)
-
-        self.drive(go())
-
     def test_pruning_runs_every_interval(self) -> None:
         """start_pruning prunes once per interval on the store's clock, until stopped."""
 

@@ -1101,7 +1101,7 @@ class SchedulerAPI:
         since, until = call.query.get("since"), call.query.get("until")
         if since is not None and until is not None and until <= since:
             raise invalid("until", "until: must be later than since")
-        items, total = await _maybe(
+        answer = await _maybe(
             self.executions.query(
                 state=call.query.get("state"),
                 since=since,
@@ -1111,7 +1111,11 @@ class SchedulerAPI:
                 **filters,
             )
         )
-        return self._page(list(items), total, limit, offset)
+        page = self._page(list(answer[0]), answer[1], limit, offset)
+        if len(answer) > 2:
+            # In a cluster: the members whose records could not be read now.
+            page["missing_nodes"] = list(answer[2])
+        return page
 
     async def list_executions(self, call: Call) -> dict:
         return await self._executions_page(

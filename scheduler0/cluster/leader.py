@@ -1,8 +1,8 @@
 """
 What only the leader does, on timers: keep the member list, give every job
 an owner (evenly by count, only to nodes holding a lease, moving a job off a
-node only once that node's lease has surely lapsed), and pull the nodes'
-execution records into the replicated state (the fan-in).
+node only once that node's lease has surely lapsed), and commit how far
+each node got with its jobs (the progress fan-in).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import heapq
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -33,10 +33,6 @@ FIRST_ROUND_S = 0.15
 STALL_S = 0.25
 # Jobs moved by one assign_jobs command (a command is one Raft entry).
 MOVE_BATCH = 5000
-# Records committed by one commit_executions command.
-FANIN_BATCH = 5000
-# Pulls from one node in one fan-in round (more wait for the next round).
-FANIN_PULLS_PER_NODE = 4
 
 
 _PLACEMENT_CHANGES = frozenset(
@@ -82,11 +78,12 @@ class LeaderDuties:
 
     node: Any
     state: Any
-    executions: Any
     config: Any
     clock: Any
     _loops: list[LoopingCall] = attrs.field(factory=list)
     _fanin_next: int = 0
+    # node_id -> the last progress mark committed from it by this leader.
+    _reported: dict[int, tuple] = attrs.field(factory=dict)
     _busy: set[str] = attrs.field(factory=set)
     _dirty: bool = True
     _last_signature: Any = None
@@ -267,10 +264,16 @@ class LeaderDuties:
             ),
         )
 
-    # -- execution fan-in -----------------------------------------------------
+    # -- progress fan-in -----------------------------------------------------
 
     async def fan_in(self) -> None:
-        """Pull and commit the records of the next ExecutionLogFetchFanIn nodes."""
+        """
+        Ask the next ExecutionLogFetchFanIn nodes how far they got, and
+        commit what changed as one small entry (a row per node, however many
+        executions they made). The records themselves stay on their nodes.
+        """
+        from twisted.internet.defer import gatherResults
+
         members = sorted(self.node.member_ids())
         if not members:
             return
@@ -278,36 +281,38 @@ class LeaderDuties:
         start = self._fanin_next % len(members)
         chosen = [members[(start + i) % len(members)] for i in range(count)]
         self._fanin_next = start + count
-        for member in chosen:
-            try:
-                await self._pull(member)
-            except PeerUnavailable as e:
-                log.debug("fan-in from node {node} skipped: {error}", node=member, error=str(e))
+        answers = await gatherResults([self._mark_of(member) for member in chosen])
+        marks = [
+            [member, *mark]
+            for member, mark in zip(chosen, answers, strict=True)
+            if mark is not None and self._reported.get(member) != tuple(mark)
+        ]
+        if not marks or not self.node.is_leader:
+            return
+        result = await self._propose("record_progress", {"marks": marks})
+        if result.get("ok"):
+            for member, *mark in marks:
+                self._reported[member] = tuple(mark)
 
-    async def _pull(self, member: int) -> None:
-        for _ in range(FANIN_PULLS_PER_NODE):
-            if not self.node.is_leader:
-                return
-            seq = await self.state.fanin_seq(member)
-            if member == self.node.config.node_id:
-                records, max_seq = await self.executions.pending(seq, FANIN_BATCH)
-            else:
-                answer = await self.node.peers.executions(member, seq, FANIN_BATCH)
-                records, max_seq = answer["records"], int(answer["max_seq"])
-            if not records or max_seq <= seq:
-                return
-            result = await self._propose(
-                "commit_executions",
-                {
-                    "node_id": member,
-                    "from_seq": seq,
-                    "up_to_seq": max_seq,
-                    "records": records,
-                    "now": self._now(),
-                    "keep": self.config.execution_history_per_job,
-                },
+    def _mark_of(self, member: int) -> Deferred:
+        """Node C{member}'s progress mark (None: none yet, or it did not answer)."""
+        if member == self.node.config.node_id:
+            return succeed(self.node.progress_mark())
+
+        def unavailable(failure: Any) -> None:
+            failure.trap(PeerUnavailable)
+            log.debug(
+                "progress of node {node} not read: {error}",
+                node=member,
+                error=str(failure.value),
             )
-            if not result.get("ok") or (result.get("value") or {}).get("stale"):
-                return
-            if len(records) < FANIN_BATCH:
-                return
+
+        def shaped(answer: Any) -> tuple | None:
+            mark = (answer or {}).get("mark")
+            return tuple(mark) if isinstance(mark, list) and len(mark) == 3 else None
+
+        timeout = max(0.1, min(1.0, float(self.config.execution_log_fetch_interval_seconds)))
+        d = self.node.peers.progress(member, timeout)
+        d.addCallback(shaped)
+        d.addErrback(unavailable)
+        return d

@@ -108,8 +108,11 @@ class ClusterNode:
     transport: Any
     peers: PeerClient
     is_paused: Callable[[], bool] = lambda: False
-    # Filled in by the node once its execution store exists (fan-in).
+    # Filled in by the node: its own execution records (served to peers for
+    # the cluster-wide history), and how far its scheduler got (the
+    # progress fan-in; see SchedulerService.progress_mark).
     executions: Any = None
+    progress: Callable[[], tuple[str, int, int] | None] | None = None
     # The node's ExecutionSummary (scheduler0.summary), filled in by the node.
     summary: Any = None
     lease_s: float = 1.0
@@ -797,7 +800,7 @@ class ClusterNode:
         return pending
 
     def on_applied(self, command: Command, result: dict) -> None:
-        """Follow member changes; forget local records once the cluster committed them."""
+        """Follow member changes, and changes to what fires."""
         if not result.get("ok"):
             return
         if command.op == "set_members":
@@ -815,16 +818,6 @@ class ClusterNode:
             Deferred.fromCoroutine(self.load_members()).addErrback(
                 lambda f: log.failure("reading members failed", f)
             )
-            return
-        if command.op != "commit_executions":
-            return
-        value = result.get("value") or {}
-        if value.get("stale") or command.args.get("node_id") != self.config.node_id:
-            return
-        if self.executions is None:
-            return
-        d = self.executions.forget(int(command.args["up_to_seq"]))
-        d.addErrback(lambda f: log.failure("forgetting committed execution records failed", f))
 
     def members(self) -> list[dict]:
         """Every voter and learner with its addresses and what this node knows of it."""
@@ -859,8 +852,19 @@ class ClusterNode:
             )
         return out
 
-    async def local_executions(self, after: int, limit: int) -> dict:
-        if self.executions is None or not hasattr(self.executions, "pending"):
-            return {"records": [], "max_seq": after}
-        records, max_seq = await self.executions.pending(after, limit)
-        return {"records": records, "max_seq": max_seq}
+    def progress_mark(self) -> tuple[str, int, int] | None:
+        """How far this node's scheduler got (None: not known yet)."""
+        return self.progress() if self.progress is not None else None
+
+    async def local_history(self, **filters: Any) -> tuple[list[dict], int]:
+        """A page of this node's own execution records (L{ExecutionStore.query})."""
+        if self.executions is None:
+            raise StoreUnavailable("this node keeps no execution records")
+        items, total = await self.executions.query(**filters)
+        return list(items), total
+
+    async def local_latest(self, job_uuids: list[str]) -> dict[str, dict]:
+        """job_uuid -> the newest of this node's own records of it."""
+        if self.executions is None:
+            raise StoreUnavailable("this node keeps no execution records")
+        return dict(await self.executions.latest_per_job(job_uuids))

@@ -1,7 +1,8 @@
 """
 Which jobs this node fires, for the scheduler: the jobs the replicated
 state says it owns, and how far each got (the later of what this node
-recorded locally and what the cluster committed from any node).
+recorded locally and what the cluster committed for the job when it last
+moved, from its old owner's progress report).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+
+from scheduler0.store.state import covers_job, handled_through
 
 
 @attrs.define(eq=False)
@@ -36,24 +39,35 @@ class Ownership:
                 merged[job_uuid] = slot
         return merged
 
-    def last_slots_before(self, job_uuids: list[str], until: str) -> Deferred:
+    def last_slots_before(
+        self, job_uuids: list[str], until: str, assigned_at: int | None = None
+    ) -> Deferred:
         """
-        job_uuid -> the latest slot before C{until} any node recorded (that
-        the cluster committed, or this node holds): where an old owner got
-        before a handover instant.
+        job_uuid -> the last slot before the handover instant C{until} known
+        to be done by the job's old owner: by that owner's last progress
+        report when it speaks for the job (the job is still as the handover
+        at log index C{assigned_at} left it), else what was committed for
+        the job when it moved. Jobs with neither are left out.
         """
-        return Deferred.fromCoroutine(self._last_slots_before(list(job_uuids), until))
+        return Deferred.fromCoroutine(self._last_slots_before(list(job_uuids), until, assigned_at))
 
-    async def _last_slots_before(self, job_uuids: list[str], until: str) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for job_uuid in job_uuids:
-            for source in (self.state.query_executions, self.executions.query):
-                items, _ = await source(job_uuid=job_uuid, until=until, limit=1)
-                for item in items:
-                    if item["state"] != "scheduled" and item["scheduled_at"] > found.get(
-                        job_uuid, ""
-                    ):
-                        found[job_uuid] = item["scheduled_at"]
+    async def _last_slots_before(
+        self, job_uuids: list[str], until: str, assigned_at: int | None
+    ) -> dict[str, str]:
+        jobs = await self.state.owned_jobs_of(None, job_uuids)
+        reports = await self.state.progress_reports()
+        found = await self.state.job_progress(job_uuids)
+        for job in jobs:
+            since = job.get("owner_since")
+            if assigned_at is not None and since != assigned_at:
+                continue  # moved again since: only the committed progress is known
+            report = reports.get(job.get("prev_owner"))
+            if report is None or not covers_job(report, job.get("prev_owner_since"), since or 0):
+                continue
+            through = handled_through(report[0])
+            known = found.get(job["uuid"])
+            if known is None or through > known:
+                found[job["uuid"]] = through
         return found
 
     def jobs(self, job_uuids: list[str]) -> Deferred:

@@ -6,8 +6,11 @@ as the API, under C{/peer/}, with the admin (peer) credentials as HTTP Basic.
   to the leader and gets the leader's answer and the log index to wait for.
 - C{POST /peer/read_index}: a follower asks the leader for a ReadIndex.
 - C{POST /peer/lease}: a node renews its lease (SPEC §7).
-- C{GET /peer/executions}: the leader pulls a node's uncommitted execution
-  records (the fan-in).
+- C{GET /peer/progress}: the leader asks how far a node got with its jobs
+  (the progress fan-in).
+- C{POST /peer/history}, C{POST /peer/latest}: a page of this node's own
+  execution records, and the newest record of some jobs, for the API's
+  cluster-wide history.
 - C{GET /peer/status}: this node's Raft view, for C{GET /cluster}.
 - C{GET /peer/summary}: this node's per-minute execution counts, for
   C{GET /executions/summary}.
@@ -113,9 +116,18 @@ class PeerClient:
     def lease(self, node_id: int, request: dict, timeout: float) -> Deferred:
         return Deferred.fromCoroutine(self._call(node_id, "POST", "/peer/lease", request, timeout))
 
-    def executions(self, node_id: int, after: int, limit: int) -> Deferred:
+    def progress(self, node_id: int, timeout: float | None = None) -> Deferred:
+        """Fire with C{{"mark": [done_before, loaded_at, as_of] or None}} of node C{node_id}."""
+        return Deferred.fromCoroutine(self._call(node_id, "GET", "/peer/progress", None, timeout))
+
+    def history(self, node_id: int, query: dict, timeout: float | None = None) -> Deferred:
+        """Fire with C{{"items", "total"}}: a page of node C{node_id}'s own records."""
+        return Deferred.fromCoroutine(self._call(node_id, "POST", "/peer/history", query, timeout))
+
+    def latest(self, node_id: int, job_uuids: list[str], timeout: float | None = None) -> Deferred:
+        """Fire with job_uuid -> newest record, of node C{node_id}'s own records."""
         return Deferred.fromCoroutine(
-            self._call(node_id, "GET", f"/peer/executions?after={int(after)}&limit={int(limit)}")
+            self._call(node_id, "POST", "/peer/latest", {"job_uuids": job_uuids}, timeout)
         )
 
     def members(self, node_id: int, body: dict) -> Deferred:
@@ -154,7 +166,9 @@ class PeerAPI:
             ("/peer/propose", "POST", self._propose),
             ("/peer/read_index", "POST", self._read_index),
             ("/peer/lease", "POST", self._lease),
-            ("/peer/executions", "GET", self._executions),
+            ("/peer/progress", "GET", self._progress),
+            ("/peer/history", "POST", self._history),
+            ("/peer/latest", "POST", self._latest),
             ("/peer/status", "GET", self._status),
             ("/peer/members", "POST", self._members),
             ("/peer/summary", "GET", self._summary),
@@ -235,13 +249,26 @@ class PeerAPI:
             node_id, bool(body.get("paused")), int(body.get("applied_index") or 0)
         )
 
-    async def _executions(self, request: Any) -> Any:
+    async def _progress(self, request: Any) -> Any:
+        mark = self.node.progress_mark()
+        return {"mark": list(mark) if mark is not None else None}
+
+    async def _history(self, request: Any) -> Any:
+        body = self._json(request)
+        unknown = set(body) - _HISTORY_FILTERS
+        if unknown:
+            raise _Refused(400, "invalid", f"{sorted(unknown)[0]}: not a history filter")
         try:
-            after = int(request.args.get(b"after", [b"0"])[0])
-            limit = int(request.args.get(b"limit", [b"1000"])[0])
-        except ValueError:
-            raise _Refused(400, "invalid", "after/limit: must be integers") from None
-        return await self.node.local_executions(after, max(1, min(limit, 20000)))
+            items, total = await self.node.local_history(**body)
+        except (TypeError, ValueError) as e:
+            raise _Refused(400, "invalid", str(e)) from None
+        return {"items": items, "total": total}
+
+    async def _latest(self, request: Any) -> Any:
+        job_uuids = self._json(request).get("job_uuids")
+        if not isinstance(job_uuids, list) or not all(isinstance(u, str) for u in job_uuids):
+            raise _Refused(400, "invalid", "job_uuids: must be a list of strings")
+        return await self.node.local_latest(job_uuids)
 
     async def _members(self, request: Any) -> Any:
         return await self.node.change_members_as_leader(self._json(request))
@@ -258,6 +285,11 @@ class PeerAPI:
             return summary.snapshot(minutes)
         except ValueError:
             raise _Refused(400, "invalid", "minutes: must be an integer from 1 to 60") from None
+
+
+_HISTORY_FILTERS = frozenset(
+    ("job_uuid", "project_uuid", "state", "since", "until", "limit", "offset")
+)
 
 
 class PeerDispatch(Resource):

@@ -221,7 +221,7 @@ class SchedulerService(Service):
     _release_timer: IDelayedCall | None = None
     _lead: float = PREPARE_LEAD_MIN_S
     _running: bool = False
-    _pending: list[tuple[Command, dict]] | None = None
+    _pending: list[tuple[Command, dict, int]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
     _rotation: int = 0
@@ -236,8 +236,20 @@ class SchedulerService(Service):
     # owner's slots before it reached the cluster (None: never).
     gap_check_s: float | None = None
     _owned: set[str] = attrs.field(factory=set)
-    _events: list[tuple[Command, dict]] = attrs.field(factory=list)
+    # Ownership changes waiting to be read, with the log index of each.
+    _events: list[tuple[Command, dict, int]] = attrs.field(factory=list)
     _events_running: bool = False
+    # In a cluster: the log index being applied now (None on a single node).
+    # With it the scheduler reports how far it got (L{progress_mark}).
+    applied_index: Callable[[], int] | None = None
+    # The log index when this run's jobs were loaded (or last reloaded), the
+    # highest index seen applied, and the one of the change being read.
+    _loaded_at: int | None = None
+    _seen_index: int = 0
+    _event_index: int = 0
+    # Slots handed to the executor whose first attempt has not begun:
+    # execution_id -> slot (POSIX seconds).
+    _unstarted: dict[str, float] = attrs.field(factory=dict)
     # Jobs moved off this node while a take-over was being read: job uuid ->
     # (move number, handover instant or None); see _take_up.
     _moved_off: dict[str, tuple[int, datetime | None]] = attrs.field(factory=dict)
@@ -276,6 +288,8 @@ class SchedulerService(Service):
         last to load).
         """
         self._running = True
+        self._loaded_at = None
+        loading_at = self._index_now()
         count = 0
         pager, slots_of = self._sources()
         page = await pager(None, LOAD_PAGE_SIZE)
@@ -306,14 +320,15 @@ class SchedulerService(Service):
             # Changes applied while this page loaded: replayed after it, so a
             # change to a job on it comes after the job.
             pending, self._pending = self._pending or [], None
-            for command, result in pending:
-                self._on_applied(command, result)
+            for command, result, index in pending:
+                self._follow(command, result, index)
             self._fire_due()
             if following is None:
                 break
             self._pending = []
             page = await following
         self._pending = None
+        self._loaded_at = loading_at
         log.info(
             "scheduler loaded {count} jobs ({active} active)",
             count=count,
@@ -342,10 +357,19 @@ class SchedulerService(Service):
             self._not_before[job["uuid"]] = floor
         return max(since, floor)
 
+    def _index_now(self) -> int:
+        return self.applied_index() if self.applied_index is not None else 0
+
     def _on_applied(self, command: Command, result: dict) -> None:
+        self._follow(command, result, self._index_now())
+
+    def _follow(self, command: Command, result: dict, index: int) -> None:
+        """Follow one applied change, made at log C{index} (0 on a single node)."""
         if self._pending is not None:
-            self._pending.append((command, result))
+            self._pending.append((command, result, index))
             return
+        if index > self._seen_index:
+            self._seen_index = index
         if not result.get("ok") or not self._running:
             return
         if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
@@ -356,7 +380,7 @@ class SchedulerService(Service):
                 self._given_up(command.args)
             if command.op in _READ_OWNERSHIP:
                 # In order, one at a time: these read who owns what now.
-                self._events.append((command, result))
+                self._events.append((command, result, index))
                 if not self._events_running:
                     Deferred.fromCoroutine(self._drain_events()).addErrback(
                         lambda f: log.failure("following a job change failed", f)
@@ -373,7 +397,7 @@ class SchedulerService(Service):
                 and job_uuid not in self._entries
                 and (self._events or self._events_running)
             ):
-                self._events.append((command, result))
+                self._events.append((command, result, index))
                 return
             self._cluster_change(command, result)
             return
@@ -383,7 +407,7 @@ class SchedulerService(Service):
         self._events_running = True
         try:
             while self._events and self._running:
-                command, result = self._events.pop(0)
+                command, result, self._event_index = self._events.pop(0)
                 try:
                     await self._cluster_event(command, result)
                 except Exception:
@@ -475,6 +499,7 @@ class SchedulerService(Service):
         handover = args.get("handover_at")
         until = parse_instant(handover) if handover else None
         mine = [job_uuid for job_uuid, node in args.get("moves") or () if node == me]
+        assigned_at = self._event_index if self.applied_index is not None else None
         if mine:
             started = self._move_seq
             jobs = await self.ownership.owned_jobs(mine)
@@ -499,6 +524,7 @@ class SchedulerService(Service):
                     self._check_handover_gap,
                     [job["uuid"] for job in jobs],
                     until,
+                    assigned_at,
                 )
         self._arm()
 
@@ -521,16 +547,22 @@ class SchedulerService(Service):
         self._owned.add(job_uuid)
         self._add(job, since=self._after_handover(job, since))
 
-    def _check_handover_gap(self, job_uuids: list[str], until: datetime) -> None:
+    def _check_handover_gap(
+        self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
+    ) -> None:
         if not self._running:
             return
-        Deferred.fromCoroutine(self._fill_handover_gap(job_uuids, until)).addErrback(
+        Deferred.fromCoroutine(self._fill_handover_gap(job_uuids, until, assigned_at)).addErrback(
             lambda f: log.failure("checking a handover for missed slots failed", f)
         )
 
-    async def _fill_handover_gap(self, job_uuids: list[str], until: datetime) -> None:
-        """Fire the slots before a handover instant that no node fired."""
-        last_slots = await self.ownership.last_slots_before(job_uuids, format_instant(until))
+    async def _fill_handover_gap(
+        self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
+    ) -> None:
+        """Fire the slots before a handover instant that their old owner did not report done."""
+        last_slots = await self.ownership.last_slots_before(
+            job_uuids, format_instant(until), assigned_at=assigned_at
+        )
         # Whoever owns the job now: the slots before the instant were this
         # node's to take over, even if the job has moved on since.
         jobs = {job["uuid"]: job for job in await self.ownership.jobs(job_uuids)}
@@ -606,6 +638,8 @@ class SchedulerService(Service):
     async def _reload(self) -> None:
         """Replace every entry with the jobs the restored state holds (read a page at a time)."""
         self._pending = []
+        self._loaded_at = None
+        reloading_at = self._index_now()
         kept: set[str] = set()
         pager, slots_of = self._sources()
         try:
@@ -642,14 +676,15 @@ class SchedulerService(Service):
                 page = await pager((last_job["created_at"], last_job["uuid"]), LOAD_PAGE_SIZE)
         finally:
             pending, self._pending = self._pending, None
+            self._loaded_at = reloading_at
         if self.ownership is not None:
             self._owned = kept
         for job_uuid in list(self._entries):
             if job_uuid not in kept:
                 self._remove(job_uuid)
                 self.executor.cancel_job(job_uuid, "job_deleted")
-        for command, result in pending or ():
-            self._on_applied(command, result)
+        for command, result, index in pending or ():
+            self._follow(command, result, index)
         self._arm()
 
     # -- the heap ------------------------------------------------------------
@@ -856,10 +891,7 @@ class SchedulerService(Service):
                     prepared.remove(slot)
                     if not prepared:
                         entry.prepared = None
-                try:
-                    self.executor.submit(delivery)
-                except Exception:
-                    log.failure("submitting job {job_uuid} failed", job_uuid=entry.uuid)
+                self._submit(delivery)
         self._arm_release()
 
     def _fire_slot(self, entry: _Entry, slot: datetime, now: datetime) -> datetime | None:
@@ -951,8 +983,18 @@ class SchedulerService(Service):
         # again), and writing it here would cost a record per slot on the
         # path between the slot's instant and its POST.
         record = self._record(entry, slot, state="scheduled", write=False)
-        self.executor.submit(self._delivery(entry, slot, record))
+        self._submit(self._delivery(entry, slot, record))
         return record
+
+    def _submit(self, delivery: Delivery) -> None:
+        """Hand C{delivery} to the executor; it is owed until its first attempt begins."""
+        unstarted = self._unstarted
+        unstarted[delivery.execution_id] = delivery.scheduled_s or 0.0
+        try:
+            self.executor.submit(delivery)
+        except Exception:
+            unstarted.pop(delivery.execution_id, None)
+            log.failure("submitting job {job_uuid} failed", job_uuid=delivery.job_uuid)
 
     def _delivery(self, entry: _Entry, slot: datetime, record: dict | None = None) -> Delivery:
         return Delivery(
@@ -974,6 +1016,7 @@ class SchedulerService(Service):
 
     def on_started(self, delivery: Delivery, at: float) -> None:
         """The first attempt of C{delivery} began: record it as running."""
+        self._unstarted.pop(delivery.execution_id, None)
         self.executions.record(
             self._outcome_record(delivery, "running", attempts=1, started_at=at), trusted=True
         )
@@ -982,6 +1025,7 @@ class SchedulerService(Service):
 
     def on_outcome(self, outcome: Outcome) -> None:
         """Record the final state of one delivery."""
+        self._unstarted.pop(outcome.delivery.execution_id, None)
         record = self._outcome_record(
             outcome.delivery,
             outcome.state,
@@ -1043,6 +1087,43 @@ class SchedulerService(Service):
             "error": error,
             "skip_reason": skip_reason,
         }
+
+    # -- how far this node got --------------------------------------------------
+
+    def progress_mark(self) -> tuple[str, int, int] | None:
+        """
+        How far this node got, for the cluster to commit (in a cluster only;
+        None while the jobs are being loaded): (done_before, loaded_at,
+        as_of). Every slot before C{done_before} of every job this node
+        holds has been sent (its first attempt began) or recorded, as of
+        the changes applied up to log index C{as_of}, in the run that loaded
+        its jobs at index C{loaded_at}. A job's new owner fires what comes
+        after (see scheduler0.store.state.covers_job).
+
+        It is the earliest of: the next slot of any job, any slot prepared
+        and waiting for its instant, any slot handed to the executor whose
+        first attempt has not begun -- and now.
+        """
+        if self.applied_index is None or self._loaded_at is None or self._pending is not None:
+            return None
+        earliest = self.clock.seconds()
+        heap, entries = self._heap, self._entries
+        while heap and entries.get(heap[0][2].uuid) is not heap[0][2]:
+            heapq.heappop(heap)
+        if heap and heap[0][0] < earliest:
+            earliest = heap[0][0]
+        if self._batches:
+            earliest = min(earliest, min(self._batches))
+        if self._unstarted:
+            earliest = min(earliest, min(self._unstarted.values()))
+        if self._events_running:
+            as_of = self._event_index - 1
+        elif self._events:
+            as_of = self._events[0][2] - 1
+        else:
+            as_of = self._seen_index
+        as_of = max(as_of, self._loaded_at)
+        return format_instant(utc_from_timestamp(earliest)), self._loaded_at, as_of
 
     # -- what the API asks -----------------------------------------------------
 

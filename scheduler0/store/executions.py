@@ -1,12 +1,12 @@
 """
-Node-local execution records (executions.db). Not replicated: each node writes
-what it fired here first, buffered and group-committed once per reactor turn.
+Node-local execution records (executions.db). Not replicated: each node
+writes what it fired here, buffered and group-committed, and prunes it to the
+newest C{ExecutionHistoryPerJob} per job plus a week of failures. In a
+cluster the API merges every member's records (scheduler0.cluster.history);
+what crosses Raft is only how far each node got (its progress mark).
 
-In a cluster this file is the node's outbox: every write of a row gives it a
-new, growing C{seq}; the leader pulls rows after the last seq it committed
-(L{ExecutionStore.pending}) and the node then deletes what was committed
-(L{ExecutionStore.forget}). The validation, filters and reads here are shared
-with the committed history in the state machine (L{scheduler0.store.state}).
+The validation, filters and reads here are shared with the history that
+older releases committed into the state machine (L{scheduler0.store.state}).
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
-    # The highest seq ever written: rows may all be forgotten, and the seq must
-    # still not go back (the leader has committed up to it).
-    "CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    # GET /executions?state=failed: the newest of one state without a scan.
+    "CREATE INDEX IF NOT EXISTS executions_by_state ON executions (state, scheduled_at)",
+    # Releases before progress marks kept an outbox order for the fan-in
+    # (a seq column and this index); the column stays, unused.
+    "DROP INDEX IF EXISTS executions_by_seq",
 )
-# The outbox order. The column is added to older files first (L{_create_schema}).
-_SEQ_INDEX = "CREATE INDEX IF NOT EXISTS executions_by_seq ON executions (seq)"
 
 
 _CANONICAL = re.compile(
@@ -259,44 +259,23 @@ def latest_of(txn: Any, job_uuids: list[str]) -> dict[str, dict]:
     return latest
 
 
-def _columns_of(txn: Any, table: str) -> set[str]:
-    txn.execute(f"PRAGMA table_info({table})")
-    return {row[1] for row in txn.fetchall()}
-
-
-def _create_schema(txn: Any) -> int:
-    """Create or migrate the schema; the highest seq written so far."""
+def _create_schema(txn: Any) -> None:
+    """Create what is missing; drop what older releases kept for the fan-in."""
     for statement in _SCHEMA:
         txn.execute(statement)
-    if "seq" not in _columns_of(txn, "executions"):
-        # A file from before the cluster: its rows are all still to be
-        # committed, in the order they were first written.
-        txn.execute("ALTER TABLE executions ADD COLUMN seq INTEGER")
-        txn.execute("UPDATE executions SET seq = rowid")
-    txn.execute(_SEQ_INDEX)
-    txn.execute(
-        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM executions), 0),"
-        " COALESCE((SELECT value FROM outbox WHERE key = 'last_seq'), 0))"
-    )
-    return txn.fetchone()[0]
 
 
 _UPSERT = (
-    f"INSERT INTO executions ({_COLUMNS}, seq)"
-    f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))}, ?)"
+    f"INSERT INTO executions ({_COLUMNS})"
+    f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))})"
     " ON CONFLICT (execution_id) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in (*EXECUTION_COLUMNS[1:], "seq"))
+    + ", ".join(f"{column} = excluded.{column}" for column in EXECUTION_COLUMNS[1:])
 )
 
 
 def _write(txn: Any, rows: list[tuple]) -> None:
-    """Upsert C{rows}: execution columns followed by the row's new seq (growing)."""
+    """Upsert C{rows} (in column order)."""
     txn.executemany(_UPSERT, rows)
-    txn.execute(
-        "INSERT INTO outbox (key, value) VALUES ('last_seq', ?)"
-        " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-        (rows[-1][-1],),
-    )
 
 
 def prune_history(
@@ -355,15 +334,10 @@ class ExecutionStore:
     clock: Any
     history_per_job: int = 100
     flush_delay: float = 0
-    # In a cluster rows are deleted once the leader has committed them
-    # (L{forget}), never by age: pruning then does nothing.
-    retain_until_committed: bool = False
     _buffer: dict = attrs.field(factory=dict, init=False)
     _delayed: Any = attrs.field(default=None, init=False)
     _pruning: Any = attrs.field(default=None, init=False)
     flush_count: int = attrs.field(default=0, init=False)
-    # The last seq handed to a written row: only grows.
-    _seq: int = attrs.field(default=0, init=False)
 
     def start_pruning(self, interval_s: float = 60.0) -> None:
         """Prune every C{interval_s} seconds, so disk use stays flat however long it runs."""
@@ -384,12 +358,8 @@ class ExecutionStore:
         self._pruning = None
 
     def open(self) -> Deferred:
-        """Create (or migrate) the schema; continue the seq from the highest written."""
-
-        def opened(highest: int) -> None:
-            self._seq = max(self._seq, highest)
-
-        return self.pool.runInteraction(_create_schema).addCallback(opened)
+        """Create (or migrate) the schema."""
+        return self.pool.runInteraction(_create_schema)
 
     def close(self) -> Deferred:
         """Write buffered records, then release the pool."""
@@ -436,16 +406,10 @@ class ExecutionStore:
         ]
         self._buffer = {}
         self.flush_count += 1
-        # Seqs are handed out here, in flush order; the pool runs writes in
-        # that order, so a row written later always has the higher seq.
-        first = self._seq + 1
-        self._seq += len(rows)
-        numbered = [(*row, seq) for row, seq in zip(rows, range(first, self._seq + 1), strict=True)]
-        written = self.pool.runInteraction(_write, numbered)
+        written = self.pool.runInteraction(_write, rows)
 
         def restore(failure: Any) -> Any:
-            # Keep the records for the next flush unless newer ones replaced them
-            # (they get new seqs then).
+            # Keep the records for the next flush unless newer ones replaced them.
             for row in rows:
                 self._buffer.setdefault(row[0], row)
             return failure
@@ -527,62 +491,7 @@ class ExecutionStore:
     def prune(self) -> Deferred:
         """
         Keep the newest C{history_per_job} records per job plus failures scheduled
-        in the last 7 days; fire with the number of rows deleted. With
-        C{retain_until_committed} nothing is deleted here (see L{forget}).
+        in the last 7 days; fire with the number of rows deleted.
         """
-        if self.retain_until_committed:
-            return succeed(0)
         failed_since = format_instant(utc_from_timestamp(self.clock.seconds()) - FAILURE_RETENTION)
         return self._after_flush(_prune, self.history_per_job, failed_since)
-
-    @property
-    def records_made(self) -> int:
-        """Records this store numbered or holds to number: what the fan-in will take."""
-        return self._seq + len(self._buffer)
-
-    def continue_after(self, seq: int) -> None:
-        """
-        Number the next writes after C{seq} at least: a node whose
-        executions.db is newer than what the cluster committed from it (a
-        replaced disk) must not write seqs the leader thinks it has read.
-        """
-        if isinstance(seq, bool) or not isinstance(seq, int):
-            raise ValueError(f"seq must be an integer, got {seq!r}")
-        self._seq = max(self._seq, seq)
-
-    def pending(self, after_seq: int, limit: int) -> Deferred:
-        """
-        The records written after C{after_seq} that the leader has yet to
-        commit, in seq order, at most C{limit} (as L{query} items), and the
-        highest seq among them (C{after_seq} when there are none).
-        """
-        for name, value in (("after_seq", after_seq), ("limit", limit)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                return fail(ValueError(f"{name} must be a non-negative integer, got {value!r}"))
-
-        def read(txn: Any) -> tuple[list[dict], int]:
-            txn.execute(
-                f"SELECT {_COLUMNS}, seq FROM executions WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            )
-            rows = txn.fetchall()
-            if not rows:
-                return [], after_seq
-            return [execution_record(row[:-1]) for row in rows], rows[-1][-1]
-
-        return self._after_flush(read)
-
-    def forget(self, up_to_seq: int) -> Deferred:
-        """
-        Delete the rows the leader has committed: those whose seq is at or
-        below C{up_to_seq}. A row written again since has a higher seq and
-        stays until that version is committed too. Fires with rows deleted.
-        """
-        if isinstance(up_to_seq, bool) or not isinstance(up_to_seq, int):
-            return fail(ValueError(f"up_to_seq must be an integer, got {up_to_seq!r}"))
-
-        def delete(txn: Any) -> int:
-            txn.execute("DELETE FROM executions WHERE seq <= ?", (up_to_seq,))
-            return txn.rowcount
-
-        return self._after_flush(delete)

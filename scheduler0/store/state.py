@@ -18,6 +18,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -110,10 +111,20 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS job_progress (
         job_uuid TEXT PRIMARY KEY,
         last_slot TEXT NOT NULL)""",
-    # Per node: the seq of its executions.db up to which records are committed.
+    # Per node: the seq of its executions.db up to which records were
+    # committed, by the releases that replicated every record (read no more).
     """CREATE TABLE IF NOT EXISTS fanin (
         node_id INTEGER PRIMARY KEY,
         seq INTEGER NOT NULL)""",
+    # Per node, how far it got (record_progress): every slot before
+    # done_before of every job it held is sent or recorded, as its scheduler
+    # knew the state at log index as_of, in the run of the node that began
+    # at log index loaded_at.
+    """CREATE TABLE IF NOT EXISTS node_progress (
+        node_id INTEGER PRIMARY KEY,
+        done_before TEXT NOT NULL,
+        loaded_at INTEGER NOT NULL,
+        as_of INTEGER NOT NULL)""",
 )
 # How many jobs each node owns, kept by every command that changes jobs or
 # owners: creating jobs picks the least loaded member without counting a
@@ -128,6 +139,12 @@ _ADDED_COLUMNS = (
     # When the job last began to fire as it is now (resumed, or its schedule
     # changed; NULL: since it was created). Slots before it are never owed.
     ("jobs", "active_since", "TEXT"),
+    # The log index from which the owner has held the job, and the owner
+    # before it with the index from which that one held it (NULL: unknown,
+    # from a file older than progress marks).
+    ("jobs", "owner_since", "INTEGER"),
+    ("jobs", "prev_owner", "INTEGER"),
+    ("jobs", "prev_owner_since", "INTEGER"),
 )
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
@@ -144,6 +161,7 @@ _DUMPED_TABLES = (
     "job_progress",
     "fanin",
     "owner_loads",
+    "node_progress",
 )
 
 PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at")
@@ -391,13 +409,21 @@ def _chunks(values: list, size: int = 500) -> Any:
         yield tuple(chunk), ", ".join("?" * len(chunk))
 
 
-_PLACED_JOB = f"SELECT {_JOBS}, owner, handover_at, active_since FROM jobs"
+_PLACEMENT = (
+    "owner",
+    "handover_at",
+    "active_since",
+    "owner_since",
+    "prev_owner",
+    "prev_owner_since",
+)
+_PLACED_JOB = f"SELECT {_JOBS}, {', '.join(_PLACEMENT)} FROM jobs"
 
 
 def _placed_job(row: tuple) -> dict:
     """A row of L{_PLACED_JOB}: the public job plus where and since when it fires."""
-    job = _job(row[:-3])
-    job["owner"], job["handover_at"], job["active_since"] = row[-3:]
+    job = _job(row[: -len(_PLACEMENT)])
+    job.update(zip(_PLACEMENT, row[-len(_PLACEMENT) :], strict=True))
     return job
 
 
@@ -521,7 +547,7 @@ def _delete_project(txn: Any, args: Mapping) -> Any:
     return {"uuid": uuid, "deleted_jobs": jobs}
 
 
-def _create_jobs(txn: Any, args: Mapping) -> Any:
+def _create_jobs(txn: Any, args: Mapping, index: int = 0) -> Any:
     jobs = args.get("jobs")
     if not isinstance(jobs, list):
         raise _invalid("jobs", "jobs must be a list")
@@ -531,7 +557,7 @@ def _create_jobs(txn: Any, args: Mapping) -> Any:
         insert, stored = _INSERT_JOB, rows
     else:
         insert = _INSERT_OWNED_JOB
-        stored = [(*row, owner) for row, owner in zip(rows, owners, strict=True)]
+        stored = [(*row, owner, index) for row, owner in zip(rows, owners, strict=True)]
     # The usual case first: every project exists and no uuid is taken, so
     # the rows go in at once and the primary key finds a taken uuid. Only
     # when something is wrong are the rows checked one by one, to name the
@@ -558,7 +584,8 @@ def _create_jobs(txn: Any, args: Mapping) -> Any:
 
 _INSERT_JOB = f"INSERT INTO jobs ({_JOBS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
 _INSERT_OWNED_JOB = (
-    f"INSERT INTO jobs ({_JOBS}, owner) VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 1))})"
+    f"INSERT INTO jobs ({_JOBS}, owner, owner_since)"
+    f" VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 2))})"
 )
 
 
@@ -823,7 +850,7 @@ def _set_eligible(txn: Any, args: Mapping) -> Any:
     )
 
 
-def _assign_jobs(txn: Any, args: Mapping) -> Any:
+def _assign_jobs(txn: Any, args: Mapping, index: int = 0) -> Any:
     """
     Give jobs new owners. With C{handover_at} the old owner fires slots before
     it and the new one slots at or after it; null means the old owner is gone
@@ -843,21 +870,124 @@ def _assign_jobs(txn: Any, args: Mapping) -> Any:
         ):
             raise _invalid("moves", f"the owner of job {move[0]} must be a node id or null")
         moves.append((move[0], owner))
-    current: dict[str, int | None] = {}
+    # uuid -> (owner, owner_since) as they are now.
+    current: dict[str, tuple[int | None, int | None]] = {}
     wanted = sorted({uuid for uuid, _ in moves})
     for chunk, marks in _chunks(wanted):
-        current.update(_all(txn, f"SELECT uuid, owner FROM jobs WHERE uuid IN ({marks})", chunk))
+        for uuid, owner, since in _all(
+            txn, f"SELECT uuid, owner, owner_since FROM jobs WHERE uuid IN ({marks})", chunk
+        ):
+            current[uuid] = (owner, since)
+    reports = _progress_reports(txn)
     deltas: dict[int | None, int] = {}
-    changes = []
+    kept: list[tuple] = []
+    changes: list[tuple] = []
+    floors: dict[str, str] = {}
     for uuid, owner in moves:
-        if uuid in current:
-            deltas[current[uuid]] = deltas.get(current[uuid], 0) - 1
-            deltas[owner] = deltas.get(owner, 0) + 1
-            current[uuid] = owner
-            changes.append((owner, handover_at, uuid))
-    txn.executemany("UPDATE jobs SET owner = ?, handover_at = ? WHERE uuid = ?", changes)
+        if uuid not in current:
+            continue
+        previous, previous_since = current[uuid]
+        deltas[previous] = deltas.get(previous, 0) - 1
+        deltas[owner] = deltas.get(owner, 0) + 1
+        if previous == owner:
+            kept.append((owner, handover_at, uuid))
+            continue
+        # How far the old owner got with this job, by its last report: the
+        # new owner fires what comes after (see covers_job).
+        report = reports.get(previous) if previous is not None else None
+        if report is not None and covers_job(report, previous_since, index):
+            floor = handled_through(report[0])
+            if floor > floors.get(uuid, ""):
+                floors[uuid] = floor
+        current[uuid] = (owner, index)
+        changes.append((owner, handover_at, index, previous, previous_since, uuid))
+    txn.executemany("UPDATE jobs SET owner = ?, handover_at = ? WHERE uuid = ?", kept)
+    txn.executemany(
+        "UPDATE jobs SET owner = ?, handover_at = ?, owner_since = ?, prev_owner = ?,"
+        " prev_owner_since = ? WHERE uuid = ?",
+        changes,
+    )
+    _raise_progress(txn, floors)
     _add_loads(txn, deltas)
-    return {"moved": len(changes), "missing": len(moves) - len(changes)}
+    return {"moved": len(kept) + len(changes), "missing": len(moves) - len(kept) - len(changes)}
+
+
+def _progress_reports(txn: Any) -> dict[int, tuple[str, int, int]]:
+    """node_id -> its last progress report (done_before, loaded_at, as_of)."""
+    return {
+        row[0]: (row[1], row[2], row[3])
+        for row in _all(txn, "SELECT node_id, done_before, loaded_at, as_of FROM node_progress")
+    }
+
+
+def covers_job(report: tuple[str, int, int], owner_since: int | None, moved_at: int) -> bool:
+    """
+    Whether a node's progress C{report} speaks for a job it has owned from
+    log index C{owner_since}, which was moved off it at C{moved_at}: the
+    job was in that node's scheduler when the report was made, since the
+    node had taken it up (as_of >= owner_since) and the run that made the
+    report began before the move (loaded_at < moved_at; a node restarted
+    after a move never loads the job again).
+    """
+    _, loaded_at, as_of = report
+    return as_of >= (owner_since or 0) and loaded_at < moved_at
+
+
+def handled_through(done_before: str) -> str:
+    """The last instant, to the millisecond, before C{done_before}: slots up to it are done."""
+    return format_instant(parse_instant(done_before) - timedelta(milliseconds=1))
+
+
+def _raise_progress(txn: Any, floors: Mapping[str, str]) -> None:
+    """Raise each job's committed progress (its last handled slot) to at least C{floors}'."""
+    txn.executemany(
+        "INSERT INTO job_progress (job_uuid, last_slot)"
+        " SELECT uuid, ? FROM jobs WHERE uuid = ?"
+        " ON CONFLICT (job_uuid) DO UPDATE SET last_slot = MAX(last_slot, excluded.last_slot)",
+        [(slot, job_uuid) for job_uuid, slot in sorted(floors.items())],
+    )
+
+
+def _record_progress(txn: Any, args: Mapping, index: int = 0) -> Any:
+    """
+    Keep each node's latest progress report, one row per node: C{marks} is
+    a list of [node_id, done_before, loaded_at, as_of]. A report older (by
+    as_of, then loaded_at) than the one kept changes nothing.
+    """
+    kept = 0
+    for position, mark in enumerate(_list(args, "marks")):
+        if (
+            not isinstance(mark, list)
+            or len(mark) != 4
+            or not all(
+                not isinstance(v, bool) and isinstance(v, int) and v in _INT64
+                for v in (mark[0], mark[2], mark[3])
+            )
+        ):
+            raise _invalid(
+                "marks", f"marks[{position}] must be [node_id, done_before, loaded_at, as_of]"
+            )
+        node_id, done_before, loaded_at, as_of = mark
+        try:
+            done_before = _instant_arg(done_before, f"marks[{position}] done_before")
+        except _Rejected as rejected:
+            raise _invalid("marks", rejected.result["message"]) from None
+        if as_of >= index > 0:
+            raise _invalid("marks", f"marks[{position}]: as_of must be before this entry")
+        stored = _one(
+            txn, "SELECT loaded_at, as_of FROM node_progress WHERE node_id = ?", (node_id,)
+        )
+        if stored is not None and (as_of, loaded_at) < (stored[1], stored[0]):
+            continue
+        txn.execute(
+            "INSERT INTO node_progress (node_id, done_before, loaded_at, as_of)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET"
+            " done_before = excluded.done_before, loaded_at = excluded.loaded_at,"
+            " as_of = excluded.as_of",
+            (node_id, done_before, loaded_at, as_of),
+        )
+        kept += 1
+    return {"kept": kept}
 
 
 _UPSERT_EXECUTION = (
@@ -941,7 +1071,10 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     "set_eligible": _set_eligible,
     "assign_jobs": _assign_jobs,
     "commit_executions": _commit_executions,
+    "record_progress": _record_progress,
 }
+# Handlers that are also given the entry's log index.
+_GIVEN_INDEX = frozenset(("create_jobs", "assign_jobs", "record_progress"))
 
 
 def _apply(txn: Any, index: int, command: Command) -> dict:
@@ -964,7 +1097,7 @@ def _apply(txn: Any, index: int, command: Command) -> dict:
             elif "job_uuids" in first:
                 first = ok(_jobs_by_uuid(txn, first["job_uuids"]))
             return dict(first, duplicate=True)
-    result = _apply_command(txn, command)
+    result = _apply_command(txn, command, index)
     if command.request_id:
         remembered = result
         if command.op == "create_jobs" and result.get("ok"):
@@ -1003,7 +1136,7 @@ def _created_jobs(command: Command) -> list[dict]:
     return [_job(row) for row in _job_rows(command.args["jobs"])]
 
 
-def _apply_command(txn: Any, command: Command) -> dict:
+def _apply_command(txn: Any, command: Command, index: int = 0) -> dict:
     handler = HANDLERS.get(command.op)
     if handler is None:
         return error("invalid", f"unknown command op {command.op!r}", "op")
@@ -1011,7 +1144,10 @@ def _apply_command(txn: Any, command: Command) -> dict:
         return error("invalid", "command args must be an object", "args")
     txn.execute("SAVEPOINT command")
     try:
-        value = handler(txn, command.args)
+        if command.op in _GIVEN_INDEX:
+            value = handler(txn, command.args, index)  # type: ignore[call-arg]
+        else:
+            value = handler(txn, command.args)
     except _Rejected as rejected:
         txn.execute("ROLLBACK TO command")
         txn.execute("RELEASE command")
@@ -1359,6 +1495,10 @@ class StateStore:
             return 0 if row is None else row[0]
 
         return self.pool.runInteraction(read)
+
+    def progress_reports(self) -> Deferred:
+        """node_id -> its last committed progress report (done_before, loaded_at, as_of)."""
+        return self.pool.runInteraction(_progress_reports)
 
     def job_progress(self, uuids: list) -> Deferred:
         """{uuid: last committed slot that got further than scheduled}, for those that have one."""

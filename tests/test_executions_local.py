@@ -1,0 +1,181 @@
+"""
+The node-local execution store as every node's own history: files written
+by the release that pulled every record into the cluster open and keep their
+rows; reads of one state go through an index; each node prunes its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from scheduler0.store.executions import ExecutionStore, execution_row, plain_execution_row
+from scheduler0.store.sqlite import connection_pool
+from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
+
+T0 = "2026-01-01T00:00:00.000Z"
+DAY = 86400.0
+
+
+def record(eid: str, job_uuid: str = "j1", state: str = "running", **extra: Any) -> dict:
+    value = {
+        "execution_id": eid,
+        "job_uuid": job_uuid,
+        "project_uuid": "p1",
+        "scheduled_at": T0,
+        "state": state,
+        "attempts": 1,
+        "node_id": 3,
+        "started_at": None,
+        "finished_at": None,
+        "status_code": None,
+        "error": None,
+        "skip_reason": None,
+    }
+    value.update(extra)
+    return value
+
+
+class LocalHistoryTests(SynchronousTestCase):
+    """A node's own records on the synchronous pool over real files."""
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.clock = task.Clock()
+
+    def result(self, d: Deferred) -> Any:
+        return self.successResultOf(d)
+
+    def store(self, name: str = "executions.db", **kw: Any) -> ExecutionStore:
+        pool = SynchronousConnectionPool(os.path.join(self.directory, name))
+        self.addCleanup(pool.close)
+        store = ExecutionStore(pool, self.clock, **kw)
+        self.result(store.open())
+        return store
+
+    def indexes(self, store: ExecutionStore) -> set[str]:
+        rows = self.result(
+            store.pool.runQuery("SELECT name FROM sqlite_master WHERE type = 'index'")
+        )
+        return {row[0] for row in rows}
+
+    def test_a_file_of_the_fan_in_release_opens_with_its_rows(self) -> None:
+        """
+        An executions.db written by the release that pulled records into the
+        cluster (a seq column, its index, an outbox table) opens: its rows
+        stay readable, the seq index is dropped (it cost every write) and
+        new records are written beside them.
+        """
+        path = os.path.join(self.directory, "old.db")
+        connection = sqlite3.connect(path)
+        connection.execute(
+            """CREATE TABLE executions (
+                execution_id TEXT PRIMARY KEY, job_uuid TEXT NOT NULL, project_uuid TEXT,
+                scheduled_at TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+                node_id TEXT, started_at TEXT, finished_at TEXT, status_code INTEGER,
+                error TEXT, skip_reason TEXT, seq INTEGER)"""
+        )
+        connection.execute("CREATE INDEX executions_by_seq ON executions (seq)")
+        connection.execute("CREATE TABLE outbox (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        connection.execute("INSERT INTO outbox VALUES ('last_seq', 2)")
+        for seq, eid in enumerate(("z", "a"), 1):
+            connection.execute(
+                "INSERT INTO executions VALUES (?, 'j1', 'p1', ?, 'succeeded', 1, '3',"
+                " NULL, NULL, 200, NULL, NULL, ?)",
+                (eid, T0, seq),
+            )
+        connection.commit()
+        connection.close()
+        store = self.store("old.db")
+        self.assertNotIn("executions_by_seq", self.indexes(store))
+        self.assertIn("executions_by_state", self.indexes(store))
+        store.record(record("n", scheduled_at="2026-01-01T00:00:01.000Z"))
+        items, total = self.result(store.query(job_uuid="j1"))
+        self.assertEqual(([r["execution_id"] for r in items], total), (["n", "z", "a"], 3))
+        self.assertEqual(items[1]["node_id"], 3)
+
+    def test_newest_of_one_state_is_read_through_an_index(self) -> None:
+        """GET /executions?state=failed walks executions_by_state, not the whole table."""
+        store = self.store()
+
+        def plan(txn: Any) -> str:
+            txn.execute(
+                "EXPLAIN QUERY PLAN SELECT execution_id FROM executions WHERE state = ?"
+                " ORDER BY scheduled_at DESC, execution_id DESC LIMIT 50",
+                ("failed",),
+            )
+            return " ".join(str(row[-1]) for row in txn.fetchall())
+
+        self.assertIn("executions_by_state", self.result(store.pool.runInteraction(plan)))
+
+    def test_records_are_pruned_per_job(self) -> None:
+        """Every node prunes its own records to history_per_job per job (failures kept)."""
+        self.clock.advance(30 * DAY)
+        store = self.store(history_per_job=1)
+        store.record(record("e1", scheduled_at=T0))
+        store.record(record("e2", scheduled_at="2026-01-01T00:01:00.000Z"))
+        self.assertEqual(self.result(store.prune()), 1)
+        self.assertEqual(
+            [r["execution_id"] for r in self.result(store.query())[0]],
+            ["e2"],
+        )
+
+
+class RealPoolLocalHistoryTests(TestCase):
+    """The node's own records on the real threaded adbapi pool."""
+
+    timeout = 30
+
+    async def test_records_written_and_read_back_on_the_real_pool(self) -> None:
+        """Buffered records are written before a read; a later version replaces a row."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        pool = connection_pool(os.path.join(directory, "executions.db"))
+        store = ExecutionStore(pool, task.Clock())
+        await store.open()
+        self.addCleanup(store.close)
+        for eid in ("e1", "e2", "e3"):
+            store.record(record(eid))
+        store.record(record("e1", state="succeeded"))
+        items, total = await store.query(state="running")
+        self.assertEqual((sorted(r["execution_id"] for r in items), total), (["e2", "e3"], 2))
+        latest = await store.latest_per_job(["j1", "j9"])
+        self.assertEqual(list(latest), ["j1"])
+
+
+class PlainRowTests(SynchronousTestCase):
+    """The fast record check agrees with the full one."""
+
+    def test_plain_rows_equal_checked_rows_or_defer_to_them(self) -> None:
+        """plain_execution_row gives execution_row's row, or None for anything unusual."""
+        plain = [
+            record("e1"),
+            record("e2", attempts=None, state="failed", error="boom", status_code=500),
+            {"execution_id": "e3", "job_uuid": "j", "scheduled_at": T0},
+            record("e4", started_at=T0, finished_at="2026-01-01T00:00:01.250Z", node_id="7"),
+            record("e5", attempts=0.0),
+        ]
+        for value in plain:
+            self.assertEqual(plain_execution_row(value), execution_row(value), value)
+        unusual = [
+            record("e1", scheduled_at="2026-01-01T00:00:00Z"),
+            record("e1", scheduled_at=1767225600.0),
+            record("e1", attempts=1.5),
+            record("e1", attempts=True),
+            record("e1", state="exploded"),
+            record("e1", node_id=2**64),
+            record("e1", error=["x"]),
+            record("e1", colour="red"),
+            record("e1", started_at="soon"),
+            {"execution_id": "e1", "job_uuid": 5, "scheduled_at": T0},
+            ["e1"],
+        ]
+        for value in unusual:
+            self.assertIsNone(plain_execution_row(value), value)
+        self.assertEqual(execution_row(unusual[0])[3], "2026-01-01T00:00:00.000Z")
