@@ -295,7 +295,11 @@ class NodeService(MultiService):
             )
             # Each node keeps the records of what it fired (pruned as on one
             # node); the cluster commits only how far each node got.
-            scheduler.applied_index = lambda: cluster.raft.applying_index
+            # (While an entry is applied the driver's index is still the one
+            # before it; at start-up only the driver's is known.)
+            scheduler.applied_index = lambda: max(
+                cluster.raft.applying_index, cluster.driver.applied_index
+            )
             cluster.progress = scheduler.progress_mark
             cluster.subscribe(cluster.on_applied)
             history = ClusterHistory(cluster, executions, state)

@@ -258,6 +258,19 @@ class UpgradeFromPreProgressReleaseTests(TestCase):
         await wait_for(
             reactor, marks_everywhere, timeout=15, what="node_progress rows on every node"
         )
+        # Each node's run loaded its jobs from the state it had on disk, so
+        # its marks say so: a run's loaded_at is never before that index (a
+        # mark claiming an earlier run would speak for jobs moved off the
+        # node before this run, which it never loaded).
+        for n in cluster.ids:
+            loaded_at = rows(
+                self.data(cluster, n, "state.db"),
+                "SELECT loaded_at FROM node_progress WHERE node_id = ?",
+                (n,),
+            )
+            if loaded_at:
+                on_disk = manifest["nodes"][str(n)]["state_applied_index"]
+                self.assertGreaterEqual(loaded_at[0][0], on_disk, f"node {n}")
 
         # The commit_executions entries the old release logged after its
         # first node stopped reach that node through Raft and apply there.

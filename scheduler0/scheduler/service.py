@@ -639,11 +639,15 @@ class SchedulerService(Service):
         """Replace every entry with the jobs the restored state holds (read a page at a time)."""
         self._pending = []
         self._loaded_at = None
-        reloading_at = self._index_now()
+        reloading_at = 0
         kept: set[str] = set()
         pager, slots_of = self._sources()
         try:
             page = await pager(None, LOAD_PAGE_SIZE)
+            # Read once the restored state is in place (the restore's own
+            # index is set after its subscribers are told): a later index
+            # only makes this run's reports claim less.
+            reloading_at = self._index_now()
             while True:
                 now = utc_from_timestamp(self.clock.seconds())
                 new = [
