@@ -166,7 +166,7 @@ class NodeService(MultiService):
         from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
         from scheduler0.scheduler.service import SchedulerService
         from scheduler0.signing import CallbackSigner
-        from scheduler0.store.executions import ExecutionStore
+        from scheduler0.store.executions import ExecutionHistory, ExecutionStore
         from scheduler0.store.local import LocalProposer
         from scheduler0.store.log import CommandLog
         from scheduler0.store.sqlite import connection_pool
@@ -279,7 +279,7 @@ class NodeService(MultiService):
         )
         # One log event per finished execution, with its ids.
         scheduler.execution_observers.append(ExecutionEvents(level=level_named(config.log_level)))
-        history: Any = executions
+        history: ExecutionHistory = executions
         if cluster is not None:
             from scheduler0.cluster.history import ClusterHistory
             from scheduler0.cluster.leader import LeaderDuties

@@ -44,12 +44,28 @@ class ClusterHistory:
         me = self.node.config.node_id
         return sorted(m for m in self.node.member_ids() if m != me)
 
-    def query(self, **filters: Any) -> Deferred:
+    def query(
+        self,
+        job_uuid: str | None = None,
+        project_uuid: str | None = None,
+        state: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Deferred:
         """Fire with (items, total, missing node ids): a page merged over the cluster."""
-        return Deferred.fromCoroutine(self._query(**filters))
+        filters = {
+            "job_uuid": job_uuid,
+            "project_uuid": project_uuid,
+            "state": state,
+            "since": since,
+            "until": until,
+        }
+        return Deferred.fromCoroutine(self._query(limit, offset, filters))
 
     async def _query(
-        self, limit: int = 50, offset: int = 0, **filters: Any
+        self, limit: int, offset: int, filters: dict[str, Any]
     ) -> tuple[list, int, list[int]]:
         wanted = limit + offset
         # The local query first: it checks the filters, so bad ones fail
