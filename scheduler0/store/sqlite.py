@@ -21,8 +21,20 @@ def _prepare_replayable(connection: Any) -> None:
     prepare_connection(connection, "NORMAL")
 
 
+def _opener(prepare: Any, pragmas: tuple[str, ...]) -> Any:
+    if not pragmas:
+        return prepare
+
+    def opened(connection: Any) -> None:
+        prepare(connection)
+        for pragma in pragmas:
+            connection.execute(f"PRAGMA {pragma}")
+
+    return opened
+
+
 def connection_pool(
-    path: str, reactor: Any = None, *, replayable: bool = False
+    path: str, reactor: Any = None, *, replayable: bool = False, pragmas: tuple[str, ...] = ()
 ) -> adbapi.ConnectionPool:
     """
     An adbapi pool over the SQLite file at C{path} (one connection, one
@@ -30,7 +42,7 @@ def connection_pool(
     C{replayable}: a state machine rebuilt from a durable log after a power
     loss (its applied index is in the same transactions) need not pay an
     fsync per command. A killed process loses nothing either way; WAL
-    commits survive it.
+    commits survive it. C{pragmas} are run on the connection after those.
     """
     extra: dict[str, Any] = {}
     if reactor is not None:
@@ -41,6 +53,6 @@ def connection_pool(
         cp_min=1,
         cp_max=1,
         check_same_thread=False,
-        cp_openfun=_prepare_replayable if replayable else prepare_connection,
+        cp_openfun=_opener(_prepare_replayable if replayable else prepare_connection, pragmas),
         **extra,
     )
