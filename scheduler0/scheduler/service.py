@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from scheduler0.executor.http import Delivery, Outcome, job_members_json
-from scheduler0.scheduler.spec import SpecError, execution_id, make_schedule
+from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
@@ -223,6 +223,7 @@ class SchedulerService(Service):
     _running: bool = False
     _pending: list[tuple[Command, dict, int]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
+    _last_milliseconds: tuple[datetime | None, int] = (None, 0)
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
     _rotation: int = 0
     # In a cluster: may this node fire now (it holds a valid lease)? Slots
@@ -909,10 +910,10 @@ class SchedulerService(Service):
             if self._entries.get(entry.uuid) is entry:
                 self._remove(entry.uuid)
             return None
-        window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot > now:
             self._prepare(entry, slot, self._delivery(entry, slot))
             return self._following(entry, slot)
+        window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot >= window_start:
             self._deliver(entry, slot)
             return self._following(entry, slot)
@@ -946,6 +947,12 @@ class SchedulerService(Service):
             self._last_formatted = (slot, format_instant(slot))
         return self._last_formatted[1]
 
+    def _execution_id(self, entry: _Entry, slot: datetime) -> str:
+        # Slots due together share their instant: convert it once.
+        if self._last_milliseconds[0] != slot:
+            self._last_milliseconds = (slot, slot_milliseconds(slot))
+        return execution_id_at(entry.uuid, self._last_milliseconds[1])
+
     def _following(self, entry: _Entry, slot: datetime) -> datetime | None:
         """The slot after C{slot}; a frequent job keeps its members encoded."""
         following = entry.schedule.next_after(slot)
@@ -963,7 +970,7 @@ class SchedulerService(Service):
         self, entry: _Entry, slot: datetime, state: str, write: bool = True, **fields: Any
     ) -> dict:
         record = {
-            "execution_id": execution_id(entry.uuid, slot),
+            "execution_id": self._execution_id(entry, slot),
             "job_uuid": entry.uuid,
             "project_uuid": entry.project_uuid,
             "scheduled_at": self._format_slot(slot),
@@ -1002,7 +1009,7 @@ class SchedulerService(Service):
 
     def _delivery(self, entry: _Entry, slot: datetime, record: dict | None = None) -> Delivery:
         return Delivery(
-            execution_id=record["execution_id"] if record else execution_id(entry.uuid, slot),
+            execution_id=record["execution_id"] if record else self._execution_id(entry, slot),
             job_uuid=entry.uuid,
             project_uuid=entry.project_uuid,
             name=entry.name,

