@@ -221,3 +221,85 @@ class PlainRowTests(SynchronousTestCase):
         for value in unusual:
             self.assertIsNone(plain_execution_row(value), value)
         self.assertEqual(execution_row(unusual[0])[3], "2026-01-01T00:00:00.000Z")
+
+
+class HeldPool:
+    """A real pool whose interactions wait until the test lets each one run."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.held: list[tuple[Any, tuple, Deferred]] = []
+
+    def runInteraction(self, fn: Any, *args: Any) -> Deferred:
+        d: Deferred = Deferred()
+        self.held.append((fn, args, d))
+        return d
+
+    def runQuery(self, *args: Any) -> Deferred:
+        return self.inner.runQuery(*args)
+
+    def release(self) -> None:
+        fn, args, d = self.held.pop(0)
+        self.inner.runInteraction(fn, *args).chainDeferred(d)
+
+
+class OneWriteAtATimeTests(SynchronousTestCase):
+    """A node that cannot write as fast as it fires writes bigger batches, not a queue."""
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        inner = SynchronousConnectionPool(os.path.join(directory, "executions.db"))
+        self.addCleanup(inner.close)
+        self.pool = HeldPool(inner)
+        self.store = ExecutionStore(self.pool, task.Clock())
+        opened = self.store.open()
+        self.pool.release()
+        self.successResultOf(opened)
+
+    def test_records_buffered_during_a_write_go_in_one_write_after_it(self) -> None:
+        """
+        While a write is going on, later flushes start none; once it is done,
+        everything buffered meanwhile is written in one more transaction, and
+        each flush fires once its records are written.
+        """
+        self.store.record(record("e1"))
+        first = self.store.flush()
+        self.store.record(record("e2"))
+        second = self.store.flush()
+        self.store.record(record("e3"))
+        third = self.store.flush()
+        self.assertEqual(len(self.pool.held), 1)
+        self.assertNoResult(second)
+        self.pool.release()
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.assertNoResult(third)
+        (held,) = self.pool.held
+        self.assertEqual(sorted(row[0] for row in held[1][0]), ["e2", "e3"])
+        self.pool.release()
+        self.successResultOf(second)
+        self.successResultOf(third)
+        self.assertEqual(self.store.flush_count, 2)
+
+    def test_a_failed_write_fails_its_waiters_and_keeps_the_records(self) -> None:
+        """A write that fails keeps its records for the next flush; who waited is told."""
+        self.store.record(record("e1"))
+        first = self.store.flush()
+        self.store.record(record("e2"))
+        second = self.store.flush()
+        fn, args, d = self.pool.held.pop(0)
+        d.errback(sqlite3.OperationalError("disk I/O error"))
+        self.failureResultOf(first, sqlite3.OperationalError)
+        # The next write carries both records again.
+        (held,) = self.pool.held
+        self.assertEqual(sorted(row[0] for row in held[1][0]), ["e1", "e2"])
+        fn, args, d = self.pool.held.pop(0)
+        d.errback(sqlite3.OperationalError("disk I/O error"))
+        self.failureResultOf(second, sqlite3.OperationalError)
+        third = self.store.flush()
+        self.pool.release()
+        self.successResultOf(third)
+        read = self.store.query()
+        self.pool.release()
+        self.assertEqual(self.successResultOf(read)[1], 2)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
@@ -388,6 +389,9 @@ class ExecutionStore:
     _delayed: Any = attrs.field(default=None, init=False)
     _pruning: Any = attrs.field(default=None, init=False)
     flush_count: int = attrs.field(default=0, init=False)
+    # The write going on (None: none), and who waits for the one after it.
+    _writing: Deferred | None = attrs.field(default=None, init=False)
+    _waiting: list[Deferred] = attrs.field(factory=list, init=False)
 
     def start_pruning(self, interval_s: float = 60.0) -> None:
         """Prune every C{interval_s} seconds, so disk use stays flat however long it runs."""
@@ -444,17 +448,27 @@ class ExecutionStore:
         self.flush().addErrback(lambda f: _logger.failure("writing execution records failed", f))
 
     def flush(self) -> Deferred:
-        """Write every buffered record now."""
+        """
+        Write every buffered record now; fire once they are written. One
+        write runs at a time: while one is going on, what is buffered waits
+        and goes in the next, in one transaction (so a node that cannot
+        write as fast as it fires writes larger batches, and never queues
+        writes without bound ahead of the reads that wait for them).
+        """
         if self._delayed is not None and self._delayed.active():
             self._delayed.cancel()
         self._delayed = None
+        if self._writing is not None:
+            waiter: Deferred = Deferred()
+            self._waiting.append(waiter)
+            return waiter
         if not self._buffer:
             return succeed(None)
         row_of = _row_of_record
         rows = [value if type(value) is tuple else row_of(value) for value in self._buffer.values()]
         self._buffer = {}
         self.flush_count += 1
-        written = self.pool.runInteraction(_write, rows)
+        written = self._writing = self.pool.runInteraction(_write, rows)
 
         def restore(failure: Any) -> Any:
             # Keep the records for the next flush unless newer ones replaced them.
@@ -462,7 +476,26 @@ class ExecutionStore:
                 self._buffer.setdefault(row[0], row)
             return failure
 
-        return written.addErrback(restore)
+        def next_write(result: Any) -> Any:
+            self._writing = None
+            waiting, self._waiting = self._waiting, []
+            if waiting:
+                following = self.flush()
+
+                def tell(outcome: Any) -> Any:
+                    for waiter in waiting:
+                        if isinstance(outcome, Failure):
+                            waiter.errback(outcome)
+                        else:
+                            waiter.callback(None)
+                    return None
+
+                following.addBoth(tell)
+            return result
+
+        written.addErrback(restore)
+        written.addBoth(next_write)
+        return written
 
     def query(
         self,
