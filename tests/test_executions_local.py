@@ -303,3 +303,36 @@ class OneWriteAtATimeTests(SynchronousTestCase):
         read = self.store.query()
         self.pool.release()
         self.assertEqual(self.successResultOf(read)[1], 2)
+
+
+class PeriodicPruneTests(SynchronousTestCase):
+    """A full prune first and once a day; in between only the jobs written since the last."""
+
+    def test_only_jobs_written_since_the_last_prune_are_pruned_between_full_ones(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        pool = SynchronousConnectionPool(os.path.join(directory, "executions.db"))
+        self.addCleanup(pool.close)
+        clock = task.Clock()
+        clock.advance(30 * DAY)
+        store = ExecutionStore(pool, clock, history_per_job=1)
+        self.successResultOf(store.open())
+
+        def slot(n: int) -> str:
+            return f"2026-01-01T00:00:{n:02d}.000Z"
+
+        for n in range(3):
+            store.record(record(f"a{n}", "ja", scheduled_at=slot(n)))
+            store.record(record(f"b{n}", "jb", scheduled_at=slot(n)))
+        self.assertEqual(self.successResultOf(store.prune_periodically()), 4)  # full
+        store.record(record("a3", "ja", scheduled_at=slot(3)))
+        # Written behind the store's back (as if before a restart): only a full prune sees it.
+        store.record(record("b9", "jb", scheduled_at=slot(9)))
+        self.successResultOf(store.flush())
+        store._written_jobs.discard("jb")
+        clock.advance(60)
+        self.assertEqual(self.successResultOf(store.prune_periodically()), 1)  # ja only
+        self.assertEqual(self.successResultOf(store.query(job_uuid="jb"))[1], 2)
+        clock.advance(DAY)
+        self.assertEqual(self.successResultOf(store.prune_periodically()), 1)  # full: jb
+        self.assertEqual(self.successResultOf(store.query(job_uuid="jb"))[1], 1)
