@@ -412,13 +412,13 @@ KEYS: tuple[_Key, ...] = (
         "ExecutionLogFetchFanIn",
         "execution_log_fetch_fan_in",
         _integer(1),
-        "peers the leader pulls execution logs from per tick",
+        "nodes the leader asks per tick how far they got (progress marks)",
     ),
     _Key(
         "ExecutionLogFetchIntervalSeconds",
         "execution_log_fetch_interval_seconds",
         _number(0, exclusive=True),
-        "s between execution log pulls",
+        "s between progress fan-in ticks",
         aliases=("ExecutionLogFetchInterval",),
     ),
     _Key(

@@ -1113,9 +1113,8 @@ class SchedulerAPI:
             )
         )
         page = self._page(list(answer[0]), answer[1], limit, offset)
-        if len(answer) > 2:
-            # In a cluster: the members whose records could not be read now.
-            page["missing_nodes"] = list(answer[2])
+        # In a cluster: the members whose records could not be read now.
+        page["missing_nodes"] = list(answer[2]) if len(answer) > 2 else []
         return page
 
     async def list_executions(self, call: Call) -> dict:

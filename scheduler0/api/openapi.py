@@ -352,7 +352,15 @@ SCHEMAS: dict[str, Any] = {
             "skip_reason": _NULLABLE_STRING,
         }
     ),
-    "ExecutionPage": _page("Execution"),
+    # missing_nodes: in a cluster, the members whose records could not be
+    # read for this page (always empty on a single node).
+    "ExecutionPage": _closed(
+        {
+            "items": {"type": "array", "items": _ref("Execution")},
+            **_PAGE_KEYS,
+            "missing_nodes": {"type": "array", "items": {"type": "integer"}},
+        }
+    ),
     "ExecutionSummary": _closed(
         {
             "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
