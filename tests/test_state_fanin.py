@@ -412,3 +412,52 @@ class NodeProgressTests(FaninCase):
         self.assertFalse(covers_job((NOW, 3, 4), 5, 9))  # made before the job was taken up
         self.assertFalse(covers_job((NOW, 9, 12), 5, 9))  # a run begun after the move
         self.assertTrue(covers_job((NOW, 0, 0), None, 1))  # owner from before owner_since existed
+
+
+class HandoverGapTests(FaninCase):
+    """
+    Ownership.last_slots_before over the real state: where a job's old owner
+    got before a handover instant, for the new owner's gap check.
+    """
+
+    def ownership(self, store: StateStore) -> Any:
+        from scheduler0.cluster.ownership import Ownership
+
+        return Ownership(store, self.local(NOW, 100), 1)
+
+    def handed_over(self) -> tuple[StateStore, str, int]:
+        """A job node 2 held since index 3, handed to node 1 at index 5 (at NOW + 1 min)."""
+        store = self.with_jobs()
+        uuid = next(u for u in ("j000", "j001", "j002") if self.owner_of(store, u) == 2)
+        self.ok(store, "record_progress", marks=[[2, at(0.5), 3, 3]])  # index 4
+        self.ok(store, "assign_jobs", moves=[[uuid, 1]], handover_at=at(1))  # index 5
+        return store, uuid, 5
+
+    def owner_of(self, store: StateStore, uuid: str) -> int:
+        return self.result(store.ownership_of([uuid]))[uuid][0]
+
+    def test_the_old_owners_later_report_says_how_far_it_got(self) -> None:
+        """A report made after the handover, in the run that held the job, is used."""
+        store, uuid, assigned = self.handed_over()
+        self.ok(store, "record_progress", marks=[[2, at(2), 3, 5]])
+        found = self.result(self.ownership(store).last_slots_before([uuid], at(1), assigned))
+        self.assertEqual(found, {uuid: at(2 - 1 / 60000)})
+
+    def test_a_report_from_a_run_begun_after_the_handover_is_not_used(self) -> None:
+        """
+        The old owner restarted after the handover never loaded the job: its
+        report says nothing of it, and only what was committed at the move counts.
+        """
+        store, uuid, assigned = self.handed_over()
+        self.ok(store, "record_progress", marks=[[1, at(0), 3, 3]])  # index 6
+        self.ok(store, "record_progress", marks=[[2, at(2), 6, 6]])
+        found = self.result(self.ownership(store).last_slots_before([uuid], at(1), assigned))
+        self.assertEqual(found, {uuid: at(0.5 - 1 / 60000)})
+
+    def test_a_job_moved_again_since_keeps_only_what_was_committed(self) -> None:
+        """When the job moved on after the handover, the old owner's reports are not read."""
+        store, uuid, assigned = self.handed_over()
+        self.ok(store, "record_progress", marks=[[2, at(2), 3, 5]])
+        self.ok(store, "assign_jobs", moves=[[uuid, 2]], handover_at=None)
+        found = self.result(self.ownership(store).last_slots_before([uuid], at(1), assigned))
+        self.assertEqual(found, {uuid: at(0.5 - 1 / 60000)})

@@ -43,11 +43,12 @@ class Ownership:
         self, job_uuids: list[str], until: str, assigned_at: int | None = None
     ) -> Deferred:
         """
-        job_uuid -> the last slot before the handover instant C{until} known
-        to be done by the job's old owner: by that owner's last progress
-        report when it speaks for the job (the job is still as the handover
-        at log index C{assigned_at} left it), else what was committed for
-        the job when it moved. Jobs with neither are left out.
+        job_uuid -> the last instant through which the job's old owner is
+        known to have sent every slot, for a handover at C{until} (an instant
+        at or after C{until} means nothing before it is owed): by that
+        owner's last progress report when it speaks for the job (the job is
+        still as the handover at log index C{assigned_at} left it), else what
+        was committed for the job when it moved. Jobs with neither are left out.
         """
         return Deferred.fromCoroutine(self._last_slots_before(list(job_uuids), until, assigned_at))
 
