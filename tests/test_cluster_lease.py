@@ -1,16 +1,30 @@
 """
 Unit tests of the leases in scheduler0.cluster.node, on task.Clock with a
-fake Raft core, driver and peer client: when a node may fire, what a
-leader grants, and when it may take a silent node's jobs.
+fake Raft core, driver, transport and peer client: when a node may fire,
+what a leader grants, when it may take a silent node's jobs, and how
+renewals travel (over the Raft links, lease_channel, or peer HTTP).
 """
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import attrs
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from scheduler0.cluster import lease_channel
+from scheduler0.cluster.lease_channel import (
+    PATIENCE_S,
+    RETRY_S,
+    FollowerChannel,
+    LeaseAnswer,
+    LeaseDecodeError,
+    LeaseRequest,
+)
 from scheduler0.cluster.node import (
     LEASE_MARGIN_S,
     LEASE_RENEW_S,
@@ -20,9 +34,26 @@ from scheduler0.cluster.node import (
     ClusterNode,
     raft_settings,
 )
+from scheduler0.cluster.peer import PeerAPI
+from scheduler0.raft import codec
 from scheduler0.raft.core import FOLLOWER, LEADER, RaftSettings
-from scheduler0.raft.messages import ClusterConfig
+from scheduler0.raft.messages import (
+    MESSAGE_TYPES,
+    AppendEntries,
+    AppendResponse,
+    ClusterConfig,
+    Entry,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    SnapshotResponse,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
 from scheduler0.store.commands import Command
+from tests.test_api_support import Admin, basic
 
 
 @attrs.define
@@ -57,17 +88,30 @@ class FakePeers:
         return d
 
 
+@attrs.define
+class FakeTransport:
+    """Records what the node sends on its Raft links."""
+
+    sent: list[tuple[int, bytes]] = attrs.field(factory=list)
+
+    def send(self, to_node_id: int, payload: bytes) -> None:
+        self.sent.append((to_node_id, payload))
+
+
 @attrs.frozen
 class Config:
     node_id: int = 1
 
 
-class LeaseTests(SynchronousTestCase):
+class NodeFixture(SynchronousTestCase):
+    """Node 1 of members 1, 2 and 3 on a Clock, with fakes around it."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.core = FakeCore()
         self.driver = FakeDriver()
         self.peers = FakePeers()
+        self.transport = FakeTransport()
         self.node = ClusterNode(
             self.clock,
             Config(),
@@ -77,12 +121,24 @@ class LeaseTests(SynchronousTestCase):
             core=self.core,  # type: ignore[arg-type]
             raft=None,  # type: ignore[arg-type]
             driver=self.driver,  # type: ignore[arg-type]
-            transport=None,
+            transport=self.transport,
             peers=self.peers,  # type: ignore[arg-type]
             lease_s=1.0,
             monotonic=self.clock.seconds,
         )
 
+    def lead_with_grants(self, *node_ids: int) -> None:
+        """Node 1 leads term 2 (node 3 led term 1), its lease confirmed, leases granted."""
+        self.core.leader_id = "3"
+        self.node._noticed_leadership()
+        self.core.role, self.core.leader_id, self.core.term = LEADER, "1", 2
+        self.node._renew_lease()
+        self.driver.barriers[0].callback(1)
+        for node_id in node_ids:
+            self.node.grant_lease(node_id, False, 0)
+
+
+class LeaseTests(NodeFixture):
     def test_a_follower_fires_only_after_applying_what_its_lease_needs(self) -> None:
         """
         A granted lease runs from when the request left, and is usable only
@@ -148,16 +204,6 @@ class LeaseTests(SynchronousTestCase):
         live, gone = self.node.live_nodes()
         self.assertEqual(live, {})
         self.assertEqual((gone(2), gone(4)), (True, True))
-
-    def lead_with_grants(self, *node_ids: int) -> None:
-        """Node 1 leads term 2 (node 3 led term 1), its lease confirmed, leases granted."""
-        self.core.leader_id = "3"
-        self.node._noticed_leadership()
-        self.core.role, self.core.leader_id, self.core.term = LEADER, "1", 2
-        self.node._renew_lease()
-        self.driver.barriers[0].callback(1)
-        for node_id in node_ids:
-            self.node.grant_lease(node_id, False, 0)
 
     def test_a_slow_node_that_still_talks_raft_keeps_its_jobs_until_stuck(self) -> None:
         """
@@ -255,6 +301,297 @@ class LeaseTests(SynchronousTestCase):
         self.clock.advance(LEASE_RENEW_S - 0.0015)
         self.node._renew_lease()
         self.assertEqual(len(self.peers.requests), 3)
+
+
+#: A granted HTTP answer of a leader of this release in term 1 (it offers the Raft link).
+OFFERING = {"granted": True, "lease_s": 1.0, "term": 1, "must_apply": 0, "lease_channel": 1}
+
+
+class RaftLinkRenewalTests(NodeFixture):
+    """A follower's renewals over the Raft link to its leader (lease_channel)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.core.leader_id = "2"
+
+    def renew_after(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.node._renew_lease()
+
+    def offered(self) -> None:
+        """At 0 the renewal goes over HTTP; the leader's answer offers the link."""
+        self.node._renew_lease()
+        self.peers.requests[-1][2].callback(dict(OFFERING))
+
+    def requests_sent(self) -> list[LeaseRequest]:
+        """The lease requests sent on the Raft links so far (all to node 2)."""
+        self.assertEqual(
+            {to for to, _ in self.transport.sent}, {2} if self.transport.sent else set()
+        )
+        requests = [lease_channel.decode(payload) for _, payload in self.transport.sent]
+        assert all(isinstance(r, LeaseRequest) for r in requests)
+        return requests  # type: ignore[return-value]
+
+    def answer(self, request: LeaseRequest, granted: bool = True, **fields: object) -> None:
+        """Node 2 (or C{sender}) answers C{request} on its Raft link now."""
+        sender = int(fields.pop("sender", 2))  # type: ignore[call-overload]
+        values = {"term": 1, "lease_s": 1.0, "must_apply": 0} | fields
+        message = LeaseAnswer(request.seq, granted, **values)  # type: ignore[arg-type]
+        self.node.lease_message(sender, lease_channel.encode(message))
+
+    def lease_ends(self) -> float:
+        return self.node._lease_until
+
+    def test_a_lease_over_the_raft_link_counts_from_the_request_leaving(self) -> None:
+        """
+        Once the leader's HTTP answer offered it, a follower renews on its
+        Raft link; a granted answer runs lease_s from when that request left,
+        usable once the node applied what the answer names.
+        """
+        self.offered()
+        self.renew_after(LEASE_RENEW_S)
+        self.assertEqual(len(self.peers.requests), 1)
+        (request,) = self.requests_sent()
+        self.assertEqual((request.paused, request.applied_index), (False, 0))
+        self.clock.advance(0.3)
+        self.answer(request, must_apply=4)
+        self.assertFalse(self.node.lease_valid())
+        self.driver.applied_index = 4
+        self.assertTrue(self.node.lease_valid())
+        self.assertEqual(self.lease_ends(), LEASE_RENEW_S + 1.0)
+        self.clock.advance(LEASE_RENEW_S + 1.0 - 0.4 - 0.01)
+        self.assertTrue(self.node.lease_valid())
+        self.clock.advance(0.02)
+        self.assertFalse(self.node.lease_valid())
+
+    def test_a_late_answer_counts_from_its_own_request(self) -> None:
+        """
+        Answers are matched to requests by sequence number: a late answer to
+        an older request extends the lease only to that request's departure
+        plus lease_s; an answer matching no request in flight (answered
+        already, unknown, or from a node it was not sent to) extends nothing.
+        """
+        self.offered()
+        self.renew_after(LEASE_RENEW_S)
+        self.renew_after(LEASE_RENEW_S)
+        older, newer = self.requests_sent()
+        self.assertNotEqual(older.seq, newer.seq)
+        self.clock.advance(0.05)
+        self.answer(newer, sender=3)
+        self.answer(LeaseRequest(newer.seq + 1000, False, 0))
+        self.assertEqual(self.lease_ends(), 1.0)
+        self.answer(older)
+        self.assertEqual(self.lease_ends(), 0.1 + 1.0)
+        self.answer(older)
+        self.assertEqual(self.lease_ends(), 0.1 + 1.0)
+        self.clock.advance(0.85)
+        self.answer(newer)
+        self.assertEqual(self.lease_ends(), 0.2 + 1.0)
+        self.clock.advance(0.1)
+        self.answer(newer)
+        self.assertEqual(self.lease_ends(), 0.2 + 1.0)
+
+    def test_an_answer_from_a_node_no_longer_leading_extends_nothing(self) -> None:
+        """
+        A grant from the node the request went to counts only while that
+        node is still the leader this node knows, in the term of the request.
+        """
+        self.offered()
+        self.renew_after(LEASE_RENEW_S)
+        self.renew_after(LEASE_RENEW_S)
+        first, second = self.requests_sent()
+        self.answer(first, term=2)
+        self.assertEqual(self.lease_ends(), 1.0)
+        self.core.term, self.core.leader_id = 2, "3"
+        self.answer(second)
+        self.assertEqual(self.lease_ends(), 1.0)
+
+    def test_a_refusal_extends_nothing(self) -> None:
+        self.offered()
+        self.renew_after(LEASE_RENEW_S)
+        (request,) = self.requests_sent()
+        self.answer(request, granted=False)
+        self.assertEqual(self.lease_ends(), 1.0)
+
+    def test_renewals_go_on_every_interval_without_waiting_for_answers(self) -> None:
+        """
+        Over the link a renewal does not wait for the answer to the last
+        one; a new leader (or a new term) starts over HTTP again.
+        """
+        self.offered()
+        for _ in range(5):
+            self.renew_after(LEASE_RENEW_S)
+            self.answer(self.requests_sent()[-1])
+        self.assertEqual(len(self.requests_sent()), 5)
+        self.assertEqual(len(self.peers.requests), 1)
+        self.core.term, self.core.leader_id = 2, "3"
+        self.renew_after(LEASE_RENEW_S)
+        self.assertEqual(len(self.peers.requests), 2)
+        self.assertEqual(self.peers.requests[-1][0], 3)
+
+    def test_a_follower_falls_back_to_http_when_the_link_does_not_answer(self) -> None:
+        """
+        Requests unanswered on the link for PATIENCE_S send the next renewal
+        over HTTP, and the follower stays there for RETRY_S even though the
+        leader offers the link again; after that it tries the link anew. The
+        lease never lapses meanwhile.
+        """
+        self.offered()
+        self.renew_after(LEASE_RENEW_S)
+        self.renew_after(LEASE_RENEW_S)
+        self.assertEqual(len(self.requests_sent()), 2)
+        self.assertGreater(2 * LEASE_RENEW_S, PATIENCE_S)
+        self.renew_after(LEASE_RENEW_S)
+        self.assertEqual(len(self.requests_sent()), 2)
+        self.assertEqual(len(self.peers.requests), 2)
+        self.assertEqual(self.node._lease_channel.fallbacks, 1)
+        while self.clock.seconds() < 0.3 + RETRY_S:
+            self.peers.requests[-1][2].callback(dict(OFFERING))
+            self.assertTrue(self.node.lease_valid())
+            self.renew_after(LEASE_RENEW_S)
+        self.assertEqual(len(self.requests_sent()), 2)
+        self.peers.requests[-1][2].callback(dict(OFFERING))
+        http_renewals = len(self.peers.requests)
+        self.renew_after(LEASE_RENEW_S)
+        self.assertEqual(len(self.requests_sent()), 3)
+        self.assertEqual(len(self.peers.requests), http_renewals)
+
+    def test_with_a_leader_of_the_earlier_release_renewals_stay_on_http(self) -> None:
+        """
+        A leader whose HTTP answers do not offer the link (the release
+        before it) is never sent a lease message, which it would log as a
+        malformed Raft message.
+        """
+        for _ in range(20):
+            self.node._renew_lease()
+            answer = dict(OFFERING)
+            del answer["lease_channel"]
+            self.peers.requests[-1][2].callback(answer)
+            self.assertTrue(self.node.lease_valid())
+            self.clock.advance(LEASE_RENEW_S)
+        self.assertEqual(self.transport.sent, [])
+        self.assertEqual(len(self.peers.requests), 20)
+
+
+class RaftLinkGrantTests(NodeFixture):
+    """The leader's side of renewals over the Raft links."""
+
+    def ask(self, node_id: int, seq: int = 41, paused: bool = False) -> LeaseAnswer:
+        self.transport.sent.clear()
+        request = LeaseRequest(seq, paused, 0)
+        self.node.lease_message(node_id, lease_channel.encode(request))
+        ((to, payload),) = self.transport.sent
+        self.assertEqual(to, node_id)
+        answer = lease_channel.decode(payload)
+        assert isinstance(answer, LeaseAnswer)
+        self.assertEqual(answer.seq, seq)
+        return answer
+
+    def test_a_leader_grants_over_the_link_and_records_the_grant(self) -> None:
+        """
+        A request on the link is answered with grant_lease's verdict under
+        the request's sequence number, and the grant is recorded, so the
+        follower counts as live.
+        """
+        self.lead_with_grants()
+        self.clock.advance(0.05)
+        answer = self.ask(2, seq=2**63 + 5, paused=True)
+        self.assertEqual(answer, LeaseAnswer(2**63 + 5, True, 2, 1.0, 0))
+        self.assertEqual(self.node._grants[2], {"at": 0.05, "paused": True})
+        live, gone = self.node.live_nodes()
+        self.assertEqual(live[2], True)
+        self.assertFalse(gone(2))
+
+    def test_no_grant_without_the_leaders_lease_or_to_non_members_or_moving_nodes(self) -> None:
+        """
+        A follower, a leader whose own lease lapsed, a request from a
+        non-member or from a node whose jobs are moving off: refused, nothing
+        recorded.
+        """
+        self.core.leader_id = "2"
+        self.assertFalse(self.ask(3).granted)
+        self.lead_with_grants()
+        self.node.moving_off.add(3)
+        self.assertFalse(self.ask(3).granted)
+        self.assertFalse(self.ask(9).granted)
+        self.assertTrue(self.ask(2).granted)
+        self.clock.advance(self.node.leader_lease_s)
+        self.assertFalse(self.ask(2).granted)
+        self.assertEqual(sorted(self.node._grants), [1, 2])
+        self.assertEqual(self.node._grants[2]["at"], 0.0)
+
+    def test_the_http_lease_answer_offers_the_link(self) -> None:
+        """
+        POST /peer/lease answers grant_lease's verdict plus the offer; a
+        follower of the earlier release reads only the keys it knows.
+        """
+        asked = []
+
+        def grant_lease(node_id: int, paused: bool, applied_index: int) -> dict:
+            asked.append((node_id, paused, applied_index))
+            return {"granted": True, "lease_s": 1.0, "term": 4, "must_apply": 3}
+
+        api = PeerAPI(SimpleNamespace(grant_lease=grant_lease), Admin())
+        treq = StubTreq(api.resource())
+        body = {"node_id": 2, "paused": True, "applied_index": 7}
+        d = treq.post("http://node.test/peer/lease", json=body, headers=basic())
+        treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        data = json.loads(self.successResultOf(response.content()))["data"]
+        self.assertEqual(asked, [(2, True, 7)])
+        self.assertEqual(
+            data,
+            {"granted": True, "lease_s": 1.0, "term": 4, "must_apply": 3, "lease_channel": 1},
+        )
+
+
+class LeaseWireTests(SynchronousTestCase):
+    def test_lease_messages_round_trip_and_are_small(self) -> None:
+        request = LeaseRequest(2**64 - 1, True, 123_456)
+        answer = LeaseAnswer(7, True, 9, 0.5, 2**40)
+        refusal = LeaseAnswer.from_grant(8, {"granted": False, "leader_id": 2})
+        self.assertEqual(refusal, LeaseAnswer(8, False, 0, 0.0, 0))
+        for message in (request, answer, refusal):
+            payload = lease_channel.encode(message)
+            self.assertLessEqual(len(payload), 35)
+            self.assertEqual(lease_channel.decode(payload), message)
+
+    def test_malformed_lease_messages_are_refused(self) -> None:
+        good = lease_channel.encode(LeaseAnswer(7, True, 9, 0.5, 3))
+        for bad in (b"", b"L", good[:-1], good + b"\x00", b"Lx" + good[2:], b"\x01" + good[1:]):
+            self.assertRaises(LeaseDecodeError, lease_channel.decode, bad)
+
+    def test_no_raft_message_is_taken_for_a_lease_message(self) -> None:
+        """
+        Every Raft message starts with the codec's version byte, never the
+        lease tag, and the codec refuses a lease message (the earlier
+        release's driver counts and logs it, and keeps its connection).
+        """
+        entries = (Entry(3, 7, 1), Entry(3, 8, 0, b"L", "L"))
+        samples: list[Message] = [
+            VoteRequest(76, "L", "b", 7, 2, True, True),
+            VoteResponse(3, "b", "a", True, True),
+            AppendEntries(3, "a", "b", 6, 2, entries, 5),
+            AppendResponse(3, "b", "a", False, 0, 6, 2, 4),
+            Heartbeat(3, "a", "b", 5, 9),
+            HeartbeatResponse(3, "b", "a", 9),
+            InstallSnapshot(3, "a", "b", 100, 3, frozenset({"a"}), frozenset(), 64, b"L", True),
+            SnapshotResponse(3, "b", "a", 100, -1, False),
+            TimeoutNow(3, "a", "b"),
+        ]
+        self.assertEqual({type(m) for m in samples}, set(MESSAGE_TYPES))
+        for message in samples:
+            self.assertFalse(lease_channel.is_lease_message(codec.encode(message)))
+        for lease in (LeaseRequest(1, False, 0), LeaseAnswer(1, True, 1, 1.0, 0)):
+            payload = lease_channel.encode(lease)
+            self.assertTrue(lease_channel.is_lease_message(payload))
+            self.assertRaises(codec.DecodeError, codec.decode, payload)
+
+    def test_each_follower_process_numbers_its_requests_from_a_random_start(self) -> None:
+        """An answer queued for a restarted follower's old process matches none of the new's."""
+        starts = {FollowerChannel().next_seq for _ in range(5)}
+        self.assertEqual(len(starts), 5)
 
 
 @attrs.frozen

@@ -4,7 +4,9 @@ transport and the driver, behind the same C{propose}/C{read_barrier}/
 C{subscribe} seam as the single-node proposer; writes made on a follower
 are forwarded to the leader, and linearizable reads on a follower wait for
 the leader's ReadIndex. Leases (SPEC §7) are kept here too: a node may fire
-only while its lease is valid.
+only while its lease is valid; followers renew theirs over the Raft links
+(L{scheduler0.cluster.lease_channel}), or over peer HTTP with a leader that
+does not offer that.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from scheduler0.cluster import lease_channel
+from scheduler0.cluster.lease_channel import FollowerChannel, LeaseAnswer, LeaseRequest
 from scheduler0.cluster.peer import PeerClient, PeerNotLeader, PeerUnavailable
 from scheduler0.logs import LeadershipEvents
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
@@ -130,6 +134,8 @@ class ClusterNode:
     _confirming: bool = False
     _last_follower_renewal: float = float("-inf")
     _renewal_in_flight: bool = False
+    # The follower's renewals over the Raft links (lease_channel).
+    _lease_channel: FollowerChannel = attrs.field(factory=FollowerChannel)
     # (node id, term) of the last leader this node followed.
     _previous_leader: tuple[int, int] | None = None
     # The latest log index that changed what fires, and this leader's first
@@ -178,8 +184,12 @@ class ClusterNode:
         node_ref: list[ClusterNode] = []
 
         def deliver(sender: int, payload: bytes) -> None:
-            node_ref[0].heard_from(sender)
-            node_ref[0].driver.receive(payload)
+            node = node_ref[0]
+            node.heard_from(sender)
+            if lease_channel.is_lease_message(payload):
+                node.lease_message(sender, payload)
+            else:
+                node.driver.receive(payload)
 
         tls = load_raft_tls(config)
         transport = RaftTransport(
@@ -479,6 +489,24 @@ class ClusterNode:
         leader = self.leader_id
         if leader is None:
             return
+        channel = self._lease_channel
+        term = self.core.term
+        if channel.usable(leader, term):
+            if not channel.silent(now):
+                seq = channel.request(leader, term, now, self.lease_s)
+                request = LeaseRequest(seq, self.is_paused(), self.driver.applied_index)
+                self.transport.send(leader, lease_channel.encode(request))
+                return
+            delay = channel.give_up(now)
+            log.info(
+                "lease renewals over the Raft link to node {leader} went unanswered: "
+                "renewing over HTTP (the link is tried again in {delay:g} s at the earliest)",
+                leader=leader,
+                delay=delay,
+            )
+        self._renew_over_http(leader, now)
+
+    def _renew_over_http(self, leader: int, now: float) -> None:
         request = {
             "node_id": self.config.node_id,
             "paused": self.is_paused(),
@@ -492,11 +520,50 @@ class ClusterNode:
 
         def granted(answer: dict) -> None:
             if answer.get("granted"):
-                # Counted from when the request left, not when the answer came.
-                self._lease_until = max(self._lease_until, now + float(answer["lease_s"]))
-                self._lease_requires = max(self._lease_requires, int(answer.get("must_apply", 0)))
+                self._take_grant(now, float(answer["lease_s"]), int(answer.get("must_apply", 0)))
+                # A leader of this release offers the Raft link for the next ones.
+                if answer.get(lease_channel.HTTP_OFFER_KEY) == lease_channel.HTTP_OFFER:
+                    self._lease_channel.offer(leader, int(answer["term"]), self.monotonic())
 
         d.addCallbacks(granted, lambda f: None)
+
+    def _take_grant(self, sent_at: float, lease_s: float, must_apply: int) -> None:
+        """A lease granted to a request that left at C{sent_at}."""
+        # Counted from when the request left, not when the answer came.
+        self._lease_until = max(self._lease_until, sent_at + lease_s)
+        self._lease_requires = max(self._lease_requires, must_apply)
+
+    def lease_message(self, sender: int, payload: bytes) -> None:
+        """
+        A lease message off the Raft link from C{sender} (authenticated by
+        the link's handshake): a leader answers a request with
+        L{grant_lease}'s verdict; a follower takes a granted answer to one
+        of its requests in flight if C{sender} still leads the term the
+        request was sent in.
+        """
+        try:
+            message = lease_channel.decode(payload)
+        except lease_channel.LeaseDecodeError as e:
+            log.warn(
+                "dropped a malformed lease message from node {peer}: {why}", peer=sender, why=e
+            )
+            return
+        if isinstance(message, LeaseRequest):
+            grant = self.grant_lease(sender, message.paused, message.applied_index)
+            answer = LeaseAnswer.from_grant(message.seq, grant)
+            self.transport.send(sender, lease_channel.encode(answer))
+            return
+        sent = self._lease_channel.answered(sender, message.seq)
+        if sent is None or not message.granted:
+            return
+        if (
+            self.is_leader
+            or message.term != sent.term
+            or (self.leader_id, self.core.term) != (sender, sent.term)
+        ):
+            # Not (any more) the leader this node knows for that term.
+            return
+        self._take_grant(sent.at, message.lease_s, message.must_apply)
 
     def grant_lease(self, node_id: int, paused: bool, applied_index: int) -> dict:
         """

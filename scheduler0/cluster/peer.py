@@ -5,7 +5,10 @@ as the API, under C{/peer/}, with the admin (peer) credentials as HTTP Basic.
 - C{POST /peer/propose}: a follower forwards a write (a L{Command}'s bytes)
   to the leader and gets the leader's answer and the log index to wait for.
 - C{POST /peer/read_index}: a follower asks the leader for a ReadIndex.
-- C{POST /peer/lease}: a node renews its lease (SPEC §7).
+- C{POST /peer/lease}: a node renews its lease (SPEC §7). The answer offers
+  the cheaper renewal over the Raft links (L{scheduler0.cluster.lease_channel}),
+  which a follower of this release takes; one of an earlier release keeps
+  renewing here.
 - C{GET /peer/progress}: the leader asks how far a node got with its jobs
   (the progress fan-in).
 - C{POST /peer/history}, C{POST /peer/latest}: a page of this node's own
@@ -31,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
@@ -245,9 +249,12 @@ class PeerAPI:
         node_id = body.get("node_id")
         if not isinstance(node_id, int) or isinstance(node_id, bool):
             raise _Refused(400, "invalid", "node_id: must be an integer")
-        return self.node.grant_lease(
+        grant = self.node.grant_lease(
             node_id, bool(body.get("paused")), int(body.get("applied_index") or 0)
         )
+        # This release takes renewals over the Raft links too (cheaper); a
+        # follower of an earlier release ignores the offer and stays here.
+        return {**grant, HTTP_OFFER_KEY: HTTP_OFFER}
 
     async def _progress(self, request: Any) -> Any:
         mark = self.node.progress_mark()
