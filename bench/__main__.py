@@ -4,12 +4,13 @@ The benchmark suite of issue 5, one command per scenario:
     python -m bench <scenario> [options]     (python -m bench <scenario> --help)
     python -m bench all [--quick]
 
-Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth.
+Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth, idle.
 precision, throughput, scale and api take --nodes N (N > 1: a cluster of N nodes on
 127.0.0.1, bench/cluster.py); failover always runs on a cluster (3 nodes by
 default); cpu takes a list of sizes (--nodes 1 3 5, the default) and
-measures each on a fresh node or cluster. Each prints a table and writes
-bench/results/<scenario>-<UTC stamp>.json with the machine facts. `all` runs
+measures each on a fresh node or cluster, and so does idle (--nodes 3 5).
+Each prints a table and writes bench/results/<scenario>-<UTC stamp>.json
+with the machine facts. `all` runs
 each in a process of its own, one after the other (`--quick`: the whole run
 in about 5.5 minutes before cpu was added, failover with 2 kills of each
 kind), and ends with a summary of what ran.
@@ -27,8 +28,10 @@ from typing import Any
 
 from bench.common import CLUSTER_NEEDED, machine_facts, print_json_path, table, write_result
 
-ORDER = ["precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth"]
-OWN = {"precision", "throughput", "cpu", "failover", "peers"}
+ORDER = [
+    "precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth", "idle"
+]  # fmt: skip
+OWN = {"precision", "throughput", "cpu", "failover", "peers", "idle"}
 EXTERNAL = {"scale": "bench.scale", "api": "bench.api"}
 HELP = {
     "precision": "scenario 1: lateness/missed/duplicates of N jobs @every 1s (--nodes N)",
@@ -40,6 +43,7 @@ HELP = {
     "raft": "Raft layer: committed writes/s (+ PySyncObj when installed) and failover",
     "peers": "scenario 6: APScheduler 3.x next to Scheduler0 in the same run",
     "auth": "cost of authenticating one API request",
+    "idle": "CPU of idle clusters with no jobs, all nodes summed (--nodes 3 5)",
 }
 
 
