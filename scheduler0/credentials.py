@@ -129,14 +129,26 @@ def save_admin_credentials(path: str, creds: AdminCredentials) -> None:
     write_atomically(path, text, mode=0o600)
 
 
+def token(nbytes: int) -> str:
+    """
+    C{nbytes} random bytes as URL-safe text that never begins with C{-}: a
+    value passed after a command-line option (C{--api-secret VALUE}) that
+    began with one would be read as another option.
+    """
+    while True:
+        text = secrets.token_urlsafe(nbytes)
+        if not text.startswith("-"):
+            return text
+
+
 def generate_password() -> str:
     """A fresh random password for peer basic auth."""
-    return secrets.token_urlsafe(24)
+    return token(24)
 
 
 def generate_secret_key() -> str:
     """A fresh random secret key for deriving client API credentials."""
-    return secrets.token_urlsafe(32)
+    return token(32)
 
 
 def generate_admin_credentials(username: str = "admin") -> AdminCredentials:

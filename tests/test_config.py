@@ -31,6 +31,7 @@ from scheduler0.credentials import (
     generate_admin_credentials,
     load_admin_credentials,
     save_admin_credentials,
+    token,
 )
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -557,6 +558,17 @@ class CredentialsTests(_Directory, SynchronousTestCase):
 
     def config(self) -> Config:
         return Config(base_dir=self.make_dir())
+
+    def test_tokens_never_begin_with_a_dash(self) -> None:
+        """
+        Generated secrets can follow a command-line option as its value
+        (C{--api-secret VALUE}): none begins with C{-}, which argparse would
+        take for another option; the rest of the alphabet stays.
+        """
+        tokens = [token(3) for _ in range(3000)]
+        self.assertFalse([t for t in tokens if t.startswith("-")])
+        self.assertTrue(any("-" in t for t in tokens))
+        self.assertEqual({len(t) for t in tokens}, {4})
 
     def test_path_is_beside_the_config(self) -> None:
         """.scheduler0 lives in the config's base directory."""

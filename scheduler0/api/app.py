@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -59,6 +58,7 @@ from scheduler0.api.validation import (
     decode_cursor,
     encode_cursor,
 )
+from scheduler0.credentials import token
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.store.commands import Command
@@ -251,7 +251,7 @@ def _default_uuid() -> str:
 
 
 def _default_token(n: int) -> str:
-    return secrets.token_urlsafe(n)
+    return token(n)
 
 
 @attrs.define(eq=False, kw_only=True)
