@@ -417,6 +417,14 @@ class NodeMetrics:
         if scheduler is not None:
             active = scheduler.active_jobs()
             yield _gauge("scheduler0_jobs_active", "Active jobs this node fires now.", active)
+            admission = getattr(scheduler, "admission", None)
+            if admission is not None:
+                yield _gauge(
+                    "scheduler0_overloaded",
+                    "1 while this node's reactor is busy enough that it sheds slots it"
+                    " cannot send on time (recorded skipped: overloaded).",
+                    1 if admission.busy else 0,
+                )
             yield _gauge(
                 "scheduler0_jobs_owned",
                 "Jobs the cluster assigned to this node (a single node owns all its active jobs).",

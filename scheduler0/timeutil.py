@@ -4,7 +4,9 @@ One textual form for instants everywhere: RFC 3339 in UTC with milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from time import thread_time
 
 
 def utc_from_timestamp(seconds: float) -> datetime:
@@ -38,3 +40,32 @@ def parse_instant(text: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"instant {text!r} has no UTC offset")
     return parsed.astimezone(UTC)
+
+
+#: Off the CPU this long between two looks is a stall, not a busy thread.
+STALL_S = 1.0
+
+
+class StallWatch:
+    """
+    Tells a stall from a busy reactor. Between two looks, a thread that was
+    working used about as much CPU as time passed; one that spent more than
+    C{threshold} seconds off the CPU was stopped (SIGSTOP, a suspended
+    machine), idle, or saw its clock jump -- its lateness is not load.
+    """
+
+    def __init__(
+        self, threshold: float = STALL_S, cpu: Callable[[], float] = thread_time
+    ) -> None:
+        self.threshold = threshold
+        #: The thread's CPU seconds (replaced in tests).
+        self.cpu = cpu
+        self._at = -float("inf")
+        self._cpu = 0.0
+
+    def stalled(self, now: float) -> bool:
+        """Was this thread off the CPU for more than C{threshold} since the last look?"""
+        cpu = self.cpu()
+        off_cpu = (now - self._at) - (cpu - self._cpu)
+        self._at, self._cpu = now, cpu
+        return off_cpu > self.threshold

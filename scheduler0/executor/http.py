@@ -58,6 +58,8 @@ STOP_GRACE_S = 10.0
 SKIP_QUEUE_FULL = "queue_full"
 SKIP_RESOURCE_GUARD = "resource_guard"
 SKIP_NODE_STOPPING = "node_stopping"
+#: Recorded by the scheduler past a node's capacity (scheduler0.scheduler.admission).
+SKIP_OVERLOADED = "overloaded"
 
 # Failures of the network or the peer, worth another attempt.
 _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -99,6 +101,10 @@ class Delivery:
     # The slot's instant in POSIX seconds, when the caller knows it (the
     # scheduler does), so lateness needs no parsing of scheduled_at.
     scheduled_s: float | None = attrs.field(default=None, eq=False, repr=False)
+    # Since when the scheduler could send it (POSIX seconds: its slot, or a
+    # later instant from which the node could fire), so the node can tell
+    # how far behind its own work is (see L{HTTPExecutor.congested}).
+    ready_s: float | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def job_members_json(job_uuid: str, project_uuid: str, name: str, spec: str, data: object) -> str:
@@ -452,6 +458,19 @@ class HTTPExecutor:
         for item in dropped:
             self._finish_skipped(item, reason)
         return len(dropped)
+
+    def congested(self, before: float) -> set[str]:
+        """
+        The callback URLs whose queue begins with a first attempt that
+        became ready (L{Delivery.ready_s}) before C{before}.
+        """
+        late = set()
+        for url, queue in self._queues.items():
+            head = queue[0]
+            ready = head.delivery.ready_s
+            if ready is not None and ready < before and head.attempts == 0:
+                late.add(url)
+        return late
 
     def queue_depth(self) -> int:
         """Deliveries waiting for a worker (not in flight, not waiting to retry)."""

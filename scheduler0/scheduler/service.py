@@ -25,7 +25,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from scheduler0.executor.http import Delivery, Outcome, job_members_json
+from scheduler0.executor.http import SKIP_OVERLOADED, Delivery, Outcome, job_members_json
+from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
@@ -52,6 +53,13 @@ _READ_OWNERSHIP = frozenset(("create_jobs", "assign_jobs"))
 # How soon a node without a valid lease looks again whether it may fire.
 LEASE_RETRY_S = 0.05
 PREPARE_LEAD_MAX_S = 1.0
+
+# The longest the scheduler works through due slots in one reactor turn
+# before it lets the reactor serve everything else (Raft heartbeats, leases,
+# the API, callback answers) and goes on in the next.
+SLICE_S = 0.02
+# Slots worked through between two looks at the clock.
+_SLICE_CHECK = 256
 
 # Jobs are read from the state this many at a time at start-up, so a million
 # of them never sit in memory as whole rows at once, and the first pages fire
@@ -261,6 +269,19 @@ class SchedulerService(Service):
     execution_observers: list[Callable[[dict], None]] = attrs.field(factory=list)
     started_observers: list[Callable[[Delivery, float], None]] = attrs.field(factory=list)
     _failed_observers: set[Any] = attrs.field(factory=set)
+    # Whether the node sheds now (past its capacity), and what it shed.
+    admission: Admission = attrs.field(factory=Admission)
+    # While it may: the callback URLs whose queue is behind (see Admission).
+    _congested: set[str] | None = None
+    # Since when this node could fire what falls due: loaded, holding its
+    # lease, no job taken over (a slot older than that is late for those,
+    # not for load; see Admission).
+    _open_since: float = 0.0
+    _blocked: bool = False
+    # When the firing timer is due (None: set otherwise, e.g. to wait for a lease).
+    _timer_due: float | None = None
+    # Preparation time spent on the slots of the current lead (over slices).
+    _prep_spent: float = 0.0
 
     # -- service lifecycle -------------------------------------------------
 
@@ -323,6 +344,8 @@ class SchedulerService(Service):
             pending, self._pending = self._pending or [], None
             for command, result, index in pending:
                 self._follow(command, result, index)
+            # Slots of the jobs just loaded are late for the restart, not for load.
+            self._reopen(self.clock.seconds())
             self._fire_due()
             if following is None:
                 break
@@ -330,6 +353,7 @@ class SchedulerService(Service):
             page = await following
         self._pending = None
         self._loaded_at = loading_at
+        self._reopen(self.clock.seconds())
         log.info(
             "scheduler loaded {count} jobs ({active} active)",
             count=count,
@@ -798,6 +822,7 @@ class SchedulerService(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._timer_due = None
 
     def _arm(self) -> None:
         """Set the one timer for the earliest live slot."""
@@ -814,12 +839,14 @@ class SchedulerService(Service):
             self._cancel_timer()
             return
         wake = at - self._lead
-        delay = max(0.0, wake - self.clock.seconds())
+        now = self.clock.seconds()
+        delay = max(0.0, wake - now)
         if self._timer is not None and self._timer.active():
             if abs(self._timer.getTime() - wake) < 1e-9:
                 return
             self._timer.cancel()
         self._timer = self.clock.callLater(delay, self._fire_due)
+        self._timer_due = now + delay
 
     def _fire_due(self) -> None:
         """
@@ -827,25 +854,44 @@ class SchedulerService(Service):
         whose instant has passed), then re-arm.
         """
         self._timer = None
-        if self.may_fire is not None and not self.may_fire():
+        if not self._may_fire():
             self._timer = self.clock.callLater(LEASE_RETRY_S, self._fire_due)
             return
-        started = self.clock.seconds()
+        clock = self.clock
+        started = clock.seconds()
+        admission = self.admission
+        if self._timer_due is not None:
+            # How late the reactor ran this timer: the node's own lag.
+            if admission.timer_ran(self._timer_due, started):
+                self._reopen(started)
+            self._timer_due = None
+        self._steer(started)
         horizon = started + self._lead
         now = utc_from_timestamp(started)
         entries = self._entries
+        worked = 0
+        sliced = False
         while self._heap and self._heap[0][0] <= horizon:
             _, _, entry = heapq.heappop(self._heap)
             if entries.get(entry.uuid) is not entry or entry.next_slot is None:
                 continue
             try:
-                following = self._fire_slot(entry, entry.next_slot, now)
+                following = self._fire_slot(entry, entry.next_slot, now, started)
             except Exception:
                 log.failure("firing job {job_uuid} failed", job_uuid=entry.uuid)
                 following = entry.schedule.next_after(entry.next_slot)
             self._push(entry, following)
-        took = self.clock.seconds() - started
-        self._lead = min(PREPARE_LEAD_MAX_S, max(PREPARE_LEAD_MIN_S, 3 * took))
+            worked += 1
+            if worked % _SLICE_CHECK == 0 and clock.seconds() - started > SLICE_S:
+                # The rest in the next turn (_arm finds them due at once).
+                sliced = True
+                break
+        took = clock.seconds() - started
+        self._prep_spent += took
+        if not sliced:
+            # What preparing one lead's slots took, over all its slices.
+            took, self._prep_spent = self._prep_spent, 0.0
+            self._lead = min(PREPARE_LEAD_MAX_S, max(PREPARE_LEAD_MIN_S, 3 * took))
         self._arm_release()
         self._arm()
 
@@ -874,21 +920,61 @@ class SchedulerService(Service):
             max(0.0, due - self.clock.seconds()), self._release
         )
 
-    def _release(self) -> None:
-        """Hand every prepared delivery whose instant has come to the executor."""
+    def _may_fire(self) -> bool:
+        """May this node fire now? (Notes when it may again after it could not.)"""
+        if self.may_fire is None or self.may_fire():
+            if self._blocked:
+                self._blocked = False
+                self._reopen(self.clock.seconds())
+            return True
+        self._blocked = True
+        return False
+
+    def _steer(self, now: float) -> None:
+        """Is the node busy, and (if so) which callback URLs are behind?"""
+        admission = self.admission
+        admission.steer(now)
+        self._congested = self.executor.congested(now - GATE_S) if admission.busy else None
+
+    def _reopen(self, now: float) -> None:
+        """From C{now} on the node fires again: what was owed before is late, but not for load."""
+        self._open_since = now
+
+    def _release(self, rotated: bool = False) -> None:
+        """
+        Hand every prepared delivery whose instant has come to the executor
+        (or, past the node's capacity, record it as overloaded), for at
+        most SLICE_S; the rest in the next reactor turn.
+        """
         self._release_timer = None
-        if self.may_fire is not None and not self.may_fire():
+        if not self._may_fire():
             self._release_timer = self.clock.callLater(LEASE_RETRY_S, self._release)
             return
-        now = self.clock.seconds()
+        clock = self.clock
+        now = clock.seconds()
+        admission = self.admission
+        self._steer(now)
+        open_since = self._open_since
         entries = self._entries
+        worked = 0
         for due in sorted(d for d in self._batches if d <= now):
+            # Ready since its instant, or since the node could fire again;
+            # how late the node gets to it is the reactor's backlog (the
+            # rest of a burst handed over in slices waited for the slices
+            # before it).
+            ready = due if due > open_since else open_since
+            if not rotated and admission.timer_ran(ready, now):
+                self._reopen(now)
+                open_since = ready = now
             batch = self._batches.pop(due)
-            # Start each batch at another place: when an overloaded node
-            # sheds the tail of a burst, the loss is spread over every job
-            # instead of always falling on the last ones created.
-            self._rotation = (self._rotation + _ROTATION_STEP) % max(len(batch), 1)
-            for entry, slot, delivery in batch[self._rotation :] + batch[: self._rotation]:
+            if not rotated:
+                # Start each batch at another place: when an overloaded node
+                # sheds the tail of a burst, the loss is spread over every
+                # job instead of always falling on the last ones created.
+                self._rotation = (self._rotation + _ROTATION_STEP) % max(len(batch), 1)
+                batch = batch[self._rotation :] + batch[: self._rotation]
+            rotated = False
+            for position, (entry, slot, delivery) in enumerate(batch):
                 if entries.get(entry.uuid) is not entry:
                     continue  # deleted, paused or changed since it was prepared
                 prepared = entry.prepared
@@ -896,10 +982,27 @@ class SchedulerService(Service):
                     prepared.remove(slot)
                     if not prepared:
                         entry.prepared = None
-                self._submit(delivery)
+                congested = self._congested
+                if congested and delivery.callback_url in congested:
+                    self._shed(delivery)
+                else:
+                    delivery.ready_s = ready
+                    self._submit(delivery)
+                worked += 1
+                if worked % _SLICE_CHECK == 0 and clock.seconds() - now > SLICE_S:
+                    rest = batch[position + 1 :]
+                    if rest:
+                        # Already rotated: the next turn goes on from here.
+                        self._batches[due] = rest
+                        self._release_timer = clock.callLater(0, self._release, True)
+                    else:
+                        self._arm_release()
+                    return
         self._arm_release()
 
-    def _fire_slot(self, entry: _Entry, slot: datetime, now: datetime) -> datetime | None:
+    def _fire_slot(
+        self, entry: _Entry, slot: datetime, now: datetime, now_s: float
+    ) -> datetime | None:
         """
         Deliver C{slot}, or, when it is older than the job's catch-up window,
         record it and every other overdue slot before the window as skipped.
@@ -915,6 +1018,13 @@ class SchedulerService(Service):
             return self._following(entry, slot)
         window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot >= window_start:
+            if self.admission.busy:
+                # Reached this long after it became ready: the timer heap is
+                # behind; shed it before building anything for it.
+                ready = max(_slot_seconds(slot), self._open_since)
+                if now_s - ready > LATE_S:
+                    self._shed_slot(entry, slot)
+                    return self._following(entry, slot)
             self._deliver(entry, slot)
             return self._following(entry, slot)
         count = 0
@@ -988,14 +1098,49 @@ class SchedulerService(Service):
             self.executions.record(record, trusted=True)
         return record
 
-    def _deliver(self, entry: _Entry, slot: datetime) -> dict:
+    def _deliver(self, entry: _Entry, slot: datetime, always: bool = False) -> dict:
         # No record yet: the executor's on_started writes the first one when
         # the POST goes out. Until then the slot is owed (a restart fires it
         # again), and writing it here would cost a record per slot on the
         # path between the slot's instant and its POST.
         record = self._record(entry, slot, state="scheduled", write=False)
-        self._submit(self._delivery(entry, slot, record))
+        delivery = self._delivery(entry, slot, record)
+        congested = self._congested
+        if not always and congested and delivery.callback_url in congested:
+            self._shed(delivery)
+            return record
+        scheduled, open_since = delivery.scheduled_s or 0.0, self._open_since
+        delivery.ready_s = scheduled if scheduled > open_since else open_since
+        self._submit(delivery)
         return record
+
+    def _shed_slot(self, entry: _Entry, slot: datetime) -> None:
+        """Record C{slot} of C{entry} as skipped: the node is past its capacity."""
+        self.admission.shed += 1
+        record = self._record(entry, slot, state="skipped", skip_reason=SKIP_OVERLOADED)
+        if self.execution_observers:
+            self._observe(self.execution_observers, record)
+
+    def _shed(self, delivery: Delivery) -> None:
+        """Record C{delivery}'s slot as skipped: the node is past its capacity."""
+        self.admission.shed += 1
+        record = {
+            "execution_id": delivery.execution_id,
+            "job_uuid": delivery.job_uuid,
+            "project_uuid": delivery.project_uuid,
+            "scheduled_at": delivery.scheduled_at,
+            "state": "skipped",
+            "attempts": 0,
+            "node_id": self.node_id,
+            "started_at": None,
+            "finished_at": None,
+            "status_code": None,
+            "error": None,
+            "skip_reason": SKIP_OVERLOADED,
+        }
+        self.executions.record(record, trusted=True)
+        if self.execution_observers:
+            self._observe(self.execution_observers, record)
 
     def _submit(self, delivery: Delivery) -> None:
         """Hand C{delivery} to the executor; it is owed until its first attempt begins."""
@@ -1145,7 +1290,7 @@ class SchedulerService(Service):
         # record shows as scheduled_at.
         now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
         entry = _Entry(job["uuid"], job["name"], job.get("data"), _Kind(*_Kind.key(job), None))
-        return succeed(self._deliver(entry, now))
+        return succeed(self._deliver(entry, now, always=True))
 
     def next_run_at(self, job: dict) -> str | None:
         """The next slot of C{job} this node will fire, as text."""
