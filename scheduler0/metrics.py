@@ -421,8 +421,8 @@ class NodeMetrics:
             if admission is not None:
                 yield _gauge(
                     "scheduler0_overloaded",
-                    "1 while this node's reactor is busy enough that it sheds slots it"
-                    " cannot send on time (recorded skipped: overloaded).",
+                    "1 while this node is busy (its reactor thread mostly on the CPU, or its"
+                    " timers late); past its capacity it sheds slots (skipped: overloaded).",
                     1 if admission.busy else 0,
                 )
             yield _gauge(

@@ -44,14 +44,18 @@ def parse_instant(text: str) -> datetime:
 
 #: Off the CPU this long between two looks is a stall, not a busy thread.
 STALL_S = 1.0
+#: ... while using less than this share of it on the CPU.
+STALL_CPU_SHARE = 0.25
 
 
 class StallWatch:
     """
     Tells a stall from a busy reactor. Between two looks, a thread that was
-    working used about as much CPU as time passed; one that spent more than
-    C{threshold} seconds off the CPU was stopped (SIGSTOP, a suspended
-    machine), idle, or saw its clock jump -- its lateness is not load.
+    working used CPU for much of the time that passed (all of it, or its
+    share of a machine with more work than cores); one that spent more than
+    C{threshold} seconds off the CPU and used almost none was stopped
+    (SIGSTOP, a suspended machine), idle, or saw its clock jump -- its
+    lateness is not load.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class StallWatch:
     def stalled(self, now: float) -> bool:
         """Was this thread off the CPU for more than C{threshold} since the last look?"""
         cpu = self.cpu()
-        off_cpu = (now - self._at) - (cpu - self._cpu)
+        used = cpu - self._cpu
+        passed = now - self._at
         self._at, self._cpu = now, cpu
-        return off_cpu > self.threshold
+        return passed - used > self.threshold and used < STALL_CPU_SHARE * passed

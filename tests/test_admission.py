@@ -15,7 +15,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.scheduler import service as scheduler_service
-from scheduler0.scheduler.admission import BUSY, CONTROL_S, GATE_S, LATE_S, Admission
+from scheduler0.scheduler.admission import (
+    BUSY,
+    BUSY_LAG_S,
+    CONTROL_S,
+    GATE_S,
+    LATE_S,
+    Admission,
+)
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.timeutil import STALL_S, StallWatch, format_instant
 from tests.test_scheduler import (
@@ -47,6 +54,17 @@ class StallWatchTests(SynchronousTestCase):
         cpu.seconds += 5.0
         self.assertFalse(watch.stalled(105.0))
 
+    def test_a_thread_sharing_a_busy_machine_is_not_stalled(self) -> None:
+        """
+        On a machine with more work than cores a working thread is off the
+        CPU much of the time, but not idle: busy, not a stall.
+        """
+        cpu = FakeCPU()
+        watch = StallWatch(STALL_S, cpu)
+        watch.stalled(100.0)
+        cpu.seconds += 1.5
+        self.assertFalse(watch.stalled(104.0))
+
     def test_time_off_the_cpu_is_a_stall(self) -> None:
         """More than the threshold passed with the thread off the CPU: a stall."""
         cpu = FakeCPU()
@@ -73,6 +91,23 @@ class AdmissionTests(SynchronousTestCase):
         self.assertTrue(admission.busy)
         cpu.seconds += CONTROL_S * (BUSY - 0.3)
         admission.steer(10.0 + CONTROL_S * 2)
+        self.assertFalse(admission.busy)
+
+    def test_a_late_timer_makes_the_node_busy(self) -> None:
+        """
+        A timer run BUSY_LAG_S late (not a stall) makes the node busy for the
+        next period, however little CPU its thread got (a machine with more
+        work than cores).
+        """
+        cpu = FakeCPU()
+        admission = Admission(cpu=cpu)
+        admission.steer(10.0)
+        cpu.seconds += 0.05
+        self.assertFalse(admission.timer_ran(10.1, 10.1 + BUSY_LAG_S + 0.05))
+        admission.steer(10.0 + CONTROL_S)
+        self.assertTrue(admission.busy)
+        admission.timer_ran(10.6, 10.61)
+        admission.steer(10.0 + 2 * CONTROL_S)
         self.assertFalse(admission.busy)
 
     def test_a_timer_late_while_off_the_cpu_is_a_stall(self) -> None:
@@ -209,6 +244,44 @@ class SheddingTests(SynchronousTestCase):
         self.assertEqual(self.shed(), [])
         expected = [format_instant(START + timedelta(seconds=k)) for k in range(1, 9)]
         self.assertEqual([d.scheduled_at for d in self.executor.submitted], expected)
+
+    def test_slots_owed_across_a_lease_gap_are_not_shed(self) -> None:
+        """
+        Slots that fell due while the node held no lease are late for that,
+        not for load: once it holds one again they are sent, none shed --
+        even on a busy node.
+        """
+        self.build([make_job()])
+        lease = [True]
+        self.scheduler.may_fire = lambda: lease[0]
+        self.run_for(2.5, busy=True)
+        lease[0] = False
+        self.run_for(3, busy=True)
+        lease[0] = True
+        self.run_for(1, busy=True)
+        self.assertEqual(self.shed(), [])
+        expected = [format_instant(START + timedelta(seconds=k)) for k in range(1, 7)]
+        self.assertEqual([d.scheduled_at for d in self.executor.submitted], expected)
+
+    def test_the_gap_is_forgiven_not_the_load_after_it(self) -> None:
+        """
+        A slot owed across a lease gap counts as ready when the gap ended;
+        if the node then takes more than LATE_S longer to reach it, it is shed.
+        """
+        self.build([make_job()])
+        scheduler = self.scheduler
+        scheduler._gap(START.timestamp() + 10, START.timestamp() + 13)
+        # Due at +11 (inside the gap): ready at +13.
+        self.assertEqual(scheduler._ready(START.timestamp() + 11), START.timestamp() + 13)
+        # Due at +9 (owed when the gap began): moved on by the gap's 3 s.
+        self.assertEqual(scheduler._ready(START.timestamp() + 9), START.timestamp() + 12)
+        # Due after it: its own instant.
+        self.assertEqual(scheduler._ready(START.timestamp() + 14), START.timestamp() + 14)
+        # A job taken over at +15: its owed slots count from then.
+        self.assertEqual(
+            scheduler._ready(START.timestamp() + 11, START.timestamp() + 15),
+            START.timestamp() + 15,
+        )
 
     def test_slots_late_for_a_restart_are_not_shed(self) -> None:
         """Catching up after a restart (slots owed from before it) is not overload."""

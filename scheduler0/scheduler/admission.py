@@ -10,21 +10,26 @@ small part of the cost of sending it. The scheduler sheds a slot
   - when it reaches the slot more than L{LATE_S} after the slot became
     ready (the timer heap itself is behind), before building anything for
     it; and
-  - when it hands a delivery over while the queue of that delivery's
-    callback URL holds one that became ready more than L{GATE_S} ago (the
-    executor is behind).
+  - while the node is busy, when it hands a delivery over while the queue
+    of that delivery's callback URL holds one that became ready more than
+    L{GATE_S} ago (the executor is behind).
 
-Both only while the node is busy: its reactor thread used more than
-L{BUSY} of the last L{CONTROL_S} on the CPU. A queue that grows behind a
-slow callback endpoint on an idle node is that endpoint's business, not
+Busy: in the last L{CONTROL_S} the reactor thread was on the CPU more than
+L{BUSY} of the time, or ran one of the scheduler's timers more than
+L{BUSY_LAG_S} late (it was behind: working, or waiting for a CPU on a
+machine with more work than cores). A queue that grows behind a slow
+callback endpoint on an idle node is that endpoint's business, not
 overload, and is left alone.
 
-A slot becomes ready at its instant, or later when the node could not fire
-it then (its jobs being loaded, no lease, the job just taken over): a slot
-late for a restart, a missing lease or a move is not late for load. Nor is
-one late for a stall (see L{scheduler0.timeutil.StallWatch}): a timer that
-ran late while the reactor's thread was off the CPU was held up by a
-stopped process, a suspended machine or a clock that jumped.
+A slot becomes ready at its instant moved on by the time the node lost to
+other things since (see SchedulerService._ready): its jobs being loaded
+after a restart or a restore, gaps without a lease, stalls (see
+L{scheduler0.timeutil.StallWatch}: a timer that ran late while the reactor
+thread was off the CPU and used almost none was held up by a stopped
+process, a suspended machine or a clock that jumped), and, for a job it
+took over, the take-over. Only the time that is left counts as load, so
+catching up after any of those is never shed unless the node then falls
+behind by itself.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ GATE_S = 0.5
 CONTROL_S = 0.5
 #: The share of that time on the CPU above which the node is busy.
 BUSY = 0.8
+#: A timer of the scheduler this late makes the node busy too.
+BUSY_LAG_S = 0.1
 
 
 @attrs.define
@@ -58,6 +65,7 @@ class Admission:
     cpu: Callable[[], float] = thread_time
     _window_start: float | None = None
     _window_cpu: float = 0.0
+    _window_lag: float = 0.0
     _stalls: StallWatch = attrs.field(
         default=attrs.Factory(lambda self: StallWatch(STALL_S, self.cpu), takes_self=True)
     )
@@ -67,7 +75,12 @@ class Admission:
         A timer due at C{due} ran at C{now}: was it held up by a stall
         (more than L{STALL_S} late, the thread off the CPU as long)?
         """
-        return self._stalls.stalled(now) and now - due > STALL_S
+        late = now - due
+        if self._stalls.stalled(now) and late > STALL_S:
+            return True
+        if late > self._window_lag:
+            self._window_lag = late
+        return False
 
     def steer(self, now: float) -> None:
         """Look again at how busy the reactor thread is, once a period has passed."""
@@ -79,5 +92,5 @@ class Admission:
         elapsed = now - start
         if elapsed < CONTROL_S:
             return
-        self.busy = (cpu - self._window_cpu) > BUSY * elapsed
-        self._window_start, self._window_cpu = now, cpu
+        self.busy = (cpu - self._window_cpu) > BUSY * elapsed or self._window_lag > BUSY_LAG_S
+        self._window_start, self._window_cpu, self._window_lag = now, cpu, 0.0

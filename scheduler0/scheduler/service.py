@@ -60,6 +60,10 @@ PREPARE_LEAD_MAX_S = 1.0
 SLICE_S = 0.02
 # Slots worked through between two looks at the clock.
 _SLICE_CHECK = 256
+# The gaps in firing (see SchedulerService._ready) kept: at most this many,
+# none that ended longer ago than this.
+_GAPS_KEPT = 32
+_GAPS_SPAN_S = 3600.0
 
 # Jobs are read from the state this many at a time at start-up, so a million
 # of them never sit in memory as whole rows at once, and the first pages fire
@@ -127,6 +131,9 @@ class _Entry:
     # In a cluster, when the job is handed to another node: this node fires
     # its slots before this instant only.
     until: datetime | None = None
+    # When this node took the job over (POSIX seconds; 0: it did not): the
+    # slots it owes from before are late for the move, not for load.
+    ready_from: float = 0.0
 
     @property
     def project_uuid(self) -> str:
@@ -273,11 +280,14 @@ class SchedulerService(Service):
     admission: Admission = attrs.field(factory=Admission)
     # While it may: the callback URLs whose queue is behind (see Admission).
     _congested: set[str] | None = None
-    # Since when this node could fire what falls due: loaded, holding its
-    # lease, no job taken over (a slot older than that is late for those,
-    # not for load; see Admission).
+    # Since when this node could fire what falls due: its jobs loaded (a
+    # slot older than that is late for the restart, not for load; see
+    # Admission), and the recent gaps in which it could not (no lease, a
+    # stall): (began, ended) in POSIX seconds, oldest first.
     _open_since: float = 0.0
-    _blocked: bool = False
+    _gaps: list[tuple[float, float]] = attrs.field(factory=list)
+    # Since when the node may not fire (None: it may).
+    _blocked_since: float | None = None
     # When the firing timer is due (None: set otherwise, e.g. to wait for a lease).
     _timer_due: float | None = None
     # Preparation time spent on the slots of the current lead (over slices).
@@ -571,6 +581,9 @@ class SchedulerService(Service):
             return
         self._owned.add(job_uuid)
         self._add(job, since=self._after_handover(job, since))
+        entry = self._entries.get(job_uuid)
+        if entry is not None:
+            entry.ready_from = self.clock.seconds()
 
     def _check_handover_gap(
         self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
@@ -692,6 +705,8 @@ class SchedulerService(Service):
                     if self.ownership is not None and new
                     else {}
                 )
+                # Slots owed by the jobs reloaded are late for the restore, not for load.
+                self._reopen(self.clock.seconds())
                 for job in new:
                     self._entries.pop(job["uuid"], None)
                     if self.ownership is None:
@@ -863,7 +878,7 @@ class SchedulerService(Service):
         if self._timer_due is not None:
             # How late the reactor ran this timer: the node's own lag.
             if admission.timer_ran(self._timer_due, started):
-                self._reopen(started)
+                self._gap(self._timer_due, started)
             self._timer_due = None
         self._steer(started)
         horizon = started + self._lead
@@ -921,14 +936,40 @@ class SchedulerService(Service):
         )
 
     def _may_fire(self) -> bool:
-        """May this node fire now? (Notes when it may again after it could not.)"""
+        """May this node fire now? (Notes the gaps in which it could not.)"""
         if self.may_fire is None or self.may_fire():
-            if self._blocked:
-                self._blocked = False
-                self._reopen(self.clock.seconds())
+            blocked = self._blocked_since
+            if blocked is not None:
+                self._blocked_since = None
+                self._gap(blocked, self.clock.seconds())
             return True
-        self._blocked = True
+        if self._blocked_since is None:
+            self._blocked_since = self.clock.seconds()
         return False
+
+    def _gap(self, began: float, ended: float) -> None:
+        """The node could not fire from C{began} to C{ended} (no lease, or stalled)."""
+        gaps = self._gaps
+        gaps.append((began, ended))
+        # Older gaps no longer matter: slots that old are outside any
+        # catch-up window a node keeps up with, or long since fired.
+        while len(gaps) > _GAPS_KEPT or gaps[0][1] < ended - _GAPS_SPAN_S:
+            gaps.pop(0)
+
+    def _ready(self, slot_s: float, taken_over: float = 0.0) -> float:
+        """
+        When a slot due at C{slot_s} became this node's to send: its instant
+        moved on by the time since lost to a restart, to gaps (no lease, a
+        stall) and to a take-over -- so that what is left of its lateness is
+        the node's own work.
+        """
+        ready = slot_s if slot_s > self._open_since else self._open_since
+        for began, ended in self._gaps:
+            if ready < began:
+                ready += ended - began
+            elif ready < ended:
+                ready = ended
+        return ready if ready > taken_over else taken_over
 
     def _steer(self, now: float) -> None:
         """Is the node busy, and (if so) which callback URLs are behind?"""
@@ -937,7 +978,7 @@ class SchedulerService(Service):
         self._congested = self.executor.congested(now - GATE_S) if admission.busy else None
 
     def _reopen(self, now: float) -> None:
-        """From C{now} on the node fires again: what was owed before is late, but not for load."""
+        """Jobs (re)loaded: what was owed before C{now} is late for the restart, not for load."""
         self._open_since = now
 
     def _release(self, rotated: bool = False) -> None:
@@ -954,18 +995,16 @@ class SchedulerService(Service):
         now = clock.seconds()
         admission = self.admission
         self._steer(now)
-        open_since = self._open_since
         entries = self._entries
         worked = 0
         for due in sorted(d for d in self._batches if d <= now):
-            # Ready since its instant, or since the node could fire again;
-            # how late the node gets to it is the reactor's backlog (the
+            # How late the node gets to it is the reactor's backlog (the
             # rest of a burst handed over in slices waited for the slices
             # before it).
-            ready = due if due > open_since else open_since
+            ready = self._ready(due)
             if not rotated and admission.timer_ran(ready, now):
-                self._reopen(now)
-                open_since = ready = now
+                self._gap(ready, now)
+                ready = now
             batch = self._batches.pop(due)
             if not rotated:
                 # Start each batch at another place: when an overloaded node
@@ -986,7 +1025,8 @@ class SchedulerService(Service):
                 if congested and delivery.callback_url in congested:
                     self._shed(delivery)
                 else:
-                    delivery.ready_s = ready
+                    taken_over = entry.ready_from
+                    delivery.ready_s = ready if ready >= taken_over else taken_over
                     self._submit(delivery)
                 worked += 1
                 if worked % _SLICE_CHECK == 0 and clock.seconds() - now > SLICE_S:
@@ -1018,13 +1058,11 @@ class SchedulerService(Service):
             return self._following(entry, slot)
         window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot >= window_start:
-            if self.admission.busy:
-                # Reached this long after it became ready: the timer heap is
-                # behind; shed it before building anything for it.
-                ready = max(_slot_seconds(slot), self._open_since)
-                if now_s - ready > LATE_S:
-                    self._shed_slot(entry, slot)
-                    return self._following(entry, slot)
+            # Reached this long after it became ready: the timer heap is
+            # behind; shed it before building anything for it.
+            if now_s - self._ready(_slot_seconds(slot), entry.ready_from) > LATE_S:
+                self._shed_slot(entry, slot)
+                return self._following(entry, slot)
             self._deliver(entry, slot)
             return self._following(entry, slot)
         count = 0
@@ -1109,8 +1147,7 @@ class SchedulerService(Service):
         if not always and congested and delivery.callback_url in congested:
             self._shed(delivery)
             return record
-        scheduled, open_since = delivery.scheduled_s or 0.0, self._open_since
-        delivery.ready_s = scheduled if scheduled > open_since else open_since
+        delivery.ready_s = self._ready(delivery.scheduled_s or 0.0, entry.ready_from)
         self._submit(delivery)
         return record
 
