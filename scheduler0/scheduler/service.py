@@ -1161,20 +1161,7 @@ class SchedulerService(Service):
     def _shed(self, delivery: Delivery) -> None:
         """Record C{delivery}'s slot as skipped: the node is past its capacity."""
         self.admission.shed += 1
-        record = {
-            "execution_id": delivery.execution_id,
-            "job_uuid": delivery.job_uuid,
-            "project_uuid": delivery.project_uuid,
-            "scheduled_at": delivery.scheduled_at,
-            "state": "skipped",
-            "attempts": 0,
-            "node_id": self.node_id,
-            "started_at": None,
-            "finished_at": None,
-            "status_code": None,
-            "error": None,
-            "skip_reason": SKIP_OVERLOADED,
-        }
+        record = self._outcome_record(delivery, "skipped", attempts=0, skip_reason=SKIP_OVERLOADED)
         self.executions.record(record, trusted=True)
         if self.execution_observers:
             self._observe(self.execution_observers, record)
