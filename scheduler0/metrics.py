@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -424,6 +424,14 @@ class NodeMetrics:
                     "1 while this node is busy (its reactor thread mostly on the CPU, or its"
                     " timers late); past its capacity it sheds slots (skipped: overloaded).",
                     1 if admission.busy else 0,
+                )
+            folded = getattr(self.executions, "folded", None)
+            if isinstance(folded, int):
+                yield CounterMetricFamily(
+                    "scheduler0_execution_records_folded",
+                    "Slots shed (skipped: overloaded) that got no record of their own: while"
+                    " the record writer was behind, each job's were recorded as one.",
+                    value=folded,
                 )
             yield _gauge(
                 "scheduler0_jobs_owned",

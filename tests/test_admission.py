@@ -93,6 +93,22 @@ class AdmissionTests(SynchronousTestCase):
         admission.steer(10.0 + CONTROL_S * 2)
         self.assertFalse(admission.busy)
 
+    def test_a_writer_behind_makes_the_node_busy(self) -> None:
+        """
+        Execution records written slower than they are made (the writer is
+        behind) make the node busy, however idle its reactor thread.
+        """
+        cpu = FakeCPU()
+        admission = Admission(cpu=cpu)
+        behind = [True]
+        admission.steer(10.0, lambda: behind[0])
+        cpu.seconds += 0.05
+        admission.steer(10.0 + CONTROL_S, lambda: behind[0])
+        self.assertTrue(admission.busy)
+        behind[0] = False
+        admission.steer(10.0 + 2 * CONTROL_S, lambda: behind[0])
+        self.assertFalse(admission.busy)
+
     def test_a_late_timer_makes_the_node_busy(self) -> None:
         """
         A timer run BUSY_LAG_S late (not a stall) makes the node busy for the

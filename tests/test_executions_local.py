@@ -14,7 +14,13 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from scheduler0.store.executions import ExecutionStore, execution_row, plain_execution_row
+from scheduler0.store.executions import (
+    WRITER_BEHIND_RECORDS,
+    WRITER_BEHIND_S,
+    ExecutionStore,
+    execution_row,
+    plain_execution_row,
+)
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
@@ -252,7 +258,8 @@ class OneWriteAtATimeTests(SynchronousTestCase):
         inner = SynchronousConnectionPool(os.path.join(directory, "executions.db"))
         self.addCleanup(inner.close)
         self.pool = HeldPool(inner)
-        self.store = ExecutionStore(self.pool, task.Clock())
+        self.clock = task.Clock()
+        self.store = ExecutionStore(self.pool, self.clock)
         opened = self.store.open()
         self.pool.release()
         self.successResultOf(opened)
@@ -303,6 +310,89 @@ class OneWriteAtATimeTests(SynchronousTestCase):
         read = self.store.query()
         self.pool.release()
         self.assertEqual(self.successResultOf(read)[1], 2)
+
+    def shed(self, job_uuid: str, second: int) -> dict:
+        at = f"2026-01-01T00:00:{second:02d}.000Z"
+        return record(
+            f"{job_uuid}-{second}",
+            job_uuid,
+            state="skipped",
+            attempts=0,
+            scheduled_at=at,
+            skip_reason="overloaded",
+        )
+
+    def rows(self) -> dict[str, tuple]:
+        read = self.store.query(limit=100)
+        while self.pool.held:
+            self.pool.release()
+        items, _ = self.successResultOf(read)
+        return {item["execution_id"]: item for item in items}
+
+    def test_behind_only_while_a_write_goes_on_too_long(self) -> None:
+        """The writer is behind once its write has gone on for more than WRITER_BEHIND_S."""
+        self.assertFalse(self.store.behind())
+        self.store.record(record("e1"))
+        self.store.flush()
+        self.assertFalse(self.store.behind())
+        self.clock.advance(WRITER_BEHIND_S + 0.1)
+        self.assertTrue(self.store.behind())
+        self.assertFalse(self.store.backlogged())
+        self.pool.release()
+        self.assertFalse(self.store.behind())
+
+    def test_shed_slots_of_a_job_fold_into_its_latest_while_behind(self) -> None:
+        """
+        While the writer is behind, the slots a job shed are recorded as one
+        row: the latest, whose error says how many earlier ones (since when)
+        it stands for. Records of sent slots, and shed ones while the writer
+        keeps up, each keep their own row.
+        """
+        self.store.record(self.shed("j1", 1), trusted=True)
+        self.store.flush()
+        self.clock.advance(WRITER_BEHIND_S + 0.1)
+        for second in (2, 3, 4):
+            self.store.record(self.shed("j1", second), trusted=True)
+        self.store.record(self.shed("j2", 2), trusted=True)
+        self.store.record(
+            record("sent-5", "j1", scheduled_at="2026-01-01T00:00:05.000Z"), trusted=True
+        )
+        self.assertEqual(self.store.folded, 2)
+        self.store.flush()
+        self.pool.release()
+        (held,) = self.pool.held
+        self.assertEqual(sorted(row[0] for row in held[1][0]), ["j1-4", "j2-2", "sent-5"])
+        self.pool.release()
+        # Not behind any more: each shed slot is a row again.
+        self.store.record(self.shed("j1", 6), trusted=True)
+        self.store.record(self.shed("j1", 7), trusted=True)
+        rows = self.rows()
+        self.assertEqual(sorted(rows), ["j1-1", "j1-4", "j1-6", "j1-7", "j2-2", "sent-5"])
+        self.assertEqual(
+            rows["j1-4"]["error"],
+            "2 earlier slots of this job since 2026-01-01T00:00:02.000Z were skipped"
+            " (overloaded) too; recorded in this one while the node's record writer was behind",
+        )
+        self.assertEqual(rows["j1-4"]["skip_reason"], "overloaded")
+        self.assertIsNone(rows["j2-2"]["error"])
+        self.assertIsNone(rows["j1-6"]["error"])
+        self.assertEqual(self.store.folded, 2)
+
+    def test_too_many_waiting_records_count_as_behind(self) -> None:
+        """
+        More than WRITER_BEHIND_RECORDS waiting for the next write is behind
+        too, and backlogged (the node should send less); a write that is
+        only slow is not backlogged.
+        """
+        self.store.record(record("e0"))
+        self.store.flush()
+        for n in range(WRITER_BEHIND_RECORDS):
+            self.store.record(record(f"e{n + 1}"), trusted=True)
+        self.assertFalse(self.store.behind())
+        self.assertFalse(self.store.backlogged())
+        self.store.record(record("last"), trusted=True)
+        self.assertTrue(self.store.behind())
+        self.assertTrue(self.store.backlogged())
 
 
 class PeriodicPruneTests(SynchronousTestCase):

@@ -470,6 +470,16 @@ class NodeStateTests(SynchronousTestCase):
         samples = scrape(metrics)
         self.assertEqual(value(samples, "scheduler0_executor_worker_utilization_ratio"), 1.0)
 
+    def test_folded_records_are_counted(self) -> None:
+        """Shed slots recorded as one while the writer was behind are counted."""
+
+        class Executions:
+            folded = 7
+
+        metrics = NodeMetrics(Clock(), 1, scheduler=FakeScheduler(4, 3), executions=Executions())
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "scheduler0_execution_records_folded_total"), 7)
+
     def test_resource_guard_state_and_readings(self) -> None:
         """Paused, each reason over its limit, and the readings against their limits."""
         guard = FakeGuard()

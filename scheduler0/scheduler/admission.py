@@ -17,7 +17,9 @@ small part of the cost of sending it. The scheduler sheds a slot
 Busy: in the last L{CONTROL_S} the reactor thread was on the CPU more than
 L{BUSY} of the time, or ran one of the scheduler's timers more than
 L{BUSY_LAG_S} late (it was behind: working, or waiting for a CPU on a
-machine with more work than cores). A queue that grows behind a slow
+machine with more work than cores), or the records of the slots it sent
+piled up faster than they could be written (see
+L{scheduler0.store.executions.ExecutionStore.backlogged}). A queue that grows behind a slow
 callback endpoint on an idle node is that endpoint's business, not
 overload, and is left alone.
 
@@ -82,8 +84,12 @@ class Admission:
             self._window_lag = late
         return False
 
-    def steer(self, now: float) -> None:
-        """Look again at how busy the reactor thread is, once a period has passed."""
+    def steer(self, now: float, writer_behind: Callable[[], bool] | None = None) -> None:
+        """
+        Look again at how busy the reactor thread is, once a period has
+        passed; a C{writer_behind} that answers True (the node's execution
+        records are written slower than they are made) makes it busy too.
+        """
         start = self._window_start
         cpu = self.cpu()
         if start is None or now < start:
@@ -92,5 +98,9 @@ class Admission:
         elapsed = now - start
         if elapsed < CONTROL_S:
             return
-        self.busy = (cpu - self._window_cpu) > BUSY * elapsed or self._window_lag > BUSY_LAG_S
+        self.busy = (
+            (cpu - self._window_cpu) > BUSY * elapsed
+            or self._window_lag > BUSY_LAG_S
+            or (writer_behind is not None and writer_behind())
+        )
         self._window_start, self._window_cpu, self._window_lag = now, cpu, 0.0

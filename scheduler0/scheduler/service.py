@@ -974,7 +974,7 @@ class SchedulerService(Service):
     def _steer(self, now: float) -> None:
         """Is the node busy, and (if so) which callback URLs are behind?"""
         admission = self.admission
-        admission.steer(now)
+        admission.steer(now, getattr(self.executions, "backlogged", None))
         self._congested = self.executor.congested(now - GATE_S) if admission.busy else None
 
     def _reopen(self, now: float) -> None:

@@ -48,6 +48,17 @@ FAILURE_RETENTION = timedelta(days=7)
 # 8,000 executions/s over 800,000 records the one-statement prune of every
 # job took 27 s of CPU a minute; per job, only what was written, far less.
 FULL_PRUNE_INTERVAL_S = 86400.0
+# The writer is behind when its write has been going on this long, or this
+# many records wait for the next one. Every slot is a row (a slot shed too),
+# and rows cost 20-35 us each on the SQLite thread (five B-trees): at two or
+# three times a node's capacity the records of the slots it sheds alone come
+# faster than they can be written. While behind, the slots a job has shed
+# are recorded as one row (its latest, saying how many before it) per write,
+# so the backlog stays bounded and the slots sent are all recorded.
+WRITER_BEHIND_S = 1.0
+WRITER_BEHIND_RECORDS = 50_000
+#: The skip reason whose records may be folded (the scheduler's).
+FOLDABLE_REASON = "overloaded"
 
 # The executions table, the same in a node's executions.db and in the
 # replicated state (its committed history).
@@ -390,6 +401,14 @@ class ExecutionStore:
     # Jobs written since the last prune, and when the last full prune began.
     _written_jobs: set[str] = attrs.field(factory=set, init=False)
     _last_full_prune: float | None = attrs.field(default=None, init=False)
+    # When the write going on began; while the writer is behind, job_uuid ->
+    # [its latest shed record, slots shed since the last write began, the
+    # first one's scheduled_at]; and how many records were folded away.
+    _write_started: float = attrs.field(default=0.0, init=False)
+    _folded: dict[str, list] = attrs.field(factory=dict, init=False)
+    folded: int = attrs.field(default=0, init=False)
+    #: Called with each write's rows (in column order) as it begins, or None.
+    tap: Any = None
 
     def start_pruning(self, interval_s: float = 60.0) -> None:
         """Prune every C{interval_s} seconds, so disk use stays flat however long it runs."""
@@ -434,12 +453,60 @@ class ExecutionStore:
         within one flush costs one conversion, and none is validated.
         """
         if trusted:
-            self._buffer[execution["execution_id"]] = execution
+            if execution["skip_reason"] == FOLDABLE_REASON and self.behind():
+                self._fold(execution)
+            else:
+                self._buffer[execution["execution_id"]] = execution
         else:
             row = execution_row(execution)
             self._buffer[row[0]] = row
         if self._delayed is None:
             self._delayed = self.clock.callLater(self.flush_delay, self._scheduled_flush)
+
+    def behind(self) -> bool:
+        """
+        Whether the writer is behind: its write has been going on for more
+        than L{WRITER_BEHIND_S}, or more than L{WRITER_BEHIND_RECORDS} wait.
+        Shed slots' records are folded while it is.
+        """
+        if self._writing is None:
+            return False
+        return (
+            self.clock.seconds() - self._write_started > WRITER_BEHIND_S
+            or len(self._buffer) > WRITER_BEHIND_RECORDS
+        )
+
+    def backlogged(self) -> bool:
+        """
+        Whether more than L{WRITER_BEHIND_RECORDS} records that cannot be
+        folded (the slots sent) wait for the writer: the node makes them
+        faster than they can be written, and should send less.
+        """
+        return self._writing is not None and len(self._buffer) > WRITER_BEHIND_RECORDS
+
+    def _fold(self, execution: dict) -> None:
+        """Keep only the latest shed record of its job until the next write."""
+        held = self._folded.get(execution["job_uuid"])
+        if held is None:
+            self._folded[execution["job_uuid"]] = [execution, 1, execution["scheduled_at"]]
+        else:
+            held[0] = execution
+            held[1] += 1
+            self.folded += 1
+
+    def _unfold(self) -> None:
+        """Move the folded records into the buffer, each saying what it stands for."""
+        folded, self._folded = self._folded, {}
+        buffer = self._buffer
+        for latest, count, first in folded.values():
+            if count > 1:
+                latest = dict(
+                    latest,
+                    error=f"{count - 1} earlier slots of this job since {first} were skipped"
+                    " (overloaded) too; recorded in this one while the node's record writer"
+                    " was behind",
+                )
+            buffer[latest["execution_id"]] = latest
 
     def _scheduled_flush(self) -> None:
         self._delayed = None
@@ -460,12 +527,17 @@ class ExecutionStore:
             waiter: Deferred = Deferred()
             self._waiting.append(waiter)
             return waiter
+        if self._folded:
+            self._unfold()
         if not self._buffer:
             return succeed(None)
         row_of = _row_of_record
         rows = [value if type(value) is tuple else row_of(value) for value in self._buffer.values()]
         self._buffer = {}
+        if self.tap is not None:
+            self.tap(rows)
         self.flush_count += 1
+        self._write_started = self.clock.seconds()
         self._written_jobs.update([row[1] for row in rows])
         written = self._writing = self.pool.runInteraction(_write, rows)
 
