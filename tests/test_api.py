@@ -8,8 +8,8 @@ import json
 import re
 from io import BytesIO
 
-from twisted.internet.defer import fail, succeed
-from twisted.logger import globalLogPublisher
+from twisted.internet.defer import CancelledError, fail, succeed
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -1217,6 +1217,21 @@ class FailureTests(APITestCase):
         self.assertError(self.h.request("POST", f"/jobs/{job['uuid']}/run"), 500, code="internal")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertNotIn(self.h.secret, repr(events))
+
+    def test_a_client_that_went_away_is_not_an_error(self) -> None:
+        """
+        An answer cancelled because its client went away (a read that waited
+        past the client's timeout) is not logged as an error.
+        """
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        project = self.h.project()
+        job = self.h.job(project["uuid"])
+        self.h.scheduler.run_error = CancelledError()
+        self.h.request("POST", f"/jobs/{job['uuid']}/run")
+        self.assertEqual(self.flushLoggedErrors(CancelledError), [])
+        self.assertFalse([e for e in events if e.get("log_level") == LogLevel.critical], events)
 
 
 class OpenAPITests(APITestCase):

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import attrs
 from klein import Klein
 from passlib.hash import pbkdf2_sha256
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -401,6 +401,11 @@ class SchedulerAPI:
             return self._error_body(
                 request, APIError(503, message, {}, headers={"Retry-After": "1"})
             )
+        except CancelledError:
+            # The client went away (Klein cancels the answer's Deferred):
+            # nobody is left to answer, and nothing went wrong here.
+            log.debug("{method} {path}: the client went away", method=route.method, path=route.path)
+            return b""
         except Exception:
             log.failure(
                 "unexpected error answering {method} {path}",
