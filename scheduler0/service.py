@@ -229,6 +229,23 @@ class NodeService(MultiService):
             cluster.executions = executions
             proposer: Any = cluster
             self._parts["cluster"] = cluster
+            from scheduler0.cluster.copies import SEND_TIMEOUT_S, HistoryCopies
+
+            # A copy of this node's records on another member, and the copies
+            # others keep here: history outlives a node lost for good.
+            peers = cluster.peers
+            copies = HistoryCopies(
+                self.reactor,
+                executions,
+                config.node_id,
+                cluster.member_ids,
+                lambda node_id, meta, data: peers.history_copy(node_id, meta, data, SEND_TIMEOUT_S),
+                in_thread,
+            )
+            await copies.open()
+            executions.tap = copies.tap
+            cluster.history_copies = copies
+            self._parts["copies"] = copies
         else:
             await command_log.open()
             proposer = LocalProposer(command_log, state, self.reactor)
@@ -366,6 +383,7 @@ class NodeService(MultiService):
         if cluster is not None:
             await cluster.start()
             self._parts["duties"].start()
+            self._parts["copies"].start()
         metrics.start()
         scheduler.startService()
         await scheduler.ready
@@ -537,6 +555,8 @@ class NodeService(MultiService):
             parts["metrics"].stop()
         if "duties" in parts:
             parts["duties"].stop()
+        if "copies" in parts:
+            parts["copies"].stop()
         if "cluster" in parts:
             await parts["cluster"].stop()
         elif "proposer" in parts:

@@ -13,6 +13,7 @@ cluster (the only window SPEC §1 allows).
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from scheduler0.cluster.copies import SHIP_INTERVAL_S
 from scheduler0.testing.cluster import Cluster
 from scheduler0.testing.process import NodeProcess, free_port, http_client, init_peer_credentials
 from scheduler0.testing.receiver import CallbackReceiver
@@ -429,6 +431,48 @@ class MembershipTests(ClusterTestCase):
         until = self.now() + 3
         await self.delivered_through(until)
         self.assert_every_slot(until, allowed_duplicates=8)
+
+    async def test_a_node_lost_for_good_keeps_its_history(self) -> None:
+        """
+        A node's execution records outlive it: SIGKILLed, its data directory
+        deleted and removed from the cluster, what it recorded more than
+        the copy interval before is still served by every node, with its id.
+        """
+        cluster = await self.start_cluster()
+        await self.create_jobs(self.leader, count=6)
+        lost = next(n for n in cluster.ids if n != self.leader)
+
+        async def records_of(node_id: int, asked: int) -> dict[str, dict]:
+            code, body = await self.call("GET", asked, "/executions?limit=1000")
+            self.assertEqual(code, 200, body)
+            return {r["execution_id"]: r for r in body["data"]["items"] if r["node_id"] == node_id}
+
+        # Records made after the copies' first checkpoint (sent as batches),
+        # and two copy intervals older than the loss.
+        await self.delivered_through(self.now() + 2 * SHIP_INTERVAL_S, timeout=60)
+        cut = self.now() - 1
+        await self.delivered_through(cut + 2 * SHIP_INTERVAL_S + 1, timeout=60)
+        expected = {
+            eid
+            for eid, r in (await records_of(lost, self.leader)).items()
+            if cut - SHIP_INTERVAL_S < parse_instant(r["scheduled_at"]).timestamp() <= cut
+            and r["state"] != "running"
+        }
+        self.assertGreaterEqual(len(expected), 4)
+        await cluster.kill(lost)
+        shutil.rmtree(os.path.join(cluster.node(lost).workdir, "data"))
+        code, body = await self.call(
+            "DELETE", self.leader, f"/cluster/members/{lost}", headers={}, auth=ADMIN
+        )
+        self.assertEqual(code, 200, body)
+        asked = next(n for n in cluster.ids if n != lost)
+
+        async def adopted() -> bool:
+            return expected <= set(await records_of(lost, asked))
+
+        await wait_for(
+            reactor, adopted, timeout=60, what=f"node {lost}'s records adopted by its keeper"
+        )
 
 
 class FormationTests(ClusterTestCase):

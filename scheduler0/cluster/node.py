@@ -119,6 +119,8 @@ class ClusterNode:
     progress: Callable[[], tuple[str, int, int] | None] | None = None
     # The node's ExecutionSummary (scheduler0.summary), filled in by the node.
     summary: Any = None
+    # The copies of other nodes' history it keeps (scheduler0.cluster.copies).
+    history_copies: Any = None
     lease_s: float = 1.0
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.

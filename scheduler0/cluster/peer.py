@@ -14,6 +14,9 @@ as the API, under C{/peer/}, with the admin (peer) credentials as HTTP Basic.
 - C{POST /peer/history}, C{POST /peer/latest}: a page of this node's own
   execution records, and the newest record of some jobs, for the API's
   cluster-wide history.
+- C{POST /peer/history_copy}: a batch of another node's execution records
+  to keep (L{scheduler0.cluster.copies}); its description is JSON in the
+  C{x-scheduler0-copy} header, the batch the body.
 - C{GET /peer/status}: this node's Raft view, for C{GET /cluster}.
 - C{GET /peer/summary}: this node's per-minute execution counts, for
   C{GET /executions/summary}.
@@ -34,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from scheduler0.cluster.copies import check_meta
 from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
@@ -41,6 +45,7 @@ from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 log = Logger()
 
 PEER_PREFIX = b"/peer/"
+COPY_HEADER = b"x-scheduler0-copy"
 
 
 class PeerUnavailable(StoreUnavailable):
@@ -69,7 +74,13 @@ class PeerClient:
     timeout_s: float = 2.0
 
     async def _call(
-        self, node_id: int, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        node_id: int,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        extra_headers: dict[bytes, list[bytes]] | None = None,
     ) -> Any:
         address = self.address_of(node_id)
         if not address:
@@ -78,6 +89,8 @@ class PeerClient:
             b"authorization": [_basic(self.admin.username, self.admin.password)],
             b"content-type": [b"application/json"],
         }
+        if extra_headers:
+            headers.update(extra_headers)
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
@@ -134,6 +147,13 @@ class PeerClient:
             self._call(node_id, "POST", "/peer/latest", {"job_uuids": job_uuids}, timeout)
         )
 
+    def history_copy(self, node_id: int, meta: dict, data: bytes, timeout: float) -> Deferred:
+        """Give node C{node_id} a batch of this node's records to keep."""
+        header = {COPY_HEADER: [json.dumps(meta).encode("utf-8")]}
+        return Deferred.fromCoroutine(
+            self._call(node_id, "POST", "/peer/history_copy", data, timeout, header)
+        )
+
     def members(self, node_id: int, body: dict) -> Deferred:
         return Deferred.fromCoroutine(self._call(node_id, "POST", "/peer/members", body, 10.0))
 
@@ -173,6 +193,7 @@ class PeerAPI:
             ("/peer/progress", "GET", self._progress),
             ("/peer/history", "POST", self._history),
             ("/peer/latest", "POST", self._latest),
+            ("/peer/history_copy", "POST", self._history_copy),
             ("/peer/status", "GET", self._status),
             ("/peer/members", "POST", self._members),
             ("/peer/summary", "GET", self._summary),
@@ -276,6 +297,16 @@ class PeerAPI:
         if not isinstance(job_uuids, list) or not all(isinstance(u, str) for u in job_uuids):
             raise _Refused(400, "invalid", "job_uuids: must be a list of strings")
         return await self.node.local_latest(job_uuids)
+
+    async def _history_copy(self, request: Any) -> Any:
+        copies = getattr(self.node, "history_copies", None)
+        if copies is None:
+            raise _Refused(404, "not_found", "this node keeps no history copies")
+        try:
+            meta = check_meta(json.loads(request.getHeader(COPY_HEADER) or b"{}"))
+        except ValueError as e:
+            raise _Refused(400, "invalid", f"{COPY_HEADER.decode()}: {e}") from None
+        return await copies.receive(meta, self._body(request))
 
     async def _members(self, request: Any) -> Any:
         return await self.node.change_members_as_leader(self._json(request))
