@@ -79,14 +79,24 @@ EXECUTIONS_TABLE = """CREATE TABLE IF NOT EXISTS executions (
 _SCHEMA = (
     EXECUTIONS_TABLE,
     "CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_uuid, scheduled_at)",
-    "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
-    "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
+    # Pages are in (scheduled_at, execution_id) order, and many records share
+    # an instant (every job "0 * * * *" fires at :00): with execution_id in
+    # the index a page is read in order, with no sort of all the records of
+    # its instant (at 1,000,000 jobs that sort took 10-200 ms a page).
+    # Releases before this indexed (.., scheduled_at) only: replaced.
+    "CREATE INDEX IF NOT EXISTS executions_by_project_id"
+    " ON executions (project_uuid, scheduled_at, execution_id)",
+    "DROP INDEX IF EXISTS executions_by_project",
+    "CREATE INDEX IF NOT EXISTS executions_by_time_id ON executions (scheduled_at, execution_id)",
+    "DROP INDEX IF EXISTS executions_by_time",
     # GET /executions?state=failed (or skipped): the newest of those without
     # a scan. Partial, so the usual running -> succeeded rewrite of a row
-    # never touches it; other states are found through executions_by_time.
+    # never touches it; other states are found through executions_by_time_id.
     "DROP INDEX IF EXISTS executions_by_state",
-    "CREATE INDEX IF NOT EXISTS executions_by_failure ON executions (state, scheduled_at)"
+    "CREATE INDEX IF NOT EXISTS executions_by_failure_id"
+    " ON executions (state, scheduled_at, execution_id)"
     " WHERE state = 'failed' OR state = 'skipped'",
+    "DROP INDEX IF EXISTS executions_by_failure",
     # Releases before progress marks kept an outbox order for the fan-in
     # (a seq column and this index); the column stays, unused.
     "DROP INDEX IF EXISTS executions_by_seq",
