@@ -159,6 +159,7 @@ class CopiesTests(SynchronousTestCase):
         keeper drops the older generation (and what was pruned is gone).
         """
         self.patch(copies_module, "MIN_RENEW_ROWS", 10)
+        self.patch(copies_module, "RENEW_FACTOR", 1)
         self.write(self.one, range(10))
         self.drive(self.one.copies.ship())
         self.write(self.one, range(10, 30))

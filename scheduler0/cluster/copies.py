@@ -15,7 +15,7 @@ what it recorded since; once a newer generation's checkpoint is complete,
 the keeper drops the older ones, so what it keeps stays near the size of
 the node's own (pruned) history. A new generation begins when the node
 starts, when its keeper changes, and when it has sent as many records since
-its checkpoint as that checkpoint held.
+its checkpoint as twice what that checkpoint held.
 
 When a member is removed from the cluster (C{DELETE /cluster/members/N},
 what an operator does for a node lost for good), its keeper adds the copies
@@ -50,9 +50,13 @@ BATCH_ROWS = 20_000
 #: Records waiting for an unreachable keeper at most; past this they are
 #: dropped and the next generation's checkpoint carries them instead.
 MAX_PENDING_ROWS = 400_000
-#: A generation's checkpoint is renewed once this many records (or as many
-#: as it held, if more) were sent after it.
+#: A generation's checkpoint is renewed once this many records (or
+#: L{RENEW_FACTOR} times as many as it held, if more) were sent after it: a
+#: keeper holds at most about RENEW_FACTOR + 1 times the node's table
+#: (compressed, about a third of its size), and each record is encoded
+#: about 1 + 1 / RENEW_FACTOR times (3.5 us each on the test machine).
 MIN_RENEW_ROWS = 200_000
+RENEW_FACTOR = 2
 #: Retries after failed sends back off up to this.
 MAX_RETRY_S = 60.0
 #: Seconds a keeper waits for one batch to be stored.
@@ -230,7 +234,9 @@ class HistoryCopies:
             self._pending.clear()
             self._generation = None
             return
-        renew = self._sent_since_checkpoint >= max(MIN_RENEW_ROWS, self._checkpoint_rows)
+        renew = self._sent_since_checkpoint >= max(
+            MIN_RENEW_ROWS, RENEW_FACTOR * self._checkpoint_rows
+        )
         if keeper != self._keeper or self._generation is None or renew:
             await self._checkpoint(keeper)
         while self._pending:
