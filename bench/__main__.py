@@ -4,7 +4,8 @@ The benchmark suite of issue 5, one command per scenario:
     python -m bench <scenario> [options]     (python -m bench <scenario> --help)
     python -m bench all [--quick]
 
-Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth, idle.
+Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth, idle,
+history.
 precision, throughput, scale and api take --nodes N (N > 1: a cluster of N nodes on
 127.0.0.1, bench/cluster.py); failover always runs on a cluster (3 nodes by
 default); cpu takes a list of sizes (--nodes 1 3 5, the default) and
@@ -29,9 +30,10 @@ from typing import Any
 from bench.common import CLUSTER_NEEDED, machine_facts, print_json_path, table, write_result
 
 ORDER = [
-    "precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth", "idle"
+    "precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth", "idle",
+    "history",
 ]  # fmt: skip
-OWN = {"precision", "throughput", "cpu", "failover", "peers", "idle"}
+OWN = {"precision", "throughput", "cpu", "failover", "peers", "idle", "history"}
 EXTERNAL = {"scale": "bench.scale", "api": "bench.api"}
 HELP = {
     "precision": "scenario 1: lateness/missed/duplicates of N jobs @every 1s (--nodes N)",
@@ -44,6 +46,7 @@ HELP = {
     "peers": "scenario 6: APScheduler 3.x next to Scheduler0 in the same run",
     "auth": "cost of authenticating one API request",
     "idle": "CPU of idle clusters with no jobs, all nodes summed (--nodes 3 5)",
+    "history": "GET /executions with every filter over 1,000,000 jobs' records (--nodes N)",
 }
 
 
