@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.cluster import copies as copies_module
 from scheduler0.cluster.copies import (
+    CHECKPOINT_PAUSE_S,
     MAX_PENDING_ROWS,
     SHIP_INTERVAL_S,
     HistoryCopies,
@@ -132,6 +133,22 @@ class CopiesTests(SynchronousTestCase):
         self.assertEqual([(kind, rows) for *_, kind, rows in held], [("last", 5), ("batch", 100)])
         self.assertEqual(self.two.ids(), set())
         self.assertEqual(self.one.copies.sent_rows, 105)
+
+    def test_a_checkpoint_is_sent_in_paced_chunks(self) -> None:
+        """
+        A checkpoint goes in chunks of CHECKPOINT_ROWS, CHECKPOINT_PAUSE_S
+        apart (background work), the last one marked as such.
+        """
+        self.patch(copies_module, "CHECKPOINT_ROWS", 3)
+        self.write(self.one, range(7))
+        shipped = Deferred.fromCoroutine(self.one.copies.ship())
+        kinds = lambda: [(kind, rows) for *_, kind, rows in self.two.copies_held()]  # noqa: E731
+        self.assertEqual(kinds(), [("checkpoint", 3)])
+        self.clock.advance(CHECKPOINT_PAUSE_S)
+        self.assertEqual(kinds(), [("checkpoint", 3), ("checkpoint", 3)])
+        self.clock.advance(CHECKPOINT_PAUSE_S)
+        self.successResultOf(shipped)
+        self.assertEqual(kinds(), [("checkpoint", 3), ("checkpoint", 3), ("last", 1)])
 
     def test_the_keeper_adopts_the_records_of_a_node_that_left(self) -> None:
         """
