@@ -440,6 +440,36 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.assertEqual(two.slots("job-a")[-1], second(5))
         self.assertNotIn(second(6), two.slots("job-a"))
 
+    def test_a_job_deleted_while_its_take_over_is_being_read_is_not_started(self) -> None:
+        """
+        A job deleted after a take-over read it as this node's, but before
+        the take-over started it (the read, or the look at its last slots,
+        still pending), is not started: the delete found nothing to stop,
+        and starting the job after it would fire it for good. Also for a
+        project deleted with its jobs.
+        """
+        two = self.node(2)
+        reading: list[Deferred] = []
+
+        def owned_jobs(uuids: list[str]) -> Deferred:
+            d: Deferred = Deferred()
+            reading.append(d)
+            return d
+
+        one = self.node(1)
+        two.scheduler.ownership.owned_jobs = owned_jobs
+        one.scheduler.ownership.owned_jobs = owned_jobs
+        self.elapse(1.5)
+        two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
+        two.apply("delete_job", {}, {"uuid": "job-a"})
+        reading[0].callback([dict(self.jobs[0], handover_at=None, active_since=None)])
+        one.apply("assign_jobs", {"moves": [["job-b", 1]], "handover_at": None})
+        one.apply("delete_project", {}, {"deleted_jobs": ["job-b"]})
+        reading[1].callback([dict(self.jobs[1], handover_at=None, active_since=None)])
+        self.elapse(3)
+        self.assertEqual(two.slots("job-a"), [])
+        self.assertEqual(one.slots("job-b"), [])
+
     def test_updates_to_a_job_owned_elsewhere_do_not_start_it_here(self) -> None:
         """An update applied on a node that does not own the job fires nothing there."""
         one = self.node(1)

@@ -489,9 +489,24 @@ class SchedulerService(Service):
             return
         if op == "delete_job":
             owned.discard(value["uuid"])
+            self._gone_during_take_over([value["uuid"]])
         elif op == "delete_project":
-            owned.difference_update(value.get("deleted_jobs", ()))
+            deleted = list(value.get("deleted_jobs", ()))
+            owned.difference_update(deleted)
+            self._gone_during_take_over(deleted)
         self._apply_change(command, result)
+
+    def _gone_during_take_over(self, job_uuids: list[str]) -> None:
+        """
+        Jobs deleted while a take-over is being read: one that read them as
+        this node's before the delete must not start them after it (the
+        delete found nothing here to stop). Marked as moved away for good.
+        """
+        if not self._events_running:
+            return
+        for job_uuid in job_uuids:
+            self._move_seq += 1
+            self._moved_off[job_uuid] = (self._move_seq, None)
 
     def _given_up(self, args: Any) -> None:
         """Stop the jobs an assign_jobs moved off this node (at once, or at the handover)."""
