@@ -129,13 +129,13 @@ class JSONFormatTests(SynchronousTestCase):
 class ExecutionEventTests(SynchronousTestCase):
     """One event per finished execution, with its ids."""
 
-    def test_success_is_one_info_event_with_the_ids(self) -> None:
-        """A succeeded execution is an info event carrying every id and its outcome."""
+    def test_success_is_one_debug_event_with_the_ids(self) -> None:
+        """A succeeded execution is a debug event carrying every id and its outcome."""
         log, events = captured()
-        ExecutionEvents(log=log)(record())
+        ExecutionEvents(log=log, level=LogLevel.debug)(record())
         self.assertEqual(len(events), 1)
         event = events[0]
-        self.assertEqual(event["log_level"], LogLevel.info)
+        self.assertEqual(event["log_level"], LogLevel.debug)
         self.assertEqual(event["event"], "execution")
         for key in ("execution_id", "job_uuid", "project_uuid", "scheduled_at", "node_id"):
             self.assertEqual(event[key], record()[key])
@@ -155,14 +155,23 @@ class ExecutionEventTests(SynchronousTestCase):
         )
 
     def test_events_under_the_level_are_not_built(self) -> None:
-        """At LogLevel WARN a success makes no event; a failure still does."""
-        log, events = captured()
-        observe = ExecutionEvents(log=log, level=LogLevel.warn)
-        observe(record())
-        observe(record(state="skipped", skip_reason="outside_catch_up_window"))
-        self.assertEqual(events, [])
-        observe(record(state="failed"))
-        self.assertEqual(len(events), 1)
+        """
+        At the default LogLevel (INFO), and at WARN, a success or a skip makes
+        no event (one per execution would cost near what the execution does);
+        a failure still does.
+        """
+        for level in (LogLevel.info, LogLevel.warn):
+            log, events = captured()
+            observe = ExecutionEvents(log=log, level=level)
+            observe(record())
+            observe(record(state="skipped", skip_reason="outside_catch_up_window"))
+            self.assertEqual(events, [])
+            observe(record(state="failed"))
+            self.assertEqual(len(events), 1)
+
+    def test_the_default_level_is_info(self) -> None:
+        """ExecutionEvents' default level is the node's default LogLevel, INFO."""
+        self.assertEqual(ExecutionEvents().level, LogLevel.info)
 
 
 class LeadershipEventTests(SynchronousTestCase):
@@ -255,12 +264,15 @@ class RealNodeJSONLogTests(TestCase):
 
     async def test_every_line_is_json_and_each_execution_is_an_event(self) -> None:
         """
-        Every line the node writes parses as JSON; each finished execution is
-        one event with its job's ids; no secret (the client's API secret, the
+        Every line the node writes parses as JSON; at LogLevel DEBUG each
+        finished execution is one event with its job's ids; no secret (the client's API secret, the
         peer password) appears anywhere in the log.
         """
         scene = await ok_and_failing_jobs(
-            self, reactor, "JobExecutionRetryMax: 0\n", plugin_args=("--log-format", "json")
+            self,
+            reactor,
+            "JobExecutionRetryMax: 0\nLogLevel: DEBUG\n",
+            plugin_args=("--log-format", "json"),
         )
         node, headers, jobs, project = scene.node, scene.headers, scene.jobs, scene.project_uuid
         log_path = os.path.join(node.workdir, "node-1.log")
@@ -274,7 +286,7 @@ class RealNodeJSONLogTests(TestCase):
 
         found = await wait_for(reactor, finished, timeout=20, what="execution events")
         ok, failed = found[jobs["ok"]], found[jobs["fail"]]
-        self.assertEqual((ok["state"], ok["status_code"], ok["level"]), ("succeeded", 200, "info"))
+        self.assertEqual((ok["state"], ok["status_code"], ok["level"]), ("succeeded", 200, "debug"))
         self.assertEqual(
             (failed["state"], failed["status_code"], failed["level"]), ("failed", 500, "warn")
         )
