@@ -300,7 +300,10 @@ class HistoryCopies:
         meta = self._meta(
             {"generation": self._generation, "seq": self._seq, "kind": kind, "rows": len(rows)}
         )
-        await self.send(self._keeper, meta, data)
+        keeper = self._keeper
+        if keeper is None:
+            raise RuntimeError("history copies: no keeper to send to")
+        await self.send(keeper, meta, data)
         self._seq += 1
         self.sent_rows += len(rows)
 
@@ -339,7 +342,7 @@ class HistoryCopies:
         newest: dict[int, set[str]] = {}
         for origin, incarnation in self._held:
             newest.setdefault(origin, set()).add(incarnation)
-        departed = []
+        departed: list[tuple[int, str]] = []
         for origin, incarnations in newest.items():
             if origin not in members:
                 departed.extend((origin, i) for i in incarnations)

@@ -488,8 +488,9 @@ class SchedulerService(Service):
                     entry.until = handing_over.until
             return
         if op == "delete_job":
-            owned.discard(value["uuid"])
-            self._gone_during_take_over([value["uuid"]])
+            deleted_uuid = value["uuid"]
+            owned.discard(deleted_uuid)
+            self._gone_during_take_over([deleted_uuid])
         elif op == "delete_project":
             deleted = list(value.get("deleted_jobs", ()))
             owned.difference_update(deleted)
