@@ -440,6 +440,34 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.assertEqual(two.slots("job-a")[-1], second(5))
         self.assertNotIn(second(6), two.slots("job-a"))
 
+    def test_a_slot_before_the_handover_held_up_by_a_lapsed_lease_is_still_sent(self) -> None:
+        """
+        A job handed over at an instant: a slot before the instant that was
+        prepared but not yet sent when the lease lapsed is sent once the
+        lease is back, even if by then the next slot (past the instant)
+        has been reached and ended the job here.
+        """
+        # Whether the release or the next preparation runs first once the
+        # lease is back depends on when it comes back: try each.
+        for lapse in range(100, 115):
+            self.setUp()
+            one = self.node(1)
+            self.elapse(2.5)
+            handover = format_instant(START + timedelta(seconds=3.42))
+            self.owners["job-a"] = (2, handover)
+            one.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": handover})
+            entries = one.scheduler._entries
+            while not (entries.get("job-a") and entries["job-a"].prepared):
+                self.clock.advance(0.001)
+            one.lease = False  # slot 3 is prepared, not yet sent
+            self.elapse(lapse / 100)
+            one.lease = True
+            self.elapse(2)
+            self.assertEqual(
+                one.slots("job-a"), [second(k) for k in (1, 2, 3)], f"lease back after {lapse}"
+            )
+            self.assertNotIn("job-a", entries)
+
     def test_a_job_deleted_while_its_take_over_is_being_read_is_not_started(self) -> None:
         """
         A job deleted after a take-over read it as this node's, but before

@@ -1037,6 +1037,9 @@ class SchedulerService(Service):
                     prepared.remove(slot)
                     if not prepared:
                         entry.prepared = None
+                        if entry.until is not None and entry.next_slot is None:
+                            # Handed over, and this was its last slot here.
+                            self._remove(entry.uuid)
                 congested = self._congested
                 if congested and delivery.callback_url in congested:
                     self._shed(delivery)
@@ -1065,8 +1068,11 @@ class SchedulerService(Service):
         Return the slot to fire next.
         """
         if entry.until is not None and slot >= entry.until:
-            # Handed over: the new owner fires this slot and the rest.
-            if self._entries.get(entry.uuid) is entry:
+            # Handed over: the new owner fires this slot and the rest. A
+            # slot before the instant that is prepared but not yet sent (a
+            # lapsed lease held it up) still goes: the job ends here once
+            # it is released (see _release).
+            if self._entries.get(entry.uuid) is entry and not entry.prepared:
                 self._remove(entry.uuid)
             return None
         if slot > now:
