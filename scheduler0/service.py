@@ -309,6 +309,11 @@ class NodeService(MultiService):
         )
         # One log event per finished execution, with its ids.
         scheduler.execution_observers.append(ExecutionEvents(level=level_named(config.log_level)))
+        if "copies" in self._parts:
+            # Copies of history are background work: they wait while the
+            # node is past its capacity.
+            admission = scheduler.admission
+            self._parts["copies"].busy = lambda: admission.busy
         history: ExecutionHistory = executions
         if cluster is not None:
             from scheduler0.cluster.history import ClusterHistory

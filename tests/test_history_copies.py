@@ -249,6 +249,20 @@ class CopiesTests(SynchronousTestCase):
         self.drive(self.one.copies.ship())
         self.assertEqual([(kind, rows) for *_, kind, rows in self.two.copies_held()], [("last", 3)])
 
+    def test_copies_wait_while_the_node_is_busy(self) -> None:
+        """
+        Copies are background work: while the node is busy (past its
+        capacity) nothing is sent, and what was recorded goes once it is not.
+        """
+        busy = [True]
+        self.one.copies.busy = lambda: busy[0]
+        self.write(self.one, range(4))
+        self.drive(self.one.copies.ship())
+        self.assertEqual(self.one.sent, [])
+        busy[0] = False
+        self.drive(self.one.copies.ship())
+        self.assertEqual([(kind, rows) for *_, kind, rows in self.two.copies_held()], [("last", 4)])
+
     def test_batch_descriptions_are_checked(self) -> None:
         """A malformed batch description is refused, naming the field."""
         good = {

@@ -23,7 +23,8 @@ to its own records (pruned as its own), where every history read finds them
 with the node's id. So does a keeper that sees a node come back with a new
 data directory (a new I{incarnation}) for the copies of the old one. What a
 node recorded in the last L{SHIP_INTERVAL_S} or so before it was lost (and,
-if its keeper was unreachable, since then) has no copy.
+if its keeper was unreachable, or the node busy past its capacity, since
+then) has no copy: copies wait while the node is busy.
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ class HistoryCopies:
     #: Runs a blocking function in a thread (encoding, decoding).
     in_thread: Callable[..., Deferred]
     incarnation: str = ""
+    #: Whether the node is busy (past its capacity): copies are background
+    #: work and wait while it is, so firing on time comes first.
+    busy: Callable[[], bool] = lambda: False
     _pending: list[tuple] = attrs.field(factory=list)
     _keeper: int | None = None
     _generation: int | None = None
@@ -222,7 +226,7 @@ class HistoryCopies:
 
     async def ship(self) -> None:
         """Send what was recorded since the last batch (first a checkpoint, if due)."""
-        if self._shipping or self.clock.seconds() < self._retry_at:
+        if self._shipping or self.clock.seconds() < self._retry_at or self.busy():
             return
         self._shipping = True
         try:
@@ -276,6 +280,8 @@ class HistoryCopies:
         after = -1
         total = 0
         while True:
+            while self.busy():
+                await deferLater(self.clock, CHECKPOINT_PAUSE_S, lambda: None)
             rowid, rows = await self.pool.runInteraction(_chunk_after, after, CHECKPOINT_ROWS)
             last = len(rows) < CHECKPOINT_ROWS
             await self._send("last" if last else "checkpoint", rows)
