@@ -137,6 +137,19 @@ class ClusterSchedulerTests(SynchronousTestCase):
     def node(self, node_id: int) -> Node:
         return Node(self.clock, self.jobs, self.owners, self.progress, node_id)
 
+    def hold_reads(self, *nodes: Node) -> list[Deferred]:
+        """Make the take-over reads of C{nodes} wait: the list of reads, to fire by hand."""
+        reading: list[Deferred] = []
+
+        def owned_jobs(uuids: list[str]) -> Deferred:
+            d: Deferred = Deferred()
+            reading.append(d)
+            return d
+
+        for node in nodes:
+            node.scheduler.ownership.owned_jobs = owned_jobs
+        return reading
+
     def elapse(self, seconds: float) -> None:
         end = self.clock.seconds() + seconds
         while self.clock.seconds() < end:
@@ -418,14 +431,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
         until then.
         """
         two = self.node(2)
-        reading: list[Deferred] = []
-
-        def owned_jobs(uuids: list[str]) -> Deferred:
-            d: Deferred = Deferred()
-            reading.append(d)
-            return d
-
-        two.scheduler.ownership.owned_jobs = owned_jobs
+        reading = self.hold_reads(two)
         self.elapse(1.5)
         two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
         two.apply("assign_jobs", {"moves": [["job-a", 3]], "handover_at": None})
@@ -476,17 +482,8 @@ class ClusterSchedulerTests(SynchronousTestCase):
         and starting the job after it would fire it for good. Also for a
         project deleted with its jobs.
         """
-        two = self.node(2)
-        reading: list[Deferred] = []
-
-        def owned_jobs(uuids: list[str]) -> Deferred:
-            d: Deferred = Deferred()
-            reading.append(d)
-            return d
-
-        one = self.node(1)
-        two.scheduler.ownership.owned_jobs = owned_jobs
-        one.scheduler.ownership.owned_jobs = owned_jobs
+        two, one = self.node(2), self.node(1)
+        reading = self.hold_reads(two, one)
         self.elapse(1.5)
         two.apply("assign_jobs", {"moves": [["job-a", 2]], "handover_at": None})
         two.apply("delete_job", {}, {"uuid": "job-a"})

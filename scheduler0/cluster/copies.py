@@ -475,12 +475,10 @@ def check_meta(meta: dict) -> dict:
     """The batch's description from a peer request, checked; ValueError names the field."""
     if not isinstance(meta, dict):
         raise ValueError("must be a JSON object")
-    out: dict[str, Any] = {}
-    for field in ("origin",):
-        value = meta.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{field}: must be a positive integer")
-        out[field] = value
+    origin = meta.get("origin")
+    if not isinstance(origin, int) or isinstance(origin, bool) or origin < 1:
+        raise ValueError("origin: must be a positive integer")
+    out: dict[str, Any] = {"origin": origin}
     incarnation = meta.get("incarnation")
     if not isinstance(incarnation, str) or not 0 < len(incarnation) <= 64:
         raise ValueError("incarnation: must be a string of 1 to 64 characters")

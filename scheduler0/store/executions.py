@@ -479,11 +479,9 @@ class ExecutionStore:
         than L{WRITER_BEHIND_S}, or more than L{WRITER_BEHIND_RECORDS} wait.
         Shed slots' records are folded while it is.
         """
-        if self._writing is None:
-            return False
-        return (
-            self.clock.seconds() - self._write_started > WRITER_BEHIND_S
-            or len(self._buffer) > WRITER_BEHIND_RECORDS
+        return self.backlogged() or (
+            self._writing is not None
+            and self.clock.seconds() - self._write_started > WRITER_BEHIND_S
         )
 
     def backlogged(self) -> bool:
