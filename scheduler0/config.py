@@ -86,7 +86,10 @@ class Config:
     job_execution_timeout: float = 30
     job_execution_retry_delay: float = 1
     job_execution_retry_max: int = 10
+    job_execution_retry_max_delay: float = 60
     max_workers: int = 64
+    max_workers_per_url: int = 16
+    max_workers_per_host: int = 32
     max_queue: int = 10000
     execution_log_fetch_fan_in: int = 2
     execution_log_fetch_interval_seconds: float = 2
@@ -100,6 +103,7 @@ class Config:
     callback_deny_networks: tuple[str, ...] = ()
     callback_signing_grace_seconds: float = 86400
     max_callback_response_bytes: int = 65536
+    callback_response_excerpt_bytes: int = 1024
     max_request_body_bytes: int = 4 * 1024 * 1024
     max_jobs_per_request: int = 10000
     max_json_depth: int = 32
@@ -401,7 +405,25 @@ KEYS: tuple[_Key, ...] = (
         _integer(0),
         "retries after the first callback attempt",
     ),
+    _Key(
+        "JobExecutionRetryMaxDelay",
+        "job_execution_retry_max_delay",
+        _number(0),
+        "s, the longest wait between two attempts (a job's default retry_max_delay_s)",
+    ),
     _Key("MaxWorkers", "max_workers", _integer(1), "concurrent outbound callback requests"),
+    _Key(
+        "MaxWorkersPerURL",
+        "max_workers_per_url",
+        _integer(1),
+        "concurrent callback requests to one callback URL",
+    ),
+    _Key(
+        "MaxWorkersPerHost",
+        "max_workers_per_host",
+        _integer(1),
+        "concurrent callback requests to one host (scheme, host and port)",
+    ),
     _Key(
         "MaxQueue",
         "max_queue",
@@ -475,6 +497,12 @@ KEYS: tuple[_Key, ...] = (
         "max_callback_response_bytes",
         _integer(0),
         "bytes of a callback's answer read at most (the rest is discarded)",
+    ),
+    _Key(
+        "CallbackResponseExcerptBytes",
+        "callback_response_excerpt_bytes",
+        _integer(0),
+        "bytes of a failed callback's answer kept in its execution record",
     ),
     _Key(
         "MaxRequestBodyBytes",
