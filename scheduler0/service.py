@@ -293,10 +293,14 @@ class NodeService(MultiService):
             max_queue=config.max_queue,
             payload_max_bytes=int(config.http_executor_payload_max_size_mb * 1024 * 1024),
             retry_delay_s=config.job_execution_retry_delay,
+            retry_delay_cap_s=config.job_execution_retry_max_delay,
             paused=lambda: guard.paused,
             sign=signer.sign,
             max_response_bytes=config.max_callback_response_bytes,
             node_id=config.node_id,
+            max_per_url=config.max_workers_per_url,
+            max_per_host=config.max_workers_per_host,
+            response_excerpt_bytes=config.callback_response_excerpt_bytes,
         )
         scheduler = SchedulerService(
             self.reactor,

@@ -350,6 +350,7 @@ SCHEMAS: dict[str, Any] = {
             "status_code": _NULLABLE_INTEGER,
             "error": _NULLABLE_STRING,
             "skip_reason": _NULLABLE_STRING,
+            "response_body": _NULLABLE_STRING,
         }
     ),
     # missing_nodes: in a cluster, the members whose records could not be

@@ -1152,6 +1152,7 @@ class SchedulerService(Service):
             "status_code": None,
             "error": None,
             "skip_reason": None,
+            "response_body": None,
         }
         record.update(fields)
         if write:
@@ -1237,6 +1238,7 @@ class SchedulerService(Service):
             status_code=outcome.status_code,
             error=outcome.error,
             skip_reason=outcome.skip_reason,
+            response_body=outcome.response_body,
         )
         self.executions.record(record, trusted=True)
         if self.execution_observers:
@@ -1262,6 +1264,7 @@ class SchedulerService(Service):
         status_code: int | None = None,
         error: str | None = None,
         skip_reason: str | None = None,
+        response_body: str | None = None,
     ) -> dict:
         def instant(seconds: float | None) -> str | None:
             if seconds is None:
@@ -1288,6 +1291,7 @@ class SchedulerService(Service):
             "status_code": status_code,
             "error": error,
             "skip_reason": skip_reason,
+            "response_body": response_body,
         }
 
     # -- how far this node got --------------------------------------------------

@@ -145,6 +145,8 @@ _ADDED_COLUMNS = (
     ("jobs", "owner_since", "INTEGER"),
     ("jobs", "prev_owner", "INTEGER"),
     ("jobs", "prev_owner_since", "INTEGER"),
+    # The committed history of older releases shares the executions columns.
+    ("executions", "response_body", "TEXT"),
 )
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
