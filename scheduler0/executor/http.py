@@ -453,6 +453,8 @@ class HTTPExecutor:
     max_per_url: int = 16
     max_per_host: int = 32
     response_excerpt_bytes: int = 1024
+    # Sent with every POST besides the usual ones.
+    extra_headers: dict[str, str] = attrs.field(factory=dict)
 
     _endpoints: dict[str, _Endpoint] = attrs.field(factory=dict, init=False)
     _host_posts: dict[str, int] = attrs.field(factory=dict, init=False)
@@ -898,6 +900,8 @@ class HTTPExecutor:
         }
         if self.node_id is not None:
             headers["X-Scheduler0-Node"] = str(self.node_id)
+        if self.extra_headers:
+            headers.update(self.extra_headers)
         if self.sign is not None:
             try:
                 headers.update(self.sign(body, [item.delivery for item in chunk]))
