@@ -356,6 +356,7 @@ class NodeService(MultiService):
             proposer=proposer,
             executions=executions,
             state=state,
+            readiness=self.readiness,
         )
         scheduler.execution_observers.append(metrics.on_execution)
         scheduler.started_observers.append(metrics.on_started)
