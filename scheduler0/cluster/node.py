@@ -982,7 +982,8 @@ class ClusterNode:
         """
         from scheduler0.readiness import ClusterObservation, cluster_reasons
 
-        self._noticed_leadership()
+        # Not _noticed_leadership(): a health probe must not log leadership
+        # events (it would catch a candidate's moment in a term it then wins).
         self.lease_valid()
         now = self.monotonic()
         members = self.member_ids()
