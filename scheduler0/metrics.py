@@ -156,6 +156,7 @@ class NodeMetrics:
     state: Any = None
     # Why the node is not ready (NodeService.readiness: [] when it is).
     readiness: Callable[[], list[dict]] | None = None
+    notifier: Any = None
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
 
     _finished: dict[str, tuple[Any, int]] = attrs.field(init=False, factory=dict)
@@ -473,6 +474,18 @@ class NodeMetrics:
                 "Callback POSTs in flight divided by MaxWorkers.",
                 in_flight / max(1, executor.max_workers),
             )
+        notifier = self.notifier
+        if notifier is not None:
+            notifications = CounterMetricFamily(
+                "scheduler0_failure_notifications",
+                "Failure notifications to projects' notify_url: sent (handed to the notifier's"
+                " executor), undelivered (given up after its retries), dropped (before sending:"
+                " the project could not be read, or too many waited).",
+                labels=["result"],
+            )
+            for result in ("sent", "undelivered", "dropped"):
+                notifications.add_metric([result], getattr(notifier, result))
+            yield notifications
 
     def _fanin(self) -> Iterable[Metric]:
         if self.cluster is None or self.scheduler is None:

@@ -110,6 +110,8 @@ class FailureNotifier:
     #: Notifications handed to the executor, and dropped before it.
     sent: int = 0
     dropped: int = 0
+    #: Notifications given up after their retries.
+    undelivered: int = 0
     _urls: dict[str, str | None] = attrs.field(factory=dict, init=False)
     _reading: dict[str, list[Outcome]] = attrs.field(factory=dict, init=False)
     _waiting: int = attrs.field(default=0, init=False)
@@ -187,6 +189,7 @@ class FailureNotifier:
         """The notification executor's outcome: a notification not delivered is logged."""
         if outcome.state == "succeeded":
             return
+        self.undelivered += 1
         log.warn(
             "the failure notification of execution {execution_id} (project {project})"
             " was not delivered after {attempts} attempts: {error}",

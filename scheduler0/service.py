@@ -376,6 +376,7 @@ class NodeService(MultiService):
             executions=executions,
             state=state,
             readiness=self.readiness,
+            notifier=notifier,
         )
         scheduler.execution_observers.append(metrics.on_execution)
         scheduler.started_observers.append(metrics.on_started)

@@ -228,6 +228,23 @@ class ExecutionCountTests(SynchronousTestCase):
         )
         self.assertEqual(value(samples, "scheduler0_executions_finished_total", state="skipped"), 3)
 
+    def test_failure_notifications_are_counted_by_result(self) -> None:
+        """The notifier's sent, undelivered and dropped notifications are counters."""
+
+        class Notifier:
+            sent, undelivered, dropped = 5, 2, 1
+
+        metrics = NodeMetrics(self.clock, 1, notifier=Notifier())
+        samples = scrape(metrics)
+        for result, count in (("sent", 5), ("undelivered", 2), ("dropped", 1)):
+            self.assertEqual(
+                value(samples, "scheduler0_failure_notifications_total", result=result), count
+            )
+        # A node without a notifier (none wired in) has no such series.
+        self.assertIsNone(
+            value(scrape(self.metrics), "scheduler0_failure_notifications_total", result="sent")
+        )
+
     def test_non_final_records_are_ignored(self) -> None:
         """A running record is no outcome: nothing counts it."""
         self.metrics.on_execution(record(state="running"))
