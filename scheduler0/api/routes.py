@@ -127,9 +127,10 @@ _TABLE: tuple[Route, ...] = (
         "/projects/<uuid>",
         "update_project",
         CLIENT,
-        "Change a project's name or description.",
+        "Change a project's name, description or notify_url.",
         body="ProjectPatch",
         response="Project",
+        description="Fields not given keep their value; notify_url null removes it.",
     ),
     Route(
         "DELETE",
