@@ -992,6 +992,16 @@ class SchedulerAPI:
         stamp = format_instant(now)
         anchor = format_instant(now.replace(microsecond=0))
         defaults = self.defaults
+        # The fields added after the first release, as a job without them
+        # gets them: those at the state machine's own defaults are left out
+        # of the command, so nodes of the earlier release apply it alike
+        # during an upgrade (see ADDED_JOB_DEFAULTS).
+        added = {
+            "retry_delay_s": float(defaults.job_execution_retry_delay),
+            "retry_max_delay_s": float(defaults.job_execution_retry_max_delay),
+            "concurrency_policy": "allow",
+            "coalesce": False,
+        }
         jobs = [
             {
                 "uuid": self.new_uuid(),
@@ -1008,47 +1018,58 @@ class SchedulerAPI:
                 ),
                 "timeout_s": float(fields.get("timeout_s", defaults.job_execution_timeout)),
                 "retry_max": int(fields.get("retry_max", defaults.job_execution_retry_max)),
-                "retry_delay_s": float(
-                    fields.get("retry_delay_s", defaults.job_execution_retry_delay)
-                ),
-                "retry_max_delay_s": float(
-                    fields.get("retry_max_delay_s", defaults.job_execution_retry_max_delay)
-                ),
-                "concurrency_policy": fields.get("concurrency_policy", "allow"),
-                "coalesce": fields.get("coalesce", False),
                 "created_at": stamp,
                 "updated_at": stamp,
                 "anchor_at": anchor,
             }
             for fields in cleaned
         ]
+        sent = {k: v for k, v in added.items() if ADDED_JOB_DEFAULTS[k] != v}
         cap = payload_cap_bytes(defaults.http_executor_payload_max_size_mb)
+        default_delays = (added["retry_delay_s"], added["retry_max_delay_s"])
         for position, (job, fields, prefix) in enumerate(zip(jobs, cleaned, prefixes, strict=True)):
             await self._breathe(position)
-            self._check_new_job(job, fields, prefix, now, cap, errors)
+            if _ADDED_FIELDS.isdisjoint(fields):
+                if sent:
+                    job.update(sent)
+                delays = default_delays
+            else:
+                mine = {k: fields.get(k, default) for k, default in added.items()}
+                mine["retry_delay_s"] = float(mine["retry_delay_s"])
+                mine["retry_max_delay_s"] = float(mine["retry_max_delay_s"])
+                job.update({k: v for k, v in mine.items() if ADDED_JOB_DEFAULTS[k] != v})
+                delays = (mine["retry_delay_s"], mine["retry_max_delay_s"])
+            self._check_new_job(job, fields, prefix, now, cap, errors, delays)
         errors.raise_if_any()
-        value = await self._propose("create_jobs", {"jobs": _compatible(jobs)}, call=call)
+        value = await self._propose("create_jobs", {"jobs": jobs}, call=call)
         if isinstance(value, list) and (len(value) == len(jobs) or call.idempotency_key()):
             # (A retry under an Idempotency-Key answers with the first
             # request's jobs, however many of them still exist.)
             jobs = value
+        else:
+            jobs = [{**ADDED_JOB_DEFAULTS, **job} for job in jobs]
         presented = await self._present_jobs(jobs, with_history=False)
         return 201, (presented[0] if isinstance(body, dict) else presented)
 
     @staticmethod
     def _check_new_job(
-        job: dict, given: dict, prefix: str, now: datetime, cap: int, errors: FieldErrors
+        job: dict,
+        given: dict,
+        prefix: str,
+        now: datetime,
+        cap: int,
+        errors: FieldErrors,
+        delays: tuple[float, float],
     ) -> None:
         """
-        What a new or changed C{job} (every field set) must also be, given
-        the fields the request C{given}: the longest retry wait not below
-        the first, an C{@at} not in the past, C{data} that a callback can
-        carry. Each problem is added to C{errors} under C{prefix + field}.
+        What a new or changed C{job} must also be, given the fields the
+        request C{given} and the job's C{delays} (retry_delay_s,
+        retry_max_delay_s): the longest retry wait not below the first, an
+        C{@at} not in the past, C{data} that a callback can carry. Each
+        problem is added to C{errors} under C{prefix + field}.
         """
         problem = retry_delays_problem(
-            job["retry_delay_s"],
-            job["retry_max_delay_s"],
-            given="retry_delay_s" in given and "retry_max_delay_s" in given,
+            *delays, given="retry_delay_s" in given and "retry_max_delay_s" in given
         )
         if problem is not None:
             errors.add(prefix + "retry_max_delay_s", f"{prefix}retry_max_delay_s: {problem}")
@@ -1095,13 +1116,15 @@ class SchedulerAPI:
         if not changes:
             return await self._present_job(job)
         now = self._now()
+        changed = {**job, **changes}
         self._check_new_job(
-            {**job, **changes},
+            changed,
             changes,
             "",
             now,
             payload_cap_bytes(self.defaults.http_executor_payload_max_size_mb),
             errors,
+            (changed["retry_delay_s"], changed["retry_max_delay_s"]),
         )
         errors.raise_if_any()
         if "callback_url" in changes:
@@ -1283,18 +1306,7 @@ class SchedulerAPI:
 _SIZED_FIELDS = frozenset(("data", "name", "spec", "project_uuid", "retry_max"))
 
 
-def _compatible(jobs: list[dict]) -> list[dict]:
-    """
-    C{jobs} for a create_jobs command: the fields added after the first
-    release are left out where they hold their default (the state machine
-    fills it in), so nodes of the earlier release apply it alike during an
-    upgrade.
-    """
-    default = ADDED_JOB_DEFAULTS.get
-    return [{k: v for k, v in job.items() if default(k, _NONE) != v} for job in jobs]
-
-
-_NONE = object()
+_ADDED_FIELDS = frozenset(ADDED_JOB_DEFAULTS)
 
 
 def _prefer(value: Any, local: dict) -> dict:
