@@ -5,7 +5,7 @@ The benchmark suite of issue 5, one command per scenario:
     python -m bench all [--quick]
 
 Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth, idle,
-history, recovery.
+history, recovery, degraded.
 precision, throughput, scale and api take --nodes N (N > 1: a cluster of N nodes on
 127.0.0.1, bench/cluster.py); failover always runs on a cluster (3 nodes by
 default); cpu takes a list of sizes (--nodes 1 3 5, the default) and
@@ -31,9 +31,12 @@ from bench.common import CLUSTER_NEEDED, machine_facts, print_json_path, table, 
 
 ORDER = [
     "precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth", "idle",
-    "history", "recovery",
+    "history", "recovery", "degraded",
 ]  # fmt: skip
-OWN = {"precision", "throughput", "cpu", "failover", "peers", "idle", "history", "recovery"}
+OWN = {
+    "precision", "throughput", "cpu", "failover", "peers", "idle", "history", "recovery",
+    "degraded",
+}  # fmt: skip
 EXTERNAL = {"scale": "bench.scale", "api": "bench.api"}
 HELP = {
     "precision": "scenario 1: lateness/missed/duplicates of N jobs @every 1s (--nodes N)",
@@ -48,6 +51,7 @@ HELP = {
     "idle": "CPU of idle clusters with no jobs, all nodes summed (--nodes 3 5)",
     "history": "GET /executions with every filter over 1,000,000 jobs' records (--nodes N)",
     "recovery": "seconds until lateness is normal again after an overload ends (--nodes N)",
+    "degraded": "slow and hung callback URLs beside a fast one: is anything else late?",
 }
 
 

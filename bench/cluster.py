@@ -207,14 +207,20 @@ class ClusterUnderTest(JobsClient):
         return {m["node_id"]: m["owned_jobs"] for m in await self.members()}
 
     async def add_jobs(
-        self, count: int, receiver_port: int, urls: int, spec: str = "@every 1s", phases: int = 1
+        self,
+        count: int,
+        receiver_port: int,
+        urls: int,
+        spec: str = "@every 1s",
+        phases: int = 1,
+        path: str = "/cb/{n}",
     ) -> float:
         """
         Create the jobs on the leader (L{JobsClient.add_jobs}), then wait until
         the leader has spread them evenly over the nodes; the seconds of both.
         """
         started = time.monotonic()
-        await JobsClient.add_jobs(self, count, receiver_port, urls, spec, phases)
+        await JobsClient.add_jobs(self, count, receiver_port, urls, spec, phases, path)
         await self.wait_balanced()
         return time.monotonic() - started
 

@@ -350,13 +350,20 @@ class JobsClient:
         self.project_uuid = (await response.json())["data"]["uuid"]
 
     async def add_jobs(
-        self, count: int, receiver_port: int, urls: int, spec: str = "@every 1s", phases: int = 1
+        self,
+        count: int,
+        receiver_port: int,
+        urls: int,
+        spec: str = "@every 1s",
+        phases: int = 1,
+        path: str = "/cb/{n}",
     ) -> float:
         """
-        Create C{count} more jobs spread round-robin over C{urls} paths; return
-        the seconds it took. With C{phases} > 1 they are created in that many
-        groups spaced evenly over one second, so their @every anchors (their
-        creation instants) are spread over the second instead of all equal.
+        Create C{count} more jobs spread round-robin over C{urls} paths
+        (C{path} with C{n} from 0 to C{urls} - 1); return the seconds it
+        took. With C{phases} > 1 they are created in that many groups spaced
+        evenly over one second, so their @every anchors (their creation
+        instants) are spread over the second instead of all equal.
         """
         started = time.monotonic()
         first = len(self.jobs)
@@ -370,7 +377,8 @@ class JobsClient:
                     "project_uuid": self.project_uuid,
                     "name": f"job-{i}",
                     "spec": spec,
-                    "callback_url": f"http://127.0.0.1:{receiver_port}/cb/{i % urls}",
+                    "callback_url": f"http://127.0.0.1:{receiver_port}"
+                    + path.format(n=i % urls),
                 }
                 for i in range(start, end)
             ]

@@ -215,6 +215,22 @@ class FastHTTP(Protocol):
     def _complete(self, body: bytes) -> None:
         self._need = None
         self.recorder.record(self._path, body)
+        # A slow or hung endpoint, for bench degraded: /slow/<ms>/... answers
+        # after that many milliseconds, /hang/... never (the client times out).
+        if self._path.startswith("/hang/"):
+            return
+        if self._path.startswith("/slow/"):
+            try:
+                delay = int(self._path.split("/")[2]) / 1000.0
+            except (IndexError, ValueError):
+                delay = 0.0
+            self.recorder.clock.callLater(delay, self._answer)
+            return
+        self._answer()
+
+    def _answer(self) -> None:
+        if self.transport is None or self.transport.disconnecting:
+            return
         if self._close_after:
             self.transport.write(OK_CLOSE)
             self.transport.loseConnection()

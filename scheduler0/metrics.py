@@ -75,6 +75,11 @@ SKIP_REASONS = (
     "job_deleted",
     "job_paused",
     "job_moved",
+    "overloaded",
+    "endpoint_busy",
+    "still_running",
+    "replaced",
+    "coalesced",
 )
 
 #: Roles a node reports (Raft core roles).

@@ -175,6 +175,7 @@ class NodeService(MultiService):
         from scheduler0.executor.http import HTTPExecutor, whole_body
         from scheduler0.guard import ResourceGuard
         from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
+        from scheduler0.notify import FailureNotifier, notification_executor
         from scheduler0.scheduler.service import SchedulerService
         from scheduler0.signing import CallbackSigner
         from scheduler0.store.executions import ExecutionHistory, ExecutionStore
@@ -275,10 +276,24 @@ class NodeService(MultiService):
         )
 
         scheduler: SchedulerService | None = None
+        notifier = FailureNotifier(
+            state.get_project,
+            notification_executor(
+                self.reactor,
+                http_client,
+                signer.sign,
+                config.node_id,
+                lambda outcome: notifier.notified(outcome),
+            ),
+            node_id=config.node_id,
+        )
+        proposer.subscribe(notifier.on_applied)
+        self._parts["notifier"] = notifier
 
         def on_outcome(outcome: Any) -> None:
             assert scheduler is not None
             scheduler.on_outcome(outcome)
+            notifier.on_outcome(outcome)
 
         def on_started(delivery: Any, at: float) -> None:
             assert scheduler is not None
@@ -293,10 +308,14 @@ class NodeService(MultiService):
             max_queue=config.max_queue,
             payload_max_bytes=int(config.http_executor_payload_max_size_mb * 1024 * 1024),
             retry_delay_s=config.job_execution_retry_delay,
+            retry_delay_cap_s=config.job_execution_retry_max_delay,
             paused=lambda: guard.paused,
             sign=signer.sign,
             max_response_bytes=config.max_callback_response_bytes,
             node_id=config.node_id,
+            max_per_url=config.max_workers_per_url,
+            max_per_host=config.max_workers_per_host,
+            response_excerpt_bytes=config.callback_response_excerpt_bytes,
         )
         scheduler = SchedulerService(
             self.reactor,
@@ -554,6 +573,8 @@ class NodeService(MultiService):
             await self._port.stopListening()
         if "scheduler" in parts:
             await parts["scheduler"].stopService()
+        if "notifier" in parts:
+            await parts["notifier"].stop()
         if "guard" in parts:
             parts["guard"].stop()
         if "metrics" in parts:

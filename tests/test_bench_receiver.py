@@ -85,6 +85,22 @@ class ParserTests(SynchronousTestCase):
             self.protocol.dataReceived(bytes([byte]))
         self.assertEqual(self.recorder.posts, [Post(1002.5, "/cb", body)])
 
+    def test_slow_and_hung_paths_record_at_once_and_answer_late_or_never(self) -> None:
+        """/slow/<ms>/ answers after that long, /hang/ never; both are recorded on arrival."""
+        self.protocol.dataReceived(post_bytes("/slow/1500/x", b"[]"))
+        self.assertEqual([p.at for p in self.recorder.posts], [1000.0])
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(1.499)
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.001)
+        self.assertIn(b"HTTP/1.1 200 OK", self.transport.value())
+        hung = StringTransport()
+        other = FastHTTP(self.recorder)
+        other.makeConnection(hung)
+        other.dataReceived(post_bytes("/hang/x", b"[]"))
+        self.clock.advance(3600)
+        self.assertEqual((len(self.recorder.posts), hung.value()), (2, b""))
+
     def test_chunked_body_is_reassembled(self) -> None:
         """A chunked POST (with a chunk extension and a trailer) is recorded as its joined body."""
         body = json.dumps([item(1), item(2)]).encode()

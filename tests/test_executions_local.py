@@ -42,6 +42,7 @@ def record(eid: str, job_uuid: str = "j1", state: str = "running", **extra: Any)
         "status_code": None,
         "error": None,
         "skip_reason": None,
+        "response_body": None,
     }
     value.update(extra)
     return value
@@ -102,10 +103,14 @@ class LocalHistoryTests(SynchronousTestCase):
         self.assertNotIn("executions_by_seq", self.indexes(store))
         self.assertIn("executions_by_failure_id", self.indexes(store))
         self.assertNotIn("executions_by_time", self.indexes(store))
-        store.record(record("n", scheduled_at="2026-01-01T00:00:01.000Z"))
+        store.record(
+            record("n", scheduled_at="2026-01-01T00:00:01.000Z", response_body="down for repairs")
+        )
         items, total = self.result(store.query(job_uuid="j1"))
         self.assertEqual(([r["execution_id"] for r in items], total), (["n", "z", "a"], 3))
         self.assertEqual(items[1]["node_id"], 3)
+        # The column added since (response_body) is there, empty for the old rows.
+        self.assertEqual([r["response_body"] for r in items], ["down for repairs", None, None])
 
     def plan(self, store: ExecutionStore, state: str | None, column: str = "state") -> str:
         def read(txn: Any) -> str:

@@ -24,8 +24,13 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 import scheduler0
 from scheduler0.executor.http import (
+    ENDPOINT_WAIT_S,
+    FORBID,
     OVERSIZE_ERROR,
+    REPLACE,
+    SWEEP_S,
     Delivery,
+    DeliveryPolicy,
     HTTPExecutor,
     Outcome,
     job_members_json,
@@ -54,15 +59,22 @@ def delivery(n: int = 1, url: str = "http://receiver.test/hook", **changes: Any)
 class FakeResponse:
     """An IResponse-like answer whose body arrives at once (or never, if C{stall})."""
 
-    def __init__(self, code: int, headers: dict[str, str] | None = None, stall: bool = False):
+    def __init__(
+        self,
+        code: int,
+        headers: dict[str, str] | None = None,
+        stall: bool = False,
+        body: bytes = b'{"ok": true}',
+    ):
         self.code = code
         self.headers = Headers({k: [v] for k, v in (headers or {}).items()})
         self.stall = stall
+        self.body = body
         self.transport = StringTransport()
 
     def deliverBody(self, protocol: Any) -> None:
         protocol.makeConnection(self.transport)
-        protocol.dataReceived(b'{"ok": true}')
+        protocol.dataReceived(self.body)
         if not self.stall:
             protocol.connectionLost(Failure(ResponseDone()))
 
@@ -191,14 +203,17 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(h.started, [("exec-1", 100.0)])
 
     def test_coalesces_while_in_flight(self) -> None:
-        """What arrives while a POST to the URL is in flight goes together in the next POST."""
-        h = Harness()
+        """
+        With one POST per URL (MaxWorkersPerURL 1), what arrives while it is
+        in flight goes together in the next POST.
+        """
+        h = Harness(max_per_url=1)
         h.submit(delivery(1))
         h.turn()
-        h.clock.advance(1)
+        h.clock.advance(0.1)
         h.submit(delivery(2))
         h.turn()
-        h.clock.advance(1)
+        h.clock.advance(0.1)
         h.submit(delivery(3))
         h.turn()
         self.assertEqual(len(h.client.requests), 1)
@@ -242,20 +257,19 @@ class ChunkingTests(SynchronousTestCase):
         for r in h.client.requests:
             self.assertLessEqual(len(r.body), cap)
 
-    def test_second_post_when_waiting_exceeds_a_chunk(self) -> None:
-        """While a URL has a POST in flight, it gets another only once a full chunk waits."""
-        size = self._item_size()
-        h = Harness(payload_max_bytes=2 + 2 * size + 1)
+    def test_next_post_does_not_wait_for_one_in_flight(self) -> None:
+        """
+        What arrives while a POST to the URL is in flight goes at once in a
+        POST of its own, numbered after the one in flight.
+        """
+        h = Harness()
         h.submit(delivery(1))
         h.turn()
         h.submit(delivery(2), delivery(3))
         h.turn()
-        self.assertEqual(len(h.client.requests), 1)
-        h.submit(delivery(4))
-        h.turn()
         self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-2", "exec-3"]])
         self.assertEqual(h.client.requests[1].headers["x-payload-chunk-id"], "1")
-        self.assertEqual(h.executor.queue_depth(), 1)
+        self.assertEqual(h.executor.queue_depth(), 0)
 
     def test_chunk_ids_restart_per_flush(self) -> None:
         """Chunk ids start again at 0 for the next flush of a URL."""
@@ -1119,3 +1133,288 @@ class WholeBodyTests(SynchronousTestCase):
         from scheduler0.executor.http import whole_body
 
         self.assertIsInstance(whole_body(io.BytesIO(b"abc")), FileBodyProducer)
+
+
+class EndpointBoundTests(SynchronousTestCase):
+    """Bounded concurrency per callback URL and per host (slow endpoints make nothing late)."""
+
+    def test_a_slow_url_gets_up_to_its_bound_in_flight(self) -> None:
+        """Each new slot to a URL whose POSTs are all still open starts at once, up to the bound."""
+        h = Harness(max_per_url=3)
+        for n in range(1, 5):
+            h.submit(delivery(n))
+            h.turn()
+            h.clock.advance(0.1)
+        self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-2"], ["exec-3"]])
+        self.assertEqual([at for _, at in h.started], [0.0, 0.1, 0.2])
+        self.assertEqual(h.executor.queue_depth(), 1)
+
+    def test_a_slot_that_waits_too_long_at_the_bound_is_skipped(self) -> None:
+        """At its URL's bound a first attempt waits ENDPOINT_WAIT_S, then is skipped."""
+        h = Harness(max_per_url=1)
+        h.submit(delivery(1))
+        h.turn()
+        h.submit(delivery(2))
+        h.turn()
+        h.clock.advance(ENDPOINT_WAIT_S - SWEEP_S / 2)
+        self.assertEqual(h.outcomes, [])
+        h.clock.pump([SWEEP_S] * 4)
+        [outcome] = h.outcomes
+        self.assertEqual(
+            (outcome.delivery.execution_id, outcome.state, outcome.skip_reason, outcome.attempts),
+            ("exec-2", "skipped", "endpoint_busy", 0),
+        )
+        self.assertIn("MaxWorkersPerURL", outcome.error)
+        self.assertEqual(h.executor.queue_depth(), 0)
+        self.assertEqual(len(h.client.requests), 1)
+
+    def test_a_slot_goes_when_the_url_frees_in_time(self) -> None:
+        """A slot waiting at the bound is sent as soon as a POST to its URL ends."""
+        h = Harness(max_per_url=1)
+        h.submit(delivery(1))
+        h.turn()
+        h.submit(delivery(2))
+        h.turn()
+        h.clock.advance(ENDPOINT_WAIT_S / 2)
+        h.client.requests[0].respond(200)
+        h.turn()
+        self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-2"]])
+        h.clock.pump([SWEEP_S] * 8)
+        self.assertEqual([o.state for o in h.outcomes], ["succeeded"])
+
+    def test_the_host_bound_holds_across_its_urls(self) -> None:
+        """URLs of one host share its bound; another host is not held back by it."""
+        h = Harness(max_per_url=5, max_per_host=2)
+        for n, url in enumerate(
+            ["http://a.test/1", "http://a.test/2", "http://A.test/3", "http://b.test/1"], 1
+        ):
+            h.submit(delivery(n, url=url))
+        h.turn()
+        self.assertEqual(
+            sorted(r.url for r in h.client.requests),
+            ["http://a.test/1", "http://a.test/2", "http://b.test/1"],
+        )
+        h.client.requests[0].respond(200)
+        h.turn()
+        self.assertEqual(h.client.requests[-1].url, "http://A.test/3")
+
+    def test_a_hung_url_does_not_hold_back_another(self) -> None:
+        """A URL whose POSTs never answer costs only its own bound, not other URLs' slots."""
+        h = Harness(max_per_url=2, max_workers=4)
+        for second in range(10):
+            h.submit(delivery(100 + second, url="http://hung.test/"))
+            h.submit(delivery(200 + second, url="http://fast.test/"))
+            h.turn()
+            for request in h.client.open():
+                if request.url == "http://fast.test/":
+                    request.respond(200)
+            h.clock.advance(1)
+        by_url: dict[str, list[str]] = {}
+        for o in h.outcomes:
+            by_url.setdefault(o.delivery.callback_url, []).append(o.skip_reason or o.state)
+        self.assertEqual(by_url["http://fast.test/"], ["succeeded"] * 10)
+        self.assertEqual(set(by_url["http://hung.test/"]), {"endpoint_busy"})
+        self.assertEqual(sum(1 for r in h.client.requests if r.url == "http://hung.test/"), 2)
+
+    def test_first_attempts_go_before_retries(self) -> None:
+        """When the URL frees, a waiting first attempt goes before a waiting retry."""
+        from scheduler0.executor.http import _encode
+
+        size = len(_encode(delivery(1), 1))
+        h = Harness(max_per_url=1, payload_max_bytes=2 + size + 1, retry_delay_s=0.1)
+        h.submit(delivery(1))
+        h.turn()
+        h.submit(delivery(2))
+        h.turn()
+        h.client.requests[0].respond(500)  # exec-1 will retry in 0.1 s
+        h.turn()
+        self.assertEqual(h.client.requests[1].ids, ["exec-2"])
+        h.clock.advance(0.1)  # exec-1's retry waits: exec-2 is in flight
+        h.submit(delivery(3))
+        h.turn()
+        h.client.requests[1].respond(200)
+        h.turn()
+        self.assertEqual([r.ids for r in h.client.requests[2:]], [["exec-3"]])
+        h.client.requests[2].respond(200)
+        h.turn()
+        self.assertEqual(h.client.requests[3].ids, ["exec-1"])
+        self.assertEqual(h.client.requests[3].items[0]["attempt"], 2)
+
+    def test_a_retry_that_cannot_start_waits_for_its_next_retry(self) -> None:
+        """
+        A retry held at the bound for ENDPOINT_WAIT_S goes back to wait (its
+        retries run out sooner) and never holds up new slots.
+        """
+        h = Harness(max_per_url=1, retry_delay_s=1.0)
+        h.submit(delivery(1, retry_max=1))
+        h.turn()
+        h.client.requests[0].respond(503)
+        h.submit(delivery(2))
+        h.turn()  # exec-2 in flight, exec-1 retrying in 1 s
+        h.clock.advance(1.0)  # exec-1 queued, the URL is busy
+        h.clock.pump([SWEEP_S] * 6)
+        [outcome] = h.outcomes
+        self.assertEqual((outcome.delivery.execution_id, outcome.state), ("exec-1", "failed"))
+        self.assertEqual(outcome.attempts, 1)
+        self.assertIn("HTTP 503; no retry:", outcome.error)
+        self.assertEqual(h.executor.queue_depth(), 0)
+
+
+def exclusive(n: int, policy: str, **changes: Any) -> Delivery:
+    """A delivery of job-1 (slot n) under a concurrency policy."""
+    return delivery(
+        n,
+        job_uuid="job-1",
+        scheduled_at=f"2026-03-01T12:00:{n:02d}.000Z",
+        policy=DeliveryPolicy(concurrency=policy),
+        **changes,
+    )
+
+
+class ConcurrencyPolicyTests(SynchronousTestCase):
+    def test_forbid_skips_a_slot_while_the_previous_runs(self) -> None:
+        """forbid: a slot due while the job's previous execution is in flight is still_running."""
+        h = Harness()
+        h.submit(exclusive(1, FORBID))
+        h.turn()
+        self.assertTrue(h.executor.running("job-1"))
+        h.submit(exclusive(2, FORBID))
+        [skipped] = h.outcomes
+        self.assertEqual(
+            (skipped.delivery.execution_id, skipped.state, skipped.skip_reason),
+            ("exec-2", "skipped", "still_running"),
+        )
+        self.assertIn("2026-03-01T12:00:01.000Z", skipped.error)
+        h.client.requests[0].respond(200)
+        self.assertFalse(h.executor.running("job-1"))
+        h.submit(exclusive(3, FORBID))
+        h.turn()
+        self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-3"]])
+
+    def test_forbid_counts_a_retrying_execution_as_running(self) -> None:
+        h = Harness()
+        h.submit(exclusive(1, FORBID))
+        h.turn()
+        h.client.requests[0].respond(500)
+        self.assertEqual(h.executor.retrying(), 1)
+        h.submit(exclusive(2, FORBID))
+        self.assertEqual([o.skip_reason for o in h.outcomes], ["still_running"])
+
+    def test_allow_overlaps(self) -> None:
+        """allow (the default): runs of one job overlap."""
+        h = Harness()
+        h.submit(exclusive(1, "allow"))
+        h.turn()
+        h.submit(exclusive(2, "allow"))
+        h.turn()
+        self.assertEqual(len(h.client.open()), 2)
+        self.assertFalse(h.executor.running("job-1"))
+
+    def test_replace_abandons_the_running_post(self) -> None:
+        """replace: the running attempt is abandoned (recorded as such) and the new slot sent."""
+        h = Harness()
+        h.submit(exclusive(1, REPLACE))
+        h.turn()
+        first = h.client.requests[0]
+        h.submit(exclusive(2, REPLACE))
+        h.turn()
+        [abandoned] = h.outcomes
+        self.assertEqual(
+            (abandoned.delivery.execution_id, abandoned.state, abandoned.skip_reason),
+            ("exec-1", "skipped", "replaced"),
+        )
+        self.assertEqual(abandoned.attempts, 1)
+        self.assertIn("abandoned after 1 attempt (one in flight)", abandoned.error)
+        self.assertIn("2026-03-01T12:00:02.000Z", abandoned.error)
+        self.assertTrue(first.d.called)  # cancelled: it carried nothing else
+        self.assertEqual(h.client.requests[1].ids, ["exec-2"])
+        h.client.requests[1].respond(200)
+        self.assertEqual([o.state for o in h.outcomes], ["skipped", "succeeded"])
+        self.assertEqual(h.executor.in_flight(), 0)
+
+    def test_replace_keeps_a_shared_post_for_the_others(self) -> None:
+        """An abandoned delivery's POST goes on for the other jobs in it; it is reported once."""
+        h = Harness()
+        h.submit(exclusive(1, REPLACE), delivery(9))
+        h.turn()
+        shared = h.client.requests[0]
+        h.submit(exclusive(2, REPLACE))
+        h.turn()
+        self.assertFalse(shared.d.called)
+        shared.respond(200)
+        states = {o.delivery.execution_id: (o.state, o.skip_reason) for o in h.outcomes}
+        self.assertEqual(states, {"exec-1": ("skipped", "replaced"), "exec-9": ("succeeded", None)})
+        self.assertEqual(len(h.outcomes), 2)
+
+    def test_replace_cancels_a_pending_retry(self) -> None:
+        h = Harness()
+        h.submit(exclusive(1, REPLACE))
+        h.turn()
+        h.client.requests[0].respond(500)
+        h.submit(exclusive(2, REPLACE))
+        h.turn()
+        self.assertEqual(h.executor.retrying(), 0)
+        h.clock.advance(120)
+        self.assertEqual([r.ids for r in h.client.requests], [["exec-1"], ["exec-2"]])
+        self.assertEqual(h.outcomes[0].skip_reason, "replaced")
+
+    def test_replace_of_a_waiting_delivery(self) -> None:
+        """A replaced delivery still waiting for its URL is dropped before it is sent."""
+        h = Harness(max_per_url=1)
+        h.submit(delivery(9))
+        h.turn()
+        h.submit(exclusive(1, REPLACE))
+        h.turn()
+        h.submit(exclusive(2, REPLACE))
+        self.assertEqual(h.executor.queue_depth(), 1)
+        self.assertEqual((h.outcomes[0].skip_reason, h.outcomes[0].attempts), ("replaced", 0))
+        h.client.requests[0].respond(200)
+        h.turn()
+        self.assertEqual(h.client.requests[1].ids, ["exec-2"])
+
+
+class PolicyRetryDelayTests(SynchronousTestCase):
+    def test_a_job_sets_its_own_retry_delays(self) -> None:
+        """retry_delay_s and retry_max_delay_s of a job replace the executor's."""
+        h = Harness(retry_delay_s=1.0, retry_delay_cap_s=60.0)
+        policy = DeliveryPolicy(retry_delay_s=5.0, retry_max_delay_s=12.0)
+        mine = delivery(1, policy=policy)
+        self.assertEqual([h.executor.retry_delay(n, None, mine) for n in (1, 2, 3)], [5, 10, 12])
+        self.assertEqual([h.executor.retry_delay(n) for n in (1, 2, 3)], [1, 2, 4])
+        h.submit(delivery(1, policy=policy, retry_max=5))
+        h.turn()
+        h.client.requests[0].respond(500)
+        h.clock.advance(4.9)
+        self.assertEqual(len(h.client.requests), 1)
+        h.clock.advance(0.1)
+        self.assertEqual(len(h.client.requests), 2)
+
+
+class ResponseExcerptTests(SynchronousTestCase):
+    def test_a_failed_answer_keeps_its_first_bytes(self) -> None:
+        h = Harness(response_excerpt_bytes=10)
+        h.submit(delivery(1, retry_max=0))
+        h.turn()
+        h.client.requests[0].respond(422, body="caf\u00e9 is closed today".encode())
+        [outcome] = h.outcomes
+        self.assertEqual((outcome.state, outcome.status_code), ("failed", 422))
+        self.assertEqual(outcome.response_body, "caf\u00e9 is c")  # 10 bytes: \u00e9 takes two
+
+    def test_a_success_keeps_nothing(self) -> None:
+        h = Harness()
+        h.submit(delivery(1))
+        h.turn()
+        h.client.requests[0].respond(200, body=b"fine")
+        self.assertIsNone(h.outcomes[0].response_body)
+
+    def test_the_last_attempt_decides(self) -> None:
+        """After a 500 with a body, a timeout leaves no body: the record shows the last attempt."""
+        h = Harness(retry_delay_s=1.0)
+        h.submit(delivery(1, retry_max=1, timeout_s=5.0))
+        h.turn()
+        h.client.requests[0].respond(500, body=b"oops")
+        h.clock.advance(1.0)
+        h.clock.advance(5.0)
+        [outcome] = h.outcomes
+        self.assertEqual((outcome.state, outcome.response_body), ("failed", None))
+        self.assertIn("timeout", outcome.error)

@@ -574,9 +574,10 @@ class DocumentTests(SynchronousTestCase):
             self.assertIn(name, SCHEMAS["Job"]["required"])
 
     def test_execution_response_body(self) -> None:
-        """An execution may carry response_body: text or null."""
+        """An execution carries response_body: text or null."""
         execution = SCHEMAS["Execution"]
         self.assertEqual(execution["properties"]["response_body"]["type"], ["string", "null"])
+        self.assertIn("response_body", execution["required"])
         record = {
             "execution_id": "e",
             "job_uuid": "00000000-0000-4000-8000-000000000001",
@@ -591,6 +592,6 @@ class DocumentTests(SynchronousTestCase):
             "error": "HTTP 500",
             "skip_reason": None,
         }
-        for body in ({}, {"response_body": "<b>oops</b>"}, {"response_body": None}):
+        for body in ({"response_body": "<b>oops</b>"}, {"response_body": None}):
             jsonschema_rs.validate(execution, record | body)
         self.assertFalse(jsonschema_rs.is_valid(execution, record | {"response_body": 3}))

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.executor.http import Outcome
+from scheduler0.executor.http import DEFAULT_POLICY, Outcome
 from scheduler0.scheduler import service as scheduler_service
 from scheduler0.scheduler.service import PREPARE_LEAD_MIN_S, SchedulerService
 from scheduler0.scheduler.spec import execution_id
@@ -370,6 +370,61 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(
             self.slots(), [format_instant(now - timedelta(seconds=1)), format_instant(now)]
         )
+
+    def test_coalesce_delivers_only_the_latest_missed_slot(self) -> None:
+        """
+        coalesce: the slots missed while down are delivered as one execution
+        for the latest; the others in the window are recorded skipped
+        (coalesced), those before it stay outside_catch_up_window.
+        """
+        now = START + timedelta(seconds=10, milliseconds=400)
+        job = make_job(coalesce=True, catch_up_window_s=3.0)
+        last = format_instant(START + timedelta(seconds=5))
+        self.build([job], last_slots={"job-1": last}, now=now)
+        self.assertEqual(self.slots(), [format_instant(START + timedelta(seconds=10))])
+        reasons = {
+            r["scheduled_at"]: r["skip_reason"]
+            for r in self.executions.records.values()
+            if r["state"] == "skipped"
+        }
+        self.assertEqual(
+            reasons,
+            {
+                format_instant(START + timedelta(seconds=6)): "outside_catch_up_window",
+                format_instant(START + timedelta(seconds=7)): "outside_catch_up_window",
+                format_instant(START + timedelta(seconds=8)): "coalesced",
+                format_instant(START + timedelta(seconds=9)): "coalesced",
+            },
+        )
+        # From then on every slot fires as usual.
+        self.clock.advance(0.6)
+        self.clock.advance(1)
+        self.assertEqual(
+            self.slots()[1:], [format_instant(START + timedelta(seconds=k)) for k in (11, 12)]
+        )
+
+    def test_without_coalesce_every_missed_slot_fires(self) -> None:
+        now = START + timedelta(seconds=10, milliseconds=400)
+        last = format_instant(START + timedelta(seconds=5))
+        self.build([make_job(coalesce=False)], last_slots={"job-1": last}, now=now)
+        self.assertEqual(len(self.slots()), 5)
+
+    def test_a_jobs_policy_goes_with_its_deliveries(self) -> None:
+        """concurrency_policy and the retry delays of a job reach the executor."""
+        job = make_job(concurrency_policy="forbid", retry_delay_s=2.5, retry_max_delay_s=30.0)
+        plain = make_job("job-2")
+        self.build([job, plain])
+        self.clock.advance(1)
+        policies = {d.job_uuid: d.policy for d in self.executor.submitted}
+        self.assertEqual(
+            (
+                policies["job-1"].concurrency,
+                policies["job-1"].retry_delay_s,
+                policies["job-1"].retry_max_delay_s,
+            ),
+            ("forbid", 2.5, 30.0),
+        )
+        self.assertIs(policies["job-2"], DEFAULT_POLICY)
 
     def test_never_fired_job_catches_up_from_creation(self) -> None:
         """A job that never fired before the restart is owed the slots since its creation."""

@@ -99,6 +99,7 @@ def execution(
         "status_code": 200,
         "error": None,
         "skip_reason": None,
+        "response_body": None,
     }
     value.update(extra)
     return value

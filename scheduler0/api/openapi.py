@@ -119,16 +119,16 @@ _PAGE_KEYS = {
 }
 
 
-def _closed(properties: dict, optional: tuple[str, ...] = ()) -> dict:
+def _closed(properties: dict) -> dict:
     """
-    An object schema with exactly C{properties}, all present but the
-    C{optional} ones: what the API answers has no extra fields, so a leaked
-    field (a secret hash, say) or a missing one does not match the document.
+    An object schema with exactly C{properties}, all present: what the API
+    answers has no optional and no extra fields, so a leaked field (a secret
+    hash, say) or a missing one does not match the document.
     """
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": [name for name in properties if name not in optional],
+        "required": list(properties),
         "properties": properties,
     }
 
@@ -392,9 +392,6 @@ SCHEMAS: dict[str, Any] = {
                 "to a failed attempt, as text; null when there is none.",
             },
         },
-        # Records made before response_body was kept (and by nodes that do
-        # not keep it yet) have none.
-        optional=("response_body",),
     ),
     # missing_nodes: in a cluster, the members whose records could not be
     # read for this page (always empty on a single node).

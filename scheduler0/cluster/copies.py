@@ -111,6 +111,9 @@ def decode(data: bytes) -> list[dict]:
     width = len(EXECUTION_COLUMNS)
     records = []
     for row in rows:
+        if isinstance(row, list) and len(row) == width - 1:
+            # From a release before response_body (the last column).
+            row.append(None)
         if not isinstance(row, list) or len(row) != width:
             raise ValueError(f"a history row must have {width} columns")
         records.append(dict(zip(EXECUTION_COLUMNS, row, strict=True)))

@@ -2,17 +2,28 @@
 The HTTP executor: it turns due executions into callback POSTs.
 
 Deliveries are queued per callback URL and sent as JSON arrays. Batching
-never waits: a URL with nothing in flight is flushed on the next reactor turn
-(so everything that became due in the same turn goes in one POST), and what
-arrives while a POST to that URL is in flight goes in the next one. Bodies
-are split into chunks no bigger than C{payload_max_bytes}. Only a 2xx answer
-is success; timeouts, connection errors, 5xx and 429 are retried with a
+never waits: a URL is flushed on the next reactor turn (so everything that
+became due in the same turn goes in one POST), and it may have up to
+C{max_per_url} POSTs in flight (and its host up to C{max_per_host}), so a
+slow endpoint does not hold back the next slot of its jobs. Bodies are
+split into chunks no bigger than C{payload_max_bytes}. Only a 2xx answer is
+success; timeouts, connection errors, 5xx and 429 are retried with a
 doubling delay (and C{Retry-After} honoured), other answers fail at once,
 and so does a callback the network policy blocks. Redirects are not
 followed. At most C{max_response_bytes} of an answer's body is read; past
-that the connection is dropped, since the status line already decided.
+that the connection is dropped, since the status line already decided; the
+first C{response_excerpt_bytes} of a failed attempt's answer are kept for
+its record.
+
 At most C{max_workers} POSTs are in flight and at most C{max_queue}
-deliveries wait; beyond that new work is shed and reported as skipped.
+deliveries wait; beyond that new work is shed and reported as skipped. A
+first attempt that finds its URL or host at its bound waits at most
+L{ENDPOINT_WAIT_S} and is then skipped (C{endpoint_busy}); first attempts go
+before retries, and a retry that cannot start in that time waits for its
+next retry instead (its retries then run out sooner). A job's
+L{DeliveryPolicy} may forbid overlapping runs (a slot due while the
+previous one is still running is skipped, C{still_running}) or replace the
+running one (abandoned and recorded as skipped, C{replaced}).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet import error as neterror
@@ -60,6 +72,27 @@ SKIP_RESOURCE_GUARD = "resource_guard"
 SKIP_NODE_STOPPING = "node_stopping"
 #: Recorded by the scheduler past a node's capacity (scheduler0.scheduler.admission).
 SKIP_OVERLOADED = "overloaded"
+#: A first attempt whose callback URL or host stayed at its bound.
+SKIP_ENDPOINT_BUSY = "endpoint_busy"
+#: A slot of a C{forbid} job due while its previous execution still runs.
+SKIP_STILL_RUNNING = "still_running"
+#: The running execution of a C{replace} job, abandoned for a newer slot.
+SKIP_REPLACED = "replaced"
+#: Recorded by the scheduler for the older slots a C{coalesce} job missed.
+SKIP_COALESCED = "coalesced"
+
+#: How long a first attempt may wait for its URL or host to be below its
+#: bound before it is skipped (C{endpoint_busy}): as long as the scheduler
+#: lets a slot be late before it sheds it (admission.LATE_S).
+ENDPOINT_WAIT_S = 1.0
+#: How often waiting deliveries of endpoints at their bound are looked at.
+SWEEP_S = 0.25
+
+#: Concurrency policies of a job (Kubernetes CronJob's words).
+ALLOW = "allow"
+FORBID = "forbid"
+REPLACE = "replace"
+CONCURRENCY_POLICIES = (ALLOW, FORBID, REPLACE)
 
 # Failures of the network or the peer, worth another attempt.
 _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,6 +108,26 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+@attrs.frozen
+class DeliveryPolicy:
+    """
+    How the deliveries of one job are sent, beyond its URL and limits: one
+    object per job (shared by all its deliveries).
+
+    C{concurrency} is L{ALLOW}, L{FORBID} or L{REPLACE}; C{retry_delay_s}
+    and C{retry_max_delay_s}, when not None, replace the executor's first
+    retry delay and its cap for this job.
+    """
+
+    concurrency: str = ALLOW
+    retry_delay_s: float | None = None
+    retry_max_delay_s: float | None = None
+
+
+#: The policy of a job that sets nothing.
+DEFAULT_POLICY = DeliveryPolicy()
 
 
 # Delivery and Outcome are made once per execution, and a frozen attrs
@@ -105,6 +158,7 @@ class Delivery:
     # later instant from which the node could fire), so the node can tell
     # how far behind its own work is (see L{HTTPExecutor.congested}).
     ready_s: float | None = attrs.field(default=None, eq=False, repr=False)
+    policy: DeliveryPolicy = attrs.field(default=DEFAULT_POLICY, eq=False, repr=False)
 
 
 def job_members_json(job_uuid: str, project_uuid: str, name: str, spec: str, data: object) -> str:
@@ -135,6 +189,8 @@ class Outcome:
     skip_reason: str | None
     started_at: float | None
     finished_at: float
+    # The first bytes of the last attempt's answer, when it failed with one.
+    response_body: str | None = None
 
 
 @attrs.define(eq=False)
@@ -148,6 +204,39 @@ class _Item:
     error: str | None = None
     body: bytes = b""
     finished: bool = False
+    # When it joined its URL's queue (for this attempt).
+    queued_at: float = 0.0
+    # Retries that could not start because the endpoint stayed at its bound.
+    deferrals: int = 0
+    response_body: str | None = None
+    # Where it is while not finished: in a POST in flight, or waiting for a retry.
+    attempt: _Attempt | None = None
+    retry_call: IDelayedCall | None = None
+
+
+@attrs.define(eq=False)
+class _Endpoint:
+    """One callback URL: what waits for it, and its POSTs in flight."""
+
+    url: str
+    host: str
+    fresh: deque[_Item] = attrs.field(factory=deque)
+    retries: deque[_Item] = attrs.field(factory=deque)
+    waiting_bytes: int = 0
+    posts: int = 0
+    chunk_id: int = -1
+
+    def waiting(self) -> int:
+        return len(self.fresh) + len(self.retries)
+
+
+def host_of(url: str) -> str:
+    """The host bound of C{url}: its scheme, host and port."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    except ValueError:
+        return url
 
 
 @attrs.frozen
@@ -158,6 +247,8 @@ class _Answer:
     error: str | None
     transient: bool
     retry_after_s: float | None = None
+    # The first bytes of a failed answer's body.
+    body: bytes | None = None
 
 
 def _encode(delivery: Delivery, attempt: int) -> bytes:
@@ -257,18 +348,23 @@ def _short(exc: BaseException) -> str:
 
 class _Discard(Protocol):
     """
-    Read a response body and throw it away; fire C{done} at its end, or
-    drop the connection once more than C{limit} bytes have come.
+    Read a response body and throw it away but for its first C{keep} bytes;
+    fire C{done} at its end, or drop the connection once more than C{limit}
+    bytes have come.
     """
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, keep: int = 0) -> None:
         self.done: Deferred[None] = Deferred()
         self.limit = limit
         self.received = 0
+        self.keep = keep
+        self.kept = b""
 
     def dataReceived(self, data: bytes) -> None:
         if self.done.called:
             return
+        if len(self.kept) < self.keep:
+            self.kept += data[: self.keep - len(self.kept)]
         self.received += len(data)
         if self.limit is not None and self.received > self.limit:
             self.abort()
@@ -298,6 +394,7 @@ class _Attempt:
     pending: Deferred[Any] | None = None
     reader: _Discard | None = None
     aborted: str | None = None
+    chunk: list[_Item] = attrs.field(factory=list)
 
     def abort(self, why: str) -> None:
         """Give up on this POST: cancel the request, or stop reading the body."""
@@ -326,8 +423,8 @@ def _header(response: Any, name: bytes) -> str | None:
 class HTTPExecutor:
     """
     Deliver executions to callback URLs in batched JSON POSTs, with bounded
-    concurrency, a bounded queue and retries; report each delivery's final
-    state to C{on_outcome}.
+    concurrency (overall, per URL and per host), a bounded queue and
+    retries; report each delivery's final state to C{on_outcome}.
 
     C{sign}, when given, is called with the body and the deliveries in it and
     returns extra headers for that POST (the hook for callback signatures).
@@ -353,18 +450,25 @@ class HTTPExecutor:
     # Sent as X-Scheduler0-Node, so a receiver can tell which node fired.
     node_id: int | None = None
     post_observer: Callable[[float, int | None, int], None] | None = None
+    max_per_url: int = 16
+    max_per_host: int = 32
+    response_excerpt_bytes: int = 1024
+    # Sent with every POST besides the usual ones.
+    extra_headers: dict[str, str] = attrs.field(factory=dict)
 
-    _queues: dict[str, deque[_Item]] = attrs.field(factory=dict, init=False)
-    _queue_bytes: dict[str, int] = attrs.field(factory=dict, init=False)
-    _ready: deque[str] = attrs.field(factory=deque, init=False)
+    _endpoints: dict[str, _Endpoint] = attrs.field(factory=dict, init=False)
+    _host_posts: dict[str, int] = attrs.field(factory=dict, init=False)
+    _ready: deque[_Endpoint] = attrs.field(factory=deque, init=False)
     _ready_set: set[str] = attrs.field(factory=set, init=False)
+    # URLs with deliveries waiting while the URL or its host is at its bound.
+    _blocked: set[str] = attrs.field(factory=set, init=False)
+    _sweep_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _waiting: int = attrs.field(default=0, init=False)
-    _url_posts: dict[str, int] = attrs.field(factory=dict, init=False)
-    _chunk_ids: dict[str, int] = attrs.field(factory=dict, init=False)
-    _flush_left: dict[str, int] = attrs.field(factory=dict, init=False)
     _posts: dict[Deferred[None], _Attempt] = attrs.field(factory=dict, init=False)
     _in_flight_items: int = attrs.field(default=0, init=False)
     _retrying: dict[IDelayedCall, list[_Item]] = attrs.field(factory=dict, init=False)
+    # job uuid -> its unfinished delivery, for jobs that forbid or replace.
+    _exclusive: dict[str, _Item] = attrs.field(factory=dict, init=False)
     _pump_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _stopping: bool = attrs.field(default=False, init=False)
     _counts: dict[str, int] = attrs.field(init=False)
@@ -372,18 +476,18 @@ class HTTPExecutor:
     _observer_failed: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, got {self.max_workers!r}")
+        for name in ("max_workers", "max_per_url", "max_per_host"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must not be negative, got {self.max_queue!r}")
         if self.payload_max_bytes < 3:
             raise ValueError(
                 f"payload_max_bytes must be at least 3, got {self.payload_max_bytes!r}"
             )
-        if self.max_response_bytes < 0:
-            raise ValueError(
-                f"max_response_bytes must not be negative, got {self.max_response_bytes!r}"
-            )
+        for name in ("max_response_bytes", "response_excerpt_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         self._counts = {
             "submitted": 0,
             "posts": 0,
@@ -411,6 +515,22 @@ class HTTPExecutor:
         if paused:
             self._finish_skipped(item, SKIP_RESOURCE_GUARD)
             return
+        exclusive = delivery.policy.concurrency != ALLOW
+        if exclusive:
+            running = self._exclusive.get(delivery.job_uuid)
+            if running is not None:
+                if delivery.policy.concurrency == FORBID:
+                    self._finish(
+                        item,
+                        "skipped",
+                        skip_reason=SKIP_STILL_RUNNING,
+                        error=(
+                            f"the execution of {running.delivery.scheduled_at} "
+                            f"({running.delivery.execution_id}) was still running"
+                        ),
+                    )
+                    return
+                self._abandon(running, delivery)
         if self._waiting >= self.max_queue:
             # A burst (every slot of a big second at once) is not a backlog:
             # hand what free workers can take to them now, and shed only
@@ -419,7 +539,13 @@ class HTTPExecutor:
             if self._waiting >= self.max_queue:
                 self._finish_skipped(item, SKIP_QUEUE_FULL)
                 return
+        if exclusive:
+            self._exclusive[delivery.job_uuid] = item
         self._enqueue(item)
+
+    def running(self, job_uuid: str) -> bool:
+        """Whether a delivery of C{job_uuid} (a job that forbids or replaces) is unfinished."""
+        return job_uuid in self._exclusive
 
     def cancel_job(self, job_uuid: str, reason: str) -> int:
         """
@@ -429,22 +555,18 @@ class HTTPExecutor:
         not recalled.
         """
         dropped: list[_Item] = []
-        for url in list(self._queues):
-            queue = self._queues[url]
-            keep = deque(item for item in queue if item.delivery.job_uuid != job_uuid)
-            if len(keep) == len(queue):
-                continue
-            for item in queue:
-                if item.delivery.job_uuid == job_uuid:
-                    dropped.append(item)
-                    self._queue_bytes[url] -= len(item.body)
-                    self._waiting -= 1
-            if keep:
-                self._queues[url] = keep
-            else:
-                del self._queues[url]
-                del self._queue_bytes[url]
-                self._flush_left.pop(url, None)
+        for endpoint in list(self._endpoints.values()):
+            for queue in (endpoint.fresh, endpoint.retries):
+                if any(item.delivery.job_uuid == job_uuid for item in queue):
+                    keep = [item for item in queue if item.delivery.job_uuid != job_uuid]
+                    for item in queue:
+                        if item.delivery.job_uuid == job_uuid:
+                            dropped.append(item)
+                            endpoint.waiting_bytes -= len(item.body)
+                            self._waiting -= 1
+                    queue.clear()
+                    queue.extend(keep)
+            self._forget_if_idle(endpoint)
         for call, items in list(self._retrying.items()):
             keep_items = [item for item in items if item.delivery.job_uuid != job_uuid]
             if len(keep_items) == len(items):
@@ -456,6 +578,7 @@ class HTTPExecutor:
                 call.cancel()
                 del self._retrying[call]
         for item in dropped:
+            item.retry_call = None
             self._finish_skipped(item, reason)
         return len(dropped)
 
@@ -465,10 +588,11 @@ class HTTPExecutor:
         became ready (L{Delivery.ready_s}) before C{before}.
         """
         late = set()
-        for url, queue in self._queues.items():
-            head = queue[0]
-            ready = head.delivery.ready_s
-            if ready is not None and ready < before and head.attempts == 0:
+        for url, endpoint in self._endpoints.items():
+            if not endpoint.fresh:
+                continue
+            ready = endpoint.fresh[0].delivery.ready_s
+            if ready is not None and ready < before:
                 late.add(url)
         return late
 
@@ -508,23 +632,31 @@ class HTTPExecutor:
         (inside the catch-up window) when the node comes back.
         """
         self._stopping = True
-        if self._pump_call is not None and self._pump_call.active():
-            self._pump_call.cancel()
-        self._pump_call = None
+        for name in ("_pump_call", "_sweep_call"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
         abandoned: list[_Item] = []
         for call, items in list(self._retrying.items()):
             if call.active():
                 call.cancel()
             abandoned.extend(items)
         self._retrying.clear()
-        for url in list(self._queues):
-            abandoned.extend(item for item in self._queues[url] if item.attempts)
-        self._queues.clear()
-        self._queue_bytes.clear()
+        for endpoint in self._endpoints.values():
+            abandoned.extend(endpoint.retries)
+            abandoned.extend(item for item in endpoint.fresh if item.attempts)
+            endpoint.fresh.clear()
+            endpoint.retries.clear()
+            endpoint.waiting_bytes = 0
+        for endpoint in list(self._endpoints.values()):
+            self._forget_if_idle(endpoint)
         self._ready.clear()
         self._ready_set.clear()
+        self._blocked.clear()
         self._waiting = 0
         for item in abandoned:
+            item.retry_call = None
             self._finish_skipped(item, SKIP_NODE_STOPPING)
 
         return Deferred.fromCoroutine(self._drain(grace_s))
@@ -553,40 +685,43 @@ class HTTPExecutor:
             self._finish(item, "failed", error=OVERSIZE_ERROR)
             return
         url = item.delivery.callback_url
-        queue = self._queues.get(url)
-        if queue is None:
-            queue = self._queues[url] = deque()
-            self._queue_bytes[url] = 0
-        queue.append(item)
-        self._queue_bytes[url] += len(item.body)
+        endpoint = self._endpoints.get(url)
+        if endpoint is None:
+            endpoint = self._endpoints[url] = _Endpoint(url, host_of(url))
+        item.queued_at = self.clock.seconds()
+        (endpoint.retries if item.attempts else endpoint.fresh).append(item)
+        endpoint.waiting_bytes += len(item.body)
         self._waiting += 1
-        self._mark_ready(url)
+        self._mark_ready(endpoint)
         self._schedule_pump()
 
-    def _exceeds_chunk(self, url: str) -> bool:
-        queue = self._queues.get(url)
-        if not queue:
-            return False
-        return _body_size(self._queue_bytes[url], len(queue)) > self.payload_max_bytes
-
-    def _eligible(self, url: str) -> bool:
-        """
-        A URL may get a new POST when it has waiting items and either nothing
-        in flight, chunks left from the flush in progress, or more waiting
-        than fits in one chunk.
-        """
-        if not self._queues.get(url):
-            return False
+    def _eligible(self, endpoint: _Endpoint) -> bool:
+        """May C{endpoint} get a new POST: something waits, and neither it nor its host is full."""
         return (
-            self._url_posts.get(url, 0) == 0
-            or self._flush_left.get(url, 0) > 0
-            or self._exceeds_chunk(url)
+            bool(endpoint.fresh or endpoint.retries)
+            and endpoint.posts < self.max_per_url
+            and self._host_posts.get(endpoint.host, 0) < self.max_per_host
         )
 
-    def _mark_ready(self, url: str) -> None:
-        if url not in self._ready_set and self._eligible(url):
+    def _mark_ready(self, endpoint: _Endpoint) -> None:
+        url = endpoint.url
+        if url in self._ready_set:
+            return
+        if self._eligible(endpoint):
             self._ready_set.add(url)
-            self._ready.append(url)
+            self._ready.append(endpoint)
+            self._blocked.discard(url)
+        elif endpoint.fresh or endpoint.retries:
+            self._blocked.add(url)
+            if self._sweep_call is None and not self._stopping:
+                self._sweep_call = self.clock.callLater(SWEEP_S, self._sweep)
+
+    def _forget_if_idle(self, endpoint: _Endpoint) -> None:
+        """Drop an endpoint with nothing waiting and nothing in flight."""
+        if endpoint.posts == 0 and not endpoint.fresh and not endpoint.retries:
+            if self._endpoints.get(endpoint.url) is endpoint:
+                del self._endpoints[endpoint.url]
+            self._blocked.discard(endpoint.url)
 
     def _schedule_pump(self) -> None:
         """Flush on the next reactor turn, so what is due together goes together."""
@@ -596,83 +731,191 @@ class HTTPExecutor:
     def _pump(self) -> None:
         """Start POSTs round-robin over ready URLs, one chunk per URL per round."""
         self._pump_call = None
-        while self._ready and len(self._posts) < self.max_workers and not self._stopping:
-            url = self._ready.popleft()
-            self._ready_set.discard(url)
-            if not self._eligible(url):
+        ready = self._ready
+        while ready and len(self._posts) < self.max_workers and not self._stopping:
+            endpoint = ready.popleft()
+            self._ready_set.discard(endpoint.url)
+            if self._endpoints.get(endpoint.url) is not endpoint:
                 continue
-            if self._url_posts.get(url, 0) == 0:
-                # A new flush: everything waiting now belongs to it.
-                self._flush_left[url] = len(self._queues[url])
-                self._chunk_ids[url] = -1
-            chunk = self._take_chunk(url)
-            left = self._flush_left.get(url, 0) - len(chunk)
-            if left > 0:
-                self._flush_left[url] = left
-            else:
-                self._flush_left.pop(url, None)
-            self._send(url, chunk)
-            self._mark_ready(url)
+            if not self._eligible(endpoint):
+                self._mark_ready(endpoint)
+                continue
+            self._send(endpoint, self._take_chunk(endpoint))
+            self._mark_ready(endpoint)
 
-    def _take_chunk(self, url: str) -> list[_Item]:
-        """Take items from the front of C{url}'s queue while the body fits the cap."""
-        queue = self._queues[url]
+    def _take_chunk(self, endpoint: _Endpoint) -> list[_Item]:
+        """
+        Take items while the body fits the cap: first attempts before
+        retries, each in the order they came.
+        """
         chunk: list[_Item] = []
         size = 2
-        while queue:
-            item = queue[0]
-            extra = len(item.body) + (1 if chunk else 0)
-            if chunk and size + extra > self.payload_max_bytes:
-                break
-            queue.popleft()
-            chunk.append(item)
-            size += extra
-            self._queue_bytes[url] -= len(item.body)
+        cap = self.payload_max_bytes
+        taken = 0
+        for queue in (endpoint.fresh, endpoint.retries):
+            while queue:
+                item = queue[0]
+                extra = len(item.body) + (1 if chunk else 0)
+                if chunk and size + extra > cap:
+                    break
+                queue.popleft()
+                chunk.append(item)
+                size += extra
+                taken += len(item.body)
+            else:
+                continue
+            break
+        endpoint.waiting_bytes -= taken
         self._waiting -= len(chunk)
-        if not queue:
-            del self._queues[url]
-            del self._queue_bytes[url]
         return chunk
+
+    def _sweep(self) -> None:
+        """
+        Look at the endpoints at their bound: a first attempt that has waited
+        L{ENDPOINT_WAIT_S} is skipped (C{endpoint_busy}); a retry that has
+        waited as long goes back to wait for its next retry.
+        """
+        self._sweep_call = None
+        now = self.clock.seconds()
+        cutoff = now - ENDPOINT_WAIT_S
+        busy: list[_Item] = []
+        deferred: list[_Item] = []
+        for url in list(self._blocked):
+            endpoint = self._endpoints.get(url)
+            if endpoint is None or not (endpoint.fresh or endpoint.retries):
+                self._blocked.discard(url)
+                continue
+            if self._eligible(endpoint):
+                self._blocked.discard(url)
+                self._mark_ready(endpoint)
+                self._schedule_pump()
+                continue
+            for queue, out in ((endpoint.fresh, busy), (endpoint.retries, deferred)):
+                while queue and queue[0].queued_at <= cutoff:
+                    item = queue.popleft()
+                    endpoint.waiting_bytes -= len(item.body)
+                    self._waiting -= 1
+                    out.append(item)
+            if not (endpoint.fresh or endpoint.retries):
+                self._blocked.discard(url)
+                self._forget_if_idle(endpoint)
+        for item in busy:
+            self._finish(
+                item,
+                "skipped",
+                skip_reason=SKIP_ENDPOINT_BUSY,
+                error=self._bound_text(item.delivery.callback_url),
+            )
+        for item in deferred:
+            item.deferrals += 1
+            tries = item.attempts + item.deferrals
+            if tries > item.delivery.retry_max:
+                self._finish(
+                    item,
+                    "failed",
+                    error=f"{item.error}; no retry: {self._bound_text(item.delivery.callback_url)}",
+                )
+            else:
+                self._start_retry(self.retry_delay(tries, None, item.delivery), [item])
+        if self._blocked and self._sweep_call is None and not self._stopping:
+            self._sweep_call = self.clock.callLater(SWEEP_S, self._sweep)
+
+    def _bound_text(self, url: str) -> str:
+        """Why a delivery to C{url} could not start: which bound was reached."""
+        endpoint = self._endpoints.get(url)
+        if endpoint is not None and endpoint.posts >= self.max_per_url:
+            return (
+                f"the callback URL had {endpoint.posts} requests in flight"
+                f" (MaxWorkersPerURL) for {ENDPOINT_WAIT_S:g}s"
+            )
+        return (
+            f"the callback host had {self.max_per_host} requests in flight"
+            f" (MaxWorkersPerHost) for {ENDPOINT_WAIT_S:g}s"
+        )
+
+    # -- replacing -------------------------------------------------------------
+
+    def _abandon(self, item: _Item, by: Delivery) -> None:
+        """Give up C{item} for the newer delivery C{by} of its job (policy C{replace})."""
+        attempt = item.attempt
+        if item.retry_call is not None:
+            call = item.retry_call
+            items = self._retrying.get(call)
+            if items is not None:
+                items.remove(item)
+                if not items:
+                    del self._retrying[call]
+                    if call.active():
+                        call.cancel()
+            item.retry_call = None
+        elif attempt is None:
+            endpoint = self._endpoints.get(item.delivery.callback_url)
+            if endpoint is not None:
+                for queue in (endpoint.fresh, endpoint.retries):
+                    if item in queue:
+                        queue.remove(item)
+                        endpoint.waiting_bytes -= len(item.body)
+                        self._waiting -= 1
+                        break
+                self._forget_if_idle(endpoint)
+        tried = f"after {item.attempts} attempt{'s' if item.attempts != 1 else ''}"
+        self._finish(
+            item,
+            "skipped",
+            skip_reason=SKIP_REPLACED,
+            error=(
+                f"abandoned {tried}{' (one in flight)' if attempt is not None else ''}: "
+                f"replaced by the slot of {by.scheduled_at}"
+            ),
+        )
+        if attempt is not None and all(other.finished for other in attempt.chunk):
+            # Nothing left in that POST for anyone: stop waiting for it.
+            attempt.abort("abandoned")
 
     # -- sending -------------------------------------------------------------
 
-    def _send(self, url: str, chunk: list[_Item]) -> None:
+    def _send(self, endpoint: _Endpoint, chunk: list[_Item]) -> None:
         now = self.clock.seconds()
+        url = endpoint.url
         first_attempts = []
+        attempt = _Attempt(chunk=chunk)
         for item in chunk:
             if item.attempts == 0:
                 item.started_at = now
                 first_attempts.append(item)
             item.attempts += 1
+            item.attempt = attempt
         if first_attempts:
             # Reported on the next turn, so the bookkeeping does not hold up
             # the socket write of this POST.
             self.clock.callLater(0, self._report_started, first_attempts, now)
         body = b"[" + b",".join(item.body for item in chunk) + b"]"
-        chunk_id = self._chunk_ids.get(url, -1) + 1
-        self._chunk_ids[url] = chunk_id
+        # Chunk ids count the POSTs a URL gets while others to it are in flight.
+        endpoint.chunk_id = endpoint.chunk_id + 1 if endpoint.posts else 0
         headers = {
             "Content-Type": "application/json",
             "User-Agent": self._user_agent,
-            "x-payload-chunk-id": str(chunk_id),
+            "x-payload-chunk-id": str(endpoint.chunk_id),
             "X-Scheduler0-Delivery": str(uuidlib.uuid4()),
         }
         if self.node_id is not None:
             headers["X-Scheduler0-Node"] = str(self.node_id)
+        if self.extra_headers:
+            headers.update(self.extra_headers)
         if self.sign is not None:
             try:
                 headers.update(self.sign(body, [item.delivery for item in chunk]))
             except Exception:
                 log.failure("signing a callback body failed")
         timeout_s = min(item.delivery.timeout_s for item in chunk)
-        self._url_posts[url] = self._url_posts.get(url, 0) + 1
+        endpoint.posts += 1
+        self._host_posts[endpoint.host] = self._host_posts.get(endpoint.host, 0) + 1
         self._in_flight_items += len(chunk)
         self._counts["posts"] += 1
-        attempt = _Attempt()
         post = Deferred.fromCoroutine(self._post(url, body, headers, timeout_s, attempt))
         self._posts[post] = attempt
         post.addErrback(self._post_crashed)
-        post.addCallback(self._posted, url, chunk, post, now)
+        post.addCallback(self._posted, endpoint, chunk, post, now)
 
     def _report_started(self, items: list[_Item], at: float) -> None:
         for item in items:
@@ -692,7 +935,7 @@ class HTTPExecutor:
         timeout_s: float,
         attempt: _Attempt,
     ) -> _Answer:
-        """Make one POST with its own timeout; read and drop the response body."""
+        """Make one POST with its own timeout; read the response body (and keep its start)."""
         try:
             attempt.pending = self.http_client.post(
                 url,
@@ -704,12 +947,15 @@ class HTTPExecutor:
         except Exception as exc:  # a malformed URL, an unsupported scheme, ...
             return _Answer(None, f"request error: {_short(exc)}", transient=False)
         timer = self.clock.callLater(max(timeout_s, 0.0), attempt.abort, "timeout")
+        excerpt = None
         try:
             try:
                 response = await attempt.pending
             except Exception as exc:
                 if attempt.aborted == "timeout":
                     return _Answer(None, f"timeout after {timeout_s:g}s", transient=True)
+                if attempt.aborted == "abandoned":
+                    return _Answer(None, "abandoned", transient=False)
                 if attempt.aborted is not None:
                     return _Answer(None, "cancelled: node stopping", transient=True)
                 if isinstance(exc, BlockedTarget):
@@ -724,19 +970,23 @@ class HTTPExecutor:
                     _header(response, b"retry-after"), self.clock.seconds()
                 )
             if attempt.aborted is None and hasattr(response, "deliverBody"):
-                attempt.reader = _Discard(self.max_response_bytes)
+                keep = 0 if 200 <= code < 300 else self.response_excerpt_bytes
+                attempt.reader = _Discard(self.max_response_bytes, keep)
                 try:
                     response.deliverBody(attempt.reader)
                     await attempt.reader.done
                 except Exception:
                     pass  # the status line already decided the outcome
+                excerpt = attempt.reader.kept or None
         finally:
             if timer.active():
                 timer.cancel()
         if 200 <= code < 300:
             return _Answer(code, None, transient=False)
         transient = code == 429 or 500 <= code < 600
-        return _Answer(code, f"HTTP {code}", transient=transient, retry_after_s=retry_after)
+        return _Answer(
+            code, f"HTTP {code}", transient=transient, retry_after_s=retry_after, body=excerpt
+        )
 
     def _cancel_posts(self) -> None:
         for attempt in list(self._posts.values()):
@@ -748,27 +998,40 @@ class HTTPExecutor:
         return _Answer(None, "internal error", transient=False)
 
     def _posted(
-        self, answer: _Answer, url: str, chunk: list[_Item], post: Deferred, sent_at: float
+        self,
+        answer: _Answer,
+        endpoint: _Endpoint,
+        chunk: list[_Item],
+        post: Deferred,
+        sent_at: float,
     ) -> None:
         self._posts.pop(post, None)
-        remaining = self._url_posts.get(url, 1) - 1
-        if remaining:
-            self._url_posts[url] = remaining
+        endpoint.posts -= 1
+        host = endpoint.host
+        host_posts = self._host_posts.get(host, 1)
+        if host_posts > 1:
+            self._host_posts[host] = host_posts - 1
         else:
-            self._url_posts.pop(url, None)
-            self._chunk_ids.pop(url, None)
+            self._host_posts.pop(host, None)
         self._in_flight_items -= len(chunk)
         retry_groups: dict[float, list[_Item]] = {}
         # The deliveries of one POST finish together: one instant for all.
         finished_at = self.clock.seconds()
+        text = None
+        if answer.body:
+            text = answer.body.decode("utf-8", "replace")
         for item in chunk:
+            item.attempt = None
+            if item.finished:
+                continue  # abandoned while in flight (policy replace)
             item.status_code = answer.status_code
             item.error = answer.error
+            item.response_body = text
             if answer.error is None:
                 self._finish(item, "succeeded", finished_at=finished_at)
             elif not answer.transient:
                 self._finish(item, "failed", finished_at=finished_at)
-            elif item.attempts > item.delivery.retry_max:
+            elif item.attempts + item.deferrals > item.delivery.retry_max:
                 self._finish(item, "failed", finished_at=finished_at)
             elif self._stopping:
                 self._finish(
@@ -778,7 +1041,9 @@ class HTTPExecutor:
                     finished_at=finished_at,
                 )
             else:
-                delay = self.retry_delay(item.attempts, answer.retry_after_s)
+                delay = self.retry_delay(
+                    item.attempts + item.deferrals, answer.retry_after_s, item.delivery
+                )
                 retry_groups.setdefault(delay, []).append(item)
         retried = 0
         for delay, items in retry_groups.items():
@@ -792,7 +1057,13 @@ class HTTPExecutor:
                 if not self._observer_failed:
                     self._observer_failed = True
                     log.failure("post_observer failed")
-        self._mark_ready(url)
+        if host_posts >= self.max_per_host:
+            # The host was full: any of its URLs may go on now.
+            for other in list(self._endpoints.values()):
+                if other.host == host and other is not endpoint:
+                    self._mark_ready(other)
+        self._mark_ready(endpoint)
+        self._forget_if_idle(endpoint)
         self._schedule_pump()
 
     def _start_retry(self, delay: float, items: list[_Item]) -> None:
@@ -802,20 +1073,34 @@ class HTTPExecutor:
         def fire() -> None:
             self._retrying.pop(holder[0], None)
             for item in items:
-                self._enqueue(item)
+                item.retry_call = None
+                if not item.finished:
+                    self._enqueue(item)
 
         call = self.clock.callLater(delay, fire)
         holder.append(call)
         self._retrying[call] = items
+        for item in items:
+            item.retry_call = call
 
-    def retry_delay(self, attempts: int, retry_after_s: float | None = None) -> float:
+    def retry_delay(
+        self, attempts: int, retry_after_s: float | None = None, delivery: Delivery | None = None
+    ) -> float:
         """
         The wait before the retry that follows attempt number C{attempts}:
-        C{retry_delay_s * 2**(attempts-1)} capped at C{retry_delay_cap_s}, or
-        the server's C{Retry-After} when that is longer (up to one hour).
+        the first retry delay times C{2**(attempts-1)}, capped -- the
+        executor's, or those of C{delivery}'s policy when it sets them --
+        or the server's C{Retry-After} when that is longer (up to one hour).
         """
+        first, cap = self.retry_delay_s, self.retry_delay_cap_s
+        if delivery is not None:
+            policy = delivery.policy
+            if policy.retry_delay_s is not None:
+                first = policy.retry_delay_s
+            if policy.retry_max_delay_s is not None:
+                cap = policy.retry_max_delay_s
         exponent = min(max(attempts - 1, 0), 62)
-        delay = min(self.retry_delay_s * (2**exponent), self.retry_delay_cap_s)
+        delay = min(first * (2**exponent), cap)
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))
         return delay
@@ -834,6 +1119,9 @@ class HTTPExecutor:
         finished_at: float | None = None,
     ) -> None:
         item.finished = True
+        exclusive = self._exclusive
+        if exclusive and exclusive.get(item.delivery.job_uuid) is item:
+            del exclusive[item.delivery.job_uuid]
         self._counts[state] += 1
         outcome = Outcome(
             delivery=item.delivery,
@@ -844,6 +1132,7 @@ class HTTPExecutor:
             skip_reason=skip_reason,
             started_at=item.started_at,
             finished_at=self.clock.seconds() if finished_at is None else finished_at,
+            response_body=item.response_body,
         )
         try:
             self.on_outcome(outcome)

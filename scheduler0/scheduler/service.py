@@ -25,7 +25,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from scheduler0.executor.http import SKIP_OVERLOADED, Delivery, Outcome, job_members_json
+from scheduler0.executor.http import (
+    ALLOW,
+    DEFAULT_POLICY,
+    SKIP_COALESCED,
+    SKIP_OVERLOADED,
+    Delivery,
+    DeliveryPolicy,
+    Outcome,
+    job_members_json,
+)
 from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
 from scheduler0.store.commands import Command
@@ -96,10 +105,28 @@ class _Kind:
     catch_up_window_s: float
     timezone: str
     anchor_at: str
+    concurrency_policy: str
+    coalesce: bool
+    retry_delay_s: float | None
+    retry_max_delay_s: float | None
     schedule: Any = attrs.field(eq=False)
+    # How the executor sends its deliveries (made from the fields above).
+    policy: DeliveryPolicy = attrs.field(eq=False, init=False)
+
+    @policy.default
+    def _policy(self) -> DeliveryPolicy:
+        if (
+            self.concurrency_policy == ALLOW
+            and self.retry_delay_s is None
+            and self.retry_max_delay_s is None
+        ):
+            return DEFAULT_POLICY
+        return DeliveryPolicy(self.concurrency_policy, self.retry_delay_s, self.retry_max_delay_s)
 
     @staticmethod
     def key(job: dict) -> tuple:
+        retry_delay = job.get("retry_delay_s")
+        retry_max_delay = job.get("retry_max_delay_s")
         return (
             job["project_uuid"],
             job["spec"],
@@ -109,6 +136,27 @@ class _Kind:
             float(job["catch_up_window_s"]),
             job.get("timezone") or "UTC",
             job["anchor_at"],
+            job.get("concurrency_policy") or ALLOW,
+            bool(job.get("coalesce")),
+            None if retry_delay is None else float(retry_delay),
+            None if retry_max_delay is None else float(retry_max_delay),
+        )
+
+    def as_key(self) -> tuple:
+        """What L{key} gives for the jobs of this kind."""
+        return (
+            self.project_uuid,
+            self.spec,
+            self.callback_url,
+            self.timeout_s,
+            self.retry_max,
+            self.catch_up_window_s,
+            self.timezone,
+            self.anchor_at,
+            self.concurrency_policy,
+            self.coalesce,
+            self.retry_delay_s,
+            self.retry_max_delay_s,
         )
 
 
@@ -165,22 +213,11 @@ class _Entry:
 
     def same_job(self, job: dict) -> bool:
         """Whether C{job} fires exactly as this entry does."""
-        kind = self.kind
         return (
             not job.get("paused")
             and self.name == job["name"]
             and self.data == job.get("data")
-            and _Kind.key(job)
-            == (
-                kind.project_uuid,
-                kind.spec,
-                kind.callback_url,
-                kind.timeout_s,
-                kind.retry_max,
-                kind.catch_up_window_s,
-                kind.timezone,
-                kind.anchor_at,
-            )
+            and _Kind.key(job) == self.kind.as_key()
         )
 
 
@@ -633,10 +670,14 @@ class SchedulerService(Service):
             slot = entry.schedule.next_after(self._catch_up_start(job, last_slots.get(job_uuid)))
             window_start = now - timedelta(seconds=entry.catch_up_window_s)
             while slot is not None and slot < until:
+                following = entry.schedule.next_after(slot)
                 if slot >= window_start:
-                    self._deliver(entry, slot)
-                    filled += 1
-                slot = entry.schedule.next_after(slot)
+                    if entry.kind.coalesce and following is not None and following < until:
+                        self._coalesced(entry, slot)
+                    else:
+                        self._deliver(entry, slot)
+                        filled += 1
+                slot = following
         if filled:
             log.warn(
                 "fired {count} slots before a handover at {until} that their old owner"
@@ -1080,6 +1121,17 @@ class SchedulerService(Service):
             return self._following(entry, slot)
         window_start = now - timedelta(seconds=entry.catch_up_window_s)
         if slot >= window_start:
+            if entry.kind.coalesce:
+                following = entry.schedule.next_after(slot)
+                if (
+                    following is not None
+                    and following <= now
+                    and (entry.until is None or following < entry.until)
+                ):
+                    # A later slot is due too (the node was down, paused
+                    # or behind): only the latest one is delivered.
+                    self._coalesced(entry, slot)
+                    return following
             # Reached this long after it became ready: the timer heap is
             # behind; shed it before building anything for it.
             if now_s - self._ready(_slot_seconds(slot), entry.ready_from) > LATE_S:
@@ -1152,6 +1204,7 @@ class SchedulerService(Service):
             "status_code": None,
             "error": None,
             "skip_reason": None,
+            "response_body": None,
         }
         record.update(fields)
         if write:
@@ -1172,6 +1225,12 @@ class SchedulerService(Service):
         delivery.ready_s = self._ready(delivery.scheduled_s or 0.0, entry.ready_from)
         self._submit(delivery)
         return record
+
+    def _coalesced(self, entry: _Entry, slot: datetime) -> None:
+        """Record C{slot} of a C{coalesce} job as folded into a later one."""
+        record = self._record(entry, slot, state="skipped", skip_reason=SKIP_COALESCED)
+        if self.execution_observers:
+            self._observe(self.execution_observers, record)
 
     def _shed_slot(self, entry: _Entry, slot: datetime) -> None:
         """Record C{slot} of C{entry} as skipped: the node is past its capacity."""
@@ -1212,6 +1271,7 @@ class SchedulerService(Service):
             retry_max=entry.retry_max,
             job_json=entry.job_json,
             scheduled_s=_slot_seconds(slot),
+            policy=entry.kind.policy,
         )
 
     # -- executor results ----------------------------------------------------
@@ -1237,6 +1297,7 @@ class SchedulerService(Service):
             status_code=outcome.status_code,
             error=outcome.error,
             skip_reason=outcome.skip_reason,
+            response_body=outcome.response_body,
         )
         self.executions.record(record, trusted=True)
         if self.execution_observers:
@@ -1262,6 +1323,7 @@ class SchedulerService(Service):
         status_code: int | None = None,
         error: str | None = None,
         skip_reason: str | None = None,
+        response_body: str | None = None,
     ) -> dict:
         def instant(seconds: float | None) -> str | None:
             if seconds is None:
@@ -1288,6 +1350,7 @@ class SchedulerService(Service):
             "status_code": status_code,
             "error": error,
             "skip_reason": skip_reason,
+            "response_body": response_body,
         }
 
     # -- how far this node got --------------------------------------------------

@@ -40,6 +40,8 @@ EXECUTION_COLUMNS = (
     "status_code",
     "error",
     "skip_reason",
+    # The first bytes of the answer of the last attempt, when it failed with one.
+    "response_body",
 )
 _COLUMNS = ", ".join(EXECUTION_COLUMNS)
 _TIME_FIELDS = ("scheduled_at", "started_at", "finished_at")
@@ -74,7 +76,8 @@ EXECUTIONS_TABLE = """CREATE TABLE IF NOT EXISTS executions (
         finished_at TEXT,
         status_code INTEGER,
         error TEXT,
-        skip_reason TEXT)"""
+        skip_reason TEXT,
+        response_body TEXT)"""
 
 _SCHEMA = (
     EXECUTIONS_TABLE,
@@ -187,7 +190,8 @@ def plain_execution_row(execution: Any) -> tuple | None:
             return None
     project_uuid, node_id, status_code = get("project_uuid"), get("node_id"), get("status_code")
     error, skip_reason = get("error"), get("skip_reason")
-    for value in (project_uuid, node_id, status_code, error, skip_reason):
+    response_body = get("response_body")
+    for value in (project_uuid, node_id, status_code, error, skip_reason, response_body):
         if (
             value is not None
             and type(value) is not str
@@ -207,6 +211,7 @@ def plain_execution_row(execution: Any) -> tuple | None:
         status_code,
         error,
         skip_reason,
+        response_body,
     )
 
 
@@ -296,6 +301,14 @@ def _create_schema(txn: Any) -> None:
     """Create what is missing; drop what older releases kept for the fan-in."""
     for statement in _SCHEMA:
         txn.execute(statement)
+    add_response_body(txn)
+
+
+def add_response_body(txn: Any) -> None:
+    """Give an executions table of an older release its response_body column."""
+    txn.execute("PRAGMA table_info(executions)")
+    if "response_body" not in {row[1] for row in txn.fetchall()}:
+        txn.execute("ALTER TABLE executions ADD COLUMN response_body TEXT")
 
 
 _INSERT = f"INSERT INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))})"

@@ -145,6 +145,8 @@ _ADDED_COLUMNS = (
     ("jobs", "owner_since", "INTEGER"),
     ("jobs", "prev_owner", "INTEGER"),
     ("jobs", "prev_owner_since", "INTEGER"),
+    # The committed history of older releases shares the executions columns.
+    ("executions", "response_body", "TEXT"),
     # Issue 14: per-job retry pacing, overlap and catch-up policies. Rows
     # written before them read as the defaults (L{_JOB_DEFAULTS}).
     ("jobs", "retry_delay_s", "REAL NOT NULL DEFAULT 1.0"),
