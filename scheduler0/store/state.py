@@ -148,7 +148,7 @@ _ADDED_COLUMNS = (
     # The committed history of older releases shares the executions columns.
     ("executions", "response_body", "TEXT"),
     # Issue 14: per-job retry pacing, overlap and catch-up policies. Rows
-    # written before them read as the defaults (L{_JOB_DEFAULTS}).
+    # written before them read as the defaults (L{ADDED_JOB_DEFAULTS}).
     ("jobs", "retry_delay_s", "REAL NOT NULL DEFAULT 1.0"),
     ("jobs", "retry_max_delay_s", "REAL NOT NULL DEFAULT 60.0"),
     ("jobs", "concurrency_policy", "TEXT NOT NULL DEFAULT 'allow'"),
@@ -770,7 +770,8 @@ def _update_job(txn: Any, args: Mapping) -> Any:
     stored["updated_at"] = updated_at
     values = dict(zip(JOB_COLUMNS, row, strict=True))
     values.update(stored)
-    _check_retry_delays(values["retry_delay_s"], values["retry_max_delay_s"])
+    if "retry_delay_s" in stored or "retry_max_delay_s" in stored:
+        _check_retry_delays(values["retry_delay_s"], values["retry_max_delay_s"])
     assignments = ", ".join(f"{column} = ?" for column in JOB_COLUMNS[1:])
     new_row = tuple(values[column] for column in JOB_COLUMNS)
     txn.execute(f"UPDATE jobs SET {assignments} WHERE uuid = ?", new_row[1:] + (uuid,))
