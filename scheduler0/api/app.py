@@ -996,7 +996,7 @@ class SchedulerAPI:
         # gets them: those at the state machine's own defaults are left out
         # of the command, so nodes of the earlier release apply it alike
         # during an upgrade (see ADDED_JOB_DEFAULTS).
-        added = {
+        added: dict[str, Any] = {
             "retry_delay_s": float(defaults.job_execution_retry_delay),
             "retry_max_delay_s": float(defaults.job_execution_retry_max_delay),
             "concurrency_policy": "allow",
@@ -1026,7 +1026,7 @@ class SchedulerAPI:
         ]
         sent = {k: v for k, v in added.items() if ADDED_JOB_DEFAULTS[k] != v}
         cap = payload_cap_bytes(defaults.http_executor_payload_max_size_mb)
-        default_delays = (added["retry_delay_s"], added["retry_max_delay_s"])
+        default_delays: tuple[float, float] = (added["retry_delay_s"], added["retry_max_delay_s"])
         for position, (job, fields, prefix) in enumerate(zip(jobs, cleaned, prefixes, strict=True)):
             await self._breathe(position)
             if _ADDED_FIELDS.isdisjoint(fields):

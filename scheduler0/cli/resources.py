@@ -587,7 +587,7 @@ def _jobs_import(context: _Context) -> int:
         reason = command_error(error)
         done = f"{importer.done:,} of {len(jobs):,} jobs were imported"
         row = _refused_row(error, importer.done, wheres)
-        if row is not None:
+        if row is not None and isinstance(error, APIError):
             # The node refused a row (a check only it can make): name the
             # row in the file, as a bad file is named.
             where, problem = row

@@ -328,7 +328,7 @@ def _job_row(job: Any) -> tuple:
     unknown = sorted(set(job) - set(JOB_COLUMNS))
     if unknown:
         raise _invalid(unknown[0], f"unknown job field {unknown[0]}")
-    row = []
+    row: list[Any] = []
     for column in JOB_COLUMNS:
         if column in ("uuid", "created_at", "updated_at"):
             row.append(_text(job, column, "job field "))
