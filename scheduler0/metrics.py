@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 import scheduler0
+from scheduler0.readiness import CODES as READINESS_CODES
 from scheduler0.timeutil import parse_instant
 
 log = Logger()
@@ -153,6 +154,8 @@ class NodeMetrics:
     # cluster's committed fan-in seq), for the fan-in lag.
     executions: Any = None
     state: Any = None
+    # Why the node is not ready (NodeService.readiness: [] when it is).
+    readiness: Callable[[], list[dict]] | None = None
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
 
     _finished: dict[str, tuple[Any, int]] = attrs.field(init=False, factory=dict)
@@ -348,6 +351,7 @@ class NodeMetrics:
             self._jobs_and_executor,
             self._fanin,
             self._guard,
+            self._readiness,
             self._per_job,
         )
         for section in sections:
@@ -526,6 +530,24 @@ class NodeMetrics:
             "MaxCPU: CPU use above which the node pauses, % of one core (0: no limit).",
             float(snap.get("max_cpu_percent") or 0),
         )
+
+    def _readiness(self) -> Iterable[Metric]:
+        if self.readiness is None:
+            return
+        active = {reason.get("code") for reason in self.readiness()}
+        yield _gauge(
+            "scheduler0_ready",
+            "1 while this node can serve writes and fire its jobs (GET /healthcheck answers 200).",
+            0 if active else 1,
+        )
+        reasons = GaugeMetricFamily(
+            "scheduler0_not_ready_reason",
+            "1 for each reason this node is not ready now (the codes of GET /healthcheck).",
+            labels=["reason"],
+        )
+        for code in READINESS_CODES:
+            reasons.add_metric([code], 1 if code in active else 0)
+        yield reasons
 
     def _per_job(self) -> Iterable[Metric]:
         yield _gauge(

@@ -375,6 +375,7 @@ class NodeService(MultiService):
             proposer=proposer,
             executions=executions,
             state=state,
+            readiness=self.readiness,
         )
         scheduler.execution_observers.append(metrics.on_execution)
         scheduler.started_observers.append(metrics.on_started)
@@ -507,8 +508,43 @@ class NodeService(MultiService):
                     pass
             await _later(self.reactor, 0.2)
 
+    def readiness(self) -> list[dict]:
+        """
+        Why this node cannot serve writes or fire its jobs now, as
+        C{{"code", "message"}} entries (empty: it is ready). See
+        L{scheduler0.readiness}.
+        """
+        from scheduler0 import readiness
+
+        parts = self._parts
+        # The HTTP listener opens last, so this shows only if it is asked
+        # before start-up has finished (the parts exist from then on).
+        if not self.ready.called or "scheduler" not in parts:
+            return [
+                readiness.reason(
+                    readiness.STARTING,
+                    "this node is starting: its stores, Raft log and scheduler are not all up yet",
+                )
+            ]
+        reasons = []
+        cluster = parts.get("cluster")
+        if cluster is not None:
+            reasons.extend(cluster.readiness())
+        guard = parts.get("guard")
+        if guard is not None and guard.paused:
+            reasons.append(
+                readiness.reason(
+                    readiness.SCHEDULING_PAUSED,
+                    f"the resource guard pauses scheduling on this node ({guard.reason})",
+                )
+            )
+        return reasons
+
     def health(self) -> dict:
-        """What C{GET /healthcheck} reports about this node."""
+        """
+        What C{GET /healthcheck} reports about this node: its view of the
+        cluster, and whether it is C{ready} (else the C{reasons}).
+        """
         parts = self._parts
         guard = parts.get("guard")
         guard_state = guard.snapshot() if guard is not None else {"paused": False, "reason": None}
@@ -516,6 +552,7 @@ class NodeService(MultiService):
         proposer = parts.get("proposer")
         executor = parts.get("executor")
         config = self.config
+        reasons = self.readiness()
         if cluster is not None:
             status = cluster.local_status()
             view = {
@@ -547,6 +584,7 @@ class NodeService(MultiService):
                         "address": config.http_address,
                         "raft_address": config.raft_address,
                         "role": "leader",
+                        "reachable": True,
                         "last_contact": 0.0,
                     }
                 ],
@@ -561,6 +599,8 @@ class NodeService(MultiService):
                 "in_flight": executor.in_flight() if executor is not None else 0,
             },
             "active_jobs": parts["scheduler"].active_jobs() if "scheduler" in parts else 0,
+            "ready": not reasons,
+            "reasons": reasons,
         }
 
     def stopService(self) -> Deferred:

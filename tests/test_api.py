@@ -117,11 +117,131 @@ class RoutingTests(APITestCase):
 
     def test_healthcheck_is_anonymous(self) -> None:
         """GET /healthcheck needs no credentials and returns health() data."""
+        health = {"node_id": 1, "role": "leader", "ready": True, "reasons": []}
         for prefix in PREFIXES:
             status, _, body = self.h.request("GET", prefix + "/healthcheck", auth="none")
+            self.assertEqual((status, body), (200, {"success": True, "data": health}))
+
+
+def _validator(document: dict, schema: dict):
+    """A validator of C{schema}, whose $refs name component schemas of C{document}."""
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for({**schema, "components": document["components"]})
+
+
+class HealthTests(SynchronousTestCase):
+    """GET /healthcheck answers 200 only while the node is ready; GET /livez always."""
+
+    ready = {
+        "node_id": 2,
+        "version": "1.0",
+        "role": "follower",
+        "leader_id": 1,
+        "leader_address": "http://127.0.0.1:9091",
+        "term": 3,
+        "commit_index": 10,
+        "applied_index": 10,
+        "members": [
+            {
+                "node_id": 1,
+                "address": "http://127.0.0.1:9091",
+                "raft_address": "127.0.0.1:7071",
+                "role": "leader",
+                "voter": True,
+                "connected": True,
+                "reachable": True,
+                "last_contact": None,
+            },
+            {
+                "node_id": 3,
+                "address": "http://127.0.0.1:9093",
+                "raft_address": "127.0.0.1:7073",
+                "role": "unreachable",
+                "voter": True,
+                "connected": False,
+                "reachable": False,
+                "last_contact": None,
+            },
+        ],
+        "lease_valid": True,
+        "scheduling_paused": False,
+        "pause_reason": None,
+        "ready": True,
+        "reasons": [],
+    }
+    unready = {
+        **ready,
+        "leader_id": None,
+        "leader_address": None,
+        "lease_valid": False,
+        "ready": False,
+        "reasons": [
+            {"code": "no_leader", "message": "no leader is known"},
+            {"code": "lease_lapsed", "message": "this node's lease lapsed 1.0 s ago"},
+        ],
+    }
+
+    def setUp(self) -> None:
+        self.health = dict(self.ready)
+        self.h = Harness(health=lambda: self.health)
+
+    def test_a_ready_node_answers_200_with_its_health(self) -> None:
+        """Ready: 200, success, the health data with ready true and no reasons."""
+        status, headers, body = self.h.request("GET", "/healthcheck", auth="none")
+        self.assertEqual((status, body), (200, {"success": True, "data": self.ready}))
+        self.assertNotIn("retry-after", headers)
+
+    def test_a_node_that_is_not_ready_answers_503_with_the_same_body_and_why(self) -> None:
+        """
+        Not ready: 503 with Retry-After, the error envelope (code not_ready,
+        a message naming every reason) and, as data, the whole health.
+        """
+        self.health = self.unready
+        for prefix in PREFIXES:
+            status, headers, body = self.h.request("GET", prefix + "/healthcheck", auth="none")
+            self.assertEqual(status, 503)
+            self.assertEqual(headers["retry-after"], "1")
+            self.assertEqual(headers["content-type"], "application/json")
+            self.assertIs(body["success"], False)
+            self.assertEqual(body["data"], self.unready)
+            error = body["error"]
+            self.assertEqual((error["code"], error["fields"]), ("not_ready", {}))
+            self.assertIn("no_leader: no leader is known", error["message"])
+            self.assertIn("lease_lapsed: this node's lease lapsed", error["message"])
+
+    def test_both_bodies_match_the_openapi_document(self) -> None:
+        """The 200 and the 503 bodies are what the document says the route answers."""
+        document = self.h.request("GET", "/openapi.json")[2]
+        operation = document["paths"]["/healthcheck"]["get"]
+        self.assertEqual(operation["responses"]["503"]["headers"]["Retry-After"]["required"], True)
+        for health, code in ((self.ready, "200"), (self.unready, "503")):
+            self.health = health
+            body = self.h.request("GET", "/healthcheck", auth="none")[2]
+            schema = operation["responses"][code]["content"]["application/json"]["schema"]
+            errors = [str(e) for e in _validator(document, schema).iter_errors(body)]
+            self.assertEqual(errors, [], code)
+
+    def test_livez_answers_200_without_credentials_or_reads(self) -> None:
+        """GET /livez is anonymous and answers 200 even while the node is not ready."""
+        self.health = self.unready
+
+        def no_reads() -> dict:
+            raise AssertionError("GET /livez must not build the health check")
+
+        h = Harness(health=no_reads)
+        before = len(h.proposer.proposed)
+        for prefix in PREFIXES:
+            status, _, body = h.request("GET", prefix + "/livez", auth="none")
             self.assertEqual(
-                (status, body), (200, {"success": True, "data": {"node_id": 1, "role": "leader"}})
+                (status, body), (200, {"success": True, "data": {"live": True, "node_id": 1}})
             )
+        self.assertEqual(len(h.proposer.proposed), before)
+        document = h.request("GET", "/openapi.json")[2]
+        operation = document["paths"]["/livez"]["get"]
+        self.assertEqual(operation["security"], [])
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        self.assertTrue(_validator(document, schema).is_valid(body))
 
 
 class AuthTests(APITestCase):

@@ -95,7 +95,7 @@ class RoleTests(SynchronousTestCase):
     def test_refused_callers_get_401_and_change_nothing(self) -> None:
         """
         Nobody, a wrong secret, an unknown key, a wrong admin password and an
-        archived credential get 401 on every route but the health check, and
+        archived credential get 401 on every route but the health checks, and
         nothing stored changes.
         """
         before = self.h.dump()
@@ -143,4 +143,6 @@ class RoleTests(SynchronousTestCase):
         )
         for route in credential_routes:
             self.assertEqual(route.auth, ADMIN, f"{route.method} {route.path}")
-        self.assertEqual([r.handler for r in ROUTES if r.auth == ANONYMOUS], ["health_check"])
+        self.assertEqual(
+            [r.handler for r in ROUTES if r.auth == ANONYMOUS], ["health_check", "liveness"]
+        )

@@ -38,6 +38,7 @@ _fast = pbkdf2_sha256.using(rounds=1000)
 
 @attrs.frozen
 class Defaults:
+    node_id: int = 1
     catch_up_window_seconds: float = 60
     job_execution_timeout: float = 30
     job_execution_retry_max: int = 10
@@ -166,7 +167,7 @@ class Harness:
             clock=self.clock,
             defaults=Defaults(),
             admin=Admin(),
-            health=lambda: {"node_id": 1, "role": "leader"},
+            health=lambda: {"node_id": 1, "role": "leader", "ready": True, "reasons": []},
             new_uuid=self._uuid,
             token=lambda n: f"tok{self._next()}-{n}",
             hash_secret=_fast.hash,

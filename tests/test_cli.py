@@ -490,12 +490,79 @@ class StatusTests(CliTestCase):
 
         http = TwoAnswers(200, None)
         self.assertEqual(self.run_cli("status", http=http), 0)
-        self.assertEqual(http.calls[1]["url"], "http://127.0.0.1:9091/api/v1/cluster")
+        self.assertEqual(
+            http.calls[1]["url"], "http://127.0.0.1:9091/api/v1/cluster?consistency=stale"
+        )
         out = self.stdout.getvalue()
         rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
         self.assertEqual(rows[0][:3], ["1", "leader", "http://127.0.0.1:9091"])
         self.assertIn("1234", rows[0])
         self.assertEqual(rows[1][:4], ["2", "unreachable", "http://127.0.0.1:9092", "False"])
+
+    def test_a_ready_node_says_so(self) -> None:
+        """A ready node's status says ready: yes, lists no reason, and exits 0."""
+        health = {**self.health, "scheduling_paused": False, "lease_valid": True,
+                  "ready": True, "reasons": []}
+        http = FakeHttp(200, {"success": True, "data": health})
+        self.assertEqual(self.run_cli("status", http=http), 0)
+        out = self.stdout.getvalue()
+        self.assertIn("ready:       yes", out)
+        self.assertIn("scheduling:  running", out)
+        self.assertNotIn("not ready", out)
+
+    def test_a_node_that_is_not_ready_exits_1_and_says_why(self) -> None:
+        """
+        The 503 health check is an answer, not an error: status prints it,
+        ready: no, one line per reason, that nothing fires, and exits 1.
+        """
+        self.save_admin()
+        health = {
+            **self.health, "scheduling_paused": False, "lease_valid": False, "leader_id": None,
+            "ready": False,
+            "reasons": [
+                {"code": "no_leader", "message": "no leader is known"},
+                {"code": "lease_lapsed", "message": "this node's lease lapsed 2.0 s ago"},
+            ],
+        }
+        answers = [
+            (503, {"success": False, "data": health,
+                   "error": {"code": "not_ready", "message": "not ready", "fields": {}}}),
+            (503, {"success": False, "data": None,
+                   "error": {"code": "unavailable", "message": "no quorum", "fields": {}}}),
+        ]
+
+        class Answers(FakeHttp):
+            def __call__(self, method: str, url: str, **kwargs: Any) -> Any:
+                self.status, self.body = answers[len(self.calls)]
+                return super().__call__(method, url, **kwargs)
+
+        http = Answers()
+        self.assertEqual(self.run_cli("status", http=http), 1)
+        out = self.stdout.getvalue()
+        self.assertEqual(self.stderr.getvalue(), "")
+        self.assertIn("ready:       no", out)
+        self.assertIn("not ready:   no_leader: no leader is known\n", out)
+        self.assertIn("not ready:   lease_lapsed: this node's lease lapsed 2.0 s ago\n", out)
+        self.assertIn("scheduling:  stopped (no valid lease", out)
+        # The members table still comes (from the health check, as /cluster failed).
+        self.assertIn("127.0.0.1:7072", out)
+
+    def test_json_of_a_node_that_is_not_ready_exits_1(self) -> None:
+        """--json prints the 503's health data and exits 1."""
+        health = {**self.health, "ready": False,
+                  "reasons": [{"code": "no_quorum", "message": "m"}]}
+        http = FakeHttp(503, {"success": False, "data": health,
+                              "error": {"code": "not_ready", "message": "m", "fields": {}}})
+        self.assertEqual(self.run_cli("status", "--json", http=http), 1)
+        self.assertEqual(json.loads(self.stdout.getvalue()), health)
+
+    def test_another_503_is_an_error(self) -> None:
+        """A 503 that carries no health data (a proxy, say) is one error line, exit 1."""
+        http = FakeHttp(503, {"success": False, "data": None,
+                              "error": {"code": "unavailable", "message": "busy", "fields": {}}})
+        self.assertEqual(self.run_cli("status", http=http), 1)
+        self.assertIn("answered 503: busy", self.one_error_line())
+        self.assertEqual(self.stdout.getvalue(), "")
 
     def test_json(self) -> None:
         """--json prints the health check data."""

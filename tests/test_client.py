@@ -88,6 +88,7 @@ class RequestBuildingTests(SynchronousTestCase):
         served = {(r.method, r.openapi_path) for r in ROUTES}
         cases = {
             "health": (),
+            "live": (),
             "openapi": (),
             "create_project": ("a",),
             "list_projects": (),
@@ -210,6 +211,23 @@ class ErrorMappingTests(SynchronousTestCase):
         status, headers, raw = failed(429, "slow down", headers={"retry-after": "3"})
         error = self.assertRaises(APIError, parse_response, self.request, status, headers, raw)
         self.assertEqual(error.retry_after, 3.0)
+
+    def test_an_unready_health_check_keeps_its_data(self) -> None:
+        """A 503 from the health check is an APIError that still carries the health data."""
+        health = {"node_id": 2, "ready": False, "reasons": [{"code": "no_leader", "message": "m"}]}
+        raw = json.dumps(
+            {
+                "success": False,
+                "data": health,
+                "error": {"code": "not_ready", "message": "not ready", "fields": {}},
+            }
+        ).encode()
+        request = Operations.health.build()
+        error = self.assertRaises(APIError, parse_response, request, 503, {}, raw)
+        self.assertEqual((error.status, error.code, error.data), (503, "not_ready", health))
+        status, headers, raw = failed(400, "spec: bad", {"spec": "bad"})
+        error = self.assertRaises(APIError, parse_response, self.request, status, headers, raw)
+        self.assertIsNone(error.data)
 
     def test_non_json_answer_is_an_api_error(self) -> None:
         """A proxy's HTML error page is an APIError with code bad_response, not a crash."""

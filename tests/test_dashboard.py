@@ -247,6 +247,9 @@ class DashboardEndToEndTests(TestCase):
         members = await browser.evaluate("document.querySelectorAll('#members tbody tr').length")
         self.assertEqual(members, 1)
         self.assertIn("leader", await browser.evaluate(_text("#members tbody")))
+        # A single node that the guard does not pause is ready.
+        self.assertEqual(await browser.evaluate(_text("#readiness")), "Ready")
+        self.assertTrue(await browser.evaluate("document.querySelector('#not-ready').hidden"))
         for uuid in (ok_uuid, failing_uuid):
             # Relative times in the cells, the instants themselves in their titles.
             for cell, pattern in ((".col-next", r"^(in \d|now)"), (".col-last-run", r"ago$|^now$")):

@@ -503,6 +503,21 @@ class NodeStateTests(SynchronousTestCase):
         self.assertEqual(value(samples, reason, reason="memory"), 0)
         self.assertEqual(value(samples, reason, reason="cpu"), 1)
 
+    def test_readiness_and_its_reasons(self) -> None:
+        """scheduler0_ready is 1 without reasons; each reason of not being ready is a 1."""
+        reasons: list[dict] = []
+        metrics = NodeMetrics(Clock(), 1, readiness=lambda: reasons)
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "scheduler0_ready"), 1)
+        name = "scheduler0_not_ready_reason"
+        self.assertEqual(value(samples, name, reason="no_quorum"), 0)
+        reasons.extend([{"code": "no_leader", "message": "m"}, {"code": "lease_lapsed"}])
+        samples = scrape(metrics)
+        self.assertEqual(value(samples, "scheduler0_ready"), 0)
+        self.assertEqual(value(samples, name, reason="no_leader"), 1)
+        self.assertEqual(value(samples, name, reason="lease_lapsed"), 1)
+        self.assertEqual(value(samples, name, reason="scheduling_paused"), 0)
+
     def test_a_failing_part_leaves_the_rest_of_the_scrape(self) -> None:
         """A part that raises drops its own metrics only, and the failure is logged."""
 
@@ -837,6 +852,7 @@ class SingleNodeMetricsTests(TestCase):
         self.assertEqual(value(samples, "scheduler0_lease_valid"), 1)
         self.assertEqual(value(samples, "scheduler0_jobs_active"), 2)
         self.assertGreater(value(samples, "scheduler0_raft_applied_index"), 0)
+        self.assertEqual(value(samples, "scheduler0_ready"), 1)
 
         code, content_type, _ = await get_metrics(headers=headers)
         self.assertEqual((code, content_type), (200, CONTENT_TYPE))

@@ -789,7 +789,26 @@ class SchedulerAPI:
     # -- health and the document ---------------------------------------------
 
     async def health_check(self, call: Call) -> Any:
-        return await _maybe(self.health())
+        """
+        The node's health: 200 while it is ready (it can serve writes and
+        fire its jobs), else 503 with the same body and the reasons.
+        """
+        health = await _maybe(self.health())
+        if isinstance(health, dict) and health.get("ready") is False:
+            reasons = [r for r in health.get("reasons") or () if isinstance(r, dict)]
+            said = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in reasons)
+            raise APIError(
+                503,
+                f"this node is not ready ({said})" if said else "this node is not ready",
+                code="not_ready",
+                headers={"Retry-After": "1"},
+                data=health,
+            )
+        return health
+
+    async def liveness(self, call: Call) -> dict:
+        """The process serves HTTP (for liveness probes); reads nothing."""
+        return {"live": True, "node_id": getattr(self.defaults, "node_id", None)}
 
     async def openapi_document(self, call: Call) -> dict:
         if self._openapi is None:

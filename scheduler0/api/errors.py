@@ -9,6 +9,7 @@ so every error anywhere in the API has the same shape.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -36,6 +37,8 @@ class APIError(Exception):
 
     C{fields} maps each offending input (a body field like C{jobs[3].spec},
     a query parameter, a header or C{body}) to what is wrong with it.
+    C{data} is the answer's C{data} (null unless an error still has
+    something to show: the health check's 503 keeps its whole body).
     """
 
     status: int
@@ -43,6 +46,7 @@ class APIError(Exception):
     fields: Mapping[str, str] = attrs.field(factory=dict)
     code: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    data: Any = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
@@ -51,7 +55,7 @@ class APIError(Exception):
         """The JSON body for this error."""
         return {
             "success": False,
-            "data": None,
+            "data": self.data,
             "error": {
                 "code": self.code or DEFAULT_CODES.get(self.status, "error"),
                 "message": self.message,

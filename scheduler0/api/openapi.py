@@ -20,6 +20,7 @@ from scheduler0.api.validation import (
     MAX_TIMEOUT_S,
     MAX_URL_LENGTH,
 )
+from scheduler0.readiness import CODES as READINESS_CODES
 from scheduler0.store.state import CONCURRENCY_POLICIES
 
 MAX_JOBS_PER_REQUEST = 10_000
@@ -171,8 +172,8 @@ SCHEMAS: dict[str, Any] = {
     "Health": {
         "type": "object",
         "description": (
-            "Node id, role, leader, term, indexes, members, paused state; more diagnostic "
-            "fields may follow."
+            "Node id, role, leader, term, indexes, members, paused state, whether the node is "
+            "ready and why not; more diagnostic fields may follow."
         ),
         "required": [
             "node_id",
@@ -185,6 +186,8 @@ SCHEMAS: dict[str, Any] = {
             "members",
             "scheduling_paused",
             "pause_reason",
+            "ready",
+            "reasons",
         ],
         "properties": {
             "node_id": {"type": "integer"},
@@ -204,7 +207,16 @@ SCHEMAS: dict[str, Any] = {
                         "node_id": {"type": "integer"},
                         "address": {"type": "string"},
                         "raft_address": {"type": "string"},
-                        "role": {"type": "string"},
+                        "role": {
+                            "type": "string",
+                            "description": (
+                                "leader, follower, learner, ... as this node sees it; "
+                                "unreachable when it has not heard from the member within an "
+                                "election timeout."
+                            ),
+                        },
+                        "voter": {"type": "boolean"},
+                        "reachable": {"type": "boolean"},
                         "last_contact": {
                             "type": ["number", "null"],
                             "description": "Seconds since the leader last heard from it.",
@@ -212,10 +224,29 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "lease_valid": {
+                "type": "boolean",
+                "description": "Cluster only: whether this node may fire its jobs now.",
+            },
             "scheduling_paused": {"type": "boolean"},
             "pause_reason": _NULLABLE_STRING,
+            "ready": {
+                "type": "boolean",
+                "description": "This node can serve writes and fire its jobs (200, else 503).",
+            },
+            "reasons": {
+                "type": "array",
+                "description": "Why it is not ready (empty when it is).",
+                "items": _closed(
+                    {
+                        "code": {"type": "string", "enum": list(READINESS_CODES)},
+                        "message": {"type": "string"},
+                    }
+                ),
+            },
         },
     },
+    "Live": _closed({"live": {"const": True}, "node_id": {"type": "integer"}}),
     "MemberInput": {
         "type": "object",
         "additionalProperties": False,
@@ -490,6 +521,29 @@ _ERROR_STATUSES = {
 }
 
 
+# Routes whose answer to an error status is not the plain Error envelope.
+_ROUTE_ERRORS: dict[str, dict[str, tuple[str, dict]]] = {
+    "health_check": {
+        "503": (
+            "This node is not ready: the health data with ready false, its reasons, and the "
+            "error envelope (code not_ready).",
+            _closed(
+                {
+                    "success": {"const": False},
+                    "data": _ref("Health"),
+                    "error": _closed(
+                        {
+                            "code": {"const": "not_ready"},
+                            "message": {"type": "string"},
+                            "fields": {"type": "object", "maxProperties": 0},
+                        }
+                    ),
+                }
+            ),
+        )
+    }
+}
+
 _ERROR_HEADERS: dict[str, dict[str, Any]] = {
     "405": {
         "Allow": {
@@ -598,9 +652,10 @@ def _operation(route: Route) -> dict:
             continue
         if route.auth == ANONYMOUS and status == "429":
             continue
+        text, schema = _ROUTE_ERRORS.get(route.handler, {}).get(status, (text, _ref("Error")))
         response: dict[str, Any] = {
             "description": text,
-            "content": {"application/json": {"schema": _ref("Error")}},
+            "content": {"application/json": {"schema": schema}},
         }
         headers = dict(_ERROR_HEADERS.get(status, {}))
         if status == "401" and route.auth == ADMIN:

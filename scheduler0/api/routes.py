@@ -88,8 +88,22 @@ _TABLE: tuple[Route, ...] = (
         "/healthcheck",
         "health_check",
         ANONYMOUS,
-        "Node and cluster health.",
+        "Node and cluster health; 200 only while this node is ready.",
         response="Health",
+        description=(
+            "Ready: this node can serve writes (a leader is known and has a quorum) and fire "
+            "its jobs (its lease is valid, the resource guard does not pause it). Otherwise "
+            "503 with the same data, ready false and the reasons (for readiness probes and "
+            "load balancers)."
+        ),
+    ),
+    Route(
+        "GET",
+        "/livez",
+        "liveness",
+        ANONYMOUS,
+        "200 whenever the process serves HTTP (for liveness probes).",
+        response="Live",
     ),
     Route(
         "GET",

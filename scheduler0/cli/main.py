@@ -178,7 +178,12 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
         default="text",
         help="text (default), or json: one JSON object per event and line",
     )
-    status = leaf(commands, "status", "print the cluster as the configured node sees it", _status)
+    status = leaf(
+        commands,
+        "status",
+        "print the cluster as the configured node sees it; exit 1 when that node is not ready",
+        _status,
+    )
     status.add_argument("--json", action="store_true", help="print the health check as JSON")
     leaf(commands, "version", "print the version", _version)
     from scheduler0.cli.resources import add_resource_commands  # (it imports this module)
@@ -523,6 +528,22 @@ def _call_node(
     One request to the configured node; returns the response's C{data}, or
     raises L{CommandError} with a line saying what went wrong.
     """
+    status, payload = _ask_node(context, config, method, path, creds, body)
+    return _data_of(method, f"{config.http_address}{path}", status, payload)
+
+
+def _ask_node(
+    context: _Context,
+    config: Config,
+    method: str,
+    path: str,
+    creds: AdminCredentials | None,
+    body: Any = None,
+) -> tuple[int, Any]:
+    """
+    One request to the configured node: its status and parsed body; a node
+    that does not answer or refuses the credentials is a L{CommandError}.
+    """
     url = f"{config.http_address}{path}"
     auth = (creds.username, creds.password) if creds is not None else None
     try:
@@ -543,6 +564,11 @@ def _call_node(
             f"node at {config.http_address} rejected the admin credentials (401); they must "
             f"match the node's .scheduler0 (see: scheduler0 credential show)"
         )
+    return status, payload
+
+
+def _data_of(method: str, url: str, status: int, payload: Any) -> Any:
+    """The C{data} of a successful answer; anything else is a L{CommandError}."""
     success = isinstance(payload, dict) and payload.get("success") is True
     if not 200 <= status < 300 or not success:
         message = ""
@@ -574,22 +600,32 @@ def _status(context: _Context) -> int:
         creds = load_admin_credentials(config, context.environ)
     except ConfigError:
         creds = None  # the health check is anonymous; the credentials are optional here
-    data = _call_node(context, config, "GET", "/api/v1/healthcheck", creds)
-    if context.args.json:
-        context.out(json.dumps(data, indent=2, sort_keys=True))
-        return EXIT_OK
-    cluster = None
-    if creds is not None:
-        # Every member as it answers for itself (needs the peer credentials).
-        try:
-            cluster = _call_node(context, config, "GET", "/api/v1/cluster", creds)
-        except CommandError:
-            cluster = None
+    path = "/api/v1/healthcheck"
+    status, payload = _ask_node(context, config, "GET", path, creds)
+    if status == 503 and isinstance(payload, dict) and isinstance(payload.get("data"), dict):
+        # Not ready: the answer still is the health check, with the reasons.
+        data = payload["data"]
+    else:
+        data = _data_of("GET", f"{config.http_address}{path}", status, payload)
     if not isinstance(data, dict):
         raise CommandError(f"node at {config.http_address} answered an unexpected health check")
-    for line in format_status(data, config.http_address, cluster):
+    # A node of an earlier release says nothing of readiness: its 200 stands.
+    ready = status == 200 and data.get("ready") is not False
+    code = EXIT_OK if ready else EXIT_FAILURE
+    if context.args.json:
+        context.out(json.dumps(data, indent=2, sort_keys=True))
+        return code
+    cluster = None
+    if creds is not None:
+        # Every member as it answers for itself (needs the peer credentials);
+        # from this node's copy, so it answers while there is no quorum too.
+        try:
+            cluster = _call_node(context, config, "GET", "/api/v1/cluster?consistency=stale", creds)
+        except CommandError:
+            cluster = None
+    for line in format_status(data, config.http_address, cluster, ready=ready):
         context.out(line)
-    return EXIT_OK
+    return code
 
 
 def _text(value: Any) -> str:
@@ -597,12 +633,15 @@ def _text(value: Any) -> str:
 
 
 def format_status(
-    data: Mapping[str, Any], asked: str, cluster: Mapping[str, Any] | None = None
+    data: Mapping[str, Any],
+    asked: str,
+    cluster: Mapping[str, Any] | None = None,
+    ready: bool = True,
 ) -> list[str]:
     """
-    The health check as a few summary lines and a table of members: from
-    C{GET /cluster} (each member's own answer) when given, else as the asked
-    node sees them.
+    The health check as a few summary lines (whether the node is ready, and
+    each reason when it is not) and a table of members: from C{GET /cluster}
+    (each member's own answer) when given, else as the asked node sees them.
     """
     lines = [
         f"node:        {_text(data.get('node_id'))} ({_text(data.get('role'))}) at {asked}",
@@ -613,8 +652,16 @@ def format_status(
     ]
     if data.get("scheduling_paused"):
         lines.append(f"scheduling:  paused ({_text(data.get('pause_reason'))})")
+    elif data.get("lease_valid") is False:
+        lines.append("scheduling:  stopped (no valid lease: this node fires none of its jobs)")
     else:
         lines.append("scheduling:  running")
+    lines.append(f"ready:       {'yes' if ready else 'no'}")
+    reasons = data.get("reasons")
+    for reason in reasons if isinstance(reasons, list) else ():
+        if isinstance(reason, Mapping):
+            code, message = _text(reason.get("code")), _text(reason.get("message"))
+            lines.append(f"not ready:   {code}: {message}")
     if (
         isinstance(cluster, Mapping)
         and isinstance(cluster.get("members"), list)

@@ -41,7 +41,9 @@ BACKOFF_MAX_S = 10.0
 class APIError(Exception):
     """
     The node answered with an error envelope (or with something that is not
-    the API's JSON). C{fields} maps each offending input to what is wrong.
+    the API's JSON). C{fields} maps each offending input to what is wrong;
+    C{data} is the envelope's C{data} (None but for the health check of a
+    node that is not ready: its health, with the reasons).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class APIError(Exception):
         message: str,
         fields: Mapping[str, str] | None = None,
         retry_after: float | None = None,
+        data: Any = None,
     ) -> None:
         super().__init__(status, code, message, dict(fields or {}))
         self.status = status
@@ -58,6 +61,7 @@ class APIError(Exception):
         self.message = message
         self.fields = dict(fields or {})
         self.retry_after = retry_after
+        self.data = data
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
@@ -181,6 +185,7 @@ def parse_response(request: Request, status: int, headers: Mapping[str, Any], ra
             str(error.get("message") or error.get("code") or f"HTTP {status}"),
             {str(k): str(v) for k, v in fields.items()},
             _retry_after(headers),
+            payload.get("data") if isinstance(payload, dict) else None,
         )
     text = raw[:200].decode("utf-8", "replace").strip()
     raise APIError(
@@ -318,7 +323,13 @@ class Operations:
         raise NotImplementedError
 
     # -- node
-    health = _by_path("GET", "/healthcheck", "The node's health check (anonymous).")
+    health = _by_path(
+        "GET",
+        "/healthcheck",
+        "The node's health check (anonymous); a node that is not ready raises APIError 503 "
+        "(code not_ready) whose data is the health, with the reasons.",
+    )
+    live = _by_path("GET", "/livez", "Whether the node serves HTTP at all (anonymous).")
     openapi = _by_path(
         "GET", "/openapi.json", "The OpenAPI document the node serves.", envelope=False
     )

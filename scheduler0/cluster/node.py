@@ -146,6 +146,10 @@ class ClusterNode:
     _term_start_index: int = 0
     _lease_requires: int = 0
     _lease_was_valid: bool = False
+    # When lease_valid() last found the node free to fire (monotonic; -inf:
+    # not since it started): the health check tells a node a few entries
+    # behind its lease for a moment from one that cannot fire for a while.
+    _could_fire_at: float = -inf
     # Node id -> when a Raft message from it last arrived (monotonic).
     _heard: dict[int, float] = attrs.field(factory=dict)
     #: Nodes whose jobs the leader is moving away right now (no lease for them).
@@ -401,10 +405,10 @@ class ClusterNode:
         May this node fire now? Its lease (from the current leader, or its
         own) runs, and it has applied what the lease was granted against.
         """
-        valid = (
-            self.monotonic() < self._lease_until
-            and self.driver.applied_index >= self._lease_requires
-        )
+        now = self.monotonic()
+        valid = now < self._lease_until and self.driver.applied_index >= self._lease_requires
+        if valid:
+            self._could_fire_at = now
         if valid != self._lease_was_valid:
             self._lease_was_valid = valid
             log.info(
@@ -456,6 +460,9 @@ class ClusterNode:
 
     def _renew_lease(self) -> None:
         self._noticed_leadership()
+        # Sampled here too, so the health check knows when the node last
+        # could fire even while the scheduler has nothing to fire.
+        self.lease_valid()
         now = self.monotonic()
         if self.is_leader:
             # A leader's own lease: a heartbeat round begun now that a
@@ -598,6 +605,38 @@ class ClusterNode:
     def heard_from(self, node_id: int) -> None:
         """A Raft message from C{node_id} arrived (the transport authenticated it)."""
         self._heard[node_id] = self.monotonic()
+
+    @property
+    def election_s(self) -> float:
+        """One election timeout, in seconds."""
+        return self.core.settings.election_ticks * TICK_S
+
+    def reachable(self, node_id: int, links: dict | None = None) -> bool:
+        """
+        Has this node heard from member C{node_id} within an election
+        timeout? C{links} is the transport's C{stats()} (read now if None).
+
+        A leader hears from every member: each answers its heartbeats, so a
+        Raft message from it is the signal. A follower hears over Raft only
+        from its leader (and from candidates during an election); another
+        follower sends it nothing. For those it takes the Raft links: the
+        peer keeps an authenticated connection to this node and this node
+        one to the peer, and a peer that crashes or restarts loses both at
+        once (its kernel closes its sockets), while one that is paused or cut
+        off without its connections closing is seen from here only once TCP
+        notices. The leader's own view (its health check) and C{GET /cluster},
+        which asks every member, show such a node sooner.
+        """
+        if node_id == self.config.node_id:
+            return True
+        if self.monotonic() - self._heard.get(node_id, -inf) <= self.election_s:
+            return True
+        if self.is_leader or node_id == self.leader_id:
+            return False
+        if links is None:
+            links = self.transport.stats()
+        link = links.get(node_id) or {}
+        return bool(link.get("connected")) and int(link.get("inbound") or 0) > 0
 
     def reachable_peers(self) -> int:
         """Other members a Raft message came from within one election timeout."""
@@ -892,7 +931,11 @@ class ClusterNode:
             )
 
     def members(self) -> list[dict]:
-        """Every voter and learner with its addresses and what this node knows of it."""
+        """
+        Every voter and learner with its addresses and what this node knows
+        of it; one it has not heard from within an election timeout (see
+        L{reachable}) has the role C{unreachable}.
+        """
         config = self.core.config
         stats = self.transport.stats()
         raft_addresses = dict(self._raft_addresses)
@@ -900,12 +943,15 @@ class ClusterNode:
         now = self.monotonic()
         out = []
         for member in sorted({int(m) for m in config.members()}):
+            reachable = self.reachable(member, stats)
             if member == self.config.node_id:
                 role = self.core.role
                 connected = True
             else:
                 role = (
-                    "leader"
+                    "unreachable"
+                    if not reachable
+                    else "leader"
                     if member == self.leader_id
                     else ("learner" if str(member) in config.learners else "follower")
                 )
@@ -919,6 +965,7 @@ class ClusterNode:
                     "role": role,
                     "voter": str(member) in config.voters,
                     "connected": connected,
+                    "reachable": reachable,
                     "last_contact": round(now - grant["at"], 3) if grant else None,
                 }
             )
@@ -927,6 +974,32 @@ class ClusterNode:
     def progress_mark(self) -> tuple[str, int, int] | None:
         """How far this node's scheduler got (None: not known yet)."""
         return self.progress() if self.progress is not None else None
+
+    def readiness(self) -> list[dict]:
+        """
+        Why this node cannot serve writes or fire its jobs now (empty: it
+        can); see L{scheduler0.readiness.cluster_reasons}.
+        """
+        from scheduler0.readiness import ClusterObservation, cluster_reasons
+
+        # Not _noticed_leadership(): a health probe must not log leadership
+        # events (it would catch a candidate's moment in a term it then wins).
+        self.lease_valid()
+        now = self.monotonic()
+        members = self.member_ids()
+        return cluster_reasons(
+            ClusterObservation(
+                node_id=self.config.node_id,
+                leader_id=self.leader_id,
+                voters=frozenset(int(v) for v in self.core.config.voters),
+                silence={m: now - self._heard[m] for m in members if m in self._heard},
+                election_s=self.election_s,
+                lease_left=self._lease_until - now if self._lease_until else None,
+                applied_index=self.driver.applied_index,
+                lease_requires=self._lease_requires,
+                unable_to_fire_s=now - self._could_fire_at,
+            )
+        )
 
     async def local_history(self, **filters: Any) -> tuple[list[dict], int]:
         """A page of this node's own execution records (L{ExecutionStore.query})."""

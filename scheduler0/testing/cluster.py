@@ -373,17 +373,28 @@ class Cluster:
     # -- observation ----------------------------------------------------
 
     async def health(self, node_id: int, timeout: float = 2.0) -> dict | None:
-        """Node C{node_id}'s parsed C{/healthcheck} data, or None when it does not answer."""
+        """
+        Node C{node_id}'s parsed C{/healthcheck} data, ready or not, or None
+        when it does not answer.
+        """
+        answer = await self.health_answer(node_id, timeout)
+        return answer[1] if answer is not None else None
+
+    async def health_answer(self, node_id: int, timeout: float = 2.0) -> tuple[int, dict] | None:
+        """
+        Node C{node_id}'s C{/healthcheck} status (200: ready, 503: not ready)
+        and data, or None when it does not answer with them.
+        """
         url = self.addresses[node_id].address + "/healthcheck"
         try:
             response = await http_client(self.reactor).get(url, timeout=timeout)
             body = await response.content()
-            if response.code != 200:
+            if response.code not in (200, 503):
                 return None
             data = json.loads(body)["data"]
         except Exception:
             return None
-        return data if isinstance(data, dict) else None
+        return (response.code, data) if isinstance(data, dict) else None
 
     async def wait_leader(self, timeout: float = 30.0, among: Iterable[int] | None = None) -> int:
         """

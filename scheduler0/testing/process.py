@@ -143,13 +143,21 @@ class NodeProcess:
         return await self.wait_healthy(timeout)
 
     async def wait_healthy(self, timeout: float = 30.0) -> dict:
+        """
+        Wait until the node's health check answers, and return its data: 200
+        (ready) or 503 (up, not ready: a node paused by its resource guard,
+        say, or a cluster member without a quorum yet).
+        """
+
         async def probe() -> dict | None:
             if self._watch is not None and self._watch.ended.called:
                 raise RuntimeError(f"node exited during start-up:\n{self.output}")
             response = await http_client(self.reactor).get(self.url + "/healthcheck", timeout=2)
-            if response.code != 200:
+            body = await response.content()
+            if response.code not in (200, 503):
                 return None
-            return json.loads(await response.content())["data"]
+            data = json.loads(body).get("data")
+            return data if isinstance(data, dict) else None
 
         return await wait_for(
             self.reactor, probe, timeout=timeout, what=f"node at {self.url} to be healthy"

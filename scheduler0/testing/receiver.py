@@ -22,7 +22,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 
 @attrs.frozen
@@ -43,6 +43,10 @@ class CallbackReceiver(Resource):
 
     clock: Any
     status_for: Callable[[str], int] = lambda path: 200
+    # Seconds to hold the answer to a POST to this path (a slow endpoint).
+    delay_for: Callable[[str], float] = lambda path: 0.0
+    # The body of the answer to a POST to this path.
+    body_for: Callable[[str], bytes] = lambda path: b'{"ok": true}'
     arrivals: list[Arrival] = attrs.field(factory=list)
     # Called with each arrival; with keep=False arrivals are not kept (the
     # long-running demo receiver of `python -m scheduler0.testing.receiver`).
@@ -57,7 +61,7 @@ class CallbackReceiver(Resource):
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
 
-    def render_POST(self, request: Any) -> bytes:
+    def render_POST(self, request: Any) -> bytes | int:
         now = self.clock.seconds()
         path = request.path.decode("utf-8", "replace")
         headers = {
@@ -76,7 +80,18 @@ class CallbackReceiver(Resource):
         self._wake()
         request.setResponseCode(self.status_for(path))
         request.setHeader(b"content-type", b"application/json")
-        return b'{"ok": true}'
+        delay = self.delay_for(path)
+        if delay > 0:
+            answer = self.body_for(path)
+
+            def finish() -> None:
+                if not request.finished and not request._disconnected:
+                    request.write(answer)
+                    request.finish()
+
+            self.clock.callLater(delay, finish)
+            return NOT_DONE_YET
+        return self.body_for(path)
 
     def wait_until(self, predicate: Callable[[], bool]) -> Deferred:
         """A Deferred that fires once C{predicate()} is true after a delivery."""

@@ -27,9 +27,10 @@
   };
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, data) {
       super(message);
       this.status = status;
+      this.data = data === undefined ? null : data;
     }
   }
 
@@ -155,10 +156,25 @@
     }
     if (!response.ok || !payload || payload.success === false) {
       const message = (payload && payload.error && payload.error.message) || `HTTP ${response.status} ${response.statusText}`;
-      throw new ApiError(response.status, message);
+      throw new ApiError(response.status, message, payload && payload.data);
     }
     return payload.data;
   }
+
+  // GET /healthcheck answers 503 with the same data while the node is not
+  // ready (no leader, no quorum, no lease, paused): that is still its health.
+  async function healthCheck() {
+    try {
+      return await api("GET", "/healthcheck");
+    } catch (error) {
+      if (error.status === 503 && error.data && typeof error.data === "object") return error.data;
+      throw error;
+    }
+  }
+
+  // The members as each answers for itself, from this node's copy, so the
+  // cluster still shows while it has no quorum.
+  const clusterView = () => api("GET", "/cluster?consistency=stale");
 
   const query = (params) =>
     Object.entries(params)
@@ -211,7 +227,7 @@
     button.disabled = true;
     sessionStorage.setItem(STORE_KEY, JSON.stringify({ key, secret }));
     try {
-      await api("GET", "/cluster");
+      await clusterView();
       $("#api-secret").value = "";
       showApp();
       route();
@@ -258,7 +274,7 @@
     const generation = view.generation;
     const current = () => generation === view.generation;
     try {
-      const health = await api("GET", "/healthcheck");
+      const health = await healthCheck();
       if (!current()) return;
       renderNodeBadge(health);
       const where = currentRoute();
@@ -293,17 +309,22 @@
   // -- overview -------------------------------------------------------------
 
   async function refreshOverview(health, current) {
-    const [cluster, projects, recent, summary] = await Promise.all([
-      api("GET", "/cluster"),
+    const rest = Promise.all([
       api("GET", `/projects?${query({ limit: 100 })}`),
       recentExecutions(),
       api("GET", `/executions/summary?${query({ minutes: 60 })}`),
     ]);
+    rest.catch(() => {}); // awaited below, once the cluster is drawn
+    // The cluster first: without a quorum the rest cannot be read, and the
+    // cluster card is what shows why.
+    const cluster = await clusterView();
+    if (!current()) return;
+    renderCluster(health, cluster);
+    const [projects, recent, summary] = await rest;
     const jobPages = await Promise.all(
       projects.items.map((project) => api("GET", `/jobs?${query({ project_uuid: project.uuid, limit: 200 })}`)),
     );
     if (!current()) return;
-    renderCluster(health, cluster);
     renderChart(summary);
     renderProjects(projects, jobPages, recent.items);
   }
@@ -328,27 +349,49 @@
     if (health.scheduling_paused) {
       scheduling.className = "badge warn";
       scheduling.textContent = `Scheduling paused${health.pause_reason ? `: ${health.pause_reason}` : ""}`;
+    } else if (health.lease_valid === false) {
+      scheduling.className = "badge warn";
+      scheduling.textContent = "Scheduling stopped: no lease";
     } else {
       scheduling.className = "badge ok";
       scheduling.textContent = "Scheduling active";
     }
+    renderReadiness(health);
     const contact = new Map((health.members || []).map((member) => [member.node_id, member.last_contact]));
     const rows = (cluster.members || []).map((member) => {
       const lastContact = contact.get(member.node_id);
       const reachable = member.reachable === undefined ? null : member.reachable;
       const role = member.role + (member.voter === false ? " (non-voter)" : "");
+      const roleClass = member.role === "unreachable" ? "warn" : member.node_id === leaderId ? "ok" : "";
       return el(
         "tr",
         { dataset: { nodeId: String(member.node_id) } },
         el("td", { text: `node ${member.node_id}${member.node_id === health.node_id ? " (this)" : ""}` }),
         el("td", { class: "mono wrap address", text: member.address, title: member.address }),
-        el("td", {}, el("span", { class: `badge ${member.node_id === leaderId ? "ok" : ""}`, text: role })),
+        el("td", {}, el("span", { class: `badge role ${roleClass}`, text: role })),
         el("td", {}, reachable === null ? "—" : el("span", { class: `badge ${reachable ? "ok" : "bad"}`, text: reachable ? "yes" : "no" })),
         el("td", { class: "num", text: member.node_id === health.node_id || lastContact === null || lastContact === undefined ? "—" : `${span(lastContact)} ago` }),
         el("td", { class: "num", text: member.owned_jobs ?? "—" }),
       );
     });
     $("#members tbody").replaceChildren(...rows);
+  }
+
+  // Whether this node is ready (GET /healthcheck 200) and, if not, why.
+  function renderReadiness(health) {
+    const reasons = Array.isArray(health.reasons) ? health.reasons : [];
+    const ready = health.ready !== false;
+    const badge = $("#readiness");
+    badge.className = `badge ${ready ? "ok" : "bad"}`;
+    badge.textContent = ready ? "Ready" : "Not ready";
+    badge.title = ready
+      ? "This node can serve writes and fire its jobs"
+      : reasons.map((reason) => reason.message).join("\n");
+    const list = $("#not-ready");
+    list.replaceChildren(
+      ...reasons.map((reason) => el("li", { dataset: { code: reason.code } }, el("code", { text: reason.code }), ` ${reason.message}`)),
+    );
+    show(list, !ready && reasons.length > 0);
   }
 
   function jobActions(job) {
