@@ -261,7 +261,10 @@ class JobFieldAPITests(FieldsTestCase):
 
 class ProjectNotifyURLTests(FieldsTestCase):
     def test_create_get_update_and_clear(self) -> None:
-        """notify_url is set on create, shown in every answer, changed by PUT, cleared by null."""
+        """
+        notify_url is set on create, shown in every answer, changed by PUT
+        or PATCH (both partial), cleared by null.
+        """
         self.assertIsNone(self.h.request("GET", f"/projects/{self.puuid}")[2]["data"]["notify_url"])
         status, _, body = self.h.request(
             "POST", "/projects", {"name": "n", "notify_url": "https://hooks.test/alerts?x=1"}
@@ -285,6 +288,8 @@ class ProjectNotifyURLTests(FieldsTestCase):
         # Changing something else keeps it.
         body = self.h.request("PUT", path, {"description": "d2"})[2]
         self.assertEqual(body["data"]["notify_url"], "http://other.test/n")
+        status, _, body = self.h.request("PATCH", path, {"notify_url": "http://third.test/"})
+        self.assertEqual((status, body["data"]["notify_url"]), (200, "http://third.test/"))
         status, _, body = self.h.request("PUT", path, {"notify_url": None})
         self.assertEqual((status, body["data"]["notify_url"]), (200, None))
         self.assertIsNone(self.h.stored_project(created["uuid"])["notify_url"])
@@ -312,7 +317,10 @@ class ProjectNotifyURLTests(FieldsTestCase):
                 400,
                 "notify_url",
             )
-            self.assertError(self.h.request("PUT", path, {"notify_url": bad}), 400, "notify_url")
+            for method in ("PUT", "PATCH"):
+                self.assertError(
+                    self.h.request(method, path, {"notify_url": bad}), 400, "notify_url"
+                )
         self.assertEqual(self.h.dump(), before)
 
 

@@ -137,7 +137,7 @@ _TABLE: tuple[Route, ...] = (
     ),
     Route("GET", "/projects/<uuid>", "get_project", CLIENT, "Get a project.", response="Project"),
     Route(
-        "PUT",
+        "PATCH",
         "/projects/<uuid>",
         "update_project",
         CLIENT,
@@ -145,6 +145,16 @@ _TABLE: tuple[Route, ...] = (
         body="ProjectPatch",
         response="Project",
         description="Fields not given keep their value; notify_url null removes it.",
+    ),
+    Route(
+        "PUT",
+        "/projects/<uuid>",
+        "update_project",
+        CLIENT,
+        "Change a project's name, description or notify_url (same as PATCH).",
+        body="ProjectPatch",
+        response="Project",
+        description="Partial like PATCH: fields not given keep their value.",
     ),
     Route(
         "DELETE",
