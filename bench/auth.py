@@ -45,6 +45,9 @@ class _Defaults:
     catch_up_window_seconds = 60.0
     job_execution_timeout = 30.0
     job_execution_retry_max = 10
+    job_execution_retry_delay = 1.0
+    job_execution_retry_max_delay = 60.0
+    http_executor_payload_max_size_mb = 2.0
 
 
 def _fired(d: Deferred) -> object:

@@ -42,6 +42,9 @@ class Defaults:
     catch_up_window_seconds: float = 60
     job_execution_timeout: float = 30
     job_execution_retry_max: int = 10
+    job_execution_retry_delay: float = 1
+    job_execution_retry_max_delay: float = 60
+    http_executor_payload_max_size_mb: float = 2
 
 
 @attrs.frozen

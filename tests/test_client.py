@@ -123,8 +123,9 @@ class RequestBuildingTests(SynchronousTestCase):
             path = request.path.replace("/u", "/{uuid}").replace("/2", "/{node_id}")
             self.assertIn((request.method, path), served, name)
             covered.add((request.method, path))
-        # Every route but PUT /jobs/{uuid} (PATCH does the same) has an operation.
-        self.assertEqual(served - covered, {("PUT", "/jobs/{uuid}")})
+        # Every route but PUT /jobs/{uuid} and PATCH /projects/{uuid} (the
+        # other method does the same) has an operation.
+        self.assertEqual(served - covered, {("PUT", "/jobs/{uuid}"), ("PATCH", "/projects/{uuid}")})
 
     def test_list_filters_go_in_the_query(self) -> None:
         """Filters that are given become query parameters; booleans are true/false."""

@@ -296,6 +296,12 @@ class DashboardEndToEndTests(TestCase):
             self.assertIn(label, detail)
         self.assertIn("failed", detail)
         self.assertIn("500", detail)
+        # What the endpoint answered the failed attempt, as text.
+        answered = await browser.evaluate(_text("#slot-response pre"))
+        self.assertEqual(answered, '{"ok": true}')
+        self.assertEqual(
+            await browser.evaluate(_text("#executions tbody tr .response-body")), answered
+        )
         await screenshot("dashboard-job-failing.png")
 
         # The healthy job: succeeded slots; pause, resume and run now through the buttons.

@@ -49,6 +49,7 @@ def project(uuid: str = "p1", name: str = "alpha", created_at: str = T0) -> dict
         "description": "d",
         "created_at": created_at,
         "updated_at": created_at,
+        "notify_url": None,
     }
 
 
@@ -66,6 +67,10 @@ def job(uuid: str, project_uuid: str = "p1", created_at: str = T0, **extra: Any)
         "catch_up_window_s": 60.0,
         "timeout_s": 30.0,
         "retry_max": 10,
+        "retry_delay_s": 1.0,
+        "retry_max_delay_s": 60.0,
+        "concurrency_policy": "allow",
+        "coalesce": False,
         "created_at": created_at,
         "updated_at": created_at,
         "anchor_at": created_at,
@@ -390,9 +395,7 @@ class StoreSuiteMixin:
         result = await proposer.propose(Command("create_jobs", {"jobs": [sparse]}))
         stored = await state.get_job("j1")
         self.assertEqual(result["value"], [stored])
-        self.assertEqual(
-            (stored["data"], stored["paused"], stored["anchor_at"]), (None, False, T0)
-        )
+        self.assertEqual((stored["data"], stored["paused"], stored["anchor_at"]), (None, False, T0))
         self.assertEqual((stored["timeout_s"], stored["catch_up_window_s"]), (5.0, 0.0))
         self.assertIsInstance(stored["timeout_s"], float)
         refused = await proposer.propose(

@@ -49,6 +49,7 @@ from scheduler0.api.openapi import (
     RAFT_ADDRESS_PATTERN,
     build_openapi,
 )
+from scheduler0.api.payload import data_problem, payload_cap_bytes
 from scheduler0.api.routes import ADMIN, ANONYMOUS, CLIENT, PREFIXES, ROUTES, Param, Route
 from scheduler0.api.site import body_limited_request
 from scheduler0.api.validation import (
@@ -57,6 +58,8 @@ from scheduler0.api.validation import (
     check_project,
     decode_cursor,
     encode_cursor,
+    past_at_problem,
+    retry_delays_problem,
 )
 from scheduler0.credentials import token
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
@@ -64,7 +67,7 @@ from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import StoreUnavailable
 from scheduler0.store.executions import ExecutionHistory
-from scheduler0.store.state import CLIENT_KEY_PREFIX
+from scheduler0.store.state import ADDED_JOB_DEFAULTS, CLIENT_KEY_PREFIX
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 from scheduler0.ui import dashboard_resource
 
@@ -820,11 +823,19 @@ class SchedulerAPI:
             raise _not_found("project", project_uuid)
         return project
 
+    async def _check_notify_url(self, url: str | None) -> None:
+        """CallbackAllowNetworks/CallbackDenyNetworks apply to notices as to callbacks."""
+        if url is not None:
+            reason = await check_url(self.net_policy, url, self.resolve)
+            if reason is not None:
+                raise invalid("notify_url", f"notify_url: {reason}")
+
     async def create_project(self, call: Call) -> dict:
         body = call.object_body()
         errors = FieldErrors()
         fields = check_project(body, errors=errors, partial=False)
         errors.raise_if_any()
+        await self._check_notify_url(fields.get("notify_url"))
         if await self.state.get_project_by_name(fields["name"]):
             raise APIError(
                 409,
@@ -839,12 +850,17 @@ class SchedulerAPI:
             "created_at": now,
             "updated_at": now,
         }
+        # Left out when there is none, so nodes of an earlier release (in
+        # an upgrade) apply the command alike.
+        if fields.get("notify_url") is not None:
+            project["notify_url"] = fields["notify_url"]
         secret = self.token(32)
         value = await self._propose(
             "create_project", {"project": project, "signing_secret": secret}, call=call
         )
         # The signing secret is shown in this answer only.
-        return {**_prefer(value, project), "signing_secret": secret}
+        local = {**project, "notify_url": fields.get("notify_url")}
+        return {**_prefer(value, local), "signing_secret": secret}
 
     async def rotate_signing_secret(self, call: Call) -> dict:
         body = call.object_body(required=False) or {}
@@ -895,6 +911,8 @@ class SchedulerAPI:
         changes = {k: v for k, v in changes.items() if project.get(k) != v}
         if not changes:
             return project
+        if "notify_url" in changes:
+            await self._check_notify_url(changes["notify_url"])
         if "name" in changes:
             other = await self.state.get_project_by_name(changes["name"])
             if other and other.get("uuid") != project["uuid"]:
@@ -992,6 +1010,17 @@ class SchedulerAPI:
         now = self._now()
         stamp = format_instant(now)
         anchor = format_instant(now.replace(microsecond=0))
+        defaults = self.defaults
+        # The fields added after the first release, as a job without them
+        # gets them: those at the state machine's own defaults are left out
+        # of the command, so nodes of the earlier release apply it alike
+        # during an upgrade (see ADDED_JOB_DEFAULTS).
+        added: dict[str, Any] = {
+            "retry_delay_s": float(defaults.job_execution_retry_delay),
+            "retry_max_delay_s": float(defaults.job_execution_retry_max_delay),
+            "concurrency_policy": "allow",
+            "coalesce": False,
+        }
         jobs = [
             {
                 "uuid": self.new_uuid(),
@@ -1004,23 +1033,73 @@ class SchedulerAPI:
                 "execution_type": fields.get("execution_type", "http"),
                 "paused": fields.get("paused", False),
                 "catch_up_window_s": float(
-                    fields.get("catch_up_window_s", self.defaults.catch_up_window_seconds)
+                    fields.get("catch_up_window_s", defaults.catch_up_window_seconds)
                 ),
-                "timeout_s": float(fields.get("timeout_s", self.defaults.job_execution_timeout)),
-                "retry_max": int(fields.get("retry_max", self.defaults.job_execution_retry_max)),
+                "timeout_s": float(fields.get("timeout_s", defaults.job_execution_timeout)),
+                "retry_max": int(fields.get("retry_max", defaults.job_execution_retry_max)),
                 "created_at": stamp,
                 "updated_at": stamp,
                 "anchor_at": anchor,
             }
             for fields in cleaned
         ]
+        sent = {k: v for k, v in added.items() if ADDED_JOB_DEFAULTS[k] != v}
+        cap = payload_cap_bytes(defaults.http_executor_payload_max_size_mb)
+        default_delays: tuple[float, float] = (added["retry_delay_s"], added["retry_max_delay_s"])
+        for position, (job, fields, prefix) in enumerate(zip(jobs, cleaned, prefixes, strict=True)):
+            await self._breathe(position)
+            if _ADDED_FIELDS.isdisjoint(fields):
+                if sent:
+                    job.update(sent)
+                delays = default_delays
+            else:
+                mine = {k: fields.get(k, default) for k, default in added.items()}
+                mine["retry_delay_s"] = float(mine["retry_delay_s"])
+                mine["retry_max_delay_s"] = float(mine["retry_max_delay_s"])
+                job.update({k: v for k, v in mine.items() if ADDED_JOB_DEFAULTS[k] != v})
+                delays = (mine["retry_delay_s"], mine["retry_max_delay_s"])
+            self._check_new_job(job, fields, prefix, now, cap, errors, delays)
+        errors.raise_if_any()
         value = await self._propose("create_jobs", {"jobs": jobs}, call=call)
         if isinstance(value, list) and (len(value) == len(jobs) or call.idempotency_key()):
             # (A retry under an Idempotency-Key answers with the first
             # request's jobs, however many of them still exist.)
             jobs = value
+        else:
+            jobs = [{**ADDED_JOB_DEFAULTS, **job} for job in jobs]
         presented = await self._present_jobs(jobs, with_history=False)
         return 201, (presented[0] if isinstance(body, dict) else presented)
+
+    @staticmethod
+    def _check_new_job(
+        job: dict,
+        given: dict,
+        prefix: str,
+        now: datetime,
+        cap: int,
+        errors: FieldErrors,
+        delays: tuple[float, float],
+    ) -> None:
+        """
+        What a new or changed C{job} must also be, given the fields the
+        request C{given} and the job's C{delays} (retry_delay_s,
+        retry_max_delay_s): the longest retry wait not below the first, an
+        C{@at} not in the past, C{data} that a callback can carry. Each
+        problem is added to C{errors} under C{prefix + field}.
+        """
+        problem = retry_delays_problem(
+            *delays, given="retry_delay_s" in given and "retry_max_delay_s" in given
+        )
+        if problem is not None:
+            errors.add(prefix + "retry_max_delay_s", f"{prefix}retry_max_delay_s: {problem}")
+        if "spec" in given:
+            problem = past_at_problem(job["spec"], now)
+            if problem is not None:
+                errors.add(prefix + "spec", f"{prefix}spec: {problem}")
+        if _SIZED_FIELDS.intersection(given):
+            problem = data_problem(job, cap)
+            if problem is not None:
+                errors.add(prefix + "data", f"{prefix}data: {problem}")
 
     async def list_jobs(self, call: Call) -> dict:
         limit, offset = call.query["limit"], call.query["offset"]
@@ -1049,19 +1128,30 @@ class SchedulerAPI:
         changes = check_job(body, prefix="", errors=errors, partial=True)
         errors.raise_if_any()
         job = await self._job_or_404(call.path["uuid"])
-        for key in ("catch_up_window_s", "timeout_s"):
+        for key in ("catch_up_window_s", "timeout_s", "retry_delay_s", "retry_max_delay_s"):
             if key in changes:
                 changes[key] = float(changes[key])
         changes = {k: v for k, v in changes.items() if _canonical(job.get(k)) != _canonical(v)}
         if not changes:
             return await self._present_job(job)
+        now = self._now()
+        changed = {**job, **changes}
+        self._check_new_job(
+            changed,
+            changes,
+            "",
+            now,
+            payload_cap_bytes(self.defaults.http_executor_payload_max_size_mb),
+            errors,
+            (changed["retry_delay_s"], changed["retry_max_delay_s"]),
+        )
+        errors.raise_if_any()
         if "callback_url" in changes:
             reason = await check_url(self.net_policy, changes["callback_url"], self.resolve)
             if reason is not None:
                 raise invalid("callback_url", f"callback_url: {reason}")
         if "project_uuid" in changes:
             await self._check_projects_exist({changes["project_uuid"]: ["project_uuid"]})
-        now = self._now()
         updated_at = format_instant(now)
         if "spec" in changes or "timezone" in changes:
             changes["anchor_at"] = format_instant(now.replace(microsecond=0))
@@ -1229,6 +1319,13 @@ class SchedulerAPI:
             # Acknowledged once every reachable node refuses the credential too.
             await self.cluster.wait_members_applied(self.cluster.config.raft_apply_timeout)
         return _public_credential(_prefer(value, {**credential, "archived_at": archived_at}))
+
+
+# What a job's callback item carries (with retry_max, its attempt number).
+_SIZED_FIELDS = frozenset(("data", "name", "spec", "project_uuid", "retry_max"))
+
+
+_ADDED_FIELDS = frozenset(ADDED_JOB_DEFAULTS)
 
 
 def _prefer(value: Any, local: dict) -> dict:

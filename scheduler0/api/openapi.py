@@ -14,12 +14,14 @@ from scheduler0.api.validation import (
     MAX_DESCRIPTION_LENGTH,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
+    MAX_RETRY_DELAY_S,
     MAX_RETRY_MAX,
     MAX_SPEC_LENGTH,
     MAX_TIMEOUT_S,
     MAX_URL_LENGTH,
 )
 from scheduler0.readiness import CODES as READINESS_CODES
+from scheduler0.store.state import CONCURRENCY_POLICIES
 
 MAX_JOBS_PER_REQUEST = 10_000
 
@@ -45,6 +47,15 @@ MAX_QUERY_INTEGER = 10**18 - 1
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": _NOT_BLANK}
 
+_URL = {
+    "type": "string",
+    "format": "uri",
+    "maxLength": MAX_URL_LENGTH,
+    "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]",
+    "description": "An absolute http:// or https:// URL naming a host.",
+}
+_RETRY_DELAY = {"type": "number", "minimum": 0, "maximum": MAX_RETRY_DELAY_S}
+
 _JOB_WRITABLE = {
     "project_uuid": {**_UUID, "maxLength": MAX_ID_LENGTH},
     "name": _NAME,
@@ -57,13 +68,7 @@ _JOB_WRITABLE = {
             "5- or 6-field cron, @hourly/@daily/..., @every <duration>, or @at <RFC 3339 instant>."
         ),
     },
-    "callback_url": {
-        "type": "string",
-        "format": "uri",
-        "maxLength": MAX_URL_LENGTH,
-        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]",
-        "description": "An absolute http:// or https:// URL naming a host.",
-    },
+    "callback_url": _URL,
     "data": {"description": "Any JSON value, sent with every execution. Default null."},
     "timezone": {
         "type": "string",
@@ -77,6 +82,34 @@ _JOB_WRITABLE = {
     "catch_up_window_s": {"type": "number", "minimum": 0, "maximum": MAX_CATCH_UP_WINDOW_S},
     "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
     "retry_max": {"type": "integer", "minimum": 0, "maximum": MAX_RETRY_MAX},
+    "retry_delay_s": {
+        **_RETRY_DELAY,
+        "description": "Seconds before the first retry, doubling per attempt. Default: "
+        "JobExecutionRetryDelay.",
+    },
+    "retry_max_delay_s": {
+        **_RETRY_DELAY,
+        "description": "The longest wait between attempts, at least retry_delay_s. Default: "
+        "JobExecutionRetryMaxDelay.",
+    },
+    "concurrency_policy": {
+        "type": "string",
+        "enum": list(CONCURRENCY_POLICIES),
+        "description": "A slot due while the job's previous execution still runs: allow "
+        "(default) sends it too, forbid records it skipped (still_running), replace abandons "
+        "the running attempt and sends the new slot.",
+    },
+    "coalesce": {
+        "type": "boolean",
+        "description": "Slots missed during an outage or pause are sent as one execution, the "
+        "latest; the others are recorded skipped (coalesced). Default false.",
+    },
+}
+_NOTIFY_URL = {
+    **_URL,
+    "type": ["string", "null"],
+    "description": "Where notices of the project's failed executions are POSTed (null: "
+    "nowhere). An absolute http:// or https:// URL naming a host.",
 }
 
 _PAGE_KEYS = {
@@ -111,6 +144,7 @@ _PROJECT = {
     "description": {"type": "string"},
     "created_at": _INSTANT,
     "updated_at": _INSTANT,
+    "notify_url": _NOTIFY_URL,
 }
 _NULLABLE_INTEGER = {"type": ["integer", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
@@ -269,6 +303,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": _NAME,
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
+            "notify_url": _NOTIFY_URL,
         },
     },
     "ProjectPatch": {
@@ -277,6 +312,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": _NAME,
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
+            "notify_url": {**_NOTIFY_URL, "description": "null removes it."},
         },
     },
     "Project": _closed(_PROJECT),
@@ -381,8 +417,12 @@ SCHEMAS: dict[str, Any] = {
             "status_code": _NULLABLE_INTEGER,
             "error": _NULLABLE_STRING,
             "skip_reason": _NULLABLE_STRING,
-            "response_body": _NULLABLE_STRING,
-        }
+            "response_body": {
+                "type": ["string", "null"],
+                "description": "The first bytes (CallbackResponseExcerptBytes) of the answer "
+                "to a failed attempt, as text; null when there is none.",
+            },
+        },
     ),
     # missing_nodes: in a cluster, the members whose records could not be
     # read for this page (always empty on a single node).

@@ -15,12 +15,14 @@ import functools
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from scheduler0.api.errors import FieldErrors
-from scheduler0.scheduler.spec import SpecError, validate_spec, validate_timezone
-from scheduler0.store.state import JOB_COLUMNS
+from scheduler0.scheduler.spec import SpecError, make_schedule, validate_spec, validate_timezone
+from scheduler0.store.state import CONCURRENCY_POLICIES, JOB_COLUMNS
+from scheduler0.timeutil import format_instant
 
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 4096
@@ -29,6 +31,7 @@ MAX_SPEC_LENGTH = 1024
 MAX_CATCH_UP_WINDOW_S = 10 * 365 * 24 * 3600
 MAX_TIMEOUT_S = 24 * 3600
 MAX_RETRY_MAX = 1000
+MAX_RETRY_DELAY_S = 24 * 3600
 MAX_ID_LENGTH = 128
 
 # What a client may write: the stored job's columns but for identity,
@@ -48,7 +51,7 @@ JOB_READ_ONLY_FIELDS = (
     "last_run_at",
     "last_status",
 )
-PROJECT_WRITABLE_FIELDS = ("name", "description")
+PROJECT_WRITABLE_FIELDS = ("name", "description", "notify_url")
 PROJECT_READ_ONLY_FIELDS = ("uuid", "created_at", "updated_at")
 EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")
 
@@ -98,6 +101,31 @@ def check_spec(value: object) -> str:
     except SpecError as error:
         raise Invalid(_spec_message(error, "spec")) from None
     return spec
+
+
+_DAWN = datetime.min.replace(tzinfo=UTC)
+
+
+def at_instant(spec: str) -> datetime | None:
+    """The instant of a valid C{@at} spec (None for any other kind of spec)."""
+    words = spec.split(None, 1)
+    if not words or words[0].lower() != "@at":
+        return None
+    return make_schedule(spec).next_after(_DAWN) or _DAWN
+
+
+def past_at_problem(spec: str, now: datetime) -> str | None:
+    """
+    Why a valid C{spec} can never fire when written at C{now}: an C{@at}
+    instant before it (such a job would never fire). None otherwise.
+    """
+    instant = at_instant(spec)
+    if instant is None or instant >= now:
+        return None
+    return (
+        f"@at {format_instant(instant)} is in the past (it is {format_instant(now)} on this "
+        "node), so the job would never fire"
+    )
 
 
 def check_timezone(value: object) -> str:
@@ -190,6 +218,24 @@ def check_retry_max(value: object) -> int:
     return value
 
 
+def check_retry_delay(value: object) -> float:
+    return _check_number(value, minimum=0, maximum=MAX_RETRY_DELAY_S, exclusive_minimum=False)
+
+
+def check_concurrency_policy(value: object) -> str:
+    if not isinstance(value, str) or value not in CONCURRENCY_POLICIES:
+        shown = repr(value) if isinstance(value, str) else json_type(value)
+        raise Invalid(f"must be one of {', '.join(CONCURRENCY_POLICIES)}, not {shown}")
+    return value
+
+
+def check_notify_url(value: object) -> str | None:
+    """A project's notify_url: null (no notices), or a URL checked as a callback_url is."""
+    if value is None:
+        return None
+    return check_callback_url(value)
+
+
 def check_any_json(value: object) -> Any:
     return value
 
@@ -206,12 +252,34 @@ JOB_CHECKS: dict[str, Callable[[object], Any]] = {
     "catch_up_window_s": check_catch_up_window,
     "timeout_s": check_timeout,
     "retry_max": check_retry_max,
+    "retry_delay_s": check_retry_delay,
+    "retry_max_delay_s": check_retry_delay,
+    "concurrency_policy": check_concurrency_policy,
+    "coalesce": check_bool,
 }
 
 PROJECT_CHECKS: dict[str, Callable[[object], Any]] = {
     "name": check_name,
     "description": check_description,
+    "notify_url": check_notify_url,
 }
+
+
+def retry_delays_problem(delay: float, max_delay: float, *, given: bool = True) -> str | None:
+    """
+    What is wrong with a job's C{retry_delay_s}/C{retry_max_delay_s} pair
+    (the longest wait between attempts cannot be shorter than the first),
+    or None. C{given}: both came in the request (else one is a default or
+    the stored value, and the message says so).
+    """
+    if max_delay >= delay:
+        return None
+    if given:
+        return f"must be at least retry_delay_s ({delay:g}), not {max_delay:g}"
+    return (
+        f"is {max_delay:g}, less than retry_delay_s ({delay:g}); give a retry_max_delay_s "
+        f"of at least {delay:g}"
+    )
 
 
 def json_type(value: object) -> str:
@@ -266,8 +334,13 @@ def check_fields(
 def check_job(
     body: Mapping[str, Any], *, prefix: str, errors: FieldErrors, partial: bool
 ) -> dict[str, Any]:
-    """The cleaned writable fields of one job object (all required ones unless C{partial})."""
-    return check_fields(
+    """
+    The cleaned writable fields of one job object (all required ones unless
+    C{partial}). A C{retry_max_delay_s} below a C{retry_delay_s} given with
+    it is refused here; against a default or stored value the caller checks
+    (L{retry_delays_problem}).
+    """
+    cleaned = check_fields(
         body,
         prefix=prefix,
         checks=JOB_CHECKS,
@@ -275,6 +348,12 @@ def check_job(
         required=() if partial else JOB_REQUIRED_FIELDS,
         errors=errors,
     )
+    if "retry_delay_s" in cleaned and "retry_max_delay_s" in cleaned:
+        problem = retry_delays_problem(cleaned["retry_delay_s"], cleaned["retry_max_delay_s"])
+        if problem is not None:
+            path = prefix + "retry_max_delay_s"
+            errors.add(path, f"{path}: {problem}")
+    return cleaned
 
 
 def check_project(body: Mapping[str, Any], *, errors: FieldErrors, partial: bool) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 C{scheduler0 jobs import}: read a file of jobs, check all of it, then create
 the jobs in batches that are each applied at most once.
 
-Each batch carries an Idempotency-Key made of the digest of the whole (checked)
-job list, the batch's position and its size. Running the same import again,
+Each batch carries an Idempotency-Key made of the digest of its (checked)
+jobs, its position in the file and its size. Running the same import again,
 or retrying a batch after a 503 or a lost connection, sends the same key with
 the same body, and the node answers with the jobs it created the first time
-instead of creating them again.
+instead of creating them again. So does running it again after fixing a row
+the node refused: the batches before that row are the same as before.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import yaml
 
 from scheduler0.api.errors import FieldErrors
-from scheduler0.api.validation import JOB_READ_ONLY_FIELDS, JOB_WRITABLE_FIELDS, check_job
+from scheduler0.api.validation import (
+    JOB_READ_ONLY_FIELDS,
+    JOB_WRITABLE_FIELDS,
+    check_job,
+    past_at_problem,
+)
 from scheduler0.client import APIError, Client
 
 FORMATS = (".json", ".yaml", ".yml", ".csv")
@@ -38,12 +45,12 @@ class JobFileError(ValueError):
 
 def _csv_value(column: str, text: str) -> Any:
     """The typed value of one CSV cell (C{data} is JSON text)."""
-    if column == "paused":
+    if column in ("paused", "coalesce"):
         try:
             return _BOOLEANS[text.strip().lower()]
         except KeyError:
             raise ValueError(f"must be true or false, not {text!r}") from None
-    if column in ("catch_up_window_s", "timeout_s"):
+    if column in ("catch_up_window_s", "timeout_s", "retry_delay_s", "retry_max_delay_s"):
         try:
             return float(text)
         except ValueError:
@@ -134,19 +141,35 @@ def read_rows(path: str) -> list[tuple[str, Any]]:
         raise JobFileError(f"{name}: malformed CSV ({error})") from None
 
 
-def load_jobs(path: str, cwd: str, default_project: str | None = None) -> list[dict[str, Any]]:
+def load_jobs(
+    path: str, cwd: str, default_project: str | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The jobs of L{load_job_rows}, without where they are in the file."""
+    return load_job_rows(path, cwd, default_project, now)[0]
+
+
+def load_job_rows(
+    path: str, cwd: str, default_project: str | None = None, now: datetime | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """
-    Every job of the file, checked as the API checks them. Read-only fields
-    (C{uuid}, C{created_at}, ...) are dropped, so C{jobs list --json} output
-    imports as is; C{default_project} fills a missing C{project_uuid}. The
-    first problem raises L{JobFileError} naming its row and field.
+    Every job of the file, checked as the API checks them, and where each is
+    in the file (C{row 2 (line 3)}). Read-only fields (C{uuid},
+    C{created_at}, ...) are dropped, so C{jobs list --json} output imports as
+    is; C{default_project} fills a missing C{project_uuid}. An C{@at} before
+    C{now} (default: this machine's clock) is refused as the node would
+    refuse it. The first problem raises L{JobFileError} naming its row and
+    field. (What only the node can check, such as a C{data} too large for
+    its callbacks, is checked when each batch is sent.)
     """
     full = os.path.join(cwd, os.path.expanduser(path))
     name = os.path.basename(full)
     rows = read_rows(full)
     if not rows:
         raise JobFileError(f"{name}: no jobs in it")
+    if now is None:
+        now = datetime.now(UTC)
     jobs: list[dict[str, Any]] = []
+    wheres: list[str] = []
     problems: list[str] = []
     for where, row in rows:
         if not isinstance(row, Mapping):
@@ -157,20 +180,25 @@ def load_jobs(path: str, cwd: str, default_project: str | None = None) -> list[d
             job["project_uuid"] = default_project
         errors = FieldErrors()
         cleaned = check_job(job, prefix="", errors=errors, partial=False)
+        if "spec" in cleaned:
+            problem = past_at_problem(cleaned["spec"], now)
+            if problem is not None:
+                errors.add("spec", f"spec: {problem.replace('on this node', 'here')}")
         for field, message in errors.fields.items():
             if field == "project_uuid" and message.endswith("is required"):
                 message += " (or pass --project UUID)"
             problems.append(f"{where}: {message}")
         jobs.append({**job, **cleaned})
+        wheres.append(where)
     if problems:
         more = len(problems) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise JobFileError(f"{name}: {problems[0]}{suffix}; nothing was imported")
-    return jobs
+    return jobs, wheres
 
 
 def digest(jobs: Sequence[Mapping[str, Any]]) -> str:
-    """A digest of the job list, stable across runs (the base of the batch keys)."""
+    """A digest of a list of jobs, stable across runs (the base of the batch keys)."""
     canonical = json.dumps(list(jobs), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -246,21 +274,20 @@ class Importer:
         self,
         client: Client,
         jobs: Sequence[Mapping[str, Any]],
-        file_digest: str,
         batch_size: int,
         progress: Progress,
     ) -> None:
         self.client = client
         self.jobs = jobs
-        self.file_digest = file_digest
         self.batch_size = batch_size
         self.progress = progress
         self.done = 0
         self.batches = 0
 
     def key(self, position: int, size: int) -> str:
-        """The batch's Idempotency-Key: same file, position and size, same key."""
-        return f"import-{self.file_digest[:40]}-{position}-{size}"
+        """The batch's Idempotency-Key: same jobs at the same position, same key."""
+        batch = digest(self.jobs[position : position + size])
+        return f"import-{batch[:40]}-{position}-{size}"
 
     def run(self) -> list[str]:
         """Create every job; return their uuids in file order."""

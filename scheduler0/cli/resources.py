@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -29,6 +31,7 @@ from scheduler0.cli.main import (
 )
 from scheduler0.client import APIError, Client, NodeUnreachable
 from scheduler0.client.operations import new_idempotency_key
+from scheduler0.store.state import CONCURRENCY_POLICIES
 
 # Replaced in tests: the import's back-off and progress timing.
 sleep: Callable[[float], Any] = time.sleep
@@ -106,10 +109,34 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     )
     sub.add_argument("--name", required=True)
     sub.add_argument("--description")
-    sub = command(projects, "update", "change a project's name or description", _projects_update)
+    sub.add_argument(
+        "--notify-url",
+        dest="notify_url",
+        metavar="URL",
+        help="http(s) URL told of the project's failed executions (default: none)",
+    )
+    sub = command(
+        projects,
+        "update",
+        "change a project's name, description or notify URL",
+        _projects_update,
+    )
     sub.add_argument("uuid")
     sub.add_argument("--name")
     sub.add_argument("--description")
+    notify = sub.add_mutually_exclusive_group()
+    notify.add_argument(
+        "--notify-url",
+        dest="notify_url",
+        metavar="URL",
+        help="http(s) URL told of the project's failed executions",
+    )
+    notify.add_argument(
+        "--no-notify-url",
+        dest="clear_notify_url",
+        action="store_true",
+        help="send the project's notices nowhere",
+    )
     sub = command(projects, "delete", "delete a project", _projects_delete)
     sub.add_argument("uuid")
     sub.add_argument("--cascade", action="store_true", help="delete its jobs too")
@@ -190,6 +217,33 @@ def _job_options(sub: Any, *, creating: bool) -> None:
     sub.add_argument("--catch-up-window-s", dest="catch_up_window_s", type=float, metavar="S")
     sub.add_argument("--timeout-s", dest="timeout_s", type=float, metavar="S")
     sub.add_argument("--retry-max", dest="retry_max", type=int, metavar="N")
+    sub.add_argument(
+        "--retry-delay-s",
+        dest="retry_delay_s",
+        type=float,
+        metavar="S",
+        help="wait before the first retry, doubling per attempt (default: the node's config)",
+    )
+    sub.add_argument(
+        "--retry-max-delay-s",
+        dest="retry_max_delay_s",
+        type=float,
+        metavar="S",
+        help="longest wait between attempts (default: the node's config)",
+    )
+    sub.add_argument(
+        "--concurrency-policy",
+        dest="concurrency_policy",
+        choices=CONCURRENCY_POLICIES,
+        help="a slot due while the previous execution runs: allow (default) runs both, "
+        "forbid skips the new one, replace abandons the running one",
+    )
+    sub.add_argument(
+        "--coalesce",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deliver slots missed during an outage or pause as one execution (default: no)",
+    )
     if creating:
         sub.add_argument("--paused", action="store_true", default=None, help="create it paused")
     else:
@@ -372,7 +426,10 @@ def _projects_get(context: _Context, client: Client) -> int:
 def _projects_create(context: _Context, client: Client) -> int:
     args = context.args
     project = client.create_project(
-        args.name, args.description, idempotency_key=new_idempotency_key()
+        args.name,
+        args.description,
+        notify_url=args.notify_url,
+        idempotency_key=new_idempotency_key(),
     )
     _show(context, project)
     if project.get("signing_secret") and not args.json:
@@ -382,10 +439,17 @@ def _projects_create(context: _Context, client: Client) -> int:
 
 def _projects_update(context: _Context, client: Client) -> int:
     args = context.args
-    if args.name is None and args.description is None:
-        raise CommandError("projects update: give --name and/or --description", EXIT_USAGE)
+    changes: dict[str, Any] = {}
+    if args.notify_url is not None or args.clear_notify_url:
+        changes["notify_url"] = args.notify_url
+    if args.name is None and args.description is None and not changes:
+        raise CommandError(
+            "projects update: give --name, --description, --notify-url or --no-notify-url",
+            EXIT_USAGE,
+        )
     return _show(
-        context, client.update_project(args.uuid, name=args.name, description=args.description)
+        context,
+        client.update_project(args.uuid, name=args.name, description=args.description, **changes),
     )
 
 
@@ -422,6 +486,10 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         ("catch_up_window_s", "catch_up_window_s"),
         ("timeout_s", "timeout_s"),
         ("retry_max", "retry_max"),
+        ("retry_delay_s", "retry_delay_s"),
+        ("retry_max_delay_s", "retry_max_delay_s"),
+        ("concurrency_policy", "concurrency_policy"),
+        ("coalesce", "coalesce"),
     ):
         value = getattr(args, option, None)
         if value is not None:
@@ -501,7 +569,7 @@ def _jobs_import(context: _Context) -> int:
     if args.batch_size < 1:
         raise CommandError("--batch-size: must be at least 1", EXIT_USAGE)
     try:
-        jobs = jobfile.load_jobs(args.file, context.cwd, default_project=args.project)
+        jobs, wheres = jobfile.load_job_rows(args.file, context.cwd, default_project=args.project)
     except jobfile.JobFileError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
     # Only now: a bad file is reported even where no node or credentials are set up.
@@ -509,7 +577,6 @@ def _jobs_import(context: _Context) -> int:
     importer = jobfile.Importer(
         client,
         jobs,
-        jobfile.digest(jobs),
         args.batch_size,
         jobfile.Progress(len(jobs), context.stderr, monotonic),
     )
@@ -518,8 +585,21 @@ def _jobs_import(context: _Context) -> int:
         uuids = importer.run()
     except (APIError, NodeUnreachable) as error:
         reason = command_error(error)
+        done = f"{importer.done:,} of {len(jobs):,} jobs were imported"
+        row = _refused_row(error, importer.done, wheres)
+        if row is not None and isinstance(error, APIError):
+            # The node refused a row (a check only it can make): name the
+            # row in the file, as a bad file is named.
+            where, problem = row
+            name = os.path.basename(args.file)
+            raise CommandError(
+                f"{name}: {where}: {problem} (HTTP {error.status}); {done}, none from that "
+                "row's batch on. Fix the file and run the same command again: batches already "
+                "created are not created twice",
+                reason.code,
+            ) from None
         raise CommandError(
-            f"{reason}; {importer.done:,} of {len(jobs):,} jobs were imported. Run the same "
+            f"{reason}; {done}. Run the same "
             "command again to import the rest: batches already created are not created twice",
             reason.code,
         ) from None
@@ -534,6 +614,31 @@ def _jobs_import(context: _Context) -> int:
     else:
         context.out(summary)
     return EXIT_OK
+
+
+_BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+)")
+
+
+def _refused_row(
+    error: APIError | NodeUnreachable, first: int, wheres: Sequence[str]
+) -> tuple[str, str] | None:
+    """
+    (where in the file, what is wrong) for the first field of a batch the
+    node refused (C{jobs[3].data} of the batch starting at job C{first}),
+    or None when the error names no job of it.
+    """
+    if isinstance(error, NodeUnreachable) or not 400 <= error.status < 500:
+        return None
+    for path, message in error.fields.items():
+        found = _BATCH_FIELD.fullmatch(path)
+        if found is None or first + int(found.group(1)) >= len(wheres):
+            continue
+        problem = message[len(path) + 2 :] if message.startswith(path + ": ") else message
+        more = len(error.fields) - 1
+        if more:
+            problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+        return wheres[first + int(found.group(1))], f"{found.group(2)}: {problem}"
+    return None
 
 
 def _count(n: int, noun: str) -> str:

@@ -22,6 +22,15 @@ from urllib.parse import quote, urlencode
 API_PREFIX = "/api/v1"
 NO_BODY = object()
 
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: The default of an optional field that None would clear: leave it as it is.
+UNCHANGED: Any = _Unchanged()
+
 # Statuses worth sending again: the node is busy, or the cluster had no
 # leader/quorum for a moment.
 RETRYABLE_STATUSES = (429, 502, 503, 504)
@@ -329,10 +338,17 @@ class Operations:
     @_operation
     @staticmethod
     def create_project(
-        name: str, description: str | None = None, *, idempotency_key: str | None = None
+        name: str,
+        description: str | None = None,
+        *,
+        notify_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Request:
-        """Create a project; the answer holds its signing_secret (shown only once)."""
-        body = _fields(name=name, description=description)
+        """
+        Create a project; the answer holds its signing_secret (shown only
+        once). C{notify_url}: where notices of its failed executions go.
+        """
+        body = _fields(name=name, description=description, notify_url=notify_url)
         return Request("POST", "/projects", body=body, idempotency_key=idempotency_key)
 
     list_projects = _listing("/projects", "One page of projects.")
@@ -343,10 +359,19 @@ class Operations:
     @_operation
     @staticmethod
     def update_project(
-        uuid: str, *, name: str | None = None, description: str | None = None
+        uuid: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        notify_url: Any = UNCHANGED,
     ) -> Request:
-        """Change the name and/or description."""
+        """
+        Change the name, description and/or notify_url; fields not given
+        keep their value, and C{notify_url=None} removes the project's.
+        """
         body = _fields(name=name, description=description)
+        if notify_url is not UNCHANGED:
+            body["notify_url"] = notify_url
         return Request("PUT", f"/projects/{_segment(uuid)}", body=body)
 
     @_operation

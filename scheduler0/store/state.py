@@ -147,6 +147,14 @@ _ADDED_COLUMNS = (
     ("jobs", "prev_owner_since", "INTEGER"),
     # The committed history of older releases shares the executions columns.
     ("executions", "response_body", "TEXT"),
+    # Issue 14: per-job retry pacing, overlap and catch-up policies. Rows
+    # written before them read as the defaults (L{ADDED_JOB_DEFAULTS}).
+    ("jobs", "retry_delay_s", "REAL NOT NULL DEFAULT 1.0"),
+    ("jobs", "retry_max_delay_s", "REAL NOT NULL DEFAULT 60.0"),
+    ("jobs", "concurrency_policy", "TEXT NOT NULL DEFAULT 'allow'"),
+    ("jobs", "coalesce", "INTEGER NOT NULL DEFAULT 0"),
+    # Where a project's failure notices go (NULL: nowhere).
+    ("projects", "notify_url", "TEXT"),
 )
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
@@ -166,7 +174,7 @@ _DUMPED_TABLES = (
     "node_progress",
 )
 
-PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at")
+PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at", "notify_url")
 JOB_COLUMNS = (
     "uuid",
     "project_uuid",
@@ -180,6 +188,10 @@ JOB_COLUMNS = (
     "catch_up_window_s",
     "timeout_s",
     "retry_max",
+    "retry_delay_s",
+    "retry_max_delay_s",
+    "concurrency_policy",
+    "coalesce",
     "created_at",
     "updated_at",
     "anchor_at",
@@ -202,6 +214,21 @@ _JOB_DEFAULTS: dict[str, Any] = {
     "timeout_s": 30.0,
     "retry_max": 10,
 }
+#: Job fields added after the first release, with the value a job has when
+#: they are left out (and an older row reads as). A proposer leaves out of
+#: a create_jobs those that hold this value, so nodes of the earlier release
+#: apply the command alike while a cluster is being upgraded.
+ADDED_JOB_DEFAULTS: dict[str, Any] = {
+    "retry_delay_s": 1.0,
+    "retry_max_delay_s": 60.0,
+    "concurrency_policy": "allow",
+    "coalesce": False,
+}
+_JOB_DEFAULTS.update(ADDED_JOB_DEFAULTS)
+#: What a job may do when its next slot is due while its previous execution
+#: still runs (Kubernetes CronJob's words): overlap, skip the new slot, or
+#: abandon the running one.
+CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
 _JOB_TEXT_FIELDS = (
     "name",
     "spec",
@@ -266,7 +293,32 @@ def _check_job_field(field: str, value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise _invalid(field, "job field retry_max must be a non-negative integer")
         return value
+    if field in ("retry_delay_s", "retry_max_delay_s"):
+        if not _is_number(value) or not 0 <= value < float("inf"):
+            raise _invalid(field, f"job field {field} must be a non-negative number")
+        return float(value)
+    if field == "concurrency_policy":
+        if not isinstance(value, str) or value not in CONCURRENCY_POLICIES:
+            raise _invalid(
+                field,
+                f"job field concurrency_policy must be one of {', '.join(CONCURRENCY_POLICIES)}",
+            )
+        return value
+    if field == "coalesce":
+        if not isinstance(value, bool):
+            raise _invalid(field, "job field coalesce must be a boolean")
+        return int(value)
     raise _invalid(field, f"unknown job field {field}")
+
+
+def _check_retry_delays(delay: float, max_delay: float) -> None:
+    """The longest wait between attempts cannot be shorter than the first one."""
+    if max_delay < delay:
+        raise _invalid(
+            "retry_max_delay_s",
+            f"job field retry_max_delay_s ({max_delay:g}) must be at least retry_delay_s"
+            f" ({delay:g})",
+        )
 
 
 def _job_row(job: Any) -> tuple:
@@ -276,7 +328,7 @@ def _job_row(job: Any) -> tuple:
     unknown = sorted(set(job) - set(JOB_COLUMNS))
     if unknown:
         raise _invalid(unknown[0], f"unknown job field {unknown[0]}")
-    row = []
+    row: list[Any] = []
     for column in JOB_COLUMNS:
         if column in ("uuid", "created_at", "updated_at"):
             row.append(_text(job, column, "job field "))
@@ -289,11 +341,18 @@ def _job_row(job: Any) -> tuple:
             row.append(_check_job_field(column, _JOB_DEFAULTS[column]))
         else:
             raise _invalid(column, f"job field {column} is required")
+    _check_retry_delays(row[_RETRY_DELAY], row[_RETRY_MAX_DELAY])
     return tuple(row)
+
+
+_RETRY_DELAY = JOB_COLUMNS.index("retry_delay_s")
+_RETRY_MAX_DELAY = JOB_COLUMNS.index("retry_max_delay_s")
 
 
 _JOB_KEYS = frozenset(JOB_COLUMNS)
 _NUMBER_TYPES = (int, float)
+_POLICY_SET = frozenset(CONCURRENCY_POLICIES)
+_INFINITY = float("inf")
 
 
 def _plain_job_row(job: Any) -> tuple | None:
@@ -328,14 +387,25 @@ def _plain_job_row(job: Any) -> tuple | None:
     window = get("catch_up_window_s", 60.0)
     timeout = get("timeout_s", 30.0)
     retry_max = get("retry_max", 10)
+    retry_delay = get("retry_delay_s", 1.0)
+    retry_max_delay = get("retry_max_delay_s", 60.0)
+    policy = get("concurrency_policy", "allow")
+    coalesce = get("coalesce", False)
     if (
         type(paused) is not bool
         or type(window) not in _NUMBER_TYPES
         or type(timeout) not in _NUMBER_TYPES
         or type(retry_max) is not int
+        or type(retry_delay) not in _NUMBER_TYPES
+        or type(retry_max_delay) not in _NUMBER_TYPES
+        or type(coalesce) is not bool
+        or type(policy) is not str
+        or policy not in _POLICY_SET
         or window < 0
         or timeout < 0
         or retry_max < 0
+        # (Also refuses NaN and infinity, which _job_row names.)
+        or not 0 <= retry_delay <= retry_max_delay < _INFINITY
     ):
         return None
     data = get("data")
@@ -359,6 +429,10 @@ def _plain_job_row(job: Any) -> tuple | None:
         float(window),
         float(timeout),
         retry_max,
+        float(retry_delay),
+        float(retry_max_delay),
+        policy,
+        int(coalesce),
         texts[7],
         texts[8],
         anchor,
@@ -387,6 +461,9 @@ def _job(row: tuple | None) -> dict | None:
     job["paused"] = bool(job["paused"])
     job["catch_up_window_s"] = float(job["catch_up_window_s"])
     job["timeout_s"] = float(job["timeout_s"])
+    job["retry_delay_s"] = float(job["retry_delay_s"])
+    job["retry_max_delay_s"] = float(job["retry_max_delay_s"])
+    job["coalesce"] = bool(job["coalesce"])
     return job
 
 
@@ -445,12 +522,20 @@ def _create_project(txn: Any, args: Mapping) -> Any:
     unknown = sorted(set(project) - set(PROJECT_COLUMNS))
     if unknown:
         raise _invalid(unknown[0], f"unknown project field {unknown[0]}")
-    row = tuple(_text(project, column, "project field ") for column in PROJECT_COLUMNS)
+    row = tuple(
+        _notify_url(project.get("notify_url"))
+        if column == "notify_url"
+        else _text(project, column, "project field ")
+        for column in PROJECT_COLUMNS
+    )
     if _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (row[0],)):
         raise _Rejected(error("conflict", f"a project with uuid {row[0]} exists", "uuid"))
     if _one(txn, "SELECT 1 FROM projects WHERE name = ?", (row[1],)):
         raise _Rejected(error("conflict", f"a project named {row[1]!r} exists", "name"))
-    txn.execute(f"INSERT INTO projects ({_PROJECTS}) VALUES (?, ?, ?, ?, ?)", row)
+    txn.execute(
+        f"INSERT INTO projects ({_PROJECTS}) VALUES ({', '.join('?' * len(PROJECT_COLUMNS))})",
+        row,
+    )
     if "signing_secret" in args:
         secret = _text(args, "signing_secret")
         txn.execute(
@@ -459,6 +544,12 @@ def _create_project(txn: Any, args: Mapping) -> Any:
             (row[0], secret, row[3]),
         )
     return _project(row)
+
+
+def _notify_url(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _invalid("notify_url", "project field notify_url must be a string or null")
+    return value
 
 
 def _rotate_signing_secret(txn: Any, args: Mapping) -> Any:
@@ -494,6 +585,9 @@ def _update_project(txn: Any, args: Mapping) -> Any:
     changes = _mapping(args, "changes")
     updated_at = _text(args, "updated_at")
     for field in sorted(changes):
+        if field == "notify_url":
+            _notify_url(changes[field])
+            continue
         if field not in ("name", "description"):
             raise _invalid(field, f"project field {field} cannot be changed")
         _text(changes, field, "project field ")
@@ -507,8 +601,9 @@ def _update_project(txn: Any, args: Mapping) -> Any:
     current.update({field: changes[field] for field in sorted(changes)})
     current["updated_at"] = updated_at
     txn.execute(
-        "UPDATE projects SET name = ?, description = ?, updated_at = ? WHERE uuid = ?",
-        (current["name"], current["description"], updated_at, uuid),
+        "UPDATE projects SET name = ?, description = ?, notify_url = ?, updated_at = ?"
+        " WHERE uuid = ?",
+        (current["name"], current["description"], current["notify_url"], updated_at, uuid),
     )
     return current
 
@@ -675,6 +770,8 @@ def _update_job(txn: Any, args: Mapping) -> Any:
     stored["updated_at"] = updated_at
     values = dict(zip(JOB_COLUMNS, row, strict=True))
     values.update(stored)
+    if "retry_delay_s" in stored or "retry_max_delay_s" in stored:
+        _check_retry_delays(values["retry_delay_s"], values["retry_max_delay_s"])
     assignments = ", ".join(f"{column} = ?" for column in JOB_COLUMNS[1:])
     new_row = tuple(values[column] for column in JOB_COLUMNS)
     txn.execute(f"UPDATE jobs SET {assignments} WHERE uuid = ?", new_row[1:] + (uuid,))

@@ -59,11 +59,15 @@ REJECTION_STATUSES = [
 # Job fields computed when a job is read rather than stored: they change by
 # themselves (time passes, executions happen), so state checks ignore them.
 PRESENTED_JOB_FIELDS = ("next_run_at", "last_run_at", "last_status")
-# Inputs whose validity the document cannot state (a cron spec, an IANA zone,
-# a cursor this API issued, until later than since, an instant outside the
-# years 1 to 9999 once in UTC): a request valid by the document may still be
+# Inputs whose validity the document cannot state (a cron spec or an @at
+# in the past, an IANA zone, a cursor this API issued, until later than
+# since, an instant outside the years 1 to 9999 once in UTC, a
+# retry_max_delay_s below the job's retry_delay_s, data too large for the
+# node's callback cap): a request valid by the document may still be
 # rejected for them.
-SEMANTIC_FIELDS = frozenset({"spec", "timezone", "cursor", "since", "until"})
+SEMANTIC_FIELDS = frozenset(
+    {"spec", "timezone", "cursor", "since", "until", "retry_max_delay_s", "data"}
+)
 
 # Values a fuzzed job body is steered to now and then, so that accepted
 # creates and updates happen at all (a random string is hardly ever a cron
@@ -78,7 +82,7 @@ VALID_SPECS = (
     "@every 90m",
     "0 0 0 1 1 *",
     "@at 2031-01-02T03:04:05Z",
-    "@at 0999-01-01T00:00:00Z",
+    "@at 2999-01-01T00:00:00+14:00",
     "@at 9999-12-31T23:59:59Z",
     "15 3 * jan mon-fri",
 )
@@ -506,6 +510,14 @@ class Fuzzer:
                     item["callback_url"] = rng.choice(VALID_CALLBACKS)
                 if "timezone" in item:
                     item["timezone"] = rng.choice(VALID_ZONES)
+                # Every first retry delay here is within every longest one.
+                if "retry_delay_s" in item:
+                    item["retry_delay_s"] = rng.choice((0, 0.5, 1, 30))
+                if "retry_max_delay_s" in item:
+                    item["retry_max_delay_s"] = rng.choice((30, 60, 3600))
+        elif handler in ("create_project", "update_project") and isinstance(body, dict):
+            if body.get("notify_url") is not None:
+                body["notify_url"] = rng.choice(VALID_CALLBACKS)
 
     def _credentials(
         self, mode: str, rng: random.Random | None

@@ -54,6 +54,8 @@ class CallbackReceiver(Resource):
     keep: bool = True
     posts: int = 0
     _waiters: list[tuple[Callable[[], bool], Deferred]] = attrs.field(factory=list)
+    # The answers held back by delay_for, cancelled by stop().
+    _held: set[Any] = attrs.field(factory=set)
     _port: Any = None
     _site: Any = None
     isLeaf = True
@@ -85,11 +87,13 @@ class CallbackReceiver(Resource):
             answer = self.body_for(path)
 
             def finish() -> None:
+                self._held.discard(call)
                 if not request.finished and not request._disconnected:
                     request.write(answer)
                     request.finish()
 
-            self.clock.callLater(delay, finish)
+            call = self.clock.callLater(delay, finish)
+            self._held.add(call)
             return NOT_DONE_YET
         return self.body_for(path)
 
@@ -121,7 +125,11 @@ class CallbackReceiver(Resource):
         return int(self._port.getHost().port)
 
     async def stop(self) -> None:
-        """Stop listening and drop every open connection."""
+        """Stop listening, drop every open connection and every answer still held back."""
+        for call in list(self._held):
+            if call.active():
+                call.cancel()
+        self._held.clear()
         await self._port.stopListening()
         await self._site.close_connections()
 

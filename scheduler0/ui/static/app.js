@@ -442,6 +442,7 @@
         { class: "project-head" },
         el("h3", { text: project.name }),
         project.description ? el("span", { class: "muted", text: project.description }) : null,
+        project.notify_url ? el("span", { class: "muted small mono project-notify", title: "Failure notices go here", text: `notices → ${project.notify_url}` }) : null,
         el("span", { class: "muted small", text: `${page.total} job${page.total === 1 ? "" : "s"}${page.total > page.items.length ? `, first ${page.items.length} shown` : ""}` }),
       );
       if (!page.items.length) {
@@ -635,8 +636,25 @@
     renderTimeline(executions.items);
   }
 
-  function fact(label, value, id) {
-    return el("div", {}, el("dt", { text: label }), el("dd", { id }, value));
+  function fact(label, value, id, extraClass) {
+    return el("div", { class: extraClass }, el("dt", { text: label }), el("dd", { id }, value));
+  }
+
+  // What a job does when a slot is due while its previous execution runs.
+  const POLICIES = {
+    allow: "allow: runs may overlap",
+    forbid: "forbid: skip the slot while one runs",
+    replace: "replace: abandon the running one",
+  };
+
+  function known(value, text) {
+    return value === undefined || value === null ? "—" : text;
+  }
+
+  // The answer a failed attempt got (untrusted text: only ever textContent).
+  function responseBody(execution) {
+    const body = execution.response_body;
+    return execution.state === "failed" && typeof body === "string" && body !== "" ? body : null;
   }
 
   function renderJob(job, next) {
@@ -656,6 +674,13 @@
       fact("Time zone", job.timezone || "UTC"),
       fact("Callback", el("span", { class: "mono", text: job.callback_url })),
       fact("Timeout / retries", `${job.timeout_s} s / ${job.retry_max}`),
+      fact(
+        "Retry delays",
+        known(job.retry_delay_s, `${job.retry_delay_s} s, doubling to ${job.retry_max_delay_s} s`),
+        "job-retry-delays",
+      ),
+      fact("Overlap", known(job.concurrency_policy, POLICIES[job.concurrency_policy] || job.concurrency_policy), "job-concurrency-policy"),
+      fact("Missed slots", known(job.coalesce, job.coalesce ? "coalesced into one run" : "each sent"), "job-coalesce"),
       fact("Next run", job.paused ? "paused" : `${relative(job.next_run_at)} (${absolute(job.next_run_at)})`, "job-next"),
       fact("Upcoming", job.paused ? "—" : upcoming || "—"),
       fact("Last run", job.last_run_at ? `${relative(job.last_run_at)} (${absolute(job.last_run_at)})` : "—", "job-last-run"),
@@ -676,7 +701,8 @@
       ["Lateness", latenessText(late)],
       ["Error", execution.error || execution.skip_reason || "—"],
       ["Execution id", execution.execution_id],
-    ];
+      ["Response", responseBody(execution)],
+    ].filter(([label, value]) => label !== "Response" || value !== null);
   }
 
   function renderTimeline(items) {
@@ -726,7 +752,12 @@
         el("td", { class: "num", text: execution.attempts ?? "—" }),
         el("td", { class: "num", text: execution.node_id ?? "—" }),
         el("td", { class: "num", text: latenessText(lateness(execution)) }),
-        el("td", { class: "wrap", title: execution.error || undefined, text: execution.error || execution.skip_reason || "" }),
+        el(
+          "td",
+          { class: "wrap", title: execution.error || undefined },
+          execution.error || execution.skip_reason || "",
+          responseBody(execution) === null ? null : el("div", { class: "response-body mono", title: responseBody(execution), text: responseBody(execution) }),
+        ),
       ),
     );
     $("#executions tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "empty", colspan: "7", text: "No executions yet." }))]));
@@ -741,14 +772,18 @@
       return;
     }
     detail.dataset.executionId = execution.execution_id;
-    detail.replaceChildren(...slotFacts(execution).map(([label, value]) => fact(label, String(value))));
+    detail.replaceChildren(
+      ...slotFacts(execution).map(([label, value]) =>
+        label === "Response" ? fact(label, el("pre", { class: "response-body", text: value }), "slot-response", "wide") : fact(label, String(value)),
+      ),
+    );
   }
 
   function showTooltip(execution, target) {
     const tooltip = $("#tooltip");
     tooltip.replaceChildren(
       ...slotFacts(execution)
-        .filter(([label]) => label !== "Execution id" && label !== "Finished")
+        .filter(([label]) => label !== "Execution id" && label !== "Finished" && label !== "Response")
         .map(([label, value]) => el("div", {}, el("b", { text: `${label}:` }), String(value))),
     );
     show(tooltip, true);
