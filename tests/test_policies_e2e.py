@@ -158,40 +158,48 @@ class PolicyEndToEndTests(TestCase):
         await wait_for(
             reactor, lambda: reactor.seconds() >= down_at + 3.5, timeout=6, what="downtime"
         )
-        before = {job["uuid"]: len(self.arrived(job)) for job in (coalescing, plain)}
         await self.node.start()
         restarted_at = reactor.seconds()
+
+        def after(job: dict) -> list[Any]:
+            """What arrived after the restart."""
+            return [a for a in self.arrived(job) if a.at > down_at]
+
+        # Wait for slots due after the restart: the catch-up is over by then.
         await self.receiver.wait_until(
-            lambda: any(
-                a.at > restarted_at
-                and parse_instant(a.item["scheduled_at"]).timestamp() > restarted_at
-                for a in self.arrived(coalescing)
+            lambda: all(
+                any(
+                    parse_instant(a.item["scheduled_at"]).timestamp() > restarted_at + 1
+                    for a in after(job)
+                )
+                for job in (coalescing, plain)
             )
         )
 
-        def late(job: dict) -> list[Any]:
-            """What arrived after the restart for slots from before it."""
-            return [
-                a
-                for a in self.arrived(job)[before[job["uuid"]] :]
-                if parse_instant(a.item["scheduled_at"]).timestamp() < restarted_at - 0.5
-            ]
+        async def coalesced_records() -> list[str] | None:
+            records = await self.records(coalescing)
+            slots = sorted(s for s, r in records.items() if r["skip_reason"] == "coalesced")
+            return slots if len(slots) >= 2 else None
 
-        self.assertEqual(
-            len(late(coalescing)), 1, [a.item["scheduled_at"] for a in late(coalescing)]
+        coalesced = await wait_for(
+            reactor, coalesced_records, timeout=10, what="the coalesced records"
         )
-        self.assertGreaterEqual(len(late(plain)), 3)
-        latest = late(coalescing)[0].item["scheduled_at"]
-        records = await self.records(coalescing)
-        coalesced = sorted(slot for slot, r in records.items() if r["skip_reason"] == "coalesced")
-        self.assertGreaterEqual(len(coalesced), 2)
-        self.assertTrue(all(slot < latest for slot in coalesced))
-        # Every slot from the first to the latest is accounted for, once.
-        first = min(records)
-        span = int((parse_instant(latest) - parse_instant(first)).total_seconds())
-        for k in range(span + 1):
-            slot = format_instant(parse_instant(first) + timedelta(seconds=k))
-            self.assertIn(slot, records)
+        # Consecutive missed slots, and only the one after the last of them went.
+        first = parse_instant(coalesced[0])
+        self.assertEqual(
+            coalesced,
+            [format_instant(first + timedelta(seconds=k)) for k in range(len(coalesced))],
+        )
+        latest = format_instant(parse_instant(coalesced[-1]) + timedelta(seconds=1))
+        sent = [a.item["scheduled_at"] for a in after(coalescing)]
+        self.assertEqual(sent.count(latest), 1, sent)
+        self.assertFalse(set(coalesced) & set(sent), sent)
+        # The job without coalesce got each missed slot, late.
+        plain_sent = {a.item["scheduled_at"] for a in after(plain)}
+        plain_first = parse_instant(min(plain_sent))
+        self.assertGreaterEqual(restarted_at - plain_first.timestamp(), 2.0, plain_sent)
+        records = await self.records(plain)
+        self.assertFalse([r for r in records.values() if r["skip_reason"] == "coalesced"])
 
     async def test_a_failure_keeps_the_answer_and_notifies_the_project(self) -> None:
         """
