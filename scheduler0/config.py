@@ -60,6 +60,10 @@ class Replica:
     node_id: int
 
 
+#: The longest retry delay a job (and so the config's default) may have, s.
+MAX_RETRY_DELAY_S = 24 * 3600
+
+
 @attrs.frozen
 class Config:
     """Everything one node reads from its config file and environment."""
@@ -858,6 +862,24 @@ def _check_cluster(
             f"{origin}: {label}: invalid value {config.raft_heartbeat_interval_ms}; expected "
             f"less than RaftElectionTimeoutMs ({config.raft_election_timeout_ms})"
         )
+    if config.job_execution_retry_max_delay < config.job_execution_retry_delay:
+        label, origin = given.get(
+            "JobExecutionRetryMaxDelay", ("JobExecutionRetryMaxDelay", where, None, False)
+        )[:2]
+        raise ConfigError(
+            f"{origin}: {label}: invalid value {config.job_execution_retry_max_delay:g}; expected "
+            f"at least JobExecutionRetryDelay ({config.job_execution_retry_delay:g})"
+        )
+    for key, attribute in (
+        ("JobExecutionRetryDelay", "job_execution_retry_delay"),
+        ("JobExecutionRetryMaxDelay", "job_execution_retry_max_delay"),
+    ):
+        if getattr(config, attribute) > MAX_RETRY_DELAY_S:
+            label, origin = given.get(key, (key, where, None, False))[:2]
+            raise ConfigError(
+                f"{origin}: {label}: invalid value {getattr(config, attribute):g}; expected at "
+                f"most {MAX_RETRY_DELAY_S:g} (a job's retry delays are bounded so)"
+            )
     if config.replicas and config.node_id not in {r.node_id for r in config.replicas}:
         ids = ", ".join(str(r.node_id) for r in config.replicas)
         label, origin = given.get("NodeId", ("NodeId", where, None, False))[:2]

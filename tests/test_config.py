@@ -489,6 +489,15 @@ class ValidationTests(_Directory, SynchronousTestCase):
         self.assertIn("RaftHeartbeatIntervalMs: invalid value 500; expected less than "
                       "RaftElectionTimeoutMs (500)", message)
 
+    def test_retry_max_delay_not_below_retry_delay(self) -> None:
+        """JobExecutionRetryMaxDelay bounds the doubling delay: it cannot be below its start."""
+        message = self.error_for("JobExecutionRetryDelay: 5\nJobExecutionRetryMaxDelay: 2\n")
+        self.assertIn("JobExecutionRetryMaxDelay: invalid value 2; expected at least "
+                      "JobExecutionRetryDelay (5)", message)
+        message = self.error_for("JobExecutionRetryMaxDelay: 90000\n")
+        self.assertIn("JobExecutionRetryMaxDelay: invalid value 90000; expected at most 86400",
+                      message)
+
     def test_alias_and_key_together(self) -> None:
         """Giving a key and its alias is ambiguous."""
         message = self.error_for("PeerConnectRetryDelay: 1\nPeerConnectRetryDelaySeconds: 2\n")

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scheduler0.api.errors import FieldErrors
+from scheduler0.config import MAX_RETRY_DELAY_S
 from scheduler0.scheduler.spec import SpecError, make_schedule, validate_spec, validate_timezone
 from scheduler0.store.state import CONCURRENCY_POLICIES, JOB_COLUMNS
 from scheduler0.timeutil import format_instant
@@ -31,7 +32,6 @@ MAX_SPEC_LENGTH = 1024
 MAX_CATCH_UP_WINDOW_S = 10 * 365 * 24 * 3600
 MAX_TIMEOUT_S = 24 * 3600
 MAX_RETRY_MAX = 1000
-MAX_RETRY_DELAY_S = 24 * 3600
 MAX_ID_LENGTH = 128
 
 # What a client may write: the stored job's columns but for identity,
