@@ -377,8 +377,7 @@ class JobsClient:
                     "project_uuid": self.project_uuid,
                     "name": f"job-{i}",
                     "spec": spec,
-                    "callback_url": f"http://127.0.0.1:{receiver_port}"
-                    + path.format(n=i % urls),
+                    "callback_url": f"http://127.0.0.1:{receiver_port}" + path.format(n=i % urls),
                 }
                 for i in range(start, end)
             ]

@@ -180,8 +180,7 @@ async def scenario(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
             "slow_ms": args.slow_ms,
             "seconds": seconds,
         },
-        "goal": "fast p99 within 10 % of alone; slow start p99 <= 50 ms; nothing missed "
-        "(issue 14)",
+        "goal": "fast p99 within 10 % of alone; slow start p99 <= 50 ms; nothing missed (issue 14)",
         "alone": alone,
         "degraded": degraded,
         "verdict": verdict,

@@ -58,9 +58,7 @@ class StallWatch:
     lateness is not load.
     """
 
-    def __init__(
-        self, threshold: float = STALL_S, cpu: Callable[[], float] = thread_time
-    ) -> None:
+    def __init__(self, threshold: float = STALL_S, cpu: Callable[[], float] = thread_time) -> None:
         self.threshold = threshold
         #: The thread's CPU seconds (replaced in tests).
         self.cpu = cpu

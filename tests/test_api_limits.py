@@ -47,8 +47,7 @@ def depth_of(value: object) -> int:
 _tricky_text = st.text(alphabet='[]{}"\\ab\n', max_size=8)
 _json_values = st.recursive(
     st.none() | st.integers() | _tricky_text,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(_tricky_text, inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
     max_leaves=25,
 )
 
@@ -66,9 +65,7 @@ class JSONDepthTests(SynchronousTestCase):
 
     def test_one_level_over_the_limit_is_refused(self) -> None:
         """One level more than max_depth is refused with a message naming body and the limit."""
-        self.assertEqual(
-            json_depth_problem(nested(33), 32), "body: nested deeper than 32 levels"
-        )
+        self.assertEqual(json_depth_problem(nested(33), 32), "body: nested deeper than 32 levels")
         self.assertEqual(
             json_depth_problem(b'{"a": {"b": {"c": [{}]}}}', 4),
             "body: nested deeper than 4 levels",

@@ -54,10 +54,12 @@ class FakeHttp:
         self.error = error
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, method: str, url: str, *, json: Any = None, auth: Any = None,
-                 timeout: float = 0) -> tuple[int, Any]:
-        self.calls.append({"method": method, "url": url, "json": json, "auth": auth,
-                           "timeout": timeout})
+    def __call__(
+        self, method: str, url: str, *, json: Any = None, auth: Any = None, timeout: float = 0
+    ) -> tuple[int, Any]:
+        self.calls.append(
+            {"method": method, "url": url, "json": json, "auth": auth, "timeout": timeout}
+        )
         if self.error is not None:
             raise self.error
         return self.status, self.body
@@ -78,8 +80,9 @@ class CliTestCase(SynchronousTestCase):
         self.stdout = io.StringIO()
         self.stderr = io.StringIO()
 
-    def run_cli(self, *argv: str, stdin: io.StringIO | None = None, prompt: Any = None,
-                http: Any = None) -> int:
+    def run_cli(
+        self, *argv: str, stdin: io.StringIO | None = None, prompt: Any = None, http: Any = None
+    ) -> int:
         self.stdout = io.StringIO()
         self.stderr = io.StringIO()
         return cli.main(
@@ -207,13 +210,15 @@ class CredentialInitTests(CliTestCase):
 
     def test_flags_write_the_file_with_mode_0600(self) -> None:
         """All three flags write .scheduler0 (0600) without prompting."""
-        code = self.run_cli("credential", "init", "--username", "ops", "--password", "pw",
-                            "--secret-key", "sk")
+        code = self.run_cli(
+            "credential", "init", "--username", "ops", "--password", "pw", "--secret-key", "sk"
+        )
         self.assertEqual(code, 0, self.stderr.getvalue())
         self.assertEqual(stat.S_IMODE(os.stat(self.creds_file()).st_mode), 0o600)
         with open(self.creds_file()) as f:
-            self.assertEqual(yaml.safe_load(f),
-                             {"AuthUsername": "ops", "AuthPassword": "pw", "SecretKey": "sk"})
+            self.assertEqual(
+                yaml.safe_load(f), {"AuthUsername": "ops", "AuthPassword": "pw", "SecretKey": "sk"}
+            )
         self.assertNotIn("pw", self.stdout.getvalue().replace(".scheduler0", ""))
 
     def test_prompts_for_everything(self) -> None:
@@ -355,8 +360,10 @@ class CredentialShowTests(CliTestCase):
 class CreateCredentialTests(CliTestCase):
     """scheduler0 create credential."""
 
-    body = {"success": True,
-            "data": {"uuid": "u-1", "api_key": "AK", "api_secret": "AS", "archived": False}}
+    body = {
+        "success": True,
+        "data": {"uuid": "u-1", "api_key": "AK", "api_secret": "AS", "archived": False},
+    }
 
     def test_prints_key_and_secret(self) -> None:
         """It POSTs to the node with basic auth and prints api_key and api_secret."""
@@ -373,8 +380,9 @@ class CreateCredentialTests(CliTestCase):
     def test_json(self) -> None:
         """--json prints the data object."""
         self.save_admin()
-        self.assertEqual(self.run_cli("create", "credential", "--json",
-                                      http=FakeHttp(201, self.body)), 0)
+        self.assertEqual(
+            self.run_cli("create", "credential", "--json", http=FakeHttp(201, self.body)), 0
+        )
         self.assertEqual(json.loads(self.stdout.getvalue()), self.body["data"])
 
     def test_uses_the_configured_address(self) -> None:
@@ -399,8 +407,9 @@ class CreateCredentialTests(CliTestCase):
     def test_timeout(self) -> None:
         """A node that does not answer is one line."""
         self.save_admin()
-        self.assertEqual(self.run_cli("create", "credential",
-                                      http=FakeHttp(error=TimeoutError())), 1)
+        self.assertEqual(
+            self.run_cli("create", "credential", http=FakeHttp(error=TimeoutError())), 1
+        )
         self.assertIn("no answer within", self.one_error_line())
 
     def test_rejected_credentials(self) -> None:
@@ -414,8 +423,9 @@ class CreateCredentialTests(CliTestCase):
     def test_server_error_message(self) -> None:
         """Another error status is reported with the node's message."""
         self.save_admin()
-        http = FakeHttp(503, {"success": False, "error": {"code": "unavailable",
-                                                          "message": "no leader"}})
+        http = FakeHttp(
+            503, {"success": False, "error": {"code": "unavailable", "message": "no leader"}}
+        )
         self.assertEqual(self.run_cli("create", "credential", http=http), 1)
         self.assertIn("answered 503: no leader", self.one_error_line())
 
@@ -428,8 +438,13 @@ class CreateCredentialTests(CliTestCase):
 
     def test_environment_credentials(self) -> None:
         """Credentials from the environment alone are enough."""
-        self.environ.update({"SCHEDULER0_AUTH_USERNAME": "u", "SCHEDULER0_AUTH_PASSWORD": "p",
-                             "SCHEDULER0_SECRET_KEY": "k"})
+        self.environ.update(
+            {
+                "SCHEDULER0_AUTH_USERNAME": "u",
+                "SCHEDULER0_AUTH_PASSWORD": "p",
+                "SCHEDULER0_SECRET_KEY": "k",
+            }
+        )
         http = FakeHttp(201, self.body)
         self.assertEqual(self.run_cli("create", "credential", http=http), 0)
         self.assertEqual(http.calls[0]["auth"], ("u", "p"))
@@ -439,14 +454,30 @@ class StatusTests(CliTestCase):
     """scheduler0 status."""
 
     health = {
-        "node_id": 1, "role": "leader", "leader_id": 1,
-        "leader_address": "http://127.0.0.1:9091", "term": 7, "commit_index": 42,
-        "applied_index": 41, "scheduling_paused": True, "pause_reason": "max_memory",
+        "node_id": 1,
+        "role": "leader",
+        "leader_id": 1,
+        "leader_address": "http://127.0.0.1:9091",
+        "term": 7,
+        "commit_index": 42,
+        "applied_index": 41,
+        "scheduling_paused": True,
+        "pause_reason": "max_memory",
         "members": [
-            {"node_id": 1, "address": "http://127.0.0.1:9091", "raft_address": "127.0.0.1:7071",
-             "role": "leader", "last_contact": None},
-            {"node_id": 2, "address": "http://127.0.0.1:9092", "raft_address": "127.0.0.1:7072",
-             "role": "follower", "last_contact": "2026-01-01T00:00:00.000Z"},
+            {
+                "node_id": 1,
+                "address": "http://127.0.0.1:9091",
+                "raft_address": "127.0.0.1:7071",
+                "role": "leader",
+                "last_contact": None,
+            },
+            {
+                "node_id": 2,
+                "address": "http://127.0.0.1:9092",
+                "raft_address": "127.0.0.1:7072",
+                "role": "follower",
+                "last_contact": "2026-01-01T00:00:00.000Z",
+            },
         ],
     }
 
@@ -459,8 +490,15 @@ class StatusTests(CliTestCase):
         self.assertEqual(http.calls[0]["method"], "GET")
         self.assertEqual(http.calls[0]["url"], "http://127.0.0.1:9091/api/v1/healthcheck")
         self.assertEqual(http.calls[0]["auth"], ("admin", "pw-123"))
-        for text in ("leader", "term:        7", "42 / 41", "paused (max_memory)",
-                     "127.0.0.1:7072", "follower", "2026-01-01T00:00:00.000Z"):
+        for text in (
+            "leader",
+            "term:        7",
+            "42 / 41",
+            "paused (max_memory)",
+            "127.0.0.1:7072",
+            "follower",
+            "2026-01-01T00:00:00.000Z",
+        ):
             self.assertIn(text, out)
         header = [line for line in out.splitlines() if line.startswith("NODE")]
         self.assertEqual(len(header), 1)
@@ -469,16 +507,36 @@ class StatusTests(CliTestCase):
         """With peer credentials, the table shows each member as GET /cluster reports it."""
         self.save_admin()
         cluster = {
-            "node_id": 1, "leader_id": 1, "term": 7,
+            "node_id": 1,
+            "leader_id": 1,
+            "term": 7,
             "members": [
-                {"node_id": 1, "address": "http://127.0.0.1:9091", "raft_address": "x:1",
-                 "role": "leader", "voter": True, "reachable": True, "term": 7,
-                 "commit_index": 42, "applied_index": 41, "lease_valid": True,
-                 "owned_jobs": 1234},
-                {"node_id": 2, "address": "http://127.0.0.1:9092", "raft_address": "x:2",
-                 "role": "unreachable", "voter": True, "reachable": False, "term": None,
-                 "commit_index": None, "applied_index": None, "lease_valid": None,
-                 "owned_jobs": 0},
+                {
+                    "node_id": 1,
+                    "address": "http://127.0.0.1:9091",
+                    "raft_address": "x:1",
+                    "role": "leader",
+                    "voter": True,
+                    "reachable": True,
+                    "term": 7,
+                    "commit_index": 42,
+                    "applied_index": 41,
+                    "lease_valid": True,
+                    "owned_jobs": 1234,
+                },
+                {
+                    "node_id": 2,
+                    "address": "http://127.0.0.1:9092",
+                    "raft_address": "x:2",
+                    "role": "unreachable",
+                    "voter": True,
+                    "reachable": False,
+                    "term": None,
+                    "commit_index": None,
+                    "applied_index": None,
+                    "lease_valid": None,
+                    "owned_jobs": 0,
+                },
             ],
         }
         answers = [self.health, cluster]
@@ -501,8 +559,13 @@ class StatusTests(CliTestCase):
 
     def test_a_ready_node_says_so(self) -> None:
         """A ready node's status says ready: yes, lists no reason, and exits 0."""
-        health = {**self.health, "scheduling_paused": False, "lease_valid": True,
-                  "ready": True, "reasons": []}
+        health = {
+            **self.health,
+            "scheduling_paused": False,
+            "lease_valid": True,
+            "ready": True,
+            "reasons": [],
+        }
         http = FakeHttp(200, {"success": True, "data": health})
         self.assertEqual(self.run_cli("status", http=http), 0)
         out = self.stdout.getvalue()
@@ -517,7 +580,10 @@ class StatusTests(CliTestCase):
         """
         self.save_admin()
         health = {
-            **self.health, "scheduling_paused": False, "lease_valid": False, "leader_id": None,
+            **self.health,
+            "scheduling_paused": False,
+            "lease_valid": False,
+            "leader_id": None,
             "ready": False,
             "reasons": [
                 {"code": "no_leader", "message": "no leader is known"},
@@ -525,10 +591,22 @@ class StatusTests(CliTestCase):
             ],
         }
         answers = [
-            (503, {"success": False, "data": health,
-                   "error": {"code": "not_ready", "message": "not ready", "fields": {}}}),
-            (503, {"success": False, "data": None,
-                   "error": {"code": "unavailable", "message": "no quorum", "fields": {}}}),
+            (
+                503,
+                {
+                    "success": False,
+                    "data": health,
+                    "error": {"code": "not_ready", "message": "not ready", "fields": {}},
+                },
+            ),
+            (
+                503,
+                {
+                    "success": False,
+                    "data": None,
+                    "error": {"code": "unavailable", "message": "no quorum", "fields": {}},
+                },
+            ),
         ]
 
         class Answers(FakeHttp):
@@ -549,17 +627,28 @@ class StatusTests(CliTestCase):
 
     def test_json_of_a_node_that_is_not_ready_exits_1(self) -> None:
         """--json prints the 503's health data and exits 1."""
-        health = {**self.health, "ready": False,
-                  "reasons": [{"code": "no_quorum", "message": "m"}]}
-        http = FakeHttp(503, {"success": False, "data": health,
-                              "error": {"code": "not_ready", "message": "m", "fields": {}}})
+        health = {**self.health, "ready": False, "reasons": [{"code": "no_quorum", "message": "m"}]}
+        http = FakeHttp(
+            503,
+            {
+                "success": False,
+                "data": health,
+                "error": {"code": "not_ready", "message": "m", "fields": {}},
+            },
+        )
         self.assertEqual(self.run_cli("status", "--json", http=http), 1)
         self.assertEqual(json.loads(self.stdout.getvalue()), health)
 
     def test_another_503_is_an_error(self) -> None:
         """A 503 that carries no health data (a proxy, say) is one error line, exit 1."""
-        http = FakeHttp(503, {"success": False, "data": None,
-                              "error": {"code": "unavailable", "message": "busy", "fields": {}}})
+        http = FakeHttp(
+            503,
+            {
+                "success": False,
+                "data": None,
+                "error": {"code": "unavailable", "message": "busy", "fields": {}},
+            },
+        )
         self.assertEqual(self.run_cli("status", http=http), 1)
         self.assertIn("answered 503: busy", self.one_error_line())
         self.assertEqual(self.stdout.getvalue(), "")
@@ -619,8 +708,9 @@ class StartTests(CliTestCase):
         with open(path, "w") as f:
             f.write("NodeId: 1\n")
         self.assertEqual(self.run_cli("start"), 0)
-        self.assertEqual(self.runs, [["twistd", "--nodaemon", "--pidfile=", "scheduler0",
-                                      "--config", path]])
+        self.assertEqual(
+            self.runs, [["twistd", "--nodaemon", "--pidfile=", "scheduler0", "--config", path]]
+        )
 
     def test_argv_without_config(self) -> None:
         """With no config file anywhere twistd gets no --config."""
@@ -684,5 +774,10 @@ class UrllibHttpTests(SynchronousTestCase):
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
         listener.close()
-        self.assertRaises(ConnectionRefusedError, cli.urllib_http, "GET",
-                          f"http://127.0.0.1:{port}/api/v1/healthcheck", timeout=2)
+        self.assertRaises(
+            ConnectionRefusedError,
+            cli.urllib_http,
+            "GET",
+            f"http://127.0.0.1:{port}/api/v1/healthcheck",
+            timeout=2,
+        )

@@ -234,8 +234,9 @@ class SampleTests(_Directory, SynchronousTestCase):
 
     def test_members_of_a_single_node(self) -> None:
         """Without Replicas the cluster is this node alone."""
-        self.assertEqual(Config().members(),
-                         (Replica("http://127.0.0.1:9091", "127.0.0.1:7071", 1),))
+        self.assertEqual(
+            Config().members(), (Replica("http://127.0.0.1:9091", "127.0.0.1:7071", 1),)
+        )
 
     def test_aliases(self) -> None:
         """The seed-era alias names set the same settings."""
@@ -262,11 +263,13 @@ class EnvironmentTests(_Directory, SynchronousTestCase):
         """File keys map to upper snake case variables."""
         self.assertEqual(env_name("NodeId"), "SCHEDULER0_NODE_ID")
         self.assertEqual(env_name("MaxCPU"), "SCHEDULER0_MAX_CPU")
-        self.assertEqual(env_name("HTTPExecutorPayloadMaxSizeMb"),
-                         "SCHEDULER0_HTTP_EXECUTOR_PAYLOAD_MAX_SIZE_MB")
+        self.assertEqual(
+            env_name("HTTPExecutorPayloadMaxSizeMb"), "SCHEDULER0_HTTP_EXECUTOR_PAYLOAD_MAX_SIZE_MB"
+        )
         self.assertEqual(env_name("RaftAddress"), "SCHEDULER0_RAFT_ADDRESS")
-        self.assertEqual(env_name("ExecutionLogFetchFanIn"),
-                         "SCHEDULER0_EXECUTION_LOG_FETCH_FAN_IN")
+        self.assertEqual(
+            env_name("ExecutionLogFetchFanIn"), "SCHEDULER0_EXECUTION_LOG_FETCH_FAN_IN"
+        )
 
     def test_environment_overrides_the_file(self) -> None:
         """A variable replaces the file's value; other file keys still apply."""
@@ -380,46 +383,59 @@ class ValidationTests(_Directory, SynchronousTestCase):
 
     def test_port_out_of_range(self) -> None:
         """Ports are 1..65535."""
-        self.assertIn("Port: invalid value 70000; expected an integer from 1 to 65535",
-                      self.error_for("Port: 70000\n"))
+        self.assertIn(
+            "Port: invalid value 70000; expected an integer from 1 to 65535",
+            self.error_for("Port: 70000\n"),
+        )
         self.assertIn("Port: invalid value 0", self.error_for("Port: 0\n"))
 
     def test_node_id_must_be_positive(self) -> None:
         """NodeId 0 is rejected."""
-        self.assertIn("NodeId: invalid value 0; expected an integer >= 1",
-                      self.error_for("NodeId: 0\n"))
+        self.assertIn(
+            "NodeId: invalid value 0; expected an integer >= 1", self.error_for("NodeId: 0\n")
+        )
 
     def test_negative_resource_limits(self) -> None:
         """MaxMemory and MaxCPU cannot be negative."""
-        self.assertIn("MaxMemory: invalid value -1; expected a number >= 0",
-                      self.error_for("MaxMemory: -1\n"))
+        self.assertIn(
+            "MaxMemory: invalid value -1; expected a number >= 0", self.error_for("MaxMemory: -1\n")
+        )
         self.assertIn("MaxCPU: invalid value -5", self.error_for("MaxCPU: -5\n"))
 
     def test_zero_count_rejected(self) -> None:
         """Counts where zero makes no sense must be at least 1."""
         self.assertIn("MaxQueue: invalid value 0", self.error_for("MaxQueue: 0\n"))
-        self.assertIn("ExecutionHistoryPerJob: invalid value 0",
-                      self.error_for("ExecutionHistoryPerJob: 0\n"))
+        self.assertIn(
+            "ExecutionHistoryPerJob: invalid value 0", self.error_for("ExecutionHistoryPerJob: 0\n")
+        )
 
     def test_zero_timeout_rejected(self) -> None:
         """Timeouts must be positive."""
-        self.assertIn("RaftApplyTimeout: invalid value 0; expected a number > 0",
-                      self.error_for("RaftApplyTimeout: 0\n"))
+        self.assertIn(
+            "RaftApplyTimeout: invalid value 0; expected a number > 0",
+            self.error_for("RaftApplyTimeout: 0\n"),
+        )
 
     def test_log_level(self) -> None:
         """LogLevel is one of four names."""
-        self.assertIn('LogLevel: invalid value "LOUD"; expected one of ERROR, WARN, INFO, DEBUG',
-                      self.error_for("LogLevel: LOUD\n"))
+        self.assertIn(
+            'LogLevel: invalid value "LOUD"; expected one of ERROR, WARN, INFO, DEBUG',
+            self.error_for("LogLevel: LOUD\n"),
+        )
 
     def test_protocol(self) -> None:
         """Protocol is http or https."""
-        self.assertIn('Protocol: invalid value "ftp"; expected http or https',
-                      self.error_for("Protocol: ftp\n"))
+        self.assertIn(
+            'Protocol: invalid value "ftp"; expected http or https',
+            self.error_for("Protocol: ftp\n"),
+        )
 
     def test_raft_address_needs_a_port(self) -> None:
         """RaftAddress is host:port."""
-        self.assertIn('RaftAddress: invalid value "127.0.0.1"; expected host:port',
-                      self.error_for("RaftAddress: 127.0.0.1\n"))
+        self.assertIn(
+            'RaftAddress: invalid value "127.0.0.1"; expected host:port',
+            self.error_for("RaftAddress: 127.0.0.1\n"),
+        )
         self.assertIn("RaftAddress", self.error_for("RaftAddress: 'h:99999'\n"))
 
     def test_split_host_port(self) -> None:
@@ -439,8 +455,9 @@ class ValidationTests(_Directory, SynchronousTestCase):
                 NodeId: 1
             """
         )
-        self.assertIn('Replicas[0].Address: invalid value "127.0.0.1:9091"; expected an http://',
-                      message)
+        self.assertIn(
+            'Replicas[0].Address: invalid value "127.0.0.1:9091"; expected an http://', message
+        )
 
     def test_replica_missing_field(self) -> None:
         """Every replica needs all three fields."""
@@ -452,8 +469,9 @@ class ValidationTests(_Directory, SynchronousTestCase):
         message = self.error_for(
             "Replicas:\n  - Address: http://a:1\n    RaftAdress: a:2\n    NodeId: 1\n"
         )
-        self.assertIn("Replicas[0]: unknown key 'RaftAdress' (did you mean 'RaftAddress'?)",
-                      message)
+        self.assertIn(
+            "Replicas[0]: unknown key 'RaftAdress' (did you mean 'RaftAddress'?)", message
+        )
 
     def test_replicas_must_be_a_list(self) -> None:
         """Replicas is a list of mappings."""
@@ -473,10 +491,12 @@ class ValidationTests(_Directory, SynchronousTestCase):
 
     def test_replicas_must_contain_this_node(self) -> None:
         """A non-empty Replicas list without this NodeId is an error."""
-        message = self.error_for(SEED_SAMPLE.replace("NodeId: 1\nRaftAddress", "NodeId: 4\n"
-                                                     "RaftAddress"))
-        self.assertIn("NodeId: invalid value 4; expected one of the Replicas NodeIds (1, 2, 3)",
-                      message)
+        message = self.error_for(
+            SEED_SAMPLE.replace("NodeId: 1\nRaftAddress", "NodeId: 4\nRaftAddress")
+        )
+        self.assertIn(
+            "NodeId: invalid value 4; expected one of the Replicas NodeIds (1, 2, 3)", message
+        )
 
     def test_own_replica_entry_mismatch_is_a_warning(self) -> None:
         """This node's Replicas entry disagreeing with Host/Port is reported."""
@@ -486,17 +506,24 @@ class ValidationTests(_Directory, SynchronousTestCase):
     def test_heartbeat_below_election_timeout(self) -> None:
         """The heartbeat interval must be shorter than the election timeout."""
         message = self.error_for("RaftElectionTimeoutMs: 500\nRaftHeartbeatIntervalMs: 500\n")
-        self.assertIn("RaftHeartbeatIntervalMs: invalid value 500; expected less than "
-                      "RaftElectionTimeoutMs (500)", message)
+        self.assertIn(
+            "RaftHeartbeatIntervalMs: invalid value 500; expected less than "
+            "RaftElectionTimeoutMs (500)",
+            message,
+        )
 
     def test_retry_max_delay_not_below_retry_delay(self) -> None:
         """JobExecutionRetryMaxDelay bounds the doubling delay: it cannot be below its start."""
         message = self.error_for("JobExecutionRetryDelay: 5\nJobExecutionRetryMaxDelay: 2\n")
-        self.assertIn("JobExecutionRetryMaxDelay: invalid value 2; expected at least "
-                      "JobExecutionRetryDelay (5)", message)
+        self.assertIn(
+            "JobExecutionRetryMaxDelay: invalid value 2; expected at least "
+            "JobExecutionRetryDelay (5)",
+            message,
+        )
         message = self.error_for("JobExecutionRetryMaxDelay: 90000\n")
-        self.assertIn("JobExecutionRetryMaxDelay: invalid value 90000; expected at most 86400",
-                      message)
+        self.assertIn(
+            "JobExecutionRetryMaxDelay: invalid value 90000; expected at most 86400", message
+        )
 
     def test_alias_and_key_together(self) -> None:
         """Giving a key and its alias is ambiguous."""
@@ -505,8 +532,10 @@ class ValidationTests(_Directory, SynchronousTestCase):
 
     def test_bad_network(self) -> None:
         """A network that is not CIDR is rejected."""
-        self.assertIn("CallbackAllowNetworks: invalid value",
-                      self.error_for("CallbackAllowNetworks: [10.0.0.0/33]\n"))
+        self.assertIn(
+            "CallbackAllowNetworks: invalid value",
+            self.error_for("CallbackAllowNetworks: [10.0.0.0/33]\n"),
+        )
 
     def test_top_level_must_be_a_mapping(self) -> None:
         """A list at the top level is rejected."""
@@ -549,10 +578,13 @@ class MetricsConfigTests(_Directory, SynchronousTestCase):
 
     def test_bad_values_name_the_key(self) -> None:
         """A negative or non-integer value is refused naming MetricsMaxJobSeries."""
-        self.assertIn("MetricsMaxJobSeries: invalid value -1; expected an integer >= 0",
-                      self.error_for("MetricsMaxJobSeries: -1\n"))
-        self.assertIn("MetricsMaxJobSeries: invalid value",
-                      self.error_for("MetricsMaxJobSeries: many\n"))
+        self.assertIn(
+            "MetricsMaxJobSeries: invalid value -1; expected an integer >= 0",
+            self.error_for("MetricsMaxJobSeries: -1\n"),
+        )
+        self.assertIn(
+            "MetricsMaxJobSeries: invalid value", self.error_for("MetricsMaxJobSeries: many\n")
+        )
 
     def test_environment_sets_it(self) -> None:
         """SCHEDULER0_METRICS_MAX_JOB_SERIES overrides the file."""
@@ -633,8 +665,11 @@ class CredentialsTests(_Directory, SynchronousTestCase):
         """All three variables give credentials without any file."""
         creds = load_admin_credentials(
             self.config(),
-            {"SCHEDULER0_AUTH_USERNAME": "u", "SCHEDULER0_AUTH_PASSWORD": "p",
-             "SCHEDULER0_SECRET_KEY": "k"},
+            {
+                "SCHEDULER0_AUTH_USERNAME": "u",
+                "SCHEDULER0_AUTH_PASSWORD": "p",
+                "SCHEDULER0_SECRET_KEY": "k",
+            },
         )
         self.assertEqual(creds, AdminCredentials("u", "p", "k"))
 
@@ -672,8 +707,11 @@ class CredentialsTests(_Directory, SynchronousTestCase):
     def test_bad_file_is_an_error_without_echoing_secrets(self) -> None:
         """A malformed file is a one-line error that does not print the value."""
         config = self.config()
-        self.write(config.base_dir, "AuthUsername: a\nAuthPassword: [1]\nSecretKey: zz\n",
-                   name=".scheduler0")
+        self.write(
+            config.base_dir,
+            "AuthUsername: a\nAuthPassword: [1]\nSecretKey: zz\n",
+            name=".scheduler0",
+        )
         error = self.assertRaises(CredentialsError, load_admin_credentials, config, {})
         self.assertIn("AuthPassword: expected a non-empty string", str(error))
 

@@ -141,9 +141,7 @@ class SingleNodeEndToEndTests(TestCase):
         self.assertEqual(response.code, 200, await response.text())
         new_secret = (await response.json())["data"]["signing_secret"]
         rotated_at = reactor.seconds()
-        await receiver.wait_until(
-            lambda: any(a.at > rotated_at + 0.1 for a in receiver.arrivals)
-        )
+        await receiver.wait_until(lambda: any(a.at > rotated_at + 0.1 for a in receiver.arrivals))
         after = [a for a in receiver.arrivals if a.at > rotated_at + 0.1]
         for arrival in after:
             header = arrival.headers["x-scheduler0-signature"]

@@ -44,9 +44,7 @@ def _before() -> dict:
     return {
         "projects": {P1: _project(P1, "one")},
         "jobs": {J1: {"uuid": J1, "project_uuid": P1, "name": "j", "spec": "@daily"}},
-        "credentials": {
-            C1: {"uuid": C1, "api_key": "k", "created_at": STAMP, "archived_at": None}
-        },
+        "credentials": {C1: {"uuid": C1, "api_key": "k", "created_at": STAMP, "archived_at": None}},
     }
 
 
@@ -69,9 +67,7 @@ class StateModelTests(SynchronousTestCase):
         """Any non-2xx answer means the listings must be exactly as before."""
         before = _before()
         for status in (400, 401, 403, 404, 409, 413, 415, 500, 503):
-            self.assertEqual(
-                expected_after(before, "create_project", status, None, {}), before
-            )
+            self.assertEqual(expected_after(before, "create_project", status, None, {}), before)
 
     def test_created_project_is_expected_without_its_secret(self) -> None:
         """A 201 project appears in the listing as returned, minus the signing secret."""
@@ -231,6 +227,7 @@ class FuzzRealNodeTests(TestCase):
     """A bounded fuzz run against a real node process."""
 
     timeout = 180
+
     def test_fuzzing_finds_nothing(self) -> Deferred:
         """
         Every operation, called with generated valid and invalid requests

@@ -215,10 +215,17 @@ class RobustnessTests(SynchronousTestCase):
         burn(clock, process, 10, 5)
         snap = guard.snapshot()
         self.assertEqual(
-            {k: snap[k] for k in ("paused", "rss_mb", "cpu_percent", "max_memory_mb",
-                                  "max_cpu_percent")},
-            {"paused": True, "rss_mb": 750.0, "cpu_percent": 10.0, "max_memory_mb": 1000,
-             "max_cpu_percent": 50},
+            {
+                k: snap[k]
+                for k in ("paused", "rss_mb", "cpu_percent", "max_memory_mb", "max_cpu_percent")
+            },
+            {
+                "paused": True,
+                "rss_mb": 750.0,
+                "cpu_percent": 10.0,
+                "max_memory_mb": 1000,
+                "max_cpu_percent": 50,
+            },
         )
         self.assertEqual(snap["reason"], guard.reason)
 

@@ -477,4 +477,3 @@ class AgentTests(TestCase):
     async def test_thread_resolver(self) -> None:
         """The thread-pool resolver answers an address literal with itself."""
         self.assertEqual(await thread_resolver(global_reactor)("127.0.0.1"), ["127.0.0.1"])
-

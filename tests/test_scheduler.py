@@ -625,9 +625,7 @@ class ScaleTests(SynchronousTestCase):
         clock.advance(START.timestamp())
         executor = FakeExecutor()
         proposer = FakeProposer()
-        scheduler = SchedulerService(
-            clock, state, proposer, FakeExecutions(), executor, node_id=1
-        )
+        scheduler = SchedulerService(clock, state, proposer, FakeExecutions(), executor, node_id=1)
         scheduler.startService()
         # While the second page is read, the job is created (and stored).
         state.jobs.append(new)

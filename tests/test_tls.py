@@ -66,8 +66,9 @@ def _pem_cert(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool,
-                 not_after: datetime | None = None) -> x509.Certificate:
+def _certificate(
+    subject: str, key, issuer: str, issuer_key, *, ca: bool, not_after: datetime | None = None
+) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
@@ -82,9 +83,15 @@ def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool,
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -92,8 +99,9 @@ def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool,
         builder = builder.add_extension(
             x509.SubjectAlternativeName([LOCALHOST, x509.DNSName("localhost")]), critical=False
         ).add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
     return builder.sign(issuer_key, hashes.SHA256())
@@ -121,14 +129,18 @@ def material() -> dict[str, bytes]:
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         files[f"{name}.key"] = _pem_key(key)
-        files[f"{name}.crt"] = _pem_cert(
-            _certificate(name, key, signer, signer_key, ca=False)
-        )
+        files[f"{name}.crt"] = _pem_cert(_certificate(name, key, signer, signer_key, ca=False))
     key = ec.generate_private_key(ec.SECP256R1())
     files["expired.key"] = _pem_key(key)
     files["expired.crt"] = _pem_cert(
-        _certificate("expired", key, "Scheduler0 test CA", ca_key, ca=False,
-                     not_after=datetime.now(UTC) - timedelta(minutes=1))
+        _certificate(
+            "expired",
+            key,
+            "Scheduler0 test CA",
+            ca_key,
+            ca=False,
+            not_after=datetime.now(UTC) - timedelta(minutes=1),
+        )
     )
     return files
 
@@ -143,8 +155,11 @@ def write_material(directory: str) -> str:
 
 
 def raft_tls_keys(node: str, ca: str = "ca.crt") -> dict[str, str]:
-    return {"RaftTLSCertificate": f"{node}.crt", "RaftTLSPrivateKey": f"{node}.key",
-            "RaftTLSCA": ca}
+    return {
+        "RaftTLSCertificate": f"{node}.crt",
+        "RaftTLSPrivateKey": f"{node}.key",
+        "RaftTLSCA": ca,
+    }
 
 
 def trusting_client(reactor, ca_file: str):
@@ -228,8 +243,13 @@ class ConfigTests(unittest.SynchronousTestCase):
         """Without the new keys the node listens on plain TCP, and the checks pass."""
         config = self.config()
         self.assertEqual(
-            (config.http_endpoint, config.raft_endpoint, config.raft_tls_certificate,
-             config.raft_tls_private_key, config.raft_tls_ca),
+            (
+                config.http_endpoint,
+                config.raft_endpoint,
+                config.raft_tls_certificate,
+                config.raft_tls_private_key,
+                config.raft_tls_ca,
+            ),
             ("", "", "", "", ""),
         )
         self.assertIsNone(load_raft_tls(config))
@@ -249,8 +269,13 @@ class ConfigTests(unittest.SynchronousTestCase):
             },
         )
         self.assertEqual(
-            (config.http_endpoint, config.raft_endpoint, config.raft_tls_certificate,
-             config.raft_tls_private_key, config.raft_tls_ca),
+            (
+                config.http_endpoint,
+                config.raft_endpoint,
+                config.raft_tls_certificate,
+                config.raft_tls_private_key,
+                config.raft_tls_ca,
+            ),
             ("tcp:9443", "tcp:7071", "node1.crt", "node1.key", "ca.crt"),
         )
 
@@ -270,7 +295,9 @@ class ConfigTests(unittest.SynchronousTestCase):
         keys = raft_tls_keys("node1")
         keys["RaftTLSCertificate"] = "missing.crt"
         self.assertConfigError(
-            self.config(**keys), "RaftTLSCertificate", "file not found",
+            self.config(**keys),
+            "RaftTLSCertificate",
+            "file not found",
             os.path.join(self.dir, "missing.crt"),
         )
 
@@ -284,24 +311,29 @@ class ConfigTests(unittest.SynchronousTestCase):
         """A RaftTLSCertificate that holds no PEM certificate is refused."""
         keys = raft_tls_keys("node1")
         keys["RaftTLSCertificate"] = "node1.key"  # a key, not a certificate
-        self.assertConfigError(self.config(**keys), "RaftTLSCertificate",
-                               "no readable PEM certificate")
+        self.assertConfigError(
+            self.config(**keys), "RaftTLSCertificate", "no readable PEM certificate"
+        )
 
     def test_unreadable_private_key_names_the_key(self):
         """A RaftTLSPrivateKey that holds no PEM key is refused."""
         keys = raft_tls_keys("node1")
         keys["RaftTLSPrivateKey"] = "node1.crt"
-        self.assertConfigError(self.config(**keys), "RaftTLSPrivateKey",
-                               "no readable PEM private key")
+        self.assertConfigError(
+            self.config(**keys), "RaftTLSPrivateKey", "no readable PEM private key"
+        )
 
     def test_encrypted_private_key_is_refused_without_prompting(self):
         """A passphrase-protected key is a clear error, never a terminal prompt."""
         key = serialization.load_pem_private_key(material()["node1.key"], None)
         with open(os.path.join(self.dir, "locked.key"), "wb") as f:
-            f.write(key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(b"passphrase"),
-            ))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(b"passphrase"),
+                )
+            )
         keys = raft_tls_keys("node1")
         keys["RaftTLSPrivateKey"] = "locked.key"
         self.assertConfigError(self.config(**keys), "RaftTLSPrivateKey", "encrypted")
@@ -314,44 +346,54 @@ class ConfigTests(unittest.SynchronousTestCase):
 
     def test_certificate_from_another_ca_is_refused(self):
         """A certificate the configured CA did not sign is refused at start-up (peers would)."""
-        self.assertConfigError(self.config(**raft_tls_keys("impostor")),
-                               "RaftTLSCertificate", "not signed")
+        self.assertConfigError(
+            self.config(**raft_tls_keys("impostor")), "RaftTLSCertificate", "not signed"
+        )
 
     def test_expired_certificate_is_refused(self):
         """An expired RaftTLSCertificate is a start-up error with its end date."""
-        self.assertConfigError(self.config(**raft_tls_keys("expired")),
-                               "RaftTLSCertificate", "expired on")
+        self.assertConfigError(
+            self.config(**raft_tls_keys("expired")), "RaftTLSCertificate", "expired on"
+        )
 
     def test_partial_raft_tls_keys_name_the_missing_one(self):
         """Setting the certificate without the key and CA names what is missing."""
         self.assertConfigError(
             self.config(RaftTLSCertificate="node1.crt"),
-            "RaftTLSPrivateKey: missing", "RaftTLSCertificate is set",
+            "RaftTLSPrivateKey: missing",
+            "RaftTLSCertificate is set",
         )
 
     def test_ssl_http_endpoint_with_a_missing_key_file_names_the_key(self):
         """HTTPEndpoint pointing at a missing privateKey fails at start-up, naming both."""
         self.assertConfigError(
             self.config(HTTPEndpoint="ssl:0:privateKey=gone.key:certKey=node1.crt"),
-            "HTTPEndpoint privateKey", "file not found", os.path.join(self.dir, "gone.key"),
+            "HTTPEndpoint privateKey",
+            "file not found",
+            os.path.join(self.dir, "gone.key"),
         )
 
     def test_ssl_http_endpoint_with_a_mismatched_key_is_refused(self):
         """HTTPEndpoint's privateKey must belong to its certKey."""
         self.assertConfigError(
             self.config(HTTPEndpoint="ssl:0:privateKey=node2.key:certKey=node1.crt"),
-            "HTTPEndpoint privateKey", "does not belong",
+            "HTTPEndpoint privateKey",
+            "does not belong",
         )
 
     def test_unknown_http_endpoint_type_names_the_key(self):
         """An endpoint string Twisted cannot parse is a start-up error naming HTTPEndpoint."""
-        self.assertConfigError(self.config(HTTPEndpoint="carrier-pigeon:80"),
-                               "HTTPEndpoint: invalid endpoint", "carrier-pigeon")
+        self.assertConfigError(
+            self.config(HTTPEndpoint="carrier-pigeon:80"),
+            "HTTPEndpoint: invalid endpoint",
+            "carrier-pigeon",
+        )
 
     def test_bad_http_endpoint_argument_names_the_key(self):
         """An argument the endpoint type does not take is a start-up error naming the key."""
-        self.assertConfigError(self.config(HTTPEndpoint="tcp:80:colour=blue"),
-                               "HTTPEndpoint: invalid endpoint")
+        self.assertConfigError(
+            self.config(HTTPEndpoint="tcp:80:colour=blue"), "HTTPEndpoint: invalid endpoint"
+        )
 
     def test_protocol_that_disagrees_with_the_endpoint_is_warned_about(self):
         """Protocol http with an ssl: HTTPEndpoint (or https without one) gives a warning."""
@@ -367,7 +409,8 @@ class ConfigTests(unittest.SynchronousTestCase):
         """An ssl: RaftEndpoint would not check peers; the error points to the TLS keys."""
         self.assertConfigError(
             self.config(RaftEndpoint="ssl:7071:privateKey=node1.key:certKey=node1.crt"),
-            "RaftEndpoint", "RaftTLSCertificate",
+            "RaftEndpoint",
+            "RaftTLSCertificate",
         )
 
 
@@ -511,8 +554,12 @@ class HTTPSInProcessTests(unittest.TestCase):
             await untrusting.get(url)
         self.assertIn("certificate verify failed", repr(raised.exception).lower())
 
-        await wait_for(reactor, lambda: not connections.protocols, timeout=5,
-                       what="server connections to close")
+        await wait_for(
+            reactor,
+            lambda: not connections.protocols,
+            timeout=5,
+            what="server connections to close",
+        )
 
 
 class NodeOverHTTPSTests(unittest.TestCase):
@@ -549,13 +596,14 @@ class NodeOverHTTPSTests(unittest.TestCase):
             return response.code, json.loads(await response.content())
 
         try:
-            code, body = await wait_for(reactor, probe, timeout=20,
-                                        what=f"node to answer at {url}")
+            code, body = await wait_for(reactor, probe, timeout=20, what=f"node to answer at {url}")
         except TimeoutError:
             self.fail(f"node never answered over HTTPS; its output:\n{node.output}")
         if code == "plain HTTP":
-            self.fail("the node answers plain HTTP: the service does not listen on "
-                      "scheduler0.tls.api_server_endpoint(reactor, config)")
+            self.fail(
+                "the node answers plain HTTP: the service does not listen on "
+                "scheduler0.tls.api_server_endpoint(reactor, config)"
+            )
         self.assertEqual(code, 200)
         self.assertEqual(body["data"]["node_id"], 1)
         self.assertTrue(body["data"]["leader_address"].startswith("https://"))
@@ -579,8 +627,12 @@ class RaftTLSTests(unittest.TestCase):
         from twisted.internet import reactor
 
         config = config_from_mapping(
-            {"NodeId": node_id, "RaftEndpoint": "tcp:0:interface=127.0.0.1",
-             "RaftTransportTimeout": 5, **keys},
+            {
+                "NodeId": node_id,
+                "RaftEndpoint": "tcp:0:interface=127.0.0.1",
+                "RaftTransportTimeout": 5,
+                **keys,
+            },
             base_dir=self.dir,
         )
         check_tls_config(config)
@@ -615,8 +667,9 @@ class RaftTLSTests(unittest.TestCase):
         t2.send(1, b"from 2")
         await wait_for(
             reactor,
-            lambda: t1.stats()[2]["connect_failures"] >= 2
-            and t2.stats()[1]["connect_failures"] >= 2,
+            lambda: (
+                t1.stats()[2]["connect_failures"] >= 2 and t2.stats()[1]["connect_failures"] >= 2
+            ),
             timeout=10,
             what="both nodes to fail to connect twice",
         )
@@ -628,8 +681,7 @@ class RaftTLSTests(unittest.TestCase):
         """Two nodes whose certificates the shared CA signed exchange small and large messages."""
         from twisted.internet import reactor
 
-        (t1, inbox1), (t2, inbox2) = await self.pair(raft_tls_keys("node1"),
-                                                     raft_tls_keys("node2"))
+        (t1, inbox1), (t2, inbox2) = await self.pair(raft_tls_keys("node1"), raft_tls_keys("node2"))
         large = os.urandom(200_000)  # goes on a bulk connection
         t1.send(2, b"hello from 1")
         t2.send(1, b"hello from 2")
@@ -654,4 +706,3 @@ class RaftTLSTests(unittest.TestCase):
         """A node without TLS and a node with Raft TLS exchange no message either way."""
         (t1, inbox1), (t2, inbox2) = await self.pair(raft_tls_keys("node1"), {})
         await self.assert_nothing_exchanged(t1, inbox1, t2, inbox2)
-
