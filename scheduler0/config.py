@@ -761,7 +761,7 @@ def config_from_mapping(
         env_given[key.name] = variable
         raw = environ[variable]  # type: ignore[index]
         if key.text:
-            value: Any = raw
+            value = raw
         else:
             try:
                 value = yaml.safe_load(raw) if raw.strip() else raw

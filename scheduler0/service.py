@@ -412,6 +412,7 @@ class NodeService(MultiService):
             self._parts["copies"].start()
         metrics.start()
         scheduler.startService()
+        assert scheduler.ready is not None  # set by startService
         await scheduler.ready
         tune_garbage_collector()
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -173,8 +173,12 @@ class Call:
             raise invalid("body", "body: is null; expected a JSON object or array")
         return decoded
 
+    @overload
+    def object_body(self, *, required: Literal[True] = True) -> dict[str, Any]: ...
+    @overload
+    def object_body(self, *, required: bool) -> dict[str, Any] | None: ...
     def object_body(self, *, required: bool = True) -> dict[str, Any] | None:
-        """The body, which must be a JSON object."""
+        """The body, which must be a JSON object (C{None} only when not C{required})."""
         body = self.json_body(required=required)
         if body is None:
             return None
@@ -473,7 +477,7 @@ class SchedulerAPI:
         retries are recognised too.
         """
         key = call.idempotency_key() if call is not None else None
-        if key is None:
+        if key is None or call is None:
             request_id = self.new_uuid()
         else:
             who = call.principal.credential_uuid or call.principal.kind
@@ -522,6 +526,7 @@ class SchedulerAPI:
                 raise APIError(
                     401, f"{header}: header is missing", {header: "missing"}, headers=challenge
                 )
+        assert api_key is not None and api_secret is not None  # both checked just above
         credential_uuid = await self._client_matches(api_key, api_secret, challenge)
         if admin_only:
             raise APIError(

@@ -17,9 +17,10 @@ with both limits and the idle timeout.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
@@ -58,8 +59,10 @@ class BodyLimitedRequest(server.Request):
         self._body_received += len(data)
         if self._body_received > self._body_limit():
             self._body_too_large = True
-            self.content.seek(0)
-            self.content.truncate()
+            # Twisted documents content as a binary file but leaves it typed None.
+            content = cast(BinaryIO, self.content)
+            content.seek(0)
+            content.truncate()
             return
         super().handleContentChunk(data)
 
@@ -164,7 +167,7 @@ class DeadlineHTTPChannel(http.HTTPChannel):
         self._log.debug("closing idle HTTP connection from {peer}", peer=self._peer())
         self._close()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self._cancel_request_deadline()
         super().connectionLost(reason)
@@ -180,6 +183,8 @@ class DeadlineHTTPChannel(http.HTTPChannel):
         )
         # Nothing of the request in progress has been answered (answers
         # start only once a request is whole), so the 408 is its answer.
+        # Connected: the deadline is cancelled when the connection is lost.
+        assert self.transport is not None
         self.transport.write(_TIMEOUT_RESPONSE)
         self._close()
 
@@ -209,6 +214,7 @@ class DeadlineHTTPChannel(http.HTTPChannel):
 
     def _peer(self) -> str:
         try:
+            assert self.transport is not None
             return str(self.transport.getPeer())
         except Exception:
             return "?"

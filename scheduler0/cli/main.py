@@ -20,7 +20,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 from scheduler0 import __version__
 from scheduler0.config import (
@@ -41,6 +41,9 @@ from scheduler0.credentials import (
     save_admin_credentials,
 )
 from scheduler0.files import write_atomically
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -75,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
         self._streams = streams
         super().__init__(*args, **kwargs)
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         if message:
             out, err = self._streams
             if file is None or file is sys.stdout:
@@ -110,7 +113,12 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
         metavar="PATH",
         help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=factory)
+    # argparse only calls parser_class, and the partial makes _Parser
+    # instances; typeshed asks for the class itself.
+    subparser_class = cast("type[_Parser]", factory)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=subparser_class
+    )
 
     common = factory(add_help=False)
     common.add_argument(
@@ -122,7 +130,7 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     def group(name: str, help_text: str) -> Any:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=_group_help(sub))
-        return sub.add_subparsers(dest="action", metavar="ACTION", parser_class=factory)
+        return sub.add_subparsers(dest="action", metavar="ACTION", parser_class=subparser_class)
 
     def leaf(where: Any, name: str, help_text: str, handler: Callable[..., int]) -> Any:
         sub = where.add_parser(name, help=help_text, description=help_text, parents=[common])

@@ -61,7 +61,7 @@ def plan_moves(
         return []
     heap = [(counts.get(t, 0), t) for t in sorted(targets)]
     heapq.heapify(heap)
-    moves = []
+    moves: list[tuple[str, int]] = []
     for _, jobs in sorted(sources.items(), key=lambda kv: str(kv[0])):
         for job_uuid in jobs:
             if len(moves) >= limit:

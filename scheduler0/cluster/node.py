@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from math import inf
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -525,7 +525,12 @@ class ClusterNode:
         # when its request left); one renewal at a time.
         self._renewal_in_flight = True
         d = self.peers.lease(leader, request, self.lease_s)
-        d.addBoth(lambda result: (setattr(self, "_renewal_in_flight", False), result)[1])
+
+        def answered(result: object) -> object:
+            self._renewal_in_flight = False
+            return result
+
+        d.addBoth(answered)
 
         def granted(answer: dict) -> None:
             if answer.get("granted"):
@@ -709,6 +714,9 @@ class ClusterNode:
 
     def local_status(self) -> dict:
         status = self.core.status()
+        # RaftNode.status() types its values object; these two are sorted node ids.
+        voters = cast("list[int]", status["voters"])
+        learners = cast("list[int]", status["learners"])
         return {
             "node_id": self.config.node_id,
             "role": status["role"],
@@ -717,8 +725,8 @@ class ClusterNode:
             "commit_index": status["commit"],
             "applied_index": self.driver.applied_index,
             "last_index": status["last_index"],
-            "voters": [int(v) for v in status["voters"]],
-            "learners": [int(v) for v in status["learners"]],
+            "voters": [int(v) for v in voters],
+            "learners": [int(v) for v in learners],
             "lease_valid": self.lease_valid(),
             "paused": self.is_paused(),
         }

@@ -464,7 +464,8 @@ class HTTPExecutor:
     _blocked: set[str] = attrs.field(factory=set, init=False)
     _sweep_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _waiting: int = attrs.field(default=0, init=False)
-    _posts: dict[Deferred[None], _Attempt] = attrs.field(factory=dict, init=False)
+    # Each POST in flight (its Deferred gives the answer) -> its attempt.
+    _posts: dict[Deferred[_Answer], _Attempt] = attrs.field(factory=dict, init=False)
     _in_flight_items: int = attrs.field(default=0, init=False)
     _retrying: dict[IDelayedCall, list[_Item]] = attrs.field(factory=dict, init=False)
     # job uuid -> its unfinished delivery, for jobs that forbid or replace.

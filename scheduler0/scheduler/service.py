@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 from twisted.application.service import Service
@@ -89,6 +89,11 @@ KEEP_ENCODED_PERIOD = timedelta(seconds=60)
 SHARED_LIMIT = 100_000
 MEMO_LIMIT = 10_000
 
+# What jobs of one L{_Kind} share, in the order of its fields (L{_Kind.key}).
+_KindKey: TypeAlias = tuple[
+    str, str, str, float, int, float, str, str, str, bool, float | None, float | None
+]
+
 
 @attrs.frozen
 class _Kind:
@@ -124,7 +129,7 @@ class _Kind:
         return DeliveryPolicy(self.concurrency_policy, self.retry_delay_s, self.retry_max_delay_s)
 
     @staticmethod
-    def key(job: dict) -> tuple:
+    def key(job: dict) -> _KindKey:
         retry_delay = job.get("retry_delay_s")
         retry_max_delay = job.get("retry_max_delay_s")
         return (
@@ -142,7 +147,7 @@ class _Kind:
             None if retry_max_delay is None else float(retry_max_delay),
         )
 
-    def as_key(self) -> tuple:
+    def as_key(self) -> _KindKey:
         """What L{key} gives for the jobs of this kind."""
         return (
             self.project_uuid,
@@ -264,7 +269,7 @@ class SchedulerService(Service):
     # Prepared deliveries by due time, and the timer that releases them.
     _batches: dict[float, list[tuple[_Entry, datetime, Delivery]]] = attrs.field(factory=dict)
     # Objects many jobs share: kinds, slots, parsed instants, first slots.
-    _kinds: dict[tuple, _Kind] = attrs.field(factory=dict)
+    _kinds: dict[_KindKey, _Kind] = attrs.field(factory=dict)
     _slots: dict[datetime, tuple[datetime, float]] = attrs.field(factory=dict)
     _instants: dict[str, datetime] = attrs.field(factory=dict)
     _first_slots: dict[tuple[int, datetime], tuple[Any, datetime | None]] = attrs.field(
@@ -309,7 +314,7 @@ class SchedulerService(Service):
     _move_seq: int = 0
     # Jobs handed to this node at an instant still to come: no slot before it.
     _not_before: dict[str, datetime] = attrs.field(factory=dict)
-    ready: Deferred | None = None
+    ready: Deferred[None] | None = None
     execution_observers: list[Callable[[dict], None]] = attrs.field(factory=list)
     started_observers: list[Callable[[Delivery, float], None]] = attrs.field(factory=list)
     _failed_observers: set[Any] = attrs.field(factory=set)
@@ -490,7 +495,7 @@ class SchedulerService(Service):
 
     async def _cluster_event(self, command: Command, result: dict) -> None:
         op = command.op
-        value = result.get("value")
+        value: Any = result.get("value")
         if op == "create_jobs":
             uuids = [job["uuid"] for job in value or ()]
             started = self._move_seq
@@ -508,7 +513,7 @@ class SchedulerService(Service):
     def _cluster_change(self, command: Command, result: dict) -> None:
         """A change to one of the jobs (update, delete), for the jobs this node owns."""
         op = command.op
-        value = result.get("value")
+        value: Any = result.get("value")
         owned = self._owned
         if op == "update_job":
             job_uuid = value["uuid"]
@@ -688,7 +693,7 @@ class SchedulerService(Service):
 
     def _apply_change(self, command: Command, result: dict) -> None:
         op = command.op
-        value = result.get("value")
+        value: Any = result.get("value")
         now = utc_from_timestamp(self.clock.seconds())
         if op == "create_jobs":
             for job in value or ():

@@ -32,6 +32,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -399,8 +400,13 @@ def _parse(spec: str) -> _Rule:
     return _parse_cron(text)
 
 
+# A named zone, or fixed UTC.  An alias, since inside L{Schedule} the name
+# C{timezone} is the field.
+_Zone: TypeAlias = ZoneInfo | timezone
+
+
 @functools.lru_cache(maxsize=1024)
-def _load_zone(name: str) -> ZoneInfo | timezone:
+def _load_zone(name: str) -> _Zone:
     if not isinstance(name, str) or not name:
         raise SpecError("timezone: must be a non-empty IANA zone name such as 'Europe/Berlin'")
     if name in ("UTC", "Etc/UTC"):
@@ -466,7 +472,7 @@ def _first_whole_second_after(wall: datetime) -> datetime:
     return wall.replace(microsecond=0) + _SECOND
 
 
-def _cron_next_after(cron: _Cron, zone: ZoneInfo | timezone, instant: datetime) -> datetime | None:
+def _cron_next_after(cron: _Cron, zone: _Zone, instant: datetime) -> datetime | None:
     """The first slot of a cron spec strictly after aware UTC C{instant}, in C{zone}."""
     if zone is _UTC:
         wall = cron.next_match(_first_whole_second_after(instant.replace(tzinfo=None)))
@@ -542,7 +548,7 @@ class Schedule:
     timezone: str = "UTC"
     anchor: datetime | None = None
     _rule: _Rule = attrs.field(init=False, eq=False, repr=False, hash=False)
-    _tz: ZoneInfo | timezone = attrs.field(init=False, eq=False, repr=False, hash=False)
+    _tz: _Zone = attrs.field(init=False, eq=False, repr=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_rule", _parse(self.spec))

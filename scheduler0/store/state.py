@@ -19,7 +19,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, overload
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -452,6 +452,10 @@ def _project(row: tuple | None) -> dict | None:
     return None if row is None else dict(zip(PROJECT_COLUMNS, row, strict=True))
 
 
+@overload
+def _job(row: tuple) -> dict: ...
+@overload
+def _job(row: None) -> None: ...
 def _job(row: tuple | None) -> dict | None:
     if row is None:
         return None
@@ -472,6 +476,12 @@ def _public_credential(row: tuple | None) -> dict | None:
 
 
 def _one(txn: Any, sql: str, params: tuple = ()) -> tuple | None:
+    txn.execute(sql, params)
+    return txn.fetchone()
+
+
+def _one_known(txn: Any, sql: str, params: tuple = ()) -> tuple:
+    """The row of C{sql}, known to exist: an aggregate, a meta value, a row just written."""
     txn.execute(sql, params)
     return txn.fetchone()
 
@@ -941,7 +951,7 @@ def _set_eligible(txn: Any, args: Mapping) -> Any:
     if txn.rowcount == 0:
         raise _Rejected(error("not_found", f"no member with node_id {node_id}", "node_id"))
     return _member(
-        _one(
+        _one_known(
             txn,
             "SELECT node_id, address, raft_address, eligible FROM members WHERE node_id = ?",
             (node_id,),
@@ -1177,7 +1187,7 @@ _GIVEN_INDEX = frozenset(("create_jobs", "assign_jobs", "record_progress"))
 
 
 def _apply(txn: Any, index: int, command: Command) -> dict:
-    applied = _one(txn, "SELECT value FROM meta WHERE key = 'applied_index'")[0]
+    applied = _one_known(txn, "SELECT value FROM meta WHERE key = 'applied_index'")[0]
     if index <= applied:
         return {"ok": True, "value": None, "duplicate": True}
     # Writing the index first opens the transaction, so the savepoint below nests
@@ -1329,7 +1339,7 @@ class StateStore:
     # -- reads ------------------------------------------------------------------
 
     def _scalar(self, sql: str, params: tuple = ()) -> Deferred:
-        return self.pool.runInteraction(lambda txn: _one(txn, sql, params)[0])
+        return self.pool.runInteraction(lambda txn: _one_known(txn, sql, params)[0])
 
     def _row(self, decode: Callable, sql: str, params: tuple) -> Deferred:
         return self.pool.runInteraction(lambda txn: decode(_one(txn, sql, params)))
@@ -1344,7 +1354,7 @@ class StateStore:
 
         def read(txn: Any) -> tuple[list, int]:
             rows = _all(txn, select + " LIMIT ? OFFSET ?", params + (limit, offset))
-            total = _one(txn, count, params)[0]
+            total = _one_known(txn, count, params)[0]
             return [decode(row) for row in rows], total
 
         return self.pool.runInteraction(read)
@@ -1421,7 +1431,7 @@ class StateStore:
 
             def read(txn: Any) -> tuple[list, int]:
                 rows = _all(txn, select, paged)
-                return [_job(row) for row in rows], _one(txn, count, filters)[0]
+                return [_job(row) for row in rows], _one_known(txn, count, filters)[0]
 
             return self.pool.runInteraction(read)
         return self._listing(
@@ -1482,7 +1492,7 @@ class StateStore:
             counts: dict[int | None, int] = dict(
                 _all(txn, "SELECT node_id, jobs FROM owner_loads ORDER BY node_id")
             )
-            unowned = _one(txn, "SELECT COUNT(*) FROM jobs WHERE owner IS NULL")[0]
+            unowned = _one_known(txn, "SELECT COUNT(*) FROM jobs WHERE owner IS NULL")[0]
             if unowned:
                 counts[None] = unowned
             return counts
