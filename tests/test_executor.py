@@ -25,9 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 import scheduler0
 from scheduler0.executor.http import (
     ENDPOINT_WAIT_S,
-    FORBID,
     OVERSIZE_ERROR,
-    REPLACE,
     SWEEP_S,
     Delivery,
     DeliveryPolicy,
@@ -36,6 +34,7 @@ from scheduler0.executor.http import (
     job_members_json,
     parse_retry_after,
 )
+from scheduler0.model import FORBID, REPLACE
 from scheduler0.netpolicy import BlockedTarget
 
 

@@ -10,7 +10,7 @@ import os
 import sqlite3
 from typing import Any
 
-from scheduler0.store.state import ADDED_JOB_DEFAULTS
+from scheduler0.model import ADDED_JOB_DEFAULTS
 from tests.test_state_ownership import _OLD_JOBS, _OLD_PROJECTS, StateCase, project
 
 T0 = "2026-01-01T00:00:00.000Z"

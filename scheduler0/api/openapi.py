@@ -9,7 +9,6 @@ from typing import Any
 
 from scheduler0.api.routes import ADMIN, ANONYMOUS, CLIENT, ROUTES, Param, Route
 from scheduler0.api.validation import (
-    EXECUTION_STATES,
     MAX_CATCH_UP_WINDOW_S,
     MAX_DESCRIPTION_LENGTH,
     MAX_ID_LENGTH,
@@ -20,8 +19,8 @@ from scheduler0.api.validation import (
     MAX_TIMEOUT_S,
     MAX_URL_LENGTH,
 )
+from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 from scheduler0.readiness import CODES as READINESS_CODES
-from scheduler0.store.state import CONCURRENCY_POLICIES
 
 MAX_JOBS_PER_REQUEST = 10_000
 

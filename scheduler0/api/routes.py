@@ -12,7 +12,7 @@ import re
 
 import attrs
 
-from scheduler0.api.validation import EXECUTION_STATES
+from scheduler0.model import EXECUTION_STATES
 
 PREFIXES = ("/api/v1", "")
 ANONYMOUS = "anonymous"

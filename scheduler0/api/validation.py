@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from scheduler0.api.errors import FieldErrors
 from scheduler0.config import MAX_RETRY_DELAY_S
+from scheduler0.model import CONCURRENCY_POLICIES, JOB_COLUMNS
 from scheduler0.scheduler.spec import SpecError, make_schedule, validate_spec, validate_timezone
-from scheduler0.store.state import CONCURRENCY_POLICIES, JOB_COLUMNS
 from scheduler0.timeutil import format_instant
 
 MAX_NAME_LENGTH = 255
@@ -53,7 +53,6 @@ JOB_READ_ONLY_FIELDS = (
 )
 PROJECT_WRITABLE_FIELDS = ("name", "description", "notify_url")
 PROJECT_READ_ONLY_FIELDS = ("uuid", "created_at", "updated_at")
-EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")
 
 
 class Invalid(ValueError):

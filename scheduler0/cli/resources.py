@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from scheduler0.api.validation import EXECUTION_STATES
 from scheduler0.cli import jobfile
 from scheduler0.cli.main import (
     EXIT_FAILURE,
@@ -31,7 +30,7 @@ from scheduler0.cli.main import (
 )
 from scheduler0.client import APIError, Client, NodeUnreachable
 from scheduler0.client.operations import new_idempotency_key
-from scheduler0.store.state import CONCURRENCY_POLICIES
+from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 
 # Replaced in tests: the import's back-off and progress timing.
 sleep: Callable[[float], Any] = time.sleep

@@ -53,6 +53,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 import scheduler0
+from scheduler0.model import ALLOW, FORBID
 from scheduler0.netpolicy import BlockedTarget
 
 log = Logger()
@@ -88,11 +89,6 @@ ENDPOINT_WAIT_S = 1.0
 #: How often waiting deliveries of endpoints at their bound are looked at.
 SWEEP_S = 0.25
 
-#: Concurrency policies of a job (Kubernetes CronJob's words).
-ALLOW = "allow"
-FORBID = "forbid"
-REPLACE = "replace"
-CONCURRENCY_POLICIES = (ALLOW, FORBID, REPLACE)
 
 # Failures of the network or the peer, worth another attempt.
 _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

@@ -22,11 +22,11 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from scheduler0.model import EXECUTION_STATES
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 _logger = Logger()
 
-EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")
 EXECUTION_COLUMNS = (
     "execution_id",
     "job_uuid",

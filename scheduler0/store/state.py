@@ -24,6 +24,12 @@ from typing import Any, overload
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
+from scheduler0.model import (
+    CONCURRENCY_POLICIES,
+    JOB_COLUMNS,
+    JOB_DEFAULTS,
+    PROJECT_COLUMNS,
+)
 from scheduler0.store.commands import Command, canonical_json, error, ok
 from scheduler0.store.executions import (
     EXECUTION_COLUMNS,
@@ -174,28 +180,6 @@ _DUMPED_TABLES = (
     "node_progress",
 )
 
-PROJECT_COLUMNS = ("uuid", "name", "description", "created_at", "updated_at", "notify_url")
-JOB_COLUMNS = (
-    "uuid",
-    "project_uuid",
-    "name",
-    "spec",
-    "callback_url",
-    "data",
-    "timezone",
-    "execution_type",
-    "paused",
-    "catch_up_window_s",
-    "timeout_s",
-    "retry_max",
-    "retry_delay_s",
-    "retry_max_delay_s",
-    "concurrency_policy",
-    "coalesce",
-    "created_at",
-    "updated_at",
-    "anchor_at",
-)
 CREDENTIAL_COLUMNS = ("uuid", "api_key", "api_secret_hash", "created_at", "archived_at")
 PUBLIC_CREDENTIAL_COLUMNS = ("uuid", "api_key", "created_at", "archived_at")
 
@@ -204,31 +188,7 @@ _JOBS = ", ".join(JOB_COLUMNS)
 _CREDENTIALS = ", ".join(CREDENTIAL_COLUMNS)
 _PUBLIC_CREDENTIALS = ", ".join(PUBLIC_CREDENTIAL_COLUMNS)
 
-# Optional job fields and their defaults when a proposer leaves them out.
-_JOB_DEFAULTS: dict[str, Any] = {
-    "data": None,
-    "timezone": "UTC",
-    "execution_type": "http",
-    "paused": False,
-    "catch_up_window_s": 60.0,
-    "timeout_s": 30.0,
-    "retry_max": 10,
-}
-#: Job fields added after the first release, with the value a job has when
-#: they are left out (and an older row reads as). A proposer leaves out of
-#: a create_jobs those that hold this value, so nodes of the earlier release
-#: apply the command alike while a cluster is being upgraded.
-ADDED_JOB_DEFAULTS: dict[str, Any] = {
-    "retry_delay_s": 1.0,
-    "retry_max_delay_s": 60.0,
-    "concurrency_policy": "allow",
-    "coalesce": False,
-}
-_JOB_DEFAULTS.update(ADDED_JOB_DEFAULTS)
-#: What a job may do when its next slot is due while its previous execution
-#: still runs (Kubernetes CronJob's words): overlap, skip the new slot, or
-#: abandon the running one.
-CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
+_JOB_DEFAULTS = JOB_DEFAULTS
 _JOB_TEXT_FIELDS = (
     "name",
     "spec",
