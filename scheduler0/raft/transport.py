@@ -29,14 +29,14 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -161,7 +161,7 @@ class _PeerLink:
     control: _Outbound | None = None
     bulk: list[_Outbound] = attrs.field(factory=list)
     failures: int = 0
-    retry: Any = None  # IDelayedCall of the next reconnect
+    retry: IDelayedCall | None = None  # the next reconnect
     inbound: list[_RaftProtocol] = attrs.field(factory=list)
     removed: bool = False
 
@@ -188,8 +188,8 @@ class _RaftProtocol(Protocol):
         self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         self.nonce = b""
         self.peer_nonce = b""
-        self.timer: Any = None
-        self.stall_timer: Any = None
+        self.timer: IDelayedCall | None = None
+        self.stall_timer: IDelayedCall | None = None
         self.paused = False
         self.unflushed_bytes = 0
         self.closing = False
@@ -207,7 +207,9 @@ class _RaftProtocol(Protocol):
                     setter(True)
                 except Exception:  # not every transport supports socket options
                     pass
-        transport.registerProducer(self, True)
+        # A connected TCP or TLS transport is also the consumer we produce for.
+        consumer = cast(IConsumer, transport)
+        consumer.registerProducer(self, True)
         self.nonce = self.owner.nonce_source(NONCE_SIZE)
         if self.role == "client":
             assert self.expected_peer is not None
@@ -371,6 +373,7 @@ class _RaftProtocol(Protocol):
     # -- writing -----------------------------------------------------------------
 
     def _write_frame(self, body: bytes) -> None:
+        assert self.transport is not None
         self.transport.writeSequence(frame_parts(body, HANDSHAKE_MAX_FRAME))
 
     def write_data(self, parts: list[bytes], size: int) -> bool:
@@ -390,6 +393,7 @@ class _RaftProtocol(Protocol):
             # Not paused means the transport's buffer was below its limit
             # (64 KiB in Twisted) before this write.
             self.unflushed_bytes = size + _TRANSPORT_BUFFER
+        assert self.transport is not None  # connected: the state is "open"
         self.transport.writeSequence(parts)
         return True
 
@@ -484,7 +488,10 @@ class RaftTransport:
     backoff_initial_s: float = attrs.field(default=0.1, validator=_positive("backoff_initial_s"))
     backoff_max_s: float = attrs.field(default=2.0, validator=_positive("backoff_max_s"))
     backoff_jitter: float = 0.5
-    max_pending_bytes: int | None = None
+    #: Unflushed bytes a connection may hold (default: two maximal frames).
+    max_pending_bytes: int = attrs.field(
+        default=attrs.Factory(lambda self: 2 * self.max_frame, takes_self=True)
+    )
     min_throughput: float = attrs.field(default=float(2**20), validator=_positive("min_throughput"))
     nonce_source: Callable[[int], bytes] = os.urandom
 
@@ -523,8 +530,6 @@ class RaftTransport:
             )
         if not 0 <= self.backoff_jitter < 1:
             raise ValueError(f"backoff_jitter must be in [0, 1), got {self.backoff_jitter!r}")
-        if self.max_pending_bytes is None:
-            self.max_pending_bytes = 2 * self.max_frame
         if self.rng is None:
             self.rng = random.Random()
         if self.connect_endpoint_factory is None:
@@ -806,7 +811,6 @@ class RaftTransport:
         """Write or queue one data frame on C{outbound}; False if it must be dropped."""
         stats = outbound.link.stats
         if outbound.state == "connecting":
-            assert self.max_pending_bytes is not None
             if outbound.pending_bytes + size > self.max_pending_bytes:
                 return False
             outbound.pending.append(parts)
