@@ -27,7 +27,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scheduler0.raft import codec
-from scheduler0.raft.core import LEADER, ProposalResult, RaftNode, ReadResult, Ready
+from scheduler0.raft.core import (
+    LEADER,
+    ProposalResult,
+    RaftNode,
+    ReadResult,
+    Ready,
+    SnapshotImage,
+)
 from scheduler0.raft.messages import (
     NORMAL,
     AppendEntries,
@@ -126,7 +133,7 @@ class RaftDriver:
     # A snapshot being captured, and one captured that the loop must still
     # hand to the core and make durable: (applied index, image).
     _capturing: bool = False
-    _captured: tuple[int, Any] | None = None
+    _captured: tuple[int, SnapshotImage] | None = None
     # The state machine's work, in log order, done by its own loop so that
     # persisting, acknowledging and replicating never wait for it:
     # ("restore", (meta, image)) | ("entry", (entry, result awaited here))
@@ -431,7 +438,7 @@ class RaftDriver:
         self._captured = (index, data)
         self._kick()
 
-    async def _keep_snapshot(self, index: int, data: bytes) -> None:
+    async def _keep_snapshot(self, index: int, data: SnapshotImage) -> None:
         """Let the core compact the log up to C{index}, and make the snapshot durable first."""
         try:
             meta = self.core.snapshot_done(index, data)
