@@ -941,8 +941,12 @@ class RaftNode:
                 )
                 return
             prev = entries[0].index - 1
+            # The entries follow prev_log_index without a gap, so prev is our
+            # commit index: an entry we hold.
+            prev_term = self.term_at(prev)
+            assert prev_term is not None
             m = attrs.evolve(
-                m, prev_log_index=prev, prev_log_term=self.term_at(prev), entries=tuple(entries)
+                m, prev_log_index=prev, prev_log_term=prev_term, entries=tuple(entries)
             )
         if self.term_at(m.prev_log_index) != m.prev_log_term:
             if m.prev_log_index > self.last_index:
