@@ -36,7 +36,14 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IListeningPort,
+    IPushProducer,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -476,10 +483,10 @@ class RaftTransport:
     reactor: Any
     node_id: int
     secret_key: bytes = attrs.field(repr=False)
-    listen_endpoint: Any
+    listen_endpoint: IStreamServerEndpoint
     peers: dict[int, str]
     on_message: Callable[[int, bytes], None]
-    connect_endpoint_factory: Callable[[str, int], Any] | None = None
+    connect_endpoint_factory: Callable[[str, int], IStreamClientEndpoint] | None = None
     timeout_s: float = attrs.field(default=1.0, validator=_positive("timeout_s"))
     max_pool: int = 3
     max_frame: int = DEFAULT_MAX_FRAME
@@ -500,7 +507,7 @@ class RaftTransport:
     #: Messages dropped because their destination is not a peer.
     dropped_unknown: int = attrs.field(default=0, init=False)
     #: The listening port once L{start} has fired.
-    listening_port: Any = attrs.field(default=None, init=False)
+    listening_port: IListeningPort | None = attrs.field(default=None, init=False)
     #: The factory the listener serves (tests drive it over fake transports).
     factory: _ServerFactory = attrs.field(init=False)
 
@@ -539,19 +546,19 @@ class RaftTransport:
 
     # -- public API ----------------------------------------------------------------
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[IListeningPort]:
         """Listen for peers, then connect to each; fires with the listening port."""
         return Deferred.fromCoroutine(self._start())
 
-    async def _start(self) -> Any:
+    async def _start(self) -> IListeningPort:
         if self._started:
             raise RuntimeError("RaftTransport.start() called twice")
         self._started = True
-        self.listening_port = await self.listen_endpoint.listen(self.factory)
+        port = self.listening_port = await self.listen_endpoint.listen(self.factory)
         if not self._stopping:
             for link in self._links.values():
                 self._ensure_control(link)
-        return self.listening_port
+        return port
 
     def stop(self) -> Deferred:
         """
@@ -682,7 +689,7 @@ class RaftTransport:
 
     # -- outbound connections ----------------------------------------------------------
 
-    def _tcp_endpoint(self, host: str, port: int) -> Any:
+    def _tcp_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         endpoint_class = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
         return endpoint_class(self.reactor, host, port, timeout=self.timeout_s)
 
@@ -730,7 +737,9 @@ class RaftTransport:
         link = outbound.link
         assert self.connect_endpoint_factory is not None
         endpoint = self.connect_endpoint_factory(link.host, link.port)
-        protocol = await endpoint.connect(_ClientFactory(self, outbound))
+        # The endpoint hands back what _ClientFactory built (a TLS endpoint
+        # unwraps it).
+        protocol = cast(_RaftProtocol, await endpoint.connect(_ClientFactory(self, outbound)))
         outbound.protocol = protocol
         await protocol.ready
         return protocol
