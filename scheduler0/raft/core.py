@@ -167,9 +167,10 @@ class ReadResult:
 
 class SnapshotImage(Protocol):
     """
-    A snapshot image: bytes, or one kept on disk (a
-    L{scheduler0.raft.storage.SnapshotFile}) that is measured and sliced like
-    bytes, so the core reads only the chunk it sends, and read whole by C{bytes()}.
+    A snapshot image: bytes, or an image kept on disk (a
+    L{scheduler0.raft.storage.SnapshotFile}) measured and sliced like bytes,
+    so that the core reads only the chunks it sends; C{bytes(image)} reads it
+    whole.
     """
 
     def __len__(self) -> int: ...
