@@ -49,6 +49,9 @@ def _put_bytes(out: list[bytes], value: bytes) -> None:
 
 
 def _put(out: list[bytes], kind: str, value: object) -> None:
+    # The value's type is the one its schema C{kind} names (the attrs field
+    # type); it is not checked again here, once per field of every message,
+    # hence the ignores.
     if kind == "int":
         out.append(_I64.pack(value))
     elif kind == "bool":
@@ -56,7 +59,7 @@ def _put(out: list[bytes], kind: str, value: object) -> None:
     elif kind == "str":
         _put_bytes(out, value.encode("utf-8"))  # type: ignore[attr-defined]
     elif kind == "bytes":
-        _put_bytes(out, bytes(value))  # type: ignore[arg-type]
+        _put_bytes(out, bytes(value))  # type: ignore[call-overload]
     elif kind == "frozenset[str]":
         names = sorted(value)  # type: ignore[call-overload]
         out.append(_U32.pack(len(names)))
@@ -159,7 +162,8 @@ def decode(data: bytes) -> Message:
     values = {name: _get(reader, kind, name) for name, kind in _SCHEMAS[cls]}
     if reader.pos != len(data):
         raise DecodeError(f"{len(data) - reader.pos} trailing bytes after {cls.__name__}")
-    return cls(**values)  # type: ignore[no-any-return]
+    # Each value was decoded as its schema field's type.
+    return cls(**values)  # type: ignore[arg-type]
 
 
 def encode_config(config: ClusterConfig) -> bytes:
@@ -180,4 +184,5 @@ def decode_config(data: bytes) -> ClusterConfig:
     learners = _get(reader, "frozenset[str]", "learners")
     if reader.pos != len(data):
         raise DecodeError("trailing bytes after config entry")
-    return ClusterConfig(voters, learners)  # type: ignore[arg-type]
+    assert isinstance(voters, frozenset) and isinstance(learners, frozenset)
+    return ClusterConfig(voters, learners)

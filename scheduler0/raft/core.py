@@ -59,6 +59,7 @@ decreases, committed entries are never truncated.
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
 import attrs
 
@@ -164,13 +165,28 @@ class ReadResult:
     reason: str = ""
 
 
+class SnapshotImage(Protocol):
+    """
+    A snapshot image: bytes, or an image kept on disk (a
+    L{scheduler0.raft.storage.SnapshotFile}) measured and sliced like bytes,
+    so that the core reads only the chunks it sends; C{bytes(image)} reads it
+    whole.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice, /) -> bytes: ...
+
+    def __bytes__(self) -> bytes: ...
+
+
 @attrs.frozen
 class BootState:
     """What storage recovered at start-up."""
 
     hard_state: HardState = HardState()
     snapshot: SnapshotMeta | None = None
-    snapshot_data: bytes | None = None
+    snapshot_data: SnapshotImage | None = None
     entries: tuple[Entry, ...] = ()
 
 
@@ -262,7 +278,7 @@ class RaftNode:
     _base_index: int = 0
     _base_term: int = 0
     _snapshot: SnapshotMeta | None = None
-    _snapshot_data: bytes | None = None
+    _snapshot_data: SnapshotImage | None = None
     _configs: list[tuple[int, ClusterConfig]] = attrs.Factory(list)
     _stable: int = 0
     _unstable_from: int = 1
@@ -544,7 +560,7 @@ class RaftNode:
         """The adapter could not capture the state machine: ask again later."""
         self._snapshot_requested = False
 
-    def snapshot_done(self, index: int, data: bytes) -> SnapshotMeta | None:
+    def snapshot_done(self, index: int, data: SnapshotImage) -> SnapshotMeta | None:
         """The state machine was captured at applied ``index``; compact the log.
 
         Returns the snapshot's metadata, which the adapter must make durable
@@ -926,8 +942,12 @@ class RaftNode:
                 )
                 return
             prev = entries[0].index - 1
+            # The entries follow prev_log_index without a gap, so prev is our
+            # commit index: an entry we hold.
+            prev_term = self.term_at(prev)
+            assert prev_term is not None
             m = attrs.evolve(
-                m, prev_log_index=prev, prev_log_term=self.term_at(prev), entries=tuple(entries)
+                m, prev_log_index=prev, prev_log_term=prev_term, entries=tuple(entries)
             )
         if self.term_at(m.prev_log_index) != m.prev_log_term:
             if m.prev_log_index > self.last_index:

@@ -16,26 +16,35 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scheduler0.raft import codec
-from scheduler0.raft.core import LEADER, ProposalResult, RaftNode, ReadResult, Ready
+from scheduler0.raft.core import (
+    LEADER,
+    ProposalResult,
+    RaftNode,
+    ReadResult,
+    Ready,
+    SnapshotImage,
+)
 from scheduler0.raft.messages import (
     NORMAL,
     AppendEntries,
     Entry,
     Heartbeat,
     InstallSnapshot,
+    Message,
     TimeoutNow,
 )
+from scheduler0.raft.storage import RaftStorage
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
 log = Logger()
@@ -52,12 +61,28 @@ _RESULTS_KEPT = 100_000
 _BYTES_PER_EXTRA_SECOND = 1 << 20
 
 
-def _inline(fn: Callable[..., Any], *args: Any) -> Deferred:
+def _inline(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
     """Run C{fn} now, on this thread (tests, and storage that never blocks)."""
     try:
         return succeed(fn(*args))
     except Exception:
         return fail(Failure())
+
+
+_T = TypeVar("_T")
+
+
+def _cancel_then(result: _T, timer: IDelayedCall) -> _T:
+    """Cancel C{timer} if it is still pending, and pass C{result} on."""
+    if timer.active():
+        timer.cancel()
+    return result
+
+
+def _discard_then(result: _T, tokens: set[int], token: int) -> _T:
+    """Forget C{token}, and pass C{result} on."""
+    tokens.discard(token)
+    return result
 
 
 async def _settle(value: Any) -> Any:
@@ -84,31 +109,31 @@ class RaftDriver:
 
     clock: IReactorTime
     core: RaftNode
-    storage: Any
+    storage: RaftStorage
     send: Callable[[str, bytes], None]
     apply: Callable[[Entry], Any]
     restore: Callable[[bytes], Any] = lambda data: None
     # Captures the state machine (at applied_index) when the core asks for
     # a snapshot; None leaves the log uncompacted.
     snapshot: Callable[[], Any] | None = None
-    run_blocking: Callable[..., Deferred] = _inline
+    run_blocking: Callable[..., Deferred[Any]] = _inline
     tick_s: float = 0.05
     # RaftApplyTimeout: a write or read not settled by then fails with
     # ProposalTimeout (the API answers 503); 0 waits for ever.
     apply_timeout_s: float = 2.0
     applied_index: int = 0
-    _waiters: dict[int, Deferred] = attrs.field(factory=dict)
-    _reads: list[tuple[int, Deferred]] = attrs.field(factory=list)
+    _waiters: dict[int, Deferred[Any]] = attrs.field(factory=dict)
+    _reads: list[tuple[int, Deferred[int]]] = attrs.field(factory=list)
     _results: OrderedDict[int, Any] = attrs.field(factory=OrderedDict)
-    _applied_waiters: list[tuple[int, Deferred]] = attrs.field(factory=list)
+    _applied_waiters: list[tuple[int, Deferred[int]]] = attrs.field(factory=list)
     _loop: LoopingCall | None = None
     _processing: bool = False
     _stopped: bool = False
-    _idle: Deferred | None = None
+    _idle: Deferred[None] | None = None
     # A snapshot being captured, and one captured that the loop must still
     # hand to the core and make durable: (applied index, image).
     _capturing: bool = False
-    _captured: tuple[int, Any] | None = None
+    _captured: tuple[int, SnapshotImage] | None = None
     # The state machine's work, in log order, done by its own loop so that
     # persisting, acknowledging and replicating never wait for it:
     # ("restore", (meta, image)) | ("entry", (entry, result awaited here))
@@ -142,7 +167,7 @@ class RaftDriver:
         self._loop.clock = self.clock
         self._loop.start(self.tick_s, now=False)
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         """Stop ticking, fail what waits, and fire once the batch in progress ends."""
         self._stopped = True
         if self._loop is not None and self._loop.running:
@@ -184,7 +209,7 @@ class RaftDriver:
         self.core.step(message)
         self._kick()
 
-    def propose(self, data: bytes, request_id: str = "") -> Deferred:
+    def propose(self, data: bytes, request_id: str = "") -> Deferred[Any]:
         """Replicate C{data}; fire with the state machine's result once applied here."""
         if self._stopped:
             return fail(StoreUnavailable("the node is stopping"))
@@ -195,13 +220,13 @@ class RaftDriver:
         self._kick()
         return waiter
 
-    def _wait(self, token: int, what: str, size: int = 0) -> Deferred:
+    def _wait(self, token: int, what: str, size: int = 0) -> Deferred[Any]:
         """
         A waiter for C{token} that fails with ProposalTimeout after
         apply_timeout_s, plus a second per MiB of a write of C{size} bytes
         (a 10,000-job array is some 4 MiB to persist, send and apply).
         """
-        waiter: Deferred = Deferred()
+        waiter: Deferred[Any] = Deferred()
         self._waiters[token] = waiter
         if self.apply_timeout_s:
             allowed = self.apply_timeout_s + size / _BYTES_PER_EXTRA_SECOND
@@ -213,16 +238,10 @@ class RaftDriver:
                     )
 
             timer = self.clock.callLater(allowed, expire)
-
-            def cancel(result: Any) -> Any:
-                if timer.active():
-                    timer.cancel()
-                return result
-
-            waiter.addBoth(cancel)
+            waiter.addBoth(_cancel_then, timer)
         return waiter
 
-    def read_barrier(self) -> Deferred:
+    def read_barrier(self) -> Deferred[int]:
         """Fire once a read served from the local state machine is linearizable."""
         if self._stopped:
             return fail(StoreUnavailable("the node is stopping"))
@@ -231,7 +250,7 @@ class RaftDriver:
         self._kick()
         return waiter
 
-    def confirm_leadership(self) -> Deferred:
+    def confirm_leadership(self) -> Deferred[int]:
         """
         Fire once a heartbeat round begun now was answered by a majority
         (this node still led when it began), without waiting for the state
@@ -242,11 +261,11 @@ class RaftDriver:
         token = self.core.read_index()
         self._confirm_only.add(token)
         waiter = self._wait(token, "the leadership check")
-        waiter.addBoth(lambda result: (self._confirm_only.discard(token), result)[1])
+        waiter.addBoth(_discard_then, self._confirm_only, token)
         self._kick()
         return waiter
 
-    def change_membership(self, *, add_learner: str = "", remove: str = "") -> Deferred:
+    def change_membership(self, *, add_learner: str = "", remove: str = "") -> Deferred[Any]:
         """
         Add a non-voter (the core promotes it once caught up) or remove a
         member; fire once the change is committed and applied here.
@@ -267,7 +286,7 @@ class RaftDriver:
         self._kick()
         return waiter
 
-    def wait_applied(self, index: int) -> Deferred:
+    def wait_applied(self, index: int) -> Deferred[int]:
         """
         Fire once this node's state machine has applied C{index} (a write a
         leader committed for us, so our next read sees it); fail with
@@ -277,7 +296,7 @@ class RaftDriver:
             return succeed(self.applied_index)
         if self._stopped:
             return fail(StoreUnavailable("the node is stopping"))
-        waiter: Deferred = Deferred()
+        waiter: Deferred[int] = Deferred()
         entry = (index, waiter)
         self._applied_waiters.append(entry)
         if self.apply_timeout_s:
@@ -292,7 +311,7 @@ class RaftDriver:
                     )
 
             timer = self.clock.callLater(self.apply_timeout_s, expire)
-            waiter.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+            waiter.addBoth(_cancel_then, timer)
         return waiter
 
     # -- the loop ----------------------------------------------------------------
@@ -409,6 +428,8 @@ class RaftDriver:
         on; the loop then hands the image to the core between batches.
         """
         try:
+            # Only asked for when there is a hook (see _perform).
+            assert self.snapshot is not None
             data = await _settle(self.snapshot())
         except BaseException:
             self._capturing = False
@@ -417,7 +438,7 @@ class RaftDriver:
         self._captured = (index, data)
         self._kick()
 
-    async def _keep_snapshot(self, index: int, data: bytes) -> None:
+    async def _keep_snapshot(self, index: int, data: SnapshotImage) -> None:
         """Let the core compact the log up to C{index}, and make the snapshot durable first."""
         try:
             meta = self.core.snapshot_done(index, data)
@@ -427,7 +448,7 @@ class RaftDriver:
         finally:
             self._capturing = False
 
-    def _send_all(self, messages: list[Any]) -> None:
+    def _send_all(self, messages: Sequence[Message]) -> None:
         for message in messages:
             try:
                 self.send(message.recipient, codec.encode(message))

@@ -193,7 +193,7 @@ Message = (
 )
 
 #: Stable wire tags; never renumber.
-MESSAGE_TYPES: tuple[type, ...] = (
+MESSAGE_TYPES: tuple[type[Message], ...] = (
     VoteRequest,
     VoteResponse,
     AppendEntries,

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from scheduler0.raft.core import LEADER
+from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import Entry
 from scheduler0.store.commands import Command
 
@@ -29,7 +30,8 @@ class RaftProposer:
     """Replicate commands through a L{RaftDriver} and apply them to C{state}."""
 
     state: Any
-    driver: Any = None
+    # Set once the node has wired the driver (it needs this proposer's hooks).
+    driver: RaftDriver | None = None
     #: The log index of the entry being applied (subscribers may read it).
     applying_index: int = 0
     _subscribers: list[Callable[[Command, dict], None]] = attrs.field(factory=list)
@@ -42,12 +44,14 @@ class RaftProposer:
     def applied_index(self) -> int:
         return self.driver.applied_index if self.driver is not None else 0
 
-    def propose(self, command: Command) -> Deferred:
+    def propose(self, command: Command) -> Deferred[Any]:
         """Commit C{command} through Raft; fire with its result once applied on this node."""
+        assert self.driver is not None
         return self.driver.propose(command.to_bytes(), command.request_id or "")
 
-    def read_barrier(self) -> Deferred:
+    def read_barrier(self) -> Deferred[int]:
         """Fire once a local read would see every write acknowledged before it."""
+        assert self.driver is not None
         return self.driver.read_barrier()
 
     def subscribe(self, fn: Callable[[Command, dict], None]) -> None:

@@ -25,12 +25,12 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 
 from scheduler0.raft.codec import decode_config, encode_config
-from scheduler0.raft.core import BootState, Ready
+from scheduler0.raft.core import BootState, Ready, SnapshotImage
 from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
 
 
@@ -87,7 +87,7 @@ class RaftStorage(Protocol):
 
     def save(self, ready: Ready) -> None: ...
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None: ...
+    def save_snapshot(self, meta: SnapshotMeta, data: SnapshotImage) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -96,7 +96,7 @@ class _Image:
 
     hard_state: HardState = HardState()
     snapshot: SnapshotMeta | None = None
-    snapshot_data: bytes | None = None
+    snapshot_data: SnapshotImage | None = None
     entries: dict[int, Entry] = attrs.Factory(dict)
 
     def copy(self) -> _Image:
@@ -129,7 +129,7 @@ def _apply_ready(image: _Image, ready: Ready) -> None:
 
 
 def _apply_snapshot(
-    image: _Image, meta: SnapshotMeta, data: bytes, drop_entries: bool = False
+    image: _Image, meta: SnapshotMeta, data: SnapshotImage, drop_entries: bool = False
 ) -> None:
     # A local snapshot keeps its trailing entries (compaction comes later, in a
     # Ready); an installed one replaces everything it covers.
@@ -161,7 +161,7 @@ class MemoryRaftStorage:
     def write(self, ready: Ready) -> None:
         self._pending.append(lambda image: _apply_ready(image, ready))
 
-    def write_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def write_snapshot(self, meta: SnapshotMeta, data: SnapshotImage) -> None:
         self._pending.append(lambda image: _apply_snapshot(image, meta, data))
 
     def sync(self) -> None:
@@ -185,7 +185,7 @@ class MemoryRaftStorage:
             self.write(ready)
             self.sync()
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+    def save_snapshot(self, meta: SnapshotMeta, data: SnapshotImage) -> None:
         self.write_snapshot(meta, data)
         self.sync()
 
@@ -252,7 +252,8 @@ class SqliteRaftStorage:
         snap_row = self._db.execute(
             "SELECT idx, term, config, data, file FROM snapshot WHERE id = 1"
         ).fetchone()
-        snapshot = data = None
+        snapshot = None
+        data: SnapshotImage | None = None
         base = 0
         if snap_row:
             snapshot = SnapshotMeta(snap_row[0], snap_row[1], decode_config(snap_row[2]))
@@ -310,7 +311,7 @@ class SqliteRaftStorage:
         if file_name is not None:
             self._remove_unused_files(self._current_file())
 
-    def save_snapshot(self, meta: SnapshotMeta, data: Any) -> None:
+    def save_snapshot(self, meta: SnapshotMeta, data: SnapshotImage) -> None:
         """
         Durably record a locally taken snapshot: C{data} is a L{SnapshotFile}
         in the snapshot folder (made durable and named in place), or bytes.
@@ -325,7 +326,7 @@ class SqliteRaftStorage:
         self._db.execute("COMMIT")
         self._remove_unused_files(self._current_file())
 
-    def _write_file(self, data: Any) -> str:
+    def _write_file(self, data: SnapshotImage) -> str:
         """The name of a durable file in the snapshot folder holding C{data}."""
         folder = self.snapshot_folder
         if isinstance(data, SnapshotFile) and os.path.dirname(data.path) == folder:
@@ -333,7 +334,7 @@ class SqliteRaftStorage:
         else:
             path = self.capture_path()
             with open(path, "wb") as f:
-                f.write(bytes(data) if isinstance(data, SnapshotFile) else data)
+                f.write(data if isinstance(data, bytes) else bytes(data))
                 f.flush()
                 os.fsync(f.fileno())
             data = SnapshotFile.at(path)

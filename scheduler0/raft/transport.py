@@ -29,14 +29,21 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IListeningPort,
+    IPushProducer,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -161,7 +168,7 @@ class _PeerLink:
     control: _Outbound | None = None
     bulk: list[_Outbound] = attrs.field(factory=list)
     failures: int = 0
-    retry: Any = None  # IDelayedCall of the next reconnect
+    retry: IDelayedCall | None = None  # the next reconnect
     inbound: list[_RaftProtocol] = attrs.field(factory=list)
     removed: bool = False
 
@@ -188,8 +195,8 @@ class _RaftProtocol(Protocol):
         self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         self.nonce = b""
         self.peer_nonce = b""
-        self.timer: Any = None
-        self.stall_timer: Any = None
+        self.timer: IDelayedCall | None = None
+        self.stall_timer: IDelayedCall | None = None
         self.paused = False
         self.unflushed_bytes = 0
         self.closing = False
@@ -207,7 +214,9 @@ class _RaftProtocol(Protocol):
                     setter(True)
                 except Exception:  # not every transport supports socket options
                     pass
-        transport.registerProducer(self, True)
+        # A connected TCP or TLS transport is also the consumer we produce for.
+        consumer = cast(IConsumer, transport)
+        consumer.registerProducer(self, True)
         self.nonce = self.owner.nonce_source(NONCE_SIZE)
         if self.role == "client":
             assert self.expected_peer is not None
@@ -371,6 +380,7 @@ class _RaftProtocol(Protocol):
     # -- writing -----------------------------------------------------------------
 
     def _write_frame(self, body: bytes) -> None:
+        assert self.transport is not None
         self.transport.writeSequence(frame_parts(body, HANDSHAKE_MAX_FRAME))
 
     def write_data(self, parts: list[bytes], size: int) -> bool:
@@ -390,6 +400,7 @@ class _RaftProtocol(Protocol):
             # Not paused means the transport's buffer was below its limit
             # (64 KiB in Twisted) before this write.
             self.unflushed_bytes = size + _TRANSPORT_BUFFER
+        assert self.transport is not None  # connected: the state is "open"
         self.transport.writeSequence(parts)
         return True
 
@@ -472,10 +483,10 @@ class RaftTransport:
     reactor: Any
     node_id: int
     secret_key: bytes = attrs.field(repr=False)
-    listen_endpoint: Any
+    listen_endpoint: IStreamServerEndpoint
     peers: dict[int, str]
     on_message: Callable[[int, bytes], None]
-    connect_endpoint_factory: Callable[[str, int], Any] | None = None
+    connect_endpoint_factory: Callable[[str, int], IStreamClientEndpoint] | None = None
     timeout_s: float = attrs.field(default=1.0, validator=_positive("timeout_s"))
     max_pool: int = 3
     max_frame: int = DEFAULT_MAX_FRAME
@@ -484,7 +495,10 @@ class RaftTransport:
     backoff_initial_s: float = attrs.field(default=0.1, validator=_positive("backoff_initial_s"))
     backoff_max_s: float = attrs.field(default=2.0, validator=_positive("backoff_max_s"))
     backoff_jitter: float = 0.5
-    max_pending_bytes: int | None = None
+    #: Unflushed bytes a connection may hold (default: two maximal frames).
+    max_pending_bytes: int = attrs.field(
+        default=attrs.Factory(lambda self: 2 * self.max_frame, takes_self=True)
+    )
     min_throughput: float = attrs.field(default=float(2**20), validator=_positive("min_throughput"))
     nonce_source: Callable[[int], bytes] = os.urandom
 
@@ -493,7 +507,7 @@ class RaftTransport:
     #: Messages dropped because their destination is not a peer.
     dropped_unknown: int = attrs.field(default=0, init=False)
     #: The listening port once L{start} has fired.
-    listening_port: Any = attrs.field(default=None, init=False)
+    listening_port: IListeningPort | None = attrs.field(default=None, init=False)
     #: The factory the listener serves (tests drive it over fake transports).
     factory: _ServerFactory = attrs.field(init=False)
 
@@ -523,8 +537,6 @@ class RaftTransport:
             )
         if not 0 <= self.backoff_jitter < 1:
             raise ValueError(f"backoff_jitter must be in [0, 1), got {self.backoff_jitter!r}")
-        if self.max_pending_bytes is None:
-            self.max_pending_bytes = 2 * self.max_frame
         if self.rng is None:
             self.rng = random.Random()
         if self.connect_endpoint_factory is None:
@@ -534,19 +546,19 @@ class RaftTransport:
 
     # -- public API ----------------------------------------------------------------
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[IListeningPort]:
         """Listen for peers, then connect to each; fires with the listening port."""
         return Deferred.fromCoroutine(self._start())
 
-    async def _start(self) -> Any:
+    async def _start(self) -> IListeningPort:
         if self._started:
             raise RuntimeError("RaftTransport.start() called twice")
         self._started = True
-        self.listening_port = await self.listen_endpoint.listen(self.factory)
+        port = self.listening_port = await self.listen_endpoint.listen(self.factory)
         if not self._stopping:
             for link in self._links.values():
                 self._ensure_control(link)
-        return self.listening_port
+        return port
 
     def stop(self) -> Deferred:
         """
@@ -677,7 +689,7 @@ class RaftTransport:
 
     # -- outbound connections ----------------------------------------------------------
 
-    def _tcp_endpoint(self, host: str, port: int) -> Any:
+    def _tcp_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         endpoint_class = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
         return endpoint_class(self.reactor, host, port, timeout=self.timeout_s)
 
@@ -725,7 +737,9 @@ class RaftTransport:
         link = outbound.link
         assert self.connect_endpoint_factory is not None
         endpoint = self.connect_endpoint_factory(link.host, link.port)
-        protocol = await endpoint.connect(_ClientFactory(self, outbound))
+        # The endpoint hands back what _ClientFactory built (a TLS endpoint
+        # unwraps it).
+        protocol = cast(_RaftProtocol, await endpoint.connect(_ClientFactory(self, outbound)))
         outbound.protocol = protocol
         await protocol.ready
         return protocol
@@ -806,7 +820,6 @@ class RaftTransport:
         """Write or queue one data frame on C{outbound}; False if it must be dropped."""
         stats = outbound.link.stats
         if outbound.state == "connecting":
-            assert self.max_pending_bytes is not None
             if outbound.pending_bytes + size > self.max_pending_bytes:
                 return False
             outbound.pending.append(parts)
