@@ -18,10 +18,10 @@ import yaml
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.process import client_headers, prepare_single_node, run_cli
 from scheduler0.cli import jobfile, resources
 from scheduler0.cli import main as cli
 from scheduler0.credentials import AdminCredentials, save_admin_credentials
-from scheduler0.testing.process import client_headers, prepare_single_node, run_cli
 
 ENDPOINT = "http://node.test:9091"
 PROJECT = {

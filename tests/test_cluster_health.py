@@ -13,11 +13,11 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from harness.browser import Browser, chromium_available
+from harness.cluster import Cluster
+from harness.process import http_client, run_cli
+from harness.waiting import wait_for
 from scheduler0.readiness import LEASE_LAPSED, NO_LEADER, NO_QUORUM
-from scheduler0.testing.browser import Browser, chromium_available
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.process import http_client, run_cli
-from scheduler0.testing.waiting import wait_for
 from tests.test_dashboard import _artifacts_dir
 
 # How long a survivor of a quorum loss may take to say so, and the cluster

@@ -13,11 +13,11 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
 
+from harness.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
+from harness.process import client_headers, http_client, prepare_single_node
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.api.app import SchedulerAPI
-from scheduler0.testing.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
-from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
 from scheduler0.ui import STATIC_DIR
 
 

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from scheduler0.testing.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
+from harness.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
 from scheduler0.ui import dashboard_resource
 from tests.test_dashboard import SIGN_IN_SHOWN, _artifacts_dir
 

@@ -814,8 +814,8 @@ class SingleNodeMetricsTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.process import http_client, ok_and_failing_jobs
-        from scheduler0.testing.waiting import wait_for
+        from harness.process import http_client, ok_and_failing_jobs
+        from harness.waiting import wait_for
 
         http = http_client(reactor)
         scene = await ok_and_failing_jobs(
@@ -888,9 +888,9 @@ class ClusterMetricsTests(TestCase):
         """Scraping three real nodes: exactly one reports role leader, all the same term."""
         from twisted.internet import reactor
 
-        from scheduler0.testing.cluster import Cluster
-        from scheduler0.testing.process import http_client
-        from scheduler0.testing.waiting import wait_for
+        from harness.cluster import Cluster
+        from harness.process import http_client
+        from harness.waiting import wait_for
 
         cluster = Cluster(reactor, os.path.abspath(self.mktemp()), 3, direct=True)
         self.addCleanup(cluster.close)

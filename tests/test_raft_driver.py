@@ -16,6 +16,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.process import free_port
+from harness.waiting import wait_for
 from scheduler0.raft import codec
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import RaftDriver
@@ -23,8 +25,6 @@ from scheduler0.raft.messages import ClusterConfig, Entry
 from scheduler0.raft.storage import MemoryRaftStorage, SqliteRaftStorage
 from scheduler0.raft.transport import RaftTransport
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
-from scheduler0.testing.process import free_port
-from scheduler0.testing.waiting import wait_for
 
 IDS = ("1", "2", "3")
 SETTINGS = RaftSettings(election_ticks=10, heartbeat_ticks=2)

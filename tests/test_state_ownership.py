@@ -15,10 +15,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.raft.storage import SnapshotFile
 from scheduler0.store.commands import Command
 from scheduler0.store.state import JOB_COLUMNS, StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 T0 = "2026-01-01T00:00:00.000Z"
 T1 = "2026-01-01T00:01:00.000Z"

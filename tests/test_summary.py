@@ -509,8 +509,8 @@ class SingleNodeSummaryTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.process import http_client, ok_and_failing_jobs
-        from scheduler0.testing.waiting import wait_for
+        from harness.process import http_client, ok_and_failing_jobs
+        from harness.waiting import wait_for
 
         http = http_client(reactor)
         scene = await ok_and_failing_jobs(self, reactor, "ExecutionHistoryPerJob: 3\n")
@@ -564,10 +564,10 @@ class ClusterSummaryTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.cluster import Cluster
-        from scheduler0.testing.process import http_client
-        from scheduler0.testing.receiver import CallbackReceiver
-        from scheduler0.testing.waiting import wait_for
+        from harness.cluster import Cluster
+        from harness.process import http_client
+        from harness.receiver import CallbackReceiver
+        from harness.waiting import wait_for
 
         http = http_client(reactor)
         receiver = CallbackReceiver(reactor)

@@ -16,7 +16,7 @@ document allows rejected for a reason the document could have stated; a
 request with bad credentials not answered 401; stored data that changed
 other than the accepted writes said; a node that stops answering or exits.
 
-    python -m scheduler0.testing.fuzz [--examples N] [--seed S] [--verbose]
+    python -m harness.fuzz [--examples N] [--seed S] [--verbose]
         [--url URL --key K --secret S --admin-user U --admin-password P]
 
 Without C{--url} it starts a single node of its own in a temporary
@@ -885,7 +885,7 @@ async def fuzz_own_node(
     """
     from twisted.internet.threads import deferToThreadPool
 
-    from scheduler0.testing.process import client_headers, prepare_single_node
+    from harness.process import client_headers, prepare_single_node
 
     node = await prepare_single_node(reactor, workdir)
     await node.start()
@@ -928,7 +928,7 @@ def _clean_exit(reason: Any) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scheduler0.testing.fuzz",
+        prog="python -m harness.fuzz",
         description="Fuzz the Scheduler0 HTTP API from its own OpenAPI document.",
     )
     add = parser.add_argument

@@ -20,15 +20,15 @@ import attrs
 import yaml
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, gatherResults
 
-from scheduler0.testing.process import (
+from harness.process import (
     NodeProcess,
     client_headers,
     free_port,
     http_client,
     init_peer_credentials,
 )
-from scheduler0.testing.tcpproxy import TCPProxy
-from scheduler0.testing.waiting import wait_for
+from harness.tcpproxy import TCPProxy
+from harness.waiting import wait_for
 
 #: The peer credentials every node of a harness cluster shares.
 

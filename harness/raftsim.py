@@ -9,7 +9,7 @@ and reorder messages and block any directed link (so partitions may be
 symmetric, asymmetric or partial); the simulated disk loses whatever was not
 synced when a node crashes.  A small key-value state machine with request
 de-duplication sits on top so client histories can be checked for
-linearizability (:mod:`scheduler0.testing.linearizability`).
+linearizability (:mod:`harness.linearizability`).
 
 Everything random comes from ``random.Random(seed)``: the same seed and the
 same sequence of calls give the same run.
