@@ -422,8 +422,8 @@ class Cluster:
             last.update(zip(ids, answers, strict=False))
             if any(answer is None for answer in answers):
                 return None
-            leaders = {answer.get("leader_id") for answer in answers}
-            terms = {answer.get("term") for answer in answers}
+            leaders: set[Any] = {a.get("leader_id") for a in answers if a is not None}
+            terms = {a.get("term") for a in answers if a is not None}
             if len(leaders) != 1 or len(terms) != 1:
                 return None
             (leader,) = leaders

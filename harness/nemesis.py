@@ -492,7 +492,7 @@ def lost_updates(
             acked.append(op)
     lost = []
     for op in acked:
-        if op.job not in final_values:
+        if op.job is None or op.job not in final_values:
             continue  # the job is gone; deletes are checked on their own
         final = final_values[op.job]
         if final == op.value:
@@ -765,11 +765,11 @@ class Report:
             f"({in_fault} in a fault window; {self.concurrent_duplicates} fired twice within "
             f"{CONCURRENT_S} s, the rest fired again later) ***"
         )
-        for d in self.duplicates[:10]:
+        for dup in self.duplicates[:10]:
             lines.append(
-                f"  dup: job {d.job_uuid} slot {rel(d.scheduled_at)} arrivals "
-                f"{', '.join(rel(a).strip() for a in d.arrivals)} attempts {list(d.attempts)}"
-                f"{' (in fault)' if d.in_fault else ''}"
+                f"  dup: job {dup.job_uuid} slot {rel(dup.scheduled_at)} arrivals "
+                f"{', '.join(rel(a).strip() for a in dup.arrivals)} attempts {list(dup.attempts)}"
+                f"{' (in fault)' if dup.in_fault else ''}"
             )
         lines.append(
             f"lost writes: {self.lost.total} (creates {len(self.lost.creates)}, deletes "
@@ -1087,7 +1087,7 @@ class NemesisRun:
         url = self.cluster.addresses[node].address
         if kind == "create":
             name = f"new-{worker}-{next(self.counter)}"
-            body = self._job_body(name, rng.randrange(CALLBACK_PATHS))
+            body: dict[str, Any] | None = self._job_body(name, rng.randrange(CALLBACK_PATHS))
             call = self.now()
             status, data = await self._call("POST", url + "/jobs", body)
             uuid = data.get("uuid") if status == 201 and isinstance(data, dict) else None

@@ -138,7 +138,7 @@ class _InMemoryRequest(Request):
     """Keep every body in memory (Twisted spools bodies over 100 kB to disk)."""
 
     def gotLength(self, length: int | None) -> None:
-        self.content = io.BytesIO()
+        self.content = io.BytesIO()  # type: ignore[assignment]  # Twisted declares it None
 
 
 class _TrackingSite(Site):
