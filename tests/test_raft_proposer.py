@@ -16,7 +16,7 @@ from scheduler0.raft.proposer import RaftProposer
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import NotLeader
 from scheduler0.store.state import StateStore
-from tests.test_raft_driver import IDS, SETTINGS, Cluster
+from tests.support.raft import IDS, SETTINGS, Cluster
 
 
 def project(uuid: str, name: str) -> dict:

@@ -27,7 +27,7 @@ from scheduler0.cluster.peer import PeerAPI, PeerUnavailable
 from scheduler0.metrics import LATENCY_BUCKETS
 from scheduler0.summary import ExecutionSummary, merge
 from scheduler0.timeutil import format_instant, utc_from_timestamp
-from tests.test_api_support import Admin, Harness, basic
+from tests.support.api import Admin, Harness, basic
 
 # 2026-11-27T12:00:00Z, a minute boundary.
 MINUTE_START = 1795780800.0
