@@ -23,12 +23,12 @@ from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
 from bench.common import percentile
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.api.app import SchedulerAPI
 from scheduler0.api.routes import ROUTES
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
 from scheduler0.store.state import StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 
 class _Request:

@@ -25,8 +25,8 @@ from bench.common import (
     sleep,
     within,
 )
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.process import http_client
+from harness.cluster import Cluster
+from harness.process import http_client
 
 #: The cluster bench's node config: quiet logs (BENCH_LOG_LEVEL=INFO makes
 #: the nodes say what the leader moved and when leases lapse), no API rate

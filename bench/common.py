@@ -23,7 +23,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from bench.receiver import Item
-from scheduler0.testing.process import (
+from harness.process import (
     REPO_ROOT,
     NodeProcess,
     client_headers,

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from bench.common import NodeUnderTest, run_scenario, scratch_dir, table
-from scheduler0.testing.process import run_cli
+from harness.process import run_cli
 
 
 def write_csv(path: str, count: int) -> None:

@@ -285,7 +285,7 @@ class APSchedulerProcess(LineChild):
         self.meter: ProcessMeter | None = None
 
     async def start(self) -> None:
-        from scheduler0.testing.process import REPO_ROOT
+        from harness.process import REPO_ROOT
 
         # The first slot comes after the jobs are added: 2 s plus 1 s per 5,000 jobs.
         start_ms = (math.ceil(time.time()) + 2 + self.count // 5000) * 1000

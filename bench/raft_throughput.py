@@ -27,7 +27,7 @@ from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
 
 from bench.common import percentile
-from scheduler0.testing.process import REPO_ROOT, free_port
+from harness.process import REPO_ROOT, free_port
 
 
 def sleep(seconds: float) -> Deferred:

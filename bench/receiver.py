@@ -456,7 +456,7 @@ class ReceiverProcess(LineChild):
 
     async def start(self) -> int:
         """Spawn it and return the port it listens on."""
-        from scheduler0.testing.process import REPO_ROOT
+        from harness.process import REPO_ROOT
 
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")

@@ -23,10 +23,10 @@ import uuid
 
 from twisted.internet import task
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.service import EXECUTIONS_PRAGMAS
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.sqlite import prepare_connection
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 T0 = 1767225600.0

@@ -59,8 +59,8 @@ from twisted.web.server import Site
 
 from bench.cluster import CLUSTER_CONFIG, ClusterUnderTest
 from bench.common import check_nodes, distribution, percentile, profile_args
+from harness.process import REPO_ROOT, NodeProcess, free_port
 from scheduler0.api.validation import encode_cursor
-from scheduler0.testing.process import REPO_ROOT, NodeProcess, free_port
 from scheduler0.timeutil import parse_instant
 
 GOALS = {"jobs": 1_000_000, "rss_bytes": 1 << 30, "create_s": 120.0, "restart_to_firing_s": 30.0}

@@ -23,10 +23,10 @@ from twisted.internet.defer import Deferred
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from scheduler0.testing.browser import Browser  # noqa: E402
-from scheduler0.testing.cluster import Cluster  # noqa: E402
-from scheduler0.testing.process import http_client  # noqa: E402
-from scheduler0.testing.receiver import CallbackReceiver  # noqa: E402
+from harness.browser import Browser  # noqa: E402
+from harness.cluster import Cluster  # noqa: E402
+from harness.process import http_client  # noqa: E402
+from harness.receiver import CallbackReceiver  # noqa: E402
 
 JOBS = {
     "billing": [

@@ -25,7 +25,7 @@ from scheduler0.scheduler.admission import (
 )
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.timeutil import STALL_S, StallWatch, format_instant
-from tests.test_scheduler import (
+from tests.support.scheduler import (
     START,
     FakeExecutions,
     FakeExecutor,

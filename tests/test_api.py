@@ -20,7 +20,7 @@ from scheduler0.api.routes import PREFIXES, ROUTES
 from scheduler0.api.validation import encode_cursor
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.errors import StoreUnavailable
-from tests.test_api_support import Admin, Harness, basic
+from tests.support.api import Admin, Harness, basic
 
 
 def job_body(puuid: str, **fields) -> dict:

@@ -13,7 +13,7 @@ from base64 import b64encode
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.api.routes import ADMIN, ANONYMOUS, CLIENT, PREFIXES, ROUTES
-from tests.test_api_support import Harness
+from tests.support.api import Harness
 
 # A body each writing route accepts, so that an allowed caller gets past
 # validation and a refusal can only come from authentication.

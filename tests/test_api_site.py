@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from scheduler0.api.site import body_limited_request
-from tests.test_api_support import Harness
+from tests.support.api import Harness
 
 
 class BodyLimitTests(SynchronousTestCase):

@@ -10,7 +10,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_api_support import Harness, fired
+from tests.support.api import Harness, fired
 
 
 class RealStoreAPITests(SynchronousTestCase):

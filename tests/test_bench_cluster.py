@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bench.cluster import ClusterMeter
+from harness.cluster import Cluster
 from scheduler0.config import load_config
-from scheduler0.testing.cluster import Cluster
 
 
 class DirectClusterTests(TestCase):

@@ -1,7 +1,7 @@
 """
 The benchmark receiver (bench/receiver.py): its hand-written HTTP/1.1 parser
 against byte streams, and against real treq POSTs next to what
-L{scheduler0.testing.receiver.CallbackReceiver} records for the same POSTs.
+L{harness.receiver.CallbackReceiver} records for the same POSTs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bench.receiver import (
     read_items,
     write_items,
 )
-from scheduler0.testing.receiver import CallbackReceiver
+from harness.receiver import CallbackReceiver
 
 
 def item(n: int, scheduled: str = "2026-11-27T04:00:01.000Z", pad: str = "") -> dict:

@@ -1,5 +1,5 @@
 """
-The headless-Chromium driver (L{scheduler0.testing.browser}) against small
+The headless-Chromium driver (L{harness.browser}) against small
 static pages served by a Twisted web server on 127.0.0.1.
 """
 
@@ -15,14 +15,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from scheduler0.testing.browser import (
+from harness.browser import (
     CHROMIUM,
     CHROMIUM_PACKAGE,
     Browser,
     BrowserError,
     chromium_available,
 )
-from scheduler0.testing.waiting import wait_for
+from harness.waiting import wait_for
 
 FORM_PAGE = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>form</title></head>

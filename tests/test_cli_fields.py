@@ -15,8 +15,8 @@ import attrs
 
 from scheduler0.cli import jobfile
 from scheduler0.client.operations import UNCHANGED, Operations
-from tests.test_api_support import Defaults, Harness
-from tests.test_cli_resources import JOB, PROJECT, ResourceCommandTestCase, envelope
+from tests.support.api import Defaults, Harness
+from tests.support.cli import JOB, PROJECT, ResourceCommandTestCase, envelope
 
 NEW_FIELDS = ("retry_delay_s", "retry_max_delay_s", "concurrency_policy", "coalesce")
 

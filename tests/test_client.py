@@ -20,14 +20,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
-from scheduler0.client import APIError, AsyncClient, Client, NodeUnreachable, Request
-from scheduler0.client.operations import Operations, parse_response, retry_delay
-from scheduler0.testing.process import (
+from harness.process import (
     PEER_PASSWORD,
     PEER_USERNAME,
     client_headers,
     prepare_single_node,
 )
+from scheduler0.client import APIError, AsyncClient, Client, NodeUnreachable, Request
+from scheduler0.client.operations import Operations, parse_response, retry_delay
 
 ENDPOINT = "http://node:9091"
 JOB = {"project_uuid": "p1", "name": "n", "spec": "@every 1m", "callback_url": "http://h/cb"}
@@ -471,7 +471,7 @@ class RealNodeTests(TestCase):
     async def test_async_client(self) -> None:
         """The Deferred client does the same through treq."""
         node, headers = await self.start_node()
-        from scheduler0.testing.process import http_client
+        from harness.process import http_client
 
         client = AsyncClient(
             node.url,

@@ -22,11 +22,11 @@ import yaml
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from harness.cluster import Cluster
+from harness.process import NodeProcess, free_port, http_client, init_peer_credentials
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.cluster.copies import SHIP_INTERVAL_S
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.process import NodeProcess, free_port, http_client, init_peer_credentials
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
 from scheduler0.timeutil import parse_instant
 
 JOBS = 6

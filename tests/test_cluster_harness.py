@@ -15,9 +15,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.cluster import Cluster
+from harness.waiting import wait_for
 from scheduler0.config import load_config
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.waiting import wait_for
 
 
 class _Sink(Protocol):

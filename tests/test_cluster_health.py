@@ -13,12 +13,12 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from harness.browser import Browser, chromium_available
+from harness.cluster import Cluster
+from harness.process import http_client, run_cli
+from harness.waiting import wait_for
 from scheduler0.readiness import LEASE_LAPSED, NO_LEADER, NO_QUORUM
-from scheduler0.testing.browser import Browser, chromium_available
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.process import http_client, run_cli
-from scheduler0.testing.waiting import wait_for
-from tests.test_dashboard import _artifacts_dir
+from tests.support.dashboard import artifacts_dir
 
 # How long a survivor of a quorum loss may take to say so, and the cluster
 # to be ready again once the lost nodes are back (processes start slowly on
@@ -127,7 +127,7 @@ class ClusterHealthTests(TestCase):
                 timeout=15,
                 what=f"the dashboard to show node {gone} unreachable and this node ready",
             )
-            await browser.screenshot(os.path.join(_artifacts_dir(), "dashboard-unreachable.png"))
+            await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-unreachable.png"))
 
         # The leader goes too: the survivor has no quorum and fires nothing.
         await cluster.kill(leader)
@@ -182,7 +182,7 @@ class ClusterHealthTests(TestCase):
                 timeout=15,
                 what="the dashboard to show why this node is not ready",
             )
-            await browser.screenshot(os.path.join(_artifacts_dir(), "dashboard-not-ready.png"))
+            await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-not-ready.png"))
 
         # Both come back: every node is ready again, status exits 0.
         await cluster.start(timeout=30, ids=[gone, leader])

@@ -15,11 +15,11 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster.history import ClusterHistory
 from scheduler0.cluster.peer import PeerUnavailable
 from scheduler0.store.executions import ExecutionHistory, ExecutionStore
 from scheduler0.store.state import StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 
 def record(eid: str, slot: int, node: int, state: str = "succeeded", **extra: Any) -> dict:

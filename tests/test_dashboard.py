@@ -13,18 +13,13 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
 
+from harness.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
+from harness.process import client_headers, http_client, prepare_single_node
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.api.app import SchedulerAPI
-from scheduler0.testing.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
-from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
 from scheduler0.ui import STATIC_DIR
-
-
-def _artifacts_dir() -> str:
-    """Where screenshots go: $SCHEDULER0_TEST_ARTIFACTS, else the trial temp dir's artifacts/."""
-    path = os.environ.get("SCHEDULER0_TEST_ARTIFACTS") or os.path.join(os.getcwd(), "artifacts")
-    return os.path.abspath(path)
+from tests.support.dashboard import SIGN_IN_ERROR, SIGN_IN_SHOWN, artifacts_dir
 
 
 def _unused(name: str) -> object:
@@ -125,14 +120,6 @@ class DashboardServingTests(TestCase):
         self.assertNotIn("https://", script)
 
 
-# Reads of the page, as JavaScript expressions.
-SIGN_IN_SHOWN = "!document.querySelector('#signin').hidden"
-SIGN_IN_ERROR = (
-    "!document.querySelector('#signin-error').hidden && "
-    "document.querySelector('#signin-error').textContent"
-)
-
-
 def _text(selector: str) -> str:
     return f"document.querySelector({json.dumps(selector)}).textContent"
 
@@ -202,7 +189,7 @@ class DashboardEndToEndTests(TestCase):
 
         browser = await Browser.launch(reactor)
         self.addCleanup(browser.close)
-        artifacts = _artifacts_dir()
+        artifacts = artifacts_dir()
         shots: list[str] = []
 
         async def screenshot(name: str) -> None:

@@ -18,9 +18,9 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from scheduler0.testing.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
+from harness.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
 from scheduler0.ui import dashboard_resource
-from tests.test_dashboard import SIGN_IN_SHOWN, _artifacts_dir
+from tests.support.dashboard import SIGN_IN_SHOWN, artifacts_dir
 
 PROJECT_UUID = "11111111-1111-4111-8111-111111111111"
 JOB_UUID = "22222222-2222-4222-8222-222222222222"
@@ -225,7 +225,7 @@ class DashboardFieldTests(TestCase):
         await browser.wait_for(
             "!!document.querySelector('#slot-response')", timeout=5, what="the answer again"
         )
-        await browser.screenshot(os.path.join(_artifacts_dir(), "dashboard-job-fields.png"))
+        await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-job-fields.png"))
 
         # Nothing of the answer became markup, or ran.
         self.assertIsNone(await browser.evaluate("document.querySelector('#injected')"))

@@ -15,11 +15,11 @@ from twisted.internet import reactor
 from twisted.internet.error import ProcessDone
 from twisted.trial.unittest import TestCase
 
+from harness.process import client_headers, http_client, prepare_single_node
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.scheduler.spec import execution_id
 from scheduler0.signing import verify
-from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
 from scheduler0.timeutil import parse_instant
 
 

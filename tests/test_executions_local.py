@@ -14,6 +14,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.store.executions import (
     WRITER_BEHIND_RECORDS,
     WRITER_BEHIND_S,
@@ -22,7 +23,6 @@ from scheduler0.store.executions import (
     plain_execution_row,
 )
 from scheduler0.store.sqlite import connection_pool
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 T0 = "2026-01-01T00:00:00.000Z"
 DAY = 86400.0

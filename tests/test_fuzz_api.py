@@ -12,7 +12,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from scheduler0.testing.fuzz import (
+from harness.fuzz import (
     COVERAGE,
     Finding,
     Fuzzer,

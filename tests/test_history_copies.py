@@ -14,6 +14,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster import copies as copies_module
 from scheduler0.cluster.copies import (
     CHECKPOINT_PAUSE_S,
@@ -26,7 +27,6 @@ from scheduler0.cluster.copies import (
     keeper_of,
 )
 from scheduler0.store.executions import ExecutionStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 
 def record(n: int, job_uuid: str = "j1", node_id: int = 1, state: str = "succeeded") -> dict:

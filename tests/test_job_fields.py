@@ -29,7 +29,7 @@ from scheduler0.api.validation import (
 from scheduler0.executor.http import Delivery, _body_size, _encode, job_members_json
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.state import CONCURRENCY_POLICIES
-from tests.test_api_support import Defaults, Harness
+from tests.support.api import Defaults, Harness
 
 T0 = "2026-01-01T00:00:00.000Z"
 NEW_DEFAULTS = {

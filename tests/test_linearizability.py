@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.testing.linearizability import check_history
-from scheduler0.testing.raftsim import Operation
+from harness.linearizability import check_history
+from harness.raftsim import Operation
 
 _ids = iter(range(10**9))
 

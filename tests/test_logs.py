@@ -21,6 +21,12 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.cluster import Cluster
+from harness.process import (
+    PEER_PASSWORD,
+    ok_and_failing_jobs,
+)
+from harness.waiting import wait_for
 from scheduler0.config import Config
 from scheduler0.logs import (
     REDACTED,
@@ -31,12 +37,6 @@ from scheduler0.logs import (
     twistd_log_destination,
 )
 from scheduler0.service import NodeService, Options
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.process import (
-    PEER_PASSWORD,
-    ok_and_failing_jobs,
-)
-from scheduler0.testing.waiting import wait_for
 
 
 def captured() -> tuple[Logger, list[dict]]:

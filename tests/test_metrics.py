@@ -25,14 +25,14 @@ from scheduler0.metrics import CONTENT_TYPE, LATENCY_BUCKETS, NodeMetrics
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant
-from tests.test_api_support import Harness as APIHarness
-from tests.test_executor import Harness as ExecutorHarness
-from tests.test_executor import delivery as make_delivery
-from tests.test_scheduler import START, make_job
-from tests.test_scheduler import FakeExecutions as SchedulerExecutions
-from tests.test_scheduler import FakeExecutor as SchedulerExecutor
-from tests.test_scheduler import FakeProposer as SchedulerProposer
-from tests.test_scheduler import FakeState as SchedulerState
+from tests.support.api import Harness as APIHarness
+from tests.support.executor import Harness as ExecutorHarness
+from tests.support.executor import delivery as make_delivery
+from tests.support.scheduler import START, make_job
+from tests.support.scheduler import FakeExecutions as SchedulerExecutions
+from tests.support.scheduler import FakeExecutor as SchedulerExecutor
+from tests.support.scheduler import FakeProposer as SchedulerProposer
+from tests.support.scheduler import FakeState as SchedulerState
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -598,7 +598,7 @@ class ProgressTests(SynchronousTestCase):
 
 
 class SchedulerObserverTests(SynchronousTestCase):
-    """The scheduler's observers (with the fakes of tests.test_scheduler)."""
+    """The scheduler's observers (with the fakes of tests.support.scheduler)."""
 
     def build(
         self,
@@ -814,8 +814,8 @@ class SingleNodeMetricsTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.process import http_client, ok_and_failing_jobs
-        from scheduler0.testing.waiting import wait_for
+        from harness.process import http_client, ok_and_failing_jobs
+        from harness.waiting import wait_for
 
         http = http_client(reactor)
         scene = await ok_and_failing_jobs(
@@ -888,9 +888,9 @@ class ClusterMetricsTests(TestCase):
         """Scraping three real nodes: exactly one reports role leader, all the same term."""
         from twisted.internet import reactor
 
-        from scheduler0.testing.cluster import Cluster
-        from scheduler0.testing.process import http_client
-        from scheduler0.testing.waiting import wait_for
+        from harness.cluster import Cluster
+        from harness.process import http_client
+        from harness.waiting import wait_for
 
         cluster = Cluster(reactor, os.path.abspath(self.mktemp()), 3, direct=True)
         self.addCleanup(cluster.close)

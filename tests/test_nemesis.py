@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from scheduler0.testing.nemesis import (
+from harness.nemesis import (
     INFINITY,
     Delivery,
     Fault,

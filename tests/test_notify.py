@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from scheduler0.executor.http import Delivery, Outcome
 from scheduler0.notify import EVENT, RETRY_MAX, FailureNotifier, notification_executor
 from scheduler0.store.commands import Command
-from tests.test_executor import FakeHTTPClient, delivery
+from tests.support.executor import FakeHTTPClient, delivery
 
 
 def outcome(n: int, state: str = "failed", project: str = "p1", **changes: Any) -> Outcome:

@@ -13,9 +13,9 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
+from harness.process import client_headers, http_client, prepare_single_node
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.timeutil import format_instant, parse_instant
 
 #: How long the slow path of the receiver holds each answer.

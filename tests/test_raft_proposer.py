@@ -10,13 +10,13 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.raft.core import RaftSettings
 from scheduler0.raft.proposer import RaftProposer
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import NotLeader
 from scheduler0.store.state import StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
-from tests.test_raft_driver import IDS, SETTINGS, Cluster
+from tests.support.raft import IDS, SETTINGS, Cluster
 
 
 def project(uuid: str, name: str) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.linearizability import check_history
+from harness.raftsim import InvariantViolation, KVStateMachine, NetworkFaults, Simulation
 from scheduler0.raft.core import FOLLOWER, LEADER, BootState, RaftSettings
 from scheduler0.raft.messages import (
     NOOP,
@@ -15,8 +17,6 @@ from scheduler0.raft.messages import (
     InstallSnapshot,
     TimeoutNow,
 )
-from scheduler0.testing.linearizability import check_history
-from scheduler0.testing.raftsim import InvariantViolation, KVStateMachine, NetworkFaults, Simulation
 
 FIVE = ("a", "b", "c", "d", "e")
 THREE = ("a", "b", "c")

@@ -32,9 +32,9 @@ from hypothesis.stateful import (
 )
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.linearizability import check_history
+from harness.raftsim import NetworkFaults, Simulation
 from scheduler0.raft.core import LEADER, RaftSettings
-from scheduler0.testing.linearizability import check_history
-from scheduler0.testing.raftsim import NetworkFaults, Simulation
 
 settings.register_profile(
     "raft-ci",

@@ -28,7 +28,7 @@ from scheduler0.readiness import (
     cluster_reasons,
 )
 from scheduler0.service import NodeService
-from tests.test_cluster_lease import FakeCore, FakeDriver, FakePeers
+from tests.support.cluster import FakeCore, FakeDriver, FakePeers
 
 ELECTION_S = 0.5  # FakeCore: 10 ticks of 0.05 s
 

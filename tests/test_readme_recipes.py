@@ -19,8 +19,8 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from harness.process import REPO_ROOT, client_headers, http_client, prepare_single_node
 from scheduler0.signing import signature_header
-from scheduler0.testing.process import REPO_ROOT, client_headers, http_client, prepare_single_node
 
 BODY = b'[{"execution_id":"e1","data":{"x":"\\u00e9"}}]'
 

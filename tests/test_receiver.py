@@ -1,4 +1,4 @@
-"""Tests for L{scheduler0.testing.receiver}, the callback receiver of the end-to-end tests."""
+"""Tests for L{harness.receiver}, the callback receiver of the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from scheduler0.testing.receiver import CallbackReceiver, describe
+from harness.receiver import CallbackReceiver, describe
 
 
 class ReceiverTests(TestCase):

@@ -18,7 +18,7 @@ from scheduler0.cluster.leader import plan_moves
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.store.commands import Command
 from scheduler0.timeutil import format_instant
-from tests.test_scheduler import (
+from tests.support.scheduler import (
     START,
     FakeExecutions,
     FakeExecutor,

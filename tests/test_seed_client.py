@@ -16,8 +16,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
-from scheduler0.testing.process import client_headers, http_client, prepare_single_node
-from scheduler0.testing.waiting import wait_for
+from harness.process import client_headers, http_client, prepare_single_node
+from harness.waiting import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

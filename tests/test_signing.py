@@ -13,10 +13,10 @@ import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.signing import HEADER, CallbackSigner, signature_header, verify
 from scheduler0.store.commands import Command
 from scheduler0.store.state import StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 T0 = "2026-01-01T00:00:00.000Z"
 BODY = b'[{"execution_id":"e1"}]'

@@ -14,11 +14,11 @@ from typing import Any
 
 from twisted.internet import task
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.state import StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 from scheduler0.timeutil import format_instant, parse_instant
-from tests.test_state_ownership import StateCase, job, jobs_named, member, project
+from tests.support.state import StateCase, job, jobs_named, member, project
 
 NOW = "2026-03-01T00:00:00.000Z"
 

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from scheduler0.model import ADDED_JOB_DEFAULTS
-from tests.test_state_ownership import _OLD_JOBS, _OLD_PROJECTS, StateCase, project
+from tests.support.state import OLD_JOBS, OLD_PROJECTS, StateCase, project
 
 T0 = "2026-01-01T00:00:00.000Z"
 T1 = "2026-01-01T00:01:00.000Z"
@@ -171,8 +171,8 @@ class StoreFieldTests(StateCase):
         """A state.db of the first release: no ownership and none of the new columns."""
         path = os.path.join(self.directory, name)
         connection = sqlite3.connect(path)
-        connection.execute(_OLD_PROJECTS)
-        connection.execute(_OLD_JOBS)
+        connection.execute(OLD_PROJECTS)
+        connection.execute(OLD_JOBS)
         connection.execute("INSERT INTO projects VALUES ('p1', 'alpha', '', ?, ?)", (T0, T0))
         connection.execute(
             "INSERT INTO jobs VALUES ('old', 'p1', 'n', '@every 1m', 'http://x/', 'null',"

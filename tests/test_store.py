@@ -18,6 +18,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.store.commands import Command
 from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.store.executions import ExecutionStore
@@ -25,7 +26,6 @@ from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.store.state import REQUEST_MEMORY, STATE_CACHE_KIB, StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 T0 = "2026-01-01T00:00:00.000Z"
 T1 = "2026-01-01T00:01:00.000Z"

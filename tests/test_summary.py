@@ -27,7 +27,7 @@ from scheduler0.cluster.peer import PeerAPI, PeerUnavailable
 from scheduler0.metrics import LATENCY_BUCKETS
 from scheduler0.summary import ExecutionSummary, merge
 from scheduler0.timeutil import format_instant, utc_from_timestamp
-from tests.test_api_support import Admin, Harness, basic
+from tests.support.api import Admin, Harness, basic
 
 # 2026-11-27T12:00:00Z, a minute boundary.
 MINUTE_START = 1795780800.0
@@ -509,8 +509,8 @@ class SingleNodeSummaryTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.process import http_client, ok_and_failing_jobs
-        from scheduler0.testing.waiting import wait_for
+        from harness.process import http_client, ok_and_failing_jobs
+        from harness.waiting import wait_for
 
         http = http_client(reactor)
         scene = await ok_and_failing_jobs(self, reactor, "ExecutionHistoryPerJob: 3\n")
@@ -564,10 +564,10 @@ class ClusterSummaryTests(TestCase):
         """
         from twisted.internet import reactor
 
-        from scheduler0.testing.cluster import Cluster
-        from scheduler0.testing.process import http_client
-        from scheduler0.testing.receiver import CallbackReceiver
-        from scheduler0.testing.waiting import wait_for
+        from harness.cluster import Cluster
+        from harness.process import http_client
+        from harness.receiver import CallbackReceiver
+        from harness.waiting import wait_for
 
         http = http_client(reactor)
         receiver = CallbackReceiver(reactor)

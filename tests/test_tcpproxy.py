@@ -14,9 +14,9 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from scheduler0.testing.process import free_port
-from scheduler0.testing.tcpproxy import TCPProxy
-from scheduler0.testing.waiting import wait_for
+from harness.process import free_port
+from harness.tcpproxy import TCPProxy
+from harness.waiting import wait_for
 
 WAIT = 5.0
 

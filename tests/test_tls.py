@@ -32,10 +32,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
+from harness.process import http_client, prepare_single_node
+from harness.waiting import wait_for
 from scheduler0.config import Config, ConfigError, config_from_mapping
 from scheduler0.raft.transport import RaftTransport
-from scheduler0.testing.process import http_client, prepare_single_node
-from scheduler0.testing.waiting import wait_for
 from scheduler0.tls import (
     TLSServerEndpoint,
     api_server_endpoint,

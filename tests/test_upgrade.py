@@ -28,10 +28,10 @@ from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
 from twisted.trial.unittest import TestCase
 
-from scheduler0.testing.cluster import Cluster, NodeAddresses
-from scheduler0.testing.process import NodeProcess, free_port, http_client
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
+from harness.cluster import Cluster, NodeAddresses
+from harness.process import NodeProcess, free_port, http_client
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.timeutil import parse_instant
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "pre-progress-cluster.tar.gz")

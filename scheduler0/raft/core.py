@@ -3,7 +3,7 @@ The Raft consensus core: a pure, deterministic state machine with no I/O.
 
 Nothing here reads a clock, touches a socket or a file, or imports Twisted.
 Time is counted in ticks and randomness comes from an injected
-``random.Random``, so a seeded simulator (``scheduler0.testing.raftsim``)
+``random.Random``, so a seeded simulator (``harness.raftsim``)
 replays any run exactly.
 
 Inputs (each returns nothing; effects accumulate until the next ``ready()``):

@@ -2,9 +2,9 @@
 The nemesis run: a real N-node cluster under random faults while clients
 write, then the figures a cron service's users care about.
 
-    python -m scheduler0.testing.nemesis --nodes 3 --jobs 500 --duration 300 --seed 7
+    python -m harness.nemesis --nodes 3 --jobs 500 --duration 300 --seed 7
         [--json out.json] [--dump records.json] [--faults kill_leader,partition,...]
-    python -m scheduler0.testing.nemesis --reanalyse records.json
+    python -m harness.nemesis --reanalyse records.json
 
 A callback receiver, an N-node L{Cluster} and one project with C{--jobs}
 C{@every 1s} jobs are set up; then for C{--duration} seconds a few client
@@ -47,11 +47,11 @@ import attrs
 from twisted.internet import task
 from twisted.internet.defer import Deferred, TimeoutError
 
-from scheduler0.testing.cluster import Cluster
-from scheduler0.testing.linearizability import check_history
-from scheduler0.testing.process import http_client
-from scheduler0.testing.receiver import CallbackReceiver
-from scheduler0.testing.waiting import wait_for
+from harness.cluster import Cluster
+from harness.linearizability import check_history
+from harness.process import http_client
+from harness.receiver import CallbackReceiver
+from harness.waiting import wait_for
 from scheduler0.timeutil import parse_instant
 
 FAULT_KINDS = (
@@ -492,7 +492,7 @@ def lost_updates(
             acked.append(op)
     lost = []
     for op in acked:
-        if op.job not in final_values:
+        if op.job is None or op.job not in final_values:
             continue  # the job is gone; deletes are checked on their own
         final = final_values[op.job]
         if final == op.value:
@@ -765,11 +765,11 @@ class Report:
             f"({in_fault} in a fault window; {self.concurrent_duplicates} fired twice within "
             f"{CONCURRENT_S} s, the rest fired again later) ***"
         )
-        for d in self.duplicates[:10]:
+        for dup in self.duplicates[:10]:
             lines.append(
-                f"  dup: job {d.job_uuid} slot {rel(d.scheduled_at)} arrivals "
-                f"{', '.join(rel(a).strip() for a in d.arrivals)} attempts {list(d.attempts)}"
-                f"{' (in fault)' if d.in_fault else ''}"
+                f"  dup: job {dup.job_uuid} slot {rel(dup.scheduled_at)} arrivals "
+                f"{', '.join(rel(a).strip() for a in dup.arrivals)} attempts {list(dup.attempts)}"
+                f"{' (in fault)' if dup.in_fault else ''}"
             )
         lines.append(
             f"lost writes: {self.lost.total} (creates {len(self.lost.creates)}, deletes "
@@ -1087,7 +1087,7 @@ class NemesisRun:
         url = self.cluster.addresses[node].address
         if kind == "create":
             name = f"new-{worker}-{next(self.counter)}"
-            body = self._job_body(name, rng.randrange(CALLBACK_PATHS))
+            body: dict[str, Any] | None = self._job_body(name, rng.randrange(CALLBACK_PATHS))
             call = self.now()
             status, data = await self._call("POST", url + "/jobs", body)
             uuid = data.get("uuid") if status == 201 and isinstance(data, dict) else None
@@ -1349,7 +1349,7 @@ class NemesisRun:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scheduler0.testing.nemesis",
+        prog="python -m harness.nemesis",
         description="Run a real Scheduler0 cluster under random faults and check what users see.",
     )
     parser.add_argument("--nodes", type=int, default=3, help="cluster size (3 or 5)")

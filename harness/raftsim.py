@@ -9,7 +9,7 @@ and reorder messages and block any directed link (so partitions may be
 symmetric, asymmetric or partial); the simulated disk loses whatever was not
 synced when a node crashes.  A small key-value state machine with request
 de-duplication sits on top so client histories can be checked for
-linearizability (:mod:`scheduler0.testing.linearizability`).
+linearizability (:mod:`harness.linearizability`).
 
 Everything random comes from ``random.Random(seed)``: the same seed and the
 same sequence of calls give the same run.
@@ -226,7 +226,7 @@ class Simulation:
         boot = disk.load()
         kv = KVStateMachine()
         if boot.snapshot_data is not None:
-            kv.restore(boot.snapshot_data)
+            kv.restore(bytes(boot.snapshot_data))
         node_rng = random.Random(self.rng.getrandbits(64))
         core = RaftNode.create(node_id, initial, settings=self.settings, rng=node_rng, boot=boot)
         node = SimNode(node_id, core, disk, kv, initial=initial, last_commit=core.commit)

@@ -6,7 +6,7 @@ it holds or a deadline passes. Never a fixed sleep.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from twisted.internet.defer import Deferred, TimeoutError
 
@@ -19,9 +19,31 @@ def _later(clock: Any, seconds: float) -> Deferred:
     return d
 
 
+@overload
 async def wait_for(
     clock: Any,
-    probe: Callable[[], Awaitable[T] | T],
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    clock: Any,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def wait_for(
+    clock: Any,
+    probe: Callable[[], Any],
     *,
     timeout: float,
     interval: float = 0.05,
@@ -40,7 +62,7 @@ async def wait_for(
             if isinstance(result, Awaitable):
                 result = await result
             if result:
-                return result  # type: ignore[return-value]
+                return result
         except Exception as e:  # the thing polled may not be up yet
             last_error = e
         if clock.seconds() >= deadline:

@@ -19,13 +19,13 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.api.app import SchedulerAPI
 from scheduler0.store.errors import StoreUnavailable
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
 from scheduler0.store.state import StateStore
-from scheduler0.testing.sqlite_fake import SynchronousConnectionPool
 
 # 2026-01-02T03:04:05.678Z
 START = 1767323045.678

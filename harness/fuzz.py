@@ -16,7 +16,7 @@ document allows rejected for a reason the document could have stated; a
 request with bad credentials not answered 401; stored data that changed
 other than the accepted writes said; a node that stops answering or exits.
 
-    python -m scheduler0.testing.fuzz [--examples N] [--seed S] [--verbose]
+    python -m harness.fuzz [--examples N] [--seed S] [--verbose]
         [--url URL --key K --secret S --admin-user U --admin-password P]
 
 Without C{--url} it starts a single node of its own in a temporary
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import random
 import re
@@ -178,7 +179,7 @@ class FuzzReport:
     def summary_table(self) -> str:
         """A text table: one row per operation, requests per column, answers by class."""
         classes = ("2xx", "4xx", "5xx")
-        per_operation = Counter()
+        per_operation: Counter[str] = Counter()
         for key, count in self.finding_counts.items():
             per_operation[key[1]] += count
 
@@ -645,9 +646,9 @@ class Fuzzer:
         except CheckFailure as failure:
             found(kind, f"{failure.title}: {failure.message}")
         except BaseExceptionGroup as group:
-            for failure in group.exceptions:
-                title = getattr(failure, "title", type(failure).__name__)
-                found(kind, f"{title}: {getattr(failure, 'message', str(failure))}")
+            for error in group.exceptions:
+                title = getattr(error, "title", type(error).__name__)
+                found(kind, f"{title}: {getattr(error, 'message', str(error))}")
         if mode != BAD and status in (400, 413, 415) and _is_positive(case):
             undocumented = _undocumented_rejections(response)
             if undocumented:
@@ -827,7 +828,7 @@ class Fuzzer:
                     operation,
                     generation_mode.value,
                     mode,
-                    lambda m=mode, g=generation_mode: self._run_random(operation, m, g),
+                    functools.partial(self._run_random, operation, mode, generation_mode),
                 )
         label = _label(operation)
         self.log(f"{label}: {sum(self.report.requests[(label, c)] for c in COLUMNS)} requests")
@@ -885,7 +886,7 @@ async def fuzz_own_node(
     """
     from twisted.internet.threads import deferToThreadPool
 
-    from scheduler0.testing.process import client_headers, prepare_single_node
+    from harness.process import client_headers, prepare_single_node
 
     node = await prepare_single_node(reactor, workdir)
     await node.start()
@@ -928,7 +929,7 @@ def _clean_exit(reason: Any) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scheduler0.testing.fuzz",
+        prog="python -m harness.fuzz",
         description="Fuzz the Scheduler0 HTTP API from its own OpenAPI document.",
     )
     add = parser.add_argument
@@ -998,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
         if exit_.code not in (0, None):
             print(f"the fuzz run failed; node files kept in {workdir}", file=sys.stderr)
             return 1
-    report: FuzzReport = outcome["report"]
+    report = outcome["report"]
     print(report.render())
     if report.ok and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -20,15 +20,15 @@ import attrs
 import yaml
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, gatherResults
 
-from scheduler0.testing.process import (
+from harness.process import (
     NodeProcess,
     client_headers,
     free_port,
     http_client,
     init_peer_credentials,
 )
-from scheduler0.testing.tcpproxy import TCPProxy
-from scheduler0.testing.waiting import wait_for
+from harness.tcpproxy import TCPProxy
+from harness.waiting import wait_for
 
 #: The peer credentials every node of a harness cluster shares.
 
@@ -422,8 +422,8 @@ class Cluster:
             last.update(zip(ids, answers, strict=False))
             if any(answer is None for answer in answers):
                 return None
-            leaders = {answer.get("leader_id") for answer in answers}
-            terms = {answer.get("term") for answer in answers}
+            leaders: set[Any] = {a.get("leader_id") for a in answers if a is not None}
+            terms = {a.get("term") for a in answers if a is not None}
             if len(leaders) != 1 or len(terms) != 1:
                 return None
             (leader,) = leaders

@@ -2,7 +2,7 @@
 A linearizability checker for register histories, in the style of
 Wing & Gong's search with Lowe's/Porcupine's memoisation.
 
-A history is a list of :class:`~scheduler0.testing.raftsim.Operation`-like
+A history is a list of :class:`~harness.raftsim.Operation`-like
 objects with ``kind`` ("put"/"get"), ``key``, ``value``, ``output``, ``call``
 and ``ret`` (ints on one clock; ``ret`` None means the outcome is unknown, so
 the operation may take effect at any point after its call, or never) and

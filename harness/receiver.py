@@ -6,7 +6,7 @@ each delivery with its arrival time.
 Run as a program it is a demo receiver to point jobs at while trying
 Scheduler0 out: it answers 200 and prints one line per execution.
 
-    python -m scheduler0.testing.receiver --port 8000
+    python -m harness.receiver --port 8000
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class CallbackReceiver(Resource):
     body_for: Callable[[str], bytes] = lambda path: b'{"ok": true}'
     arrivals: list[Arrival] = attrs.field(factory=list)
     # Called with each arrival; with keep=False arrivals are not kept (the
-    # long-running demo receiver of `python -m scheduler0.testing.receiver`).
+    # long-running demo receiver of `python -m harness.receiver`).
     on_arrival: Callable[[Arrival], None] | None = None
     keep: bool = True
     posts: int = 0
@@ -138,7 +138,7 @@ class _InMemoryRequest(Request):
     """Keep every body in memory (Twisted spools bodies over 100 kB to disk)."""
 
     def gotLength(self, length: int | None) -> None:
-        self.content = io.BytesIO()
+        self.content = io.BytesIO()  # type: ignore[assignment]  # Twisted declares it None
 
 
 class _TrackingSite(Site):
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet.defer import Deferred
 
     parser = argparse.ArgumentParser(
-        prog="python -m scheduler0.testing.receiver",
+        prog="python -m harness.receiver",
         description="Answer callbacks on 127.0.0.1 with 200 and print one line per execution.",
     )
     parser.add_argument("--port", type=int, default=8000)

@@ -15,9 +15,9 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
-from scheduler0.testing.waiting import wait_for
+from harness.waiting import wait_for
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
@@ -267,7 +267,7 @@ async def ok_and_failing_jobs(
     stopped by C{case}'s cleanups, and give the node a job whose callbacks
     succeed and one whose callbacks fail, each with C{retry_max}.
     """
-    from scheduler0.testing.receiver import CallbackReceiver
+    from harness.receiver import CallbackReceiver
 
     receiver = CallbackReceiver(reactor, status_for=lambda p: 500 if p == "/fail" else 200)
     port = await receiver.listen(reactor)
