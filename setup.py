@@ -45,6 +45,9 @@ setup(
     extras_require={
         # schemathesis generates API requests from /openapi.json (the fuzz test).
         "test": ["hypothesis>=6.100", "schemathesis>=4.0"],
+        # The checks CI runs beside the tests (pinned: a new release of either
+        # may flag what the pinned one passes, and CI must not change by itself).
+        "lint": ["ruff==0.17.6", "mypy==2.4.1", "mypy-zope==1.0.17"],
     },
     entry_points={"console_scripts": ["scheduler0 = scheduler0.cli.main:run"]},
 )
