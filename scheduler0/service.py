@@ -496,7 +496,7 @@ class NodeService(MultiService):
 
     async def _first_cluster_credential(self, api: Any, state: Any, cluster: Any) -> None:
         from scheduler0.cluster.node import _later
-        from scheduler0.store.errors import StoreUnavailable
+        from scheduler0.errors import StoreUnavailable
 
         while self.running and not cluster._stopped:
             if await state.count_credentials():

@@ -18,8 +18,8 @@ from scheduler0.api.errors import APIError
 from scheduler0.api.limits import RateLimiter
 from scheduler0.api.routes import PREFIXES, ROUTES
 from scheduler0.api.validation import encode_cursor
+from scheduler0.errors import StoreUnavailable
 from scheduler0.netpolicy import NetworkPolicy
-from scheduler0.store.errors import StoreUnavailable
 from tests.support.api import Admin, Harness, basic
 
 

@@ -17,12 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from harness.process import free_port
 from harness.waiting import wait_for
+from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig, Entry
 from scheduler0.raft.storage import SqliteRaftStorage
 from scheduler0.raft.transport import RaftTransport
-from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from tests.support.raft import IDS, SETTINGS, Cluster
 
 

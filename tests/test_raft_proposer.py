@@ -1,5 +1,5 @@
 """
-Tests for L{scheduler0.raft.proposer}: the propose seam over Raft applies the
+Tests for L{scheduler0.cluster.proposer}: the propose seam over Raft applies the
 same commands, in the same order, to every node's real SQLite state machine.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
+from scheduler0.cluster.proposer import RaftProposer
+from scheduler0.errors import NotLeader
 from scheduler0.raft.core import RaftSettings
-from scheduler0.raft.proposer import RaftProposer
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import NotLeader
 from scheduler0.store.state import StateStore
 from tests.support.raft import IDS, SETTINGS, Cluster
 

@@ -19,8 +19,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
+from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog

@@ -62,11 +62,11 @@ from scheduler0.api.validation import (
     retry_delays_problem,
 )
 from scheduler0.credentials import token
+from scheduler0.errors import StoreUnavailable
 from scheduler0.model import ADDED_JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import StoreUnavailable
 from scheduler0.store.executions import ExecutionHistory
 from scheduler0.store.state import CLIENT_KEY_PREFIX
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp

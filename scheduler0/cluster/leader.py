@@ -16,8 +16,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from scheduler0.cluster.peer import PeerUnavailable
+from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import StoreUnavailable
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()

@@ -25,14 +25,14 @@ from twisted.logger import Logger
 from scheduler0.cluster import lease_channel
 from scheduler0.cluster.lease_channel import FollowerChannel, LeaseAnswer, LeaseRequest
 from scheduler0.cluster.peer import PeerClient, PeerNotLeader, PeerUnavailable
+from scheduler0.cluster.proposer import RaftProposer
+from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.logs import LeadershipEvents
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import ProposalFailed, RaftDriver
 from scheduler0.raft.messages import ClusterConfig
-from scheduler0.raft.proposer import RaftProposer
 from scheduler0.raft.storage import SnapshotFile, SqliteRaftStorage
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
 log = Logger()
 

@@ -39,8 +39,8 @@ from twisted.web.resource import Resource
 
 from scheduler0.cluster.copies import check_meta
 from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY
+from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
 log = Logger()
 

@@ -26,6 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.raft import codec
 from scheduler0.raft.core import (
     LEADER,
@@ -45,7 +46,6 @@ from scheduler0.raft.messages import (
     TimeoutNow,
 )
 from scheduler0.raft.storage import RaftStorage
-from scheduler0.store.errors import NotLeader, ProposalTimeout, StoreUnavailable
 
 log = Logger()
 

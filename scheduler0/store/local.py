@@ -13,8 +13,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Command
-from scheduler0.store.errors import StoreUnavailable
 from scheduler0.store.log import CommandLog
 from scheduler0.store.state import StateStore
 

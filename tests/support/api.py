@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.api.app import SchedulerAPI
-from scheduler0.store.errors import StoreUnavailable
+from scheduler0.errors import StoreUnavailable
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
