@@ -15,6 +15,7 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0 import __version__
+from scheduler0.cli import context as cli_context
 from scheduler0.cli import main as cli
 from scheduler0.config import Config, load_config
 from scheduler0.credentials import AdminCredentials, load_admin_credentials, save_admin_credentials
@@ -257,7 +258,7 @@ class CredentialInitTests(CliTestCase):
             prompt_calls.append(text)
             return {"Auth Username [admin]: ": "u"}.get(text, "x")
 
-        self.patch(cli, "_default_prompt", fake_default)
+        self.patch(cli_context, "_default_prompt", fake_default)
         self.assertEqual(self.run_cli("credential", "init", stdin=_TTYInput("")), 0)
         self.assertEqual(len(prompt_calls), 3)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
-import getpass
 import json
 import os
 import sys
@@ -23,12 +22,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 from scheduler0 import __version__
+from scheduler0.cli.context import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    Context,
+    Http,
+    Prompt,
+    require_credentials,
+)
 from scheduler0.config import (
     CONFIG_FILE_NAME,
     Config,
     ConfigError,
     find_config_path,
-    load_config,
     render_default_config,
 )
 from scheduler0.credentials import (
@@ -45,22 +53,7 @@ from scheduler0.files import write_atomically
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
 HTTP_TIMEOUT = 10.0
-
-Prompt = Callable[[str, bool], str]
-Http = Callable[..., tuple[int, Any]]
-
-
-class CommandError(Exception):
-    """A failure reported as one line on stderr with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _ParserExit(Exception):
@@ -194,79 +187,18 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the health check as JSON")
     leaf(commands, "version", "print the version", _version)
-    from scheduler0.cli.resources import add_resource_commands  # (it imports this module)
+    from scheduler0.cli.resources import add_resource_commands
 
     add_resource_commands(group, leaf)
     return parser
 
 
 def _group_help(parser: argparse.ArgumentParser) -> Callable[..., int]:
-    def show(context: _Context) -> int:
+    def show(context: Context) -> int:
         parser.print_help(context.stderr)
         return EXIT_USAGE
 
     return show
-
-
-class _Context:
-    """What a command handler works with: parsed arguments and injected effects."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        stdin: IO[str],
-        stdout: IO[str],
-        stderr: IO[str],
-        environ: Mapping[str, str],
-        cwd: str,
-        prompt: Prompt | None,
-        http: Http,
-    ) -> None:
-        self.args = args
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
-        self.environ = environ
-        self.cwd = cwd
-        self.prompt = prompt
-        self.http = http
-
-    @property
-    def config_option(self) -> str | None:
-        return getattr(self.args, "config", None) or getattr(self.args, "global_config", None)
-
-    def interactive(self) -> bool:
-        """Prompts are allowed: a prompt function was injected or stdin is a terminal."""
-        if self.prompt is not None:
-            return True
-        try:
-            return bool(self.stdin.isatty())
-        except (AttributeError, ValueError):
-            return False
-
-    def ask(self, text: str, secret: bool = False) -> str:
-        asker = self.prompt or _default_prompt
-        try:
-            return asker(text, secret)
-        except EOFError:
-            raise CommandError("aborted: no input") from None
-
-    def load(self) -> Config:
-        """The validated config; a bad one is a usage error (exit 2)."""
-        try:
-            config = load_config(self.config_option, self.environ, self.cwd)
-        except ConfigError as e:
-            raise CommandError(str(e), EXIT_USAGE) from None
-        for warning in config.warnings:
-            self.stderr.write(f"warning: {warning}\n")
-        return config
-
-    def out(self, line: str = "") -> None:
-        self.stdout.write(line + "\n")
-
-
-def _default_prompt(text: str, secret: bool) -> str:
-    return getpass.getpass(text) if secret else input(text)
 
 
 # urllib_http's keyword C{json} (the body) shadows the module inside it.
@@ -355,7 +287,7 @@ def main(
     if handler is None:
         parser.print_help(stderr)
         return EXIT_USAGE
-    context = _Context(args, stdin, stdout, stderr, environ, cwd, prompt, http or urllib_http)
+    context = Context(args, stdin, stdout, stderr, environ, cwd, prompt, http or urllib_http)
     try:
         return handler(context)
     except CommandError as e:
@@ -378,12 +310,12 @@ def run() -> None:
 # Commands
 
 
-def _version(context: _Context) -> int:
+def _version(context: Context) -> int:
     context.out(f"scheduler0 {__version__}")
     return EXIT_OK
 
 
-def _config_init(context: _Context) -> int:
+def _config_init(context: Context) -> int:
     args = context.args
     target = args.path or context.config_option or CONFIG_FILE_NAME
     path = os.path.abspath(os.path.join(context.cwd, os.path.expanduser(target)))
@@ -404,7 +336,7 @@ def _config_init(context: _Context) -> int:
     return EXIT_OK
 
 
-def _credential_init(context: _Context) -> int:
+def _credential_init(context: Context) -> int:
     args = context.args
     config = context.load()
     path = credentials_path(config)
@@ -480,12 +412,12 @@ def _credential_init(context: _Context) -> int:
     return EXIT_OK
 
 
-def _ask_username(context: _Context) -> str:
+def _ask_username(context: Context) -> str:
     entered = context.ask("Auth Username [admin]: ", False).strip()
     return entered or "admin"
 
 
-def _ask_password(context: _Context) -> str:
+def _ask_password(context: Context) -> str:
     for _ in range(3):
         entered = context.ask("Auth Password: ", True)
         if entered:
@@ -494,22 +426,9 @@ def _ask_password(context: _Context) -> str:
     raise CommandError("credential init: no password given", EXIT_USAGE)
 
 
-def _require_credentials(context: _Context, config: Config) -> AdminCredentials:
-    try:
-        creds = load_admin_credentials(config, context.environ)
-    except ConfigError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
-    if creds is None:
-        raise CommandError(
-            f"no admin credentials in {credentials_path(config)} or the environment; "
-            "run: scheduler0 credential init"
-        )
-    return creds
-
-
-def _credential_show(context: _Context) -> int:
+def _credential_show(context: Context) -> int:
     config = context.load()
-    creds = _require_credentials(context, config)
+    creds = require_credentials(context, config)
     context.out(f"username:   {creds.username}")
     context.out(f"file:       {credentials_path(config)}")
     if context.args.reveal:
@@ -525,7 +444,7 @@ def _credential_show(context: _Context) -> int:
 
 
 def _call_node(
-    context: _Context,
+    context: Context,
     config: Config,
     method: str,
     path: str,
@@ -541,7 +460,7 @@ def _call_node(
 
 
 def _ask_node(
-    context: _Context,
+    context: Context,
     config: Config,
     method: str,
     path: str,
@@ -587,9 +506,9 @@ def _data_of(method: str, url: str, status: int, payload: Any) -> Any:
     return payload.get("data")
 
 
-def _create_credential(context: _Context) -> int:
+def _create_credential(context: Context) -> int:
     config = context.load()
-    creds = _require_credentials(context, config)
+    creds = require_credentials(context, config)
     data = _call_node(context, config, "POST", "/api/v1/credentials", creds, body={})
     if not isinstance(data, dict) or "api_key" not in data or "api_secret" not in data:
         raise CommandError(f"node at {config.http_address} answered without api_key/api_secret")
@@ -602,7 +521,7 @@ def _create_credential(context: _Context) -> int:
     return EXIT_OK
 
 
-def _status(context: _Context) -> int:
+def _status(context: Context) -> int:
     config = context.load()
     try:
         creds = load_admin_credentials(config, context.environ)
@@ -706,7 +625,7 @@ def format_status(
     return lines
 
 
-def _start(context: _Context) -> int:
+def _start(context: Context) -> int:
     try:
         path = find_config_path(context.config_option, context.environ, context.cwd)
     except ConfigError as e:

@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from scheduler0.cli import jobfile
-from scheduler0.cli.main import (
+from scheduler0.cli.context import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
-    _Context,
-    _require_credentials,
+    Context,
+    require_credentials,
 )
 from scheduler0.client import APIError, Client, NodeUnreachable
 from scheduler0.client.operations import new_idempotency_key
@@ -249,10 +249,10 @@ def _job_options(sub: Any, *, creating: bool) -> None:
         sub.add_argument("--paused", action=argparse.BooleanOptionalAction, default=None)
 
 
-def _talking(handler: Callable[[_Context, Client], int]) -> Callable[[_Context], int]:
+def _talking(handler: Callable[[Context, Client], int]) -> Callable[[Context], int]:
     """A handler given a L{Client}; API and connection errors become one-line L{CommandError}s."""
 
-    def run(context: _Context) -> int:
+    def run(context: Context) -> int:
         client = connect(context, retries=READ_RETRIES)
         try:
             return handler(context, client)
@@ -276,7 +276,7 @@ def command_error(error: APIError | NodeUnreachable) -> CommandError:
     )
 
 
-def connect(context: _Context, retries: int = 0) -> Client:
+def connect(context: Context, retries: int = 0) -> Client:
     """A client for the node and credentials the options, environment and config name."""
     args, environ = context.args, context.environ
     endpoint = getattr(args, "endpoint", None) or environ.get("SCHEDULER0_ENDPOINT") or None
@@ -304,11 +304,11 @@ def connect(context: _Context, retries: int = 0) -> Client:
     if api_key is not None:
         return Client(endpoint, api_key, api_secret, **common)
     assert config is not None
-    creds = _require_credentials(context, config)
+    creds = require_credentials(context, config)
     return Client(endpoint, username=creds.username, password=creds.password, **common)
 
 
-def _transport(context: _Context) -> Callable[..., tuple[int, Mapping[str, str], bytes]]:
+def _transport(context: Context) -> Callable[..., tuple[int, Mapping[str, str], bytes]]:
     """The client's transport on the command's injected C{http(method, url, json=, ...)}."""
 
     def send(
@@ -353,11 +353,11 @@ def details(item: Mapping[str, Any]) -> list[str]:
     return [f"{(key + ':').ljust(width)} {_cell(value)}" for key, value in item.items()]
 
 
-def _print_json(context: _Context, data: Any) -> None:
+def _print_json(context: Context, data: Any) -> None:
     context.out(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _show(context: _Context, item: Mapping[str, Any]) -> int:
+def _show(context: Context, item: Mapping[str, Any]) -> int:
     if context.args.json:
         _print_json(context, item)
     else:
@@ -367,7 +367,7 @@ def _show(context: _Context, item: Mapping[str, Any]) -> int:
 
 
 def _show_list(
-    context: _Context,
+    context: Context,
     pages: Iterable[Any],
     total: Callable[[], int | None],
     columns: Sequence[tuple[str, str]],
@@ -413,16 +413,16 @@ def _paged(list_page: Callable[..., Any], limit: int, **filters: Any) -> tuple[A
 # -- projects ----------------------------------------------------------------
 
 
-def _projects_list(context: _Context, client: Client) -> int:
+def _projects_list(context: Context, client: Client) -> int:
     pages, total = _paged(client.list_projects, context.args.limit)
     return _show_list(context, pages, total, PROJECT_COLUMNS, "projects")
 
 
-def _projects_get(context: _Context, client: Client) -> int:
+def _projects_get(context: Context, client: Client) -> int:
     return _show(context, client.get_project(context.args.uuid))
 
 
-def _projects_create(context: _Context, client: Client) -> int:
+def _projects_create(context: Context, client: Client) -> int:
     args = context.args
     project = client.create_project(
         args.name,
@@ -436,7 +436,7 @@ def _projects_create(context: _Context, client: Client) -> int:
     return EXIT_OK
 
 
-def _projects_update(context: _Context, client: Client) -> int:
+def _projects_update(context: Context, client: Client) -> int:
     args = context.args
     changes: dict[str, Any] = {}
     if args.notify_url is not None or args.clear_notify_url:
@@ -452,7 +452,7 @@ def _projects_update(context: _Context, client: Client) -> int:
     )
 
 
-def _projects_delete(context: _Context, client: Client) -> int:
+def _projects_delete(context: Context, client: Client) -> int:
     args = context.args
     try:
         result = client.delete_project(args.uuid, cascade=args.cascade)
@@ -501,23 +501,23 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _jobs_list(context: _Context, client: Client) -> int:
+def _jobs_list(context: Context, client: Client) -> int:
     args = context.args
     paused = True if args.paused else (False if args.active else None)
     pages, total = _paged(client.list_jobs, args.limit, project_uuid=args.project, paused=paused)
     return _show_list(context, pages, total, JOB_COLUMNS, "jobs")
 
 
-def _jobs_get(context: _Context, client: Client) -> int:
+def _jobs_get(context: Context, client: Client) -> int:
     return _show(context, client.get_job(context.args.uuid))
 
 
-def _jobs_create(context: _Context, client: Client) -> int:
+def _jobs_create(context: Context, client: Client) -> int:
     job = client.create_job(_job_fields(context.args), idempotency_key=new_idempotency_key())
     return _show(context, job)
 
 
-def _jobs_update(context: _Context, client: Client) -> int:
+def _jobs_update(context: Context, client: Client) -> int:
     changes = _job_fields(context.args)
     if not changes:
         raise CommandError(
@@ -526,7 +526,7 @@ def _jobs_update(context: _Context, client: Client) -> int:
     return _show(context, client.update_job(context.args.uuid, changes))
 
 
-def _jobs_changed(context: _Context, result: Mapping[str, Any], done: str) -> int:
+def _jobs_changed(context: Context, result: Mapping[str, Any], done: str) -> int:
     if context.args.json:
         _print_json(context, result)
     else:
@@ -534,23 +534,23 @@ def _jobs_changed(context: _Context, result: Mapping[str, Any], done: str) -> in
     return EXIT_OK
 
 
-def _jobs_delete(context: _Context, client: Client) -> int:
+def _jobs_delete(context: Context, client: Client) -> int:
     return _jobs_changed(context, client.delete_job(context.args.uuid), "deleted")
 
 
-def _jobs_pause(context: _Context, client: Client) -> int:
+def _jobs_pause(context: Context, client: Client) -> int:
     return _jobs_changed(context, client.pause_job(context.args.uuid), "paused")
 
 
-def _jobs_resume(context: _Context, client: Client) -> int:
+def _jobs_resume(context: Context, client: Client) -> int:
     return _jobs_changed(context, client.resume_job(context.args.uuid), "resumed")
 
 
-def _jobs_run(context: _Context, client: Client) -> int:
+def _jobs_run(context: Context, client: Client) -> int:
     return _show(context, client.run_job(context.args.uuid))
 
 
-def _jobs_next(context: _Context, client: Client) -> int:
+def _jobs_next(context: Context, client: Client) -> int:
     result = client.next_runs(context.args.uuid, context.args.n)
     if context.args.json:
         _print_json(context, result)
@@ -563,7 +563,7 @@ def _jobs_next(context: _Context, client: Client) -> int:
     return EXIT_OK
 
 
-def _jobs_import(context: _Context) -> int:
+def _jobs_import(context: Context) -> int:
     args = context.args
     if args.batch_size < 1:
         raise CommandError("--batch-size: must be at least 1", EXIT_USAGE)
@@ -647,7 +647,7 @@ def _count(n: int, noun: str) -> str:
 # -- executions --------------------------------------------------------------
 
 
-def _executions_list(context: _Context, client: Client) -> int:
+def _executions_list(context: Context, client: Client) -> int:
     args = context.args
     pages, total = _paged(
         client.list_executions,
