@@ -37,6 +37,7 @@ from twisted.logger import Logger
 
 import scheduler0
 from scheduler0.readiness import CODES as READINESS_CODES
+from scheduler0.store.commands import Op
 from scheduler0.timeutil import parse_instant
 
 log = Logger()
@@ -310,11 +311,11 @@ class NodeMetrics:
         if not result.get("ok"):
             return
         op = command.op
-        if op == "delete_job":
+        if op == Op.DELETE_JOB:
             self._forget_jobs([(result.get("value") or {}).get("uuid")])
-        elif op == "delete_project":
+        elif op == Op.DELETE_PROJECT:
             self._forget_jobs((result.get("value") or {}).get("deleted_jobs") or ())
-        elif op == "record_progress":
+        elif op == Op.RECORD_PROGRESS:
             for mark in command.args.get("marks") or ():
                 if isinstance(mark, list) and len(mark) == 4 and mark[0] == self.node_id:
                     self._committed_mark = mark[1]

@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from scheduler0.executor.http import Delivery, HTTPExecutor, Outcome
+from scheduler0.store.commands import Op
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()
@@ -45,7 +46,7 @@ TIMEOUT_S = 10.0
 #: Failed executions waiting for their project's notify_url to be read.
 MAX_WAITING = 10_000
 #: The commands after which the notify_url of projects is read again.
-_RELOAD_ON = frozenset(("create_project", "update_project", "delete_project", "state_restored"))
+_RELOAD_ON = frozenset((Op.CREATE_PROJECT, Op.UPDATE_PROJECT, Op.DELETE_PROJECT, Op.STATE_RESTORED))
 
 
 def notification_executor(

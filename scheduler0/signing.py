@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from scheduler0.store.commands import Op
 from scheduler0.timeutil import parse_instant
 
 log = Logger()
@@ -34,7 +35,7 @@ DEFAULT_TOLERANCE_S = 300
 
 # Commands after which the signer reloads the secrets it holds.
 _RELOAD_ON = frozenset(
-    {"create_project", "delete_project", "rotate_signing_secret", "state_restored"}
+    {Op.CREATE_PROJECT, Op.DELETE_PROJECT, Op.ROTATE_SIGNING_SECRET, Op.STATE_RESTORED}
 )
 
 

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from scheduler0.cluster.peer import PeerUnavailable
 from scheduler0.errors import StoreUnavailable
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Op
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()
@@ -37,14 +37,14 @@ MOVE_BATCH = 5000
 
 _PLACEMENT_CHANGES = frozenset(
     (
-        "create_jobs",
-        "assign_jobs",
-        "delete_job",
-        "delete_project",
-        "set_members",
-        "remove_member",
-        "set_eligible",
-        "state_restored",
+        Op.CREATE_JOBS,
+        Op.ASSIGN_JOBS,
+        Op.DELETE_JOB,
+        Op.DELETE_PROJECT,
+        Op.SET_MEMBERS,
+        Op.REMOVE_MEMBER,
+        Op.SET_ELIGIBLE,
+        Op.STATE_RESTORED,
     )
 )
 
@@ -184,7 +184,7 @@ class LeaderDuties:
             if m not in stored
         ]
         if missing:
-            await self._propose("set_members", {"members": missing})
+            await self._propose(Op.SET_MEMBERS, {"members": missing})
         eligible = {m for m, row in stored.items() if row.get("eligible", True)}
         eligible |= {m["node_id"] for m in missing}
         healthy = sorted(m for m, paused in live.items() if not paused and m in members & eligible)
@@ -251,7 +251,7 @@ class LeaderDuties:
         if not moves:
             return
         await self._propose(
-            "assign_jobs",
+            Op.ASSIGN_JOBS,
             {"moves": [[job_uuid, owner] for job_uuid, owner in moves], "handover_at": handover_at},
         )
         log.info(
@@ -289,7 +289,7 @@ class LeaderDuties:
         ]
         if not marks or not self.node.is_leader:
             return
-        result = await self._propose("record_progress", {"marks": marks})
+        result = await self._propose(Op.RECORD_PROGRESS, {"marks": marks})
         if result.get("ok"):
             for member, *mark in marks:
                 self._reported[member] = tuple(mark)

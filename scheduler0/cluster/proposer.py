@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from scheduler0.raft.core import LEADER
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import Entry
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Op
 
 log = Logger()
 
@@ -83,7 +83,7 @@ class RaftProposer:
     async def restore_entry(self, image: bytes) -> None:
         await self.state.restore(image)
         # Everything may have changed: observers must reload what they hold.
-        command = Command("state_restored", {})
+        command = Command(Op.STATE_RESTORED, {})
         for fn in list(self._subscribers):
             try:
                 fn(command, {"ok": True, "value": None})

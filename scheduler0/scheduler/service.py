@@ -37,7 +37,7 @@ from scheduler0.executor.http import (
 )
 from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Op
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
@@ -55,10 +55,10 @@ SKIPPED_RECORDS_PER_JOB_LIMIT = 100
 PREPARE_LEAD_MIN_S = 0.02
 # Applied changes that, in a cluster, depend on which node owns a job.
 _OWNERSHIP_EVENTS = frozenset(
-    ("create_jobs", "assign_jobs", "update_job", "delete_job", "delete_project")
+    (Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.UPDATE_JOB, Op.DELETE_JOB, Op.DELETE_PROJECT)
 )
 # Of those, the ones whose handling reads the state (in order, one at a time).
-_READ_OWNERSHIP = frozenset(("create_jobs", "assign_jobs"))
+_READ_OWNERSHIP = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS))
 # How soon a node without a valid lease looks again whether it may fire.
 LEASE_RETRY_S = 0.05
 PREPARE_LEAD_MAX_S = 1.0
@@ -450,7 +450,7 @@ class SchedulerService(Service):
         if not result.get("ok") or not self._running:
             return
         if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
-            if command.op == "assign_jobs":
+            if command.op == Op.ASSIGN_JOBS:
                 # Jobs moved off this node stop here at once: the node may
                 # fire again as soon as it has applied this entry, before
                 # the take-over of jobs moved to it has been read.
@@ -469,7 +469,7 @@ class SchedulerService(Service):
             # held yet waits its turn, in case a take-over read it before.
             job_uuid = (result.get("value") or {}).get("uuid")
             if (
-                command.op == "update_job"
+                command.op == Op.UPDATE_JOB
                 and job_uuid not in self._owned
                 and job_uuid not in self._entries
                 and (self._events or self._events_running)
@@ -496,7 +496,7 @@ class SchedulerService(Service):
     async def _cluster_event(self, command: Command, result: dict) -> None:
         op = command.op
         value: Any = result.get("value")
-        if op == "create_jobs":
+        if op == Op.CREATE_JOBS:
             uuids = [job["uuid"] for job in value or ()]
             started = self._move_seq
             for job in await self.ownership.owned_jobs(uuids):
@@ -505,7 +505,7 @@ class SchedulerService(Service):
                 else:
                     self._take_up(job, self._catch_up_start(job, None), started)
             self._arm()
-        elif op == "assign_jobs":
+        elif op == Op.ASSIGN_JOBS:
             await self._assigned(command.args)
         else:
             self._cluster_change(command, result)
@@ -515,7 +515,7 @@ class SchedulerService(Service):
         op = command.op
         value: Any = result.get("value")
         owned = self._owned
-        if op == "update_job":
+        if op == Op.UPDATE_JOB:
             job_uuid = value["uuid"]
             if job_uuid in owned:
                 self._apply_change(command, result)
@@ -529,11 +529,11 @@ class SchedulerService(Service):
                 if entry is not None:
                     entry.until = handing_over.until
             return
-        if op == "delete_job":
+        if op == Op.DELETE_JOB:
             deleted_uuid = value["uuid"]
             owned.discard(deleted_uuid)
             self._gone_during_take_over([deleted_uuid])
-        elif op == "delete_project":
+        elif op == Op.DELETE_PROJECT:
             deleted = list(value.get("deleted_jobs", ()))
             owned.difference_update(deleted)
             self._gone_during_take_over(deleted)
@@ -695,10 +695,10 @@ class SchedulerService(Service):
         op = command.op
         value: Any = result.get("value")
         now = utc_from_timestamp(self.clock.seconds())
-        if op == "create_jobs":
+        if op == Op.CREATE_JOBS:
             for job in value or ():
                 self._add(job, since=now)
-        elif op == "update_job":
+        elif op == Op.UPDATE_JOB:
             # A slot already due but not yet fired (the timer runs a hair
             # late) still fires, under the job as changed.
             previous = self._entries.pop(value["uuid"], None)
@@ -718,14 +718,14 @@ class SchedulerService(Service):
                 if earliest is not None:
                     since = min(now, earliest - timedelta(microseconds=1))
             self._add(value, since=since)
-        elif op == "delete_job":
+        elif op == Op.DELETE_JOB:
             self._remove(value["uuid"])
             self.executor.cancel_job(value["uuid"], "job_deleted")
-        elif op == "delete_project":
+        elif op == Op.DELETE_PROJECT:
             for job_uuid in value.get("deleted_jobs", ()):
                 self._remove(job_uuid)
                 self.executor.cancel_job(job_uuid, "job_deleted")
-        elif op == "state_restored":
+        elif op == Op.STATE_RESTORED:
             # The whole state was replaced (a Raft snapshot): start over from it.
             Deferred.fromCoroutine(self._reload()).addErrback(
                 lambda f: log.failure("reloading jobs after a restore failed", f)

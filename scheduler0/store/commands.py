@@ -10,9 +10,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 import attrs
+
+
+class Op(StrEnum):
+    """
+    The operations the state machine applies (one handler each in
+    L{scheduler0.store.state.HANDLERS}), and L{STATE_RESTORED}. A member
+    is its name as text, so it equals the C{op} of a decoded L{Command}.
+    """
+
+    CREATE_PROJECT = "create_project"
+    UPDATE_PROJECT = "update_project"
+    DELETE_PROJECT = "delete_project"
+    CREATE_JOBS = "create_jobs"
+    UPDATE_JOB = "update_job"
+    DELETE_JOB = "delete_job"
+    CREATE_CREDENTIAL = "create_credential"
+    ARCHIVE_CREDENTIAL = "archive_credential"
+    ROTATE_SIGNING_SECRET = "rotate_signing_secret"
+    SET_MEMBERS = "set_members"
+    REMOVE_MEMBER = "remove_member"
+    SET_ELIGIBLE = "set_eligible"
+    ASSIGN_JOBS = "assign_jobs"
+    COMMIT_EXECUTIONS = "commit_executions"
+    RECORD_PROGRESS = "record_progress"
+    #: Not in the log: what subscribers hear after a snapshot replaced the
+    #: whole state (every row may have changed).
+    STATE_RESTORED = "state_restored"
 
 
 def canonical_json(value: Any) -> str:

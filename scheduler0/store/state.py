@@ -30,7 +30,7 @@ from scheduler0.model import (
     JOB_DEFAULTS,
     PROJECT_COLUMNS,
 )
-from scheduler0.store.commands import Command, canonical_json, error, ok
+from scheduler0.store.commands import Command, Op, canonical_json, error, ok
 from scheduler0.store.executions import (
     EXECUTION_COLUMNS,
     EXECUTIONS_TABLE,
@@ -1126,24 +1126,24 @@ def _commit_executions(txn: Any, args: Mapping) -> Any:
 
 
 HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
-    "create_project": _create_project,
-    "update_project": _update_project,
-    "delete_project": _delete_project,
-    "create_jobs": _create_jobs,
-    "update_job": _update_job,
-    "delete_job": _delete_job,
-    "create_credential": _create_credential,
-    "archive_credential": _archive_credential,
-    "rotate_signing_secret": _rotate_signing_secret,
-    "set_members": _set_members,
-    "remove_member": _remove_member,
-    "set_eligible": _set_eligible,
-    "assign_jobs": _assign_jobs,
-    "commit_executions": _commit_executions,
-    "record_progress": _record_progress,
+    Op.CREATE_PROJECT: _create_project,
+    Op.UPDATE_PROJECT: _update_project,
+    Op.DELETE_PROJECT: _delete_project,
+    Op.CREATE_JOBS: _create_jobs,
+    Op.UPDATE_JOB: _update_job,
+    Op.DELETE_JOB: _delete_job,
+    Op.CREATE_CREDENTIAL: _create_credential,
+    Op.ARCHIVE_CREDENTIAL: _archive_credential,
+    Op.ROTATE_SIGNING_SECRET: _rotate_signing_secret,
+    Op.SET_MEMBERS: _set_members,
+    Op.REMOVE_MEMBER: _remove_member,
+    Op.SET_ELIGIBLE: _set_eligible,
+    Op.ASSIGN_JOBS: _assign_jobs,
+    Op.COMMIT_EXECUTIONS: _commit_executions,
+    Op.RECORD_PROGRESS: _record_progress,
 }
 # Handlers that are also given the entry's log index.
-_GIVEN_INDEX = frozenset(("create_jobs", "assign_jobs", "record_progress"))
+_GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS))
 
 
 def _apply(txn: Any, index: int, command: Command) -> dict:
@@ -1169,7 +1169,7 @@ def _apply(txn: Any, index: int, command: Command) -> dict:
     result = _apply_command(txn, command, index)
     if command.request_id:
         remembered = result
-        if command.op == "create_jobs" and result.get("ok"):
+        if command.op == Op.CREATE_JOBS and result.get("ok"):
             if command.request_id.startswith(CLIENT_KEY_PREFIX):
                 # A client's retry carries a new command (new uuids): keep
                 # which jobs the first one made.
