@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from math import inf
 from typing import Any, cast
 
@@ -304,8 +304,10 @@ class ClusterNode:
         leader = self.leader_id
         return self._addresses.get(leader) if leader is not None else None
 
-    def subscribe(self, fn: Callable[[Command, dict], None]) -> None:
-        self.raft.subscribe(fn)
+    def subscribe(
+        self, fn: Callable[[Command, dict], None], ops: Collection[str] | None = None
+    ) -> None:
+        self.raft.subscribe(fn, ops)
 
     def propose(self, command: Command) -> Deferred:
         """Commit C{command}: on the leader directly, else through the leader."""

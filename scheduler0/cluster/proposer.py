@@ -10,7 +10,7 @@ log index as the applied index (stored in the same transaction).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
 from typing import Any
 
 import attrs
@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from scheduler0.raft.core import LEADER
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import Entry
-from scheduler0.store.commands import Command, Op
+from scheduler0.store.commands import Command, Op, Subscriber, Subscribers
 
 log = Logger()
 
@@ -34,7 +34,7 @@ class RaftProposer:
     driver: RaftDriver | None = None
     #: The log index of the entry being applied (subscribers may read it).
     applying_index: int = 0
-    _subscribers: list[Callable[[Command, dict], None]] = attrs.field(factory=list)
+    _subscribers: Subscribers = attrs.field(factory=Subscribers)
 
     @property
     def is_leader(self) -> bool:
@@ -54,9 +54,12 @@ class RaftProposer:
         assert self.driver is not None
         return self.driver.read_barrier()
 
-    def subscribe(self, fn: Callable[[Command, dict], None]) -> None:
-        """Call C{fn(command, result)} after each apply; its exceptions are logged."""
-        self._subscribers.append(fn)
+    def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:
+        """
+        Call C{fn(command, result)} after each apply of one of C{ops} (None:
+        of every command); its exceptions are logged.
+        """
+        self._subscribers.add(fn, ops)
 
     async def apply_entry(self, entry: Entry) -> dict:
         """The driver's apply hook: one committed entry into the state machine."""
@@ -66,11 +69,7 @@ class RaftProposer:
             # Already applied before a restart: nothing changed now.
             return result
         self.applying_index = entry.index
-        for fn in list(self._subscribers):
-            try:
-                fn(command, result)
-            except Exception:
-                log.failure("a subscriber failed on {op}", op=command.op)
+        self._subscribers.tell(command, result)
         return result
 
     def apply_hook(self, entry: Entry) -> Deferred:
@@ -83,12 +82,7 @@ class RaftProposer:
     async def restore_entry(self, image: bytes) -> None:
         await self.state.restore(image)
         # Everything may have changed: observers must reload what they hold.
-        command = Command(Op.STATE_RESTORED, {})
-        for fn in list(self._subscribers):
-            try:
-                fn(command, {"ok": True, "value": None})
-            except Exception:
-                log.failure("a subscriber failed on {op}", op=command.op)
+        self._subscribers.tell(Command(Op.STATE_RESTORED, {}), {"ok": True, "value": None})
 
     def restore_hook(self, image: bytes) -> Deferred:
         """The driver's restore hook: replace the state machine with a leader's snapshot."""

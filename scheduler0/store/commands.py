@@ -9,11 +9,17 @@ are canonical JSON so every node logs and hashes the same thing.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from enum import StrEnum
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
+
+_log = Logger()
+
+#: What a subscriber is called with after each apply: the command and its result.
+Subscriber = Callable[["Command", dict], None]
 
 
 class Op(StrEnum):
@@ -93,3 +99,28 @@ def ok(value: Any) -> dict:
 def error(code: str, message: str, field: str | None = None) -> dict:
     """A rejected command: C{code} is "conflict", "not_found" or "invalid"."""
     return {"ok": False, "code": code, "message": message, "field": field}
+
+
+@attrs.define
+class Subscribers:
+    """
+    Who hears the commands a proposer applies: each subscriber names the ops
+    it wants (or None: every op), and is called, in the order subscribed,
+    with C{(command, result)} after each apply of one of them. A subscriber
+    that raises is logged; the others are still told.
+    """
+
+    _entries: list[tuple[Subscriber, frozenset[str] | None]] = attrs.field(factory=list)
+
+    def add(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:
+        self._entries.append((fn, None if ops is None else frozenset(ops)))
+
+    def tell(self, command: Command, result: dict) -> None:
+        op = command.op
+        for fn, ops in list(self._entries):
+            if ops is not None and op not in ops:
+                continue
+            try:
+                fn(command, result)
+            except Exception:
+                _log.failure("a subscriber failed on {op}", op=op)

@@ -5,7 +5,7 @@ strictly in order. A replicated proposer replaces it behind the same seam.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Collection
 from typing import Any
 
 import attrs
@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scheduler0.errors import StoreUnavailable
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Subscriber, Subscribers
 from scheduler0.store.log import CommandLog
 from scheduler0.store.state import StateStore
 
@@ -41,7 +41,7 @@ class LocalProposer:
     append_count: int = attrs.field(default=0, init=False)
     applied_index: int = attrs.field(default=0, init=False)
     _pending: list = attrs.field(factory=list, init=False)
-    _subscribers: list = attrs.field(factory=list, init=False)
+    _subscribers: Subscribers = attrs.field(factory=Subscribers, init=False)
     _draining: Deferred | None = attrs.field(default=None, init=False)
     _running: bool = attrs.field(default=False, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
@@ -154,15 +154,14 @@ class LocalProposer:
             _logger.failure("compacting the command log failed")
 
     def _notify(self, command: Command, result: dict) -> None:
-        for fn in list(self._subscribers):
-            try:
-                fn(command, result)
-            except Exception:
-                _logger.failure("a subscriber failed on {op}", op=command.op)
+        self._subscribers.tell(command, result)
 
-    def subscribe(self, fn: Callable[[Command, dict], None]) -> None:
-        """Call C{fn(command, result)} after each apply; its exceptions are logged."""
-        self._subscribers.append(fn)
+    def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:
+        """
+        Call C{fn(command, result)} after each apply of one of C{ops} (None:
+        of every command); its exceptions are logged.
+        """
+        self._subscribers.add(fn, ops)
 
     def stop(self) -> Deferred:
         """Refuse new proposals and fire once in-flight ones are done."""
