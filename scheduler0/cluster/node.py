@@ -15,20 +15,19 @@ import os
 import random
 import time
 from collections.abc import Callable
-from math import inf
 from typing import Any, cast
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from scheduler0.cluster import lease_channel
 from scheduler0.cluster.forwarding import FIRING_CHANGES, Forwarding
 from scheduler0.cluster.lease import LEASE_MARGIN_S, TICK_S, Leases
+from scheduler0.cluster.membership import Membership
 from scheduler0.cluster.peer import PeerClient
 from scheduler0.cluster.proposer import RaftProposer
-from scheduler0.errors import NotLeader, StoreUnavailable
+from scheduler0.errors import StoreUnavailable
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig
@@ -101,16 +100,32 @@ class ClusterNode:
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
     monotonic: Callable[[], float] = time.monotonic
+    # The members' addresses known at start (from config), handed to the
+    # membership, which keeps them from then on.
     _addresses: dict[int, str] = attrs.field(factory=dict)
     _raft_addresses: dict[int, str] = attrs.field(factory=dict)
-    # Node id -> when a Raft message from it last arrived (monotonic).
-    _heard: dict[int, float] = attrs.field(factory=dict)
+    #: The members, their addresses, when each was last heard from.
+    membership: Membership = attrs.field(init=False)
     #: This node's lease and the ones it grants while it leads.
     leases: Leases = attrs.field(init=False)
     #: Writes and linearizable reads, through the leader if need be.
     forwarding: Forwarding = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self.membership = Membership(
+            self.reactor,
+            self.config,
+            self.core,
+            self.raft,
+            self.driver,
+            self.transport,
+            self.peers,
+            self.state,
+            lease_s=self.lease_s,
+            monotonic=self.monotonic,
+            addresses=self._addresses,
+            raft_addresses=self._raft_addresses,
+        )
         self.leases = Leases(
             self.reactor,
             self.config.node_id,
@@ -118,8 +133,8 @@ class ClusterNode:
             self.driver,
             self.transport,
             self.peers,
-            member_ids=self.member_ids,
-            last_heard=self.last_heard,
+            member_ids=self.membership.member_ids,
+            last_heard=self.membership.last_heard,
             # Read at each call: the service sets is_paused after building the node.
             is_paused=lambda: self.is_paused(),
             lease_s=self.lease_s,
@@ -174,7 +189,7 @@ class ClusterNode:
 
         def deliver(sender: int, payload: bytes) -> None:
             node = node_ref[0]
-            node.heard_from(sender)
+            node.membership.heard_from(sender)
             if lease_channel.is_lease_message(payload):
                 node.leases.lease_message(sender, payload)
             else:
@@ -285,7 +300,7 @@ class ClusterNode:
     @property
     def leader_address(self) -> str | None:
         leader = self.leader_id
-        return self._addresses.get(leader) if leader is not None else None
+        return self.membership.address_of(leader) if leader is not None else None
 
     def subscribe(self, fn: Callable[[Command, dict], None]) -> None:
         self.raft.subscribe(fn)
@@ -331,55 +346,48 @@ class ClusterNode:
         """Seconds this node has led in its current term (0 when it does not lead)."""
         return self.leases.tenure()
 
-    def last_heard(self, node_id: int) -> float:
-        """When a Raft message from C{node_id} last arrived (monotonic; -inf: never)."""
-        return self._heard.get(node_id, -inf)
+    # -- membership (scheduler0.cluster.membership) ------------------------------
+
+    def member_ids(self) -> set[int]:
+        return self.membership.member_ids()
 
     def heard_from(self, node_id: int) -> None:
         """A Raft message from C{node_id} arrived (the transport authenticated it)."""
-        self._heard[node_id] = self.monotonic()
+        self.membership.heard_from(node_id)
 
     @property
     def election_s(self) -> float:
         """One election timeout, in seconds."""
-        return self.core.settings.election_ticks * TICK_S
+        return self.membership.election_s
 
     def reachable(self, node_id: int, links: dict | None = None) -> bool:
-        """
-        Has this node heard from member C{node_id} within an election
-        timeout? C{links} is the transport's C{stats()} (read now if None).
-
-        A leader hears from every member: each answers its heartbeats, so a
-        Raft message from it is the signal. A follower hears over Raft only
-        from its leader (and from candidates during an election); another
-        follower sends it nothing. For those it takes the Raft links: the
-        peer keeps an authenticated connection to this node and this node
-        one to the peer, and a peer that crashes or restarts loses both at
-        once (its kernel closes its sockets), while one that is paused or cut
-        off without its connections closing is seen from here only once TCP
-        notices. The leader's own view (its health check) and C{GET /cluster},
-        which asks every member, show such a node sooner.
-        """
-        if node_id == self.config.node_id:
-            return True
-        if self.monotonic() - self._heard.get(node_id, -inf) <= self.election_s:
-            return True
-        if self.is_leader or node_id == self.leader_id:
-            return False
-        if links is None:
-            links = self.transport.stats()
-        link = links.get(node_id) or {}
-        return bool(link.get("connected")) and int(link.get("inbound") or 0) > 0
+        """Has this node heard from member C{node_id} lately? (L{Membership.reachable})"""
+        return self.membership.reachable(node_id, links)
 
     def reachable_peers(self) -> int:
         """Other members a Raft message came from within one election timeout."""
-        now = self.monotonic()
-        within = self.core.settings.election_ticks * TICK_S
-        return sum(
-            1
-            for m in self.member_ids()
-            if m != self.config.node_id and now - self._heard.get(m, -inf) <= within
-        )
+        return self.membership.reachable_peers()
+
+    def address_of(self, node_id: int) -> str | None:
+        return self.membership.address_of(node_id)
+
+    def raft_address_of(self, node_id: int) -> str | None:
+        return self.membership.raft_address_of(node_id)
+
+    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred:
+        """Add a node (as a non-voter, promoted once caught up) or remove one, via the leader."""
+        return self.membership.change_members(add, remove)
+
+    async def change_members_as_leader(self, body: dict) -> dict:
+        return await self.membership.change_members_as_leader(body)
+
+    async def load_members(self) -> None:
+        """At start: reach the members that joined after our config was written."""
+        await self.membership.load_members()
+
+    async def wait_members_applied(self, timeout: float) -> list[int]:
+        """Wait until every member applied what this node has (see L{Membership})."""
+        return await self.membership.wait_members_applied(timeout)
 
     # -- views -------------------------------------------------------------------
 
@@ -401,88 +409,6 @@ class ClusterNode:
             "lease_valid": self.lease_valid(),
             "paused": self.is_paused(),
         }
-
-    def address_of(self, node_id: int) -> str | None:
-        return self._addresses.get(node_id)
-
-    def raft_address_of(self, node_id: int) -> str | None:
-        if node_id == self.config.node_id:
-            return self.config.raft_address
-        return self._raft_addresses.get(node_id)
-
-    # -- membership --------------------------------------------------------------
-
-    def member_ids(self) -> set[int]:
-        return {int(m) for m in self.core.config.members()}
-
-    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred:
-        """Add a node (as a non-voter, promoted once caught up) or remove one, via the leader."""
-        return Deferred.fromCoroutine(self._change_members(add, remove))
-
-    async def _change_members(self, add: dict | None, remove: int | None) -> None:
-        if not self.is_leader:
-            leader = self.leader_id
-            if leader is None:
-                raise StoreUnavailable("no leader is known")
-            await self.peers.members(leader, {"add": add, "remove": remove})
-            return
-        if add is not None:
-            await self.raft.propose(Command("set_members", {"members": [add]}))
-            await self.driver.change_membership(add_learner=str(add["node_id"]))
-        if remove is not None:
-            await self._drain(remove)
-            await self.driver.change_membership(remove=str(remove))
-            await self.raft.propose(Command("remove_member", {"node_id": remove}))
-
-    async def _drain(self, node_id: int) -> None:
-        """
-        Hand a node's jobs to the others before it leaves: made ineligible,
-        it keeps its lease and fires until each handover instant, so no slot
-        falls between it and the new owners.
-        """
-        await self.raft.propose(Command("set_eligible", {"node_id": node_id, "eligible": False}))
-        deadline = self.reactor.seconds() + 4 * self.lease_s + 5
-        while self.reactor.seconds() < deadline and self.is_leader:
-            counts = await self.state.owner_counts()
-            if not counts.get(node_id):
-                break
-            await deferLater(self.reactor, 0.1)
-        # The last handover instant is one lease after its move.
-        await deferLater(self.reactor, self.lease_s + LEASE_MARGIN_S)
-
-    async def change_members_as_leader(self, body: dict) -> dict:
-        if not self.is_leader:
-            raise NotLeader(f"node {self.config.node_id} is not the leader")
-        await self._change_members(body.get("add"), body.get("remove"))
-        return {"members": sorted(self.member_ids())}
-
-    def _learn_addresses(self, members: list[dict]) -> None:
-        """Reach nodes the log told us about (Replicas addresses, if given, win)."""
-        configured = {r.node_id for r in self.config.members()}
-        changed = False
-        for member in members:
-            node_id = int(member["node_id"])
-            if node_id in configured or node_id == self.config.node_id:
-                continue
-            if member.get("address"):
-                self._addresses[node_id] = member["address"]
-            if (
-                member.get("raft_address")
-                and self._raft_addresses.get(node_id) != member["raft_address"]
-            ):
-                self._raft_addresses[node_id] = member["raft_address"]
-                changed = True
-        if changed:
-            self._update_transport()
-
-    def _update_transport(self) -> None:
-        me = self.config.node_id
-        peers = {n: a for n, a in self._raft_addresses.items() if n != me and a}
-        self.transport.set_peers(peers)
-
-    async def load_members(self) -> None:
-        """At start: reach the members that joined after our config was written."""
-        self._learn_addresses(await self.state.members())
 
     async def cluster_view(self) -> dict:
         """Every member with what it says of itself (asked now) and its share of the jobs."""
@@ -555,61 +481,13 @@ class ClusterNode:
                 nodes.append(node_id)
         return {**merge(snapshots), "nodes": sorted(nodes), "missing_nodes": missing}
 
-    async def wait_members_applied(self, timeout: float) -> list[int]:
-        """
-        Wait until every member has applied what this node has, or
-        C{timeout} seconds have passed; return the members that had not.
-
-        Used before acknowledging a change to what fires (with timeout one
-        lease): a member that has not applied it by then cannot fire from
-        the older state any more, since its lease ran out and a new one is
-        only usable once it has applied the change.
-        """
-        from twisted.internet.defer import gatherResults
-
-        index = self.driver.applied_index
-        deadline = self.reactor.seconds() + timeout
-        pending = sorted(self.member_ids() - {self.config.node_id})
-        while pending:
-            remaining = deadline - self.reactor.seconds()
-            if remaining <= 0:
-                break
-            answers = await gatherResults(
-                [
-                    self.peers.status(m, min(0.5, remaining)).addErrback(lambda f: None)
-                    for m in pending
-                ]
-            )
-            pending = [
-                member
-                for member, status in zip(pending, answers, strict=True)
-                if status is None or int(status.get("applied_index") or 0) < index
-            ]
-            if pending:
-                await deferLater(
-                    self.reactor, min(0.02, max(0.0, deadline - self.reactor.seconds()))
-                )
-        return pending
-
     def on_applied(self, command: Command, result: dict) -> None:
         """Follow member changes, and changes to what fires."""
         if not result.get("ok"):
             return
-        if command.op == "set_members":
-            self._learn_addresses(list(command.args.get("members") or ()))
-            return
         if command.op in FIRING_CHANGES:
             self.leases.change_applied(self.raft.applying_index)
-        if command.op == "remove_member":
-            node_id = command.args.get("node_id")
-            if node_id in self._raft_addresses and node_id != self.config.node_id:
-                del self._raft_addresses[node_id]
-                self._update_transport()
-            return
-        if command.op == "state_restored":
-            Deferred.fromCoroutine(self.load_members()).addErrback(
-                lambda f: log.failure("reading members failed", f)
-            )
+        self.membership.on_applied(command)
 
     def members(self) -> list[dict]:
         """
@@ -619,12 +497,11 @@ class ClusterNode:
         """
         config = self.core.config
         stats = self.transport.stats()
-        raft_addresses = dict(self._raft_addresses)
-        raft_addresses[self.config.node_id] = self.config.raft_address
+        membership = self.membership
         now = self.monotonic()
         out = []
         for member in sorted({int(m) for m in config.members()}):
-            reachable = self.reachable(member, stats)
+            reachable = membership.reachable(member, stats)
             if member == self.config.node_id:
                 role = self.core.role
                 connected = True
@@ -641,8 +518,8 @@ class ClusterNode:
             out.append(
                 {
                     "node_id": member,
-                    "address": self._addresses.get(member) or "",
-                    "raft_address": raft_addresses.get(member) or "",
+                    "address": membership.address_of(member) or "",
+                    "raft_address": membership.raft_address_of(member) or "",
                     "role": role,
                     "voter": str(member) in config.voters,
                     "connected": connected,
@@ -668,13 +545,12 @@ class ClusterNode:
         leases = self.leases
         leases.lease_valid()
         now = self.monotonic()
-        members = self.member_ids()
         return cluster_reasons(
             ClusterObservation(
                 node_id=self.config.node_id,
                 leader_id=self.leader_id,
                 voters=frozenset(int(v) for v in self.core.config.voters),
-                silence={m: now - self._heard[m] for m in members if m in self._heard},
+                silence=self.membership.silence(now),
                 election_s=self.election_s,
                 lease_left=leases.lease_left(now),
                 applied_index=self.driver.applied_index,
