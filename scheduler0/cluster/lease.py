@@ -159,7 +159,7 @@ class Leases:
     def change_appended(self, index: int) -> None:
         """
         This leader appended a change to what fires at C{index}: it counts
-        from now, not once this node applied it (see ClusterNode._propose_here).
+        from now, not once this node applied it (see Forwarding.propose_here).
         """
         self._last_change_index = max(self._last_change_index, index)
         self._lease_requires = max(self._lease_requires, index)

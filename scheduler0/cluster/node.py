@@ -1,12 +1,13 @@
 """
 One node's part of the cluster: the Raft core, its SQLite log, the TCP
 transport and the driver, behind the same C{propose}/C{read_barrier}/
-C{subscribe} seam as the single-node proposer; writes made on a follower
-are forwarded to the leader, and linearizable reads on a follower wait for
-the leader's ReadIndex. Leases (SPEC §7) are kept here too: a node may fire
-only while its lease is valid; followers renew theirs over the Raft links
-(L{scheduler0.cluster.lease_channel}), or over peer HTTP with a leader that
-does not offer that.
+C{subscribe} seam as the single-node proposer. L{ClusterNode} builds them
+and composes the parts that use them: the forwarding of writes and reads
+to the leader (L{scheduler0.cluster.forwarding}), the leases (SPEC §7,
+L{scheduler0.cluster.lease}) and the membership
+(L{scheduler0.cluster.membership}); it keeps the views over all three (its
+status, the members, the cluster, its readiness) and the fan-ins of the
+execution summary and history that peers ask it for.
 """
 
 from __future__ import annotations
