@@ -1,8 +1,8 @@
 """
-Unit tests of the leases in scheduler0.cluster.node, on task.Clock with a
-fake Raft core, driver, transport and peer client: when a node may fire,
-what a leader grants, when it may take a silent node's jobs, and how
-renewals travel (over the Raft links, lease_channel, or peer HTTP).
+Unit tests of the leases (scheduler0.cluster.lease, in a ClusterNode), on
+task.Clock with a fake Raft core, driver, transport and peer client: when a
+node may fire, what a leader grants, when it may take a silent node's jobs,
+and how renewals travel (over the Raft links, lease_channel, or peer HTTP).
 """
 
 from __future__ import annotations
