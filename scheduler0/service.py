@@ -339,7 +339,7 @@ class NodeService(MultiService):
             from scheduler0.cluster.leader import LeaderDuties
             from scheduler0.cluster.ownership import Ownership
 
-            scheduler.may_fire = cluster.lease_valid
+            scheduler.may_fire = cluster.leases.lease_valid
             scheduler.ownership = Ownership(state, executions, config.node_id)
             # Twice the time the fan-in takes to visit every node, after the
             # old owner's lease: its records are in by then unless it failed.
@@ -495,10 +495,11 @@ class NodeService(MultiService):
             announce.flush()
 
     async def _first_cluster_credential(self, api: Any, state: Any, cluster: Any) -> None:
-        from scheduler0.cluster.node import _later
+        from twisted.internet.task import deferLater
+
         from scheduler0.errors import StoreUnavailable
 
-        while self.running and not cluster._stopped:
+        while self.running and not cluster.stopped:
             if await state.count_credentials():
                 return
             if cluster.is_leader:
@@ -508,7 +509,7 @@ class NodeService(MultiService):
                     return
                 except StoreUnavailable:
                     pass
-            await _later(self.reactor, 0.2)
+            await deferLater(self.reactor, 0.2)
 
     def readiness(self) -> list[dict]:
         """

@@ -1,8 +1,8 @@
 """
-Unit tests of the leases in scheduler0.cluster.node, on task.Clock with a
-fake Raft core, driver, transport and peer client: when a node may fire,
-what a leader grants, when it may take a silent node's jobs, and how
-renewals travel (over the Raft links, lease_channel, or peer HTTP).
+Unit tests of the leases (scheduler0.cluster.lease, in a ClusterNode), on
+task.Clock with a fake Raft core, driver, transport and peer client: when a
+node may fire, what a leader grants, when it may take a silent node's jobs,
+and how renewals travel (over the Raft links, lease_channel, or peer HTTP).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.cluster import lease_channel
+from scheduler0.cluster.lease import LEASE_MARGIN_S, LEASE_RENEW_S, RAFT_SILENCE_S, STUCK_S
 from scheduler0.cluster.lease_channel import (
     PATIENCE_S,
     RETRY_S,
@@ -25,15 +26,7 @@ from scheduler0.cluster.lease_channel import (
     LeaseDecodeError,
     LeaseRequest,
 )
-from scheduler0.cluster.node import (
-    LEASE_MARGIN_S,
-    LEASE_RENEW_S,
-    RAFT_SILENCE_S,
-    SNAPSHOT_BYTES,
-    STUCK_S,
-    ClusterNode,
-    raft_settings,
-)
+from scheduler0.cluster.node import SNAPSHOT_BYTES, ClusterNode, raft_settings
 from scheduler0.cluster.peer import PeerAPI
 from scheduler0.raft import codec
 from scheduler0.raft.core import LEADER
@@ -88,9 +81,9 @@ class NodeFixture(SynchronousTestCase):
     def lead_with_grants(self, *node_ids: int) -> None:
         """Node 1 leads term 2 (node 3 led term 1), its lease confirmed, leases granted."""
         self.core.leader_id = "3"
-        self.node._noticed_leadership()
+        self.node.leases.notice_leadership()
         self.core.role, self.core.leader_id, self.core.term = LEADER, "1", 2
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.driver.barriers[0].callback(1)
         for node_id in node_ids:
             self.node.grant_lease(node_id, False, 0)
@@ -103,7 +96,7 @@ class LeaseTests(NodeFixture):
         once the node applied the index the leader named.
         """
         self.core.leader_id = "2"
-        self.node._renew_lease()
+        self.node.leases.renew()
         ((leader, request, answer),) = self.peers.requests
         self.assertEqual((leader, request["node_id"]), (2, 1))
         self.clock.advance(0.2)
@@ -119,7 +112,7 @@ class LeaseTests(NodeFixture):
     def test_a_leader_lease_rests_on_a_heartbeat_round(self) -> None:
         """A leader may fire for election_ticks - 2 ticks after a round a majority answered."""
         self.core.role, self.core.leader_id = LEADER, "1"
-        self.node._renew_lease()
+        self.node.leases.renew()
         (barrier,) = self.driver.barriers
         self.assertFalse(self.node.lease_valid())
         self.clock.advance(0.05)
@@ -134,7 +127,7 @@ class LeaseTests(NodeFixture):
         """Without its own lease a leader grants nothing; it never grants to a non-member."""
         self.core.role, self.core.leader_id = LEADER, "1"
         self.assertFalse(self.node.grant_lease(2, False, 0)["granted"])
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.driver.barriers[0].callback(1)
         answer = self.node.grant_lease(2, False, 0)
         self.assertTrue(answer["granted"])
@@ -150,9 +143,9 @@ class LeaseTests(NodeFixture):
         margin) has passed since it took over; a node it heard from is live.
         """
         self.core.leader_id = "3"
-        self.node._noticed_leadership()
+        self.node.leases.notice_leadership()
         self.core.role, self.core.leader_id, self.core.term = LEADER, "1", 2
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.driver.barriers[0].callback(1)
         self.node.grant_lease(2, True, 0)
         live, gone = self.node.live_nodes()
@@ -202,14 +195,14 @@ class LeaseTests(NodeFixture):
                 core.last_index += 1
                 return Deferred()
 
-        self.node.raft = AppendingRaft()  # type: ignore[assignment]
+        self.node.forwarding.raft = AppendingRaft()  # type: ignore[assignment]
         self.assertTrue(self.node.lease_valid())
-        self.node._propose_here(Command("update_job", {"uuid": "j"}))
+        self.node.forwarding.propose_here(Command("update_job", {"uuid": "j"}))
         self.assertFalse(self.node.lease_valid())
         self.assertEqual(self.node.grant_lease(2, False, 5)["must_apply"], 6)
         self.driver.applied_index = 6
         self.assertTrue(self.node.lease_valid())
-        self.node._propose_here(Command("commit_executions", {}))
+        self.node.forwarding.propose_here(Command("commit_executions", {}))
         self.assertTrue(self.node.lease_valid())
         self.assertEqual(self.node.grant_lease(2, False, 6)["must_apply"], 6)
 
@@ -234,12 +227,12 @@ class LeaseTests(NodeFixture):
         """
         self.core.leader_id = "2"
         for _ in range(10):
-            self.node._renew_lease()
+            self.node.leases.renew()
             self.clock.advance(LEASE_RENEW_S / 2)
         self.assertEqual(len(self.peers.requests), 1)
         self.peers.requests[0][2].callback({"granted": True, "lease_s": 1.0})
         for _ in range(10):
-            self.node._renew_lease()
+            self.node.leases.renew()
             if self.peers.requests[-1][2].called is False:
                 self.peers.requests[-1][2].callback({"granted": True, "lease_s": 1.0})
             self.clock.advance(LEASE_RENEW_S / 2)
@@ -251,13 +244,13 @@ class LeaseTests(NodeFixture):
         reactor's latency; one a millisecond or two early is not skipped.
         """
         self.core.leader_id = "2"
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.peers.requests[-1][2].callback({"granted": True, "lease_s": 1.0})
         self.clock.advance(LEASE_RENEW_S + 0.0015)
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.peers.requests[-1][2].callback({"granted": True, "lease_s": 1.0})
         self.clock.advance(LEASE_RENEW_S - 0.0015)
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.assertEqual(len(self.peers.requests), 3)
 
 
@@ -274,11 +267,11 @@ class RaftLinkRenewalTests(NodeFixture):
 
     def renew_after(self, seconds: float) -> None:
         self.clock.advance(seconds)
-        self.node._renew_lease()
+        self.node.leases.renew()
 
     def offered(self) -> None:
         """At 0 the renewal goes over HTTP; the leader's answer offers the link."""
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.peers.requests[-1][2].callback(dict(OFFERING))
 
     def requests_sent(self) -> list[LeaseRequest]:
@@ -295,10 +288,10 @@ class RaftLinkRenewalTests(NodeFixture):
         sender = int(fields.pop("sender", 2))  # type: ignore[call-overload]
         values = {"term": 1, "lease_s": 1.0, "must_apply": 0} | fields
         message = LeaseAnswer(request.seq, granted, **values)  # type: ignore[arg-type]
-        self.node.lease_message(sender, lease_channel.encode(message))
+        self.node.leases.lease_message(sender, lease_channel.encode(message))
 
     def lease_ends(self) -> float:
-        return self.node._lease_until
+        return self.node.leases._lease_until
 
     def test_a_lease_over_the_raft_link_counts_from_the_request_leaving(self) -> None:
         """
@@ -402,7 +395,7 @@ class RaftLinkRenewalTests(NodeFixture):
         self.renew_after(LEASE_RENEW_S)
         self.assertEqual(len(self.requests_sent()), 2)
         self.assertEqual(len(self.peers.requests), 2)
-        self.assertEqual(self.node._lease_channel.fallbacks, 1)
+        self.assertEqual(self.node.leases._lease_channel.fallbacks, 1)
         while self.clock.seconds() < 0.3 + RETRY_S:
             self.peers.requests[-1][2].callback(dict(OFFERING))
             self.assertTrue(self.node.lease_valid())
@@ -421,7 +414,7 @@ class RaftLinkRenewalTests(NodeFixture):
         malformed Raft message.
         """
         for _ in range(20):
-            self.node._renew_lease()
+            self.node.leases.renew()
             answer = dict(OFFERING)
             del answer["lease_channel"]
             self.peers.requests[-1][2].callback(answer)
@@ -437,7 +430,7 @@ class RaftLinkGrantTests(NodeFixture):
     def ask(self, node_id: int, seq: int = 41, paused: bool = False) -> LeaseAnswer:
         self.transport.sent.clear()
         request = LeaseRequest(seq, paused, 0)
-        self.node.lease_message(node_id, lease_channel.encode(request))
+        self.node.leases.lease_message(node_id, lease_channel.encode(request))
         ((to, payload),) = self.transport.sent
         self.assertEqual(to, node_id)
         answer = lease_channel.decode(payload)
@@ -455,7 +448,7 @@ class RaftLinkGrantTests(NodeFixture):
         self.clock.advance(0.05)
         answer = self.ask(2, seq=2**63 + 5, paused=True)
         self.assertEqual(answer, LeaseAnswer(2**63 + 5, True, 2, 1.0, 0))
-        self.assertEqual(self.node._grants[2], {"at": 0.05, "paused": True})
+        self.assertEqual(self.node.leases._grants[2], {"at": 0.05, "paused": True})
         live, gone = self.node.live_nodes()
         self.assertEqual(live[2], True)
         self.assertFalse(gone(2))
@@ -475,8 +468,8 @@ class RaftLinkGrantTests(NodeFixture):
         self.assertTrue(self.ask(2).granted)
         self.clock.advance(self.node.leader_lease_s)
         self.assertFalse(self.ask(2).granted)
-        self.assertEqual(sorted(self.node._grants), [1, 2])
-        self.assertEqual(self.node._grants[2]["at"], 0.0)
+        self.assertEqual(sorted(self.node.leases._grants), [1, 2])
+        self.assertEqual(self.node.leases._grants[2]["at"], 0.0)
 
     def test_the_http_lease_answer_offers_the_link(self) -> None:
         """

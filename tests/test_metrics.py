@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from scheduler0.api.limits import RateLimiter
-from scheduler0.cluster.node import ClusterNode
+from scheduler0.cluster.membership import Membership
 from scheduler0.executor.http import Delivery, Outcome
 from scheduler0.metrics import CONTENT_TYPE, LATENCY_BUCKETS, NodeMetrics
 from scheduler0.scheduler.service import SchedulerService
@@ -159,7 +159,7 @@ class FakeCluster:
         return self.now
 
     # The real count, on this fake's clock and members.
-    reachable_peers = ClusterNode.reachable_peers
+    reachable_peers = Membership.reachable_peers
 
 
 @attrs.define

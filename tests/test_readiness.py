@@ -176,14 +176,14 @@ class ClusterNodeTests(SynchronousTestCase):
     def lead(self) -> None:
         """Node 1 leads, its own lease confirmed by a heartbeat round."""
         self.core.role, self.core.leader_id = LEADER, "1"
-        self.node._renew_lease()
+        self.node.leases.renew()
         self.driver.barriers.pop(0).callback(1)
 
     def follow(self, must_apply: int = 0) -> None:
         """Node 1 follows node 2, which grants it a lease over peer HTTP."""
         self.core.leader_id = "2"
         self.node.heard_from(2)
-        self.node._renew_lease()
+        self.node.leases.renew()
         _, _, answer = self.peers.requests.pop(0)
         answer.callback({"granted": True, "lease_s": ELECTION_S, "must_apply": must_apply})
 
@@ -196,7 +196,7 @@ class ClusterNodeTests(SynchronousTestCase):
         for _ in range(10):
             self.clock.advance(0.1)
             self.node.heard_from(2)
-            self.node._renew_lease()
+            self.node.leases.renew()
             self.driver.barriers.pop(0).callback(1)
         self.assertEqual(self.node.readiness(), [])
         self.assertEqual(self.roles(), {1: "leader", 2: "follower", 3: "unreachable"})
@@ -230,10 +230,10 @@ class ClusterNodeTests(SynchronousTestCase):
         behind past an election timeout it is catching up.
         """
         self.follow()
-        self.node._renew_lease()  # samples that it could fire
+        self.node.leases.renew()  # samples that it could fire
         self.clock.advance(0.1)
         self.node.heard_from(2)
-        self.node._renew_lease()
+        self.node.leases.renew()
         _, _, answer = self.peers.requests.pop(0)
         answer.callback({"granted": True, "lease_s": ELECTION_S, "must_apply": 5})
         self.assertFalse(self.node.lease_valid())
@@ -241,7 +241,7 @@ class ClusterNodeTests(SynchronousTestCase):
         for _ in range(6):
             self.clock.advance(0.1)
             self.node.heard_from(2)
-            self.node._renew_lease()
+            self.node.leases.renew()
             _, _, answer = self.peers.requests.pop(0)
             answer.callback({"granted": True, "lease_s": ELECTION_S, "must_apply": 5})
         self.assertEqual(codes(self.node.readiness()), [CATCHING_UP])

@@ -1,12 +1,13 @@
 """
 One node's part of the cluster: the Raft core, its SQLite log, the TCP
 transport and the driver, behind the same C{propose}/C{read_barrier}/
-C{subscribe} seam as the single-node proposer; writes made on a follower
-are forwarded to the leader, and linearizable reads on a follower wait for
-the leader's ReadIndex. Leases (SPEC §7) are kept here too: a node may fire
-only while its lease is valid; followers renew theirs over the Raft links
-(L{scheduler0.cluster.lease_channel}), or over peer HTTP with a leader that
-does not offer that.
+C{subscribe} seam as the single-node proposer. L{ClusterNode} builds them
+and composes the parts that use them: the forwarding of writes and reads
+to the leader (L{scheduler0.cluster.forwarding}), the leases (SPEC §7,
+L{scheduler0.cluster.lease}) and the membership
+(L{scheduler0.cluster.membership}); it keeps the views over all three (its
+status, the members, the cluster, its readiness) and the fan-ins of the
+execution summary and history that peers ask it for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Collection
-from math import inf
 from typing import Any, cast
 
 import attrs
@@ -23,40 +23,22 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from scheduler0.cluster import lease_channel
-from scheduler0.cluster.lease_channel import FollowerChannel, LeaseAnswer, LeaseRequest
-from scheduler0.cluster.peer import PeerClient, PeerNotLeader, PeerUnavailable
+from scheduler0.cluster.forwarding import FIRING_CHANGES, Forwarding
+from scheduler0.cluster.lease import LEASE_MARGIN_S, TICK_S, Leases
+from scheduler0.cluster.membership import Membership
+from scheduler0.cluster.peer import PeerClient
 from scheduler0.cluster.proposer import RaftProposer
-from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
-from scheduler0.logs import LeadershipEvents
+from scheduler0.errors import StoreUnavailable
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
-from scheduler0.raft.driver import ProposalFailed, RaftDriver
+from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.raft.storage import SnapshotFile, SqliteRaftStorage
 from scheduler0.store.commands import Command
 
 log = Logger()
 
-# The Raft clock: every Raft timeout is a whole number of these ticks.
-TICK_S = 0.05
-# How often a node renews its lease, and how much longer than a lease the
-# leader waits before it takes a silent node's jobs away.
-LEASE_RENEW_S = 0.1
-LEASE_MARGIN_S = 0.15
 # Applied entries' bytes after which a snapshot is taken (before the spread).
 SNAPSHOT_BYTES = 64 << 20
-# How often a leader confirms its own lease (a heartbeat round).
-LEADER_RENEW_S = 0.1
-# A node whose Raft messages reached the leader this recently is running,
-# even if its lease lapsed: it is slow (an overloaded machine), not gone.
-RAFT_SILENCE_S = 0.5
-# How long such a node may stay without a lease before its jobs move anyway.
-STUCK_S = 5.0
-
-
-# Applied changes after which a node must catch up before it fires again.
-_FIRING_CHANGES = frozenset(
-    ("assign_jobs", "remove_member", "update_job", "delete_job", "delete_project")
-)
 
 
 def raft_settings(config: Any) -> RaftSettings:
@@ -86,12 +68,6 @@ def _capture_to_file(state: Any, storage: SqliteRaftStorage) -> Deferred:
     """
     path = storage.capture_path()
     return state.snapshot(path).addCallback(lambda _: SnapshotFile.at(path))
-
-
-def _later(clock: Any, seconds: float) -> Deferred:
-    d: Deferred = Deferred()
-    clock.callLater(seconds, d.callback, None)
-    return d
 
 
 @attrs.define(eq=False)
@@ -125,37 +101,60 @@ class ClusterNode:
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
     monotonic: Callable[[], float] = time.monotonic
+    # The members' addresses known at start (from config), handed to the
+    # membership, which keeps them from then on.
     _addresses: dict[int, str] = attrs.field(factory=dict)
     _raft_addresses: dict[int, str] = attrs.field(factory=dict)
-    _lease_until: float = 0.0
-    _leader_since: float | None = None
-    _leader_term: int = 0
-    _grants: dict[int, dict] = attrs.field(factory=dict)
-    _renewing: Any = None
-    _stopped: bool = False
-    _confirming: bool = False
-    _last_follower_renewal: float = float("-inf")
-    _renewal_in_flight: bool = False
-    # The follower's renewals over the Raft links (lease_channel).
-    _lease_channel: FollowerChannel = attrs.field(factory=FollowerChannel)
-    # (node id, term) of the last leader this node followed.
-    _previous_leader: tuple[int, int] | None = None
-    # The latest log index that changed what fires, and this leader's first
-    # entry: a node must have applied both before it uses a lease.
-    _last_change_index: int = 0
-    _term_start_index: int = 0
-    _lease_requires: int = 0
-    _lease_was_valid: bool = False
-    # When lease_valid() last found the node free to fire (monotonic; -inf:
-    # not since it started): the health check tells a node a few entries
-    # behind its lease for a moment from one that cannot fire for a while.
-    _could_fire_at: float = -inf
-    # Node id -> when a Raft message from it last arrived (monotonic).
-    _heard: dict[int, float] = attrs.field(factory=dict)
-    #: Nodes whose jobs the leader is moving away right now (no lease for them).
-    moving_off: set[int] = attrs.field(factory=set)
-    # Logs one event per change of role, term or leader.
-    _leadership: LeadershipEvents | None = None
+    #: The members, their addresses, when each was last heard from.
+    membership: Membership = attrs.field(init=False)
+    #: This node's lease and the ones it grants while it leads.
+    leases: Leases = attrs.field(init=False)
+    #: Writes and linearizable reads, through the leader if need be.
+    forwarding: Forwarding = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.membership = Membership(
+            self.reactor,
+            self.config,
+            self.core,
+            self.raft,
+            self.driver,
+            self.transport,
+            self.peers,
+            self.state,
+            lease_s=self.lease_s,
+            monotonic=self.monotonic,
+            addresses=self._addresses,
+            raft_addresses=self._raft_addresses,
+        )
+        self.leases = Leases(
+            self.reactor,
+            self.config.node_id,
+            self.core,
+            self.driver,
+            self.transport,
+            self.peers,
+            member_ids=self.membership.member_ids,
+            last_heard=self.membership.last_heard,
+            # Read at each call: the service sets is_paused after building the node.
+            is_paused=lambda: self.is_paused(),
+            lease_s=self.lease_s,
+            monotonic=self.monotonic,
+        )
+        self.forwarding = Forwarding(
+            self.reactor,
+            self.config,
+            self.core,
+            self.raft,
+            self.driver,
+            self.peers,
+            self.leases,
+        )
+
+    @property
+    def moving_off(self) -> set[int]:
+        """Nodes whose jobs the leader is moving away right now (no lease for them)."""
+        return self.leases.moving_off
 
     @classmethod
     def open(
@@ -191,9 +190,9 @@ class ClusterNode:
 
         def deliver(sender: int, payload: bytes) -> None:
             node = node_ref[0]
-            node.heard_from(sender)
+            node.membership.heard_from(sender)
             if lease_channel.is_lease_message(payload):
-                node.lease_message(sender, payload)
+                node.leases.lease_message(sender, payload)
             else:
                 node.driver.receive(payload)
 
@@ -270,19 +269,19 @@ class ClusterNode:
         await self.load_members()
         await self.transport.start()
         self.driver.start(applied)
-        from twisted.internet.task import LoopingCall
-
-        self._renewing = LoopingCall(self._renew_lease)
-        self._renewing.clock = self.reactor
-        self._renewing.start(LEADER_RENEW_S, now=False)
+        self.leases.start()
 
     async def stop(self) -> None:
-        self._stopped = True
-        if self._renewing is not None and self._renewing.running:
-            self._renewing.stop()
+        self.forwarding.stop()
+        self.leases.stop()
         await self.driver.stop()
         await self.transport.stop()
         self.storage.close()
+
+    @property
+    def stopped(self) -> bool:
+        """Has C{stop} begun? (Retries through the leader end then.)"""
+        return self.forwarding.stopped
 
     # -- the proposer seam (what the API and the scheduler use) ----------------
 
@@ -302,7 +301,7 @@ class ClusterNode:
     @property
     def leader_address(self) -> str | None:
         leader = self.leader_id
-        return self._addresses.get(leader) if leader is not None else None
+        return self.membership.address_of(leader) if leader is not None else None
 
     def subscribe(
         self, fn: Callable[[Command, dict], None], ops: Collection[str] | None = None
@@ -311,115 +310,23 @@ class ClusterNode:
 
     def propose(self, command: Command) -> Deferred:
         """Commit C{command}: on the leader directly, else through the leader."""
-        return Deferred.fromCoroutine(self._propose(command))
-
-    async def _propose(self, command: Command) -> dict:
-        deadline = self.reactor.seconds() + self.config.raft_apply_timeout
-        last_error = "no leader is known"
-        # Attempts to reach a leader that does not answer (PeerConnectRetryMax);
-        # a leader that answers "not the leader" any more costs no attempt.
-        attempts = max(1, self.config.peer_connect_retry_max)
-        while not self._stopped and attempts > 0:
-            remaining = deadline - self.reactor.seconds()
-            if remaining <= 0:
-                break
-            if self.is_leader:
-                try:
-                    return await self._propose_here(command)
-                except (NotLeader, ProposalFailed) as e:
-                    # Leadership changed under the write: try again where it
-                    # went (the request id makes a second commit a no-op).
-                    last_error = str(e)
-            elif self.leader_id is not None:
-                try:
-                    answer = await self.peers.propose(self.leader_id, command, remaining)
-                except PeerNotLeader as e:
-                    last_error = str(e)
-                except PeerUnavailable as e:
-                    last_error = str(e)
-                    attempts -= 1
-                else:
-                    # Answer only once this node has applied the write, so
-                    # the client's next read here sees it.
-                    try:
-                        await self.driver.wait_applied(int(answer["index"]))
-                    except StoreUnavailable:
-                        pass
-                    return answer["result"]
-            await _later(self.reactor, min(0.05, max(0.0, remaining)))
-        raise StoreUnavailable(f"the write could not be committed: {last_error}")
+        return self.forwarding.propose(command)
 
     def read_barrier(self) -> Deferred:
         """Fire once a local read is linearizable (ReadIndex, through the leader if need be)."""
-        return Deferred.fromCoroutine(self._read_barrier())
-
-    async def _read_barrier(self) -> int:
-        deadline = self.reactor.seconds() + self.config.raft_apply_timeout
-        last_error = "no leader is known"
-        while not self._stopped:
-            remaining = deadline - self.reactor.seconds()
-            if remaining <= 0:
-                break
-            try:
-                if self.is_leader:
-                    return await self.driver.read_barrier()
-                if self.leader_id is not None:
-                    index = await self.peers.read_index(self.leader_id, remaining)
-                    return await self.driver.wait_applied(index)
-            except (NotLeader, PeerUnavailable, ProposalTimeout) as e:
-                last_error = str(e)
-            await _later(self.reactor, min(0.05, max(0.0, remaining)))
-        raise StoreUnavailable(f"no linearizable read possible now: {last_error}")
-
-    # -- what the leader does for peers (PeerAPI) ------------------------------
+        return self.forwarding.read_barrier()
 
     async def propose_as_leader(self, command: Command) -> dict:
-        if not self.is_leader:
-            raise NotLeader(f"node {self.config.node_id} is not the leader")
-        result = await self._propose_here(command)
-        return {"result": result, "index": self.driver.applied_index}
-
-    def _propose_here(self, command: Command) -> Deferred:
-        """
-        Append C{command} to this leader's log. A change to what fires counts
-        from the moment it is in the log, not once this node applied it (its
-        state machine may lag): leases granted from now on, this node's own
-        included, are usable only on a copy that has applied it, so no node
-        fires from the copy before it (say, past a handover instant) while
-        another fires from the copy after it.
-        """
-        d = self.raft.propose(command)
-        if command.op in _FIRING_CHANGES:
-            index = self.core.last_index
-            self._last_change_index = max(self._last_change_index, index)
-            self._lease_requires = max(self._lease_requires, index)
-        return d
+        return await self.forwarding.propose_as_leader(command)
 
     async def read_index_as_leader(self) -> int:
-        if not self.is_leader:
-            raise NotLeader(f"node {self.config.node_id} is not the leader")
-        return await self.driver.read_barrier()
+        return await self.forwarding.read_index_as_leader()
 
-    # -- leases ------------------------------------------------------------------
+    # -- leases (scheduler0.cluster.lease) ----------------------------------------
 
     def lease_valid(self) -> bool:
-        """
-        May this node fire now? Its lease (from the current leader, or its
-        own) runs, and it has applied what the lease was granted against.
-        """
-        now = self.monotonic()
-        valid = now < self._lease_until and self.driver.applied_index >= self._lease_requires
-        if valid:
-            self._could_fire_at = now
-        if valid != self._lease_was_valid:
-            self._lease_was_valid = valid
-            log.info(
-                "lease {state} (applied {applied}, needs {needs})",
-                state="held: firing" if valid else "lapsed: not firing",
-                applied=self.driver.applied_index,
-                needs=self._lease_requires,
-            )
-        return valid
+        """May this node fire now? (L{Leases.lease_valid})"""
+        return self.leases.lease_valid()
 
     @property
     def change_settle_s(self) -> float:
@@ -428,289 +335,62 @@ class ClusterNode:
 
     @property
     def leader_lease_s(self) -> float:
-        """
-        How long after a heartbeat round a majority answered no other leader
-        can exist: a follower refuses to vote for (election_ticks - 1) ticks
-        after hearing from its leader; one more tick is kept as a margin.
-        """
-        return (self.core.settings.election_ticks - 2) * TICK_S
-
-    def _noticed_leadership(self) -> None:
-        if self._leadership is None:
-            self._leadership = LeadershipEvents(self.config.node_id)
-        self._leadership.observe(self.core.role, self.core.term, self.leader_id)
-        now = self.monotonic()
-        if self.is_leader:
-            if self._leader_since is None or self._leader_term != self.core.term:
-                self._leader_since = now
-                self._leader_term = self.core.term
-                self._grants = {}
-                # Everything before this term's first entry may hold moves
-                # (changes appended in an earlier term of its own, perhaps
-                # since overwritten, are covered by it).
-                self._term_start_index = self.core.last_index
-                self._last_change_index = 0
-            return
-        if self._leader_since is not None:
-            # Stepped down: what it must have applied now comes with the next
-            # leader's grants (its own last appends may never be committed).
-            self._lease_requires = 0
-        self._leader_since = None
-        leader = self.leader_id
-        if leader is not None and leader != self.config.node_id:
-            self._previous_leader = (leader, self.core.term)
-
-    def _renew_lease(self) -> None:
-        self._noticed_leadership()
-        # Sampled here too, so the health check knows when the node last
-        # could fire even while the scheduler has nothing to fire.
-        self.lease_valid()
-        now = self.monotonic()
-        if self.is_leader:
-            # A leader's own lease: a heartbeat round begun now that a
-            # majority answers proves no other leader can be elected for
-            # leader_lease_s from now.
-            if self._confirming:
-                return
-            self._confirming = True
-
-            def confirmed(_: Any) -> None:
-                if self.is_leader:
-                    self._lease_until = max(self._lease_until, now + self.leader_lease_s)
-                    # It fires from its own copy only once that holds every
-                    # entry of the terms before its own.
-                    self._lease_requires = max(self._lease_requires, self._term_start_index)
-                    self._grants[self.config.node_id] = {
-                        "at": self.monotonic(),
-                        "paused": self.is_paused(),
-                    }
-
-            # Only the round: what the state machine still has to apply does
-            # not hold up the lease (grants and the followers need only time).
-            d = self.driver.confirm_leadership()
-            d.addCallbacks(confirmed, lambda f: None)
-            d.addBoth(lambda _: setattr(self, "_confirming", False))
-            return
-        # The loop wakes every LEASE_RENEW_S on the reactor's clock, give or
-        # take its latency: a tenth of slack, or some 4 wakings in 10 would
-        # find the last renewal a hair too recent and skip.
-        if now - self._last_follower_renewal < 0.9 * LEASE_RENEW_S or self._renewal_in_flight:
-            return
-        self._last_follower_renewal = now
-        leader = self.leader_id
-        if leader is None:
-            return
-        channel = self._lease_channel
-        term = self.core.term
-        if channel.usable(leader, term):
-            if not channel.silent(now):
-                seq = channel.request(leader, term, now, self.lease_s)
-                request = LeaseRequest(seq, self.is_paused(), self.driver.applied_index)
-                self.transport.send(leader, lease_channel.encode(request))
-                return
-            delay = channel.give_up(now)
-            log.info(
-                "lease renewals over the Raft link to node {leader} went unanswered: "
-                "renewing over HTTP (the link is tried again in {delay:g} s at the earliest)",
-                leader=leader,
-                delay=delay,
-            )
-        self._renew_over_http(leader, now)
-
-    def _renew_over_http(self, leader: int, now: float) -> None:
-        request = {
-            "node_id": self.config.node_id,
-            "paused": self.is_paused(),
-            "applied_index": self.driver.applied_index,
-        }
-        # An answer later than a lease would be of no use (a lease counts from
-        # when its request left); one renewal at a time.
-        self._renewal_in_flight = True
-        d = self.peers.lease(leader, request, self.lease_s)
-
-        def answered(result: object) -> object:
-            self._renewal_in_flight = False
-            return result
-
-        d.addBoth(answered)
-
-        def granted(answer: dict) -> None:
-            if answer.get("granted"):
-                self._take_grant(now, float(answer["lease_s"]), int(answer.get("must_apply", 0)))
-                # A leader of this release offers the Raft link for the next ones.
-                if answer.get(lease_channel.HTTP_OFFER_KEY) == lease_channel.HTTP_OFFER:
-                    self._lease_channel.offer(leader, int(answer["term"]), self.monotonic())
-
-        d.addCallbacks(granted, lambda f: None)
-
-    def _take_grant(self, sent_at: float, lease_s: float, must_apply: int) -> None:
-        """A lease granted to a request that left at C{sent_at}."""
-        # Counted from when the request left, not when the answer came.
-        self._lease_until = max(self._lease_until, sent_at + lease_s)
-        self._lease_requires = max(self._lease_requires, must_apply)
-
-    def lease_message(self, sender: int, payload: bytes) -> None:
-        """
-        A lease message off the Raft link from C{sender} (authenticated by
-        the link's handshake): a leader answers a request with
-        L{grant_lease}'s verdict; a follower takes a granted answer to one
-        of its requests in flight if C{sender} still leads the term the
-        request was sent in.
-        """
-        try:
-            message = lease_channel.decode(payload)
-        except lease_channel.LeaseDecodeError as e:
-            log.warn(
-                "dropped a malformed lease message from node {peer}: {why}", peer=sender, why=e
-            )
-            return
-        if isinstance(message, LeaseRequest):
-            grant = self.grant_lease(sender, message.paused, message.applied_index)
-            answer = LeaseAnswer.from_grant(message.seq, grant)
-            self.transport.send(sender, lease_channel.encode(answer))
-            return
-        sent = self._lease_channel.answered(sender, message.seq)
-        if sent is None or not message.granted:
-            return
-        if (
-            self.is_leader
-            or message.term != sent.term
-            or (self.leader_id, self.core.term) != (sender, sent.term)
-        ):
-            # Not (any more) the leader this node knows for that term.
-            return
-        self._take_grant(sent.at, message.lease_s, message.must_apply)
+        return self.leases.leader_lease_s
 
     def grant_lease(self, node_id: int, paused: bool, applied_index: int) -> dict:
-        """
-        The leader's side of a renewal. Granted only while this leader's own
-        lease runs, so every lease it grants ends within lease_s of the
-        moment another leader could be elected.
-        """
-        self._noticed_leadership()
-        # The leader's own time lease bounds every grant; whether its state
-        # machine has caught up matters only to its own firing.
-        if not self.is_leader or self.monotonic() >= self._lease_until:
-            return {"granted": False, "leader_id": self.leader_id}
-        if node_id not in self.member_ids():
-            return {"granted": False, "leader_id": self.leader_id, "reason": "not a member"}
-        if node_id in self.moving_off:
-            # Judged gone, its jobs are being moved: a lease now would let it
-            # fire them beside the new owners until it applies the move.
-            return {"granted": False, "leader_id": self.leader_id, "reason": "jobs moving"}
-        self._grants[node_id] = {"at": self.monotonic(), "paused": paused}
-        return {
-            "granted": True,
-            "lease_s": self.lease_s,
-            "term": self.core.term,
-            # The node may use the lease only once it has applied every
-            # change to what fires that this leader knows of (a node back
-            # from a crash or partition would fire from an older copy).
-            "must_apply": max(self._term_start_index, self._last_change_index),
-        }
+        """The leader's side of a renewal (L{Leases.grant_lease})."""
+        return self.leases.grant_lease(node_id, paused, applied_index)
+
+    def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
+        """The leader's view of who holds a lease (L{Leases.live_nodes})."""
+        return self.leases.live_nodes()
+
+    def tenure(self) -> float:
+        """Seconds this node has led in its current term (0 when it does not lead)."""
+        return self.leases.tenure()
+
+    # -- membership (scheduler0.cluster.membership) ------------------------------
+
+    def member_ids(self) -> set[int]:
+        return self.membership.member_ids()
 
     def heard_from(self, node_id: int) -> None:
         """A Raft message from C{node_id} arrived (the transport authenticated it)."""
-        self._heard[node_id] = self.monotonic()
+        self.membership.heard_from(node_id)
 
     @property
     def election_s(self) -> float:
         """One election timeout, in seconds."""
-        return self.core.settings.election_ticks * TICK_S
+        return self.membership.election_s
 
     def reachable(self, node_id: int, links: dict | None = None) -> bool:
-        """
-        Has this node heard from member C{node_id} within an election
-        timeout? C{links} is the transport's C{stats()} (read now if None).
-
-        A leader hears from every member: each answers its heartbeats, so a
-        Raft message from it is the signal. A follower hears over Raft only
-        from its leader (and from candidates during an election); another
-        follower sends it nothing. For those it takes the Raft links: the
-        peer keeps an authenticated connection to this node and this node
-        one to the peer, and a peer that crashes or restarts loses both at
-        once (its kernel closes its sockets), while one that is paused or cut
-        off without its connections closing is seen from here only once TCP
-        notices. The leader's own view (its health check) and C{GET /cluster},
-        which asks every member, show such a node sooner.
-        """
-        if node_id == self.config.node_id:
-            return True
-        if self.monotonic() - self._heard.get(node_id, -inf) <= self.election_s:
-            return True
-        if self.is_leader or node_id == self.leader_id:
-            return False
-        if links is None:
-            links = self.transport.stats()
-        link = links.get(node_id) or {}
-        return bool(link.get("connected")) and int(link.get("inbound") or 0) > 0
+        """Has this node heard from member C{node_id} lately? (L{Membership.reachable})"""
+        return self.membership.reachable(node_id, links)
 
     def reachable_peers(self) -> int:
         """Other members a Raft message came from within one election timeout."""
-        now = self.monotonic()
-        within = self.core.settings.election_ticks * TICK_S
-        return sum(
-            1
-            for m in self.member_ids()
-            if m != self.config.node_id and now - self._heard.get(m, -inf) <= within
-        )
+        return self.membership.reachable_peers()
 
-    def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
-        """
-        The leader's view: (node id -> paused, for each node whose lease it
-        granted recently; a test of whether a job's owner surely holds no
-        lease now), or None when this node does not lead.
+    def address_of(self, node_id: int) -> str | None:
+        return self.membership.address_of(node_id)
 
-        A node it has not heard from may still hold a lease an earlier
-        leader granted, for up to lease_s after this leader was elected;
-        the leader of the term just before this one held only its own
-        lease, which ended before this election could happen.
-        """
-        self._noticed_leadership()
-        if not self.is_leader or self._leader_since is None:
-            return None
-        now = self.monotonic()
-        horizon = self.lease_s + LEASE_MARGIN_S
-        live = {
-            node: grant["paused"]
-            for node, grant in self._grants.items()
-            if now - grant["at"] <= horizon
-        }
-        settled = now - self._leader_since >= horizon
-        previous = self._previous_leader
-        just_before = (
-            previous[0] if previous is not None and previous[1] == self.core.term - 1 else None
-        )
+    def raft_address_of(self, node_id: int) -> str | None:
+        return self.membership.raft_address_of(node_id)
 
-        def gone(owner: Any) -> bool:
-            if owner is None:
-                return True
-            if owner in live:
-                return False
-            if not (settled or owner == just_before):
-                return False
-            # Its lease has surely lapsed. If it still talks Raft to this
-            # leader it is running but slow (its renewals are late on an
-            # overloaded machine): it fires again once it renews, and moving
-            # its jobs would only add the catch-up work and the duplicates of
-            # a move to that load. Only a node stuck like that for STUCK_S
-            # loses its jobs anyway.
-            if owner == self.config.node_id or now - self._heard.get(owner, -inf) < RAFT_SILENCE_S:
-                grant = self._grants.get(owner)
-                lapsed_since = max(
-                    grant["at"] + self.lease_s if grant else -inf, self._leader_since or -inf
-                )
-                return now - lapsed_since >= STUCK_S
-            return True
+    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred:
+        """Add a node (as a non-voter, promoted once caught up) or remove one, via the leader."""
+        return self.membership.change_members(add, remove)
 
-        return live, gone
+    async def change_members_as_leader(self, body: dict) -> dict:
+        return await self.membership.change_members_as_leader(body)
 
-    def tenure(self) -> float:
-        """Seconds this node has led in its current term (0 when it does not lead)."""
-        self._noticed_leadership()
-        if self._leader_since is None:
-            return 0.0
-        return self.monotonic() - self._leader_since
+    async def load_members(self) -> None:
+        """At start: reach the members that joined after our config was written."""
+        await self.membership.load_members()
+
+    async def wait_members_applied(self, timeout: float) -> list[int]:
+        """Wait until every member applied what this node has (see L{Membership})."""
+        return await self.membership.wait_members_applied(timeout)
 
     # -- views -------------------------------------------------------------------
 
@@ -732,88 +412,6 @@ class ClusterNode:
             "lease_valid": self.lease_valid(),
             "paused": self.is_paused(),
         }
-
-    def address_of(self, node_id: int) -> str | None:
-        return self._addresses.get(node_id)
-
-    def raft_address_of(self, node_id: int) -> str | None:
-        if node_id == self.config.node_id:
-            return self.config.raft_address
-        return self._raft_addresses.get(node_id)
-
-    # -- membership --------------------------------------------------------------
-
-    def member_ids(self) -> set[int]:
-        return {int(m) for m in self.core.config.members()}
-
-    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred:
-        """Add a node (as a non-voter, promoted once caught up) or remove one, via the leader."""
-        return Deferred.fromCoroutine(self._change_members(add, remove))
-
-    async def _change_members(self, add: dict | None, remove: int | None) -> None:
-        if not self.is_leader:
-            leader = self.leader_id
-            if leader is None:
-                raise StoreUnavailable("no leader is known")
-            await self.peers.members(leader, {"add": add, "remove": remove})
-            return
-        if add is not None:
-            await self.raft.propose(Command("set_members", {"members": [add]}))
-            await self.driver.change_membership(add_learner=str(add["node_id"]))
-        if remove is not None:
-            await self._drain(remove)
-            await self.driver.change_membership(remove=str(remove))
-            await self.raft.propose(Command("remove_member", {"node_id": remove}))
-
-    async def _drain(self, node_id: int) -> None:
-        """
-        Hand a node's jobs to the others before it leaves: made ineligible,
-        it keeps its lease and fires until each handover instant, so no slot
-        falls between it and the new owners.
-        """
-        await self.raft.propose(Command("set_eligible", {"node_id": node_id, "eligible": False}))
-        deadline = self.reactor.seconds() + 4 * self.lease_s + 5
-        while self.reactor.seconds() < deadline and self.is_leader:
-            counts = await self.state.owner_counts()
-            if not counts.get(node_id):
-                break
-            await _later(self.reactor, 0.1)
-        # The last handover instant is one lease after its move.
-        await _later(self.reactor, self.lease_s + LEASE_MARGIN_S)
-
-    async def change_members_as_leader(self, body: dict) -> dict:
-        if not self.is_leader:
-            raise NotLeader(f"node {self.config.node_id} is not the leader")
-        await self._change_members(body.get("add"), body.get("remove"))
-        return {"members": sorted(self.member_ids())}
-
-    def _learn_addresses(self, members: list[dict]) -> None:
-        """Reach nodes the log told us about (Replicas addresses, if given, win)."""
-        configured = {r.node_id for r in self.config.members()}
-        changed = False
-        for member in members:
-            node_id = int(member["node_id"])
-            if node_id in configured or node_id == self.config.node_id:
-                continue
-            if member.get("address"):
-                self._addresses[node_id] = member["address"]
-            if (
-                member.get("raft_address")
-                and self._raft_addresses.get(node_id) != member["raft_address"]
-            ):
-                self._raft_addresses[node_id] = member["raft_address"]
-                changed = True
-        if changed:
-            self._update_transport()
-
-    def _update_transport(self) -> None:
-        me = self.config.node_id
-        peers = {n: a for n, a in self._raft_addresses.items() if n != me and a}
-        self.transport.set_peers(peers)
-
-    async def load_members(self) -> None:
-        """At start: reach the members that joined after our config was written."""
-        self._learn_addresses(await self.state.members())
 
     async def cluster_view(self) -> dict:
         """Every member with what it says of itself (asked now) and its share of the jobs."""
@@ -886,59 +484,13 @@ class ClusterNode:
                 nodes.append(node_id)
         return {**merge(snapshots), "nodes": sorted(nodes), "missing_nodes": missing}
 
-    async def wait_members_applied(self, timeout: float) -> list[int]:
-        """
-        Wait until every member has applied what this node has, or
-        C{timeout} seconds have passed; return the members that had not.
-
-        Used before acknowledging a change to what fires (with timeout one
-        lease): a member that has not applied it by then cannot fire from
-        the older state any more, since its lease ran out and a new one is
-        only usable once it has applied the change.
-        """
-        from twisted.internet.defer import gatherResults
-
-        index = self.driver.applied_index
-        deadline = self.reactor.seconds() + timeout
-        pending = sorted(self.member_ids() - {self.config.node_id})
-        while pending:
-            remaining = deadline - self.reactor.seconds()
-            if remaining <= 0:
-                break
-            answers = await gatherResults(
-                [
-                    self.peers.status(m, min(0.5, remaining)).addErrback(lambda f: None)
-                    for m in pending
-                ]
-            )
-            pending = [
-                member
-                for member, status in zip(pending, answers, strict=True)
-                if status is None or int(status.get("applied_index") or 0) < index
-            ]
-            if pending:
-                await _later(self.reactor, min(0.02, max(0.0, deadline - self.reactor.seconds())))
-        return pending
-
     def on_applied(self, command: Command, result: dict) -> None:
         """Follow member changes, and changes to what fires."""
         if not result.get("ok"):
             return
-        if command.op == "set_members":
-            self._learn_addresses(list(command.args.get("members") or ()))
-            return
-        if command.op in _FIRING_CHANGES:
-            self._last_change_index = max(self._last_change_index, self.raft.applying_index)
-        if command.op == "remove_member":
-            node_id = command.args.get("node_id")
-            if node_id in self._raft_addresses and node_id != self.config.node_id:
-                del self._raft_addresses[node_id]
-                self._update_transport()
-            return
-        if command.op == "state_restored":
-            Deferred.fromCoroutine(self.load_members()).addErrback(
-                lambda f: log.failure("reading members failed", f)
-            )
+        if command.op in FIRING_CHANGES:
+            self.leases.change_applied(self.raft.applying_index)
+        self.membership.on_applied(command)
 
     def members(self) -> list[dict]:
         """
@@ -948,12 +500,11 @@ class ClusterNode:
         """
         config = self.core.config
         stats = self.transport.stats()
-        raft_addresses = dict(self._raft_addresses)
-        raft_addresses[self.config.node_id] = self.config.raft_address
+        membership = self.membership
         now = self.monotonic()
         out = []
         for member in sorted({int(m) for m in config.members()}):
-            reachable = self.reachable(member, stats)
+            reachable = membership.reachable(member, stats)
             if member == self.config.node_id:
                 role = self.core.role
                 connected = True
@@ -966,17 +517,17 @@ class ClusterNode:
                     else ("learner" if str(member) in config.learners else "follower")
                 )
                 connected = bool(stats.get(member, {}).get("connected"))
-            grant = self._grants.get(member)
+            granted_at = self.leases.last_grant_at(member)
             out.append(
                 {
                     "node_id": member,
-                    "address": self._addresses.get(member) or "",
-                    "raft_address": raft_addresses.get(member) or "",
+                    "address": membership.address_of(member) or "",
+                    "raft_address": membership.raft_address_of(member) or "",
                     "role": role,
                     "voter": str(member) in config.voters,
                     "connected": connected,
                     "reachable": reachable,
-                    "last_contact": round(now - grant["at"], 3) if grant else None,
+                    "last_contact": round(now - granted_at, 3) if granted_at is not None else None,
                 }
             )
         return out
@@ -992,22 +543,22 @@ class ClusterNode:
         """
         from scheduler0.readiness import ClusterObservation, cluster_reasons
 
-        # Not _noticed_leadership(): a health probe must not log leadership
+        # Not notice_leadership(): a health probe must not log leadership
         # events (it would catch a candidate's moment in a term it then wins).
-        self.lease_valid()
+        leases = self.leases
+        leases.lease_valid()
         now = self.monotonic()
-        members = self.member_ids()
         return cluster_reasons(
             ClusterObservation(
                 node_id=self.config.node_id,
                 leader_id=self.leader_id,
                 voters=frozenset(int(v) for v in self.core.config.voters),
-                silence={m: now - self._heard[m] for m in members if m in self._heard},
+                silence=self.membership.silence(now),
                 election_s=self.election_s,
-                lease_left=self._lease_until - now if self._lease_until else None,
+                lease_left=leases.lease_left(now),
                 applied_index=self.driver.applied_index,
-                lease_requires=self._lease_requires,
-                unable_to_fire_s=now - self._could_fire_at,
+                lease_requires=leases.lease_requires,
+                unable_to_fire_s=now - leases.could_fire_at,
             )
         )
 
