@@ -303,6 +303,9 @@ class NodeMetrics:
 
     # -- following the state machine ------------------------------------------
 
+    #: The ops L{on_applied} follows.
+    APPLIED_OPS = frozenset((Op.DELETE_JOB, Op.DELETE_PROJECT, Op.RECORD_PROGRESS))
+
     def on_applied(self, command: Any, result: dict) -> None:
         """
         The proposer's subscriber: drop a deleted job's series; follow the

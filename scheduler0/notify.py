@@ -46,7 +46,7 @@ TIMEOUT_S = 10.0
 #: Failed executions waiting for their project's notify_url to be read.
 MAX_WAITING = 10_000
 #: The commands after which the notify_url of projects is read again.
-_RELOAD_ON = frozenset((Op.CREATE_PROJECT, Op.UPDATE_PROJECT, Op.DELETE_PROJECT, Op.STATE_RESTORED))
+RELOAD_ON = frozenset((Op.CREATE_PROJECT, Op.UPDATE_PROJECT, Op.DELETE_PROJECT, Op.STATE_RESTORED))
 
 
 def notification_executor(
@@ -183,7 +183,7 @@ class FailureNotifier:
 
     def on_applied(self, command: Any, result: Mapping) -> None:
         """The proposer's subscriber: a project changed, read notify_url again."""
-        if command.op in _RELOAD_ON and result.get("ok", True):
+        if command.op in RELOAD_ON and result.get("ok", True):
             self._urls.clear()
 
     def notified(self, outcome: Outcome) -> None:

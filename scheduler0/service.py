@@ -168,6 +168,7 @@ class NodeService(MultiService):
         from twisted.internet.threads import deferToThreadPool
         from twisted.web.client import Agent, HTTPConnectionPool
 
+        from scheduler0 import notify, signing
         from scheduler0.api.app import SchedulerAPI
         from scheduler0.api.limits import RateLimiter
         from scheduler0.api.site import api_site
@@ -255,7 +256,7 @@ class NodeService(MultiService):
 
         signer = CallbackSigner(self.reactor, state)
         await signer.load()
-        proposer.subscribe(signer.on_applied)
+        proposer.subscribe(signer.on_applied, signing.RELOAD_ON)
         net_policy = NetworkPolicy.from_config(
             config.callback_allow_networks, config.callback_deny_networks
         )
@@ -287,7 +288,7 @@ class NodeService(MultiService):
             ),
             node_id=config.node_id,
         )
-        proposer.subscribe(notifier.on_applied)
+        proposer.subscribe(notifier.on_applied, notify.RELOAD_ON)
         self._parts["notifier"] = notifier
 
         def on_outcome(outcome: Any) -> None:
@@ -335,6 +336,7 @@ class NodeService(MultiService):
             self._parts["copies"].busy = lambda: admission.busy
         history: ExecutionHistory = executions
         if cluster is not None:
+            from scheduler0.cluster import leader
             from scheduler0.cluster.history import ClusterHistory
             from scheduler0.cluster.leader import LeaderDuties
             from scheduler0.cluster.ownership import Ownership
@@ -358,7 +360,7 @@ class NodeService(MultiService):
             cluster.subscribe(cluster.on_applied)
             history = ClusterHistory(cluster, executions, state)
             duties = LeaderDuties(cluster, state, config, self.reactor)
-            cluster.subscribe(duties.on_applied)
+            cluster.subscribe(duties.on_applied, leader.PLACEMENT_CHANGES)
             self._parts["duties"] = duties
         from scheduler0.metrics import NodeMetrics
 
@@ -381,7 +383,7 @@ class NodeService(MultiService):
         scheduler.execution_observers.append(metrics.on_execution)
         scheduler.started_observers.append(metrics.on_started)
         executor.post_observer = metrics.on_post
-        proposer.subscribe(metrics.on_applied)
+        proposer.subscribe(metrics.on_applied, metrics.APPLIED_OPS)
         self._parts["metrics"] = metrics
         from scheduler0.summary import ExecutionSummary
 

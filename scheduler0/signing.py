@@ -34,7 +34,7 @@ HEADER = "X-Scheduler0-Signature"
 DEFAULT_TOLERANCE_S = 300
 
 # Commands after which the signer reloads the secrets it holds.
-_RELOAD_ON = frozenset(
+RELOAD_ON = frozenset(
     {Op.CREATE_PROJECT, Op.DELETE_PROJECT, Op.ROTATE_SIGNING_SECRET, Op.STATE_RESTORED}
 )
 
@@ -125,7 +125,7 @@ class CallbackSigner:
 
     def on_applied(self, command: Any, result: Mapping) -> None:
         """The proposer's subscriber: reload after a change of secrets."""
-        if command.op in _RELOAD_ON and result.get("ok", True):
+        if command.op in RELOAD_ON and result.get("ok", True):
             self.load()
 
     def secrets_for(self, projects: Iterable[str]) -> list[str]:

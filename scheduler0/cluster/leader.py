@@ -35,7 +35,7 @@ STALL_S = 0.25
 MOVE_BATCH = 5000
 
 
-_PLACEMENT_CHANGES = frozenset(
+PLACEMENT_CHANGES = frozenset(
     (
         Op.CREATE_JOBS,
         Op.ASSIGN_JOBS,
@@ -94,7 +94,7 @@ class LeaderDuties:
 
     def on_applied(self, command: Command, result: dict) -> None:
         """Jobs or members changed: the next rebalance round looks again."""
-        if command.op in _PLACEMENT_CHANGES:
+        if command.op in PLACEMENT_CHANGES:
             self._dirty = True
 
     def start(self) -> None:
