@@ -786,7 +786,7 @@ class JobCreateTests(APITestCase):
 
     def test_array_limit_follows_config(self) -> None:
         """MaxJobsPerRequest lowers the array limit; the error names it."""
-        self.h.api.jobs.max_jobs_per_request = 3
+        self.h.api.job_routes.max_jobs_per_request = 3
         payload = [job_body(self.puuid, name=f"j{i}") for i in range(4)]
         before = self.snapshot()
         error = self.assertError(self.h.request("POST", "/jobs", payload), 413, "jobs")
@@ -812,7 +812,7 @@ class JobCreateTests(APITestCase):
         answer is the same.
         """
         pauses: list[int] = []
-        self.h.api.jobs.breathe = lambda: pauses.append(1)
+        self.h.api.job_routes.breathe = lambda: pauses.append(1)
         payload = [job_body(self.puuid, name=f"j{i}") for i in range(1_200)]
         status, _, body = self.h.request("POST", "/jobs", payload)
         self.assertEqual((status, len(body["data"])), (201, 1_200))

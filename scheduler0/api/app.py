@@ -88,6 +88,11 @@ class SchedulerAPI:
     from them (C{auth}, C{writes} and the resources) hold what they use, so
     a change after construction is made on the part.
 
+    C{auth} authenticates and rate-limits, C{writes} proposes, and
+    C{project_routes}, C{job_routes}, C{execution_routes},
+    C{credential_routes}, C{cluster_routes} and C{health_routes} answer the
+    routes their C{HANDLERS} name.
+
     C{read_barrier}, when given, is awaited before every linearizable read
     (a GET of replicated state without C{?consistency=stale}); a Raft node
     passes its ReadIndex wait here. Without it reads are local, which is
@@ -132,15 +137,20 @@ class SchedulerAPI:
     app: Klein = attrs.field(init=False, factory=Klein)
     auth: Authenticator = attrs.field(init=False)
     writes: Writes = attrs.field(init=False)
-    projects: ProjectsResource = attrs.field(init=False)
-    jobs: JobsResource = attrs.field(init=False)
+    project_routes: ProjectsResource = attrs.field(init=False)
+    job_routes: JobsResource = attrs.field(init=False)
     execution_routes: ExecutionsResource = attrs.field(init=False)
-    credentials: CredentialsResource = attrs.field(init=False)
+    credential_routes: CredentialsResource = attrs.field(init=False)
     cluster_routes: ClusterResource = attrs.field(init=False)
     health_routes: HealthResource = attrs.field(init=False)
     _handlers: dict[str, Handler] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
+        self._build_parts()
+        self._register_routes()
+
+    def _build_parts(self) -> None:
+        """The request layer and the resources, each given what it uses."""
         self.auth = Authenticator(
             state=self.state,
             admin=self.admin,
@@ -149,7 +159,7 @@ class SchedulerAPI:
             rate_limiter=self.rate_limiter,
         )
         self.writes = Writes(self.proposer, self.new_uuid, self.cluster)
-        self.projects = ProjectsResource(
+        self.project_routes = ProjectsResource(
             state=self.state,
             writes=self.writes,
             clock=self.clock,
@@ -158,7 +168,7 @@ class SchedulerAPI:
             resolve=self.resolve,
             signing_grace_s=self.signing_grace_s,
         )
-        self.jobs = JobsResource(
+        self.job_routes = JobsResource(
             state=self.state,
             writes=self.writes,
             executions=self.executions,
@@ -177,7 +187,7 @@ class SchedulerAPI:
             summary=self.summary,
             cluster=self.cluster,
         )
-        self.credentials = CredentialsResource(
+        self.credential_routes = CredentialsResource(
             state=self.state,
             writes=self.writes,
             clock=self.clock,
@@ -190,15 +200,20 @@ class SchedulerAPI:
         )
         self.health_routes = HealthResource(health=self.health, defaults=self.defaults)
         for part in (
-            self.projects,
-            self.jobs,
+            self.project_routes,
+            self.job_routes,
             self.execution_routes,
-            self.credentials,
+            self.credential_routes,
             self.cluster_routes,
             self.health_routes,
         ):
             for name in part.HANDLERS:
+                if name in self._handlers:
+                    raise ValueError(f"two resources serve {name}")
                 self._handlers[name] = getattr(part, name)
+
+    def _register_routes(self) -> None:
+        """Klein routes for the route table (each a resource's handler), the dashboard, /metrics."""
         for route in ROUTES:
             if route.handler not in self._handlers:
                 raise ValueError(f"no resource serves {route.method} {route.path}")
@@ -240,7 +255,7 @@ class SchedulerAPI:
         C{{uuid, api_key, api_secret, created_at}}. (A new node prints its
         first credential this way.)
         """
-        return self.credentials.create_credential()
+        return self.credential_routes.create_credential()
 
     def on_applied(self, command: Command, result: Mapping[str, Any]) -> None:
         """The proposer's subscriber: see L{Authenticator.on_applied}."""
