@@ -13,9 +13,9 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from scheduler0.api.app import Call, Principal
 from scheduler0.api.errors import APIError
 from scheduler0.api.limits import RateLimiter
+from scheduler0.api.request import Call, Principal
 from scheduler0.api.routes import PREFIXES, ROUTES
 from scheduler0.api.validation import encode_cursor
 from scheduler0.errors import StoreUnavailable
@@ -289,7 +289,7 @@ class AuthTests(APITestCase):
                 reads.append(api_key)
                 return store.get_credential_by_key(api_key)
 
-        self.h.api.state = Counting()
+        self.h.api.auth.state = Counting()
         self.assertEqual(self.h.request("GET", "/projects")[0], 200)
         first_reads, first_hashes = len(reads), self.h.verifications
         for _ in range(5):
@@ -304,7 +304,7 @@ class AuthTests(APITestCase):
         Past its burst a credential gets 429 with Retry-After, naming
         x-api-key; another credential is not slowed; tokens come back in time.
         """
-        self.h.api.rate_limiter = RateLimiter(self.h.clock, rate=1, burst=3)
+        self.h.api.auth.rate_limiter = RateLimiter(self.h.clock, rate=1, burst=3)
         for _ in range(3):
             self.assertEqual(self.h.request("GET", "/projects")[0], 200)
         status, headers, body = self.h.request("GET", "/projects")
@@ -384,8 +384,8 @@ class AuthTests(APITestCase):
             pending.append(d)
             return d
 
-        self.h.api.verify_secret = verify_later
-        self.h.api._verified.clear()
+        self.h.api.auth.verify_secret = verify_later
+        self.h.api.auth._verified.clear()
         response = self.h.treq.get("http://node/projects", headers=self.h.client_headers)
         self.assertNoResult(response)
         pending.pop().callback(True)
@@ -786,7 +786,7 @@ class JobCreateTests(APITestCase):
 
     def test_array_limit_follows_config(self) -> None:
         """MaxJobsPerRequest lowers the array limit; the error names it."""
-        self.h.api.max_jobs_per_request = 3
+        self.h.api.job_routes.max_jobs_per_request = 3
         payload = [job_body(self.puuid, name=f"j{i}") for i in range(4)]
         before = self.snapshot()
         error = self.assertError(self.h.request("POST", "/jobs", payload), 413, "jobs")
@@ -812,7 +812,7 @@ class JobCreateTests(APITestCase):
         answer is the same.
         """
         pauses: list[int] = []
-        self.h.api.breathe = lambda: pauses.append(1)
+        self.h.api.job_routes.breathe = lambda: pauses.append(1)
         payload = [job_body(self.puuid, name=f"j{i}") for i in range(1_200)]
         status, _, body = self.h.request("POST", "/jobs", payload)
         self.assertEqual((status, len(body["data"])), (201, 1_200))

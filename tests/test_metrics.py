@@ -781,7 +781,7 @@ class MetricsRouteTests(SynchronousTestCase):
     def test_the_rate_limit_applies(self) -> None:
         """Scrapes count against the credential's request rate like any route."""
         h = APIHarness(metrics=self.metrics)
-        h.api.rate_limiter = RateLimiter(h.clock, 1, 1)
+        h.api.auth.rate_limiter = RateLimiter(h.clock, 1, 1)
         self.assertEqual(h.request("GET", "/metrics")[0], 200)
         status, headers, _ = h.request("GET", "/metrics")
         self.assertEqual(status, 429)

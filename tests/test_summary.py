@@ -321,7 +321,7 @@ class RouteTests(SynchronousTestCase):
         self.h = Harness(read_barrier=lambda: self.barriers.append(1))
         self.h.clock.advance(MINUTE_START + 20 - self.h.clock.seconds())
         self.summary = ExecutionSummary(self.h.clock)
-        self.h.api.summary = self.summary
+        self.h.api.execution_routes.summary = self.summary
         self.summary.on_execution(outcome())
         self.summary.on_execution(outcome("failed"))
 
@@ -367,7 +367,7 @@ class RouteTests(SynchronousTestCase):
 
     def test_without_a_summary_the_route_is_404(self) -> None:
         """An API built without an ExecutionSummary says so."""
-        self.h.api.summary = None
+        self.h.api.execution_routes.summary = None
         status, _, body = self.h.request("GET", "/executions/summary")
         self.assertEqual(status, 404)
         self.assertIn("summary", body["error"]["message"])
@@ -376,7 +376,7 @@ class RouteTests(SynchronousTestCase):
         """With a cluster the handler asks it (with the minutes) and answers its result."""
         answer = {**self.summary.snapshot(7), "nodes": [1, 2, 3], "missing_nodes": [3]}
         fake = FakeCluster(answer)
-        self.h.api.cluster = fake
+        self.h.api.execution_routes.cluster = fake
         status, _, body = self.h.request("GET", "/executions/summary?minutes=7")
         self.assertEqual(status, 200)
         self.assertEqual(fake.asked, [7])

@@ -1,0 +1,79 @@
+"""
+Executions: the history of executions (this node's, or in a cluster every
+member's merged), a job's executions, and the per-minute summary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+from scheduler0.api.errors import APIError, invalid
+from scheduler0.api.jobs import job_or_404
+from scheduler0.api.ports import Cluster
+from scheduler0.api.request import Call, list_page, maybe
+from scheduler0.store.executions import ExecutionHistory
+from scheduler0.store.state import StateStore
+
+
+@attrs.define(eq=False, kw_only=True)
+class ExecutionsResource:
+    """
+    The execution routes. C{summary} is the node's ExecutionSummary
+    (scheduler0.summary); in a cluster the cluster node gathers every
+    member's instead.
+    """
+
+    HANDLERS: ClassVar[tuple[str, ...]] = ("list_executions", "job_executions", "execution_summary")
+
+    state: StateStore
+    executions: ExecutionHistory
+    defaults: Any
+    summary: Any = None
+    cluster: Cluster | None = None
+
+    async def _executions_page(self, call: Call, **filters: Any) -> dict:
+        limit, offset = call.query["limit"], call.query["offset"]
+        since, until = call.query.get("since"), call.query.get("until")
+        if since is not None and until is not None and until <= since:
+            raise invalid("until", "until: must be later than since")
+        answer = await maybe(
+            self.executions.query(
+                state=call.query.get("state"),
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+                **filters,
+            )
+        )
+        page = list_page(list(answer[0]), answer[1], limit, offset)
+        # In a cluster: the members whose records could not be read now.
+        page["missing_nodes"] = list(answer[2]) if len(answer) > 2 else []
+        return page
+
+    async def list_executions(self, call: Call) -> dict:
+        return await self._executions_page(
+            call, job_uuid=call.query.get("job_uuid"), project_uuid=call.query.get("project_uuid")
+        )
+
+    async def job_executions(self, call: Call) -> dict:
+        job = await job_or_404(self.state, call.path["uuid"])
+        return await self._executions_page(call, job_uuid=job["uuid"], project_uuid=None)
+
+    async def execution_summary(self, call: Call) -> dict:
+        """
+        Executions per minute: in a cluster every member's counts summed
+        (the cluster node asks them), alone this node's.
+        """
+        minutes = call.query["minutes"]
+        if self.cluster is not None:
+            return await self.cluster.execution_summary(minutes)
+        if self.summary is None:
+            raise APIError(404, "the execution summary is not kept by this node")
+        return {
+            **self.summary.snapshot(minutes),
+            "nodes": [getattr(self.defaults, "node_id", 1)],
+            "missing_nodes": [],
+        }

@@ -1,0 +1,53 @@
+"""
+What the API needs from the rest of the node, as Protocols: the proposer, the
+scheduler and (with Replicas) the cluster node. The API imports none of them,
+so it can be served over fakes and over a single node alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from scheduler0.store.commands import Command
+
+
+class Proposer(Protocol):
+    """Where writes go: C{store.local.LocalProposer} or C{cluster.node.ClusterNode}."""
+
+    def propose(self, command: Command) -> Deferred: ...
+
+
+class Scheduler(Protocol):
+    """What the API asks the scheduler: a job's next slot, and to fire one now."""
+
+    def next_run_at(self, job: dict) -> Any: ...
+
+    def run_now(self, job: dict) -> Any: ...
+
+
+class ClusterConfig(Protocol):
+    raft_apply_timeout: float
+
+
+class Cluster(Protocol):
+    """The node's C{ClusterNode}, as the API uses it (membership, views, settling)."""
+
+    config: ClusterConfig
+
+    @property
+    def leader_id(self) -> int | None: ...
+
+    @property
+    def change_settle_s(self) -> float: ...
+
+    def cluster_view(self) -> Any: ...
+
+    def member_ids(self) -> set[int]: ...
+
+    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred: ...
+
+    def wait_members_applied(self, timeout: float) -> Any: ...
+
+    def execution_summary(self, minutes: int) -> Any: ...

@@ -1,0 +1,178 @@
+"""
+Projects: create (with the signing secret, shown once), list, get, update,
+delete (with its jobs on ?cascade=true) and rotate the signing secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import ClassVar
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from scheduler0.api.errors import APIError, FieldErrors, invalid
+from scheduler0.api.jobs import no_resolver
+from scheduler0.api.request import Call, Writes, list_page, not_found, prefer, utc_now
+from scheduler0.api.validation import check_project
+from scheduler0.credentials import token as make_token
+from scheduler0.netpolicy import NetworkPolicy, check_url
+from scheduler0.store.state import StateStore
+from scheduler0.timeutil import format_instant
+
+
+@attrs.define(eq=False, kw_only=True)
+class ProjectsResource:
+    """
+    The project routes. C{signing_grace_s} is how long a rotated-out signing
+    secret keeps signing unless the rotation asks for another grace_s.
+    """
+
+    HANDLERS: ClassVar[tuple[str, ...]] = (
+        "create_project",
+        "list_projects",
+        "get_project",
+        "update_project",
+        "delete_project",
+        "rotate_signing_secret",
+    )
+
+    state: StateStore
+    writes: Writes
+    clock: IReactorTime
+    token: Callable[[int], str] = make_token
+    net_policy: NetworkPolicy = attrs.field(factory=NetworkPolicy)
+    resolve: Callable[[str], Deferred] = no_resolver
+    signing_grace_s: float = 86400
+
+    async def _project_or_404(self, project_uuid: str) -> dict:
+        project = await self.state.get_project(project_uuid)
+        if not project:
+            raise not_found("project", project_uuid)
+        return project
+
+    async def _check_notify_url(self, url: str | None) -> None:
+        """CallbackAllowNetworks/CallbackDenyNetworks apply to notices as to callbacks."""
+        if url is not None:
+            reason = await check_url(self.net_policy, url, self.resolve)
+            if reason is not None:
+                raise invalid("notify_url", f"notify_url: {reason}")
+
+    async def create_project(self, call: Call) -> dict:
+        body = call.object_body()
+        errors = FieldErrors()
+        fields = check_project(body, errors=errors, partial=False)
+        errors.raise_if_any()
+        await self._check_notify_url(fields.get("notify_url"))
+        if await self.state.get_project_by_name(fields["name"]):
+            raise APIError(
+                409,
+                f"name: a project named {fields['name']!r} already exists",
+                {"name": "already exists"},
+            )
+        now = format_instant(utc_now(self.clock))
+        project = {
+            "uuid": self.writes.new_uuid(),
+            "name": fields["name"],
+            "description": fields.get("description", ""),
+            "created_at": now,
+            "updated_at": now,
+        }
+        # Left out when there is none, so nodes of an earlier release (in
+        # an upgrade) apply the command alike.
+        if fields.get("notify_url") is not None:
+            project["notify_url"] = fields["notify_url"]
+        secret = self.token(32)
+        value = await self.writes.propose(
+            "create_project", {"project": project, "signing_secret": secret}, call=call
+        )
+        # The signing secret is shown in this answer only.
+        local = {**project, "notify_url": fields.get("notify_url")}
+        return {**prefer(value, local), "signing_secret": secret}
+
+    async def rotate_signing_secret(self, call: Call) -> dict:
+        body = call.object_body(required=False) or {}
+        unknown = sorted(set(body) - {"grace_s"})
+        if unknown:
+            raise invalid(unknown[0], f"{unknown[0]}: unknown field")
+        grace = body.get("grace_s", self.signing_grace_s)
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, (int, float))
+            or not 0 <= grace <= 30 * 86400
+        ):
+            raise invalid("grace_s", "grace_s: must be a number of seconds from 0 to 2592000")
+        project = await self._project_or_404(call.path["uuid"])
+        now = utc_now(self.clock)
+        secret = self.token(32)
+        expires_at = format_instant(now + timedelta(seconds=grace))
+        await self.writes.propose(
+            "rotate_signing_secret",
+            {
+                "project_uuid": project["uuid"],
+                "secret": secret,
+                "at": format_instant(now),
+                "expires_at": expires_at,
+            },
+            call=call,
+        )
+        return {
+            "project_uuid": project["uuid"],
+            "signing_secret": secret,
+            "previous_expires_at": expires_at,
+        }
+
+    async def list_projects(self, call: Call) -> dict:
+        limit, offset = call.query["limit"], call.query["offset"]
+        items, total = await self.state.list_projects(limit=limit, offset=offset)
+        return list_page(list(items), total, limit, offset)
+
+    async def get_project(self, call: Call) -> dict:
+        return await self._project_or_404(call.path["uuid"])
+
+    async def update_project(self, call: Call) -> dict:
+        body = call.object_body()
+        errors = FieldErrors()
+        changes = check_project(body, errors=errors, partial=True)
+        errors.raise_if_any()
+        project = await self._project_or_404(call.path["uuid"])
+        changes = {k: v for k, v in changes.items() if project.get(k) != v}
+        if not changes:
+            return project
+        if "notify_url" in changes:
+            await self._check_notify_url(changes["notify_url"])
+        if "name" in changes:
+            other = await self.state.get_project_by_name(changes["name"])
+            if other and other.get("uuid") != project["uuid"]:
+                raise APIError(
+                    409,
+                    f"name: a project named {changes['name']!r} already exists",
+                    {"name": "already exists"},
+                )
+        updated_at = format_instant(utc_now(self.clock))
+        value = await self.writes.propose(
+            "update_project",
+            {"uuid": project["uuid"], "changes": changes, "updated_at": updated_at},
+            call=call,
+        )
+        return prefer(value, {**project, **changes, "updated_at": updated_at})
+
+    async def delete_project(self, call: Call) -> dict:
+        project = await self._project_or_404(call.path["uuid"])
+        cascade = bool(call.query.get("cascade"))
+        if not cascade:
+            count = await self.state.count_jobs(project["uuid"])
+            if count:
+                raise APIError(
+                    409,
+                    f"project has {count} job{'s' if count != 1 else ''}; "
+                    "delete them first or pass ?cascade=true",
+                    {"cascade": f"project has {count} jobs"},
+                )
+        value = await self.writes.propose(
+            "delete_project", {"uuid": project["uuid"], "cascade": cascade}, call=call
+        )
+        await self.writes.everywhere()
+        return value if isinstance(value, dict) else {"uuid": project["uuid"], "deleted_jobs": []}
