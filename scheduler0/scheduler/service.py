@@ -36,6 +36,13 @@ from scheduler0.executor.http import (
     job_members_json,
 )
 from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
+from scheduler0.scheduler.ports import (
+    AppliedCommands,
+    ExecutionRecords,
+    JobReader,
+    OwnershipView,
+    Sender,
+)
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
 from scheduler0.store.commands import Command, Op
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
@@ -254,10 +261,10 @@ class SchedulerService(Service):
     """
 
     clock: IReactorTime
-    state: Any
-    proposer: Any
-    executions: Any
-    executor: Any
+    state: JobReader
+    proposer: AppliedCommands
+    executions: ExecutionRecords
+    executor: Sender
     node_id: int
     history_per_job: int = SKIPPED_RECORDS_PER_JOB_LIMIT
     _entries: dict[str, _Entry] = attrs.field(factory=dict)
@@ -289,7 +296,7 @@ class SchedulerService(Service):
     may_fire: Callable[[], bool] | None = None
     # In a cluster: this node's share of the jobs (see
     # scheduler0.cluster.ownership); None on a single node, which owns all.
-    ownership: Any = None
+    ownership: OwnershipView | None = None
     # How long after a handover instant this node checks that the old
     # owner's slots before it reached the cluster (None: never).
     gap_check_s: float | None = None
@@ -499,7 +506,7 @@ class SchedulerService(Service):
         if op == Op.CREATE_JOBS:
             uuids = [job["uuid"] for job in value or ()]
             started = self._move_seq
-            for job in await self.ownership.owned_jobs(uuids):
+            for job in await self._owners().owned_jobs(uuids):
                 if job["uuid"] in self._entries:
                     self._owned.add(job["uuid"])
                 else:
@@ -595,8 +602,8 @@ class SchedulerService(Service):
         assigned_at = self._event_index if self.applied_index is not None else None
         if mine:
             started = self._move_seq
-            jobs = await self.ownership.owned_jobs(mine)
-            last_slots = await self.ownership.last_slots_of([job["uuid"] for job in jobs])
+            jobs = await self._owners().owned_jobs(mine)
+            last_slots = await self._owners().last_slots_of([job["uuid"] for job in jobs])
             for job in jobs:
                 if job["uuid"] in self._owned and job["uuid"] in self._entries:
                     continue
@@ -656,12 +663,12 @@ class SchedulerService(Service):
         self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
     ) -> None:
         """Fire the slots before a handover instant that their old owner did not report done."""
-        last_slots = await self.ownership.last_slots_before(
+        last_slots = await self._owners().last_slots_before(
             job_uuids, format_instant(until), assigned_at=assigned_at
         )
         # Whoever owns the job now: the slots before the instant were this
         # node's to take over, even if the job has moved on since.
-        jobs = {job["uuid"]: job for job in await self.ownership.jobs(job_uuids)}
+        jobs = {job["uuid"]: job for job in await self._owners().jobs(job_uuids)}
         now = utc_from_timestamp(self.clock.seconds())
         filled = 0
         for job_uuid in job_uuids:
@@ -1423,6 +1430,11 @@ class SchedulerService(Service):
             return None
         slot = schedule.next_after(utc_from_timestamp(self.clock.seconds()))
         return None if slot is None else format_instant(slot)
+
+    def _owners(self) -> OwnershipView:
+        """The ownership view: set in a cluster, where the code that asks for it runs."""
+        assert self.ownership is not None
+        return self.ownership
 
     def active_jobs(self) -> int:
         return len(self._entries)
