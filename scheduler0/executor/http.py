@@ -222,9 +222,6 @@ class _Endpoint:
     posts: int = 0
     chunk_id: int = -1
 
-    def waiting(self) -> int:
-        return len(self.fresh) + len(self.retries)
-
 
 def host_of(url: str) -> str:
     """The host bound of C{url}: its scheme, host and port."""

@@ -188,7 +188,6 @@ _JOBS = ", ".join(JOB_COLUMNS)
 _CREDENTIALS = ", ".join(CREDENTIAL_COLUMNS)
 _PUBLIC_CREDENTIALS = ", ".join(PUBLIC_CREDENTIAL_COLUMNS)
 
-_JOB_DEFAULTS = JOB_DEFAULTS
 _JOB_TEXT_FIELDS = (
     "name",
     "spec",
@@ -297,8 +296,8 @@ def _job_row(job: Any) -> tuple:
             row.append(_check_job_field(column, job["created_at"] if anchor is None else anchor))
         elif column in job:
             row.append(_check_job_field(column, job[column]))
-        elif column in _JOB_DEFAULTS:
-            row.append(_check_job_field(column, _JOB_DEFAULTS[column]))
+        elif column in JOB_DEFAULTS:
+            row.append(_check_job_field(column, JOB_DEFAULTS[column]))
         else:
             raise _invalid(column, f"job field {column} is required")
     _check_retry_delays(row[_RETRY_DELAY], row[_RETRY_MAX_DELAY])
