@@ -1,10 +1,12 @@
 """
 The twistd entry point: C{makeService} builds one node's service tree.
 
-Start-up runs in order (stores, log replay, scheduler, then the HTTP
-listener), because a Twisted C{MultiService} starts its children without
-waiting for them to be ready; shutdown runs in the reverse order and waits
-for in-flight work.
+L{NodeBuilder} makes the node's parts and its children
+(L{scheduler0.parts}); L{NodeService} adds them in order (stores, log
+replay, scheduler, then the HTTP listener), each once the one before it is
+ready, because a Twisted C{MultiService} starts its children without
+waiting for them; shutdown runs in the reverse order and waits for
+in-flight work.
 """
 
 from __future__ import annotations
