@@ -940,7 +940,8 @@ class SchedulerService(Service):
         """
         Fire the slots of C{job} after C{last_slot} (what is known done) and
         before C{until} that are still within its catch-up window at C{now}
-        (the rest of a coalescing run folded into the last); how many were sent.
+        (a coalescing job only the last, the others recorded as coalesced);
+        how many were sent.
         """
         if job.get("paused"):
             return 0
