@@ -44,7 +44,7 @@ from scheduler0.scheduler.ports import (
     Sender,
 )
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
-from scheduler0.store.commands import Command, Op
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
@@ -285,7 +285,7 @@ class SchedulerService(Service):
     _release_timer: IDelayedCall | None = None
     _lead: float = PREPARE_LEAD_MIN_S
     _running: bool = False
-    _pending: list[tuple[Command, dict, int]] | None = None
+    _pending: list[tuple[Command, Result, int]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _last_milliseconds: tuple[datetime | None, int] = (None, 0)
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
@@ -302,7 +302,7 @@ class SchedulerService(Service):
     gap_check_s: float | None = None
     _owned: set[str] = attrs.field(factory=set)
     # Ownership changes waiting to be read, with the log index of each.
-    _events: list[tuple[Command, dict, int]] = attrs.field(factory=list)
+    _events: list[tuple[Command, Result, int]] = attrs.field(factory=list)
     _events_running: bool = False
     # In a cluster: the log index being applied now (None on a single node).
     # With it the scheduler reports how far it got (L{progress_mark}).
@@ -444,17 +444,17 @@ class SchedulerService(Service):
     def _index_now(self) -> int:
         return self.applied_index() if self.applied_index is not None else 0
 
-    def _on_applied(self, command: Command, result: dict) -> None:
+    def _on_applied(self, command: Command, result: Result) -> None:
         self._follow(command, result, self._index_now())
 
-    def _follow(self, command: Command, result: dict, index: int) -> None:
+    def _follow(self, command: Command, result: Result, index: int) -> None:
         """Follow one applied change, made at log C{index} (0 on a single node)."""
         if self._pending is not None:
             self._pending.append((command, result, index))
             return
         if index > self._seen_index:
             self._seen_index = index
-        if not result.get("ok") or not self._running:
+        if not result.ok or not self._running:
             return
         if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
             if command.op == Op.ASSIGN_JOBS:
@@ -474,7 +474,7 @@ class SchedulerService(Service):
             # is being read: the take-over reads the state as it is then, so
             # it cannot bring back what this removed. A change to a job not
             # held yet waits its turn, in case a take-over read it before.
-            job_uuid = (result.get("value") or {}).get("uuid")
+            job_uuid = (result.value or {}).get("uuid")
             if (
                 command.op == Op.UPDATE_JOB
                 and job_uuid not in self._owned
@@ -500,9 +500,9 @@ class SchedulerService(Service):
             self._events_running = False
             self._moved_off.clear()
 
-    async def _cluster_event(self, command: Command, result: dict) -> None:
+    async def _cluster_event(self, command: Command, result: Result) -> None:
         op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         if op == Op.CREATE_JOBS:
             uuids = [job["uuid"] for job in value or ()]
             started = self._move_seq
@@ -517,10 +517,10 @@ class SchedulerService(Service):
         else:
             self._cluster_change(command, result)
 
-    def _cluster_change(self, command: Command, result: dict) -> None:
+    def _cluster_change(self, command: Command, result: Result) -> None:
         """A change to one of the jobs (update, delete), for the jobs this node owns."""
         op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         owned = self._owned
         if op == Op.UPDATE_JOB:
             job_uuid = value["uuid"]
@@ -698,9 +698,9 @@ class SchedulerService(Service):
                 until=format_instant(until),
             )
 
-    def _apply_change(self, command: Command, result: dict) -> None:
+    def _apply_change(self, command: Command, result: Result) -> None:
         op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         now = utc_from_timestamp(self.clock.seconds())
         if op == Op.CREATE_JOBS:
             for job in value or ():

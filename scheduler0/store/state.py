@@ -30,7 +30,7 @@ from scheduler0.model import (
     JOB_DEFAULTS,
     PROJECT_COLUMNS,
 )
-from scheduler0.store.commands import Command, Op, canonical_json, error, ok
+from scheduler0.store.commands import Command, Op, Result, canonical_json, error, ok
 from scheduler0.store.executions import (
     EXECUTION_COLUMNS,
     EXECUTIONS_TABLE,
@@ -203,10 +203,10 @@ _JOB_CHANGEABLE = frozenset(JOB_COLUMNS) - {"uuid", "created_at", "updated_at"}
 
 
 class _Rejected(Exception):
-    """A command is refused; carries the result dict. Never leaves this module."""
+    """A command is refused; carries the result. Never leaves this module."""
 
-    def __init__(self, result: dict):
-        super().__init__(result["message"])
+    def __init__(self, result: Result):
+        super().__init__(result.message)
         self.result = result
 
 
@@ -1039,7 +1039,7 @@ def _record_progress(txn: Any, args: Mapping, index: int = 0) -> Any:
         try:
             done_before = _instant_arg(done_before, f"marks[{position}] done_before")
         except _Rejected as rejected:
-            raise _invalid("marks", rejected.result["message"]) from None
+            raise _invalid("marks", str(rejected.result.message)) from None
         if as_of >= index > 0:
             raise _invalid("marks", f"marks[{position}]: as_of must be before this entry")
         stored = _one(
@@ -1145,10 +1145,10 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
 _GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS))
 
 
-def _apply(txn: Any, index: int, command: Command) -> dict:
+def _apply(txn: Any, index: int, command: Command) -> Result:
     applied = _one_known(txn, "SELECT value FROM meta WHERE key = 'applied_index'")[0]
     if index <= applied:
-        return {"ok": True, "value": None, "duplicate": True}
+        return Result(True, None, duplicate=True)
     # Writing the index first opens the transaction, so the savepoint below nests
     # inside it and releasing the savepoint does not commit early.
     txn.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (index,))
@@ -1161,18 +1161,20 @@ def _apply(txn: Any, index: int, command: Command) -> dict:
             # The same request again (a retry): answer as the first time, change nothing.
             first = json.loads(seen[0])
             if first.get(_VALUE_FROM_COMMAND):
-                first = ok(_created_jobs(command))
+                again = ok(_created_jobs(command))
             elif "job_uuids" in first:
-                first = ok(_jobs_by_uuid(txn, first["job_uuids"]))
-            return dict(first, duplicate=True)
+                again = ok(_jobs_by_uuid(txn, first["job_uuids"]))
+            else:
+                again = Result.from_json(first)
+            return attrs.evolve(again, duplicate=True)
     result = _apply_command(txn, command, index)
     if command.request_id:
-        remembered = result
-        if command.op == Op.CREATE_JOBS and result.get("ok"):
+        remembered = result.to_json()
+        if command.op == Op.CREATE_JOBS and result.ok:
             if command.request_id.startswith(CLIENT_KEY_PREFIX):
                 # A client's retry carries a new command (new uuids): keep
                 # which jobs the first one made.
-                remembered = {"ok": True, "job_uuids": [job["uuid"] for job in result["value"]]}
+                remembered = {"ok": True, "job_uuids": [job["uuid"] for job in result.value]}
             else:
                 # The created jobs follow from the command alone (and a
                 # retry carries the same command): a mark, not a copy of them.
@@ -1204,7 +1206,7 @@ def _created_jobs(command: Command) -> list[dict]:
     return [_job(row) for row in _job_rows(command.args["jobs"])]
 
 
-def _apply_command(txn: Any, command: Command, index: int = 0) -> dict:
+def _apply_command(txn: Any, command: Command, index: int = 0) -> Result:
     handler = HANDLERS.get(command.op)
     if handler is None:
         return error("invalid", f"unknown command op {command.op!r}", "op")
