@@ -25,7 +25,7 @@ Subscriber = Callable[["Command", "Result"], None]
 class Op(StrEnum):
     """
     The operations the state machine applies (one handler each in
-    L{scheduler0.store.state.HANDLERS}), and L{STATE_RESTORED}. A member
+    L{scheduler0.store.apply.HANDLERS}), and L{STATE_RESTORED}. A member
     is its name as text, so it equals the C{op} of a decoded L{Command}.
     """
 
