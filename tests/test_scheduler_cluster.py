@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from scheduler0.cluster.handover import Handover
 from scheduler0.cluster.leader import plan_moves
 from scheduler0.scheduler.service import SchedulerService
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.timeutil import format_instant
 from tests.support.scheduler import (
     START,
@@ -113,7 +113,7 @@ class Node:
 
     def apply(self, op: str, args: dict, value: Any = None) -> None:
         for fn in self.proposer.observers:
-            fn(Command(op, args), {"ok": True, "value": value})
+            fn(Command(op, args), Result.success(value))
 
     def slots(self, job_uuid: str | None = None) -> list[str]:
         return [

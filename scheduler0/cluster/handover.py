@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from scheduler0.cluster.ownership import OwnershipView
-from scheduler0.store.commands import Command, Op
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
@@ -58,7 +58,7 @@ class Firing(Protocol):
 
     def taken_over(self, job_uuid: str) -> None: ...
 
-    def apply_change(self, command: Command, result: dict) -> None: ...
+    def apply_change(self, command: Command, result: Result) -> None: ...
 
     def arm(self) -> None: ...
 
@@ -87,7 +87,7 @@ class Handover:
     _scheduler: Firing = attrs.field(init=False)
     _owned: set[str] = attrs.field(factory=set)
     # Ownership changes waiting to be read, with the log index of each.
-    _events: list[tuple[Command, dict, int]] = attrs.field(factory=list)
+    _events: list[tuple[Command, Result, int]] = attrs.field(factory=list)
     _events_running: bool = False
     # The log index of the change being read.
     _event_index: int = 0
@@ -159,7 +159,7 @@ class Handover:
 
     # -- following the state machine ---------------------------------------
 
-    def follow(self, command: Command, result: dict, index: int) -> bool:
+    def follow(self, command: Command, result: Result, index: int) -> bool:
         """
         Follow one applied change (made at log C{index}) that depends on who
         owns a job; False for any other change, which is the scheduler's alone.
@@ -183,7 +183,7 @@ class Handover:
         # is being read: the take-over reads the state as it is then, so
         # it cannot bring back what this removed. A change to a job not
         # held yet waits its turn, in case a take-over read it before.
-        job_uuid = (result.get("value") or {}).get("uuid")
+        job_uuid = (result.value or {}).get("uuid")
         if (
             command.op == Op.UPDATE_JOB
             and job_uuid not in self._owned
@@ -208,9 +208,9 @@ class Handover:
             self._events_running = False
             self._moved_off.clear()
 
-    async def _cluster_event(self, command: Command, result: dict) -> None:
+    async def _cluster_event(self, command: Command, result: Result) -> None:
         op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         scheduler = self._scheduler
         if op == Op.CREATE_JOBS:
             uuids = [job["uuid"] for job in value or ()]
@@ -226,10 +226,10 @@ class Handover:
         else:
             self._cluster_change(command, result)
 
-    def _cluster_change(self, command: Command, result: dict) -> None:
+    def _cluster_change(self, command: Command, result: Result) -> None:
         """A change to one of the jobs (update, delete), for the jobs this node owns."""
         op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         owned = self._owned
         scheduler = self._scheduler
         if op == Op.UPDATE_JOB:

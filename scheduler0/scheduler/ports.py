@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import Deferred
 
 from scheduler0.executor.http import Delivery
-from scheduler0.store.commands import Command, Subscriber
+from scheduler0.store.commands import Command, Result, Subscriber
 
 if TYPE_CHECKING:
     from scheduler0.scheduler.service import SchedulerService
@@ -70,7 +70,7 @@ class Handover(Protocol):
 
     def reloaded(self, kept: set[str]) -> None: ...
 
-    def follow(self, command: Command, result: dict, index: int) -> bool: ...
+    def follow(self, command: Command, result: Result, index: int) -> bool: ...
 
     def unread_before(self) -> int | None: ...
 

@@ -44,7 +44,7 @@ from scheduler0.scheduler.ports import (
     Sender,
 )
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
-from scheduler0.store.commands import Command, Op
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
@@ -279,7 +279,7 @@ class SchedulerService(Service):
     _release_timer: IDelayedCall | None = None
     _lead: float = PREPARE_LEAD_MIN_S
     _running: bool = False
-    _pending: list[tuple[Command, dict, int]] | None = None
+    _pending: list[tuple[Command, Result, int]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _last_milliseconds: tuple[datetime | None, int] = (None, 0)
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
@@ -416,26 +416,26 @@ class SchedulerService(Service):
     def _index_now(self) -> int:
         return self.applied_index() if self.applied_index is not None else 0
 
-    def _on_applied(self, command: Command, result: dict) -> None:
+    def _on_applied(self, command: Command, result: Result) -> None:
         self._follow(command, result, self._index_now())
 
-    def _follow(self, command: Command, result: dict, index: int) -> None:
+    def _follow(self, command: Command, result: Result, index: int) -> None:
         """Follow one applied change, made at log C{index} (0 on a single node)."""
         if self._pending is not None:
             self._pending.append((command, result, index))
             return
         if index > self._seen_index:
             self._seen_index = index
-        if not result.get("ok") or not self._running:
+        if not result.ok or not self._running:
             return
         if self.handover is not None and self.handover.follow(command, result, index):
             return
         self.apply_change(command, result)
 
-    def apply_change(self, command: Command, result: dict) -> None:
+    def apply_change(self, command: Command, result: Result) -> None:
         """Follow one applied change to the jobs, as the scheduler of every job it holds."""
         op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         now = utc_from_timestamp(self.clock.seconds())
         if op == Op.CREATE_JOBS:
             for job in value or ():
