@@ -1,7 +1,8 @@
 """
-What the API needs from the rest of the node, as Protocols: the proposer, the
-scheduler and (with Replicas) the cluster node. The API imports none of them,
-so it can be served over fakes and over a single node alike.
+What the API needs from the rest of the node, as Protocols: the proposer and
+the execution history (the node's seams, declared in L{scheduler0.ports}),
+the scheduler and (with Replicas) the cluster node. The API imports none of
+them, so it can be served over fakes and over a single node alike.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from scheduler0.store.commands import Command
+from scheduler0.ports import ExecutionHistory, Proposer
 
-
-class Proposer(Protocol):
-    """Where writes go: C{store.local.LocalProposer} or C{cluster.node.ClusterNode}."""
-
-    def propose(self, command: Command) -> Deferred: ...
+__all__ = ["Cluster", "ClusterConfig", "ExecutionHistory", "Proposer", "Scheduler"]
 
 
 class Scheduler(Protocol):

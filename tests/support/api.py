@@ -252,7 +252,9 @@ class Harness:
         if data is not None and content_type is not None:
             all_headers["Content-Type"] = content_type
         all_headers.update(headers or {})
-        d = self.treq.request(method, "http://node.test" + path, headers=all_headers, data=data)
+        d = self.treq.request(  # type: ignore[attr-defined]  # StubTreq sets its verbs in __init__
+            method, "http://node.test" + path, headers=all_headers, data=data
+        )
         self.treq.flush()
         response = fired(d)
         body_d = response.content()
