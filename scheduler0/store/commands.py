@@ -19,7 +19,7 @@ from twisted.logger import Logger
 _log = Logger()
 
 #: What a subscriber is called with after each apply: the command and its result.
-Subscriber = Callable[["Command", dict], None]
+Subscriber = Callable[["Command", dict[str, Any]], None]
 
 
 class Op(StrEnum):
@@ -59,7 +59,7 @@ class Command:
     """One replicated operation, C{op} applied with C{args}."""
 
     op: str
-    args: Mapping
+    args: Mapping[str, Any]
     request_id: str | None = None
 
     def to_bytes(self) -> bytes:
@@ -91,12 +91,12 @@ class Command:
         return cls(op, args, request_id)
 
 
-def ok(value: Any) -> dict:
+def ok(value: Any) -> dict[str, Any]:
     """A successful apply result."""
     return {"ok": True, "value": value}
 
 
-def error(code: str, message: str, field: str | None = None) -> dict:
+def error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
     """A rejected command: C{code} is "conflict", "not_found" or "invalid"."""
     return {"ok": False, "code": code, "message": message, "field": field}
 
@@ -115,7 +115,7 @@ class Subscribers:
     def add(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:
         self._entries.append((fn, None if ops is None else frozenset(ops)))
 
-    def tell(self, command: Command, result: dict) -> None:
+    def tell(self, command: Command, result: dict[str, Any]) -> None:
         op = command.op
         for fn, ops in list(self._entries):
             if ops is not None and op not in ops:
