@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -386,7 +387,7 @@ class ExecutionStore:
     """This node's execution records, buffered and written in group commits."""
 
     pool: Any
-    clock: Any
+    clock: IReactorTime
     history_per_job: int = 100
     flush_delay: float = 0
     _buffer: dict = attrs.field(factory=dict, init=False)
