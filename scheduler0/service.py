@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -651,9 +652,38 @@ class NodeBuilder:
         started_observers: list[Any],
     ) -> Any:
         """The scheduler; in a cluster it fires only the jobs it owns, under a lease."""
+        from scheduler0.scheduler.ports import Handover
         from scheduler0.scheduler.service import SchedulerService
 
         config = self.config
+        may_fire: Callable[[], bool] | None = None
+        handover: Handover | None = None
+        applied_index: Callable[[], int] | None = None
+        if cluster is not None:
+            from scheduler0.cluster.handover import Handover as ClusterHandover
+            from scheduler0.cluster.ownership import Ownership
+
+            may_fire = cluster.leases.lease_valid
+            # Twice the time the fan-in takes to visit every node, after the
+            # old owner's lease: its records are in by then unless it failed.
+            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
+            handover = ClusterHandover(
+                self.reactor,
+                Ownership(state, executions, config.node_id),
+                config.node_id,
+                gap_check_s=(
+                    cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
+                ),
+            )
+
+            # Each node keeps the records of what it fired (pruned as on one
+            # node); the cluster commits only how far each node got.
+            # (While an entry is applied the driver's index is still the one
+            # before it; at start-up only the driver's is known.)
+            def cluster_index() -> int:
+                return max(cluster.raft.applying_index, cluster.driver.applied_index)
+
+            applied_index = cluster_index
         scheduler = SchedulerService(
             self.reactor,
             state,
@@ -665,25 +695,10 @@ class NodeBuilder:
             execution_observers=execution_observers,
             started_observers=started_observers,
             admission=admission,
+            may_fire=may_fire,
+            handover=handover,
+            applied_index=applied_index,
         )
-        if cluster is not None:
-            from scheduler0.cluster.ownership import Ownership
-
-            scheduler.may_fire = cluster.leases.lease_valid
-            scheduler.ownership = Ownership(state, executions, config.node_id)
-            # Twice the time the fan-in takes to visit every node, after the
-            # old owner's lease: its records are in by then unless it failed.
-            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
-            scheduler.gap_check_s = (
-                cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
-            )
-            # Each node keeps the records of what it fired (pruned as on one
-            # node); the cluster commits only how far each node got.
-            # (While an entry is applied the driver's index is still the one
-            # before it; at start-up only the driver's is known.)
-            scheduler.applied_index = lambda: max(
-                cluster.raft.applying_index, cluster.driver.applied_index
-            )
         return scheduler
 
     def metrics(

@@ -1,64 +1,49 @@
 """
 What the scheduler needs of its collaborators, as Protocols: it knows the
-sender, the execution records, the job reader, the proposer and the
-ownership view by these alone (mypy checks that the node's real parts and
-the tests' fakes fit them), never by their classes.
+sender, the execution records, the job reader, the proposer (as what tells
+of applied commands) and (in a cluster) the handover by these alone, never
+by their classes. All but the handover are the node's seams, declared in
+L{scheduler0.ports}; mypy checks that the node's real parts and the tests'
+fakes fit them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any, Protocol
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from scheduler0.executor.http import Delivery
-from scheduler0.store.commands import Subscriber
+from scheduler0.ports import AppliedCommands, ExecutionRecords, JobReader, Sender
+from scheduler0.store.commands import Command, Result
+
+if TYPE_CHECKING:
+    from scheduler0.scheduler.service import SchedulerService
+
+__all__ = ["AppliedCommands", "ExecutionRecords", "Handover", "JobReader", "Sender"]
 
 
-class Sender(Protocol):
-    """Sends due deliveries (L{scheduler0.executor.http.HTTPExecutor})."""
+class Handover(Protocol):
+    """
+    In a cluster, what follows who owns which job and drives the scheduler
+    accordingly (L{scheduler0.cluster.handover.Handover}); none on one node.
+    """
 
-    def submit(self, delivery: Delivery) -> None: ...
+    def attach(self, scheduler: SchedulerService) -> None: ...
 
-    def cancel_job(self, job_uuid: str, reason: str) -> int: ...
+    def sources(self) -> tuple[Callable[..., Deferred[Any]], Callable[..., Deferred[Any]]]: ...
 
-    def congested(self, before: float) -> set[str]: ...
+    def loaded(self, job: dict[str, Any], since: datetime) -> datetime: ...
 
-    def stop(self, grace_s: float = ...) -> Deferred[None]: ...
+    def after_handover(self, job: dict[str, Any], since: datetime) -> datetime: ...
 
+    def not_before(self, job_uuid: str, since: datetime) -> datetime: ...
 
-class ExecutionRecords(Protocol):
-    """This node's execution records (L{scheduler0.store.executions.ExecutionStore})."""
+    def reloaded(self, kept: set[str]) -> None: ...
 
-    def record(self, execution: dict, *, trusted: bool = False) -> None: ...
+    def follow(self, command: Command, result: Result, index: int) -> bool: ...
 
-    def last_slots_of(self, job_uuids: list[str]) -> Deferred[Any]: ...
+    def unread_before(self) -> int | None: ...
 
-
-class JobReader(Protocol):
-    """Reads the active jobs page by page (L{scheduler0.store.state.StateStore})."""
-
-    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
-
-
-class AppliedCommands(Protocol):
-    """Tells of each command applied (a proposer, or the cluster node)."""
-
-    def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None: ...
-
-
-class OwnershipView(Protocol):
-    """Which jobs this node owns, and how far each got (L{scheduler0.cluster.ownership})."""
-
-    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
-
-    def last_slots_of(self, job_uuids: list[str]) -> Deferred[Any]: ...
-
-    def last_slots_before(
-        self, job_uuids: list[str], until: str, assigned_at: int | None = None
-    ) -> Deferred[Any]: ...
-
-    def jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
-
-    def owned_jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
+    def owned_count(self) -> int: ...
