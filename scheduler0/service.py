@@ -1,10 +1,12 @@
 """
 The twistd entry point: C{makeService} builds one node's service tree.
 
-Start-up runs in order (stores, log replay, scheduler, then the HTTP
-listener), because a Twisted C{MultiService} starts its children without
-waiting for them to be ready; shutdown runs in the reverse order and waits
-for in-flight work.
+L{NodeBuilder} makes the node's parts and its children
+(L{scheduler0.parts}); L{NodeService} adds them in order (stores, log
+replay, scheduler, then the HTTP listener), each once the one before it is
+ready, because a Twisted C{MultiService} starts its children without
+waiting for them; shutdown runs in the reverse order and waits for
+in-flight work.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import (
     FilteringLogObserver,
@@ -34,6 +37,23 @@ from scheduler0.logs import (
     JSONLinesObserver,
     level_named,
     twistd_log_destination,
+)
+from scheduler0.parts import (
+    API,
+    Clustering,
+    Connections,
+    Fanout,
+    Followers,
+    Later,
+    Listener,
+    LocalProposing,
+    Metrics,
+    Notifications,
+    Part,
+    Scheduling,
+    Stores,
+    Upkeep,
+    Vitals,
 )
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
 
@@ -120,7 +140,11 @@ def tune_garbage_collector() -> None:
 
 @attrs.define(eq=False)
 class NodeService(MultiService):
-    """One Scheduler0 node: stores, proposer, scheduler, executor, HTTP API."""
+    """
+    One Scheduler0 node: stores, proposer, scheduler, executor, HTTP API,
+    each a child service (L{scheduler0.parts}) built by L{NodeBuilder} when
+    the node starts.
+    """
 
     config: Config
     reactor: Any
@@ -129,8 +153,8 @@ class NodeService(MultiService):
     ready: Deferred = attrs.field(factory=Deferred)
     # The log observer twistd is to use instead of its own (--log-format json).
     log_observer: Any = None
-    _port: Any = None
-    _parts: dict[str, Any] = attrs.field(factory=dict)
+    #: What the health check reads, once the node's parts are built.
+    vitals: Vitals | None = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -162,338 +186,34 @@ class NodeService(MultiService):
             self.reactor.stop()
 
     async def _start(self) -> None:
-        import treq.client
-        from passlib.hash import pbkdf2_sha256
-        from twisted.internet.task import deferLater
-        from twisted.internet.threads import deferToThreadPool
-        from twisted.web.client import Agent, HTTPConnectionPool
-
-        from scheduler0 import notify, signing
-        from scheduler0.api.app import SchedulerAPI
-        from scheduler0.api.limits import RateLimiter
-        from scheduler0.api.site import api_site
-        from scheduler0.credentials import ensure_admin_credentials
-        from scheduler0.executor.http import HTTPExecutor, whole_body
-        from scheduler0.guard import ResourceGuard
-        from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
-        from scheduler0.notify import FailureNotifier, notification_executor
-        from scheduler0.ports import ExecutionHistory
-        from scheduler0.scheduler.service import SchedulerService
-        from scheduler0.signing import CallbackSigner
-        from scheduler0.store.executions import ExecutionStore
-        from scheduler0.store.local import LocalProposer
-        from scheduler0.store.log import CommandLog
-        from scheduler0.store.sqlite import connection_pool
-        from scheduler0.store.state import StateStore
-
-        config = self.config
-        data = config.data_path()
-
-        def in_thread(fn: Any, *args: Any) -> Deferred:
-            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
-
-        os.makedirs(data, exist_ok=True)
-        admin, created = ensure_admin_credentials(config, self.environ)
-        if created:
-            log.info("generated peer credentials for user {username}", username=admin.username)
-
-        # The state machine is rebuilt from the command log (synced on every
-        # append) after a power loss, so its own commits need no fsync.
-        state = StateStore(
-            connection_pool(os.path.join(data, "state.db"), self.reactor, replayable=True),
-            # Raft snapshots are copied on a reactor pool thread beside it.
-            run_blocking=in_thread,
-        )
-        command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), self.reactor))
-        executions = ExecutionStore(
-            connection_pool(
-                os.path.join(data, "executions.db"), self.reactor, pragmas=EXECUTIONS_PRAGMAS
-            ),
-            self.reactor,
-            history_per_job=config.execution_history_per_job,
-            # Group records for a moment, so the write (and its hold on the
-            # GIL) does not land in the turns that send a batch of callbacks.
-            flush_delay=EXECUTION_FLUSH_DELAY_S,
-        )
-        await state.open()
-        await executions.open()
-        guard = ResourceGuard(self.reactor, config.max_memory, config.max_cpu)
-        cluster = None
-        if config.replicas:
-            from scheduler0.cluster.node import ClusterNode
-
-            # Peers are our own nodes: their calls do not go through the
-            # callback network policy, and no connection is kept open.
-            peer_http = treq.client.HTTPClient(
-                Agent(self.reactor, pool=HTTPConnectionPool(self.reactor, persistent=True))
-            )
-            cluster = ClusterNode.open(self.reactor, config, state, admin, peer_http, in_thread)
-            cluster.is_paused = lambda: guard.paused
-            cluster.executions = executions
-            proposer: Any = cluster
-            self._parts["cluster"] = cluster
-            from scheduler0.cluster.copies import SEND_TIMEOUT_S, HistoryCopies
-
-            # A copy of this node's records on another member, and the copies
-            # others keep here: history outlives a node lost for good.
-            peers = cluster.peers
-            copies = HistoryCopies(
-                self.reactor,
-                executions,
-                config.node_id,
-                cluster.member_ids,
-                lambda node_id, meta, data: peers.history_copy(node_id, meta, data, SEND_TIMEOUT_S),
-                in_thread,
-            )
-            await copies.open()
-            executions.tap = copies.tap
-            cluster.history_copies = copies
-            self._parts["copies"] = copies
-        else:
-            await command_log.open()
-            proposer = LocalProposer(command_log, state, self.reactor)
-            proposer.leader_address = config.http_address
-            await proposer.start()
-
-        signer = CallbackSigner(self.reactor, state)
-        await signer.load()
-        proposer.subscribe(signer.on_applied, signing.RELOAD_ON)
-        net_policy = NetworkPolicy.from_config(
-            config.callback_allow_networks, config.callback_deny_networks
-        )
-        resolve = thread_resolver(self.reactor)
-        pool = HTTPConnectionPool(self.reactor, persistent=True)
-        pool.maxPersistentPerHost = config.max_workers
-        # Every new callback connection goes to an address checked against
-        # the policy at that moment (no DNS-rebinding way around it).
-        http_client = treq.client.HTTPClient(
-            data_to_body_producer=whole_body,
-            agent=policy_agent(
-                self.reactor,
-                net_policy,
-                pool,
-                resolve,
-                connect_timeout=min(config.job_execution_timeout, 30),
-            ),
-        )
-
-        scheduler: SchedulerService | None = None
-        notifier = FailureNotifier(
-            state.get_project,
-            notification_executor(
-                self.reactor,
-                http_client,
-                signer.sign,
-                config.node_id,
-                lambda outcome: notifier.notified(outcome),
-            ),
-            node_id=config.node_id,
-        )
-        proposer.subscribe(notifier.on_applied, notify.RELOAD_ON)
-        self._parts["notifier"] = notifier
-
-        def on_outcome(outcome: Any) -> None:
-            assert scheduler is not None
-            scheduler.on_outcome(outcome)
-            notifier.on_outcome(outcome)
-
-        def on_started(delivery: Any, at: float) -> None:
-            assert scheduler is not None
-            scheduler.on_started(delivery, at)
-
-        executor = HTTPExecutor(
-            self.reactor,
-            http_client,
-            on_outcome,
-            on_started=on_started,
-            max_workers=config.max_workers,
-            max_queue=config.max_queue,
-            payload_max_bytes=int(config.http_executor_payload_max_size_mb * 1024 * 1024),
-            retry_delay_s=config.job_execution_retry_delay,
-            retry_delay_cap_s=config.job_execution_retry_max_delay,
-            paused=lambda: guard.paused,
-            sign=signer.sign,
-            max_response_bytes=config.max_callback_response_bytes,
-            node_id=config.node_id,
-            max_per_url=config.max_workers_per_url,
-            max_per_host=config.max_workers_per_host,
-            response_excerpt_bytes=config.callback_response_excerpt_bytes,
-        )
-        from collections.abc import Callable
-
-        from scheduler0.scheduler import ports
-
-        may_fire: Callable[[], bool] | None = None
-        handover: ports.Handover | None = None
-        applied_index: Callable[[], int] | None = None
-        if cluster is not None:
-            from scheduler0.cluster.handover import Handover
-            from scheduler0.cluster.ownership import Ownership
-
-            may_fire = cluster.leases.lease_valid
-            # Twice the time the fan-in takes to visit every node, after the
-            # old owner's lease: its records are in by then unless it failed.
-            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
-            handover = Handover(
-                self.reactor,
-                Ownership(state, executions, config.node_id),
-                config.node_id,
-                gap_check_s=(
-                    cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
-                ),
-            )
-            # Each node keeps the records of what it fired (pruned as on one
-            # node); the cluster commits only how far each node got.
-            # (While an entry is applied the driver's index is still the one
-            # before it; at start-up only the driver's is known.)
-            node = cluster
-
-            def cluster_index() -> int:
-                return max(node.raft.applying_index, node.driver.applied_index)
-
-            applied_index = cluster_index
-        scheduler = SchedulerService(
-            self.reactor,
-            state,
-            proposer,
-            executions,
-            executor,
-            node_id=config.node_id,
-            history_per_job=config.execution_history_per_job,
-            may_fire=may_fire,
-            handover=handover,
-            applied_index=applied_index,
-        )
-        # One log event per finished execution, with its ids.
-        scheduler.execution_observers.append(ExecutionEvents(level=level_named(config.log_level)))
-        if "copies" in self._parts:
-            # Copies of history are background work: they wait while the
-            # node is past its capacity.
-            admission = scheduler.admission
-            self._parts["copies"].busy = lambda: admission.busy
-        history: ExecutionHistory = executions
-        if cluster is not None:
-            from scheduler0.cluster import leader
-            from scheduler0.cluster.history import ClusterHistory
-            from scheduler0.cluster.leader import LeaderDuties
-
-            cluster.progress = scheduler.progress_mark
-            cluster.subscribe(cluster.on_applied)
-            history = ClusterHistory(cluster, executions, state)
-            duties = LeaderDuties(cluster, state, config, self.reactor)
-            cluster.subscribe(duties.on_applied, leader.PLACEMENT_CHANGES)
-            self._parts["duties"] = duties
-        from scheduler0.metrics import NodeMetrics
-
-        # Prometheus metrics (GET /metrics): observers on the hot path, the
-        # rest read from these parts at scrape time.
-        metrics = NodeMetrics(
-            self.reactor,
-            config.node_id,
-            max_job_series=config.metrics_max_job_series,
-            scheduler=scheduler,
-            executor=executor,
-            cluster=cluster,
-            guard=guard,
-            proposer=proposer,
-            executions=executions,
-            state=state,
-            readiness=self.readiness,
-            notifier=notifier,
-        )
-        scheduler.execution_observers.append(metrics.on_execution)
-        scheduler.started_observers.append(metrics.on_started)
-        executor.post_observer = metrics.on_post
-        proposer.subscribe(metrics.on_applied, metrics.APPLIED_OPS)
-        self._parts["metrics"] = metrics
-        from scheduler0.summary import ExecutionSummary
-
-        # Per-minute counts for GET /executions/summary (memory only: a
-        # restarted node starts from zero).
-        summary = ExecutionSummary(self.reactor)
-        scheduler.execution_observers.append(summary.on_execution)
-        scheduler.started_observers.append(summary.on_started)
-        if cluster is not None:
-            cluster.summary = summary
-        self._parts["summary"] = summary
-        self._parts.update(
-            state=state,
-            log=command_log,
-            executions=executions,
-            proposer=proposer,
-            guard=guard,
-            executor=executor,
-            scheduler=scheduler,
-            pool=pool,
-            admin=admin,
-        )
-        guard.start()
-        executions.start_pruning()
-        if cluster is not None:
-            await cluster.start()
-            self._parts["duties"].start()
-            self._parts["copies"].start()
-        metrics.start()
-        scheduler.startService()
-        assert scheduler.ready is not None  # set by startService
-        await scheduler.ready
-        tune_garbage_collector()
-
-        api = SchedulerAPI(
-            state=state,
-            proposer=proposer,
-            executions=history,
-            scheduler=scheduler,
-            clock=self.reactor,
-            defaults=config,
-            admin=admin,
-            health=self.health,
-            hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
-            verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
-            signing_grace_s=config.callback_signing_grace_seconds,
-            max_body_bytes=config.max_request_body_bytes,
-            max_json_depth=config.max_json_depth,
-            net_policy=net_policy,
-            resolve=resolve,
-            rate_limiter=RateLimiter(
-                self.reactor, config.rate_limit_per_second, config.rate_limit_burst
-            ),
-            max_jobs_per_request=config.max_jobs_per_request,
-            read_barrier=cluster.read_barrier if cluster is not None else None,
-            cluster=cluster,
-            breathe=lambda: deferLater(self.reactor, 0, lambda: None),
-            metrics=metrics,
-            summary=summary,
-        )
-        self._parts["api"] = api
-        proposer.subscribe(api.on_applied)
-        if cluster is None:
-            await self._first_client_credential(api, state)
-        else:
-            # A new cluster makes its first client credential once it has a
-            # leader, on the leader only (so there is one, shown once).
-            first = Deferred.fromCoroutine(self._first_cluster_credential(api, state, cluster))
-            first.addErrback(lambda f: log.failure("making the first credential failed", f))
-        resource = api.resource()
-        if cluster is not None:
-            from scheduler0.cluster.peer import PeerAPI, PeerDispatch
-
-            resource = PeerDispatch(resource, PeerAPI(cluster, admin).resource())
-        site = api_site(
-            resource,
-            clock=self.reactor,
-            max_body_bytes=config.max_request_body_bytes,
-            request_timeout_s=config.http_request_timeout_seconds,
-            idle_timeout_s=config.http_idle_timeout_seconds,
-        )
-        endpoint = api_server_endpoint(self.reactor, config)
-        self._port = await endpoint.listen(site)
+        """
+        Build the parts, then add each child in turn: a running
+        C{MultiService} starts a child as it is added, and the next one is
+        added once this one is ready.
+        """
+        children, self.vitals = NodeBuilder(self).build()
+        for child in children:
+            child.setServiceParent(self)
+            if child.ready is not None:
+                await child.ready
         log.info(
             "scheduler0 {version} node {node_id} listening on {address}",
             version=__version__,
-            node_id=config.node_id,
-            address=config.http_address,
+            node_id=self.config.node_id,
+            address=self.config.http_address,
         )
+
+    async def first_credential(self, api: Any, state: Any, cluster: Any) -> None:
+        """
+        A new node makes its first client credential: at once on one node;
+        in a cluster once it has a leader, on the leader only (so there is
+        one, shown once), without holding up the start.
+        """
+        if cluster is None:
+            await self._first_client_credential(api, state)
+            return
+        first = Deferred.fromCoroutine(self._first_cluster_credential(api, state, cluster))
+        first.addErrback(lambda f: log.failure("making the first credential failed", f))
 
     async def _first_client_credential(self, api: Any, state: Any) -> None:
         """On a brand-new node, make one client credential and show it once."""
@@ -542,10 +262,10 @@ class NodeService(MultiService):
         """
         from scheduler0 import readiness
 
-        parts = self._parts
+        vitals = self.vitals
         # The HTTP listener opens last, so this shows only if it is asked
         # before start-up has finished (the parts exist from then on).
-        if not self.ready.called or "scheduler" not in parts:
+        if not self.ready.called or vitals is None:
             return [
                 readiness.reason(
                     readiness.STARTING,
@@ -553,10 +273,9 @@ class NodeService(MultiService):
                 )
             ]
         reasons = []
-        cluster = parts.get("cluster")
-        if cluster is not None:
-            reasons.extend(cluster.readiness())
-        guard = parts.get("guard")
+        if vitals.cluster is not None:
+            reasons.extend(vitals.cluster.readiness())
+        guard = vitals.guard
         if guard is not None and guard.paused:
             reasons.append(
                 readiness.reason(
@@ -571,12 +290,12 @@ class NodeService(MultiService):
         What C{GET /healthcheck} reports about this node: its view of the
         cluster, and whether it is C{ready} (else the C{reasons}).
         """
-        parts = self._parts
-        guard = parts.get("guard")
+        vitals = self.vitals or Vitals()
+        guard = vitals.guard
         guard_state = guard.snapshot() if guard is not None else {"paused": False, "reason": None}
-        cluster = parts.get("cluster")
-        proposer = parts.get("proposer")
-        executor = parts.get("executor")
+        cluster = vitals.cluster
+        proposer = vitals.proposer
+        executor = vitals.executor
         config = self.config
         reasons = self.readiness()
         if cluster is not None:
@@ -624,42 +343,514 @@ class NodeService(MultiService):
                 "queue_depth": executor.queue_depth() if executor is not None else 0,
                 "in_flight": executor.in_flight() if executor is not None else 0,
             },
-            "active_jobs": parts["scheduler"].active_jobs() if "scheduler" in parts else 0,
+            "active_jobs": vitals.scheduler.active_jobs() if vitals.scheduler is not None else 0,
             "ready": not reasons,
             "reasons": reasons,
         }
 
     def stopService(self) -> Deferred:
-        MultiService.stopService(self)
+        Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        parts = self._parts
-        if self._port is not None:
-            await self._port.stopListening()
-        if "scheduler" in parts:
-            await parts["scheduler"].stopService()
-        if "notifier" in parts:
-            await parts["notifier"].stop()
-        if "guard" in parts:
-            parts["guard"].stop()
-        if "metrics" in parts:
-            parts["metrics"].stop()
-        if "duties" in parts:
-            parts["duties"].stop()
-        if "copies" in parts:
-            parts["copies"].stop()
-        if "cluster" in parts:
-            await parts["cluster"].stop()
-        elif "proposer" in parts:
-            await parts["proposer"].stop()
-        if "pool" in parts:
-            await parts["pool"].closeCachedConnections()
-        for name in ("executions", "log", "state"):
-            if name == "log" and "cluster" in parts:
-                continue
-            if name in parts:
-                await parts[name].close()
+        """Stop the children in the reverse order, each once the one after it has stopped."""
+        for child in reversed(list(self)):
+            await child.stopService()
+
+
+@attrs.define(eq=False)
+class NodeBuilder:
+    """
+    Builds a node's parts from its config, each given its collaborators
+    when it is made, and returns them as the node's children in
+    dependency order.
+    """
+
+    node: NodeService
+
+    @property
+    def config(self) -> Config:
+        return self.node.config
+
+    @property
+    def reactor(self) -> Any:
+        return self.node.reactor
+
+    def in_thread(self, fn: Any, *args: Any) -> Deferred:
+        """Run C{fn(*args)} on the reactor's thread pool."""
+        from twisted.internet.threads import deferToThreadPool
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+
+    def build(self) -> tuple[list[Part], Vitals]:
+        """The node's children, in the order they start, and what its health check reads."""
+        from scheduler0.guard import ResourceGuard
+        from scheduler0.scheduler.admission import Admission
+        from scheduler0.summary import ExecutionSummary
+
+        config, reactor = self.config, self.reactor
+        os.makedirs(config.data_path(), exist_ok=True)
+        admin = self.admin()
+        copied_rows = Fanout()
+        state, command_log, executions = self.stores(copied_rows if config.replicas else None)
+        guard = ResourceGuard(reactor, config.max_memory, config.max_cpu)
+        # Per-minute counts for GET /executions/summary (memory only: a
+        # restarted node starts from zero).
+        summary = ExecutionSummary(reactor)
+        admission = Admission()
+        progress: Later[tuple[str, int, int]] = Later()
+        cluster = None
+        if config.replicas:
+            cluster = self.cluster(state, admin, executions, guard, summary, progress, admission)
+            copied_rows.add(cluster.history_copies.tap)
+        proposer = cluster if cluster is not None else self.local_proposer(command_log, state)
+        signer, net_policy, resolve, pool, http_client = self.callbacks(state)
+        notifier = self.notifier(state, http_client, signer)
+        outcomes, started, posts = Fanout(), Fanout(), Fanout()
+        executor = self.executor(http_client, guard, signer, outcomes, started, posts)
+        finished, slots_started = Fanout(), Fanout()
+        scheduler = self.scheduler(
+            state,
+            proposer,
+            executions,
+            executor,
+            cluster,
+            admission,
+            # One log event per finished execution, with its ids.
+            [ExecutionEvents(level=level_named(config.log_level)), finished, summary.on_execution],
+            [slots_started, summary.on_started],
+        )
+        outcomes.add(scheduler.on_outcome)
+        outcomes.add(notifier.on_outcome)
+        started.add(scheduler.on_started)
+        progress.provide(scheduler.progress_mark)
+        metrics = self.metrics(
+            scheduler, executor, cluster, guard, proposer, executions, state, notifier
+        )
+        finished.add(metrics.on_execution)
+        slots_started.add(metrics.on_started)
+        posts.add(metrics.on_post)
+        duties = self.duties(cluster, state)
+        api = self.api(
+            state,
+            proposer,
+            executions,
+            scheduler,
+            admin,
+            cluster,
+            metrics,
+            summary,
+            net_policy=net_policy,
+            resolve=resolve,
+        )
+        children = [
+            *self.consensus(state, executions, command_log, proposer, cluster, pool),
+            self.followers(proposer, signer, notifier, metrics, cluster, duties),
+            Upkeep(guard, executions),
+            *([Clustering(cluster, duties, cluster.history_copies)] if cluster is not None else []),
+            Metrics(metrics),
+            Notifications(notifier),
+            Scheduling(scheduler, tune_garbage_collector),
+            API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
+            Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
+        ]
+        return children, Vitals(scheduler, guard, executor, proposer, cluster)
+
+    def admin(self) -> Any:
+        """The peer (admin) credentials, made on a node's first start."""
+        from scheduler0.credentials import ensure_admin_credentials
+
+        admin, created = ensure_admin_credentials(self.config, self.node.environ)
+        if created:
+            log.info("generated peer credentials for user {username}", username=admin.username)
+        return admin
+
+    def stores(self, copied_rows: Fanout | None) -> tuple[Any, Any, Any]:
+        """
+        The state machine, the command log and this node's execution records
+        (C{copied_rows} hears each write's rows, for the copies of history).
+        """
+        from scheduler0.store.executions import ExecutionStore
+        from scheduler0.store.log import CommandLog
+        from scheduler0.store.sqlite import connection_pool
+        from scheduler0.store.state import StateStore
+
+        data, reactor = self.config.data_path(), self.reactor
+        # The state machine is rebuilt from the command log (synced on every
+        # append) after a power loss, so its own commits need no fsync.
+        state = StateStore(
+            connection_pool(os.path.join(data, "state.db"), reactor, replayable=True),
+            # Raft snapshots are copied on a reactor pool thread beside it.
+            run_blocking=self.in_thread,
+        )
+        command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), reactor))
+        executions = ExecutionStore(
+            connection_pool(
+                os.path.join(data, "executions.db"), reactor, pragmas=EXECUTIONS_PRAGMAS
+            ),
+            reactor,
+            history_per_job=self.config.execution_history_per_job,
+            # Group records for a moment, so the write (and its hold on the
+            # GIL) does not land in the turns that send a batch of callbacks.
+            flush_delay=EXECUTION_FLUSH_DELAY_S,
+            tap=copied_rows,
+        )
+        return state, command_log, executions
+
+    def cluster(
+        self,
+        state: Any,
+        admin: Any,
+        executions: Any,
+        guard: Any,
+        summary: Any,
+        progress: Later,
+        admission: Any,
+    ) -> Any:
+        """This node's part of the cluster, with the copies of history it keeps."""
+        import treq.client
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from scheduler0.cluster.copies import SEND_TIMEOUT_S, HistoryCopies
+        from scheduler0.cluster.node import ClusterNode
+
+        reactor, config = self.reactor, self.config
+        # Peers are our own nodes: their calls do not go through the
+        # callback network policy, and no connection is kept open.
+        peer_http = treq.client.HTTPClient(
+            Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+        )
+
+        def copies(members: Any, peers: Any) -> HistoryCopies:
+            # A copy of this node's records on another member, and the copies
+            # others keep here: history outlives a node lost for good.
+            return HistoryCopies(
+                reactor,
+                executions,
+                config.node_id,
+                members,
+                lambda node_id, meta, data: peers.history_copy(node_id, meta, data, SEND_TIMEOUT_S),
+                self.in_thread,
+                # Copies of history are background work: they wait while the
+                # node is past its capacity.
+                busy=lambda: admission.busy,
+            )
+
+        return ClusterNode.open(
+            reactor,
+            config,
+            state,
+            admin,
+            peer_http,
+            self.in_thread,
+            is_paused=lambda: guard.paused,
+            executions=executions,
+            progress=progress,
+            summary=summary,
+            history_copies=copies,
+        )
+
+    def local_proposer(self, command_log: Any, state: Any) -> Any:
+        """One node's proposer, over its command log."""
+        from scheduler0.store.local import LocalProposer
+
+        return LocalProposer(
+            command_log, state, self.reactor, leader_address=self.config.http_address
+        )
+
+    def callbacks(self, state: Any) -> tuple[Any, Any, Any, Any, Any]:
+        """
+        The signer, the network policy, the resolver, the connection pool and
+        the HTTP client of callbacks.
+        """
+        import treq.client
+        from twisted.web.client import HTTPConnectionPool
+
+        from scheduler0.executor.http import whole_body
+        from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
+        from scheduler0.signing import CallbackSigner
+
+        config, reactor = self.config, self.reactor
+        signer = CallbackSigner(reactor, state)
+        net_policy = NetworkPolicy.from_config(
+            config.callback_allow_networks, config.callback_deny_networks
+        )
+        resolve = thread_resolver(reactor)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = config.max_workers
+        # Every new callback connection goes to an address checked against
+        # the policy at that moment (no DNS-rebinding way around it).
+        http_client = treq.client.HTTPClient(
+            data_to_body_producer=whole_body,
+            agent=policy_agent(
+                reactor,
+                net_policy,
+                pool,
+                resolve,
+                connect_timeout=min(config.job_execution_timeout, 30),
+            ),
+        )
+        return signer, net_policy, resolve, pool, http_client
+
+    def notifier(self, state: Any, http_client: Any, signer: Any) -> Any:
+        """The failure notifier, with the small executor its notifications go through."""
+        from scheduler0.notify import FailureNotifier, notification_executor
+
+        notified = Fanout()
+        notifier = FailureNotifier(
+            state.get_project,
+            notification_executor(
+                self.reactor, http_client, signer.sign, self.config.node_id, notified
+            ),
+            node_id=self.config.node_id,
+        )
+        notified.add(notifier.notified)
+        return notifier
+
+    def executor(
+        self,
+        http_client: Any,
+        guard: Any,
+        signer: Any,
+        outcomes: Fanout,
+        started: Fanout,
+        posts: Fanout,
+    ) -> Any:
+        """The callback executor; it reports to the three fan-outs."""
+        from scheduler0.executor.http import HTTPExecutor
+
+        config = self.config
+        return HTTPExecutor(
+            self.reactor,
+            http_client,
+            outcomes,
+            on_started=started,
+            max_workers=config.max_workers,
+            max_queue=config.max_queue,
+            payload_max_bytes=int(config.http_executor_payload_max_size_mb * 1024 * 1024),
+            retry_delay_s=config.job_execution_retry_delay,
+            retry_delay_cap_s=config.job_execution_retry_max_delay,
+            paused=lambda: guard.paused,
+            sign=signer.sign,
+            max_response_bytes=config.max_callback_response_bytes,
+            node_id=config.node_id,
+            max_per_url=config.max_workers_per_url,
+            max_per_host=config.max_workers_per_host,
+            response_excerpt_bytes=config.callback_response_excerpt_bytes,
+            post_observer=posts,
+        )
+
+    def scheduler(
+        self,
+        state: Any,
+        proposer: Any,
+        executions: Any,
+        executor: Any,
+        cluster: Any,
+        admission: Any,
+        execution_observers: list[Any],
+        started_observers: list[Any],
+    ) -> Any:
+        """The scheduler; in a cluster it fires only the jobs it owns, under a lease."""
+        from scheduler0.scheduler.ports import Handover
+        from scheduler0.scheduler.service import SchedulerService
+
+        config = self.config
+        may_fire: Callable[[], bool] | None = None
+        handover: Handover | None = None
+        applied_index: Callable[[], int] | None = None
+        if cluster is not None:
+            from scheduler0.cluster.handover import Handover as ClusterHandover
+            from scheduler0.cluster.ownership import Ownership
+
+            may_fire = cluster.leases.lease_valid
+            # Twice the time the fan-in takes to visit every node, after the
+            # old owner's lease: its records are in by then unless it failed.
+            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
+            handover = ClusterHandover(
+                self.reactor,
+                Ownership(state, executions, config.node_id),
+                config.node_id,
+                gap_check_s=(
+                    cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
+                ),
+            )
+
+            # Each node keeps the records of what it fired (pruned as on one
+            # node); the cluster commits only how far each node got.
+            # (While an entry is applied the driver's index is still the one
+            # before it; at start-up only the driver's is known.)
+            def cluster_index() -> int:
+                return max(cluster.raft.applying_index, cluster.driver.applied_index)
+
+            applied_index = cluster_index
+        scheduler = SchedulerService(
+            self.reactor,
+            state,
+            proposer,
+            executions,
+            executor,
+            node_id=config.node_id,
+            history_per_job=config.execution_history_per_job,
+            execution_observers=execution_observers,
+            started_observers=started_observers,
+            admission=admission,
+            may_fire=may_fire,
+            handover=handover,
+            applied_index=applied_index,
+        )
+        return scheduler
+
+    def metrics(
+        self,
+        scheduler: Any,
+        executor: Any,
+        cluster: Any,
+        guard: Any,
+        proposer: Any,
+        executions: Any,
+        state: Any,
+        notifier: Any,
+    ) -> Any:
+        """
+        Prometheus metrics (GET /metrics): observers on the hot path, the
+        rest read from these parts at scrape time.
+        """
+        from scheduler0.metrics import NodeMetrics
+
+        return NodeMetrics(
+            self.reactor,
+            self.config.node_id,
+            max_job_series=self.config.metrics_max_job_series,
+            scheduler=scheduler,
+            executor=executor,
+            cluster=cluster,
+            guard=guard,
+            proposer=proposer,
+            executions=executions,
+            state=state,
+            readiness=self.node.readiness,
+            notifier=notifier,
+        )
+
+    def duties(self, cluster: Any, state: Any) -> Any:
+        """The leader's duties in a cluster (None on one node)."""
+        from scheduler0.cluster.leader import LeaderDuties
+
+        if cluster is None:
+            return None
+        return LeaderDuties(cluster, state, self.config, self.reactor)
+
+    def api(
+        self,
+        state: Any,
+        proposer: Any,
+        executions: Any,
+        scheduler: Any,
+        admin: Any,
+        cluster: Any,
+        metrics: Any,
+        summary: Any,
+        net_policy: Any,
+        resolve: Any,
+    ) -> Any:
+        """The HTTP API; in a cluster it reads history from every member."""
+        from passlib.hash import pbkdf2_sha256
+        from twisted.internet.task import deferLater
+
+        from scheduler0.api.app import SchedulerAPI
+        from scheduler0.api.limits import RateLimiter
+        from scheduler0.cluster.history import ClusterHistory
+
+        config, reactor, in_thread = self.config, self.reactor, self.in_thread
+        history = ClusterHistory(cluster, executions, state) if cluster is not None else executions
+        return SchedulerAPI(
+            state=state,
+            proposer=proposer,
+            executions=history,
+            scheduler=scheduler,
+            clock=reactor,
+            defaults=config,
+            admin=admin,
+            health=self.node.health,
+            hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
+            verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
+            signing_grace_s=config.callback_signing_grace_seconds,
+            max_body_bytes=config.max_request_body_bytes,
+            max_json_depth=config.max_json_depth,
+            net_policy=net_policy,
+            resolve=resolve,
+            rate_limiter=RateLimiter(
+                reactor, config.rate_limit_per_second, config.rate_limit_burst
+            ),
+            max_jobs_per_request=config.max_jobs_per_request,
+            read_barrier=cluster.read_barrier if cluster is not None else None,
+            cluster=cluster,
+            breathe=lambda: deferLater(reactor, 0, lambda: None),
+            metrics=metrics,
+            summary=summary,
+        )
+
+    def consensus(
+        self,
+        state: Any,
+        executions: Any,
+        command_log: Any,
+        proposer: Any,
+        cluster: Any,
+        pool: Any,
+    ) -> list[Part]:
+        """
+        The first children: the stores, the callbacks' connections, and one
+        node's proposer (a cluster's starts once its followers subscribed).
+        """
+        if cluster is not None:
+            return [Stores(state, executions, copies=cluster.history_copies), Connections(pool)]
+        return [
+            Stores(state, executions, log=command_log),
+            Connections(pool),
+            LocalProposing(proposer),
+        ]
+
+    def followers(
+        self,
+        proposer: Any,
+        signer: Any,
+        notifier: Any,
+        metrics: Any,
+        cluster: Any,
+        duties: Any,
+    ) -> Part:
+        """The parts that follow the applied commands, in the order they hear them."""
+        from scheduler0 import notify, signing
+        from scheduler0.cluster import leader
+
+        subscriptions: list[tuple[Any, Any]] = [(notifier.on_applied, notify.RELOAD_ON)]
+        if cluster is not None:
+            subscriptions += [
+                (cluster.on_applied, None),
+                (duties.on_applied, leader.PLACEMENT_CHANGES),
+            ]
+        subscriptions.append((metrics.on_applied, metrics.APPLIED_OPS))
+        return Followers(proposer, signer, signing.RELOAD_ON, subscriptions)
+
+    def site(self, api: Any, admin: Any, cluster: Any) -> Any:
+        """The HTTP site: the API, and in a cluster the C{/peer/} routes beside it."""
+        from scheduler0.api.site import api_site
+
+        resource = api.resource()
+        if cluster is not None:
+            from scheduler0.cluster.peer import PeerAPI, PeerDispatch
+
+            resource = PeerDispatch(resource, PeerAPI(cluster, admin).resource())
+        config = self.config
+        return api_site(
+            resource,
+            clock=self.reactor,
+            max_body_bytes=config.max_request_body_bytes,
+            request_timeout_s=config.http_request_timeout_seconds,
+            idle_timeout_s=config.http_idle_timeout_seconds,
+        )
 
 
 def makeService(options: Options) -> NodeService:

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.cluster.node import ClusterNode
 from scheduler0.config import Config as NodeConfig
+from scheduler0.parts import Vitals
 from scheduler0.raft.core import LEADER
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.readiness import (
@@ -312,8 +313,8 @@ class FakeCluster:
 class NodeServiceTests(SynchronousTestCase):
     """NodeService.health(): the body of GET /healthcheck, with ready and the reasons."""
 
-    def node(self) -> NodeService:
-        return NodeService(NodeConfig(), Clock())
+    def node(self, **parts: Any) -> NodeService:
+        return NodeService(NodeConfig(), Clock(), vitals=Vitals(**parts) if parts else None)
 
     def test_a_node_that_is_starting_is_not_ready(self) -> None:
         """Before start-up has finished the health check says so, and answers every field."""
@@ -325,9 +326,8 @@ class NodeServiceTests(SynchronousTestCase):
 
     def test_a_single_node_is_ready_unless_the_guard_pauses_it(self) -> None:
         """Alone, a started node is ready; paused by the resource guard it is not, and says why."""
-        node = self.node()
         guard = FakeGuard()
-        node._parts.update(scheduler=FakeScheduler(), guard=guard)
+        node = self.node(scheduler=FakeScheduler(), guard=guard)
         node.ready.callback(None)
         health = node.health()
         self.assertEqual((health["ready"], health["reasons"]), (True, []))
@@ -343,9 +343,8 @@ class NodeServiceTests(SynchronousTestCase):
 
     def test_a_cluster_node_adds_the_guard_to_its_clusters_reasons(self) -> None:
         """The cluster's reasons come first, then the guard's."""
-        node = self.node()
         cluster_reasons = [{"code": LEASE_LAPSED, "message": "m"}]
-        node._parts.update(
+        node = self.node(
             scheduler=FakeScheduler(),
             guard=FakeGuard(paused=True, reason="cpu"),
             cluster=FakeCluster(cluster_reasons),

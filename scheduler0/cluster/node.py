@@ -88,12 +88,12 @@ class ClusterNode:
     transport: Any
     peers: PeerClient
     is_paused: Callable[[], bool] = lambda: False
-    # Filled in by the node: its own execution records (served to peers for
-    # the cluster-wide history), and how far its scheduler got (the
-    # progress fan-in; see SchedulerService.progress_mark).
+    # The node's own execution records (served to peers for the
+    # cluster-wide history), and how far its scheduler got (the progress
+    # fan-in; see SchedulerService.progress_mark).
     executions: Any = None
     progress: Callable[[], tuple[str, int, int] | None] | None = None
-    # The node's ExecutionSummary (scheduler0.summary), filled in by the node.
+    # The node's ExecutionSummary (scheduler0.summary).
     summary: Any = None
     # The copies of other nodes' history it keeps (scheduler0.cluster.copies).
     history_copies: Any = None
@@ -136,8 +136,7 @@ class ClusterNode:
             self.peers,
             member_ids=self.membership.member_ids,
             last_heard=self.membership.last_heard,
-            # Read at each call: the service sets is_paused after building the node.
-            is_paused=lambda: self.is_paused(),
+            is_paused=self.is_paused,
             lease_s=self.lease_s,
             monotonic=self.monotonic,
         )
@@ -165,8 +164,18 @@ class ClusterNode:
         admin: Any,
         http: Any,
         run_blocking: Callable[..., Deferred],
+        *,
+        is_paused: Callable[[], bool] = lambda: False,
+        executions: Any = None,
+        progress: Callable[[], tuple[str, int, int] | None] | None = None,
+        summary: Any = None,
+        history_copies: Callable[[Callable[[], set[int]], PeerClient], Any] | None = None,
     ) -> ClusterNode:
-        """Open the Raft log in the data dir and build every part (nothing runs yet)."""
+        """
+        Open the Raft log in the data dir and build every part (nothing runs
+        yet). C{history_copies}, when given, makes the copies of history this
+        node keeps from the member ids (read at each call) and the peer client.
+        """
         from scheduler0.raft.transport import RaftTransport
         from scheduler0.tls import load_raft_tls, raft_client_endpoint_factory, raft_server_endpoint
 
@@ -232,6 +241,9 @@ class ClusterNode:
             timeout_s=config.peer_auth_request_timeout_ms / 1000,
         )
         election_s = settings.election_ticks * TICK_S
+        copies = None
+        if history_copies is not None:
+            copies = history_copies(lambda: node_ref[0].member_ids(), peers)
         node = cls(
             reactor,
             config,
@@ -243,6 +255,11 @@ class ClusterNode:
             driver,
             transport,
             peers,
+            is_paused=is_paused,
+            executions=executions,
+            progress=progress,
+            summary=summary,
+            history_copies=copies,
             # A lease as long as an election timeout: a node that loses
             # touch stops firing, and its jobs move, about that long after.
             lease_s=max(0.25, election_s),
