@@ -912,6 +912,11 @@ class ClusterMetricsTests(TestCase):
             terms = {value(s, "scheduler0_raft_term") for s in out}
             if sorted(leaders) != [0, 0, 1] or len(terms) != 1:
                 return None
+            # Under load a follower's answer can arrive after the window the
+            # leader counts it reachable in: wait for the steady state.
+            reachable = [value(s, "scheduler0_cluster_peers_reachable") for s in out]
+            if max(reachable) < 2:
+                return None
             return out
 
         samples = await wait_for(reactor, views, timeout=30, what="one leader, one term")
