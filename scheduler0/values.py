@@ -359,9 +359,12 @@ def _checked_job_row(job: Any) -> tuple:
     return tuple(cleaned[column] for column in JOB_COLUMNS)
 
 
-def _stored_order(problem: FieldProblem) -> tuple[int, bool]:
-    """Which of a job's problems the state machine names: the first by column."""
-    return (JOB_COLUMNS.index(problem.field), problem.kind == RETRY_DELAYS)
+def _stored_order(problem: FieldProblem) -> tuple[bool, int]:
+    """
+    Which of a job's problems the state machine names: the first field at
+    fault in column order, and only when none is, the retry delays' order.
+    """
+    return (problem.kind == RETRY_DELAYS, JOB_COLUMNS.index(problem.field))
 
 
 # -- what an execution record is ----------------------------------------------
