@@ -209,12 +209,16 @@ STORED_JOB_CHECKS: dict[str, Check] = {
 
 
 class JobError(ValueError):
-    """A proposed job is not a job; C{problem} says which field and how."""
+    """
+    A proposed job is not a job: C{problem} says which field and how;
+    C{cleaned} holds the fields that passed (a layer words the retry
+    delays' problem with them).
+    """
 
-    def __init__(self, problem: FieldProblem, job: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, problem: FieldProblem, cleaned: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{problem.field}: {problem.kind} {problem.detail}".strip())
         self.problem = problem
-        self.job = job
+        self.cleaned = cleaned
 
 
 _JOB_KEYS = frozenset(JOB_COLUMNS)
