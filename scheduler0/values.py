@@ -218,7 +218,7 @@ class JobError(ValueError):
     def __init__(self, problem: FieldProblem, cleaned: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{problem.field}: {problem.kind} {problem.detail}".strip())
         self.problem = problem
-        self.cleaned = cleaned
+        self.cleaned: Mapping[str, Any] = {} if cleaned is None else cleaned
 
 
 _JOB_KEYS = frozenset(JOB_COLUMNS)
