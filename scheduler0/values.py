@@ -17,6 +17,7 @@ Base layer: imports only L{scheduler0.model} and L{scheduler0.timeutil}.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -90,11 +91,13 @@ def check_fields(
     checks: Mapping[str, Check],
     read_only: tuple[str, ...] = (),
     required: tuple[str, ...] = (),
+    first_only: bool = False,
 ) -> tuple[dict[str, Any], list[FieldProblem]]:
     """
     Check every key of C{body} against C{checks}: the cleaned values of the
     fields that passed, and the problems in the body's order (then the
-    missing C{required} fields, in their order).
+    missing C{required} fields, in their order); with C{first_only}, up to
+    the first problem.
     """
     cleaned: dict[str, Any] = {}
     problems: list[FieldProblem] = []
@@ -108,6 +111,8 @@ def check_fields(
                 cleaned[key] = checks[key](value)
             except Invalid as problem:
                 problems.append(FieldProblem(key, INVALID, str(problem)))
+        if problems and first_only:
+            return cleaned, problems
     for key in required:
         if key not in body:
             problems.append(FieldProblem(key, REQUIRED))
@@ -121,6 +126,7 @@ def check_job_fields(
     partial: bool,
     read_only: tuple[str, ...] = (),
     required: tuple[str, ...] = JOB_REQUIRED_FIELDS,
+    first_only: bool = False,
 ) -> tuple[dict[str, Any], list[FieldProblem]]:
     """
     L{check_fields} for a job (all C{required} fields unless C{partial}),
@@ -128,8 +134,14 @@ def check_job_fields(
     (L{RETRY_DELAYS}, after the others).
     """
     cleaned, problems = check_fields(
-        body, checks=checks, read_only=read_only, required=() if partial else required
+        body,
+        checks=checks,
+        read_only=read_only,
+        required=() if partial else required,
+        first_only=first_only,
     )
+    if problems and first_only:
+        return cleaned, problems
     if "retry_delay_s" in cleaned and "retry_max_delay_s" in cleaned:
         if cleaned["retry_max_delay_s"] < cleaned["retry_delay_s"]:
             problems.append(FieldProblem("retry_max_delay_s", RETRY_DELAYS))
@@ -150,7 +162,8 @@ def _text(value: object) -> str:
 
 
 def _json(value: object) -> Any:
-    """Any value (the store writes it as JSON text, which fails for anything else)."""
+    """A value JSON can carry (else JSON's own TypeError or ValueError, not L{Invalid})."""
+    json.dumps(value, sort_keys=True)
     return value
 
 
@@ -352,23 +365,31 @@ def _checked_job_row(job: Any) -> tuple:
     unknown = sorted(set(job) - _JOB_KEYS)
     if unknown:
         raise JobError(FieldProblem(unknown[0], UNKNOWN))
-    body = {**JOB_DEFAULTS, **job}
-    for column in JOB_IDENTITY_FIELDS:
-        body[column] = job.get(column)
-    if body.get("anchor_at") is None:
-        body["anchor_at"] = body["created_at"]
-    cleaned, problems = check_job_fields(body, checks=STORED_JOB_CHECKS, partial=False)
+    # In column order, as the state machine checks them, up to a missing
+    # required field.
+    body: dict[str, Any] = {}
+    missing: FieldProblem | None = None
+    for column in JOB_COLUMNS:
+        if column in JOB_IDENTITY_FIELDS:
+            body[column] = job.get(column)
+        elif column == "anchor_at":
+            anchor = job.get("anchor_at")
+            body[column] = job.get("created_at") if anchor is None else anchor
+        elif column in job:
+            body[column] = job[column]
+        elif column in JOB_DEFAULTS:
+            body[column] = JOB_DEFAULTS[column]
+        else:
+            missing = FieldProblem(column, REQUIRED)
+            break
+    cleaned, problems = check_job_fields(
+        body, checks=STORED_JOB_CHECKS, partial=True, first_only=True
+    )
     if problems:
-        raise JobError(min(problems, key=_stored_order), cleaned)
+        raise JobError(problems[0], cleaned)
+    if missing is not None:
+        raise JobError(missing, cleaned)
     return tuple(cleaned[column] for column in JOB_COLUMNS)
-
-
-def _stored_order(problem: FieldProblem) -> tuple[bool, int]:
-    """
-    Which of a job's problems the state machine names: the first field at
-    fault in column order, and only when none is, the retry delays' order.
-    """
-    return (problem.kind == RETRY_DELAYS, JOB_COLUMNS.index(problem.field))
 
 
 # -- what an execution record is ----------------------------------------------
