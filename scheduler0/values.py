@@ -239,6 +239,17 @@ _NUMBER_TYPES = (int, float)
 _POLICY_SET = frozenset(CONCURRENCY_POLICIES)
 _INFINITY = float("inf")
 _D = JOB_DEFAULTS
+# (Read once per field of every job: as names, not lookups.)
+_DEFAULT_TIMEZONE = JOB_DEFAULTS["timezone"]
+_DEFAULT_EXECUTION_TYPE = JOB_DEFAULTS["execution_type"]
+_DEFAULT_PAUSED = JOB_DEFAULTS["paused"]
+_DEFAULT_CATCH_UP_WINDOW_S = JOB_DEFAULTS["catch_up_window_s"]
+_DEFAULT_TIMEOUT_S = JOB_DEFAULTS["timeout_s"]
+_DEFAULT_RETRY_MAX = JOB_DEFAULTS["retry_max"]
+_DEFAULT_RETRY_DELAY_S = JOB_DEFAULTS["retry_delay_s"]
+_DEFAULT_RETRY_MAX_DELAY_S = JOB_DEFAULTS["retry_max_delay_s"]
+_DEFAULT_CONCURRENCY_POLICY = JOB_DEFAULTS["concurrency_policy"]
+_DEFAULT_COALESCE = JOB_DEFAULTS["coalesce"]
 
 
 @attrs.define(frozen=True, slots=True, kw_only=True)
@@ -295,19 +306,19 @@ def job_row(job: Any) -> tuple:
     name = get("name")
     spec = get("spec")
     callback_url = get("callback_url")
-    timezone = get("timezone", _D["timezone"])
-    execution_type = get("execution_type", _D["execution_type"])
+    timezone = get("timezone", _DEFAULT_TIMEZONE)
+    execution_type = get("execution_type", _DEFAULT_EXECUTION_TYPE)
     created_at = get("created_at")
     updated_at = get("updated_at")
     anchor = get("anchor_at")
-    paused = get("paused", _D["paused"])
-    window = get("catch_up_window_s", _D["catch_up_window_s"])
-    timeout = get("timeout_s", _D["timeout_s"])
-    retry_max = get("retry_max", _D["retry_max"])
-    retry_delay = get("retry_delay_s", _D["retry_delay_s"])
-    retry_max_delay = get("retry_max_delay_s", _D["retry_max_delay_s"])
-    policy = get("concurrency_policy", _D["concurrency_policy"])
-    coalesce = get("coalesce", _D["coalesce"])
+    paused = get("paused", _DEFAULT_PAUSED)
+    window = get("catch_up_window_s", _DEFAULT_CATCH_UP_WINDOW_S)
+    timeout = get("timeout_s", _DEFAULT_TIMEOUT_S)
+    retry_max = get("retry_max", _DEFAULT_RETRY_MAX)
+    retry_delay = get("retry_delay_s", _DEFAULT_RETRY_DELAY_S)
+    retry_max_delay = get("retry_max_delay_s", _DEFAULT_RETRY_MAX_DELAY_S)
+    policy = get("concurrency_policy", _DEFAULT_CONCURRENCY_POLICY)
+    coalesce = get("coalesce", _DEFAULT_COALESCE)
     if (
         type(uuid) is not str
         or type(project_uuid) is not str
