@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 import scheduler0
 from scheduler0.readiness import CODES as READINESS_CODES
-from scheduler0.store.commands import Op
+from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
 
 log = Logger()
@@ -306,18 +306,18 @@ class NodeMetrics:
     #: The ops L{on_applied} follows.
     APPLIED_OPS = frozenset((Op.DELETE_JOB, Op.DELETE_PROJECT, Op.RECORD_PROGRESS))
 
-    def on_applied(self, command: Any, result: dict) -> None:
+    def on_applied(self, command: Any, result: Result) -> None:
         """
         The proposer's subscriber: drop a deleted job's series; follow the
         progress marks the cluster committed for this node.
         """
-        if not result.get("ok"):
+        if not result.ok:
             return
         op = command.op
         if op == Op.DELETE_JOB:
-            self._forget_jobs([(result.get("value") or {}).get("uuid")])
+            self._forget_jobs([(result.value or {}).get("uuid")])
         elif op == Op.DELETE_PROJECT:
-            self._forget_jobs((result.get("value") or {}).get("deleted_jobs") or ())
+            self._forget_jobs((result.value or {}).get("deleted_jobs") or ())
         elif op == Op.RECORD_PROGRESS:
             for mark in command.args.get("marks") or ():
                 if isinstance(mark, list) and len(mark) == 4 and mark[0] == self.node_id:

@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from scheduler0.executor.http import Delivery, HTTPExecutor, Outcome
-from scheduler0.store.commands import Op
+from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()
@@ -181,9 +181,9 @@ class FailureNotifier:
             )
         )
 
-    def on_applied(self, command: Any, result: Mapping) -> None:
+    def on_applied(self, command: Any, result: Result) -> None:
         """The proposer's subscriber: a project changed, read notify_url again."""
-        if command.op in RELOAD_ON and result.get("ok", True):
+        if command.op in RELOAD_ON and result.ok:
             self._urls.clear()
 
     def notified(self, outcome: Outcome) -> None:

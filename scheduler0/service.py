@@ -318,6 +318,39 @@ class NodeService(MultiService):
             max_per_host=config.max_workers_per_host,
             response_excerpt_bytes=config.callback_response_excerpt_bytes,
         )
+        from collections.abc import Callable
+
+        from scheduler0.scheduler import ports
+
+        may_fire: Callable[[], bool] | None = None
+        handover: ports.Handover | None = None
+        applied_index: Callable[[], int] | None = None
+        if cluster is not None:
+            from scheduler0.cluster.handover import Handover
+            from scheduler0.cluster.ownership import Ownership
+
+            may_fire = cluster.leases.lease_valid
+            # Twice the time the fan-in takes to visit every node, after the
+            # old owner's lease: its records are in by then unless it failed.
+            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
+            handover = Handover(
+                self.reactor,
+                Ownership(state, executions, config.node_id),
+                config.node_id,
+                gap_check_s=(
+                    cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
+                ),
+            )
+            # Each node keeps the records of what it fired (pruned as on one
+            # node); the cluster commits only how far each node got.
+            # (While an entry is applied the driver's index is still the one
+            # before it; at start-up only the driver's is known.)
+            node = cluster
+
+            def cluster_index() -> int:
+                return max(node.raft.applying_index, node.driver.applied_index)
+
+            applied_index = cluster_index
         scheduler = SchedulerService(
             self.reactor,
             state,
@@ -326,6 +359,9 @@ class NodeService(MultiService):
             executor,
             node_id=config.node_id,
             history_per_job=config.execution_history_per_job,
+            may_fire=may_fire,
+            handover=handover,
+            applied_index=applied_index,
         )
         # One log event per finished execution, with its ids.
         scheduler.execution_observers.append(ExecutionEvents(level=level_named(config.log_level)))
@@ -339,23 +375,7 @@ class NodeService(MultiService):
             from scheduler0.cluster import leader
             from scheduler0.cluster.history import ClusterHistory
             from scheduler0.cluster.leader import LeaderDuties
-            from scheduler0.cluster.ownership import Ownership
 
-            scheduler.may_fire = cluster.leases.lease_valid
-            scheduler.ownership = Ownership(state, executions, config.node_id)
-            # Twice the time the fan-in takes to visit every node, after the
-            # old owner's lease: its records are in by then unless it failed.
-            rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
-            scheduler.gap_check_s = (
-                cluster.lease_s + 2 * rounds * config.execution_log_fetch_interval_seconds + 1
-            )
-            # Each node keeps the records of what it fired (pruned as on one
-            # node); the cluster commits only how far each node got.
-            # (While an entry is applied the driver's index is still the one
-            # before it; at start-up only the driver's is known.)
-            scheduler.applied_index = lambda: max(
-                cluster.raft.applying_index, cluster.driver.applied_index
-            )
             cluster.progress = scheduler.progress_mark
             cluster.subscribe(cluster.on_applied)
             history = ClusterHistory(cluster, executions, state)

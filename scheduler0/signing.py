@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from scheduler0.store.commands import Op
+from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
 
 log = Logger()
@@ -123,9 +123,9 @@ class CallbackSigner:
         finally:
             self._loading = False
 
-    def on_applied(self, command: Any, result: Mapping) -> None:
+    def on_applied(self, command: Any, result: Result) -> None:
         """The proposer's subscriber: reload after a change of secrets."""
-        if command.op in RELOAD_ON and result.get("ok", True):
+        if command.op in RELOAD_ON and result.ok:
             self.load()
 
     def secrets_for(self, projects: Iterable[str]) -> list[str]:

@@ -8,6 +8,7 @@ worked through in slices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -151,7 +152,12 @@ FAST = "http://127.0.0.1:9/fast"
 
 
 class SheddingTests(SynchronousTestCase):
-    def build(self, jobs: list[dict], clock: Clock | None = None) -> SchedulerService:
+    def build(
+        self,
+        jobs: list[dict],
+        clock: Clock | None = None,
+        may_fire: Callable[[], bool] | None = None,
+    ) -> SchedulerService:
         self.clock = clock or Clock()
         self.clock.advance(START.timestamp())
         self.cpu = FakeCPU()
@@ -167,6 +173,7 @@ class SheddingTests(SynchronousTestCase):
             node_id=7,
             history_per_job=5,
             admission=Admission(cpu=self.cpu),
+            may_fire=may_fire,
         )
         self.scheduler.startService()
         return self.scheduler
@@ -267,9 +274,8 @@ class SheddingTests(SynchronousTestCase):
         not for load: once it holds one again they are sent, none shed --
         even on a busy node.
         """
-        self.build([make_job()])
         lease = [True]
-        self.scheduler.may_fire = lambda: lease[0]
+        self.build([make_job()], may_fire=lambda: lease[0])
         self.run_for(2.5, busy=True)
         lease[0] = False
         self.run_for(3, busy=True)

@@ -20,6 +20,7 @@ from scheduler0.api.routes import PREFIXES, ROUTES
 from scheduler0.api.validation import encode_cursor
 from scheduler0.errors import StoreUnavailable
 from scheduler0.netpolicy import NetworkPolicy
+from scheduler0.store.commands import Result
 from tests.support.api import Admin, Harness, basic
 
 
@@ -1321,12 +1322,7 @@ class FailureTests(APITestCase):
         A state machine result of conflict/not_found/invalid becomes 409/404/400 naming its field.
         """
         for code, status in (("conflict", 409), ("not_found", 404), ("invalid", 400)):
-            self.h.proposer.rejection = {
-                "ok": False,
-                "code": code,
-                "field": "name",
-                "message": "said no",
-            }
+            self.h.proposer.rejection = Result.failure(code, "said no", "name")
             self.assertError(
                 self.h.request("POST", "/projects", {"name": f"n-{code}"}), status, "name", code
             )

@@ -114,7 +114,7 @@ class LeaderDutiesTests(TestCase):
     async def apply(self, op: str, args: dict) -> dict:
         self.node.index += 1
         result = await self.state.apply(self.node.index, Command(op, args))
-        self.assertTrue(result.get("ok"), result)
+        self.assertTrue(result.ok, result)
         return result
 
     async def create_jobs(self, count: int, start: int = 0) -> None:

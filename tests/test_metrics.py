@@ -23,7 +23,7 @@ from scheduler0.cluster.membership import Membership
 from scheduler0.executor.http import Delivery, Outcome
 from scheduler0.metrics import CONTENT_TYPE, LATENCY_BUCKETS, NodeMetrics
 from scheduler0.scheduler.service import SchedulerService
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.timeutil import format_instant
 from tests.support.api import Harness as APIHarness
 from tests.support.executor import Harness as ExecutorHarness
@@ -77,8 +77,8 @@ def started(job_uuid: str, scheduled_s: float) -> Delivery:
     return make_delivery(1, job_uuid=job_uuid, scheduled_s=scheduled_s)
 
 
-def applied(op: str, value: Any, **args: Any) -> tuple[Command, dict]:
-    return Command(op, args), {"ok": True, "value": value}
+def applied(op: str, value: Any, **args: Any) -> tuple[Command, Result]:
+    return Command(op, args), Result.success(value)
 
 
 # -- fakes of the node's parts ------------------------------------------------
@@ -424,7 +424,7 @@ class PerJobSeriesTests(SynchronousTestCase):
         """A delete the state machine rejected removes nothing."""
         metrics = NodeMetrics(Clock(), 1)
         metrics.on_execution(record("a"))
-        metrics.on_applied(Command("delete_job", {}), {"ok": False, "code": "not_found"})
+        metrics.on_applied(Command("delete_job", {}), Result(False, code="not_found"))
         self.assertEqual(set(metrics.job_series()), {"a"})
 
 

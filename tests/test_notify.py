@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.executor.http import Delivery, Outcome
 from scheduler0.notify import EVENT, RETRY_MAX, FailureNotifier, notification_executor
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from tests.support.executor import FakeHTTPClient, delivery
 
 
@@ -142,7 +142,7 @@ class NotifierTests(SynchronousTestCase):
         h = Harness({"p1": {"notify_url": None}})
         h.notifier.on_outcome(outcome(1))
         h.projects["p1"] = {"notify_url": "http://ops.test/new"}
-        h.notifier.on_applied(Command("update_project", {}), {"ok": True})
+        h.notifier.on_applied(Command("update_project", {}), Result.success(None))
         h.notifier.on_outcome(outcome(2))
         h.clock.advance(0)
         self.assertEqual([r.url for r in h.client.requests], ["http://ops.test/new"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
@@ -60,7 +61,7 @@ class RaftProposerTests(SynchronousTestCase):
         proposed = self.leader.propose(Command("create_project", {"project": project("p1", "a")}))
         self.cluster.run(0.5)
         result = self.successResultOf(proposed)
-        self.assertEqual(result["value"]["name"], "a")
+        self.assertEqual(result.value["name"], "a")
         dumps = {
             n: json.dumps(self.successResultOf(s.dump()), sort_keys=True)
             for n, s in self.stores.items()
@@ -75,9 +76,9 @@ class RaftProposerTests(SynchronousTestCase):
         first = self.leader.propose(Command("create_project", {"project": project("p1", "a")}))
         second = self.leader.propose(Command("create_project", {"project": project("p2", "a")}))
         self.cluster.run(0.5)
-        self.assertTrue(self.successResultOf(first)["ok"])
+        self.assertTrue(self.successResultOf(first).ok)
         rejected = self.successResultOf(second)
-        self.assertEqual((rejected["ok"], rejected["code"]), (False, "conflict"))
+        self.assertEqual((rejected.ok, rejected.code), (False, "conflict"))
         for store in self.stores.values():
             self.assertIsNone(self.successResultOf(store.get_project("p2")))
 
@@ -88,7 +89,7 @@ class RaftProposerTests(SynchronousTestCase):
         second = self.leader.propose(command)
         self.cluster.run(0.5)
         one, two = self.successResultOf(first), self.successResultOf(second)
-        self.assertEqual(two, dict(one, duplicate=True))
+        self.assertEqual(two, attrs.evolve(one, duplicate=True))
         for node_id in IDS:
             self.assertEqual(self.seen[node_id], ["create_project"])
 

@@ -14,9 +14,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from scheduler0.cluster.handover import Handover
 from scheduler0.cluster.leader import plan_moves
 from scheduler0.scheduler.service import SchedulerService
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.timeutil import format_instant
 from tests.support.scheduler import (
     START,
@@ -96,6 +97,7 @@ class Node:
         self.proposer = FakeProposer()
         self.executor = FakeExecutor()
         self.lease = True
+        self.ownership = FakeOwnership(self.state, node_id, owners, progress)
         self.scheduler = SchedulerService(
             clock,
             self.state,
@@ -103,16 +105,15 @@ class Node:
             FakeExecutions(),
             self.executor,
             node_id=node_id,
+            may_fire=lambda: self.lease,
+            handover=Handover(clock, self.ownership, node_id, gap_check_s=5.0),
+            applied_index=applied_index,
         )
-        self.scheduler.may_fire = lambda: self.lease
-        self.scheduler.gap_check_s = 5.0
-        self.scheduler.ownership = FakeOwnership(self.state, node_id, owners, progress)
-        self.scheduler.applied_index = applied_index
         self.scheduler.startService()
 
     def apply(self, op: str, args: dict, value: Any = None) -> None:
         for fn in self.proposer.observers:
-            fn(Command(op, args), {"ok": True, "value": value})
+            fn(Command(op, args), Result.success(value))
 
     def slots(self, job_uuid: str | None = None) -> list[str]:
         return [
@@ -147,7 +148,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
             return d
 
         for node in nodes:
-            node.scheduler.ownership.owned_jobs = owned_jobs
+            node.ownership.owned_jobs = owned_jobs
         return reading
 
     def elapse(self, seconds: float) -> None:
@@ -314,7 +315,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
         two.apply("assign_jobs", args)
         self.elapse(1)
         one.lease = False  # node 1 fired slot 3, then stopped
-        two.scheduler.ownership.recorded["job-a"] = one.slots("job-a")
+        two.ownership.recorded["job-a"] = one.slots("job-a")
         self.elapse(4)
         self.assertEqual(one.slots("job-a"), [second(k) for k in (1, 2, 3)])
         self.assertEqual(two.slots("job-a"), [second(k) for k in range(6, 8)])
@@ -340,7 +341,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
         self.elapse(3)
         self.owners["job-a"] = (3, second(7))
         two.apply("assign_jobs", {"moves": [["job-a", 3]], "handover_at": second(7)})
-        two.scheduler.ownership.recorded["job-a"] = one.slots("job-a")
+        two.ownership.recorded["job-a"] = one.slots("job-a")
         self.elapse(7)
         self.assertEqual(one.slots("job-a"), [second(1), second(2)])
         self.assertEqual(sorted(two.slots("job-a")), [second(k) for k in range(3, 7)])
@@ -355,7 +356,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
         one.apply("assign_jobs", args)
         two.apply("assign_jobs", args)
         self.elapse(2)
-        two.scheduler.ownership.recorded["job-a"] = one.slots("job-a")
+        two.ownership.recorded["job-a"] = one.slots("job-a")
         self.elapse(7)
         self.assertEqual(two.slots("job-a"), [second(k) for k in range(4, 12)])
 
@@ -391,7 +392,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
         taking up waits for that read.
         """
         one = self.node(1)
-        ownership = one.scheduler.ownership
+        ownership = one.ownership
         reading: Deferred = Deferred()
         ownership.owned_jobs = lambda uuids: reading
         self.elapse(1.5)
@@ -415,7 +416,7 @@ class ClusterSchedulerTests(SynchronousTestCase):
         """
         one = self.node(1)
         reading: Deferred = Deferred()
-        one.scheduler.ownership.owned_jobs = lambda uuids: reading
+        one.ownership.owned_jobs = lambda uuids: reading
         self.elapse(1.5)
         one.apply("create_jobs", {}, [make_job("job-c", at=START + timedelta(seconds=1.2))])
         self.owners["job-a"] = (2, None)
@@ -547,7 +548,7 @@ class ProgressMarkTests(SynchronousTestCase):
         self.assertIsNone(single.scheduler.progress_mark())
         loading = Node(self.clock, self.jobs, self.owners, {}, 1, applied_index=lambda: 10)
         pages: list[Deferred] = []
-        ownership = loading.scheduler.ownership
+        ownership = loading.ownership
         ownership.jobs_page = lambda after, limit: pages.append(Deferred()) or pages[-1]
         loading.scheduler.stopService()
         loading.scheduler.startService()
@@ -584,7 +585,7 @@ class ProgressMarkTests(SynchronousTestCase):
             reading.append(d)
             return d
 
-        one.scheduler.ownership.owned_jobs = owned_jobs
+        one.ownership.owned_jobs = owned_jobs
         self.index = 12
         self.owners["job-b"] = (1, None)
         one.apply("assign_jobs", {"moves": [["job-b", 1]], "handover_at": None})

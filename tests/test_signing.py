@@ -85,7 +85,7 @@ class SignerTests(SynchronousTestCase):
             "updated_at": T0,
         }
         self.assertTrue(
-            self.apply("create_project", {"project": project, "signing_secret": secret})["ok"]
+            self.apply("create_project", {"project": project, "signing_secret": secret}).ok
         )
 
     def header(self, *projects: str) -> str | None:
@@ -121,7 +121,7 @@ class SignerTests(SynchronousTestCase):
                 "expires_at": "2026-01-01T00:01:00.000Z",
             },
         )
-        self.assertTrue(result["ok"], result)
+        self.assertTrue(result.ok, result)
         self.clock.advance(59)
         header = self.header("p1")
         self.assertTrue(verify(header, BODY, "new", self.clock.seconds()))
@@ -138,7 +138,7 @@ class SignerTests(SynchronousTestCase):
             "rotate_signing_secret",
             {"project_uuid": "nope", "secret": "s", "at": T0, "expires_at": T0},
         )
-        self.assertEqual((result["ok"], result["code"]), (False, "not_found"))
+        self.assertEqual((result.ok, result.code), (False, "not_found"))
         after = self.successResultOf(self.state.dump())
         del before["meta"], after["meta"]
         self.assertEqual(before, after)
@@ -146,7 +146,7 @@ class SignerTests(SynchronousTestCase):
     def test_deleted_project_signs_nothing(self) -> None:
         """Deleting a project drops its secrets; a project without secrets sends no header."""
         self.project("p1", "one")
-        self.assertTrue(self.apply("delete_project", {"uuid": "p1"})["ok"])
+        self.assertTrue(self.apply("delete_project", {"uuid": "p1"}).ok)
         self.assertIsNone(self.header("p1"))
         self.assertEqual(self.successResultOf(self.state.signing_secrets()), {})
 

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet import task
 
 from harness.sqlite_fake import SynchronousConnectionPool
+from scheduler0.store.commands import Result
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant, parse_instant
@@ -126,7 +127,7 @@ class CommitTests(FaninCase):
                 now=NOW,
                 keep=100,
             )
-            self.assertEqual(result, {"ok": True, "value": {"committed": 0, "stale": True}})
+            self.assertEqual(result, Result.success({"committed": 0, "stale": True}))
         after = self.result(store.dump())
         after.pop("meta"), before.pop("meta")
         self.assertEqual(after, before)
@@ -155,7 +156,7 @@ class CommitTests(FaninCase):
                 now=NOW,
                 keep=100,
             )
-            self.assertEqual((result["ok"], result["field"]), (False, "records"))
+            self.assertEqual((result.ok, result.field), (False, "records"))
         self.assertIn(
             "scheduled_at",
             self.apply(
@@ -167,7 +168,7 @@ class CommitTests(FaninCase):
                 records=bad_records[0],
                 now=NOW,
                 keep=1,
-            )["message"],
+            ).message,
         )
         for args, field in [
             (dict(from_seq=-1), "from_seq"),
@@ -180,7 +181,7 @@ class CommitTests(FaninCase):
             command = dict(node_id=2, from_seq=0, up_to_seq=1, records=[], now=NOW, keep=1)
             command.update(args)
             result = self.apply(store, "commit_executions", **command)
-            self.assertEqual((result["ok"], result["field"]), (False, field), args)
+            self.assertEqual((result.ok, result.field), (False, field), args)
         after = self.result(store.dump())
         after.pop("meta"), before.pop("meta")
         self.assertEqual(after, before)
@@ -368,8 +369,8 @@ class NodeProgressTests(FaninCase):
             [[2, at(1), 3, 4], [1, at(1), 3, 99]],
         ):
             result = self.apply(store, "record_progress", marks=marks)
-            self.assertFalse(result["ok"], marks)
-            self.assertEqual(result["field"], "marks")
+            self.assertFalse(result.ok, marks)
+            self.assertEqual(result.field, "marks")
         self.assertEqual(self.result(store.progress_reports()), {})
 
     def test_a_job_moved_off_a_node_continues_after_its_report(self) -> None:

@@ -98,7 +98,7 @@ class StoreFieldTests(StateCase):
         ]
         for fields, field in cases:
             refused = self.apply(store, "create_jobs", jobs=[job("j1", **fields)])
-            self.assertEqual((refused["ok"], refused["field"]), (False, field), fields)
+            self.assertEqual((refused.ok, refused.field), (False, field), fields)
         self.assertEqual(self.result(store.all_jobs()), [])
 
     def test_update_changes_and_checks_the_fields(self) -> None:
@@ -129,7 +129,7 @@ class StoreFieldTests(StateCase):
             ({"coalesce": None}, "coalesce"),
         ):
             refused = self.apply(store, "update_job", uuid="j1", changes=bad, updated_at=T1)
-            self.assertEqual((refused["ok"], refused["field"]), (False, field), bad)
+            self.assertEqual((refused.ok, refused.field), (False, field), bad)
         self.assertEqual(self.result(store.get_job("j1")), changed)
 
     def test_project_notify_url_set_changed_and_cleared(self) -> None:
@@ -161,11 +161,11 @@ class StoreFieldTests(StateCase):
             {"project": project("p3", "gamma") | {"notify_url": ["http://n/"]}},
         ):
             refused = self.apply(store, "create_project", **args)
-            self.assertEqual((refused["ok"], refused["field"]), (False, "notify_url"))
+            self.assertEqual((refused.ok, refused.field), (False, "notify_url"))
         refused = self.apply(
             store, "update_project", uuid="p1", changes={"notify_url": 1}, updated_at=T1
         )
-        self.assertEqual((refused["ok"], refused["field"]), (False, "notify_url"))
+        self.assertEqual((refused.ok, refused.field), (False, "notify_url"))
 
     def old_file(self, name: str) -> str:
         """A state.db of the first release: no ownership and none of the new columns."""

@@ -12,6 +12,7 @@ import os
 import sqlite3
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 
 from scheduler0.raft.storage import SnapshotFile
@@ -68,22 +69,20 @@ class MemberTests(StateCase):
         result = self.apply(
             store, "set_members", members=[member(5), {"node_id": "x", "address": "a"}]
         )
-        self.assertEqual(
-            (result["ok"], result["code"], result["field"]), (False, "invalid", "node_id")
-        )
+        self.assertEqual((result.ok, result.code, result.field), (False, "invalid", "node_id"))
         result = self.apply(store, "set_members", members=[dict(member(6), role="leader")])
-        self.assertEqual(result["field"], "role")
+        self.assertEqual(result.field, "role")
         result = self.apply(store, "set_members", members={"node_id": 1})
-        self.assertEqual(result["field"], "members")
+        self.assertEqual(result.field, "members")
         self.assertEqual([m["node_id"] for m in self.result(store.members())], [1])
 
     def test_set_eligible_of_an_unknown_member_is_not_found(self) -> None:
         """set_eligible needs a known member and a boolean."""
         store = self.seeded(1)
         result = self.apply(store, "set_eligible", node_id=9, eligible=True)
-        self.assertEqual((result["code"], result["field"]), ("not_found", "node_id"))
+        self.assertEqual((result.code, result.field), ("not_found", "node_id"))
         result = self.apply(store, "set_eligible", node_id=1, eligible=1)
-        self.assertEqual((result["code"], result["field"]), ("invalid", "eligible"))
+        self.assertEqual((result.code, result.field), ("invalid", "eligible"))
 
     def test_remove_member_unowns_its_jobs(self) -> None:
         """Removing a member deletes it, leaves its jobs unowned and forgets its fan-in seq."""
@@ -157,7 +156,7 @@ class CreateJobsOwnershipTests(StateCase):
         command = Command("create_jobs", {"jobs": [job("j2")]}, request_id="r1")
         first = self.result(store.apply(50, command))
         again = self.result(store.apply(51, command))
-        self.assertEqual(again, dict(first, duplicate=True))
+        self.assertEqual(again, attrs.evolve(first, duplicate=True))
         self.assertEqual(self.result(store.owner_counts()), {1: 2})
 
     def test_a_refused_batch_changes_no_counts(self) -> None:
@@ -165,7 +164,7 @@ class CreateJobsOwnershipTests(StateCase):
         store = self.seeded(1, 2)
         self.ok(store, "create_jobs", jobs=[job("j1")])
         result = self.apply(store, "create_jobs", jobs=[job("j2"), job("j1")])
-        self.assertEqual(result["code"], "conflict")
+        self.assertEqual(result.code, "conflict")
         self.assertEqual(self.result(store.owner_counts()), {1: 1})
 
     def test_deleting_jobs_keeps_the_counts_right(self) -> None:
@@ -220,7 +219,7 @@ class AssignJobsTests(StateCase):
             ([["j000", 2]], "yesterday", "handover_at"),
         ]:
             result = self.apply(store, "assign_jobs", moves=moves, handover_at=handover_at)
-            self.assertEqual((result["ok"], result["field"]), (False, field), moves)
+            self.assertEqual((result.ok, result.field), (False, field), moves)
         after = self.result(store.dump())
         after.pop("meta"), before.pop("meta")
         self.assertEqual(after, before)
@@ -351,7 +350,7 @@ class DeterminismTests(StateCase):
             self.result(two.apply(i, Command.from_bytes(c.to_bytes())))
             for i, c in enumerate(commands, 1)
         ]
-        self.assertTrue(all(r["ok"] for r in results_one), results_one)
+        self.assertTrue(all(r.ok for r in results_one), results_one)
         self.assertEqual(results_one, results_two)
         dump = self.result(one.dump())
         self.assertEqual(dump, self.result(two.dump()))

@@ -14,13 +14,14 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import attrs
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
@@ -200,7 +201,7 @@ class StoreSuiteMixin:
     async def seeded(self) -> tuple[LocalProposer, StateStore]:
         proposer = await self.proposer()
         result = await proposer.propose(Command("create_project", {"project": project()}))
-        self.assertTrue(result["ok"], result)
+        self.assertTrue(result.ok, result)
         return proposer, proposer.state
 
     # -- projects ----------------------------------------------------------------
@@ -210,7 +211,7 @@ class StoreSuiteMixin:
         """create_project returns the project and it reads back by uuid and by name."""
         proposer = await self.proposer()
         result = await proposer.propose(Command("create_project", {"project": project()}))
-        self.assertEqual(result, {"ok": True, "value": project()})
+        self.assertEqual(result, Result.success(project()))
         self.assertEqual(await proposer.state.get_project("p1"), project())
         self.assertEqual(await proposer.state.get_project_by_name("alpha"), project())
         self.assertIsNone(await proposer.state.get_project("nope"))
@@ -220,9 +221,7 @@ class StoreSuiteMixin:
         """A second project with the same name is a conflict on field name and is not stored."""
         proposer, state = await self.seeded()
         result = await proposer.propose(Command("create_project", {"project": project("p2")}))
-        self.assertEqual(
-            (result["ok"], result["code"], result["field"]), (False, "conflict", "name")
-        )
+        self.assertEqual((result.ok, result.code, result.field), (False, "conflict", "name"))
         self.assertIsNone(await state.get_project("p2"))
 
     @scenario
@@ -232,7 +231,7 @@ class StoreSuiteMixin:
         bad = project()
         del bad["name"]
         result = await proposer.propose(Command("create_project", {"project": bad}))
-        self.assertEqual((result["code"], result["field"]), ("invalid", "name"))
+        self.assertEqual((result.code, result.field), ("invalid", "name"))
 
     @scenario
     async def test_list_projects_pages_in_creation_order(self) -> None:
@@ -258,7 +257,7 @@ class StoreSuiteMixin:
             )
         )
         expected = dict(project(), description="new", updated_at=T1)
-        self.assertEqual(result, {"ok": True, "value": expected})
+        self.assertEqual(result, Result.success(expected))
         self.assertEqual(await state.get_project("p1"), expected)
 
     @scenario
@@ -269,23 +268,23 @@ class StoreSuiteMixin:
         missing = await proposer.propose(
             Command("update_project", {"uuid": "zz", "changes": {"name": "x"}, "updated_at": T1})
         )
-        self.assertEqual((missing["code"], missing["field"]), ("not_found", "uuid"))
+        self.assertEqual((missing.code, missing.field), ("not_found", "uuid"))
         taken = await proposer.propose(
             Command(
                 "update_project", {"uuid": "p2", "changes": {"name": "alpha"}, "updated_at": T1}
             )
         )
-        self.assertEqual((taken["code"], taken["field"]), ("conflict", "name"))
+        self.assertEqual((taken.code, taken.field), ("conflict", "name"))
         same = await proposer.propose(
             Command("update_project", {"uuid": "p2", "changes": {"name": "beta"}, "updated_at": T1})
         )
-        self.assertTrue(same["ok"])
+        self.assertTrue(same.ok)
         unknown = await proposer.propose(
             Command(
                 "update_project", {"uuid": "p2", "changes": {"colour": "red"}, "updated_at": T1}
             )
         )
-        self.assertEqual((unknown["code"], unknown["field"]), ("invalid", "colour"))
+        self.assertEqual((unknown.code, unknown.field), ("invalid", "colour"))
         self.assertEqual((await state.get_project("p2"))["name"], "beta")
 
     @scenario
@@ -298,11 +297,11 @@ class StoreSuiteMixin:
         refused = await proposer.propose(
             Command("delete_project", {"uuid": "p1", "cascade": False})
         )
-        self.assertEqual((refused["code"], refused["field"]), ("conflict", "uuid"))
-        self.assertIn("2 jobs", refused["message"])
+        self.assertEqual((refused.code, refused.field), ("conflict", "uuid"))
+        self.assertIn("2 jobs", refused.message)
         self.assertEqual(await state.count_jobs("p1"), 2)
         done = await proposer.propose(Command("delete_project", {"uuid": "p1", "cascade": True}))
-        self.assertEqual(done, {"ok": True, "value": {"uuid": "p1", "deleted_jobs": ["j1", "j2"]}})
+        self.assertEqual(done, Result.success({"uuid": "p1", "deleted_jobs": ["j1", "j2"]}))
         self.assertIsNone(await state.get_project("p1"))
         self.assertEqual(await state.all_jobs(), [])
 
@@ -311,11 +310,11 @@ class StoreSuiteMixin:
         """An empty project is deleted without cascade; an unknown one is not_found."""
         proposer, state = await self.seeded()
         done = await proposer.propose(Command("delete_project", {"uuid": "p1", "cascade": False}))
-        self.assertEqual(done["value"], {"uuid": "p1", "deleted_jobs": []})
+        self.assertEqual(done.value, {"uuid": "p1", "deleted_jobs": []})
         missing = await proposer.propose(
             Command("delete_project", {"uuid": "p1", "cascade": False})
         )
-        self.assertEqual((missing["code"], missing["field"]), ("not_found", "uuid"))
+        self.assertEqual((missing.code, missing.field), ("not_found", "uuid"))
 
     # -- jobs --------------------------------------------------------------------
 
@@ -326,7 +325,7 @@ class StoreSuiteMixin:
         result = await proposer.propose(
             Command("create_jobs", {"jobs": [job("j1"), job("j2", paused=True, data=[1, "x"])]})
         )
-        self.assertEqual(result["value"], [job("j1"), job("j2", paused=True, data=[1, "x"])])
+        self.assertEqual(result.value, [job("j1"), job("j2", paused=True, data=[1, "x"])])
         self.assertEqual(await state.get_job("j1"), job("j1"))
         self.assertIs((await state.get_job("j2"))["paused"], True)
         self.assertEqual(
@@ -345,7 +344,7 @@ class StoreSuiteMixin:
             )
         )
         self.assertEqual(
-            (result["ok"], result["code"], result["field"]), (False, "not_found", "project_uuid")
+            (result.ok, result.code, result.field), (False, "not_found", "project_uuid")
         )
         self.assertEqual(await state.all_jobs(), [])
 
@@ -355,9 +354,9 @@ class StoreSuiteMixin:
         proposer, state = await self.seeded()
         await proposer.propose(Command("create_jobs", {"jobs": [job("j1")]}))
         again = await proposer.propose(Command("create_jobs", {"jobs": [job("j2"), job("j1")]}))
-        self.assertEqual((again["code"], again["field"]), ("conflict", "uuid"))
+        self.assertEqual((again.code, again.field), ("conflict", "uuid"))
         twice = await proposer.propose(Command("create_jobs", {"jobs": [job("j3"), job("j3")]}))
-        self.assertEqual(twice["code"], "conflict")
+        self.assertEqual(twice.code, "conflict")
         self.assertEqual([j["uuid"] for j in await state.all_jobs()], ["j1"])
 
     @scenario
@@ -365,13 +364,13 @@ class StoreSuiteMixin:
         """A job field of the wrong type is invalid and the error names it."""
         proposer, state = await self.seeded()
         result = await proposer.propose(Command("create_jobs", {"jobs": [job("j1", paused="yes")]}))
-        self.assertEqual((result["code"], result["field"]), ("invalid", "paused"))
+        self.assertEqual((result.code, result.field), ("invalid", "paused"))
         result = await proposer.propose(
             Command("create_jobs", {"jobs": [job("j1", retry_max=1.5)]})
         )
-        self.assertEqual((result["code"], result["field"]), ("invalid", "retry_max"))
+        self.assertEqual((result.code, result.field), ("invalid", "retry_max"))
         result = await proposer.propose(Command("create_jobs", {"jobs": "j1"}))
-        self.assertEqual((result["code"], result["field"]), ("invalid", "jobs"))
+        self.assertEqual((result.code, result.field), ("invalid", "jobs"))
 
     @scenario
     async def test_create_jobs_conflict_names_the_first_job_at_fault(self) -> None:
@@ -381,7 +380,7 @@ class StoreSuiteMixin:
         batch = [job(f"n{i:03}") for i in range(200)] + [job("taken"), job("n999")]
         result = await proposer.propose(Command("create_jobs", {"jobs": batch}))
         self.assertEqual(
-            (result["code"], result["field"], result["message"]),
+            (result.code, result.field, result.message),
             ("conflict", "uuid", "a job with uuid taken exists"),
         )
         self.assertEqual([j["uuid"] for j in await state.all_jobs()], ["taken"])
@@ -394,14 +393,14 @@ class StoreSuiteMixin:
         sparse.update(timeout_s=5, catch_up_window_s=0)
         result = await proposer.propose(Command("create_jobs", {"jobs": [sparse]}))
         stored = await state.get_job("j1")
-        self.assertEqual(result["value"], [stored])
+        self.assertEqual(result.value, [stored])
         self.assertEqual((stored["data"], stored["paused"], stored["anchor_at"]), (None, False, T0))
         self.assertEqual((stored["timeout_s"], stored["catch_up_window_s"]), (5.0, 0.0))
         self.assertIsInstance(stored["timeout_s"], float)
         refused = await proposer.propose(
             Command("create_jobs", {"jobs": [job("j2", timeout_s=True)]})
         )
-        self.assertEqual((refused["code"], refused["field"]), ("invalid", "timeout_s"))
+        self.assertEqual((refused.code, refused.field), ("invalid", "timeout_s"))
 
     @scenario
     async def test_a_repeated_create_jobs_gets_the_same_jobs_from_a_small_record(self) -> None:
@@ -414,9 +413,9 @@ class StoreSuiteMixin:
         jobs = [job(f"j{i}", data={"i": i}) for i in range(50)]
         first = Command("create_jobs", {"jobs": jobs}, request_id="req-1")
         result = await state.apply(2, first)
-        self.assertEqual(result["value"], jobs)
+        self.assertEqual(result.value, jobs)
         again = await state.apply(3, first)
-        self.assertEqual(again, dict(result, duplicate=True))
+        self.assertEqual(again, attrs.evolve(result, duplicate=True))
         self.assertEqual(len(await state.all_jobs()), 50)
         (remembered,) = await state.pool.runInteraction(
             lambda txn: txn.execute("SELECT result FROM requests").fetchall()
@@ -497,22 +496,22 @@ class StoreSuiteMixin:
             Command("update_job", {"uuid": "j1", "changes": changes, "updated_at": T1})
         )
         expected = dict(job("j1"), updated_at=T1, **changes)
-        self.assertEqual(result, {"ok": True, "value": expected})
+        self.assertEqual(result, Result.success(expected))
         self.assertEqual(await state.get_job("j1"), expected)
         missing = await proposer.propose(
             Command("update_job", {"uuid": "zz", "changes": {}, "updated_at": T1})
         )
-        self.assertEqual((missing["code"], missing["field"]), ("not_found", "uuid"))
+        self.assertEqual((missing.code, missing.field), ("not_found", "uuid"))
         no_project = await proposer.propose(
             Command(
                 "update_job", {"uuid": "j1", "changes": {"project_uuid": "zz"}, "updated_at": T1}
             )
         )
-        self.assertEqual((no_project["code"], no_project["field"]), ("not_found", "project_uuid"))
+        self.assertEqual((no_project.code, no_project.field), ("not_found", "project_uuid"))
         bad = await proposer.propose(
             Command("update_job", {"uuid": "j1", "changes": {"uuid": "x"}, "updated_at": T1})
         )
-        self.assertEqual((bad["code"], bad["field"]), ("invalid", "uuid"))
+        self.assertEqual((bad.code, bad.field), ("invalid", "uuid"))
         self.assertEqual(await state.get_job("j1"), expected)
 
     @scenario
@@ -522,11 +521,11 @@ class StoreSuiteMixin:
         await proposer.propose(Command("create_jobs", {"jobs": [job("j1")]}))
         self.assertEqual(
             await proposer.propose(Command("delete_job", {"uuid": "j1"})),
-            {"ok": True, "value": {"uuid": "j1"}},
+            Result.success({"uuid": "j1"}),
         )
         self.assertIsNone(await state.get_job("j1"))
         again = await proposer.propose(Command("delete_job", {"uuid": "j1"}))
-        self.assertEqual((again["code"], again["field"]), ("not_found", "uuid"))
+        self.assertEqual((again.code, again.field), ("not_found", "uuid"))
 
     # -- credentials ---------------------------------------------------------------
 
@@ -537,7 +536,7 @@ class StoreSuiteMixin:
         state = proposer.state
         public = {"uuid": "c1", "api_key": "key1", "created_at": T0, "archived_at": None}
         created = await proposer.propose(Command("create_credential", {"credential": credential()}))
-        self.assertEqual(created, {"ok": True, "value": public})
+        self.assertEqual(created, Result.success(public))
         self.assertEqual(await state.get_credential("c1"), public)
         self.assertEqual(
             await state.get_credential_by_key("key1"), dict(public, api_secret_hash="$hash$")
@@ -546,16 +545,16 @@ class StoreSuiteMixin:
         dup = await proposer.propose(
             Command("create_credential", {"credential": credential("c2", "key1")})
         )
-        self.assertEqual((dup["code"], dup["field"]), ("conflict", "api_key"))
+        self.assertEqual((dup.code, dup.field), ("conflict", "api_key"))
         archived = await proposer.propose(
             Command("archive_credential", {"uuid": "c1", "archived_at": T1})
         )
-        self.assertEqual(archived["value"], dict(public, archived_at=T1))
+        self.assertEqual(archived.value, dict(public, archived_at=T1))
         self.assertEqual((await state.get_credential_by_key("key1"))["archived_at"], T1)
         missing = await proposer.propose(
             Command("archive_credential", {"uuid": "zz", "archived_at": T1})
         )
-        self.assertEqual((missing["code"], missing["field"]), ("not_found", "uuid"))
+        self.assertEqual((missing.code, missing.field), ("not_found", "uuid"))
         await proposer.propose(
             Command("create_credential", {"credential": credential("c0", "key0")})
         )
@@ -570,7 +569,7 @@ class StoreSuiteMixin:
         """An unknown op is an invalid result, not an exception, and still uses up its index."""
         state = await self.state()
         result = await state.apply(1, Command("drop_everything", {}))
-        self.assertEqual((result["ok"], result["code"], result["field"]), (False, "invalid", "op"))
+        self.assertEqual((result.ok, result.code, result.field), (False, "invalid", "op"))
         self.assertEqual(await state.applied_index(), 1)
 
     @scenario
@@ -582,7 +581,7 @@ class StoreSuiteMixin:
         result = await state.apply(
             2, Command("create_jobs", {"jobs": [job("j1"), job("j2", project_uuid="x")]})
         )
-        self.assertFalse(result["ok"])
+        self.assertFalse(result.ok)
         after = await state.dump()
         self.assertEqual(after["meta"], [["applied_index", 2]])
         self.assertEqual(
@@ -597,7 +596,7 @@ class StoreSuiteMixin:
         await state.apply(1, Command("create_project", {"project": project()}))
         dump = await state.dump()
         again = await state.apply(1, Command("create_project", {"project": project("p9", "other")}))
-        self.assertEqual(again, {"ok": True, "value": None, "duplicate": True})
+        self.assertEqual(again, Result(True, None, duplicate=True))
         self.assertEqual(await state.dump(), dump)
 
     @scenario
@@ -606,15 +605,15 @@ class StoreSuiteMixin:
         state = await self.state()
         first = Command("create_project", {"project": project()}, request_id="req-1")
         result = await state.apply(1, first)
-        self.assertTrue(result["ok"])
+        self.assertTrue(result.ok)
         before = await state.dump()
         again = await state.apply(2, first)
-        self.assertEqual(again, dict(result, duplicate=True))
+        self.assertEqual(again, attrs.evolve(result, duplicate=True))
         after = await state.dump()
         self.assertEqual(after["projects"], before["projects"])
         self.assertEqual(await state.applied_index(), 2)
         other = Command("create_project", {"project": project("p2", "b")}, request_id="req-2")
-        self.assertNotIn("duplicate", await state.apply(3, other))
+        self.assertFalse((await state.apply(3, other)).duplicate)
 
     @scenario
     async def test_request_ids_are_forgotten_after_the_memory(self) -> None:
@@ -626,8 +625,8 @@ class StoreSuiteMixin:
         again = await state.apply(
             late + 1, Command("create_project", {"project": project()}, request_id="old")
         )
-        self.assertNotIn("duplicate", again)
-        self.assertTrue(again["ok"])
+        self.assertFalse(again.duplicate)
+        self.assertTrue(again.ok)
 
     @scenario
     async def test_snapshot_restores_the_whole_state(self) -> None:
@@ -709,7 +708,7 @@ class StoreSuiteMixin:
         await state.apply(1, Command("create_project", {"project": project()}))
         seen: list = []
         proposer = LocalProposer(log, state, self.clock)
-        proposer.subscribe(lambda command, result: seen.append((command.op, result["ok"])))
+        proposer.subscribe(lambda command, result: seen.append((command.op, result.ok)))
         await proposer.start()
         self.assertEqual(seen, [("create_jobs", True)])
         self.assertEqual(await state.applied_index(), 2)
@@ -718,7 +717,7 @@ class StoreSuiteMixin:
         await again.start()
         self.assertEqual(await state.applied_index(), 2)
         result = await again.propose(Command("delete_job", {"uuid": "j1"}))
-        self.assertTrue(result["ok"])
+        self.assertTrue(result.ok)
         self.assertEqual(await state.applied_index(), 3)
 
     @scenario
@@ -730,8 +729,8 @@ class StoreSuiteMixin:
         result = await proposer.propose(
             Command("create_project", {"project": project("p2", "beta")})
         )
-        self.assertTrue(result["ok"])
-        self.assertNotIn("duplicate", result)
+        self.assertTrue(result.ok)
+        self.assertFalse(result.duplicate)
         self.assertEqual(await state.applied_index(), 6)
 
     @scenario
@@ -751,7 +750,7 @@ class StoreSuiteMixin:
         ]
         gate.callback(None)
         results = await gatherResults(pending)
-        self.assertEqual([r["value"]["uuid"] for r in results], [f"p{i}" for i in range(6)])
+        self.assertEqual([r.value["uuid"] for r in results], [f"p{i}" for i in range(6)])
         self.assertEqual(log.appends, [1, 5])
         self.assertEqual(seen, [f"p{i}" for i in range(6)])
         self.assertEqual(await proposer.state.applied_index(), 6)
@@ -766,9 +765,9 @@ class StoreSuiteMixin:
             raise RuntimeError("boom")
 
         proposer.subscribe(broken)
-        proposer.subscribe(lambda command, result: seen.append(result["ok"]))
+        proposer.subscribe(lambda command, result: seen.append(result.ok))
         result = await proposer.propose(Command("create_project", {"project": project()}))
-        self.assertTrue(result["ok"])
+        self.assertTrue(result.ok)
         self.assertEqual(seen, [True])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -1106,7 +1105,7 @@ class RealPoolStoreTests(StoreSuiteMixin, TestCase):
             for i in range(20)
         ]
         results = await gatherResults(pending)
-        self.assertEqual([r["value"]["uuid"] for r in results], [f"p{i}" for i in range(20)])
+        self.assertEqual([r.value["uuid"] for r in results], [f"p{i}" for i in range(20)])
         self.assertLess(proposer.append_count, 20)
 
 

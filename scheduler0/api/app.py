@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -49,7 +49,7 @@ from scheduler0.api.site import body_limited_request
 from scheduler0.credentials import token as make_token
 from scheduler0.errors import StoreUnavailable
 from scheduler0.netpolicy import NetworkPolicy
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.store.executions import ExecutionHistory
 from scheduler0.store.state import StateStore
 from scheduler0.ui import dashboard_resource
@@ -257,7 +257,7 @@ class SchedulerAPI:
         """
         return self.credential_routes.create_credential()
 
-    def on_applied(self, command: Command, result: Mapping[str, Any]) -> None:
+    def on_applied(self, command: Command, result: Result) -> None:
         """The proposer's subscriber: see L{Authenticator.on_applied}."""
         self.auth.on_applied(command, result)
 

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -26,7 +26,7 @@ from scheduler0.api.limits import RateLimiter
 from scheduler0.api.request import Principal, last_header, maybe
 from scheduler0.api.routes import ADMIN, ANONYMOUS, Route
 from scheduler0.errors import StoreUnavailable
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.store.state import StateStore
 
 log = Logger()
@@ -194,7 +194,7 @@ class Authenticator:
         self._live_credentials[api_key] = (digest, credential.get("uuid"))
         return credential.get("uuid")
 
-    def on_applied(self, command: Command, result: Mapping[str, Any]) -> None:
+    def on_applied(self, command: Command, result: Result) -> None:
         """
         The proposer's subscriber: forget verified credentials when one is
         archived (or the whole state is replaced), so the archived one is

@@ -252,11 +252,11 @@ class Writes:
             who = call.principal.credential_uuid or call.principal.kind
             request_id = f"{CLIENT_KEY_PREFIX}{who}:{key}"
         result = await self.proposer.propose(Command(op, args, request_id=request_id))
-        if result.get("ok"):
-            return result.get("value")
-        code = result.get("code") or "invalid"
-        field = result.get("field") or "body"
-        message = result.get("message") or code
+        if result.ok:
+            return result.value
+        code = result.code or "invalid"
+        field = result.field or "body"
+        message = result.message or code
         raise APIError(
             _RESULT_STATUS.get(code, 400), f"{field}: {message}", {field: message}, code=code
         )

@@ -20,7 +20,7 @@ from scheduler0.cluster.proposer import RaftProposer
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.raft.core import LEADER, RaftNode
 from scheduler0.raft.driver import ProposalFailed, RaftDriver
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 
 if TYPE_CHECKING:
     from scheduler0.config import Config
@@ -69,7 +69,7 @@ class Forwarding:
         """Commit C{command}: on the leader directly, else through the leader."""
         return Deferred.fromCoroutine(self._propose(command))
 
-    async def _propose(self, command: Command) -> dict:
+    async def _propose(self, command: Command) -> Result:
         deadline = self.clock.seconds() + self.config.raft_apply_timeout
         last_error = "no leader is known"
         # Attempts to reach a leader that does not answer (PeerConnectRetryMax);
@@ -101,7 +101,7 @@ class Forwarding:
                         await self.driver.wait_applied(int(answer["index"]))
                     except StoreUnavailable:
                         pass
-                    return answer["result"]
+                    return Result.from_json(answer["result"])
             await deferLater(self.clock, min(0.05, max(0.0, remaining)))
         raise StoreUnavailable(f"the write could not be committed: {last_error}")
 
@@ -133,7 +133,7 @@ class Forwarding:
         if not self.is_leader:
             raise NotLeader(f"node {self.config.node_id} is not the leader")
         result = await self.propose_here(command)
-        return {"result": result, "index": self.driver.applied_index}
+        return {"result": result.to_json(), "index": self.driver.applied_index}
 
     def propose_here(self, command: Command) -> Deferred:
         """

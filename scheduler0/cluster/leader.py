@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from scheduler0.cluster.peer import PeerUnavailable
 from scheduler0.errors import StoreUnavailable
-from scheduler0.store.commands import Command, Op
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
 log = Logger()
@@ -92,7 +92,7 @@ class LeaderDuties:
     #: Rounds skipped because the leader itself had stalled.
     stalled_rounds: int = 0
 
-    def on_applied(self, command: Command, result: dict) -> None:
+    def on_applied(self, command: Command, result: Result) -> None:
         """Jobs or members changed: the next rebalance round looks again."""
         if command.op in PLACEMENT_CHANGES:
             self._dirty = True
@@ -290,7 +290,7 @@ class LeaderDuties:
         if not marks or not self.node.is_leader:
             return
         result = await self._propose(Op.RECORD_PROGRESS, {"marks": marks})
-        if result.get("ok"):
+        if result.ok:
             for member, *mark in marks:
                 self._reported[member] = tuple(mark)
 

@@ -33,7 +33,7 @@ from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.raft.storage import SnapshotFile, SqliteRaftStorage
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 
 log = Logger()
 
@@ -304,7 +304,7 @@ class ClusterNode:
         return self.membership.address_of(leader) if leader is not None else None
 
     def subscribe(
-        self, fn: Callable[[Command, dict], None], ops: Collection[str] | None = None
+        self, fn: Callable[[Command, Result], None], ops: Collection[str] | None = None
     ) -> None:
         self.raft.subscribe(fn, ops)
 
@@ -484,9 +484,9 @@ class ClusterNode:
                 nodes.append(node_id)
         return {**merge(snapshots), "nodes": sorted(nodes), "missing_nodes": missing}
 
-    def on_applied(self, command: Command, result: dict) -> None:
+    def on_applied(self, command: Command, result: Result) -> None:
         """Follow member changes, and changes to what fires."""
-        if not result.get("ok"):
+        if not result.ok:
             return
         if command.op in FIRING_CHANGES:
             self.leases.change_applied(self.raft.applying_index)

@@ -1,18 +1,34 @@
 """
-Which jobs this node fires, for the scheduler: the jobs the replicated
-state says it owns, and how far each got (the later of what this node
-recorded locally and what the cluster committed for the job when it last
-moved, from its old owner's progress report).
+Which jobs this node fires, for the handover (L{scheduler0.cluster.handover}):
+the jobs the replicated state says it owns, and how far each got (the later
+of what this node recorded locally and what the cluster committed for the
+job when it last moved, from its old owner's progress report).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
 from scheduler0.store.state import covers_job, handled_through
+
+
+class OwnershipView(Protocol):
+    """Which jobs this node owns, and how far each got (L{Ownership} or a fake)."""
+
+    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
+
+    def last_slots_of(self, job_uuids: list[str]) -> Deferred[Any]: ...
+
+    def last_slots_before(
+        self, job_uuids: list[str], until: str, assigned_at: int | None = None
+    ) -> Deferred[Any]: ...
+
+    def jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
+
+    def owned_jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
 
 
 @attrs.define(eq=False)

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from scheduler0.raft.core import LEADER
 from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import Entry
-from scheduler0.store.commands import Command, Op, Subscriber, Subscribers
+from scheduler0.store.commands import Command, Op, Result, Subscriber, Subscribers
 
 log = Logger()
 
@@ -61,11 +61,11 @@ class RaftProposer:
         """
         self._subscribers.add(fn, ops)
 
-    async def apply_entry(self, entry: Entry) -> dict:
+    async def apply_entry(self, entry: Entry) -> Result:
         """The driver's apply hook: one committed entry into the state machine."""
         command = Command.from_bytes(entry.data)
-        result: dict = await self.state.apply(entry.index, command)
-        if result.get("duplicate"):
+        result: Result = await self.state.apply(entry.index, command)
+        if result.duplicate:
             # Already applied before a restart: nothing changed now.
             return result
         self.applying_index = entry.index
@@ -82,7 +82,7 @@ class RaftProposer:
     async def restore_entry(self, image: bytes) -> None:
         await self.state.restore(image)
         # Everything may have changed: observers must reload what they hold.
-        self._subscribers.tell(Command(Op.STATE_RESTORED, {}), {"ok": True, "value": None})
+        self._subscribers.tell(Command(Op.STATE_RESTORED, {}), Result.success(None))
 
     def restore_hook(self, image: bytes) -> Deferred:
         """The driver's restore hook: replace the state machine with a leader's snapshot."""

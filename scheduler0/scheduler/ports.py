@@ -1,19 +1,23 @@
 """
 What the scheduler needs of its collaborators, as Protocols: it knows the
-sender, the execution records, the job reader, the proposer and the
-ownership view by these alone (mypy checks that the node's real parts and
-the tests' fakes fit them), never by their classes.
+sender, the execution records, the job reader, the proposer and (in a
+cluster) the handover by these alone (mypy checks that the node's real
+parts and the tests' fakes fit them), never by their classes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any, Protocol
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from scheduler0.executor.http import Delivery
-from scheduler0.store.commands import Subscriber
+from scheduler0.store.commands import Command, Result, Subscriber
+
+if TYPE_CHECKING:
+    from scheduler0.scheduler.service import SchedulerService
 
 
 class Sender(Protocol):
@@ -48,17 +52,26 @@ class AppliedCommands(Protocol):
     def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None: ...
 
 
-class OwnershipView(Protocol):
-    """Which jobs this node owns, and how far each got (L{scheduler0.cluster.ownership})."""
+class Handover(Protocol):
+    """
+    In a cluster, what follows who owns which job and drives the scheduler
+    accordingly (L{scheduler0.cluster.handover.Handover}); none on one node.
+    """
 
-    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
+    def attach(self, scheduler: SchedulerService) -> None: ...
 
-    def last_slots_of(self, job_uuids: list[str]) -> Deferred[Any]: ...
+    def sources(self) -> tuple[Callable[..., Deferred], Callable[..., Deferred]]: ...
 
-    def last_slots_before(
-        self, job_uuids: list[str], until: str, assigned_at: int | None = None
-    ) -> Deferred[Any]: ...
+    def loaded(self, job: dict, since: datetime) -> datetime: ...
 
-    def jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
+    def after_handover(self, job: dict, since: datetime) -> datetime: ...
 
-    def owned_jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
+    def not_before(self, job_uuid: str, since: datetime) -> datetime: ...
+
+    def reloaded(self, kept: set[str]) -> None: ...
+
+    def follow(self, command: Command, result: Result, index: int) -> bool: ...
+
+    def unread_before(self) -> int | None: ...
+
+    def owned_count(self) -> int: ...

@@ -39,12 +39,12 @@ from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.ports import (
     AppliedCommands,
     ExecutionRecords,
+    Handover,
     JobReader,
-    OwnershipView,
     Sender,
 )
 from scheduler0.scheduler.spec import SpecError, execution_id_at, make_schedule, slot_milliseconds
-from scheduler0.store.commands import Command, Op
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
@@ -60,12 +60,6 @@ SKIPPED_RECORDS_PER_JOB_LIMIT = 100
 # How long before a slot its delivery is prepared: three times what the last
 # preparation took (so a big batch starts earlier), within these bounds.
 PREPARE_LEAD_MIN_S = 0.02
-# Applied changes that, in a cluster, depend on which node owns a job.
-_OWNERSHIP_EVENTS = frozenset(
-    (Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.UPDATE_JOB, Op.DELETE_JOB, Op.DELETE_PROJECT)
-)
-# Of those, the ones whose handling reads the state (in order, one at a time).
-_READ_OWNERSHIP = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS))
 # How soon a node without a valid lease looks again whether it may fire.
 LEASE_RETRY_S = 0.05
 PREPARE_LEAD_MAX_S = 1.0
@@ -285,7 +279,7 @@ class SchedulerService(Service):
     _release_timer: IDelayedCall | None = None
     _lead: float = PREPARE_LEAD_MIN_S
     _running: bool = False
-    _pending: list[tuple[Command, dict, int]] | None = None
+    _pending: list[tuple[Command, Result, int]] | None = None
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _last_milliseconds: tuple[datetime | None, int] = (None, 0)
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
@@ -294,33 +288,20 @@ class SchedulerService(Service):
     # due while it may not wait, and fire late once it may again (or go to
     # another node with the job).
     may_fire: Callable[[], bool] | None = None
-    # In a cluster: this node's share of the jobs (see
-    # scheduler0.cluster.ownership); None on a single node, which owns all.
-    ownership: OwnershipView | None = None
-    # How long after a handover instant this node checks that the old
-    # owner's slots before it reached the cluster (None: never).
-    gap_check_s: float | None = None
-    _owned: set[str] = attrs.field(factory=set)
-    # Ownership changes waiting to be read, with the log index of each.
-    _events: list[tuple[Command, dict, int]] = attrs.field(factory=list)
-    _events_running: bool = False
+    # In a cluster: what follows which jobs this node owns and tells this
+    # scheduler what to take up and give up (see scheduler0.cluster.handover);
+    # None on a single node, which owns all.
+    handover: Handover | None = None
     # In a cluster: the log index being applied now (None on a single node).
     # With it the scheduler reports how far it got (L{progress_mark}).
     applied_index: Callable[[], int] | None = None
-    # The log index when this run's jobs were loaded (or last reloaded), the
-    # highest index seen applied, and the one of the change being read.
+    # The log index when this run's jobs were loaded (or last reloaded), and
+    # the highest index seen applied.
     _loaded_at: int | None = None
     _seen_index: int = 0
-    _event_index: int = 0
     # Slots handed to the executor whose first attempt has not begun:
     # execution_id -> slot (POSIX seconds).
     _unstarted: dict[str, float] = attrs.field(factory=dict)
-    # Jobs moved off this node while a take-over was being read: job uuid ->
-    # (move number, handover instant or None); see _take_up.
-    _moved_off: dict[str, tuple[int, datetime | None]] = attrs.field(factory=dict)
-    _move_seq: int = 0
-    # Jobs handed to this node at an instant still to come: no slot before it.
-    _not_before: dict[str, datetime] = attrs.field(factory=dict)
     ready: Deferred[None] | None = None
     execution_observers: list[Callable[[dict], None]] = attrs.field(factory=list)
     started_observers: list[Callable[[Delivery, float], None]] = attrs.field(factory=list)
@@ -341,6 +322,10 @@ class SchedulerService(Service):
     _timer_due: float | None = None
     # Preparation time spent on the slots of the current lead (over slices).
     _prep_spent: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.handover is not None:
+            self.handover.attach(self)
 
     # -- service lifecycle -------------------------------------------------
 
@@ -394,9 +379,10 @@ class SchedulerService(Service):
                     # that entry is as new as this row, and any later change
                     # is still to be replayed.
                     continue
-                if self.ownership is not None:
-                    self._owned.add(job["uuid"])
-                self._add(job, since=self._after_handover(job, self._catch_up_start(job, last)))
+                since = self.catch_up_start(job, last)
+                if self.handover is not None:
+                    since = self.handover.loaded(job, since)
+                self.add(job, since=since)
             count += len(page)
             # Changes applied while this page loaded: replayed after it, so a
             # change to a job on it comes after the job.
@@ -423,299 +409,43 @@ class SchedulerService(Service):
 
     def _sources(self) -> tuple[Callable[..., Deferred], Callable[..., Deferred]]:
         """Where jobs and their last fired slots come from: all of them, or this node's."""
-        if self.ownership is not None:
-            return self.ownership.jobs_page, self.ownership.last_slots_of
+        if self.handover is not None:
+            return self.handover.sources()
         return self.state.jobs_page, self.executions.last_slots_of
-
-    def _after_handover(self, job: dict, since: datetime) -> datetime:
-        """
-        A job handed over at an instant fires here from that instant on; the
-        instant is kept, so a change made before it does not bring the start
-        forward (the old owner still fires the slots before it).
-        """
-        handover = job.get("handover_at")
-        if not handover:
-            return since
-        floor = parse_instant(handover) - timedelta(microseconds=1)
-        if floor > utc_from_timestamp(self.clock.seconds()):
-            self._not_before[job["uuid"]] = floor
-        return max(since, floor)
 
     def _index_now(self) -> int:
         return self.applied_index() if self.applied_index is not None else 0
 
-    def _on_applied(self, command: Command, result: dict) -> None:
+    def _on_applied(self, command: Command, result: Result) -> None:
         self._follow(command, result, self._index_now())
 
-    def _follow(self, command: Command, result: dict, index: int) -> None:
+    def _follow(self, command: Command, result: Result, index: int) -> None:
         """Follow one applied change, made at log C{index} (0 on a single node)."""
         if self._pending is not None:
             self._pending.append((command, result, index))
             return
         if index > self._seen_index:
             self._seen_index = index
-        if not result.get("ok") or not self._running:
+        if not result.ok or not self._running:
             return
-        if self.ownership is not None and command.op in _OWNERSHIP_EVENTS:
-            if command.op == Op.ASSIGN_JOBS:
-                # Jobs moved off this node stop here at once: the node may
-                # fire again as soon as it has applied this entry, before
-                # the take-over of jobs moved to it has been read.
-                self._given_up(command.args)
-            if command.op in _READ_OWNERSHIP:
-                # In order, one at a time: these read who owns what now.
-                self._events.append((command, result, index))
-                if not self._events_running:
-                    Deferred.fromCoroutine(self._drain_events()).addErrback(
-                        lambda f: log.failure("following a job change failed", f)
-                    )
-                return
-            # A pause or delete takes effect at once, even while a take-over
-            # is being read: the take-over reads the state as it is then, so
-            # it cannot bring back what this removed. A change to a job not
-            # held yet waits its turn, in case a take-over read it before.
-            job_uuid = (result.get("value") or {}).get("uuid")
-            if (
-                command.op == Op.UPDATE_JOB
-                and job_uuid not in self._owned
-                and job_uuid not in self._entries
-                and (self._events or self._events_running)
-            ):
-                self._events.append((command, result, index))
-                return
-            self._cluster_change(command, result)
+        if self.handover is not None and self.handover.follow(command, result, index):
             return
-        self._apply_change(command, result)
+        self.apply_change(command, result)
 
-    async def _drain_events(self) -> None:
-        self._events_running = True
-        try:
-            while self._events and self._running:
-                command, result, self._event_index = self._events.pop(0)
-                try:
-                    await self._cluster_event(command, result)
-                except Exception:
-                    log.failure("following {op} failed", op=command.op)
-        finally:
-            self._events_running = False
-            self._moved_off.clear()
-
-    async def _cluster_event(self, command: Command, result: dict) -> None:
+    def apply_change(self, command: Command, result: Result) -> None:
+        """Follow one applied change to the jobs, as the scheduler of every job it holds."""
         op = command.op
-        value: Any = result.get("value")
-        if op == Op.CREATE_JOBS:
-            uuids = [job["uuid"] for job in value or ()]
-            started = self._move_seq
-            for job in await self._owners().owned_jobs(uuids):
-                if job["uuid"] in self._entries:
-                    self._owned.add(job["uuid"])
-                else:
-                    self._take_up(job, self._catch_up_start(job, None), started)
-            self._arm()
-        elif op == Op.ASSIGN_JOBS:
-            await self._assigned(command.args)
-        else:
-            self._cluster_change(command, result)
-
-    def _cluster_change(self, command: Command, result: dict) -> None:
-        """A change to one of the jobs (update, delete), for the jobs this node owns."""
-        op = command.op
-        value: Any = result.get("value")
-        owned = self._owned
-        if op == Op.UPDATE_JOB:
-            job_uuid = value["uuid"]
-            if job_uuid in owned:
-                self._apply_change(command, result)
-                return
-            handing_over = self._entries.get(job_uuid)
-            if handing_over is not None and handing_over.until is not None:
-                # Moved to another node but still fired here until the
-                # handover instant: a pause or change applies here too.
-                self._apply_change(command, result)
-                entry = self._entries.get(job_uuid)
-                if entry is not None:
-                    entry.until = handing_over.until
-            return
-        if op == Op.DELETE_JOB:
-            deleted_uuid = value["uuid"]
-            owned.discard(deleted_uuid)
-            self._gone_during_take_over([deleted_uuid])
-        elif op == Op.DELETE_PROJECT:
-            deleted = list(value.get("deleted_jobs", ()))
-            owned.difference_update(deleted)
-            self._gone_during_take_over(deleted)
-        self._apply_change(command, result)
-
-    def _gone_during_take_over(self, job_uuids: list[str]) -> None:
-        """
-        Jobs deleted while a take-over is being read: one that read them as
-        this node's before the delete must not start them after it (the
-        delete found nothing here to stop). Marked as moved away for good.
-        """
-        if not self._events_running:
-            return
-        for job_uuid in job_uuids:
-            self._move_seq += 1
-            self._moved_off[job_uuid] = (self._move_seq, None)
-
-    def _given_up(self, args: Any) -> None:
-        """Stop the jobs an assign_jobs moved off this node (at once, or at the handover)."""
-        me = self.node_id
-        handover = args.get("handover_at")
-        until = parse_instant(handover) if handover else None
-        given_up = 0
-        for job_uuid, node in args.get("moves") or ():
-            if node == me:
-                continue
-            if self._events_running:
-                # A take-over in progress may have read this job as ours
-                # just before: it checks this before taking the job up.
-                self._move_seq += 1
-                self._moved_off[job_uuid] = (self._move_seq, until)
-            if job_uuid not in self._owned:
-                continue
-            self._owned.discard(job_uuid)
-            given_up += 1
-            entry = self._entries.get(job_uuid)
-            if entry is None:
-                continue
-            if until is not None:
-                # Planned: keep firing until the new owner starts.
-                entry.until = until
-            else:
-                # The leader judged this node gone: its lease has lapsed.
-                self._remove(job_uuid)
-                self.executor.cancel_job(job_uuid, "job_moved")
-        if given_up:
-            log.info(
-                "gave up {count} jobs to other nodes ({how})",
-                count=given_up,
-                how=f"firing them until {handover}" if handover else "at once",
-            )
-
-    async def _assigned(self, args: Any) -> None:
-        """Take up the jobs moved to this node (those moved away were given up on apply)."""
-        me = self.node_id
-        handover = args.get("handover_at")
-        until = parse_instant(handover) if handover else None
-        mine = [job_uuid for job_uuid, node in args.get("moves") or () if node == me]
-        assigned_at = self._event_index if self.applied_index is not None else None
-        if mine:
-            started = self._move_seq
-            jobs = await self._owners().owned_jobs(mine)
-            last_slots = await self._owners().last_slots_of([job["uuid"] for job in jobs])
-            for job in jobs:
-                if job["uuid"] in self._owned and job["uuid"] in self._entries:
-                    continue
-                self._entries.pop(job["uuid"], None)
-                since = self._catch_up_start(job, last_slots.get(job["uuid"]))
-                self._take_up(job, since, started)
-            log.info(
-                "took up {count} jobs ({how})",
-                count=len(jobs),
-                how=f"from {handover} on" if handover else "from their last committed run",
-            )
-            if until is not None and self.gap_check_s is not None:
-                # Should the old owner fail before the instant, the slots it
-                # owed would fall between the two: look once its records had
-                # time to reach the cluster, and fire what is missing.
-                self.clock.callLater(
-                    max(0.0, until.timestamp() - self.clock.seconds()) + self.gap_check_s,
-                    self._check_handover_gap,
-                    [job["uuid"] for job in jobs],
-                    until,
-                    assigned_at,
-                )
-        self._arm()
-
-    def _take_up(self, job: dict, since: datetime, started: int) -> None:
-        """
-        Start firing C{job}, read as ours by a take-over begun at move
-        C{started} -- unless a move applied since took it away again.
-        """
-        job_uuid = job["uuid"]
-        moved = self._moved_off.get(job_uuid)
-        if moved is not None and moved[0] > started:
-            if moved[1] is None:
-                return
-            # Handed on at an instant meanwhile: fire only until then.
-            self._add(job, since=self._after_handover(job, since))
-            entry = self._entries.get(job_uuid)
-            if entry is not None:
-                entry.until = moved[1]
-            return
-        self._owned.add(job_uuid)
-        self._add(job, since=self._after_handover(job, since))
-        entry = self._entries.get(job_uuid)
-        if entry is not None:
-            entry.ready_from = self.clock.seconds()
-
-    def _check_handover_gap(
-        self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
-    ) -> None:
-        if not self._running:
-            return
-        Deferred.fromCoroutine(self._fill_handover_gap(job_uuids, until, assigned_at)).addErrback(
-            lambda f: log.failure("checking a handover for missed slots failed", f)
-        )
-
-    async def _fill_handover_gap(
-        self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
-    ) -> None:
-        """Fire the slots before a handover instant that their old owner did not report done."""
-        last_slots = await self._owners().last_slots_before(
-            job_uuids, format_instant(until), assigned_at=assigned_at
-        )
-        # Whoever owns the job now: the slots before the instant were this
-        # node's to take over, even if the job has moved on since.
-        jobs = {job["uuid"]: job for job in await self._owners().jobs(job_uuids)}
-        now = utc_from_timestamp(self.clock.seconds())
-        filled = 0
-        for job_uuid in job_uuids:
-            job = jobs.get(job_uuid)
-            if job is None or job.get("paused"):
-                continue
-            try:
-                entry = _Entry(job["uuid"], job["name"], job.get("data"), self._kind(job))
-            except SpecError:
-                continue
-            slot = entry.schedule.next_after(self._catch_up_start(job, last_slots.get(job_uuid)))
-            window_start = now - timedelta(seconds=entry.catch_up_window_s)
-            while slot is not None and slot < until:
-                following = entry.schedule.next_after(slot)
-                if slot >= window_start:
-                    if entry.kind.coalesce and following is not None and following < until:
-                        self._coalesced(entry, slot)
-                    else:
-                        self._deliver(entry, slot)
-                        filled += 1
-                slot = following
-        if filled:
-            log.warn(
-                "fired {count} slots before a handover at {until} that their old owner"
-                " did not report",
-                count=filled,
-                until=format_instant(until),
-            )
-
-    def _apply_change(self, command: Command, result: dict) -> None:
-        op = command.op
-        value: Any = result.get("value")
+        value: Any = result.value
         now = utc_from_timestamp(self.clock.seconds())
         if op == Op.CREATE_JOBS:
             for job in value or ():
-                self._add(job, since=now)
+                self.add(job, since=now)
         elif op == Op.UPDATE_JOB:
             # A slot already due but not yet fired (the timer runs a hair
             # late) still fires, under the job as changed.
             previous = self._entries.pop(value["uuid"], None)
             if value.get("paused"):
                 self.executor.cancel_job(value["uuid"], "job_paused")
-            elif previous is None:
-                # Resumed: a handover instant still to come no longer
-                # applies, since the old owner dropped the job when it was
-                # paused; this node fires it from now on.
-                self._not_before.pop(value["uuid"], None)
             since = now
             if previous is not None:
                 # Prepared slots of the old entry are dropped at release (it
@@ -724,7 +454,7 @@ class SchedulerService(Service):
                 earliest = min((slot for slot in owed if slot is not None), default=None)
                 if earliest is not None:
                     since = min(now, earliest - timedelta(microseconds=1))
-            self._add(value, since=since)
+            self.add(value, since=since)
         elif op == Op.DELETE_JOB:
             self._remove(value["uuid"])
             self.executor.cancel_job(value["uuid"], "job_deleted")
@@ -771,18 +501,18 @@ class SchedulerService(Service):
                 # restart. On one node a restore cannot happen.
                 last_slots = (
                     await slots_of([job["uuid"] for job in new])
-                    if self.ownership is not None and new
+                    if self.handover is not None and new
                     else {}
                 )
                 # Slots owed by the jobs reloaded are late for the restore, not for load.
                 self._reopen(self.clock.seconds())
                 for job in new:
                     self._entries.pop(job["uuid"], None)
-                    if self.ownership is None:
-                        self._add(job, since=now)
+                    if self.handover is None:
+                        self.add(job, since=now)
                         continue
-                    since = self._catch_up_start(job, last_slots.get(job["uuid"]))
-                    self._add(job, since=self._after_handover(job, since))
+                    since = self.catch_up_start(job, last_slots.get(job["uuid"]))
+                    self.add(job, since=self.handover.after_handover(job, since))
                 if len(page) < LOAD_PAGE_SIZE:
                     break
                 last_job = page[-1]
@@ -790,8 +520,8 @@ class SchedulerService(Service):
         finally:
             pending, self._pending = self._pending, None
             self._loaded_at = reloading_at
-        if self.ownership is not None:
-            self._owned = kept
+        if self.handover is not None:
+            self.handover.reloaded(kept)
         for job_uuid in list(self._entries):
             if job_uuid not in kept:
                 self._remove(job_uuid)
@@ -802,7 +532,7 @@ class SchedulerService(Service):
 
     # -- the heap ------------------------------------------------------------
 
-    def _catch_up_start(self, job: dict, last_slot: str | None) -> datetime:
+    def catch_up_start(self, job: dict, last_slot: str | None) -> datetime:
         """
         The instant after which slots are still owed: the last slot this node
         fired, but never earlier than the job's creation or last change.
@@ -862,16 +592,12 @@ class SchedulerService(Service):
         self._first_slots[key] = (schedule, slot)
         return slot
 
-    def _add(self, job: dict, since: datetime) -> None:
+    def add(self, job: dict, since: datetime) -> None:
+        """Hold C{job} (unless paused) and fire its slots after C{since}."""
         if job.get("paused"):
             return
-        if self._not_before:
-            floor = self._not_before.get(job["uuid"])
-            if floor is not None:
-                if floor < utc_from_timestamp(self.clock.seconds()):
-                    del self._not_before[job["uuid"]]
-                elif since < floor:
-                    since = floor
+        if self.handover is not None:
+            since = self.handover.not_before(job["uuid"], since)
         try:
             kind = self._kind(job)
         except SpecError as e:
@@ -887,6 +613,37 @@ class SchedulerService(Service):
         # Heap items of a removed entry are recognised (their entry is no
         # longer the job's) and dropped when they surface.
         self._entries.pop(job_uuid, None)
+
+    def remove(self, job_uuid: str, reason: str | None = None) -> None:
+        """Stop holding C{job_uuid}; with a C{reason}, cancel what the executor has of it."""
+        self._remove(job_uuid)
+        if reason is not None:
+            self.executor.cancel_job(job_uuid, reason)
+
+    def holds(self, job_uuid: str) -> bool:
+        """Whether C{job_uuid} is held (its slots fire here)."""
+        return job_uuid in self._entries
+
+    def fires_until(self, job_uuid: str) -> datetime | None:
+        """The handover instant before which a held job fires here (None: no end)."""
+        entry = self._entries.get(job_uuid)
+        return None if entry is None else entry.until
+
+    def fire_until(self, job_uuid: str, until: datetime) -> None:
+        """Fire C{job_uuid}, if held, only before C{until} (it was handed to another node)."""
+        entry = self._entries.get(job_uuid)
+        if entry is not None:
+            entry.until = until
+
+    def taken_over(self, job_uuid: str) -> None:
+        """C{job_uuid} was taken over now: the slots it owes from before are late for the move."""
+        entry = self._entries.get(job_uuid)
+        if entry is not None:
+            entry.ready_from = self.clock.seconds()
+
+    def following(self) -> bool:
+        """Whether the scheduler is started and follows applied changes."""
+        return self._running
 
     def _push(self, entry: _Entry, slot: datetime | None) -> None:
         if slot is None:
@@ -907,6 +664,10 @@ class SchedulerService(Service):
             self._timer.cancel()
         self._timer = None
         self._timer_due = None
+
+    def arm(self) -> None:
+        """Set the one timer for the earliest live slot (after jobs were added or removed)."""
+        self._arm()
 
     def _arm(self) -> None:
         """Set the one timer for the earliest live slot."""
@@ -1175,6 +936,33 @@ class SchedulerService(Service):
             )
         return current
 
+    def fire_missed(self, job: dict, last_slot: str | None, until: datetime, now: datetime) -> int:
+        """
+        Fire the slots of C{job} after C{last_slot} (what is known done) and
+        before C{until} that are still within its catch-up window at C{now}
+        (a coalescing job only the last, the others recorded as coalesced);
+        how many were sent.
+        """
+        if job.get("paused"):
+            return 0
+        try:
+            entry = _Entry(job["uuid"], job["name"], job.get("data"), self._kind(job))
+        except SpecError:
+            return 0
+        filled = 0
+        slot = entry.schedule.next_after(self.catch_up_start(job, last_slot))
+        window_start = now - timedelta(seconds=entry.catch_up_window_s)
+        while slot is not None and slot < until:
+            following = entry.schedule.next_after(slot)
+            if slot >= window_start:
+                if entry.kind.coalesce and following is not None and following < until:
+                    self._coalesced(entry, slot)
+                else:
+                    self._deliver(entry, slot)
+                    filled += 1
+            slot = following
+        return filled
+
     def _format_slot(self, slot: datetime) -> str:
         # Slots due together share their instant: format it once.
         if self._last_formatted[0] != slot:
@@ -1393,12 +1181,8 @@ class SchedulerService(Service):
             earliest = min(earliest, min(self._batches))
         if self._unstarted:
             earliest = min(earliest, min(self._unstarted.values()))
-        if self._events_running:
-            as_of = self._event_index - 1
-        elif self._events:
-            as_of = self._events[0][2] - 1
-        else:
-            as_of = self._seen_index
+        unread = self.handover.unread_before() if self.handover is not None else None
+        as_of = self._seen_index if unread is None else unread
         as_of = max(as_of, self._loaded_at)
         return format_instant(utc_from_timestamp(earliest)), self._loaded_at, as_of
 
@@ -1431,19 +1215,14 @@ class SchedulerService(Service):
         slot = schedule.next_after(utc_from_timestamp(self.clock.seconds()))
         return None if slot is None else format_instant(slot)
 
-    def _owners(self) -> OwnershipView:
-        """The ownership view: set in a cluster, where the code that asks for it runs."""
-        assert self.ownership is not None
-        return self.ownership
-
     def active_jobs(self) -> int:
         return len(self._entries)
 
     def owned_jobs(self) -> int:
         """Jobs assigned to this node (in a cluster); on one node, its active jobs."""
-        if self.ownership is None:
+        if self.handover is None:
             return len(self._entries)
-        return len(self._owned)
+        return self.handover.owned_count()
 
     def pending_slots(self) -> Iterable[tuple[str, datetime | None]]:
         return ((u, e.next_slot) for u, e in self._entries.items())

@@ -19,13 +19,13 @@ from twisted.logger import Logger
 _log = Logger()
 
 #: What a subscriber is called with after each apply: the command and its result.
-Subscriber = Callable[["Command", dict], None]
+Subscriber = Callable[["Command", "Result"], None]
 
 
 class Op(StrEnum):
     """
     The operations the state machine applies (one handler each in
-    L{scheduler0.store.state.HANDLERS}), and L{STATE_RESTORED}. A member
+    L{scheduler0.store.apply.HANDLERS}), and L{STATE_RESTORED}. A member
     is its name as text, so it equals the C{op} of a decoded L{Command}.
     """
 
@@ -91,14 +91,70 @@ class Command:
         return cls(op, args, request_id)
 
 
-def ok(value: Any) -> dict:
+@attrs.frozen
+class Result:
+    """
+    What applying a command gave: its C{value}, or why it was refused
+    (C{code} is "conflict", "not_found" or "invalid", C{field} the argument
+    at fault). C{duplicate}: the command had been applied before (the same
+    log index, or a retry of the same request), so nothing changed now.
+    """
+
+    ok: bool
+    value: Any = None
+    code: str | None = None
+    message: str | None = None
+    field: str | None = None
+    duplicate: bool = False
+
+    @classmethod
+    def success(cls, value: Any) -> Result:
+        """A command applied, giving C{value}."""
+        return cls(True, value)
+
+    @classmethod
+    def failure(cls, code: str, message: str, field: str | None = None) -> Result:
+        """A command refused, changing nothing."""
+        return cls(False, code=code, message=message, field=field)
+
+    def to_json(self) -> dict:
+        """
+        The JSON object of this result, as forwarded between peers and kept
+        for retries: C{{"ok": true, "value": ...}} or C{{"ok": false, "code":
+        ..., "message": ..., "field": ...}}, with C{"duplicate": true} if so.
+        """
+        encoded: dict[str, Any]
+        if self.ok:
+            encoded = {"ok": True, "value": self.value}
+        else:
+            encoded = {"ok": False, "code": self.code, "message": self.message, "field": self.field}
+        if self.duplicate:
+            encoded["duplicate"] = True
+        return encoded
+
+    @classmethod
+    def from_json(cls, encoded: Mapping) -> Result:
+        """The result of a L{to_json} object (of this release or an earlier one)."""
+        duplicate = bool(encoded.get("duplicate", False))
+        if encoded.get("ok"):
+            return cls(True, encoded.get("value"), duplicate=duplicate)
+        return cls(
+            False,
+            code=encoded.get("code"),
+            message=encoded.get("message"),
+            field=encoded.get("field"),
+            duplicate=duplicate,
+        )
+
+
+def ok(value: Any) -> Result:
     """A successful apply result."""
-    return {"ok": True, "value": value}
+    return Result.success(value)
 
 
-def error(code: str, message: str, field: str | None = None) -> dict:
+def error(code: str, message: str, field: str | None = None) -> Result:
     """A rejected command: C{code} is "conflict", "not_found" or "invalid"."""
-    return {"ok": False, "code": code, "message": message, "field": field}
+    return Result.failure(code, message, field)
 
 
 @attrs.define
@@ -115,7 +171,7 @@ class Subscribers:
     def add(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:
         self._entries.append((fn, None if ops is None else frozenset(ops)))
 
-    def tell(self, command: Command, result: dict) -> None:
+    def tell(self, command: Command, result: Result) -> None:
         op = command.op
         for fn, ops in list(self._entries):
             if ops is not None and op not in ops:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scheduler0.errors import StoreUnavailable
-from scheduler0.store.commands import Command, Subscriber, Subscribers
+from scheduler0.store.commands import Command, Result, Subscriber, Subscribers
 from scheduler0.store.log import CommandLog
 from scheduler0.store.state import StateStore
 
@@ -70,7 +70,7 @@ class LocalProposer:
                 break
             for index, command in entries:
                 result = await self.state.apply(index, command)
-                if not result.get("duplicate"):
+                if not result.duplicate:
                     self._notify(command, result)
                 applied = index
                 replayed += 1
@@ -80,7 +80,7 @@ class LocalProposer:
         self.applied_index = applied
 
     def propose(self, command: Command) -> Deferred:
-        """Commit C{command}; fire with its result dict once applied."""
+        """Commit C{command}; fire with its L{Result} once applied."""
         if self._stopped:
             return fail(StoreUnavailable("the store is stopping"))
         if self._broken is not None:
@@ -129,7 +129,7 @@ class LocalProposer:
                     later.errback(StoreUnavailable(f"the store failed: {e}"))
                 return
             self.applied_index = index
-            if not result.get("duplicate"):
+            if not result.duplicate:
                 self._notify(command, result)
             waiting.callback(result)
         await self._maybe_compact(indexes[-1])
@@ -153,7 +153,7 @@ class LocalProposer:
         except Exception:
             _logger.failure("compacting the command log failed")
 
-    def _notify(self, command: Command, result: dict) -> None:
+    def _notify(self, command: Command, result: Result) -> None:
         self._subscribers.tell(command, result)
 
     def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:

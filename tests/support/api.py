@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.api.app import SchedulerAPI
 from scheduler0.errors import StoreUnavailable
+from scheduler0.store.commands import Result
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import CommandLog
@@ -88,7 +89,7 @@ class RecordingProposer:
     inner: Any
     proposed: list = attrs.field(factory=list)
     unavailable: bool = False
-    rejection: dict | None = None
+    rejection: Result | None = None
 
     def propose(self, command):
         if self.unavailable:

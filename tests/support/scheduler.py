@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.store.executions import EXECUTION_COLUMNS, _row
 from scheduler0.timeutil import format_instant
 
@@ -68,7 +68,7 @@ class FakeProposer:
 
     def applied(self, op: str, value: Any) -> None:
         for fn in self.observers:
-            fn(Command(op, {}), {"ok": True, "value": value})
+            fn(Command(op, {}), Result.success(value))
 
 
 class FakeExecutions:

@@ -73,8 +73,8 @@ class StateCase(SynchronousTestCase):
 
     def ok(self, store: StateStore, op: str, **args: Any) -> Any:
         result = self.apply(store, op, **args)
-        self.assertTrue(result["ok"], result)
-        return result["value"]
+        self.assertTrue(result.ok, result)
+        return result.value
 
     def seeded(self, *node_ids: int) -> StateStore:
         store = self.store()

@@ -1,0 +1,351 @@
+"""
+The state machine's handlers of projects, jobs, credentials and signing
+secrets: each is C{(txn, args) -> value}, or raises L{_Rejected}.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler0.model import JOB_COLUMNS, PROJECT_COLUMNS
+from scheduler0.store.checks import (
+    _JOB_CHANGEABLE,
+    _check_job_field,
+    _check_retry_delays,
+    _invalid,
+    _job_rows,
+    _mapping,
+    _Rejected,
+    _text,
+)
+from scheduler0.store.commands import error
+from scheduler0.store.rows import (
+    _CREDENTIALS,
+    _JOBS,
+    _PROJECTS,
+    _PUBLIC_CREDENTIALS,
+    CREDENTIAL_COLUMNS,
+    _all,
+    _job,
+    _one,
+    _project,
+    _public_credential,
+)
+
+
+def _create_project(txn: Any, args: Mapping) -> Any:
+    project = _mapping(args, "project")
+    unknown = sorted(set(project) - set(PROJECT_COLUMNS))
+    if unknown:
+        raise _invalid(unknown[0], f"unknown project field {unknown[0]}")
+    row = tuple(
+        _notify_url(project.get("notify_url"))
+        if column == "notify_url"
+        else _text(project, column, "project field ")
+        for column in PROJECT_COLUMNS
+    )
+    if _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (row[0],)):
+        raise _Rejected(error("conflict", f"a project with uuid {row[0]} exists", "uuid"))
+    if _one(txn, "SELECT 1 FROM projects WHERE name = ?", (row[1],)):
+        raise _Rejected(error("conflict", f"a project named {row[1]!r} exists", "name"))
+    txn.execute(
+        f"INSERT INTO projects ({_PROJECTS}) VALUES ({', '.join('?' * len(PROJECT_COLUMNS))})",
+        row,
+    )
+    if "signing_secret" in args:
+        secret = _text(args, "signing_secret")
+        txn.execute(
+            "INSERT INTO signing_secrets (project_uuid, secret, created_at, expires_at)"
+            " VALUES (?, ?, ?, NULL)",
+            (row[0], secret, row[3]),
+        )
+    return _project(row)
+
+
+def _notify_url(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _invalid("notify_url", "project field notify_url must be a string or null")
+    return value
+
+
+def _rotate_signing_secret(txn: Any, args: Mapping) -> Any:
+    """
+    Make C{secret} the project's signing secret; the one it replaces keeps
+    signing until C{expires_at}, and secrets expired by C{at} are dropped.
+    """
+    uuid = _text(args, "project_uuid")
+    secret = _text(args, "secret")
+    at = _text(args, "at")
+    expires_at = _text(args, "expires_at")
+    if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (uuid,)):
+        raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
+    txn.execute(
+        "DELETE FROM signing_secrets WHERE project_uuid = ? AND expires_at IS NOT NULL"
+        " AND expires_at <= ?",
+        (uuid, at),
+    )
+    txn.execute(
+        "UPDATE signing_secrets SET expires_at = ? WHERE project_uuid = ? AND expires_at IS NULL",
+        (expires_at, uuid),
+    )
+    txn.execute(
+        "INSERT INTO signing_secrets (project_uuid, secret, created_at, expires_at)"
+        " VALUES (?, ?, ?, NULL)",
+        (uuid, secret, at),
+    )
+    return {"project_uuid": uuid, "previous_expires_at": expires_at}
+
+
+def _update_project(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    changes = _mapping(args, "changes")
+    updated_at = _text(args, "updated_at")
+    for field in sorted(changes):
+        if field == "notify_url":
+            _notify_url(changes[field])
+            continue
+        if field not in ("name", "description"):
+            raise _invalid(field, f"project field {field} cannot be changed")
+        _text(changes, field, "project field ")
+    current = _project(_one(txn, f"SELECT {_PROJECTS} FROM projects WHERE uuid = ?", (uuid,)))
+    if current is None:
+        raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
+    if "name" in changes and _one(
+        txn, "SELECT 1 FROM projects WHERE name = ? AND uuid != ?", (changes["name"], uuid)
+    ):
+        raise _Rejected(error("conflict", f"a project named {changes['name']!r} exists", "name"))
+    current.update({field: changes[field] for field in sorted(changes)})
+    current["updated_at"] = updated_at
+    txn.execute(
+        "UPDATE projects SET name = ?, description = ?, notify_url = ?, updated_at = ?"
+        " WHERE uuid = ?",
+        (current["name"], current["description"], current["notify_url"], updated_at, uuid),
+    )
+    return current
+
+
+def _delete_project(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    cascade = args.get("cascade", False)
+    if not isinstance(cascade, bool):
+        raise _invalid("cascade", "cascade must be a boolean")
+    if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (uuid,)):
+        raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
+    jobs = [
+        row[0]
+        for row in _all(
+            txn, "SELECT uuid FROM jobs WHERE project_uuid = ? ORDER BY created_at, uuid", (uuid,)
+        )
+    ]
+    if jobs and not cascade:
+        raise _Rejected(
+            error(
+                "conflict", f"project {uuid} has {len(jobs)} jobs; delete them or cascade", "uuid"
+            )
+        )
+    txn.execute(
+        "DELETE FROM job_progress WHERE job_uuid IN (SELECT uuid FROM jobs WHERE project_uuid = ?)",
+        (uuid,),
+    )
+    owned = _all(
+        txn,
+        "SELECT owner, COUNT(*) FROM jobs WHERE project_uuid = ? AND owner IS NOT NULL"
+        " GROUP BY owner",
+        (uuid,),
+    )
+    _add_loads(txn, {owner: -count for owner, count in owned})
+    txn.execute("DELETE FROM jobs WHERE project_uuid = ?", (uuid,))
+    txn.execute("DELETE FROM signing_secrets WHERE project_uuid = ?", (uuid,))
+    txn.execute("DELETE FROM projects WHERE uuid = ?", (uuid,))
+    return {"uuid": uuid, "deleted_jobs": jobs}
+
+
+def _create_jobs(txn: Any, args: Mapping, index: int = 0) -> Any:
+    jobs = args.get("jobs")
+    if not isinstance(jobs, list):
+        raise _invalid("jobs", "jobs must be a list")
+    rows = _job_rows(jobs)
+    owners = _new_owners(txn, len(rows))
+    if owners is None:
+        insert, stored = _INSERT_JOB, rows
+    else:
+        insert = _INSERT_OWNED_JOB
+        stored = [(*row, owner, index) for row, owner in zip(rows, owners, strict=True)]
+    # The usual case first: every project exists and no uuid is taken, so
+    # the rows go in at once and the primary key finds a taken uuid. Only
+    # when something is wrong are the rows checked one by one, to name the
+    # first job at fault.
+    projects = {row[1] for row in rows}
+    if all(_one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (p,)) for p in projects):
+        txn.execute("SAVEPOINT insert_jobs")
+        try:
+            # In uuid order each page of the primary key's index is changed
+            # once per command, not once per row that lands on it.
+            txn.executemany(insert, sorted(stored))
+        except sqlite3.IntegrityError:
+            txn.execute("ROLLBACK TO insert_jobs")
+            txn.execute("RELEASE insert_jobs")
+        else:
+            txn.execute("RELEASE insert_jobs")
+            _count_new_owners(txn, owners)
+            return [_job(row) for row in rows]
+    _check_new_jobs(txn, rows)
+    txn.executemany(insert, stored)
+    _count_new_owners(txn, owners)
+    return [_job(row) for row in rows]
+
+
+_INSERT_JOB = f"INSERT INTO jobs ({_JOBS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
+_INSERT_OWNED_JOB = (
+    f"INSERT INTO jobs ({_JOBS}, owner, owner_since)"
+    f" VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 2))})"
+)
+
+
+def _new_owners(txn: Any, count: int) -> list[int] | None:
+    """
+    The owners of C{count} new jobs, in order: each goes to the eligible
+    member with the fewest jobs at that moment (ties: the lowest node id), so
+    a batch spreads evenly. None when no member is eligible (they stay unowned).
+    """
+    members = [
+        row[0]
+        for row in _all(txn, "SELECT node_id FROM members WHERE eligible = 1 ORDER BY node_id")
+    ]
+    if not members or count == 0:
+        return None
+    known = dict(_all(txn, "SELECT node_id, jobs FROM owner_loads"))
+    loads = [(known.get(member, 0), member) for member in members]
+    heapq.heapify(loads)
+    owners = []
+    for _ in range(count):
+        load, member = loads[0]
+        owners.append(member)
+        heapq.heapreplace(loads, (load + 1, member))
+    return owners
+
+
+def _count_new_owners(txn: Any, owners: list[int] | None) -> None:
+    if owners is not None:
+        deltas: dict[int | None, int] = {}
+        for owner in owners:
+            deltas[owner] = deltas.get(owner, 0) + 1
+        _add_loads(txn, deltas)
+
+
+def _add_loads(txn: Any, deltas: Mapping[int | None, int]) -> None:
+    """Change the owned-job counts by C{deltas} (None, the unowned, is not counted)."""
+    changes = sorted(
+        (owner, delta) for owner, delta in deltas.items() if owner is not None and delta
+    )
+    if not changes:
+        return
+    txn.executemany(
+        "INSERT INTO owner_loads (node_id, jobs) VALUES (?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET jobs = jobs + excluded.jobs",
+        changes,
+    )
+    txn.execute("DELETE FROM owner_loads WHERE jobs = 0")
+
+
+def _check_new_jobs(txn: Any, rows: list[tuple]) -> None:
+    """Refuse the first row whose uuid is taken or whose project does not exist."""
+    seen: set[str] = set()
+    known_projects: set[str] = set()
+    for row in rows:
+        uuid, project_uuid = row[0], row[1]
+        if uuid in seen or _one(txn, "SELECT 1 FROM jobs WHERE uuid = ?", (uuid,)):
+            raise _Rejected(error("conflict", f"a job with uuid {uuid} exists", "uuid"))
+        seen.add(uuid)
+        if project_uuid not in known_projects:
+            if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (project_uuid,)):
+                raise _Rejected(
+                    error("not_found", f"no project with uuid {project_uuid}", "project_uuid")
+                )
+            known_projects.add(project_uuid)
+
+
+def _update_job(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    changes = _mapping(args, "changes")
+    updated_at = _text(args, "updated_at")
+    stored = {}
+    for field in sorted(changes):
+        if field not in _JOB_CHANGEABLE:
+            raise _invalid(field, f"job field {field} cannot be changed")
+        stored[field] = _check_job_field(field, changes[field])
+    row = _one(txn, f"SELECT {_JOBS} FROM jobs WHERE uuid = ?", (uuid,))
+    if row is None:
+        raise _Rejected(error("not_found", f"no job with uuid {uuid}", "uuid"))
+    if "project_uuid" in stored and not _one(
+        txn, "SELECT 1 FROM projects WHERE uuid = ?", (stored["project_uuid"],)
+    ):
+        raise _Rejected(
+            error("not_found", f"no project with uuid {stored['project_uuid']}", "project_uuid")
+        )
+    stored["updated_at"] = updated_at
+    values = dict(zip(JOB_COLUMNS, row, strict=True))
+    values.update(stored)
+    if "retry_delay_s" in stored or "retry_max_delay_s" in stored:
+        _check_retry_delays(values["retry_delay_s"], values["retry_max_delay_s"])
+    assignments = ", ".join(f"{column} = ?" for column in JOB_COLUMNS[1:])
+    new_row = tuple(values[column] for column in JOB_COLUMNS)
+    txn.execute(f"UPDATE jobs SET {assignments} WHERE uuid = ?", new_row[1:] + (uuid,))
+    old = dict(zip(JOB_COLUMNS, row, strict=True))
+    resumed = bool(old["paused"]) and not bool(values["paused"])
+    rescheduled = any(old[f] != values[f] for f in ("spec", "timezone", "anchor_at"))
+    if resumed or rescheduled:
+        txn.execute("UPDATE jobs SET active_since = ? WHERE uuid = ?", (updated_at, uuid))
+    return _job(new_row)
+
+
+def _delete_job(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    found = _one(txn, "SELECT owner FROM jobs WHERE uuid = ?", (uuid,))
+    if found is None:
+        raise _Rejected(error("not_found", f"no job with uuid {uuid}", "uuid"))
+    txn.execute("DELETE FROM jobs WHERE uuid = ?", (uuid,))
+    _add_loads(txn, {found[0]: -1})
+    # Its committed history stays (pruned like any other); its progress goes.
+    txn.execute("DELETE FROM job_progress WHERE job_uuid = ?", (uuid,))
+    return {"uuid": uuid}
+
+
+def _create_credential(txn: Any, args: Mapping) -> Any:
+    credential = _mapping(args, "credential")
+    allowed = set(CREDENTIAL_COLUMNS)
+    unknown = sorted(set(credential) - allowed)
+    if unknown:
+        raise _invalid(unknown[0], f"unknown credential field {unknown[0]}")
+    uuid = _text(credential, "uuid", "credential field ")
+    api_key = _text(credential, "api_key", "credential field ")
+    secret_hash = _text(credential, "api_secret_hash", "credential field ")
+    created_at = _text(credential, "created_at", "credential field ")
+    archived_at = credential.get("archived_at")
+    if archived_at is not None and not isinstance(archived_at, str):
+        raise _invalid("archived_at", "credential field archived_at must be a string or null")
+    if _one(txn, "SELECT 1 FROM credentials WHERE uuid = ?", (uuid,)):
+        raise _Rejected(error("conflict", f"a credential with uuid {uuid} exists", "uuid"))
+    if _one(txn, "SELECT 1 FROM credentials WHERE api_key = ?", (api_key,)):
+        raise _Rejected(error("conflict", "a credential with this api_key exists", "api_key"))
+    row = (uuid, api_key, secret_hash, created_at, archived_at)
+    txn.execute(f"INSERT INTO credentials ({_CREDENTIALS}) VALUES (?, ?, ?, ?, ?)", row)
+    return _public_credential((uuid, api_key, created_at, archived_at))
+
+
+def _archive_credential(txn: Any, args: Mapping) -> Any:
+    uuid = _text(args, "uuid")
+    archived_at = _text(args, "archived_at")
+    # Archiving twice keeps the first archive time.
+    txn.execute(
+        "UPDATE credentials SET archived_at = COALESCE(archived_at, ?) WHERE uuid = ?",
+        (archived_at, uuid),
+    )
+    if txn.rowcount == 0:
+        raise _Rejected(error("not_found", f"no credential with uuid {uuid}", "uuid"))
+    return _public_credential(
+        _one(txn, f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?", (uuid,))
+    )

@@ -1,0 +1,173 @@
+"""
+The state machine's SQLite schema: its tables, the columns added to the
+tables of older files, and opening a file (page cache, schema).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler0.store.executions import EXECUTIONS_TABLE
+from scheduler0.store.rows import _all, _one
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS requests (
+        request_id TEXT PRIMARY KEY,
+        log_index INTEGER NOT NULL,
+        result TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS requests_by_index ON requests (log_index)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0)",
+    """CREATE TABLE IF NOT EXISTS projects (
+        uuid TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS projects_by_created ON projects (created_at, uuid)",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        uuid TEXT PRIMARY KEY,
+        project_uuid TEXT NOT NULL REFERENCES projects (uuid),
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        callback_url TEXT NOT NULL,
+        data TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        execution_type TEXT NOT NULL,
+        paused INTEGER NOT NULL,
+        catch_up_window_s REAL NOT NULL,
+        timeout_s REAL NOT NULL,
+        retry_max INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        anchor_at TEXT NOT NULL,
+        owner INTEGER,
+        handover_at TEXT,
+        active_since TEXT)""",
+    "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, uuid)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_uuid, created_at, uuid)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_paused ON jobs (paused, created_at, uuid)",
+    """CREATE TABLE IF NOT EXISTS credentials (
+        uuid TEXT PRIMARY KEY,
+        api_key TEXT NOT NULL UNIQUE,
+        api_secret_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        archived_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS credentials_by_created ON credentials (created_at, uuid)",
+    # Callback signing secrets: a project's current one has expires_at NULL;
+    # a rotated-out one keeps signing until its expires_at.
+    """CREATE TABLE IF NOT EXISTS signing_secrets (
+        project_uuid TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        PRIMARY KEY (project_uuid, secret))""",
+    # Cluster members; an eligible one may own jobs.
+    """CREATE TABLE IF NOT EXISTS members (
+        node_id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,
+        raft_address TEXT NOT NULL,
+        eligible INTEGER NOT NULL)""",
+    # The committed execution history: the columns of a node's executions.db.
+    EXECUTIONS_TABLE,
+    # With execution_id, pruning a job's history walks this index alone.
+    """CREATE INDEX IF NOT EXISTS executions_by_job
+        ON executions (job_uuid, scheduled_at, execution_id)""",
+    "CREATE INDEX IF NOT EXISTS executions_by_project ON executions (project_uuid, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS executions_by_time ON executions (scheduled_at)",
+    # The latest committed slot of each job that got further than scheduled.
+    """CREATE TABLE IF NOT EXISTS job_progress (
+        job_uuid TEXT PRIMARY KEY,
+        last_slot TEXT NOT NULL)""",
+    # Per node: the seq of its executions.db up to which records were
+    # committed, by the releases that replicated every record (read no more).
+    """CREATE TABLE IF NOT EXISTS fanin (
+        node_id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL)""",
+    # Per node, how far it got (record_progress): every slot before
+    # done_before of every job it held is sent or recorded, as its scheduler
+    # knew the state at log index as_of, in the run of the node that began
+    # at log index loaded_at.
+    """CREATE TABLE IF NOT EXISTS node_progress (
+        node_id INTEGER PRIMARY KEY,
+        done_before TEXT NOT NULL,
+        loaded_at INTEGER NOT NULL,
+        as_of INTEGER NOT NULL)""",
+)
+# How many jobs each node owns, kept by every command that changes jobs or
+# owners: creating jobs picks the least loaded member without counting a
+# million index entries per command.
+_OWNER_LOADS = """CREATE TABLE IF NOT EXISTS owner_loads (
+    node_id INTEGER PRIMARY KEY,
+    jobs INTEGER NOT NULL)"""
+# Columns added to tables of older files, and what needs them (after L{_SCHEMA}).
+_ADDED_COLUMNS = (
+    ("jobs", "owner", "INTEGER"),
+    ("jobs", "handover_at", "TEXT"),
+    # When the job last began to fire as it is now (resumed, or its schedule
+    # changed; NULL: since it was created). Slots before it are never owed.
+    ("jobs", "active_since", "TEXT"),
+    # The log index from which the owner has held the job, and the owner
+    # before it with the index from which that one held it (NULL: unknown,
+    # from a file older than progress marks).
+    ("jobs", "owner_since", "INTEGER"),
+    ("jobs", "prev_owner", "INTEGER"),
+    ("jobs", "prev_owner_since", "INTEGER"),
+    # The committed history of older releases shares the executions columns.
+    ("executions", "response_body", "TEXT"),
+    # Issue 14: per-job retry pacing, overlap and catch-up policies. Rows
+    # written before them read as the defaults (L{ADDED_JOB_DEFAULTS}).
+    ("jobs", "retry_delay_s", "REAL NOT NULL DEFAULT 1.0"),
+    ("jobs", "retry_max_delay_s", "REAL NOT NULL DEFAULT 60.0"),
+    ("jobs", "concurrency_policy", "TEXT NOT NULL DEFAULT 'allow'"),
+    ("jobs", "coalesce", "INTEGER NOT NULL DEFAULT 0"),
+    # Where a project's failure notices go (NULL: nowhere).
+    ("projects", "notify_url", "TEXT"),
+)
+_LATE_SCHEMA = (
+    # A node's jobs in creation order; also counts each owner's jobs.
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, uuid)",
+)
+_DUMPED_TABLES = (
+    "meta",
+    "projects",
+    "jobs",
+    "credentials",
+    "signing_secrets",
+    "members",
+    "executions",
+    "job_progress",
+    "fanin",
+    "owner_loads",
+    "node_progress",
+)
+
+
+def _create_schema(txn: Any) -> None:
+    """Create what is missing, adding new columns to the tables of older files."""
+    for statement in _SCHEMA:
+        txn.execute(statement)
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in {row[1] for row in _all(txn, f"PRAGMA table_info({table})")}:
+            txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _LATE_SCHEMA:
+        txn.execute(statement)
+    if not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'owner_loads'"):
+        txn.execute(_OWNER_LOADS)
+        txn.execute(
+            "INSERT INTO owner_loads (node_id, jobs)"
+            " SELECT owner, COUNT(*) FROM jobs WHERE owner IS NOT NULL GROUP BY owner"
+        )
+
+
+# Pages of state.db SQLite may keep in memory (KiB when negative). Inserting
+# jobs under random uuids changes pages all over the primary key's index; at
+# a million jobs that index is about 50 MiB, and with the default 2 MiB cache
+# each command read most of it back from the file (inserting 400,000 jobs in
+# commands of 10,000 took 8.8 s of SQLite time with 2 MiB, 5.7 s with 64 MiB).
+STATE_CACHE_KIB = 65536
+
+
+def _open(txn: Any) -> None:
+    txn.execute(f"PRAGMA cache_size = -{STATE_CACHE_KIB}")
+    _create_schema(txn)
