@@ -4,10 +4,11 @@ A job and an execution record as values, and the one check of each.
 L{check_fields} is the loop every layer runs over a job (or project) body:
 unknown, read-only and missing fields and each field's own check, giving
 L{FieldProblem}s that each layer words as it always has (the API as a 400's
-fields, the state machine as an C{invalid} result). What a field may hold
-is two rule sets over the same fields: what a client may ask for (the API's,
-with lengths, ranges and the schedule's syntax, in L{scheduler0.api.validation})
-and what a stored job must be (L{STORED_JOB_CHECKS}, here).
+fields, the state machine as an C{invalid} result, in L{scheduler0.store.checks}).
+What a field may hold is two rule sets over the same fields: what a client
+may ask for (the API's, with lengths, ranges and the schedule's syntax, in
+L{scheduler0.api.validation}) and what a stored job must be
+(L{STORED_JOB_CHECKS}, here).
 
 L{job_row} and L{execution_row} check a whole proposed job or execution
 record the way the state machine does, fast enough for the thousands one

@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from scheduler0.model import EXECUTION_COLUMNS
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 from scheduler0.values import execution_row, instant_text
-from scheduler0.values import plain_execution_row as plain_execution_row
 
 _logger = Logger()
 
