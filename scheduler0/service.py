@@ -177,9 +177,10 @@ class NodeService(MultiService):
         from scheduler0.guard import ResourceGuard
         from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
         from scheduler0.notify import FailureNotifier, notification_executor
+        from scheduler0.ports import ExecutionHistory
         from scheduler0.scheduler.service import SchedulerService
         from scheduler0.signing import CallbackSigner
-        from scheduler0.store.executions import ExecutionHistory, ExecutionStore
+        from scheduler0.store.executions import ExecutionStore
         from scheduler0.store.local import LocalProposer
         from scheduler0.store.log import CommandLog
         from scheduler0.store.sqlite import connection_pool

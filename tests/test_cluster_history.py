@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster.history import ClusterHistory
 from scheduler0.cluster.peer import PeerUnavailable
-from scheduler0.store.executions import ExecutionHistory, ExecutionStore
+from scheduler0.ports import ExecutionHistory
+from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.state import StateStore
 
 

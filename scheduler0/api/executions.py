@@ -11,9 +11,8 @@ import attrs
 
 from scheduler0.api.errors import APIError, invalid
 from scheduler0.api.jobs import job_or_404
-from scheduler0.api.ports import Cluster
+from scheduler0.api.ports import Cluster, ExecutionHistory
 from scheduler0.api.request import Call, list_page, maybe
-from scheduler0.store.executions import ExecutionHistory
 from scheduler0.store.state import StateStore
 
 

@@ -22,13 +22,12 @@ from twisted.python.failure import Failure
 from scheduler0.api.errors import APIError, FieldErrors, error_for_fields, invalid
 from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST
 from scheduler0.api.payload import data_problem, payload_cap_bytes
-from scheduler0.api.ports import Scheduler
+from scheduler0.api.ports import ExecutionHistory, Scheduler
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.api.validation import check_job, past_at_problem, retry_delays_problem
 from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
-from scheduler0.store.executions import ExecutionHistory
 from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant, parse_instant
 

@@ -1,7 +1,8 @@
 """
-What the API needs from the rest of the node, as Protocols: the proposer, the
-scheduler and (with Replicas) the cluster node. The API imports none of them,
-so it can be served over fakes and over a single node alike.
+What the API needs from the rest of the node, as Protocols: the proposer and
+the execution history (the node's seams, declared in L{scheduler0.ports}),
+the scheduler and (with Replicas) the cluster node. The API imports none of
+them, so it can be served over fakes and over a single node alike.
 """
 
 from __future__ import annotations
@@ -10,21 +11,17 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from scheduler0.store.commands import Command
+from scheduler0.ports import ExecutionHistory, Proposer
 
-
-class Proposer(Protocol):
-    """Where writes go: C{store.local.LocalProposer} or C{cluster.node.ClusterNode}."""
-
-    def propose(self, command: Command) -> Deferred: ...
+__all__ = ["Cluster", "ClusterConfig", "ExecutionHistory", "Proposer", "Scheduler"]
 
 
 class Scheduler(Protocol):
     """What the API asks the scheduler: a job's next slot, and to fire one now."""
 
-    def next_run_at(self, job: dict) -> Any: ...
+    def next_run_at(self, job: dict[str, Any]) -> Any: ...
 
-    def run_now(self, job: dict) -> Any: ...
+    def run_now(self, job: dict[str, Any]) -> Any: ...
 
 
 class ClusterConfig(Protocol):
@@ -46,7 +43,9 @@ class Cluster(Protocol):
 
     def member_ids(self) -> set[int]: ...
 
-    def change_members(self, add: dict | None = None, remove: int | None = None) -> Deferred: ...
+    def change_members(
+        self, add: dict[str, Any] | None = None, remove: int | None = None
+    ) -> Deferred[Any]: ...
 
     def wait_members_applied(self, timeout: float) -> Any: ...
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
@@ -150,7 +151,7 @@ class HistoryCopies:
     once their node has left (L{adopt_departed}).
     """
 
-    clock: Any
+    clock: IReactorTime
     #: This node's L{scheduler0.store.executions.ExecutionStore}.
     executions: Any
     node_id: int

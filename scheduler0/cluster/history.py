@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
+from scheduler0.ports import ExecutionHistory
+
 _FINAL = frozenset(("succeeded", "failed", "skipped"))
 
 
@@ -36,7 +38,7 @@ class ClusterHistory:
     """C{query} and C{latest_per_job} over every member's records."""
 
     node: Any
-    local: Any
+    local: ExecutionHistory
     state: Any
     timeout_s: float = 1.0
 

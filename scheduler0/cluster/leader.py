@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -79,7 +80,7 @@ class LeaderDuties:
     node: Any
     state: Any
     config: Any
-    clock: Any
+    clock: IReactorTime
     _loops: list[LoopingCall] = attrs.field(factory=list)
     _fanin_next: int = 0
     # node_id -> the last progress mark committed from it by this leader.

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from scheduler0.ports import ExecutionRecords
 from scheduler0.store.state import covers_job, handled_through
 
 
@@ -36,7 +37,7 @@ class Ownership:
     """The scheduler's view of this node's share of the jobs."""
 
     state: Any
-    executions: Any
+    executions: ExecutionRecords
     node_id: int
 
     def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred:

@@ -776,7 +776,7 @@ class RaftTransport:
             "Raft connection to node {peer} at {address} failed: {why}",
             peer=link.node_id,
             address=link.address,
-            why=failure.getErrorMessage() or failure.type.__name__,
+            why=failure.getErrorMessage() or getattr(failure.type, "__name__", ""),
         )
         if not outbound.bulk:
             link.failures += 1

@@ -1,55 +1,27 @@
 """
 What the scheduler needs of its collaborators, as Protocols: it knows the
-sender, the execution records, the job reader, the proposer and (in a
-cluster) the handover by these alone (mypy checks that the node's real
-parts and the tests' fakes fit them), never by their classes.
+sender, the execution records, the job reader, the proposer (as what tells
+of applied commands) and (in a cluster) the handover by these alone, never
+by their classes. All but the handover are the node's seams, declared in
+L{scheduler0.ports}; mypy checks that the node's real parts and the tests'
+fakes fit them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from scheduler0.executor.http import Delivery
-from scheduler0.store.commands import Command, Result, Subscriber
+from scheduler0.ports import AppliedCommands, ExecutionRecords, JobReader, Sender
+from scheduler0.store.commands import Command, Result
 
 if TYPE_CHECKING:
     from scheduler0.scheduler.service import SchedulerService
 
-
-class Sender(Protocol):
-    """Sends due deliveries (L{scheduler0.executor.http.HTTPExecutor})."""
-
-    def submit(self, delivery: Delivery) -> None: ...
-
-    def cancel_job(self, job_uuid: str, reason: str) -> int: ...
-
-    def congested(self, before: float) -> set[str]: ...
-
-    def stop(self, grace_s: float = ...) -> Deferred[None]: ...
-
-
-class ExecutionRecords(Protocol):
-    """This node's execution records (L{scheduler0.store.executions.ExecutionStore})."""
-
-    def record(self, execution: dict, *, trusted: bool = False) -> None: ...
-
-    def last_slots_of(self, job_uuids: list[str]) -> Deferred[Any]: ...
-
-
-class JobReader(Protocol):
-    """Reads the active jobs page by page (L{scheduler0.store.state.StateStore})."""
-
-    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
-
-
-class AppliedCommands(Protocol):
-    """Tells of each command applied (a proposer, or the cluster node)."""
-
-    def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None: ...
+__all__ = ["AppliedCommands", "ExecutionRecords", "Handover", "JobReader", "Sender"]
 
 
 class Handover(Protocol):
@@ -60,11 +32,11 @@ class Handover(Protocol):
 
     def attach(self, scheduler: SchedulerService) -> None: ...
 
-    def sources(self) -> tuple[Callable[..., Deferred], Callable[..., Deferred]]: ...
+    def sources(self) -> tuple[Callable[..., Deferred[Any]], Callable[..., Deferred[Any]]]: ...
 
-    def loaded(self, job: dict, since: datetime) -> datetime: ...
+    def loaded(self, job: dict[str, Any], since: datetime) -> datetime: ...
 
-    def after_handover(self, job: dict, since: datetime) -> datetime: ...
+    def after_handover(self, job: dict[str, Any], since: datetime) -> datetime: ...
 
     def not_before(self, job_uuid: str, since: datetime) -> datetime: ...
 

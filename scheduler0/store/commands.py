@@ -59,7 +59,7 @@ class Command:
     """One replicated operation, C{op} applied with C{args}."""
 
     op: str
-    args: Mapping
+    args: Mapping[str, Any]
     request_id: str | None = None
 
     def to_bytes(self) -> bytes:
@@ -117,7 +117,7 @@ class Result:
         """A command refused, changing nothing."""
         return cls(False, code=code, message=message, field=field)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """
         The JSON object of this result, as forwarded between peers and kept
         for retries: C{{"ok": true, "value": ...}} or C{{"ok": false, "code":
@@ -133,7 +133,7 @@ class Result:
         return encoded
 
     @classmethod
-    def from_json(cls, encoded: Mapping) -> Result:
+    def from_json(cls, encoded: Mapping[str, Any]) -> Result:
         """The result of a L{to_json} object (of this release or an earlier one)."""
         duplicate = bool(encoded.get("duplicate", False))
         if encoded.get("ok"):

@@ -14,10 +14,11 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -259,37 +260,12 @@ def _all_jobs(txn: Any) -> list[str]:
     return [row[0] for row in txn.fetchall()]
 
 
-class ExecutionHistory(Protocol):
-    """
-    How the API reads execution records: one node's own store
-    (L{ExecutionStore}), or in a cluster every member's records merged
-    (L{scheduler0.cluster.history.ClusterHistory}).
-
-    C{query} fires with (items, total) -- newest scheduled_at first --
-    or, in a cluster, (items, total, node ids whose records are missing);
-    C{latest_per_job} with job_uuid -> its newest record.
-    """
-
-    def query(
-        self,
-        job_uuid: str | None = None,
-        project_uuid: str | None = None,
-        state: str | None = None,
-        since: Any = None,
-        until: Any = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> Deferred: ...
-
-    def latest_per_job(self, job_uuids: list[str]) -> Deferred: ...
-
-
 @attrs.define(eq=False)
 class ExecutionStore:
     """This node's execution records, buffered and written in group commits."""
 
     pool: Any
-    clock: Any
+    clock: IReactorTime
     history_per_job: int = 100
     flush_delay: float = 0
     _buffer: dict = attrs.field(factory=dict, init=False)

@@ -6,10 +6,10 @@ strictly in order. A replicated proposer replaces it behind the same seam.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,7 +32,7 @@ class LocalProposer:
 
     log: CommandLog
     state: StateStore
-    clock: Any
+    clock: IReactorTime
     compact_every: int = 10000
     # ... or once this many bytes were appended since the last compaction.
     compact_bytes: int = 64 * 1024 * 1024

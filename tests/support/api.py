@@ -107,9 +107,26 @@ class RecordingExecutions:
     inner: Any
     queries: list = attrs.field(factory=list)
 
-    def query(self, **filters):
-        self.queries.append({k: v for k, v in filters.items() if k not in ("limit", "offset")})
-        return self.inner.query(**filters)
+    def query(
+        self,
+        job_uuid: str | None = None,
+        project_uuid: str | None = None,
+        state: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Deferred:
+        """Record the five filters (None: not filtered on), then ask the real log."""
+        filters = {
+            "job_uuid": job_uuid,
+            "project_uuid": project_uuid,
+            "state": state,
+            "since": since,
+            "until": until,
+        }
+        self.queries.append(filters)
+        return self.inner.query(limit=limit, offset=offset, **filters)
 
     def latest_per_job(self, job_uuids):
         return self.inner.latest_per_job(job_uuids)
@@ -253,7 +270,9 @@ class Harness:
         if data is not None and content_type is not None:
             all_headers["Content-Type"] = content_type
         all_headers.update(headers or {})
-        d = self.treq.request(method, "http://node.test" + path, headers=all_headers, data=data)
+        d = self.treq.request(  # type: ignore[attr-defined]  # StubTreq sets its verbs in __init__
+            method, "http://node.test" + path, headers=all_headers, data=data
+        )
         self.treq.flush()
         response = fired(d)
         body_d = response.content()

@@ -5,13 +5,15 @@ store and the executor, and a job as the state store returns it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from scheduler0.store.commands import Command, Result
+from scheduler0.executor.http import SKIP_NODE_STOPPING, Delivery, Outcome
+from scheduler0.store.commands import Command, Result, Subscriber, Subscribers
 from scheduler0.store.executions import EXECUTION_COLUMNS, _row
 from scheduler0.timeutil import format_instant
 
@@ -60,18 +62,30 @@ class FakeState:
 
 
 class FakeProposer:
-    def __init__(self) -> None:
-        self.observers: list[Any] = []
+    """
+    Tells subscribers of commands the test says were applied (C{applied}),
+    as a proposer does: each hears only the ops it named.
+    """
 
-    def subscribe(self, fn: Any) -> None:
+    def __init__(self) -> None:
+        #: Every subscriber, in the order subscribed.
+        self.observers: list[Subscriber] = []
+        self._subscribers = Subscribers()
+
+    def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:
         self.observers.append(fn)
+        self._subscribers.add(fn, ops)
 
     def applied(self, op: str, value: Any) -> None:
-        for fn in self.observers:
-            fn(Command(op, {}), Result.success(value))
+        self._subscribers.tell(Command(op, {}), Result.success(value))
 
 
 class FakeExecutions:
+    """
+    The records the scheduler makes, kept in memory; C{last_slots} are slots
+    taken as recorded before the test began.
+    """
+
     def __init__(self, last_slots: dict[str, str] | None = None) -> None:
         self.records: dict[str, dict] = {}
         self.writes: list[dict] = []
@@ -87,22 +101,65 @@ class FakeExecutions:
         self.records[execution["execution_id"]] = execution
 
     def last_slots_of(self, job_uuids: list[str]) -> Deferred:
-        return succeed({u: self._last_slots[u] for u in job_uuids if u in self._last_slots})
+        """Like ExecutionStore.last_slots_of: the latest slot that got past C{scheduled}."""
+        latest = dict(self._last_slots)
+        for record in self.records.values():
+            job_uuid, slot = record["job_uuid"], record["scheduled_at"]
+            if record["state"] != "scheduled" and slot > latest.get(job_uuid, ""):
+                latest[job_uuid] = slot
+        return succeed({u: latest[u] for u in job_uuids if u in latest})
 
 
 class FakeExecutor:
-    def __init__(self) -> None:
+    """
+    Takes deliveries and holds them: C{finish} reports one started and then
+    its outcome, as the receiver's answer would, to the callbacks given.
+    After C{stop}, a submitted delivery is reported skipped at once.
+    """
+
+    def __init__(
+        self,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        on_started: Callable[[Delivery, float], None] | None = None,
+    ) -> None:
         self.submitted: list[Any] = []
         self.cancelled: list[tuple[str, str]] = []
         self.turns: list[float] = []
         self.clock: Clock | None = None
+        self.on_outcome = on_outcome
+        self.on_started = on_started
+        self.stopped = False
+        self._unfinished: list[Delivery] = []
 
-    def submit(self, delivery: Any) -> None:
+    def _now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else 0.0
+
+    def submit(self, delivery: Delivery) -> None:
         self.submitted.append(delivery)
         if self.clock is not None:
             self.turns.append(self.clock.seconds())
+        if self.stopped:
+            now = self._now()
+            self._report(Outcome(delivery, "skipped", 0, None, None, SKIP_NODE_STOPPING, None, now))
+        else:
+            self._unfinished.append(delivery)
 
-    def stop(self) -> Deferred:
+    def finish(self, status_code: int) -> None:
+        """The oldest delivery not yet finished got C{status_code} from its receiver."""
+        delivery = self._unfinished.pop(0)
+        now = self._now()
+        if self.on_started is not None:
+            self.on_started(delivery, now)
+        state = "succeeded" if 200 <= status_code < 300 else "failed"
+        error = None if state == "succeeded" else f"HTTP {status_code}"
+        self._report(Outcome(delivery, state, 1, status_code, error, None, now, now))
+
+    def _report(self, outcome: Outcome) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def stop(self, grace_s: float = 0) -> Deferred[None]:
+        self.stopped = True
         return succeed(None)
 
     def cancel_job(self, job_uuid: str, reason: str) -> int:

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Result
 from scheduler0.store.state import StateStore
 
 T0 = "2026-01-01T00:00:00.000Z"
@@ -66,7 +66,7 @@ class StateCase(SynchronousTestCase):
         self.result(store.open())
         return store
 
-    def apply(self, store: StateStore, op: str, **args: Any) -> dict:
+    def apply(self, store: StateStore, op: str, **args: Any) -> Result:
         index = self.indexes.get(id(store), 0) + 1
         self.indexes[id(store)] = index
         return self.result(store.apply(index, Command(op, args)))

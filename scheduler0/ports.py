@@ -1,0 +1,107 @@
+"""
+The seams between a node's parts, as Protocols: the proposer (and the
+commands it tells of), the execution history, the job reader and the sender.
+Each is declared here once; the scheduler (L{scheduler0.scheduler.ports}) and
+the API (L{scheduler0.api.ports}) name the ones they use. Real parts and the
+tests' fakes alike are checked against them (by mypy, and by the contract
+tests in C{tests/test_contract_*}). The clock is Twisted's C{IReactorTime}.
+
+Every Protocol is runtime-checkable, so a test may also ask C{isinstance}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, Protocol, runtime_checkable
+
+from twisted.internet.defer import Deferred
+
+from scheduler0.executor.http import Delivery
+from scheduler0.store.commands import Command, Subscriber
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """
+    Where changes go: C{propose} fires with the command's result once it is
+    applied (L{scheduler0.store.local.LocalProposer} on one node,
+    L{scheduler0.cluster.node.ClusterNode} in a cluster).
+    """
+
+    def propose(self, command: Command) -> Deferred[Any]: ...
+
+
+@runtime_checkable
+class AppliedCommands(Protocol):
+    """
+    Tells of each command applied: a subscriber hears C{(command, result)}
+    for the ops it names (None: every op), in the order applied.
+    """
+
+    def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None: ...
+
+
+@runtime_checkable
+class ExecutionRecords(Protocol):
+    """
+    This node's execution records as the scheduler writes them
+    (L{scheduler0.store.executions.ExecutionStore}): C{last_slots_of} fires
+    with job_uuid -> the latest slot recorded past C{scheduled}.
+    """
+
+    def record(self, execution: dict[str, Any], *, trusted: bool = False) -> None: ...
+
+    def last_slots_of(self, job_uuids: list[str]) -> Deferred[Any]: ...
+
+
+@runtime_checkable
+class ExecutionHistory(Protocol):
+    """
+    How the API reads execution records: one node's own store
+    (L{scheduler0.store.executions.ExecutionStore}), or in a cluster every
+    member's records merged (L{scheduler0.cluster.history.ClusterHistory}).
+
+    C{query} fires with (items, total) -- newest scheduled_at first --
+    or, in a cluster, (items, total, node ids whose records are missing);
+    C{latest_per_job} with job_uuid -> its newest record.
+    """
+
+    def query(
+        self,
+        job_uuid: str | None = None,
+        project_uuid: str | None = None,
+        state: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Deferred[Any]: ...
+
+    def latest_per_job(self, job_uuids: list[str]) -> Deferred[Any]: ...
+
+
+@runtime_checkable
+class JobReader(Protocol):
+    """
+    Reads the jobs page by page in creation order, after the (created_at,
+    uuid) of the previous page's last job (L{scheduler0.store.state.StateStore}).
+    """
+
+    def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """
+    Sends due deliveries (L{scheduler0.executor.http.HTTPExecutor}); each
+    submitted delivery is reported started, then has exactly one outcome,
+    through the callbacks the sender was built with.
+    """
+
+    def submit(self, delivery: Delivery) -> None: ...
+
+    def cancel_job(self, job_uuid: str, reason: str) -> int: ...
+
+    def congested(self, before: float) -> set[str]: ...
+
+    def stop(self, grace_s: float = ...) -> Deferred[None]: ...
