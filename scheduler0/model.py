@@ -67,5 +67,23 @@ FORBID = "forbid"
 REPLACE = "replace"
 CONCURRENCY_POLICIES = (ALLOW, FORBID, REPLACE)
 
+#: An execution record's fields, in the order the store keeps them.
+EXECUTION_COLUMNS = (
+    "execution_id",
+    "job_uuid",
+    "project_uuid",
+    "scheduled_at",
+    "state",
+    "attempts",
+    "node_id",
+    "started_at",
+    "finished_at",
+    "status_code",
+    "error",
+    "skip_reason",
+    # The first bytes of the answer of the last attempt, when it failed with one.
+    "response_body",
+)
+
 #: The states of an execution record.
 EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")

@@ -19,10 +19,9 @@ from scheduler0.store.executions import (
     WRITER_BEHIND_RECORDS,
     WRITER_BEHIND_S,
     ExecutionStore,
-    execution_row,
-    plain_execution_row,
 )
 from scheduler0.store.sqlite import connection_pool
+from scheduler0.values import execution_row, plain_execution_row
 
 T0 = "2026-01-01T00:00:00.000Z"
 DAY = 86400.0

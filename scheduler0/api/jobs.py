@@ -25,7 +25,7 @@ from scheduler0.api.payload import data_problem, payload_cap_bytes
 from scheduler0.api.ports import ExecutionHistory, Scheduler
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.api.validation import check_job, past_at_problem, retry_delays_problem
-from scheduler0.model import ADDED_JOB_DEFAULTS
+from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.store.state import StateStore
@@ -177,8 +177,8 @@ class JobsResource:
         added: dict[str, Any] = {
             "retry_delay_s": float(defaults.job_execution_retry_delay),
             "retry_max_delay_s": float(defaults.job_execution_retry_max_delay),
-            "concurrency_policy": "allow",
-            "coalesce": False,
+            "concurrency_policy": ADDED_JOB_DEFAULTS["concurrency_policy"],
+            "coalesce": ADDED_JOB_DEFAULTS["coalesce"],
         }
         new_uuid = self.writes.new_uuid
         jobs = [
@@ -188,10 +188,10 @@ class JobsResource:
                 "name": fields["name"],
                 "spec": fields["spec"],
                 "callback_url": fields["callback_url"],
-                "data": fields.get("data"),
-                "timezone": fields.get("timezone", "UTC"),
-                "execution_type": fields.get("execution_type", "http"),
-                "paused": fields.get("paused", False),
+                "data": fields.get("data", JOB_DEFAULTS["data"]),
+                "timezone": fields.get("timezone", JOB_DEFAULTS["timezone"]),
+                "execution_type": fields.get("execution_type", JOB_DEFAULTS["execution_type"]),
+                "paused": fields.get("paused", JOB_DEFAULTS["paused"]),
                 "catch_up_window_s": float(
                     fields.get("catch_up_window_s", defaults.catch_up_window_seconds)
                 ),

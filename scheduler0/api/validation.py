@@ -14,16 +14,27 @@ import binascii
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from scheduler0.api.errors import FieldErrors
 from scheduler0.config import MAX_RETRY_DELAY_S
-from scheduler0.model import CONCURRENCY_POLICIES, JOB_COLUMNS
+from scheduler0.model import CONCURRENCY_POLICIES
 from scheduler0.scheduler.spec import SpecError, make_schedule, validate_spec, validate_timezone
 from scheduler0.timeutil import format_instant
+from scheduler0.values import (
+    JOB_READ_ONLY_FIELDS,
+    READ_ONLY,
+    REQUIRED,
+    RETRY_DELAYS,
+    UNKNOWN,
+    FieldProblem,
+    Invalid,
+    check_fields,
+    check_job_fields,
+)
 
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 4096
@@ -34,29 +45,8 @@ MAX_TIMEOUT_S = 24 * 3600
 MAX_RETRY_MAX = 1000
 MAX_ID_LENGTH = 128
 
-# What a client may write: the stored job's columns but for identity,
-# bookkeeping and the anchor (which the API derives).
-JOB_WRITABLE_FIELDS = tuple(
-    column
-    for column in JOB_COLUMNS
-    if column not in ("uuid", "created_at", "updated_at", "anchor_at")
-)
-JOB_REQUIRED_FIELDS = ("project_uuid", "name", "spec", "callback_url")
-JOB_READ_ONLY_FIELDS = (
-    "uuid",
-    "created_at",
-    "updated_at",
-    "anchor_at",
-    "next_run_at",
-    "last_run_at",
-    "last_status",
-)
 PROJECT_WRITABLE_FIELDS = ("name", "description", "notify_url")
 PROJECT_READ_ONLY_FIELDS = ("uuid", "created_at", "updated_at")
-
-
-class Invalid(ValueError):
-    """One input value is wrong; the message says how (without the field name)."""
 
 
 def _is_number(value: object) -> bool:
@@ -298,36 +288,34 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
-def check_fields(
-    body: Mapping[str, Any],
+def problem_message(path: str, problem: FieldProblem, allowed: Iterable[str]) -> str:
+    """How the API words one of a body's L{FieldProblem}s (C{path} is where it is)."""
+    if problem.kind == READ_ONLY:
+        return f"{path}: is read-only and cannot be set"
+    if problem.kind == UNKNOWN:
+        return f"{path}: unknown field (allowed: {', '.join(allowed)})"
+    if problem.kind == REQUIRED:
+        return f"{path}: is required"
+    return f"{path}: {problem.detail}"
+
+
+def add_problems(
+    problems: list[FieldProblem],
     *,
     prefix: str,
-    checks: Mapping[str, Callable[[object], Any]],
-    read_only: tuple[str, ...],
-    required: tuple[str, ...],
+    allowed: Iterable[str],
     errors: FieldErrors,
-) -> dict[str, Any]:
-    """
-    Check every key of C{body} against C{checks}; record unknown, read-only,
-    missing and invalid fields in C{errors} under C{prefix + name}; return the
-    cleaned values of the fields that passed.
-    """
-    cleaned: dict[str, Any] = {}
-    for key, value in body.items():
-        path = prefix + key
-        if key in read_only:
-            errors.add(path, f"{path}: is read-only and cannot be set")
-        elif key not in checks:
-            errors.add(path, f"{path}: unknown field (allowed: {', '.join(checks)})")
+    cleaned: Mapping[str, Any],
+) -> None:
+    """Record C{problems} in C{errors} under C{prefix + field}, as the API words them."""
+    for problem in problems:
+        path = prefix + problem.field
+        if problem.kind == RETRY_DELAYS:
+            delays = (cleaned["retry_delay_s"], cleaned["retry_max_delay_s"])
+            message = f"{path}: {retry_delays_problem(*delays)}"
         else:
-            try:
-                cleaned[key] = checks[key](value)
-            except Invalid as problem:
-                errors.add(path, f"{path}: {problem}")
-    for key in required:
-        if key not in body:
-            errors.add(prefix + key, f"{prefix + key}: is required")
-    return cleaned
+            message = problem_message(path, problem, allowed)
+        errors.add(path, message)
 
 
 def check_job(
@@ -339,32 +327,23 @@ def check_job(
     it is refused here; against a default or stored value the caller checks
     (L{retry_delays_problem}).
     """
-    cleaned = check_fields(
-        body,
-        prefix=prefix,
-        checks=JOB_CHECKS,
-        read_only=JOB_READ_ONLY_FIELDS,
-        required=() if partial else JOB_REQUIRED_FIELDS,
-        errors=errors,
+    cleaned, problems = check_job_fields(
+        body, checks=JOB_CHECKS, partial=partial, read_only=JOB_READ_ONLY_FIELDS
     )
-    if "retry_delay_s" in cleaned and "retry_max_delay_s" in cleaned:
-        problem = retry_delays_problem(cleaned["retry_delay_s"], cleaned["retry_max_delay_s"])
-        if problem is not None:
-            path = prefix + "retry_max_delay_s"
-            errors.add(path, f"{path}: {problem}")
+    add_problems(problems, prefix=prefix, allowed=JOB_CHECKS, errors=errors, cleaned=cleaned)
     return cleaned
 
 
 def check_project(body: Mapping[str, Any], *, errors: FieldErrors, partial: bool) -> dict[str, Any]:
     """The cleaned writable fields of a project object (C{name} required unless C{partial})."""
-    return check_fields(
+    cleaned, problems = check_fields(
         body,
-        prefix="",
         checks=PROJECT_CHECKS,
         read_only=PROJECT_READ_ONLY_FIELDS,
         required=() if partial else ("name",),
-        errors=errors,
     )
+    add_problems(problems, prefix="", allowed=PROJECT_CHECKS, errors=errors, cleaned=cleaned)
+    return cleaned
 
 
 # -- cursors -----------------------------------------------------------------

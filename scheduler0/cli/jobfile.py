@@ -24,13 +24,9 @@ from typing import IO, Any
 import yaml
 
 from scheduler0.api.errors import FieldErrors
-from scheduler0.api.validation import (
-    JOB_READ_ONLY_FIELDS,
-    JOB_WRITABLE_FIELDS,
-    check_job,
-    past_at_problem,
-)
+from scheduler0.api.validation import check_job, past_at_problem
 from scheduler0.client import APIError, Client
+from scheduler0.values import JOB_READ_ONLY_FIELDS, JOB_WRITABLE_FIELDS
 
 FORMATS = (".json", ".yaml", ".yml", ".csv")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

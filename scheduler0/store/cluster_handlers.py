@@ -25,8 +25,6 @@ from scheduler0.store.commands import error
 from scheduler0.store.executions import (
     EXECUTION_COLUMNS,
     FAILURE_RETENTION,
-    execution_row,
-    plain_execution_row,
     prune_history,
 )
 from scheduler0.store.handlers import _add_loads
@@ -40,6 +38,7 @@ from scheduler0.store.rows import (
     _progress_reports,
 )
 from scheduler0.timeutil import format_instant, parse_instant
+from scheduler0.values import execution_row, plain_execution_row
 
 
 def _set_members(txn: Any, args: Mapping) -> Any:

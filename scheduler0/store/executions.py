@@ -12,9 +12,8 @@ older releases committed into the state machine (L{scheduler0.store.state}).
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -23,29 +22,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from scheduler0.model import EXECUTION_STATES
-from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+from scheduler0.model import EXECUTION_COLUMNS
+from scheduler0.timeutil import format_instant, utc_from_timestamp
+from scheduler0.values import execution_row, instant_text
 
 _logger = Logger()
 
-EXECUTION_COLUMNS = (
-    "execution_id",
-    "job_uuid",
-    "project_uuid",
-    "scheduled_at",
-    "state",
-    "attempts",
-    "node_id",
-    "started_at",
-    "finished_at",
-    "status_code",
-    "error",
-    "skip_reason",
-    # The first bytes of the answer of the last attempt, when it failed with one.
-    "response_body",
-)
 _COLUMNS = ", ".join(EXECUTION_COLUMNS)
-_TIME_FIELDS = ("scheduled_at", "started_at", "finished_at")
 FAILURE_RETENTION = timedelta(days=7)
 # Between these, only the jobs written since the last prune are pruned: at
 # 8,000 executions/s over 800,000 records the one-statement prune of every
@@ -107,113 +90,8 @@ _SCHEMA = (
 )
 
 
-_CANONICAL = re.compile(
-    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z"
-)
-
-
-def _instant(field: str, value: Any) -> str | None:
-    """Normalise a time to the C{format_instant} text; floats are POSIX seconds."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return format_instant(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_instant(utc_from_timestamp(value))
-    if isinstance(value, str):
-        if _CANONICAL.fullmatch(value):
-            # Already in the one textual form (the scheduler writes these):
-            # no need to parse and re-format, which costs more than the row.
-            return value
-        try:
-            return format_instant(parse_instant(value))
-        except ValueError as e:
-            raise ValueError(f"execution field {field}: {e}") from e
-    raise ValueError(f"execution field {field} must be an instant string or None")
-
-
-def execution_row(execution: Mapping) -> tuple:
-    """Validate one execution record and return its row in column order."""
-    if not isinstance(execution, Mapping):
-        raise ValueError("an execution record must be a mapping")
-    unknown = sorted(set(execution) - set(EXECUTION_COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown execution field {unknown[0]}")
-    for field in ("execution_id", "job_uuid"):
-        if not isinstance(execution.get(field), str):
-            raise ValueError(f"execution field {field} must be a string")
-    if execution.get("scheduled_at") is None:
-        raise ValueError("execution field scheduled_at is required")
-    state = execution.get("state", "scheduled")
-    if state not in EXECUTION_STATES:
-        raise ValueError(f"execution field state must be one of {', '.join(EXECUTION_STATES)}")
-    values = {column: execution.get(column) for column in EXECUTION_COLUMNS}
-    values["state"] = state
-    values["attempts"] = int(execution.get("attempts") or 0)
-    for field in _TIME_FIELDS:
-        values[field] = _instant(field, values[field])
-    return tuple(values[column] for column in EXECUTION_COLUMNS)
-
-
-_COLUMN_SET = frozenset(EXECUTION_COLUMNS)
 # A trusted record's row in column order, in one call.
 _row_of_record = operator.itemgetter(*EXECUTION_COLUMNS)
-_STATE_SET = frozenset(EXECUTION_STATES)
-_INT64 = range(-(2**63), 2**63)
-_canonical = _CANONICAL.fullmatch
-
-
-def plain_execution_row(execution: Any) -> tuple | None:
-    """
-    The row of a record whose fields all have their plain types and whose
-    times are canonical (as nodes send them), or None for anything else
-    (L{execution_row} then says what is wrong). The leader commits thousands
-    of records per command, so this checks types directly.
-    """
-    if type(execution) is not dict or not _COLUMN_SET.issuperset(execution):
-        return None
-    get = execution.get
-    execution_id, job_uuid, scheduled_at = get("execution_id"), get("job_uuid"), get("scheduled_at")
-    if (
-        type(execution_id) is not str
-        or type(job_uuid) is not str
-        or type(scheduled_at) is not str
-        or not _canonical(scheduled_at)
-    ):
-        return None
-    state = get("state", "scheduled")
-    attempts = get("attempts") or 0
-    if state not in _STATE_SET or type(attempts) is not int or attempts not in _INT64:
-        return None
-    started_at, finished_at = get("started_at"), get("finished_at")
-    for instant in (started_at, finished_at):
-        if instant is not None and (type(instant) is not str or not _canonical(instant)):
-            return None
-    project_uuid, node_id, status_code = get("project_uuid"), get("node_id"), get("status_code")
-    error, skip_reason = get("error"), get("skip_reason")
-    response_body = get("response_body")
-    for value in (project_uuid, node_id, status_code, error, skip_reason, response_body):
-        if (
-            value is not None
-            and type(value) is not str
-            and (type(value) is not int or value not in _INT64)
-        ):
-            return None
-    return (
-        execution_id,
-        job_uuid,
-        project_uuid,
-        scheduled_at,
-        state,
-        attempts,
-        node_id,
-        started_at,
-        finished_at,
-        status_code,
-        error,
-        skip_reason,
-        response_body,
-    )
 
 
 # The name older callers use.
@@ -244,10 +122,10 @@ def execution_filters(
             params.append(value)
     if since is not None:
         where.append("scheduled_at >= ?")
-        params.append(_instant("since", since))
+        params.append(instant_text("since", since))
     if until is not None:
         where.append("scheduled_at < ?")
-        params.append(_instant("until", until))
+        params.append(instant_text("until", until))
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a non-negative integer, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
