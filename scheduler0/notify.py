@@ -31,7 +31,8 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from scheduler0.executor.http import Delivery, HTTPExecutor, Outcome
+from scheduler0.delivery import Delivery, Outcome
+from scheduler0.executor.http import HTTPExecutor
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 

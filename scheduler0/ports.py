@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from scheduler0.executor.http import Delivery
+from scheduler0.delivery import Delivery
 from scheduler0.store.commands import Command, Subscriber
 
 

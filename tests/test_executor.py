@@ -22,15 +22,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 import scheduler0
+from scheduler0.delivery import Delivery, DeliveryPolicy, Outcome, job_members_json
 from scheduler0.executor.http import (
     ENDPOINT_WAIT_S,
     OVERSIZE_ERROR,
     SWEEP_S,
-    Delivery,
-    DeliveryPolicy,
     HTTPExecutor,
-    Outcome,
-    job_members_json,
     parse_retry_after,
 )
 from scheduler0.model import FORBID, REPLACE

@@ -26,7 +26,8 @@ from scheduler0.api.validation import (
     at_instant,
     past_at_problem,
 )
-from scheduler0.executor.http import Delivery, _body_size, _encode, job_members_json
+from scheduler0.delivery import Delivery, job_members_json
+from scheduler0.executor.http import _body_size, _encode
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.state import CONCURRENCY_POLICIES
 from tests.support.api import Defaults, Harness

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from scheduler0.api.limits import RateLimiter
 from scheduler0.cluster.membership import Membership
-from scheduler0.executor.http import Delivery, Outcome
+from scheduler0.delivery import Delivery, Outcome
 from scheduler0.metrics import CONTENT_TYPE, LATENCY_BUCKETS, NodeMetrics
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.store.commands import Command, Result

@@ -434,7 +434,8 @@ class AgentTests(TestCase):
 
     async def test_executor_records_a_blocked_callback_as_failed(self) -> None:
         """Through the executor, a blocked callback fails once, unretried, with the reason."""
-        from scheduler0.executor.http import Delivery, HTTPExecutor, Outcome
+        from scheduler0.delivery import Delivery, Outcome
+        from scheduler0.executor.http import HTTPExecutor
 
         done: Deferred[Outcome] = Deferred()
         resolver = FakeResolver({"evil.test": ["127.0.0.1"]})

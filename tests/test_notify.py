@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.executor.http import Delivery, Outcome
+from scheduler0.delivery import Delivery, Outcome
 from scheduler0.notify import EVENT, RETRY_MAX, FailureNotifier, notification_executor
 from scheduler0.store.commands import Command, Result
 from tests.support.executor import FakeHTTPClient, delivery

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.executor.http import DEFAULT_POLICY, Outcome
+from scheduler0.delivery import DEFAULT_POLICY, Outcome
 from scheduler0.scheduler import service as scheduler_service
 from scheduler0.scheduler.service import PREPARE_LEAD_MIN_S, SchedulerService
 from scheduler0.scheduler.spec import execution_id

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from scheduler0.executor.http import job_members_json
+from scheduler0.delivery import job_members_json
 
 #: Execution ids are uuid5 text; slots are C{YYYY-MM-DDTHH:MM:SS.mmmZ}.
 EXECUTION_ID_CHARS = 36

@@ -25,8 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from scheduler0.executor.http import (
-    ALLOW,
+from scheduler0.delivery import (
     DEFAULT_POLICY,
     SKIP_COALESCED,
     SKIP_OVERLOADED,
@@ -35,6 +34,7 @@ from scheduler0.executor.http import (
     Outcome,
     job_members_json,
 )
+from scheduler0.model import ALLOW
 from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.ports import (
     AppliedCommands,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.executor.http import Delivery, Outcome
+from scheduler0.delivery import Delivery, Outcome
 from scheduler0.ports import (
     AppliedCommands,
     ExecutionHistory,

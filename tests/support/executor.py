@@ -16,11 +16,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http_headers import Headers
 
-from scheduler0.executor.http import (
-    Delivery,
-    HTTPExecutor,
-    Outcome,
-)
+from scheduler0.delivery import Delivery, Outcome
+from scheduler0.executor.http import HTTPExecutor
 
 
 def delivery(n: int = 1, url: str = "http://receiver.test/hook", **changes: Any) -> Delivery:

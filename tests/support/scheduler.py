@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from scheduler0.executor.http import SKIP_NODE_STOPPING, Delivery, Outcome
+from scheduler0.delivery import SKIP_NODE_STOPPING, Delivery, Outcome
 from scheduler0.store.commands import Command, Result, Subscriber, Subscribers
 from scheduler0.store.executions import EXECUTION_COLUMNS, _row
 from scheduler0.timeutil import format_instant
