@@ -842,7 +842,10 @@ class NodeBuilder:
         if cluster is not None:
             from scheduler0.cluster.peer import PeerAPI, PeerDispatch
 
-            resource = PeerDispatch(resource, PeerAPI(cluster, admin).resource())
+            peer = PeerAPI(
+                cluster, admin, history_copies=cluster.history_copies, summary=cluster.summary
+            )
+            resource = PeerDispatch(resource, peer.resource())
         config = self.config
         return api_site(
             resource,

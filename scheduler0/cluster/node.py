@@ -281,7 +281,7 @@ class ClusterNode:
                 applied=applied,
                 index=snapshot.index,
             )
-            await self.state.restore(self.core._snapshot_data)
+            await self.state.restore(self.core.snapshot_image)
             applied = await self.state.applied_index()
         await self.load_members()
         await self.transport.start()
