@@ -1,6 +1,7 @@
 """
 The seams between a node's parts, as Protocols: the proposer (and the
-commands it tells of), the execution history, the job reader and the sender.
+commands it tells of), the execution history, the job reader, the state
+reader and the sender.
 Each is declared here once; the scheduler (L{scheduler0.scheduler.ports}) and
 the API (L{scheduler0.api.ports}) name the ones they use. Real parts and the
 tests' fakes alike are checked against them (by mypy, and by the contract
@@ -39,6 +40,15 @@ class AppliedCommands(Protocol):
     """
 
     def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None: ...
+
+
+@runtime_checkable
+class ProposingNode(Proposer, AppliedCommands, Protocol):
+    """
+    A node's proposer as the parts that both change state and follow the
+    applied commands see it (L{scheduler0.store.local.LocalProposer},
+    L{scheduler0.cluster.node.ClusterNode}).
+    """
 
 
 @runtime_checkable
@@ -88,6 +98,43 @@ class JobReader(Protocol):
     """
 
     def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
+
+
+@runtime_checkable
+class StateReader(Protocol):
+    """
+    The reads the API makes of the replicated state
+    (L{scheduler0.store.state.StateStore}): one project, job or credential
+    by its key fires with it, or None when there is none; a listing fires
+    with (a page of items, the total).
+    """
+
+    def get_project(self, uuid: str) -> Deferred[Any]: ...
+
+    def get_project_by_name(self, name: str) -> Deferred[Any]: ...
+
+    def list_projects(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
+
+    def get_job(self, uuid: str) -> Deferred[Any]: ...
+
+    def list_jobs(
+        self,
+        project_uuid: str | None = None,
+        paused: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: tuple[str, str] | None = None,
+    ) -> Deferred[Any]: ...
+
+    def count_jobs(self, project_uuid: str) -> Deferred[Any]: ...
+
+    def owner_counts(self) -> Deferred[Any]: ...
+
+    def get_credential(self, uuid: str) -> Deferred[Any]: ...
+
+    def get_credential_by_key(self, api_key: str) -> Deferred[Any]: ...
+
+    def list_credentials(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
 
 
 @runtime_checkable
