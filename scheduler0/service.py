@@ -431,7 +431,8 @@ class NodeBuilder:
             cluster = proposer = self.cluster(
                 state, admin, executions, guard, summary, progress, admission
             )
-            copied_rows.add(cluster.history_copies.tap)
+            if cluster.history_copies is not None:
+                copied_rows.add(cluster.history_copies.tap)
         else:
             local = proposer = self.local_proposer(command_log, state)
         signer, net_policy, resolve, pool, http_client = self.callbacks(state)

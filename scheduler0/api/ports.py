@@ -33,13 +33,15 @@ class Scheduler(Protocol):
 
 
 class ClusterConfig(Protocol):
-    raft_apply_timeout: float
+    @property
+    def raft_apply_timeout(self) -> float: ...
 
 
 class Cluster(Protocol):
     """The node's C{ClusterNode}, as the API uses it (membership, views, settling)."""
 
-    config: ClusterConfig
+    @property
+    def config(self) -> ClusterConfig: ...
 
     @property
     def leader_id(self) -> int | None: ...
