@@ -1,7 +1,8 @@
 """
 The seams between a node's parts, as Protocols: the proposer (and the
 commands it tells of), the execution history, the job reader, the state
-reader and the sender.
+reader and the sender; and what the metrics read of the parts above them
+at scrape time.
 Each is declared here once; the scheduler (L{scheduler0.scheduler.ports}) and
 the API (L{scheduler0.api.ports}) name the ones they use. Real parts and the
 tests' fakes alike are checked against them (by mypy, and by the contract
@@ -152,3 +153,50 @@ class Sender(Protocol):
     def congested(self, before: float) -> set[str]: ...
 
     def stop(self, grace_s: float = ...) -> Deferred[None]: ...
+
+
+# -- what the metrics read at scrape time (scheduler0.metrics) -----------------
+
+
+@runtime_checkable
+class SchedulerGauges(Protocol):
+    """The scheduler's counts (L{scheduler0.scheduler.service.SchedulerService})."""
+
+    def active_jobs(self) -> int: ...
+
+    def owned_jobs(self) -> int: ...
+
+    def progress_mark(self) -> tuple[str, int, int] | None: ...
+
+
+@runtime_checkable
+class SenderGauges(Protocol):
+    """The sender's load (L{scheduler0.executor.http.HTTPExecutor})."""
+
+    max_workers: int
+
+    def queue_depth(self) -> int: ...
+
+    def in_flight(self) -> int: ...
+
+    def retrying(self) -> int: ...
+
+
+@runtime_checkable
+class ClusterGauges(Protocol):
+    """This node's view of the cluster (L{scheduler0.cluster.node.ClusterNode})."""
+
+    def local_status(self) -> dict[str, Any]: ...
+
+    def member_ids(self) -> set[int]: ...
+
+    def reachable_peers(self) -> int: ...
+
+
+@runtime_checkable
+class NotifierCounts(Protocol):
+    """How many failure notifications went each way (L{scheduler0.notify.FailureNotifier})."""
+
+    sent: int
+    undelivered: int
+    dropped: int
