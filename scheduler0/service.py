@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from scheduler0.scheduler.admission import Admission
     from scheduler0.scheduler.service import SchedulerService
     from scheduler0.signing import CallbackSigner
+    from scheduler0.store.commands import Subscriber
     from scheduler0.store.executions import ExecutionStore
     from scheduler0.store.local import LocalProposer
     from scheduler0.store.log import CommandLog
@@ -229,7 +230,9 @@ class NodeService(MultiService):
             address=self.config.http_address,
         )
 
-    async def first_credential(self, api: Any, state: Any, cluster: Any) -> None:
+    async def first_credential(
+        self, api: SchedulerAPI, state: StateStore, cluster: ClusterNode | None
+    ) -> None:
         """
         A new node makes its first client credential: at once on one node;
         in a cluster once it has a leader, on the leader only (so there is
@@ -241,7 +244,7 @@ class NodeService(MultiService):
         first = Deferred.fromCoroutine(self._first_cluster_credential(api, state, cluster))
         first.addErrback(lambda f: log.failure("making the first credential failed", f))
 
-    async def _first_client_credential(self, api: Any, state: Any) -> None:
+    async def _first_client_credential(self, api: SchedulerAPI, state: StateStore) -> None:
         """On a brand-new node, make one client credential and show it once."""
         if await state.count_credentials():
             return
@@ -263,7 +266,9 @@ class NodeService(MultiService):
             announce.write(text)
             announce.flush()
 
-    async def _first_cluster_credential(self, api: Any, state: Any, cluster: Any) -> None:
+    async def _first_cluster_credential(
+        self, api: SchedulerAPI, state: StateStore, cluster: ClusterNode
+    ) -> None:
         from twisted.internet.task import deferLater
 
         from scheduler0.errors import StoreUnavailable
@@ -868,7 +873,9 @@ class NodeBuilder:
         from scheduler0 import notify, signing
         from scheduler0.cluster import leader
 
-        subscriptions: list[tuple[Any, Any]] = [(notifier.on_applied, notify.RELOAD_ON)]
+        subscriptions: list[tuple[Subscriber, Collection[str] | None]] = [
+            (notifier.on_applied, notify.RELOAD_ON)
+        ]
         if cluster is not None and duties is not None:
             subscriptions += [
                 (cluster.on_applied, None),
