@@ -26,7 +26,7 @@ which frees its place for the next new job. 0 turns per-job series off.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -36,9 +36,21 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 import scheduler0
+from scheduler0.ports import (
+    ClusterGauges,
+    ExecutionRecords,
+    NotifierCounts,
+    ProposingNode,
+    SchedulerGauges,
+    SenderGauges,
+    StateReader,
+)
 from scheduler0.readiness import CODES as READINESS_CODES
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
+
+if TYPE_CHECKING:
+    from scheduler0.guard import ResourceGuard
 
 log = Logger()
 
@@ -146,18 +158,18 @@ class NodeMetrics:
     max_job_series: int = 1000
     version: str = scheduler0.__version__
     # Read at scrape time.
-    scheduler: Any = None
-    executor: Any = None
-    cluster: Any = None
-    guard: Any = None
-    proposer: Any = None
+    scheduler: SchedulerGauges | None = None
+    executor: SenderGauges | None = None
+    cluster: ClusterGauges | None = None
+    guard: ResourceGuard | None = None
+    proposer: ProposingNode | None = None
     # The execution store (a cluster node's outbox) and the state (the
     # cluster's committed fan-in seq), for the fan-in lag.
-    executions: Any = None
-    state: Any = None
+    executions: ExecutionRecords | None = None
+    state: StateReader | None = None
     # Why the node is not ready (NodeService.readiness: [] when it is).
     readiness: Callable[[], list[dict]] | None = None
-    notifier: Any = None
+    notifier: NotifierCounts | None = None
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
 
     _finished: dict[str, tuple[Any, int]] = attrs.field(init=False, factory=dict)

@@ -29,10 +29,11 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from scheduler0.delivery import Delivery, Outcome
-from scheduler0.executor.http import HTTPExecutor
+from scheduler0.executor.http import HTTPExecutor, Poster
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 
@@ -51,8 +52,8 @@ RELOAD_ON = frozenset((Op.CREATE_PROJECT, Op.UPDATE_PROJECT, Op.DELETE_PROJECT, 
 
 
 def notification_executor(
-    clock: Any,
-    http_client: Any,
+    clock: IReactorTime,
+    http_client: Poster,
     sign: Callable[[bytes, list[Delivery]], dict[str, str]] | None,
     node_id: int | None,
     on_outcome: Callable[[Outcome], None],

@@ -16,11 +16,33 @@ part is patched after it is built.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+
+from scheduler0.ports import AppliedCommands
+
+if TYPE_CHECKING:
+    from twisted.web.client import HTTPConnectionPool
+    from twisted.web.server import Site
+
+    from scheduler0.api.app import SchedulerAPI
+    from scheduler0.cluster.copies import HistoryCopies
+    from scheduler0.cluster.leader import LeaderDuties
+    from scheduler0.cluster.node import ClusterNode
+    from scheduler0.executor.http import HTTPExecutor
+    from scheduler0.guard import ResourceGuard
+    from scheduler0.metrics import NodeMetrics
+    from scheduler0.notify import FailureNotifier
+    from scheduler0.scheduler.service import SchedulerService
+    from scheduler0.signing import CallbackSigner
+    from scheduler0.store.executions import ExecutionStore
+    from scheduler0.store.local import LocalProposer
+    from scheduler0.store.log import CommandLog
+    from scheduler0.store.state import StateStore
 
 T = TypeVar("T")
 
@@ -64,11 +86,11 @@ class Later(Generic[T]):
 class Vitals:
     """The parts C{GET /healthcheck} reads (None: the node has no such part)."""
 
-    scheduler: Any = None
-    guard: Any = None
-    executor: Any = None
-    proposer: Any = None
-    cluster: Any = None
+    scheduler: SchedulerService | None = None
+    guard: ResourceGuard | None = None
+    executor: HTTPExecutor | None = None
+    proposer: LocalProposer | ClusterNode | None = None
+    cluster: ClusterNode | None = None
 
 
 @attrs.define(eq=False)
@@ -103,10 +125,10 @@ class Stores(Part):
     cluster). Opened first, closed last.
     """
 
-    state: Any
-    executions: Any
-    log: Any = None
-    copies: Any = None
+    state: StateStore
+    executions: ExecutionStore
+    log: CommandLog | None = None
+    copies: HistoryCopies | None = None
 
     async def start(self) -> None:
         await self.state.open()
@@ -127,7 +149,7 @@ class Stores(Part):
 class Connections(Part):
     """The callbacks' connection pool: its kept connections close on stop."""
 
-    pool: Any
+    pool: HTTPConnectionPool
 
     async def stop(self) -> None:
         await self.pool.closeCachedConnections()
@@ -137,7 +159,7 @@ class Connections(Part):
 class LocalProposing(Part):
     """One node's proposer: it replays the command log the state has not seen."""
 
-    proposer: Any
+    proposer: LocalProposer
 
     async def start(self) -> None:
         await self.proposer.start()
@@ -154,8 +176,8 @@ class Followers(Part):
     None: every command), subscribed to the proposer in that order.
     """
 
-    proposer: Any
-    signer: Any
+    proposer: AppliedCommands
+    signer: CallbackSigner
     signer_ops: Collection[str]
     subscriptions: list[tuple[Callable[..., None], Collection[str] | None]]
 
@@ -170,8 +192,8 @@ class Followers(Part):
 class Upkeep(Part):
     """The resource guard's sampling and the pruning of execution records."""
 
-    guard: Any
-    executions: Any
+    guard: ResourceGuard
+    executions: ExecutionStore
 
     async def start(self) -> None:
         self.guard.start()
@@ -188,9 +210,9 @@ class Clustering(Part):
     the copies of history.
     """
 
-    cluster: Any
-    duties: Any
-    copies: Any
+    cluster: ClusterNode
+    duties: LeaderDuties
+    copies: HistoryCopies
 
     async def start(self) -> None:
         await self.cluster.start()
@@ -207,7 +229,7 @@ class Clustering(Part):
 class Metrics(Part):
     """The Prometheus metrics' own loop."""
 
-    metrics: Any
+    metrics: NodeMetrics
 
     async def start(self) -> None:
         self.metrics.start()
@@ -220,7 +242,7 @@ class Metrics(Part):
 class Notifications(Part):
     """Failure notifications: stopping waits for those in flight."""
 
-    notifier: Any
+    notifier: FailureNotifier
 
     async def stop(self) -> None:
         await self.notifier.stop()
@@ -233,7 +255,7 @@ class Scheduling(Part):
     node tunes its garbage collector then).
     """
 
-    scheduler: Any
+    scheduler: SchedulerService
     loaded: Callable[[], None]
 
     async def start(self) -> None:
@@ -253,8 +275,8 @@ class API(Part):
     makes a new node's first client credential.
     """
 
-    api: Any
-    proposer: Any
+    api: SchedulerAPI
+    proposer: AppliedCommands
     first_credential: Callable[[], Awaitable[None]]
 
     async def start(self) -> None:
@@ -266,13 +288,15 @@ class API(Part):
 class Listener(Part):
     """The API's HTTP port: listening last, closed first."""
 
-    endpoint: Any
-    site: Any
-    _port: Any = attrs.field(default=None, init=False)
+    endpoint: IStreamServerEndpoint
+    site: Site
+    _port: IListeningPort | None = attrs.field(default=None, init=False)
 
     async def start(self) -> None:
         self._port = await self.endpoint.listen(self.site)
 
     async def stop(self) -> None:
-        if self._port is not None:
-            await self._port.stopListening()
+        # IListeningPort allows None (stopped at once); a TCP port's is a Deferred.
+        stopped = self._port.stopListening() if self._port is not None else None
+        if stopped is not None:
+            await stopped

@@ -1,6 +1,8 @@
 """
 The seams between a node's parts, as Protocols: the proposer (and the
-commands it tells of), the execution history, the job reader and the sender.
+commands it tells of), the execution history, the job reader, the state
+reader and the sender; and what the metrics read of the parts above them
+at scrape time.
 Each is declared here once; the scheduler (L{scheduler0.scheduler.ports}) and
 the API (L{scheduler0.api.ports}) name the ones they use. Real parts and the
 tests' fakes alike are checked against them (by mypy, and by the contract
@@ -39,6 +41,15 @@ class AppliedCommands(Protocol):
     """
 
     def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None: ...
+
+
+@runtime_checkable
+class ProposingNode(Proposer, AppliedCommands, Protocol):
+    """
+    A node's proposer as the parts that both change state and follow the
+    applied commands see it (L{scheduler0.store.local.LocalProposer},
+    L{scheduler0.cluster.node.ClusterNode}).
+    """
 
 
 @runtime_checkable
@@ -91,6 +102,43 @@ class JobReader(Protocol):
 
 
 @runtime_checkable
+class StateReader(Protocol):
+    """
+    The reads the API makes of the replicated state
+    (L{scheduler0.store.state.StateStore}): one project, job or credential
+    by its key fires with it, or None when there is none; a listing fires
+    with (a page of items, the total).
+    """
+
+    def get_project(self, uuid: str) -> Deferred[Any]: ...
+
+    def get_project_by_name(self, name: str) -> Deferred[Any]: ...
+
+    def list_projects(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
+
+    def get_job(self, uuid: str) -> Deferred[Any]: ...
+
+    def list_jobs(
+        self,
+        project_uuid: str | None = None,
+        paused: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: tuple[str, str] | None = None,
+    ) -> Deferred[Any]: ...
+
+    def count_jobs(self, project_uuid: str) -> Deferred[Any]: ...
+
+    def owner_counts(self) -> Deferred[Any]: ...
+
+    def get_credential(self, uuid: str) -> Deferred[Any]: ...
+
+    def get_credential_by_key(self, api_key: str) -> Deferred[Any]: ...
+
+    def list_credentials(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
+
+
+@runtime_checkable
 class Sender(Protocol):
     """
     Sends due deliveries (L{scheduler0.executor.http.HTTPExecutor}); each
@@ -105,3 +153,50 @@ class Sender(Protocol):
     def congested(self, before: float) -> set[str]: ...
 
     def stop(self, grace_s: float = ...) -> Deferred[None]: ...
+
+
+# -- what the metrics read at scrape time (scheduler0.metrics) -----------------
+
+
+@runtime_checkable
+class SchedulerGauges(Protocol):
+    """The scheduler's counts (L{scheduler0.scheduler.service.SchedulerService})."""
+
+    def active_jobs(self) -> int: ...
+
+    def owned_jobs(self) -> int: ...
+
+    def progress_mark(self) -> tuple[str, int, int] | None: ...
+
+
+@runtime_checkable
+class SenderGauges(Protocol):
+    """The sender's load (L{scheduler0.executor.http.HTTPExecutor})."""
+
+    max_workers: int
+
+    def queue_depth(self) -> int: ...
+
+    def in_flight(self) -> int: ...
+
+    def retrying(self) -> int: ...
+
+
+@runtime_checkable
+class ClusterGauges(Protocol):
+    """This node's view of the cluster (L{scheduler0.cluster.node.ClusterNode})."""
+
+    def local_status(self) -> dict[str, Any]: ...
+
+    def member_ids(self) -> set[int]: ...
+
+    def reachable_peers(self) -> int: ...
+
+
+@runtime_checkable
+class NotifierCounts(Protocol):
+    """How many failure notifications went each way (L{scheduler0.notify.FailureNotifier})."""
+
+    sent: int
+    undelivered: int
+    dropped: int

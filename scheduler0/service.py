@@ -14,8 +14,8 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -55,7 +55,35 @@ from scheduler0.parts import (
     Upkeep,
     Vitals,
 )
+from scheduler0.ports import ProposingNode
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
+
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
+    from twisted.web.client import HTTPConnectionPool
+    from twisted.web.server import Site
+
+    from scheduler0.api.app import SchedulerAPI
+    from scheduler0.cluster.copies import HistoryCopies
+    from scheduler0.cluster.leader import LeaderDuties
+    from scheduler0.cluster.node import ClusterNode
+    from scheduler0.cluster.peer import PeerClient
+    from scheduler0.credentials import AdminCredentials
+    from scheduler0.delivery import Delivery
+    from scheduler0.executor.http import HTTPExecutor
+    from scheduler0.guard import ResourceGuard
+    from scheduler0.metrics import NodeMetrics
+    from scheduler0.netpolicy import NetworkPolicy, Resolver
+    from scheduler0.notify import FailureNotifier
+    from scheduler0.scheduler.admission import Admission
+    from scheduler0.scheduler.service import SchedulerService
+    from scheduler0.signing import CallbackSigner
+    from scheduler0.store.commands import Subscriber
+    from scheduler0.store.executions import ExecutionStore
+    from scheduler0.store.local import LocalProposer
+    from scheduler0.store.log import CommandLog
+    from scheduler0.store.state import StateStore
+    from scheduler0.summary import ExecutionSummary
 
 log = Logger()
 
@@ -203,7 +231,9 @@ class NodeService(MultiService):
             address=self.config.http_address,
         )
 
-    async def first_credential(self, api: Any, state: Any, cluster: Any) -> None:
+    async def first_credential(
+        self, api: SchedulerAPI, state: StateStore, cluster: ClusterNode | None
+    ) -> None:
         """
         A new node makes its first client credential: at once on one node;
         in a cluster once it has a leader, on the leader only (so there is
@@ -215,7 +245,7 @@ class NodeService(MultiService):
         first = Deferred.fromCoroutine(self._first_cluster_credential(api, state, cluster))
         first.addErrback(lambda f: log.failure("making the first credential failed", f))
 
-    async def _first_client_credential(self, api: Any, state: Any) -> None:
+    async def _first_client_credential(self, api: SchedulerAPI, state: StateStore) -> None:
         """On a brand-new node, make one client credential and show it once."""
         if await state.count_credentials():
             return
@@ -237,7 +267,9 @@ class NodeService(MultiService):
             announce.write(text)
             announce.flush()
 
-    async def _first_cluster_credential(self, api: Any, state: Any, cluster: Any) -> None:
+    async def _first_cluster_credential(
+        self, api: SchedulerAPI, state: StateStore, cluster: ClusterNode
+    ) -> None:
         from twisted.internet.task import deferLater
 
         from scheduler0.errors import StoreUnavailable
@@ -376,7 +408,7 @@ class NodeBuilder:
     def reactor(self) -> Any:
         return self.node.reactor
 
-    def in_thread(self, fn: Any, *args: Any) -> Deferred:
+    def in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """Run C{fn(*args)} on the reactor's thread pool."""
         from twisted.internet.threads import deferToThreadPool
 
@@ -398,12 +430,17 @@ class NodeBuilder:
         # restarted node starts from zero).
         summary = ExecutionSummary(reactor)
         admission = Admission()
-        progress: Later[tuple[str, int, int]] = Later()
-        cluster = None
+        progress: Later[tuple[str, int, int] | None] = Later()
+        cluster, local = None, None
+        proposer: ProposingNode
         if config.replicas:
-            cluster = self.cluster(state, admin, executions, guard, summary, progress, admission)
-            copied_rows.add(cluster.history_copies.tap)
-        proposer = cluster if cluster is not None else self.local_proposer(command_log, state)
+            cluster = proposer = self.cluster(
+                state, admin, executions, guard, summary, progress, admission
+            )
+            if cluster.history_copies is not None:
+                copied_rows.add(cluster.history_copies.tap)
+        else:
+            local = proposer = self.local_proposer(command_log, state)
         signer, net_policy, resolve, pool, http_client = self.callbacks(state)
         notifier = self.notifier(state, http_client, signer)
         outcomes, started, posts = Fanout(), Fanout(), Fanout()
@@ -444,10 +481,10 @@ class NodeBuilder:
             resolve=resolve,
         )
         children = [
-            *self.consensus(state, executions, command_log, proposer, cluster, pool),
+            *self.consensus(state, executions, command_log, local, cluster, pool),
             self.followers(proposer, signer, notifier, metrics, cluster, duties),
             Upkeep(guard, executions),
-            *([Clustering(cluster, duties, cluster.history_copies)] if cluster is not None else []),
+            *self.clustering(cluster, duties),
             Metrics(metrics),
             Notifications(notifier),
             Scheduling(scheduler, tune_garbage_collector),
@@ -456,7 +493,7 @@ class NodeBuilder:
         ]
         return children, Vitals(scheduler, guard, executor, proposer, cluster)
 
-    def admin(self) -> Any:
+    def admin(self) -> AdminCredentials:
         """The peer (admin) credentials, made on a node's first start."""
         from scheduler0.credentials import ensure_admin_credentials
 
@@ -465,7 +502,7 @@ class NodeBuilder:
             log.info("generated peer credentials for user {username}", username=admin.username)
         return admin
 
-    def stores(self, copied_rows: Fanout | None) -> tuple[Any, Any, Any]:
+    def stores(self, copied_rows: Fanout | None) -> tuple[StateStore, CommandLog, ExecutionStore]:
         """
         The state machine, the command log and this node's execution records
         (C{copied_rows} hears each write's rows, for the copies of history).
@@ -499,14 +536,14 @@ class NodeBuilder:
 
     def cluster(
         self,
-        state: Any,
-        admin: Any,
-        executions: Any,
-        guard: Any,
-        summary: Any,
-        progress: Later,
-        admission: Any,
-    ) -> Any:
+        state: StateStore,
+        admin: AdminCredentials,
+        executions: ExecutionStore,
+        guard: ResourceGuard,
+        summary: ExecutionSummary,
+        progress: Later[tuple[str, int, int] | None],
+        admission: Admission,
+    ) -> ClusterNode:
         """This node's part of the cluster, with the copies of history it keeps."""
         import treq.client
         from twisted.web.client import Agent, HTTPConnectionPool
@@ -521,7 +558,7 @@ class NodeBuilder:
             Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
         )
 
-        def copies(members: Any, peers: Any) -> HistoryCopies:
+        def copies(members: Callable[[], set[int]], peers: PeerClient) -> HistoryCopies:
             # A copy of this node's records on another member, and the copies
             # others keep here: history outlives a node lost for good.
             return HistoryCopies(
@@ -550,7 +587,7 @@ class NodeBuilder:
             history_copies=copies,
         )
 
-    def local_proposer(self, command_log: Any, state: Any) -> Any:
+    def local_proposer(self, command_log: CommandLog, state: StateStore) -> LocalProposer:
         """One node's proposer, over its command log."""
         from scheduler0.store.local import LocalProposer
 
@@ -558,7 +595,9 @@ class NodeBuilder:
             command_log, state, self.reactor, leader_address=self.config.http_address
         )
 
-    def callbacks(self, state: Any) -> tuple[Any, Any, Any, Any, Any]:
+    def callbacks(
+        self, state: StateStore
+    ) -> tuple[CallbackSigner, NetworkPolicy, Resolver, HTTPConnectionPool, HTTPClient]:
         """
         The signer, the network policy, the resolver, the connection pool and
         the HTTP client of callbacks.
@@ -592,7 +631,9 @@ class NodeBuilder:
         )
         return signer, net_policy, resolve, pool, http_client
 
-    def notifier(self, state: Any, http_client: Any, signer: Any) -> Any:
+    def notifier(
+        self, state: StateStore, http_client: HTTPClient, signer: CallbackSigner
+    ) -> FailureNotifier:
         """The failure notifier, with the small executor its notifications go through."""
         from scheduler0.notify import FailureNotifier, notification_executor
 
@@ -609,13 +650,13 @@ class NodeBuilder:
 
     def executor(
         self,
-        http_client: Any,
-        guard: Any,
-        signer: Any,
+        http_client: HTTPClient,
+        guard: ResourceGuard,
+        signer: CallbackSigner,
         outcomes: Fanout,
         started: Fanout,
         posts: Fanout,
-    ) -> Any:
+    ) -> HTTPExecutor:
         """The callback executor; it reports to the three fan-outs."""
         from scheduler0.executor.http import HTTPExecutor
 
@@ -642,15 +683,15 @@ class NodeBuilder:
 
     def scheduler(
         self,
-        state: Any,
-        proposer: Any,
-        executions: Any,
-        executor: Any,
-        cluster: Any,
-        admission: Any,
-        execution_observers: list[Any],
-        started_observers: list[Any],
-    ) -> Any:
+        state: StateStore,
+        proposer: ProposingNode,
+        executions: ExecutionStore,
+        executor: HTTPExecutor,
+        cluster: ClusterNode | None,
+        admission: Admission,
+        execution_observers: list[Callable[[dict], None]],
+        started_observers: list[Callable[[Delivery, float], None]],
+    ) -> SchedulerService:
         """The scheduler; in a cluster it fires only the jobs it owns, under a lease."""
         from scheduler0.scheduler.ports import Handover
         from scheduler0.scheduler.service import SchedulerService
@@ -703,15 +744,15 @@ class NodeBuilder:
 
     def metrics(
         self,
-        scheduler: Any,
-        executor: Any,
-        cluster: Any,
-        guard: Any,
-        proposer: Any,
-        executions: Any,
-        state: Any,
-        notifier: Any,
-    ) -> Any:
+        scheduler: SchedulerService,
+        executor: HTTPExecutor,
+        cluster: ClusterNode | None,
+        guard: ResourceGuard,
+        proposer: ProposingNode,
+        executions: ExecutionStore,
+        state: StateStore,
+        notifier: FailureNotifier,
+    ) -> NodeMetrics:
         """
         Prometheus metrics (GET /metrics): observers on the hot path, the
         rest read from these parts at scrape time.
@@ -733,7 +774,7 @@ class NodeBuilder:
             notifier=notifier,
         )
 
-    def duties(self, cluster: Any, state: Any) -> Any:
+    def duties(self, cluster: ClusterNode | None, state: StateStore) -> LeaderDuties | None:
         """The leader's duties in a cluster (None on one node)."""
         from scheduler0.cluster.leader import LeaderDuties
 
@@ -743,17 +784,17 @@ class NodeBuilder:
 
     def api(
         self,
-        state: Any,
-        proposer: Any,
-        executions: Any,
-        scheduler: Any,
-        admin: Any,
-        cluster: Any,
-        metrics: Any,
-        summary: Any,
-        net_policy: Any,
-        resolve: Any,
-    ) -> Any:
+        state: StateStore,
+        proposer: ProposingNode,
+        executions: ExecutionStore,
+        scheduler: SchedulerService,
+        admin: AdminCredentials,
+        cluster: ClusterNode | None,
+        metrics: NodeMetrics,
+        summary: ExecutionSummary,
+        net_policy: NetworkPolicy,
+        resolve: Resolver,
+    ) -> SchedulerAPI:
         """The HTTP API; in a cluster it reads history from every member."""
         from passlib.hash import pbkdf2_sha256
         from twisted.internet.task import deferLater
@@ -793,40 +834,50 @@ class NodeBuilder:
 
     def consensus(
         self,
-        state: Any,
-        executions: Any,
-        command_log: Any,
-        proposer: Any,
-        cluster: Any,
-        pool: Any,
+        state: StateStore,
+        executions: ExecutionStore,
+        command_log: CommandLog,
+        local: LocalProposer | None,
+        cluster: ClusterNode | None,
+        pool: HTTPConnectionPool,
     ) -> list[Part]:
         """
         The first children: the stores, the callbacks' connections, and one
-        node's proposer (a cluster's starts once its followers subscribed).
+        node's proposer C{local} (a cluster's starts once its followers
+        subscribed).
         """
-        if cluster is not None:
-            return [Stores(state, executions, copies=cluster.history_copies), Connections(pool)]
+        if cluster is not None or local is None:
+            copies = cluster.history_copies if cluster is not None else None
+            return [Stores(state, executions, copies=copies), Connections(pool)]
         return [
             Stores(state, executions, log=command_log),
             Connections(pool),
-            LocalProposing(proposer),
+            LocalProposing(local),
         ]
+
+    def clustering(self, cluster: ClusterNode | None, duties: LeaderDuties | None) -> list[Part]:
+        """The cluster's child, in a cluster (none on one node)."""
+        if cluster is None or duties is None or cluster.history_copies is None:
+            return []
+        return [Clustering(cluster, duties, cluster.history_copies)]
 
     def followers(
         self,
-        proposer: Any,
-        signer: Any,
-        notifier: Any,
-        metrics: Any,
-        cluster: Any,
-        duties: Any,
+        proposer: ProposingNode,
+        signer: CallbackSigner,
+        notifier: FailureNotifier,
+        metrics: NodeMetrics,
+        cluster: ClusterNode | None,
+        duties: LeaderDuties | None,
     ) -> Part:
         """The parts that follow the applied commands, in the order they hear them."""
         from scheduler0 import notify, signing
         from scheduler0.cluster import leader
 
-        subscriptions: list[tuple[Any, Any]] = [(notifier.on_applied, notify.RELOAD_ON)]
-        if cluster is not None:
+        subscriptions: list[tuple[Subscriber, Collection[str] | None]] = [
+            (notifier.on_applied, notify.RELOAD_ON)
+        ]
+        if cluster is not None and duties is not None:
             subscriptions += [
                 (cluster.on_applied, None),
                 (duties.on_applied, leader.PLACEMENT_CHANGES),
@@ -834,7 +885,7 @@ class NodeBuilder:
         subscriptions.append((metrics.on_applied, metrics.APPLIED_OPS))
         return Followers(proposer, signer, signing.RELOAD_ON, subscriptions)
 
-    def site(self, api: Any, admin: Any, cluster: Any) -> Any:
+    def site(self, api: SchedulerAPI, admin: AdminCredentials, cluster: ClusterNode | None) -> Site:
         """The HTTP site: the API, and in a cluster the C{/peer/} routes beside it."""
         from scheduler0.api.site import api_site
 
@@ -842,7 +893,10 @@ class NodeBuilder:
         if cluster is not None:
             from scheduler0.cluster.peer import PeerAPI, PeerDispatch
 
-            resource = PeerDispatch(resource, PeerAPI(cluster, admin).resource())
+            peer = PeerAPI(
+                cluster, admin, history_copies=cluster.history_copies, summary=cluster.summary
+            )
+            resource = PeerDispatch(resource, peer.resource())
         config = self.config
         return api_site(
             resource,

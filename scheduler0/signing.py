@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -25,6 +25,9 @@ from twisted.logger import Logger
 
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
+
+if TYPE_CHECKING:
+    from scheduler0.store.state import StateStore
 
 log = Logger()
 
@@ -90,7 +93,7 @@ class CallbackSigner:
     """
 
     clock: IReactorTime
-    state: Any
+    state: StateStore
     _secrets: dict[str, list[tuple[str, float | None]]] = attrs.field(factory=dict)
     _loading: bool = False
     _again: bool = False

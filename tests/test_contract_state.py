@@ -1,7 +1,9 @@
 """
-The state reader seam (L{scheduler0.ports.JobReader}) over a real StateStore
-(an SQLite file in a temporary directory, the jobs created by applying
-commands) and the fake that stands for it.
+The state reader seams (L{scheduler0.ports.JobReader}, what the scheduler
+reads, and L{scheduler0.ports.StateReader}, what the API reads) over a real
+StateStore (an SQLite file in a temporary directory, the jobs created by
+applying commands) and the fake that stands for the job reader (the API's
+tests read a real StateStore).
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from scheduler0.ports import JobReader
-from tests.support.contracts import JobReaderContract
+from scheduler0.ports import JobReader, StateReader
+from tests.support.contracts import JobReaderContract, StateReaderContract
 from tests.support.scheduler import FakeState
 from tests.support.state import StateCase
 
@@ -27,3 +29,11 @@ class StateStoreTests(JobReaderContract, StateCase):
 class FakeStateTests(JobReaderContract, SynchronousTestCase):
     def reader(self, jobs: list[dict[str, Any]]) -> JobReader:
         return FakeState(jobs)
+
+
+class StateStoreReadsTests(StateReaderContract, StateCase):
+    def state(self, jobs: list[dict[str, Any]]) -> StateReader:
+        store = self.seeded()
+        if jobs:
+            self.ok(store, "create_jobs", jobs=jobs)
+        return store

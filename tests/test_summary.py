@@ -409,7 +409,7 @@ class PeerRouteTests(SynchronousTestCase):
         """GET /peer/summary?minutes=N answers this node's snapshot of N minutes."""
         clock, summary = at_minute()
         summary.on_execution(outcome())
-        api = PeerAPI(SimpleNamespace(summary=summary), Admin())
+        api = PeerAPI(SimpleNamespace(), Admin(), summary=summary)
         status, body = self.request(api, "/peer/summary?minutes=4")
         self.assertEqual(status, 200)
         self.assertEqual(body["data"], summary.snapshot(4))
@@ -417,14 +417,14 @@ class PeerRouteTests(SynchronousTestCase):
     def test_bad_minutes_and_missing_credentials_are_refused(self) -> None:
         """minutes=0 is 400 naming minutes; without the peer credentials 401."""
         clock, summary = at_minute()
-        api = PeerAPI(SimpleNamespace(summary=summary), Admin())
+        api = PeerAPI(SimpleNamespace(), Admin(), summary=summary)
         status, body = self.request(api, "/peer/summary?minutes=0")
         self.assertEqual(status, 400)
         self.assertIn("minutes", body["error"]["message"])
         self.assertEqual(self.request(api, "/peer/summary", headers={})[0], 401)
 
     def test_a_node_without_a_summary_says_so(self) -> None:
-        api = PeerAPI(SimpleNamespace(summary=None), Admin())
+        api = PeerAPI(SimpleNamespace(), Admin(), summary=None)
         self.assertEqual(self.request(api, "/peer/summary")[0], 404)
 
 

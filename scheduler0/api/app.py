@@ -41,7 +41,7 @@ from scheduler0.api.health import HealthResource
 from scheduler0.api.jobs import JobsResource, no_resolver
 from scheduler0.api.limits import RateLimiter
 from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST
-from scheduler0.api.ports import Cluster, ExecutionHistory, Proposer, Scheduler
+from scheduler0.api.ports import Cluster, ExecutionHistory, Proposer, Scheduler, StateReader
 from scheduler0.api.projects import ProjectsResource
 from scheduler0.api.request import Call, Handler, Writes, encode, maybe, parse_query
 from scheduler0.api.routes import CLIENT, PREFIXES, ROUTES, Route
@@ -50,7 +50,6 @@ from scheduler0.credentials import token as make_token
 from scheduler0.errors import StoreUnavailable
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.commands import Command, Result
-from scheduler0.store.state import StateStore
 from scheduler0.ui import dashboard_resource
 
 log = Logger()
@@ -98,7 +97,7 @@ class SchedulerAPI:
     linearizable on a single node.
     """
 
-    state: StateStore
+    state: StateReader
     proposer: Proposer
     executions: ExecutionHistory
     scheduler: Scheduler

@@ -23,11 +23,11 @@ from twisted.web.iweb import IRequest
 
 from scheduler0.api.errors import APIError
 from scheduler0.api.limits import RateLimiter
+from scheduler0.api.ports import StateReader
 from scheduler0.api.request import Principal, last_header, maybe
 from scheduler0.api.routes import ADMIN, ANONYMOUS, Route
 from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Command, Result
-from scheduler0.store.state import StateStore
 
 log = Logger()
 
@@ -49,7 +49,7 @@ class Authenticator:
     found.
     """
 
-    state: StateStore
+    state: StateReader
     admin: Any
     verify_secret: Callable[[str, str], Any] = default_verify
     read_barrier: Callable[[], Any] | None = None

@@ -14,9 +14,8 @@ import attrs
 
 from scheduler0.api.errors import APIError, FieldErrors, invalid
 from scheduler0.api.openapi import MAX_NODE_ID, MEMBER_ADDRESS_PATTERN, RAFT_ADDRESS_PATTERN
-from scheduler0.api.ports import Cluster
+from scheduler0.api.ports import Cluster, StateReader
 from scheduler0.api.request import Call, maybe
-from scheduler0.store.state import StateStore
 
 
 def _single_node() -> APIError:
@@ -35,7 +34,7 @@ class ClusterResource:
 
     HANDLERS: ClassVar[tuple[str, ...]] = ("cluster_status", "add_member", "remove_member")
 
-    state: StateStore
+    state: StateReader
     health: Callable[[], Any]
     cluster: Cluster | None = None
 

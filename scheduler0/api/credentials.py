@@ -14,10 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from scheduler0.api.errors import invalid
-from scheduler0.api.ports import Cluster
+from scheduler0.api.ports import Cluster, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.credentials import token as make_token
-from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant
 
 
@@ -45,7 +44,7 @@ class CredentialsResource:
         "archive_credential",
     )
 
-    state: StateStore
+    state: StateReader
     writes: Writes
     clock: IReactorTime
     token: Callable[[int], str] = make_token

@@ -11,9 +11,8 @@ import attrs
 
 from scheduler0.api.errors import APIError, invalid
 from scheduler0.api.jobs import job_or_404
-from scheduler0.api.ports import Cluster, ExecutionHistory
+from scheduler0.api.ports import Cluster, ExecutionHistory, StateReader
 from scheduler0.api.request import Call, list_page, maybe
-from scheduler0.store.state import StateStore
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -26,7 +25,7 @@ class ExecutionsResource:
 
     HANDLERS: ClassVar[tuple[str, ...]] = ("list_executions", "job_executions", "execution_summary")
 
-    state: StateStore
+    state: StateReader
     executions: ExecutionHistory
     defaults: Any
     summary: Any = None

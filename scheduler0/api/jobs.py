@@ -22,13 +22,12 @@ from twisted.python.failure import Failure
 from scheduler0.api.errors import APIError, FieldErrors, error_for_fields, invalid
 from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST
 from scheduler0.api.payload import data_problem, payload_cap_bytes
-from scheduler0.api.ports import ExecutionHistory, Scheduler
+from scheduler0.api.ports import ExecutionHistory, Scheduler, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.api.validation import check_job, past_at_problem, retry_delays_problem
 from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
-from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant, parse_instant
 
 log = Logger()
@@ -38,7 +37,7 @@ _SIZED_FIELDS = frozenset(("data", "name", "spec", "project_uuid", "retry_max"))
 _ADDED_FIELDS = frozenset(ADDED_JOB_DEFAULTS)
 
 
-async def job_or_404(state: StateStore, job_uuid: str) -> dict:
+async def job_or_404(state: StateReader, job_uuid: str) -> dict:
     """The stored job, or a 404 naming it."""
     job = await state.get_job(job_uuid)
     if not job:
@@ -69,7 +68,7 @@ class JobsResource:
         "next_runs",
     )
 
-    state: StateStore
+    state: StateReader
     writes: Writes
     executions: ExecutionHistory
     scheduler: Scheduler

@@ -1,6 +1,7 @@
 """
-What the API needs from the rest of the node, as Protocols: the proposer and
-the execution history (the node's seams, declared in L{scheduler0.ports}),
+What the API needs from the rest of the node, as Protocols: the proposer, the
+state reader and the execution history (the node's seams, declared in
+L{scheduler0.ports}),
 the scheduler and (with Replicas) the cluster node. The API imports none of
 them, so it can be served over fakes and over a single node alike.
 """
@@ -11,9 +12,16 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-from scheduler0.ports import ExecutionHistory, Proposer
+from scheduler0.ports import ExecutionHistory, Proposer, StateReader
 
-__all__ = ["Cluster", "ClusterConfig", "ExecutionHistory", "Proposer", "Scheduler"]
+__all__ = [
+    "Cluster",
+    "ClusterConfig",
+    "ExecutionHistory",
+    "Proposer",
+    "Scheduler",
+    "StateReader",
+]
 
 
 class Scheduler(Protocol):
@@ -25,13 +33,15 @@ class Scheduler(Protocol):
 
 
 class ClusterConfig(Protocol):
-    raft_apply_timeout: float
+    @property
+    def raft_apply_timeout(self) -> float: ...
 
 
 class Cluster(Protocol):
     """The node's C{ClusterNode}, as the API uses it (membership, views, settling)."""
 
-    config: ClusterConfig
+    @property
+    def config(self) -> ClusterConfig: ...
 
     @property
     def leader_id(self) -> int | None: ...

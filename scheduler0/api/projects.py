@@ -15,11 +15,11 @@ from twisted.internet.interfaces import IReactorTime
 
 from scheduler0.api.errors import APIError, FieldErrors, invalid
 from scheduler0.api.jobs import no_resolver
+from scheduler0.api.ports import StateReader
 from scheduler0.api.request import Call, Writes, list_page, not_found, prefer, utc_now
 from scheduler0.api.validation import check_project
 from scheduler0.credentials import token as make_token
 from scheduler0.netpolicy import NetworkPolicy, check_url
-from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant
 
 
@@ -39,7 +39,7 @@ class ProjectsResource:
         "rotate_signing_secret",
     )
 
-    state: StateStore
+    state: StateReader
     writes: Writes
     clock: IReactorTime
     token: Callable[[int], str] = make_token

@@ -10,12 +10,16 @@ read from this node's copy and merged in too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from scheduler0.ports import ExecutionHistory
+
+if TYPE_CHECKING:
+    from scheduler0.cluster.node import ClusterNode
+    from scheduler0.store.state import StateStore
 
 _FINAL = frozenset(("succeeded", "failed", "skipped"))
 
@@ -37,9 +41,9 @@ def _version(record: dict) -> tuple[bool, str, str]:
 class ClusterHistory:
     """C{query} and C{latest_per_job} over every member's records."""
 
-    node: Any
+    node: ClusterNode
     local: ExecutionHistory
-    state: Any
+    state: StateStore
     timeout_s: float = 1.0
 
     def _others(self) -> list[int]:

@@ -8,7 +8,7 @@ each node got with its jobs (the progress fan-in).
 from __future__ import annotations
 
 import heapq
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -20,6 +20,11 @@ from scheduler0.cluster.peer import PeerUnavailable
 from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
+
+if TYPE_CHECKING:
+    from scheduler0.cluster.node import ClusterNode
+    from scheduler0.config import Config
+    from scheduler0.store.state import StateStore
 
 log = Logger()
 
@@ -77,9 +82,9 @@ def plan_moves(
 class LeaderDuties:
     """The leader's loops; they do nothing on a follower."""
 
-    node: Any
-    state: Any
-    config: Any
+    node: ClusterNode
+    state: StateStore
+    config: Config
     clock: IReactorTime
     _loops: list[LoopingCall] = attrs.field(factory=list)
     _fanin_next: int = 0

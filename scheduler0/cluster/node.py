@@ -16,10 +16,11 @@ import os
 import random
 import time
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from scheduler0.cluster import lease_channel
@@ -35,13 +36,24 @@ from scheduler0.raft.messages import ClusterConfig
 from scheduler0.raft.storage import SnapshotFile, SqliteRaftStorage
 from scheduler0.store.commands import Command, Result
 
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
+
+    from scheduler0.cluster.copies import HistoryCopies
+    from scheduler0.config import Config
+    from scheduler0.credentials import AdminCredentials
+    from scheduler0.raft.transport import RaftTransport
+    from scheduler0.store.executions import ExecutionStore
+    from scheduler0.store.state import StateStore
+    from scheduler0.summary import ExecutionSummary
+
 log = Logger()
 
 # Applied entries' bytes after which a snapshot is taken (before the spread).
 SNAPSHOT_BYTES = 64 << 20
 
 
-def raft_settings(config: Any) -> RaftSettings:
+def raft_settings(config: Config) -> RaftSettings:
     """The core's tunables from config (milliseconds turned into ticks)."""
     heartbeat = max(1, round(config.raft_heartbeat_interval_ms / 1000 / TICK_S))
     election = max(heartbeat + 1, round(config.raft_election_timeout_ms / 1000 / TICK_S))
@@ -60,7 +72,7 @@ def raft_settings(config: Any) -> RaftSettings:
     )
 
 
-def _capture_to_file(state: Any, storage: SqliteRaftStorage) -> Deferred:
+def _capture_to_file(state: StateStore, storage: SqliteRaftStorage) -> Deferred:
     """
     The driver's snapshot hook: the state machine copied into a new file of
     the Raft snapshot folder, handed on as a L{SnapshotFile} (so the image
@@ -77,26 +89,26 @@ class ClusterNode:
     state machine is open; C{stop} on shutdown.
     """
 
-    reactor: Any
-    config: Any
-    state: Any
-    admin: Any
-    storage: Any
+    reactor: IReactorTime
+    config: Config
+    state: StateStore
+    admin: AdminCredentials
+    storage: SqliteRaftStorage
     core: RaftNode
     raft: RaftProposer
     driver: RaftDriver
-    transport: Any
+    transport: RaftTransport
     peers: PeerClient
     is_paused: Callable[[], bool] = lambda: False
     # The node's own execution records (served to peers for the
     # cluster-wide history), and how far its scheduler got (the progress
     # fan-in; see SchedulerService.progress_mark).
-    executions: Any = None
+    executions: ExecutionStore | None = None
     progress: Callable[[], tuple[str, int, int] | None] | None = None
-    # The node's ExecutionSummary (scheduler0.summary).
-    summary: Any = None
-    # The copies of other nodes' history it keeps (scheduler0.cluster.copies).
-    history_copies: Any = None
+    # The node's per-minute execution counts.
+    summary: ExecutionSummary | None = None
+    # The copies of other nodes' history it keeps.
+    history_copies: HistoryCopies | None = None
     lease_s: float = 1.0
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
@@ -159,17 +171,17 @@ class ClusterNode:
     def open(
         cls,
         reactor: Any,
-        config: Any,
-        state: Any,
-        admin: Any,
-        http: Any,
+        config: Config,
+        state: StateStore,
+        admin: AdminCredentials,
+        http: HTTPClient,
         run_blocking: Callable[..., Deferred],
         *,
         is_paused: Callable[[], bool] = lambda: False,
-        executions: Any = None,
+        executions: ExecutionStore | None = None,
         progress: Callable[[], tuple[str, int, int] | None] | None = None,
-        summary: Any = None,
-        history_copies: Callable[[Callable[[], set[int]], PeerClient], Any] | None = None,
+        summary: ExecutionSummary | None = None,
+        history_copies: Callable[[Callable[[], set[int]], PeerClient], HistoryCopies] | None = None,
     ) -> ClusterNode:
         """
         Open the Raft log in the data dir and build every part (nothing runs
@@ -281,7 +293,7 @@ class ClusterNode:
                 applied=applied,
                 index=snapshot.index,
             )
-            await self.state.restore(self.core._snapshot_data)
+            await self.state.restore(self.core.snapshot_image)
             applied = await self.state.applied_index()
         await self.load_members()
         await self.transport.start()

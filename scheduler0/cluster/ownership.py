@@ -7,13 +7,16 @@ job when it last moved, from its old owner's progress report).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
 from scheduler0.ports import ExecutionRecords
 from scheduler0.store.state import covers_job, handled_through
+
+if TYPE_CHECKING:
+    from scheduler0.store.state import StateStore
 
 
 class OwnershipView(Protocol):
@@ -36,7 +39,7 @@ class OwnershipView(Protocol):
 class Ownership:
     """The scheduler's view of this node's share of the jobs."""
 
-    state: Any
+    state: StateStore
     executions: ExecutionRecords
     node_id: int
 

@@ -28,7 +28,7 @@ import base64
 import hmac
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from klein import Klein
@@ -41,6 +41,11 @@ from scheduler0.cluster.copies import check_meta
 from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.store.commands import Command
+
+if TYPE_CHECKING:
+    from scheduler0.cluster.copies import HistoryCopies
+    from scheduler0.cluster.node import ClusterNode
+    from scheduler0.summary import ExecutionSummary
 
 log = Logger()
 
@@ -178,11 +183,15 @@ class _Refused(Exception):
 class PeerAPI:
     """
     The C{/peer/} routes of one node. C{node} is its L{ClusterNode} (role,
-    proposals, reads, leases, local executions).
+    proposals, reads, leases, local executions); C{history_copies} and
+    C{summary}, when it keeps them, are the copies of other nodes' history
+    and its per-minute execution counts.
     """
 
-    node: Any
+    node: ClusterNode
     admin: Any
+    history_copies: HistoryCopies | None = None
+    summary: ExecutionSummary | None = None
     app: Klein = attrs.field(init=False, factory=Klein)
 
     def __attrs_post_init__(self) -> None:
@@ -299,7 +308,7 @@ class PeerAPI:
         return await self.node.local_latest(job_uuids)
 
     async def _history_copy(self, request: Any) -> Any:
-        copies = getattr(self.node, "history_copies", None)
+        copies = self.history_copies
         if copies is None:
             raise _Refused(404, "not_found", "this node keeps no history copies")
         try:
@@ -315,7 +324,7 @@ class PeerAPI:
         return self.node.local_status()
 
     async def _summary(self, request: Any) -> Any:
-        summary = getattr(self.node, "summary", None)
+        summary = self.summary
         if summary is None:
             raise _Refused(404, "not_found", "this node keeps no execution summary")
         try:

@@ -29,6 +29,7 @@ running one (abandoned and recorded as skipped, C{replaced}).
 from __future__ import annotations
 
 import json
+import typing
 import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import (
+from twisted.web.client import (
     RequestNotSent,
     RequestTransmissionFailed,
     ResponseFailed,
@@ -324,6 +325,21 @@ def _header(response: Any, name: bytes) -> str | None:
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
+class Poster(typing.Protocol):
+    """How callbacks are POSTed: a treq C{HTTPClient} (or a fake in tests)."""
+
+    def post(
+        self,
+        url: str,
+        /,
+        *,
+        data: Any = ...,
+        headers: Any = ...,
+        allow_redirects: bool = ...,
+        unbuffered: bool = ...,
+    ) -> Deferred[Any]: ...
+
+
 @attrs.define(eq=False)
 class HTTPExecutor:
     """
@@ -341,7 +357,7 @@ class HTTPExecutor:
     """
 
     clock: IReactorTime
-    http_client: Any
+    http_client: Poster
     on_outcome: Callable[[Outcome], None]
     on_started: Callable[[Delivery, float], None] = lambda delivery, at: None
     max_workers: int = 64

@@ -398,6 +398,11 @@ class RaftNode:
     def snapshot_meta(self) -> SnapshotMeta | None:
         return self._snapshot
 
+    @property
+    def snapshot_image(self) -> SnapshotImage | None:
+        """The image of the latest snapshot (None: there is none)."""
+        return self._snapshot_data
+
     def _note_config(self, entry: Entry) -> None:
         if entry.kind == CONFIG:
             self._configs.append((entry.index, decode_config(entry.data)))

@@ -41,6 +41,8 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
     IPushProducer,
+    IReactorTCP,
+    IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -480,7 +482,7 @@ class RaftTransport:
     L{scheduler0.tls.raft_client_endpoint_factory} for TLS.
     """
 
-    reactor: Any
+    reactor: IReactorTime
     node_id: int
     secret_key: bytes = attrs.field(repr=False)
     listen_endpoint: IStreamServerEndpoint
@@ -691,7 +693,9 @@ class RaftTransport:
 
     def _tcp_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         endpoint_class = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-        return endpoint_class(self.reactor, host, port, timeout=self.timeout_s)
+        # Only plain TCP links need the reactor to be an IReactorTCP as well.
+        reactor = cast(IReactorTCP, self.reactor)
+        return endpoint_class(reactor, host, port, timeout=self.timeout_s)
 
     def _ensure_control(self, link: _PeerLink) -> None:
         if link.control is None and link.retry is None and not link.removed and not self._stopping:

@@ -24,6 +24,7 @@ from scheduler0.ports import (
     JobReader,
     Proposer,
     Sender,
+    StateReader,
 )
 from scheduler0.store.commands import Command, Result
 from tests.support.api import RecordingExecutions, RecordingProposer
@@ -301,6 +302,53 @@ class JobReaderContract(_Contract):
         (read,) = self.successResultOf(self.reader([job("a")]).jobs_page(None, 1))
         created = job("a")
         self.assertEqual({k: read[k] for k in created}, created)
+
+
+class StateReaderContract(_Contract):
+    """
+    L{StateReader}: the projects and jobs applied are read back by key and
+    in listings; a key that names nothing reads None.
+    """
+
+    def state(self, jobs: list[dict[str, Any]]) -> StateReader:
+        """An implementation after project p1 ("alpha") and C{jobs} (of p1) were created."""
+        raise NotImplementedError
+
+    def read(self, d: Deferred[Any]) -> Any:
+        return self.successResultOf(d)
+
+    def test_fits(self) -> None:
+        """The implementation has what the Protocol names."""
+        self.assertIsInstance(self.state([]), StateReader)
+
+    def test_created_project_read_back(self) -> None:
+        """A created project is read back by uuid, by name, and in the listing."""
+        state = self.state([])
+        created = project()
+        by_uuid = self.read(state.get_project("p1"))
+        self.assertEqual({k: by_uuid[k] for k in created}, created)
+        self.assertEqual(self.read(state.get_project_by_name("alpha"))["uuid"], "p1")
+        items, total = self.read(state.list_projects())
+        self.assertEqual(([p["uuid"] for p in items], total), (["p1"], 1))
+
+    def test_created_jobs_read_back(self) -> None:
+        """Created jobs are read back by uuid, counted, and listed in creation order."""
+        state = self.state([job("b", created_at=T1), job("a")])
+        created = job("a")
+        read = self.read(state.get_job("a"))
+        self.assertEqual({k: read[k] for k in created}, created)
+        self.assertEqual(self.read(state.count_jobs("p1")), 2)
+        items, total = self.read(state.list_jobs(project_uuid="p1"))
+        self.assertEqual(([j["uuid"] for j in items], total), (["a", "b"], 2))
+
+    def test_missing_reads_none(self) -> None:
+        """A uuid, name or key that names nothing reads None."""
+        state = self.state([job("a")])
+        self.assertIsNone(self.read(state.get_project("p9")))
+        self.assertIsNone(self.read(state.get_project_by_name("omega")))
+        self.assertIsNone(self.read(state.get_job("z")))
+        self.assertIsNone(self.read(state.get_credential("c9")))
+        self.assertIsNone(self.read(state.get_credential_by_key("k9")))
 
 
 class SenderContract(_Contract):
