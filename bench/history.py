@@ -90,7 +90,7 @@ def seed(path: str, jobs: range, args: argparse.Namespace, node_id: int, now: fl
             started_at = None if reason else at
             rows.append(
                 (execution_id, job_uuid, project, at, state, attempts, str(node_id),
-                 started_at, started_at, code, error, reason)
+                 started_at, started_at, code, error, reason, None)
             )  # fmt: skip
         if len(rows) >= 50_000:
             connection.executemany(_INSERT, rows)
