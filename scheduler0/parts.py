@@ -69,6 +69,7 @@ class Vitals:
     executor: Any = None
     proposer: Any = None
     cluster: Any = None
+    disk: Any = None
 
 
 @attrs.define(eq=False)
@@ -168,17 +169,25 @@ class Followers(Part):
 
 @attrs.define(eq=False)
 class Upkeep(Part):
-    """The resource guard's sampling and the pruning of execution records."""
+    """
+    The resource guard's sampling, the pruning of execution records and the
+    data directory's free space (C{disk}).
+    """
 
     guard: Any
     executions: Any
+    disk: Any = None
 
     async def start(self) -> None:
         self.guard.start()
         self.executions.start_pruning()
+        if self.disk is not None:
+            self.disk.start()
 
     async def stop(self) -> None:
         self.guard.stop()
+        if self.disk is not None:
+            self.disk.stop()
 
 
 @attrs.define(eq=False)

@@ -31,6 +31,7 @@ from twisted.python import usage
 
 from scheduler0 import __version__
 from scheduler0.config import Config, ConfigError, load_config
+from scheduler0.diskspace import DiskWatcher
 from scheduler0.logs import (
     LOG_FORMATS,
     ExecutionEvents,
@@ -124,6 +125,34 @@ def apply_log_level(name: str) -> None:
         globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
 
 
+def min_free_bytes(config: Config) -> int:
+    """DataDirMinFreeMB in bytes: the free space below which writes are refused."""
+    return int(config.data_dir_min_free_mb * 1024 * 1024)
+
+
+def disk_view(disk: Any) -> dict:
+    """
+    The health check's C{disk}: the data directory, its free space, and
+    whether writes are refused.
+    """
+    if disk is None:
+        return {
+            "data_dir": None,
+            "free_bytes": None,
+            "min_free_bytes": 0,
+            "writes_refused": False,
+            "reason": None,
+        }
+    refusal = disk.refusal
+    return {
+        "data_dir": disk.path,
+        "free_bytes": disk.free_bytes,
+        "min_free_bytes": disk.floor_bytes,
+        "writes_refused": refusal is not None,
+        "reason": refusal.message if refusal is not None else None,
+    }
+
+
 def tune_garbage_collector() -> None:
     """
     Keep the cyclic garbage collector off the slots' critical path.
@@ -172,7 +201,17 @@ class NodeService(MultiService):
         started = Deferred.fromCoroutine(self._start())
 
         def failed(failure: Any) -> None:
-            log.failure("scheduler0 node failed to start", failure)
+            from scheduler0.diskspace import DataDirectoryUnusable
+
+            if failure.check(DataDirectoryUnusable):
+                # Known and said in one line: no traceback to read through.
+                log.error(
+                    "scheduler0 node {node_id} does not start: {reason}",
+                    node_id=self.config.node_id,
+                    reason=str(failure.value),
+                )
+            else:
+                log.failure("scheduler0 node failed to start", failure)
             self.ready.errback(failure)
             # twistd has no way to report a failed start in its exit code;
             # leave with 1 once the reactor has shut down.
@@ -189,8 +228,12 @@ class NodeService(MultiService):
         """
         Build the parts, then add each child in turn: a running
         C{MultiService} starts a child as it is added, and the next one is
-        added once this one is ready.
+        added once this one is ready. First of all the data directory must
+        take writes: a node that cannot record what it does sends nothing.
         """
+        from scheduler0.diskspace import check_data_directory
+
+        check_data_directory(self.config.data_path(), min_free_bytes(self.config))
         children, self.vitals = NodeBuilder(self).build()
         for child in children:
             child.setServiceParent(self)
@@ -275,6 +318,9 @@ class NodeService(MultiService):
         reasons = []
         if vitals.cluster is not None:
             reasons.extend(vitals.cluster.readiness())
+        refusal = vitals.disk.refusal if vitals.disk is not None else None
+        if refusal is not None:
+            reasons.append(readiness.writes_refused_reason(refusal.message))
         guard = vitals.guard
         if guard is not None and guard.paused:
             reasons.append(
@@ -344,6 +390,7 @@ class NodeService(MultiService):
                 "in_flight": executor.in_flight() if executor is not None else 0,
             },
             "active_jobs": vitals.scheduler.active_jobs() if vitals.scheduler is not None else 0,
+            "disk": disk_view(vitals.disk),
             "ready": not reasons,
             "reasons": reasons,
         }
@@ -394,6 +441,7 @@ class NodeBuilder:
         copied_rows = Fanout()
         state, command_log, executions = self.stores(copied_rows if config.replicas else None)
         guard = ResourceGuard(reactor, config.max_memory, config.max_cpu)
+        disk = DiskWatcher(reactor, config.data_path(), min_free_bytes(config))
         # Per-minute counts for GET /executions/summary (memory only: a
         # restarted node starts from zero).
         summary = ExecutionSummary(reactor)
@@ -401,9 +449,11 @@ class NodeBuilder:
         progress: Later[tuple[str, int, int]] = Later()
         cluster = None
         if config.replicas:
-            cluster = self.cluster(state, admin, executions, guard, summary, progress, admission)
+            cluster = self.cluster(
+                state, admin, executions, guard, summary, progress, admission, disk
+            )
             copied_rows.add(cluster.history_copies.tap)
-        proposer = cluster if cluster is not None else self.local_proposer(command_log, state)
+        proposer = cluster if cluster is not None else self.local_proposer(command_log, state, disk)
         signer, net_policy, resolve, pool, http_client = self.callbacks(state)
         notifier = self.notifier(state, http_client, signer)
         outcomes, started, posts = Fanout(), Fanout(), Fanout()
@@ -425,7 +475,7 @@ class NodeBuilder:
         started.add(scheduler.on_started)
         progress.provide(scheduler.progress_mark)
         metrics = self.metrics(
-            scheduler, executor, cluster, guard, proposer, executions, state, notifier
+            scheduler, executor, cluster, guard, proposer, executions, state, notifier, disk
         )
         finished.add(metrics.on_execution)
         slots_started.add(metrics.on_started)
@@ -446,7 +496,7 @@ class NodeBuilder:
         children = [
             *self.consensus(state, executions, command_log, proposer, cluster, pool),
             self.followers(proposer, signer, notifier, metrics, cluster, duties),
-            Upkeep(guard, executions),
+            Upkeep(guard, executions, disk),
             *([Clustering(cluster, duties, cluster.history_copies)] if cluster is not None else []),
             Metrics(metrics),
             Notifications(notifier),
@@ -454,7 +504,7 @@ class NodeBuilder:
             API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
             Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
         ]
-        return children, Vitals(scheduler, guard, executor, proposer, cluster)
+        return children, Vitals(scheduler, guard, executor, proposer, cluster, disk)
 
     def admin(self) -> Any:
         """The peer (admin) credentials, made on a node's first start."""
@@ -506,6 +556,7 @@ class NodeBuilder:
         summary: Any,
         progress: Later,
         admission: Any,
+        disk: Any = None,
     ) -> Any:
         """This node's part of the cluster, with the copies of history it keeps."""
         import treq.client
@@ -548,14 +599,15 @@ class NodeBuilder:
             progress=progress,
             summary=summary,
             history_copies=copies,
+            disk=disk,
         )
 
-    def local_proposer(self, command_log: Any, state: Any) -> Any:
+    def local_proposer(self, command_log: Any, state: Any, disk: Any = None) -> Any:
         """One node's proposer, over its command log."""
         from scheduler0.store.local import LocalProposer
 
         return LocalProposer(
-            command_log, state, self.reactor, leader_address=self.config.http_address
+            command_log, state, self.reactor, leader_address=self.config.http_address, disk=disk
         )
 
     def callbacks(self, state: Any) -> tuple[Any, Any, Any, Any, Any]:
@@ -711,6 +763,7 @@ class NodeBuilder:
         executions: Any,
         state: Any,
         notifier: Any,
+        disk: Any = None,
     ) -> Any:
         """
         Prometheus metrics (GET /metrics): observers on the hot path, the
@@ -731,6 +784,7 @@ class NodeBuilder:
             state=state,
             readiness=self.node.readiness,
             notifier=notifier,
+            disk=disk,
         )
 
     def duties(self, cluster: Any, state: Any) -> Any:

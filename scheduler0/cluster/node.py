@@ -97,6 +97,8 @@ class ClusterNode:
     summary: Any = None
     # The copies of other nodes' history it keeps (scheduler0.cluster.copies).
     history_copies: Any = None
+    # Whether its data directory can store writes (scheduler0.diskspace).
+    disk: Any = None
     lease_s: float = 1.0
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
@@ -148,6 +150,7 @@ class ClusterNode:
             self.driver,
             self.peers,
             self.leases,
+            disk=self.disk,
         )
 
     @property
@@ -170,6 +173,7 @@ class ClusterNode:
         progress: Callable[[], tuple[str, int, int] | None] | None = None,
         summary: Any = None,
         history_copies: Callable[[Callable[[], set[int]], PeerClient], Any] | None = None,
+        disk: Any = None,
     ) -> ClusterNode:
         """
         Open the Raft log in the data dir and build every part (nothing runs
@@ -192,7 +196,7 @@ class ClusterNode:
             rng=random.Random(),
             boot=storage.load(),
         )
-        raft = RaftProposer(state)
+        raft = RaftProposer(state, disk=disk)
         addresses = {r.node_id: r.address for r in config.members()}
         addresses[me] = config.http_address
         node_ref: list[ClusterNode] = []
@@ -260,6 +264,7 @@ class ClusterNode:
             progress=progress,
             summary=summary,
             history_copies=copies,
+            disk=disk,
             # A lease as long as an election timeout: a node that loses
             # touch stops firing, and its jobs move, about that long after.
             lease_s=max(0.25, election_s),
