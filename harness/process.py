@@ -173,6 +173,11 @@ class NodeProcess:
         os.kill(self._transport.pid, signal.SIGKILL)
         await self._watch.ended
 
+    async def exited(self) -> Any:
+        """Wait until the process has ended by itself; return how it ended."""
+        assert self._watch is not None, "the node was never spawned"
+        return await self._watch.ended
+
     async def stop(self) -> Any:
         """SIGTERM the node, wait until it has shut down, and return how it ended."""
         if self._watch is None or self._watch.ended.called:

@@ -100,6 +100,7 @@ class Config:
     http_executor_payload_max_size_mb: float = 2
     replicas: tuple[Replica, ...] = ()
     data_dir: str = "./scheduler0-data"
+    data_dir_min_free_mb: float = 64
     catch_up_window_seconds: float = 60
     execution_history_per_job: int = 100
     metrics_max_job_series: int = 1000
@@ -460,6 +461,13 @@ KEYS: tuple[_Key, ...] = (
         "initial voters [{Address, RaftAddress, NodeId}]; empty = single node",
     ),
     _Key("DataDir", "data_dir", _text, "data directory, relative to this file", text=True),
+    _Key(
+        "DataDirMinFreeMB",
+        "data_dir_min_free_mb",
+        _number(0),
+        "MB; below this much free space in DataDir writes answer 507 and the node does not"
+        " start (0 = only a full disk)",
+    ),
     _Key(
         "CatchUpWindowSeconds",
         "catch_up_window_seconds",

@@ -1,5 +1,6 @@
 """
-Failures of the proposal seam. The API maps every L{StoreUnavailable} to 503:
+Failures of the proposal seam. The API maps every L{StoreUnavailable} to 503
+(L{WritesRefused}: 507, nothing was stored):
 the change was not committed and may be retried.
 """
 
@@ -20,3 +21,27 @@ class NotLeader(StoreUnavailable):
 
 class ProposalTimeout(StoreUnavailable):
     """A proposal was not committed in time; it may still be applied later."""
+
+
+class WritesRefused(StoreUnavailable):
+    """
+    A write refused before it was stored, because the data directory cannot
+    take it (below DataDirMinFreeMB, full or read-only): nothing changed. The
+    API answers 507 with the message, which names the directory and its free
+    space.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        data_dir: str = "",
+        free_bytes: int = 0,
+        floor_bytes: int = 0,
+        cause: str = "",
+    ):
+        super().__init__(message)
+        self.data_dir = data_dir
+        self.free_bytes = free_bytes
+        self.floor_bytes = floor_bytes
+        self.cause = cause

@@ -50,6 +50,7 @@ from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
 
 if TYPE_CHECKING:
+    from scheduler0.diskspace import DiskWatcher
     from scheduler0.guard import ResourceGuard
 
 log = Logger()
@@ -170,6 +171,8 @@ class NodeMetrics:
     # Why the node is not ready (NodeService.readiness: [] when it is).
     readiness: Callable[[], list[dict]] | None = None
     notifier: NotifierCounts | None = None
+    # The data directory's free space and whether writes are refused.
+    disk: DiskWatcher | None = None
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
 
     _finished: dict[str, tuple[Any, int]] = attrs.field(init=False, factory=dict)
@@ -368,6 +371,7 @@ class NodeMetrics:
             self._jobs_and_executor,
             self._fanin,
             self._guard,
+            self._disk,
             self._readiness,
             self._per_job,
         )
@@ -558,6 +562,26 @@ class NodeMetrics:
             "scheduler0_resource_cpu_limit_percent",
             "MaxCPU: CPU use above which the node pauses, % of one core (0: no limit).",
             float(snap.get("max_cpu_percent") or 0),
+        )
+
+    def _disk(self) -> Iterable[Metric]:
+        if self.disk is None:
+            return
+        yield _gauge(
+            "scheduler0_writes_refused",
+            "1 while writes answer 507: the data directory is below DataDirMinFreeMB, full"
+            " or read-only.",
+            1 if self.disk.refusal is not None else 0,
+        )
+        yield _gauge(
+            "scheduler0_data_dir_free_bytes",
+            "Free bytes in the data directory at the last sample (once a second).",
+            float(self.disk.free_bytes),
+        )
+        yield _gauge(
+            "scheduler0_data_dir_min_free_bytes",
+            "DataDirMinFreeMB: free bytes below which writes are refused.",
+            float(self.disk.floor_bytes),
         )
 
     def _readiness(self) -> Iterable[Metric]:

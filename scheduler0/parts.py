@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from scheduler0.cluster.copies import HistoryCopies
     from scheduler0.cluster.leader import LeaderDuties
     from scheduler0.cluster.node import ClusterNode
+    from scheduler0.diskspace import DiskWatcher
     from scheduler0.executor.http import HTTPExecutor
     from scheduler0.guard import ResourceGuard
     from scheduler0.metrics import NodeMetrics
@@ -91,6 +92,7 @@ class Vitals:
     executor: HTTPExecutor | None = None
     proposer: LocalProposer | ClusterNode | None = None
     cluster: ClusterNode | None = None
+    disk: DiskWatcher | None = None
 
 
 @attrs.define(eq=False)
@@ -190,17 +192,25 @@ class Followers(Part):
 
 @attrs.define(eq=False)
 class Upkeep(Part):
-    """The resource guard's sampling and the pruning of execution records."""
+    """
+    The resource guard's sampling, the pruning of execution records and the
+    data directory's free space (C{disk}).
+    """
 
     guard: ResourceGuard
     executions: ExecutionStore
+    disk: DiskWatcher | None = None
 
     async def start(self) -> None:
         self.guard.start()
         self.executions.start_pruning()
+        if self.disk is not None:
+            self.disk.start()
 
     async def stop(self) -> None:
         self.guard.stop()
+        if self.disk is not None:
+            self.disk.stop()
 
 
 @attrs.define(eq=False)

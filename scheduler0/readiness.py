@@ -3,8 +3,9 @@ Is this node ready, and if not, why: what C{GET /healthcheck} answers
 (200 or 503) and C{scheduler0 status} exits with.
 
 A node is ready when it can serve writes (a leader is known and has a
-quorum) and fire its jobs (its lease is valid, the resource guard does not
-pause it). These are pure functions of what the node observed;
+quorum, and its data directory can store them) and fire its jobs (its
+lease is valid, the resource guard does not pause it). These are pure
+functions of what the node observed;
 L{scheduler0.cluster.node.ClusterNode} and L{scheduler0.service.NodeService}
 gather the observations.
 """
@@ -31,7 +32,19 @@ CATCHING_UP = "catching_up"
 #: The resource guard (MaxMemory/MaxCPU) pauses scheduling on this node.
 SCHEDULING_PAUSED = "scheduling_paused"
 
-CODES = (STARTING, NO_LEADER, NO_QUORUM, LEASE_LAPSED, CATCHING_UP, SCHEDULING_PAUSED)
+#: The data directory cannot store writes (below DataDirMinFreeMB, full or
+#: read-only): writes answer 507 until space returns.
+WRITES_REFUSED = "writes_refused"
+
+CODES = (
+    STARTING,
+    NO_LEADER,
+    NO_QUORUM,
+    LEASE_LAPSED,
+    CATCHING_UP,
+    SCHEDULING_PAUSED,
+    WRITES_REFUSED,
+)
 
 
 def reason(code: str, message: str) -> dict:
@@ -124,3 +137,8 @@ def cluster_reasons(seen: ClusterObservation) -> list[dict]:
             )
         )
     return out
+
+
+def writes_refused_reason(message: str) -> dict:
+    """The reason of a node whose data directory cannot store writes (C{message} says why)."""
+    return reason(WRITES_REFUSED, f"writes are refused: {message}; they resume when space returns")

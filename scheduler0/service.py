@@ -31,6 +31,7 @@ from twisted.python import usage
 
 from scheduler0 import __version__
 from scheduler0.config import Config, ConfigError, load_config
+from scheduler0.diskspace import DiskWatcher
 from scheduler0.logs import (
     LOG_FORMATS,
     ExecutionEvents,
@@ -152,6 +153,34 @@ def apply_log_level(name: str) -> None:
         globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
 
 
+def min_free_bytes(config: Config) -> int:
+    """DataDirMinFreeMB in bytes: the free space below which writes are refused."""
+    return int(config.data_dir_min_free_mb * 1024 * 1024)
+
+
+def disk_view(disk: Any) -> dict:
+    """
+    The health check's C{disk}: the data directory, its free space, and
+    whether writes are refused.
+    """
+    if disk is None:
+        return {
+            "data_dir": None,
+            "free_bytes": None,
+            "min_free_bytes": 0,
+            "writes_refused": False,
+            "reason": None,
+        }
+    refusal = disk.refusal
+    return {
+        "data_dir": disk.path,
+        "free_bytes": disk.free_bytes,
+        "min_free_bytes": disk.floor_bytes,
+        "writes_refused": refusal is not None,
+        "reason": refusal.message if refusal is not None else None,
+    }
+
+
 def tune_garbage_collector() -> None:
     """
     Keep the cyclic garbage collector off the slots' critical path.
@@ -200,7 +229,17 @@ class NodeService(MultiService):
         started = Deferred.fromCoroutine(self._start())
 
         def failed(failure: Any) -> None:
-            log.failure("scheduler0 node failed to start", failure)
+            from scheduler0.diskspace import DataDirectoryUnusable
+
+            if failure.check(DataDirectoryUnusable):
+                # Known and said in one line: no traceback to read through.
+                log.error(
+                    "scheduler0 node {node_id} does not start: {reason}",
+                    node_id=self.config.node_id,
+                    reason=str(failure.value),
+                )
+            else:
+                log.failure("scheduler0 node failed to start", failure)
             self.ready.errback(failure)
             # twistd has no way to report a failed start in its exit code;
             # leave with 1 once the reactor has shut down.
@@ -217,8 +256,12 @@ class NodeService(MultiService):
         """
         Build the parts, then add each child in turn: a running
         C{MultiService} starts a child as it is added, and the next one is
-        added once this one is ready.
+        added once this one is ready. First of all the data directory must
+        take writes: a node that cannot record what it does sends nothing.
         """
+        from scheduler0.diskspace import check_data_directory
+
+        check_data_directory(self.config.data_path(), min_free_bytes(self.config))
         children, self.vitals = NodeBuilder(self).build()
         for child in children:
             child.setServiceParent(self)
@@ -307,6 +350,9 @@ class NodeService(MultiService):
         reasons = []
         if vitals.cluster is not None:
             reasons.extend(vitals.cluster.readiness())
+        refusal = vitals.disk.refusal if vitals.disk is not None else None
+        if refusal is not None:
+            reasons.append(readiness.writes_refused_reason(refusal.message))
         guard = vitals.guard
         if guard is not None and guard.paused:
             reasons.append(
@@ -376,6 +422,7 @@ class NodeService(MultiService):
                 "in_flight": executor.in_flight() if executor is not None else 0,
             },
             "active_jobs": vitals.scheduler.active_jobs() if vitals.scheduler is not None else 0,
+            "disk": disk_view(vitals.disk),
             "ready": not reasons,
             "reasons": reasons,
         }
@@ -426,6 +473,7 @@ class NodeBuilder:
         copied_rows = Fanout()
         state, command_log, executions = self.stores(copied_rows if config.replicas else None)
         guard = ResourceGuard(reactor, config.max_memory, config.max_cpu)
+        disk = DiskWatcher(reactor, config.data_path(), min_free_bytes(config))
         # Per-minute counts for GET /executions/summary (memory only: a
         # restarted node starts from zero).
         summary = ExecutionSummary(reactor)
@@ -435,12 +483,12 @@ class NodeBuilder:
         proposer: ProposingNode
         if config.replicas:
             cluster = proposer = self.cluster(
-                state, admin, executions, guard, summary, progress, admission
+                state, admin, executions, guard, summary, progress, admission, disk
             )
             if cluster.history_copies is not None:
                 copied_rows.add(cluster.history_copies.tap)
         else:
-            local = proposer = self.local_proposer(command_log, state)
+            local = proposer = self.local_proposer(command_log, state, disk)
         signer, net_policy, resolve, pool, http_client = self.callbacks(state)
         notifier = self.notifier(state, http_client, signer)
         outcomes, started, posts = Fanout(), Fanout(), Fanout()
@@ -462,7 +510,7 @@ class NodeBuilder:
         started.add(scheduler.on_started)
         progress.provide(scheduler.progress_mark)
         metrics = self.metrics(
-            scheduler, executor, cluster, guard, proposer, executions, state, notifier
+            scheduler, executor, cluster, guard, proposer, executions, state, notifier, disk
         )
         finished.add(metrics.on_execution)
         slots_started.add(metrics.on_started)
@@ -483,7 +531,7 @@ class NodeBuilder:
         children = [
             *self.consensus(state, executions, command_log, local, cluster, pool),
             self.followers(proposer, signer, notifier, metrics, cluster, duties),
-            Upkeep(guard, executions),
+            Upkeep(guard, executions, disk),
             *self.clustering(cluster, duties),
             Metrics(metrics),
             Notifications(notifier),
@@ -491,7 +539,7 @@ class NodeBuilder:
             API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
             Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
         ]
-        return children, Vitals(scheduler, guard, executor, proposer, cluster)
+        return children, Vitals(scheduler, guard, executor, proposer, cluster, disk)
 
     def admin(self) -> AdminCredentials:
         """The peer (admin) credentials, made on a node's first start."""
@@ -543,6 +591,7 @@ class NodeBuilder:
         summary: ExecutionSummary,
         progress: Later[tuple[str, int, int] | None],
         admission: Admission,
+        disk: DiskWatcher | None = None,
     ) -> ClusterNode:
         """This node's part of the cluster, with the copies of history it keeps."""
         import treq.client
@@ -585,14 +634,17 @@ class NodeBuilder:
             progress=progress,
             summary=summary,
             history_copies=copies,
+            disk=disk,
         )
 
-    def local_proposer(self, command_log: CommandLog, state: StateStore) -> LocalProposer:
+    def local_proposer(
+        self, command_log: CommandLog, state: StateStore, disk: DiskWatcher | None = None
+    ) -> LocalProposer:
         """One node's proposer, over its command log."""
         from scheduler0.store.local import LocalProposer
 
         return LocalProposer(
-            command_log, state, self.reactor, leader_address=self.config.http_address
+            command_log, state, self.reactor, leader_address=self.config.http_address, disk=disk
         )
 
     def callbacks(
@@ -752,6 +804,7 @@ class NodeBuilder:
         executions: ExecutionStore,
         state: StateStore,
         notifier: FailureNotifier,
+        disk: DiskWatcher | None = None,
     ) -> NodeMetrics:
         """
         Prometheus metrics (GET /metrics): observers on the hot path, the
@@ -772,6 +825,7 @@ class NodeBuilder:
             state=state,
             readiness=self.node.readiness,
             notifier=notifier,
+            disk=disk,
         )
 
     def duties(self, cluster: ClusterNode | None, state: StateStore) -> LeaderDuties | None:

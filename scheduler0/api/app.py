@@ -35,7 +35,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from scheduler0.api.auth import Authenticator, default_verify
 from scheduler0.api.cluster import ClusterResource
 from scheduler0.api.credentials import CredentialsResource, default_hash
-from scheduler0.api.errors import APIError
+from scheduler0.api.errors import APIError, insufficient_storage
 from scheduler0.api.executions import ExecutionsResource
 from scheduler0.api.health import HealthResource
 from scheduler0.api.jobs import JobsResource, no_resolver
@@ -47,7 +47,7 @@ from scheduler0.api.request import Call, Handler, Writes, encode, maybe, parse_q
 from scheduler0.api.routes import CLIENT, PREFIXES, ROUTES, Route
 from scheduler0.api.site import body_limited_request
 from scheduler0.credentials import token as make_token
-from scheduler0.errors import StoreUnavailable
+from scheduler0.errors import StoreUnavailable, WritesRefused
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.commands import Command, Result
 from scheduler0.ui import dashboard_resource
@@ -292,6 +292,9 @@ class SchedulerAPI:
             return encode({"success": True, "data": data})
         except APIError as error:
             return self._error_body(request, error)
+        except WritesRefused as error:
+            # Nothing was stored; the node logs the refusal once, when it began.
+            return self._error_body(request, insufficient_storage(error))
         except StoreUnavailable as error:
             log.info(
                 "store unavailable for {method} {path}: {error}",

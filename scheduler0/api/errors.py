@@ -27,6 +27,7 @@ DEFAULT_CODES = {
     429: "rate_limited",
     500: "internal",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -97,3 +98,21 @@ def error_for_fields(fields: Mapping[str, str], status: int = 400) -> APIError:
         first if not extra else f"{first} (and {extra} more problem{'s' if extra > 1 else ''})"
     )
     return APIError(status, message, dict(fields))
+
+
+def insufficient_storage(error: Any) -> APIError:
+    """
+    The 507 of a write the data directory could not store (a
+    L{scheduler0.errors.WritesRefused}): its message names the directory and
+    its free space, and C{data} says the same as numbers.
+    """
+    return APIError(
+        507,
+        str(error),
+        data={
+            "data_dir": getattr(error, "data_dir", ""),
+            "free_bytes": getattr(error, "free_bytes", 0),
+            "floor_bytes": getattr(error, "floor_bytes", 0),
+            "cause": getattr(error, "cause", ""),
+        },
+    )

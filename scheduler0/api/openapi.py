@@ -520,6 +520,38 @@ _ERROR_STATUSES = {
 }
 
 
+# A write the data directory cannot store (any route that writes).
+_INSUFFICIENT_STORAGE: dict[str, Any] = {
+    "description": (
+        "The write was not stored and changed nothing: the data directory is below "
+        "DataDirMinFreeMB, full or read-only (the message names it and its free space)."
+    ),
+    "content": {
+        "application/json": {
+            "schema": _closed(
+                {
+                    "success": {"const": False},
+                    "data": _closed(
+                        {
+                            "data_dir": {"type": "string"},
+                            "free_bytes": {"type": "integer"},
+                            "floor_bytes": {"type": "integer"},
+                            "cause": {"type": "string"},
+                        }
+                    ),
+                    "error": _closed(
+                        {
+                            "code": {"const": "insufficient_storage"},
+                            "message": {"type": "string"},
+                            "fields": {"type": "object"},
+                        }
+                    ),
+                }
+            )
+        }
+    },
+}
+
 # Routes whose answer to an error status is not the plain Error envelope.
 _ROUTE_ERRORS: dict[str, dict[str, tuple[str, dict]]] = {
     "health_check": {
@@ -666,6 +698,8 @@ def _operation(route: Route) -> dict:
         if headers:
             response["headers"] = headers
         responses[status] = response
+    if route.method != "GET":
+        responses["507"] = _INSUFFICIENT_STORAGE
     operation["responses"] = responses
     return operation
 

@@ -2,7 +2,9 @@
 Writes and linearizable reads from any node: on the leader they go to Raft
 directly; a follower forwards a write to the leader over peer HTTP (and
 answers once it has applied it), and waits for the leader's ReadIndex
-before a read. The leader's side of both (what L{PeerAPI} calls) is here too.
+before a read. A write this node or the leader cannot store is refused
+before it is appended (L{scheduler0.errors.WritesRefused}, 507). The
+leader's side of both (what L{PeerAPI} calls) is here too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from twisted.internet.task import deferLater
 from scheduler0.cluster.lease import Leases
 from scheduler0.cluster.peer import PeerClient, PeerNotLeader, PeerUnavailable
 from scheduler0.cluster.proposer import RaftProposer
+from scheduler0.diskspace import DiskWatcher
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.raft.core import LEADER, RaftNode
 from scheduler0.raft.driver import ProposalFailed, RaftDriver
@@ -46,6 +49,8 @@ class Forwarding:
     peers: PeerClient
     # A change to what fires is noted with the leases the moment it is appended.
     leases: Leases
+    #: Says whether this node's data directory can store writes (None: always).
+    disk: DiskWatcher | None = None
     _stopped: bool = False
 
     def stop(self) -> None:
@@ -70,6 +75,9 @@ class Forwarding:
         return Deferred.fromCoroutine(self._propose(command))
 
     async def _propose(self, command: Command) -> Result:
+        # A node that cannot store the write cannot answer it either (it
+        # answers once it has applied it): refused here, before the leader.
+        self._check_disk()
         deadline = self.clock.seconds() + self.config.raft_apply_timeout
         last_error = "no leader is known"
         # Attempts to reach a leader that does not answer (PeerConnectRetryMax);
@@ -144,10 +152,17 @@ class Forwarding:
         fires from the copy before it (say, past a handover instant) while
         another fires from the copy after it.
         """
+        self._check_disk()
         d = self.raft.propose(command)
         if command.op in FIRING_CHANGES:
             self.leases.change_appended(self.core.last_index)
         return d
+
+    def _check_disk(self) -> None:
+        """Raise L{WritesRefused} while this node's data directory cannot store writes."""
+        refusal = self.disk.writes_refused() if self.disk is not None else None
+        if refusal is not None:
+            raise refusal.error()
 
     async def read_index_as_leader(self) -> int:
         if not self.is_leader:

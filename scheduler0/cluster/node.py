@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from scheduler0.cluster.copies import HistoryCopies
     from scheduler0.config import Config
     from scheduler0.credentials import AdminCredentials
+    from scheduler0.diskspace import DiskWatcher
     from scheduler0.raft.transport import RaftTransport
     from scheduler0.store.executions import ExecutionStore
     from scheduler0.store.state import StateStore
@@ -109,6 +110,8 @@ class ClusterNode:
     summary: ExecutionSummary | None = None
     # The copies of other nodes' history it keeps.
     history_copies: HistoryCopies | None = None
+    # Whether its data directory can store writes.
+    disk: DiskWatcher | None = None
     lease_s: float = 1.0
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
@@ -160,6 +163,7 @@ class ClusterNode:
             self.driver,
             self.peers,
             self.leases,
+            disk=self.disk,
         )
 
     @property
@@ -182,6 +186,7 @@ class ClusterNode:
         progress: Callable[[], tuple[str, int, int] | None] | None = None,
         summary: ExecutionSummary | None = None,
         history_copies: Callable[[Callable[[], set[int]], PeerClient], HistoryCopies] | None = None,
+        disk: DiskWatcher | None = None,
     ) -> ClusterNode:
         """
         Open the Raft log in the data dir and build every part (nothing runs
@@ -204,7 +209,7 @@ class ClusterNode:
             rng=random.Random(),
             boot=storage.load(),
         )
-        raft = RaftProposer(state)
+        raft = RaftProposer(state, disk=disk)
         addresses = {r.node_id: r.address for r in config.members()}
         addresses[me] = config.http_address
         node_ref: list[ClusterNode] = []
@@ -272,6 +277,7 @@ class ClusterNode:
             progress=progress,
             summary=summary,
             history_copies=copies,
+            disk=disk,
             # A lease as long as an election timeout: a node that loses
             # touch stops firing, and its jobs move, about that long after.
             lease_s=max(0.25, election_s),

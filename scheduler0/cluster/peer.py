@@ -39,7 +39,7 @@ from twisted.web.resource import Resource
 
 from scheduler0.cluster.copies import check_meta
 from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY
-from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
+from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable, WritesRefused
 from scheduler0.store.commands import Command
 
 if TYPE_CHECKING:
@@ -118,6 +118,10 @@ class PeerClient:
             ) from None
         if response.code == 409 and payload.get("error", {}).get("code") == "not_leader":
             raise PeerNotLeader(payload["error"]["message"])
+        if response.code == 507:
+            # The leader could not store the write: nothing changed, and
+            # asking again at once would not help. Its answer goes back as is.
+            raise _refused_by_peer(payload)
         if response.code != 200 or not payload.get("success"):
             message = payload.get("error", {}).get("message", "")
             raise PeerUnavailable(f"node {node_id} answered {response.code}: {message}")
@@ -172,6 +176,18 @@ class PeerClient:
         )
 
 
+def _refused_by_peer(payload: dict) -> WritesRefused:
+    error = payload.get("error") or {}
+    data = payload.get("data") or {}
+    return WritesRefused(
+        str(error.get("message") or "the leader refused the write: its disk cannot store it"),
+        data_dir=str(data.get("data_dir") or ""),
+        free_bytes=int(data.get("free_bytes") or 0),
+        floor_bytes=int(data.get("floor_bytes") or 0),
+        cause=str(data.get("cause") or ""),
+    )
+
+
 class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
@@ -221,6 +237,7 @@ class PeerAPI:
 
     async def _serve(self, handler: Callable[[Any], Any], request: Any) -> bytes:
         request.setHeader(b"content-type", b"application/json")
+        data: Any = None
         try:
             if not self._authorized(request):
                 request.setHeader(b"www-authenticate", b'Basic realm="scheduler0"')
@@ -232,6 +249,14 @@ class PeerAPI:
             status, code, message = refused.status, refused.code, str(refused)
         except NotLeader as e:
             status, code, message = 409, "not_leader", str(e)
+        except WritesRefused as e:
+            status, code, message = 507, "insufficient_storage", str(e)
+            data = {
+                "data_dir": e.data_dir,
+                "free_bytes": e.free_bytes,
+                "floor_bytes": e.floor_bytes,
+                "cause": e.cause,
+            }
         except (ProposalTimeout, StoreUnavailable) as e:
             status, code, message = 503, "unavailable", str(e)
         except CancelledError:
@@ -242,7 +267,7 @@ class PeerAPI:
             status, code, message = 500, "internal", "internal error"
         request.setResponseCode(status)
         return json.dumps(
-            {"success": False, "data": None, "error": {"code": code, "message": message}}
+            {"success": False, "data": data, "error": {"code": code, "message": message}}
         ).encode("utf-8")
 
     def _authorized(self, request: Any) -> bool:

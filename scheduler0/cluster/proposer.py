@@ -34,6 +34,8 @@ class RaftProposer:
     driver: RaftDriver | None = None
     #: The log index of the entry being applied (subscribers may read it).
     applying_index: int = 0
+    #: Told when an apply fails for want of disk (scheduler0.diskspace).
+    disk: Any = None
     _subscribers: Subscribers = attrs.field(factory=Subscribers)
 
     @property
@@ -64,7 +66,14 @@ class RaftProposer:
     async def apply_entry(self, entry: Entry) -> Result:
         """The driver's apply hook: one committed entry into the state machine."""
         command = Command.from_bytes(entry.data)
-        result: Result = await self.state.apply(entry.index, command)
+        try:
+            result: Result = await self.state.apply(entry.index, command)
+        except Exception as e:
+            # The driver applies the entry again; the disk watcher refuses
+            # new writes meanwhile when the disk was the cause.
+            if self.disk is not None:
+                self.disk.note_failure(e)
+            raise
         if result.duplicate:
             # Already applied before a restart: nothing changed now.
             return result

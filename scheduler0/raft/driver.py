@@ -140,6 +140,15 @@ class RaftDriver:
     # | ("answer", write results) | ("capture", None).
     _to_apply: deque = attrs.field(factory=deque)
     _applying: bool = False
+    # A state machine that failed to apply an entry is asked again after a
+    # pause that doubles per failure (up to apply_retry_max_s): the entry
+    # stays first in _to_apply, so nothing after it is applied before it.
+    apply_retry_initial_s: float = 0.1
+    apply_retry_max_s: float = 5.0
+    _apply_retry: IDelayedCall | None = None
+    _apply_delay: float = 0.0
+    _apply_failures: int = 0
+    _loop_failures: int = 0
     # Read tokens answered once confirmed, without waiting for the state machine.
     _confirm_only: set[int] = attrs.field(factory=set)
     dropped_messages: int = 0
@@ -172,6 +181,9 @@ class RaftDriver:
         self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._apply_retry is not None and self._apply_retry.active():
+            self._apply_retry.cancel()
+        self._apply_retry = None
         waiting = (
             list(self._waiters.values())
             + [d for _, d in self._reads]
@@ -324,7 +336,22 @@ class RaftDriver:
             return
         self._processing = True
         done = Deferred.fromCoroutine(self._process())
-        done.addErrback(lambda f: log.failure("the Raft loop failed", f))
+        done.addCallbacks(self._loop_worked, self._loop_failed)
+
+    def _loop_worked(self, _: object) -> None:
+        if self._loop_failures:
+            log.info(
+                "the Raft loop works again after {count} failed batch(es)",
+                count=self._loop_failures,
+            )
+            self._loop_failures = 0
+
+    def _loop_failed(self, failure: Failure) -> None:
+        # The batch is ready again at the next tick (nothing was advanced):
+        # one event when the trouble begins, not one per tick.
+        self._loop_failures += 1
+        if self._loop_failures == 1:
+            log.failure("the Raft loop failed; it tries again at each tick", failure)
 
     async def _process(self) -> None:
         try:
@@ -381,7 +408,7 @@ class RaftDriver:
         self._start_applying()
 
     def _start_applying(self) -> None:
-        if self._applying or not self._to_apply:
+        if self._applying or not self._to_apply or self._apply_retry is not None:
             return
         self._applying = True
         done = Deferred.fromCoroutine(self._apply_all())
@@ -394,7 +421,13 @@ class RaftDriver:
                 if kind == "entry":
                     entry, awaited = item
                     if entry.kind == NORMAL:
-                        result = await _settle(self.apply(entry))
+                        try:
+                            result = await _settle(self.apply(entry))
+                        except Exception:
+                            self._to_apply.appendleft((kind, item))
+                            self._apply_failed(entry.index, Failure())
+                            return
+                        self._apply_succeeded(entry.index)
                         if awaited:
                             self._results[entry.index] = result
                             while len(self._results) > _RESULTS_KEPT:
@@ -420,6 +453,37 @@ class RaftDriver:
             if self._stopped:
                 self._to_apply.clear()
             self._fire_idle()
+
+    def _apply_failed(self, index: int, failure: Failure) -> None:
+        """
+        Entry C{index} could not be applied: ask again after a pause (one
+        log event when the trouble begins, not one per attempt).
+        """
+        self._apply_failures += 1
+        if self._apply_failures == 1:
+            self._apply_delay = self.apply_retry_initial_s
+            log.warn(
+                "applying entry {index} failed ({error}); it is applied again, in order, "
+                "until it takes",
+                index=index,
+                error=str(failure.value) or repr(failure.value),
+            )
+        else:
+            self._apply_delay = min(self._apply_delay * 2, self.apply_retry_max_s)
+        self._apply_retry = self.clock.callLater(self._apply_delay, self._retry_applying)
+
+    def _retry_applying(self) -> None:
+        self._apply_retry = None
+        self._start_applying()
+
+    def _apply_succeeded(self, index: int) -> None:
+        if self._apply_failures:
+            log.info(
+                "applied entry {index} after {attempts} more attempt(s)",
+                index=index,
+                attempts=self._apply_failures,
+            )
+            self._apply_failures = 0
 
     async def _capture(self, index: int) -> None:
         """

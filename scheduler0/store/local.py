@@ -1,6 +1,12 @@
 """
 The single-node proposer: append to the local log, then apply to the state,
 strictly in order. A replicated proposer replaces it behind the same seam.
+
+A write the data directory cannot store is refused before it is appended
+(L{scheduler0.errors.WritesRefused}); a command appended whose apply then
+fails stays in the log and is applied again, with growing pauses on the
+clock, until it takes: nothing is half-applied and writes resume by
+themselves.
 """
 
 from __future__ import annotations
@@ -9,10 +15,11 @@ from collections.abc import Collection
 
 import attrs
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from scheduler0.diskspace import DiskWatcher
 from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Command, Result, Subscriber, Subscribers
 from scheduler0.store.log import CommandLog
@@ -45,7 +52,15 @@ class LocalProposer:
     _draining: Deferred | None = attrs.field(default=None, init=False)
     _running: bool = attrs.field(default=False, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
-    _broken: BaseException | None = attrs.field(default=None, init=False)
+    #: Says whether the data directory can store writes now (None: always).
+    disk: DiskWatcher | None = None
+    #: Waits between attempts to apply a command the state could not take.
+    retry_initial_s: float = 0.1
+    retry_max_s: float = 5.0
+    #: The index of a command in the log the state could not take yet.
+    _stalled: int | None = attrs.field(default=None, init=False)
+    _wake: Deferred | None = attrs.field(default=None, init=False)
+    _wake_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _compacted_through: int = attrs.field(default=0, init=False)
     _compacted_at_bytes: int = attrs.field(default=0, init=False)
 
@@ -80,11 +95,18 @@ class LocalProposer:
         self.applied_index = applied
 
     def propose(self, command: Command) -> Deferred:
-        """Commit C{command}; fire with its L{Result} once applied."""
+        """
+        Commit C{command}; fire with its L{Result} once applied. A write the
+        data directory cannot store fails with L{WritesRefused} before it
+        reaches the command log.
+        """
         if self._stopped:
             return fail(StoreUnavailable("the store is stopping"))
-        if self._broken is not None:
-            return fail(StoreUnavailable(f"the store failed: {self._broken}"))
+        refusal = self.disk.writes_refused() if self.disk is not None else None
+        if refusal is not None:
+            return fail(refusal.error())
+        if self._stalled is not None:
+            return fail(StoreUnavailable(self._stall_message(self._stalled)))
         waiting: Deferred = Deferred()
         self._pending.append((command, waiting))
         if not self._running:
@@ -104,35 +126,108 @@ class LocalProposer:
             self._draining = None
 
     async def _commit(self, batch: list[tuple[Command, Deferred]]) -> None:
-        if self._broken is not None:
+        # The batch may have waited for the one before: ask the disk again.
+        refusal = self.disk.refusal if self.disk is not None else None
+        if refusal is not None:
             for _, waiting in batch:
-                waiting.errback(StoreUnavailable(f"the store failed: {self._broken}"))
+                waiting.errback(refusal.error())
             return
         self.append_count += 1
         try:
             indexes = await self.log.append([command for command, _ in batch])
         except Exception as e:
+            # The append's transaction rolled back: nothing was stored.
+            if self.disk is not None and self.disk.note_failure(e):
+                refused = self.disk.refusal
+                assert refused is not None
+                for _, waiting in batch:
+                    waiting.errback(refused.error())
+                return
             _logger.failure("appending {count} command(s) failed", Failure(), count=len(batch))
             for _, waiting in batch:
                 waiting.errback(StoreUnavailable(f"could not append to the command log: {e}"))
             return
-        for position, (index, (command, waiting)) in enumerate(zip(indexes, batch, strict=True)):
+        entries = list(zip(indexes, batch, strict=True))
+        for position, (index, (command, waiting)) in enumerate(entries):
             try:
                 result = await self.state.apply(index, command)
             except Exception as e:
-                # The log holds commands the state could not take; stop taking
-                # more so nothing is applied out of order. A restart replays.
-                self._broken = e
-                _logger.failure("applying command {index} failed", Failure(), index=index)
-                waiting.errback(StoreUnavailable(f"could not apply command {index}: {e}"))
-                for _, later in batch[position + 1 :]:
-                    later.errback(StoreUnavailable(f"the store failed: {e}"))
-                return
+                # The command is in the log; it is applied again (in order,
+                # before anything newer) once the state can take it.
+                self._stall(index, e)
+                for _, (_, later) in entries[position:]:
+                    later.errback(StoreUnavailable(self._stall_message(index)))
+                retried = await self._apply_again(index, command)
+                if retried is None:
+                    return  # stopping: a restart replays the log
+                result = retried
             self.applied_index = index
             if not result.duplicate:
                 self._notify(command, result)
-            waiting.callback(result)
+            if not waiting.called:
+                waiting.callback(result)
         await self._maybe_compact(indexes[-1])
+
+    def _stall(self, index: int, error: BaseException) -> None:
+        """Log once that command C{index} could not be applied, and why."""
+        self._stalled = index
+        if self.disk is not None and self.disk.note_failure(error):
+            _logger.warn(
+                "applying command {index} failed ({error}); it stays in the command log and "
+                "is applied again when the disk allows",
+                index=index,
+                error=str(error),
+            )
+        else:
+            _logger.failure(
+                "applying command {index} failed; it stays in the command log and is applied again",
+                Failure(error),
+                index=index,
+            )
+
+    def _stall_message(self, index: int) -> str:
+        why = self.disk.refusal if self.disk is not None else None
+        cause = f" ({why.message})" if why is not None else ""
+        return (
+            f"command {index} is in the command log but could not be applied yet{cause}; "
+            "it is applied as soon as the disk allows: retry with the same Idempotency-Key "
+            "header to have this write applied at most once"
+        )
+
+    async def _apply_again(self, index: int, command: Command) -> Result | None:
+        """
+        Apply command C{index} until it takes, waiting longer after each
+        failure (up to C{retry_max_s}) on the clock; None once stopping.
+        """
+        delay = self.retry_initial_s
+        attempts = 0
+        while not self._stopped:
+            await self._pause(delay)
+            if self._stopped:
+                break
+            attempts += 1
+            try:
+                result = await self.state.apply(index, command)
+            except Exception as e:
+                if self.disk is not None:
+                    self.disk.note_failure(e)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            self._stalled = None
+            _logger.info(
+                "applied command {index} after {attempts} more attempt(s); writes resume",
+                index=index,
+                attempts=attempts,
+            )
+            return result
+        return None
+
+    def _pause(self, delay: float) -> Deferred:
+        """Fire after C{delay} seconds on the clock, or at once when stopping."""
+        woken: Deferred = Deferred()
+        self._wake = woken
+        self._wake_call = self.clock.callLater(delay, woken.callback, None)
+        return woken
 
     async def _maybe_compact(self, applied: int) -> None:
         if self.compact_every <= 0:
@@ -150,8 +245,9 @@ class LocalProposer:
             await self.log.truncate_before(applied + 1)
             self._compacted_through = applied
             self._compacted_at_bytes = appended
-        except Exception:
-            _logger.failure("compacting the command log failed")
+        except Exception as e:
+            if self.disk is None or not self.disk.note_failure(e):
+                _logger.failure("compacting the command log failed")
 
     def _notify(self, command: Command, result: Result) -> None:
         self._subscribers.tell(command, result)
@@ -166,6 +262,10 @@ class LocalProposer:
     def stop(self) -> Deferred:
         """Refuse new proposals and fire once in-flight ones are done."""
         self._stopped = True
+        if self._wake_call is not None and self._wake_call.active():
+            self._wake_call.cancel()
+            assert self._wake is not None
+            self._wake.callback(None)
         return Deferred.fromCoroutine(self._wait_idle())
 
     async def _wait_idle(self) -> None:
