@@ -69,6 +69,7 @@ class Vitals:
     executor: Any = None
     proposer: Any = None
     cluster: Any = None
+    executions: Any = None
 
 
 @attrs.define(eq=False)

@@ -31,7 +31,19 @@ CATCHING_UP = "catching_up"
 #: The resource guard (MaxMemory/MaxCPU) pauses scheduling on this node.
 SCHEDULING_PAUSED = "scheduling_paused"
 
-CODES = (STARTING, NO_LEADER, NO_QUORUM, LEASE_LAPSED, CATCHING_UP, SCHEDULING_PAUSED)
+#: Execution records cannot be written (a full disk) and
+#: ExecutionRecordsMaxPending of them wait in memory: it fires no new slot.
+RECORDS_HELD = "records_held"
+
+CODES = (
+    STARTING,
+    NO_LEADER,
+    NO_QUORUM,
+    LEASE_LAPSED,
+    CATCHING_UP,
+    SCHEDULING_PAUSED,
+    RECORDS_HELD,
+)
 
 
 def reason(code: str, message: str) -> dict:
@@ -124,3 +136,19 @@ def cluster_reasons(seen: ClusterObservation) -> list[dict]:
             )
         )
     return out
+
+
+def records_held(hold: Mapping) -> dict | None:
+    """
+    The C{records_held} reason, from the execution records' hold state
+    (L{scheduler0.store.executions.ExecutionStore.hold_state}), while they
+    stop firing; None otherwise.
+    """
+    if not hold.get("firing_stopped"):
+        return None
+    return reason(
+        RECORDS_HELD,
+        f"{hold['pending']} execution records are held in memory since {hold['held_since']}"
+        f" (ExecutionRecordsMaxPending {hold['max_pending']}) because they cannot be written"
+        f" ({hold['cause']}): this node fires no new slots until they are",
+    )

@@ -283,6 +283,11 @@ class NodeService(MultiService):
                     f"the resource guard pauses scheduling on this node ({guard.reason})",
                 )
             )
+        executions = vitals.executions
+        if executions is not None:
+            held = readiness.records_held(executions.hold_state())
+            if held is not None:
+                reasons.append(held)
         return reasons
 
     def health(self) -> dict:
@@ -344,6 +349,9 @@ class NodeService(MultiService):
                 "in_flight": executor.in_flight() if executor is not None else 0,
             },
             "active_jobs": vitals.scheduler.active_jobs() if vitals.scheduler is not None else 0,
+            "execution_records": (
+                vitals.executions.hold_state() if vitals.executions is not None else None
+            ),
             "ready": not reasons,
             "reasons": reasons,
         }
@@ -454,7 +462,7 @@ class NodeBuilder:
             API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
             Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
         ]
-        return children, Vitals(scheduler, guard, executor, proposer, cluster)
+        return children, Vitals(scheduler, guard, executor, proposer, cluster, executions)
 
     def admin(self) -> Any:
         """The peer (admin) credentials, made on a node's first start."""
@@ -494,6 +502,7 @@ class NodeBuilder:
             # GIL) does not land in the turns that send a batch of callbacks.
             flush_delay=EXECUTION_FLUSH_DELAY_S,
             tap=copied_rows,
+            max_pending=self.config.execution_records_max_pending,
         )
         return state, command_log, executions
 
@@ -543,7 +552,8 @@ class NodeBuilder:
             admin,
             peer_http,
             self.in_thread,
-            is_paused=lambda: guard.paused,
+            # A node that can record nothing more gives its jobs up too.
+            is_paused=lambda: guard.paused or executions.firing_stopped(),
             executions=executions,
             progress=progress,
             summary=summary,
@@ -657,13 +667,14 @@ class NodeBuilder:
 
         config = self.config
         may_fire: Callable[[], bool] | None = None
+        lease_valid: Callable[[], bool] | None = None
         handover: Handover | None = None
         applied_index: Callable[[], int] | None = None
         if cluster is not None:
             from scheduler0.cluster.handover import Handover as ClusterHandover
             from scheduler0.cluster.ownership import Ownership
 
-            may_fire = cluster.leases.lease_valid
+            lease_valid = cluster.leases.lease_valid
             # Twice the time the fan-in takes to visit every node, after the
             # old owner's lease: its records are in by then unless it failed.
             rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
@@ -684,6 +695,21 @@ class NodeBuilder:
                 return max(cluster.raft.applying_index, cluster.driver.applied_index)
 
             applied_index = cluster_index
+
+        # No new slot fires while the records of what was fired cannot be
+        # written and ExecutionRecordsMaxPending of them wait in memory: the
+        # slots stay owed and are caught up once records are written again.
+        if lease_valid is None:
+
+            def may_fire() -> bool:
+                return not executions.firing_stopped()
+
+        else:
+            valid = lease_valid
+
+            def may_fire() -> bool:
+                return valid() and not executions.firing_stopped()
+
         scheduler = SchedulerService(
             self.reactor,
             state,
