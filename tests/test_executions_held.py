@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 from datetime import timedelta
 from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0 import readiness
@@ -323,3 +324,52 @@ class InFlightAtStartTests(SynchronousTestCase):
             executor.submitted[0].execution_id, execution_id("job-a", parse_instant(recent))
         )
         self.assertEqual(store.in_doubt, {})
+
+
+class FullFilesystemTests(SynchronousTestCase):
+    """On a real full filesystem (a small tmpfs; needs root) reads still answer."""
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("mounting a tmpfs needs root (CI runs the tests as root)")
+        self.mount = os.path.abspath(self.mktemp())
+        os.makedirs(self.mount)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", self.mount],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode:
+            raise SkipTest(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+        self.addCleanup(subprocess.run, ["umount", self.mount], check=False)
+
+    def test_reads_answer_while_the_disk_is_full(self) -> None:
+        """
+        With the disk filled up, writes of records fail and hold them, and a
+        read answers with the file's records and the held ones merged (the
+        merge is made in memory, not on the full disk).
+        """
+        pool = SynchronousConnectionPool(os.path.join(self.mount, "executions.db"))
+        self.addCleanup(pool.close)
+        clock = task.Clock()
+        store = ExecutionStore(pool, clock)
+        self.successResultOf(store.open())
+        store.record(record("e0", scheduled_at=T0))
+        self.successResultOf(store.flush())
+        with open(os.path.join(self.mount, "filler"), "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError:
+                pass
+        for n in range(200):
+            store.record(record(f"e{n + 1}", scheduled_at=T1, error="x" * 200))
+        clock.advance(0)
+        self.assertTrue(store.held())
+        items, total = self.successResultOf(store.query(limit=1000))
+        self.assertEqual(total, 201)
+        os.remove(os.path.join(self.mount, "filler"))
+        clock.advance(HOLD_RETRY_FIRST_S)
+        self.assertFalse(store.held())
+        self.assertEqual(self.successResultOf(store.query())[1], 201)
