@@ -103,6 +103,7 @@ class Config:
     data_dir_min_free_mb: float = 64
     catch_up_window_seconds: float = 60
     execution_history_per_job: int = 100
+    execution_records_max_pending: int = 100_000
     metrics_max_job_series: int = 1000
     callback_allow_networks: tuple[str, ...] = ()
     callback_deny_networks: tuple[str, ...] = ()
@@ -479,6 +480,13 @@ KEYS: tuple[_Key, ...] = (
         "execution_history_per_job",
         _integer(1),
         "execution records kept per job",
+    ),
+    _Key(
+        "ExecutionRecordsMaxPending",
+        "execution_records_max_pending",
+        _integer(1),
+        "execution records held in memory while they cannot be written (a full disk);"
+        " at this many the node fires no new slots until they are",
     ),
     _Key(
         "MetricsMaxJobSeries",

@@ -442,6 +442,39 @@ class NodeMetrics:
             1 if lease_valid else 0,
         )
 
+    def _records_held(self) -> Iterable[Metric]:
+        """Execution records waiting in memory because they cannot be written."""
+        executions = self.executions
+        hold_state = getattr(executions, "hold_state", None)
+        if hold_state is None:
+            return
+        hold = hold_state()
+        yield _gauge(
+            "scheduler0_execution_records_pending",
+            "Execution records not yet written to this node's executions.db.",
+            hold["pending"],
+        )
+        yield _gauge(
+            "scheduler0_execution_records_held",
+            "1 while writing execution records fails (a full disk) and they wait in memory.",
+            1 if hold["held"] else 0,
+        )
+        yield _gauge(
+            "scheduler0_execution_records_firing_stopped",
+            "1 while ExecutionRecordsMaxPending records wait in memory: no new slot fires.",
+            1 if hold["firing_stopped"] else 0,
+        )
+        yield CounterMetricFamily(
+            "scheduler0_execution_record_write_failures",
+            "Writes of execution records that failed (each is tried again, with backoff).",
+            value=getattr(executions, "write_failures", 0),
+        )
+        yield CounterMetricFamily(
+            "scheduler0_execution_records_firing_stops",
+            "Times the node stopped firing new slots at ExecutionRecordsMaxPending.",
+            value=getattr(executions, "firing_stops", 0),
+        )
+
     def _jobs_and_executor(self) -> Iterable[Metric]:
         scheduler = self.scheduler
         if scheduler is not None:
@@ -463,6 +496,7 @@ class NodeMetrics:
                     " the record writer was behind, each job's were recorded as one.",
                     value=folded,
                 )
+            yield from self._records_held()
             yield _gauge(
                 "scheduler0_jobs_owned",
                 "Jobs the cluster assigned to this node (a single node owns all its active jobs).",

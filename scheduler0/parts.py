@@ -93,6 +93,7 @@ class Vitals:
     proposer: LocalProposer | ClusterNode | None = None
     cluster: ClusterNode | None = None
     disk: DiskWatcher | None = None
+    executions: ExecutionStore | None = None
 
 
 @attrs.define(eq=False)

@@ -35,6 +35,9 @@ SCHEDULING_PAUSED = "scheduling_paused"
 #: The data directory cannot store writes (below DataDirMinFreeMB, full or
 #: read-only): writes answer 507 until space returns.
 WRITES_REFUSED = "writes_refused"
+#: Execution records cannot be written (a full disk) and
+#: ExecutionRecordsMaxPending of them wait in memory: it fires no new slot.
+RECORDS_HELD = "records_held"
 
 CODES = (
     STARTING,
@@ -44,6 +47,7 @@ CODES = (
     CATCHING_UP,
     SCHEDULING_PAUSED,
     WRITES_REFUSED,
+    RECORDS_HELD,
 )
 
 
@@ -142,3 +146,19 @@ def cluster_reasons(seen: ClusterObservation) -> list[dict]:
 def writes_refused_reason(message: str) -> dict:
     """The reason of a node whose data directory cannot store writes (C{message} says why)."""
     return reason(WRITES_REFUSED, f"writes are refused: {message}; they resume when space returns")
+
+
+def records_held(hold: Mapping) -> dict | None:
+    """
+    The C{records_held} reason, from the execution records' hold state
+    (L{scheduler0.store.executions.ExecutionStore.hold_state}), while they
+    stop firing; None otherwise.
+    """
+    if not hold.get("firing_stopped"):
+        return None
+    return reason(
+        RECORDS_HELD,
+        f"{hold['pending']} execution records are held in memory since {hold['held_since']}"
+        f" (ExecutionRecordsMaxPending {hold['max_pending']}) because they cannot be written"
+        f" ({hold['cause']}): this node fires no new slots until they are",
+    )

@@ -101,8 +101,14 @@ EXECUTION_FLUSH_DELAY_S = 0.25
 # 8,000 executions/s over a file at its steady state (100 records per job,
 # pruned every minute), SQLite's thread per execution: 109 us with 16 MiB
 # (121 with the one-statement prune before it), 95 us with 64 MiB, 90 us
-# with 256 MiB.
-EXECUTIONS_PRAGMAS = ("cache_size=-65536", "wal_autocheckpoint=10000")
+# with 256 MiB. Its WAL is truncated only past 64 MiB (beyond those 10,000
+# pages), so the checkpoints stay as measured.
+EXECUTIONS_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+EXECUTIONS_PRAGMAS = (
+    "cache_size=-65536",
+    "wal_autocheckpoint=10000",
+    f"journal_size_limit={EXECUTIONS_WAL_LIMIT_BYTES}",
+)
 
 
 class Options(usage.Options):
@@ -361,6 +367,11 @@ class NodeService(MultiService):
                     f"the resource guard pauses scheduling on this node ({guard.reason})",
                 )
             )
+        executions = vitals.executions
+        if executions is not None:
+            held = readiness.records_held(executions.hold_state())
+            if held is not None:
+                reasons.append(held)
         return reasons
 
     def health(self) -> dict:
@@ -423,6 +434,9 @@ class NodeService(MultiService):
             },
             "active_jobs": vitals.scheduler.active_jobs() if vitals.scheduler is not None else 0,
             "disk": disk_view(vitals.disk),
+            "execution_records": (
+                vitals.executions.hold_state() if vitals.executions is not None else None
+            ),
             "ready": not reasons,
             "reasons": reasons,
         }
@@ -539,7 +553,7 @@ class NodeBuilder:
             API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
             Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
         ]
-        return children, Vitals(scheduler, guard, executor, proposer, cluster, disk)
+        return children, Vitals(scheduler, guard, executor, proposer, cluster, disk, executions)
 
     def admin(self) -> AdminCredentials:
         """The peer (admin) credentials, made on a node's first start."""
@@ -571,7 +585,10 @@ class NodeBuilder:
         command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), reactor))
         executions = ExecutionStore(
             connection_pool(
-                os.path.join(data, "executions.db"), reactor, pragmas=EXECUTIONS_PRAGMAS
+                os.path.join(data, "executions.db"),
+                reactor,
+                pragmas=EXECUTIONS_PRAGMAS,
+                wal_limit=EXECUTIONS_WAL_LIMIT_BYTES,
             ),
             reactor,
             history_per_job=self.config.execution_history_per_job,
@@ -579,6 +596,7 @@ class NodeBuilder:
             # GIL) does not land in the turns that send a batch of callbacks.
             flush_delay=EXECUTION_FLUSH_DELAY_S,
             tap=copied_rows,
+            max_pending=self.config.execution_records_max_pending,
         )
         return state, command_log, executions
 
@@ -629,7 +647,8 @@ class NodeBuilder:
             admin,
             peer_http,
             self.in_thread,
-            is_paused=lambda: guard.paused,
+            # A node that can record nothing more gives its jobs up too.
+            is_paused=lambda: guard.paused or executions.firing_stopped(),
             executions=executions,
             progress=progress,
             summary=summary,
@@ -750,13 +769,14 @@ class NodeBuilder:
 
         config = self.config
         may_fire: Callable[[], bool] | None = None
+        lease_valid: Callable[[], bool] | None = None
         handover: Handover | None = None
         applied_index: Callable[[], int] | None = None
         if cluster is not None:
             from scheduler0.cluster.handover import Handover as ClusterHandover
             from scheduler0.cluster.ownership import Ownership
 
-            may_fire = cluster.leases.lease_valid
+            lease_valid = cluster.leases.lease_valid
             # Twice the time the fan-in takes to visit every node, after the
             # old owner's lease: its records are in by then unless it failed.
             rounds = -(-len(config.members()) // max(1, config.execution_log_fetch_fan_in))
@@ -777,6 +797,21 @@ class NodeBuilder:
                 return max(cluster.raft.applying_index, cluster.driver.applied_index)
 
             applied_index = cluster_index
+
+        # No new slot fires while the records of what was fired cannot be
+        # written and ExecutionRecordsMaxPending of them wait in memory: the
+        # slots stay owed and are caught up once records are written again.
+        if lease_valid is None:
+
+            def may_fire() -> bool:
+                return not executions.firing_stopped()
+
+        else:
+            valid = lease_valid
+
+            def may_fire() -> bool:
+                return valid() and not executions.firing_stopped()
+
         scheduler = SchedulerService(
             self.reactor,
             state,

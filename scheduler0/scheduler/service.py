@@ -322,6 +322,10 @@ class SchedulerService(Service):
     _timer_due: float | None = None
     # Preparation time spent on the slots of the current lead (over slices).
     _prep_spent: float = 0.0
+    # Slots a crash left in flight (sent, no outcome; see
+    # ExecutionStore.in_doubt) of jobs loaded, to send again, with the same
+    # execution_id, once this node may fire: (entry, slot).
+    _in_doubt: list[tuple[_Entry, datetime]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         if self.handover is not None:
@@ -383,6 +387,7 @@ class SchedulerService(Service):
                 if self.handover is not None:
                     since = self.handover.loaded(job, since)
                 self.add(job, since=since)
+            self._owe_in_doubt(page)
             count += len(page)
             # Changes applied while this page loaded: replayed after it, so a
             # change to a job on it comes after the job.
@@ -404,6 +409,34 @@ class SchedulerService(Service):
             count=count,
             active=len(self._entries),
         )
+
+    def _owe_in_doubt(self, page: list[dict]) -> None:
+        """Owe again the slots of C{page}'s held jobs that a crash left in flight."""
+        in_doubt = getattr(self.executions, "in_doubt", None)
+        if not in_doubt:
+            return
+        for job in page:
+            slots = in_doubt.pop(job["uuid"], None)
+            entry = self._entries.get(job["uuid"])
+            if slots and entry is not None:
+                self._in_doubt.extend((entry, parse_instant(slot)) for slot in slots)
+
+    def _send_in_doubt(self, now: datetime) -> None:
+        """
+        Send again, under the same execution_id, each slot a crash left in
+        flight that is still inside its job's catch-up window (receivers
+        deduplicate on the id); older ones stay recorded as failed, saying
+        they may have been delivered.
+        """
+        owed, self._in_doubt = self._in_doubt, []
+        entries = self._entries
+        for entry, slot in owed:
+            if entries.get(entry.uuid) is not entry or (
+                entry.until is not None and slot >= entry.until
+            ):
+                continue  # changed, paused, deleted or handed over since
+            if slot >= now - timedelta(seconds=entry.catch_up_window_s):
+                self._deliver(entry, slot)
 
     # -- following the state machine ---------------------------------------
 
@@ -704,6 +737,8 @@ class SchedulerService(Service):
             return
         clock = self.clock
         started = clock.seconds()
+        if self._in_doubt:
+            self._send_in_doubt(utc_from_timestamp(started))
         admission = self.admission
         if self._timer_due is not None:
             # How late the reactor ran this timer: the node's own lag.

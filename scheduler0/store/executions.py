@@ -43,6 +43,17 @@ FULL_PRUNE_INTERVAL_S = 86400.0
 # so the backlog stays bounded and the slots sent are all recorded.
 WRITER_BEHIND_S = 1.0
 WRITER_BEHIND_RECORDS = 50_000
+# When a write fails (a full disk, a read-only file), the records stay in
+# memory and the write is tried again after this long, doubling per failure
+# up to the longest wait, on the reactor's clock.
+HOLD_RETRY_FIRST_S = 0.25
+HOLD_RETRY_MAX_S = 5.0
+#: Default bound of records held in memory while they cannot be written
+#: (ExecutionRecordsMaxPending): at it the node fires no new slots.
+MAX_PENDING_DEFAULT = 100_000
+#: The error of an execution found in flight (sent, no outcome) when the
+#: node starts: it crashed (or was killed) while the POST was out.
+IN_DOUBT_ERROR = "node restarted while this was in flight; it may have been delivered"
 #: The skip reason whose records may be folded (the scheduler's).
 FOLDABLE_REASON = "overloaded"
 
@@ -87,6 +98,12 @@ _SCHEMA = (
     # Releases before progress marks kept an outbox order for the fan-in
     # (a seq column and this index); the column stays, unused.
     "DROP INDEX IF EXISTS executions_by_seq",
+    # The records still in flight (sent, no outcome yet): few at any time,
+    # and all of them left by a crash when the node starts (see
+    # resolve_in_flight). Most rows are written once, already final, and
+    # never enter it.
+    "CREATE INDEX IF NOT EXISTS executions_in_flight ON executions (job_uuid, scheduled_at)"
+    " WHERE state = 'running' OR state = 'scheduled'",
 )
 
 
@@ -181,6 +198,63 @@ def _create_schema(txn: Any) -> None:
     for statement in _SCHEMA:
         txn.execute(statement)
     add_response_body(txn)
+
+
+def resolve_in_flight(txn: Any, finished_at: str) -> dict[str, list[str]]:
+    """
+    Mark every record left C{running} or C{scheduled} (a crash while its
+    POST was out) C{failed} with L{IN_DOUBT_ERROR}; job_uuid -> the
+    scheduled_at of each, oldest first.
+    """
+    txn.execute(
+        "SELECT job_uuid, scheduled_at FROM executions"
+        " WHERE state = 'running' OR state = 'scheduled' ORDER BY job_uuid, scheduled_at"
+    )
+    found: dict[str, list[str]] = {}
+    for job_uuid, scheduled_at in txn.fetchall():
+        found.setdefault(job_uuid, []).append(scheduled_at)
+    if found:
+        txn.execute(
+            "UPDATE executions SET state = 'failed', error = ?, finished_at = ?"
+            " WHERE state = 'running' OR state = 'scheduled'",
+            (IN_DOUBT_ERROR, finished_at),
+        )
+    return found
+
+
+_HELD_TABLE = EXECUTIONS_TABLE.replace(
+    "CREATE TABLE IF NOT EXISTS executions", "CREATE TEMP TABLE held_executions"
+)
+_HELD_VIEW = (
+    f"CREATE TEMP VIEW executions AS SELECT {_COLUMNS} FROM main.executions"
+    " WHERE execution_id NOT IN (SELECT execution_id FROM temp.held_executions)"
+    f" UNION ALL SELECT {_COLUMNS} FROM temp.held_executions"
+)
+
+
+def read_with_held(txn: Any, rows: list[tuple], read: Any, *args: Any) -> Any:
+    """
+    Run C{read(txn, *args)} over the file's records with C{rows} (records
+    not yet written) in place of any of the same id. They go into a table
+    in memory (SQLite's temp store) behind a temporary view that shadows
+    C{executions}, so every read works unchanged and nothing is written to
+    the file: this answers while the disk is full.
+    """
+    txn.execute("PRAGMA temp_store = MEMORY")
+    txn.execute("DROP VIEW IF EXISTS temp.executions")
+    txn.execute("DROP TABLE IF EXISTS temp.held_executions")
+    txn.execute(_HELD_TABLE)
+    try:
+        txn.executemany(
+            f"INSERT OR REPLACE INTO temp.held_executions ({_COLUMNS})"
+            f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))})",
+            rows,
+        )
+        txn.execute(_HELD_VIEW)
+        return read(txn, *args)
+    finally:
+        txn.execute("DROP VIEW IF EXISTS temp.executions")
+        txn.execute("DROP TABLE IF EXISTS temp.held_executions")
 
 
 def add_response_body(txn: Any) -> None:
@@ -286,12 +360,33 @@ class ExecutionStore:
     folded: int = attrs.field(default=0, init=False)
     #: Called with each write's rows (in column order) as it begins, or None.
     tap: Any = None
+    #: Records kept in memory at most while writes fail: at this bound
+    #: L{firing_stopped} answers True (ExecutionRecordsMaxPending).
+    max_pending: int = MAX_PENDING_DEFAULT
+    # While writes fail: since when (None: they do not), why, the timer of
+    # the next try and the wait before the one after; how many rows the
+    # write going on carries.
+    _held_since: float | None = attrs.field(default=None, init=False)
+    held_cause: str | None = attrs.field(default=None, init=False)
+    _retry: Any = attrs.field(default=None, init=False)
+    _retry_delay: float = attrs.field(default=HOLD_RETRY_FIRST_S, init=False)
+    _writing_rows: int = attrs.field(default=0, init=False)
+    _stopped: bool = attrs.field(default=False, init=False)
+    #: Writes that failed, and the times the bound stopped firing.
+    write_failures: int = attrs.field(default=0, init=False)
+    firing_stops: int = attrs.field(default=0, init=False)
+    #: job_uuid -> scheduled_at of each record found in flight at L{open}
+    #: (a crash while its POST was out), now recorded failed with
+    #: L{IN_DOUBT_ERROR}; the scheduler takes them as it loads the jobs.
+    in_doubt: dict[str, list[str]] = attrs.field(factory=dict, init=False)
 
     def start_pruning(self, interval_s: float = 60.0) -> None:
         """Prune every C{interval_s} seconds, so disk use stays flat however long it runs."""
         from twisted.internet.task import LoopingCall
 
         def prune_logged() -> Deferred:
+            if self.held():
+                return succeed(None)  # nothing can be written now
             d = self.prune_periodically()
             d.addErrback(lambda f: _logger.failure("pruning execution records failed", f))
             return d
@@ -306,8 +401,112 @@ class ExecutionStore:
         self._pruning = None
 
     def open(self) -> Deferred:
-        """Create (or migrate) the schema."""
-        return self.pool.runInteraction(_create_schema)
+        """
+        Create (or migrate) the schema, and resolve what a crash left in
+        flight (see L{resolve_in_flight} and L{in_doubt}).
+        """
+        return Deferred.fromCoroutine(self._open())
+
+    async def _open(self) -> None:
+        await self.pool.runInteraction(_create_schema)
+        now = format_instant(utc_from_timestamp(self.clock.seconds()))
+        self.in_doubt = await self.pool.runInteraction(resolve_in_flight, now)
+        if self.in_doubt:
+            _logger.warn(
+                "{count} executions were in flight when this node stopped: recorded as failed"
+                " ({error}); those still inside their job's catch-up window are sent again"
+                " with the same execution_id",
+                count=sum(len(slots) for slots in self.in_doubt.values()),
+                error=IN_DOUBT_ERROR,
+                event="executions_in_doubt",
+            )
+
+    # -- while records cannot be written ----------------------------------------
+
+    def held(self) -> bool:
+        """Whether the last write failed: records wait in memory until one succeeds."""
+        return self._held_since is not None
+
+    def pending(self) -> int:
+        """Records not yet written (buffered, folded, or in the write going on)."""
+        return len(self._buffer) + len(self._folded) + self._writing_rows
+
+    def firing_stopped(self) -> bool:
+        """
+        Whether the node should fire no new slot: writes fail and
+        L{max_pending} records wait. What it does not fire stays owed, and
+        is caught up (inside each job's window) once records are written again.
+        """
+        if self._held_since is None or self.pending() < self.max_pending:
+            return False
+        if not self._stopped:
+            self._stopped = True
+            self.firing_stops += 1
+            _logger.error(
+                "{pending} execution records are held in memory (ExecutionRecordsMaxPending"
+                " {max_pending}) and cannot be written ({cause}): this node fires no new"
+                " slots until they are; those it misses are caught up then",
+                pending=self.pending(),
+                max_pending=self.max_pending,
+                cause=self.held_cause,
+                event="execution_records_firing_stopped",
+            )
+        return True
+
+    def hold_state(self) -> dict:
+        """What the health check says of the records: held or not, how many, since when, why."""
+        since = self._held_since
+        return {
+            "held": since is not None,
+            "pending": self.pending(),
+            "max_pending": self.max_pending,
+            "held_since": None if since is None else format_instant(utc_from_timestamp(since)),
+            "cause": self.held_cause,
+            "firing_stopped": since is not None and self.pending() >= self.max_pending,
+        }
+
+    def _hold(self, failure: Failure) -> None:
+        """A write failed: keep the records, say so once, and try again later."""
+        self.write_failures += 1
+        cause = failure.getErrorMessage() or repr(failure.value)
+        if self._held_since is None:
+            self._held_since = self.clock.seconds()
+            self.held_cause = cause
+            self._retry_delay = HOLD_RETRY_FIRST_S
+            _logger.warn(
+                "execution records are being held in memory: {cause} ({pending} wait; firing"
+                " goes on until {max_pending} do)",
+                cause=cause,
+                pending=self.pending(),
+                max_pending=self.max_pending,
+                event="execution_records_held",
+            )
+        else:
+            self._retry_delay = min(HOLD_RETRY_MAX_S, self._retry_delay * 2)
+        if self._retry is None or not self._retry.active():
+            self._retry = self.clock.callLater(self._retry_delay, self._try_again)
+
+    def _try_again(self) -> None:
+        self._retry = None
+        # A failure is already told (and held) by flush itself.
+        self.flush().addErrback(lambda _: None)
+
+    def _written(self) -> None:
+        """A write succeeded: if records were held, they are written again."""
+        since = self._held_since
+        if since is None:
+            return
+        self._held_since = None
+        self.held_cause = None
+        self._stopped = False
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        _logger.info(
+            "execution records written again after {seconds:.1f} s of failed writes",
+            seconds=self.clock.seconds() - since,
+            event="execution_records_written",
+        )
 
     def close(self) -> Deferred:
         """Write buffered records, then release the pool."""
@@ -315,8 +514,22 @@ class ExecutionStore:
 
     async def _close(self) -> None:
         self.stop_pruning()
-        await self.flush()
-        self.pool.close()
+        try:
+            await self.flush()
+        except Exception as e:
+            # Their slots were sent or skipped; a restart sends again those
+            # it finds no record of (at least once, same execution_id).
+            _logger.error(
+                "{pending} execution records could not be written before stopping: {cause}",
+                pending=self.pending(),
+                cause=str(e),
+                event="execution_records_lost_at_stop",
+            )
+        finally:
+            if self._retry is not None and self._retry.active():
+                self._retry.cancel()
+            self._retry = None
+            self.pool.close()
 
     def record(self, execution: dict, *, trusted: bool = False) -> None:
         """
@@ -337,7 +550,8 @@ class ExecutionStore:
         else:
             row = execution_row(execution)
             self._buffer[row[0]] = row
-        if self._delayed is None:
+        if self._delayed is None and self._held_since is None:
+            # While held, the retry timer writes them (see _hold).
             self._delayed = self.clock.callLater(self.flush_delay, self._scheduled_flush)
 
     def behind(self) -> bool:
@@ -385,7 +599,8 @@ class ExecutionStore:
 
     def _scheduled_flush(self) -> None:
         self._delayed = None
-        self.flush().addErrback(lambda f: _logger.failure("writing execution records failed", f))
+        # A failure is told once, by _hold, when the records begin to be held.
+        self.flush().addErrback(lambda _: None)
 
     def flush(self) -> Deferred:
         """
@@ -414,13 +629,21 @@ class ExecutionStore:
         self.flush_count += 1
         self._write_started = self.clock.seconds()
         self._written_jobs.update([row[1] for row in rows])
+        self._writing_rows = len(rows)
         written = self._writing = self.pool.runInteraction(_write, rows)
 
         def restore(failure: Any) -> Any:
             # Keep the records for the next flush unless newer ones replaced them.
             for row in rows:
                 self._buffer.setdefault(row[0], row)
+            self._writing_rows = 0
+            self._hold(failure)
             return failure
+
+        def done(result: Any) -> Any:
+            self._writing_rows = 0
+            self._written()
+            return result
 
         def next_write(result: Any) -> Any:
             self._writing = None
@@ -439,7 +662,7 @@ class ExecutionStore:
                 following.addBoth(tell)
             return result
 
-        written.addErrback(restore)
+        written.addCallbacks(done, restore)
         written.addBoth(next_write)
         return written
 
@@ -466,7 +689,27 @@ class ExecutionStore:
         return self._after_flush(query_page, clause, params, limit, offset)
 
     def _after_flush(self, read: Any, *args: Any) -> Deferred:
-        return self.flush().addCallback(lambda _: self.pool.runInteraction(read, *args))
+        """
+        C{read} once every buffered record is written; while they cannot be
+        (a full disk), at once over the file and the records held in memory.
+        A read never fails because a write did.
+        """
+        if self._held_since is not None:
+            return self._read_held(read, *args)
+        d = self.flush()
+        d.addCallbacks(
+            lambda _: self.pool.runInteraction(read, *args),
+            lambda _: self._read_held(read, *args),
+        )
+        return d
+
+    def _read_held(self, read: Any, *args: Any) -> Deferred:
+        """C{read} over the file with the records not yet written in place."""
+        if self._folded:
+            self._unfold()
+        row_of = _row_of_record
+        rows = [value if type(value) is tuple else row_of(value) for value in self._buffer.values()]
+        return self.pool.runInteraction(read_with_held, rows, read, *args)
 
     def last_slots(self) -> Deferred:
         """
