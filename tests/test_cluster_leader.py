@@ -41,6 +41,7 @@ class FakeNode:
     index: int = 1000
     proposed: list[Command] = attrs.field(factory=list)
     moving_off: set[int] = attrs.field(factory=set)
+    skewed_nodes: set[int] = attrs.field(factory=set)
     moving_while_proposing: list[set[int]] = attrs.field(factory=list)
     mark: tuple | None = None
 

@@ -478,19 +478,23 @@ class RaftLinkGrantTests(NodeFixture):
         """
         asked = []
 
-        def grant_lease(node_id: int, paused: bool, applied_index: int) -> dict:
-            asked.append((node_id, paused, applied_index))
+        def grant_lease(node_id: int, paused: bool, applied_index: int, skewed: bool) -> dict:
+            asked.append((node_id, paused, applied_index, skewed))
             return {"granted": True, "lease_s": 1.0, "term": 4, "must_apply": 3}
 
         api = PeerAPI(SimpleNamespace(grant_lease=grant_lease), Admin())
         treq = StubTreq(api.resource())
-        body = {"node_id": 2, "paused": True, "applied_index": 7}
-        d = treq.post("http://node.test/peer/lease", json=body, headers=basic())
-        treq.flush()
-        response = self.successResultOf(d)
-        self.assertEqual(response.code, 200)
-        data = json.loads(self.successResultOf(response.content()))["data"]
-        self.assertEqual(asked, [(2, True, 7)])
+        for body in (
+            {"node_id": 2, "paused": True, "applied_index": 7},
+            {"node_id": 2, "paused": True, "applied_index": 7, "clock_skewed": True},
+        ):
+            d = treq.post("http://node.test/peer/lease", json=body, headers=basic())
+            treq.flush()
+            response = self.successResultOf(d)
+            self.assertEqual(response.code, 200)
+            data = json.loads(self.successResultOf(response.content()))["data"]
+        # A follower of the earlier release does not say: its clock is not judged.
+        self.assertEqual(asked, [(2, True, 7, False), (2, True, 7, True)])
         self.assertEqual(
             data,
             {"granted": True, "lease_s": 1.0, "term": 4, "must_apply": 3, "lease_channel": 1},
