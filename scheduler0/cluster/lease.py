@@ -369,7 +369,7 @@ class Leases:
 
     def _take_grant(self, sent_at: float, lease_s: float, must_apply: int) -> None:
         """A lease granted to a request that left at C{sent_at}."""
-        if sent_at < self._no_grant_before:
+        if sent_at < self._no_grant_before or self.clock_out_of_bounds():
             return
         # Counted from when the request left, not when the answer came.
         self._lease_until = max(self._lease_until, sent_at + lease_s)
