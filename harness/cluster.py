@@ -93,7 +93,8 @@ class Cluster:
     C{bootstrap} is "all" (every node has C{Bootstrap: true} and the full
     Replicas list) or "first" (only node 1 has C{Bootstrap: true}).
     C{extra_config} is YAML appended to every node's config and
-    C{node_config} maps a node id to YAML appended to that node's only; keys
+    C{node_config} maps a node id to YAML appended to that node's only (and
+    C{node_env} to environment variables for that node's process); keys
     the harness writes (NodeId, Host, Port, RaftAddress, Bootstrap, DataDir,
     Replicas) must not be repeated there. With C{direct} no proxy is made:
     every node lists the others at their real ports (for benchmarks, where a
@@ -107,6 +108,8 @@ class Cluster:
     bootstrap: Literal["all", "first"] = "all"
     node_config: Mapping[int, str] = attrs.field(factory=dict)
     env: Mapping[str, str] = attrs.field(factory=dict)
+    # Environment variables of one node only, on top of env (e.g. libfaketime's).
+    node_env: Mapping[int, Mapping[str, str]] = attrs.field(factory=dict)
     # Options every node's scheduler0 plugin gets (e.g. ("--log-format", "json")).
     plugin_args: tuple[str, ...] = ()
     direct: bool = False
@@ -124,9 +127,10 @@ class Cluster:
             raise ValueError(
                 f"bootstrap: invalid value {self.bootstrap!r}; expected 'all' or 'first'"
             )
-        unknown = sorted(set(self.node_config) - set(self.ids))
-        if unknown:
-            raise ValueError(f"node_config: unknown node ids {unknown}; nodes are 1..{self.size}")
+        for name, given in (("node_config", self.node_config), ("node_env", self.node_env)):
+            unknown = sorted(set(given) - set(self.ids))
+            if unknown:
+                raise ValueError(f"{name}: unknown node ids {unknown}; nodes are 1..{self.size}")
 
     # -- layout ---------------------------------------------------------
 
@@ -234,7 +238,7 @@ class Cluster:
                     self.workdir(node_id),
                     self.config_path(node_id),
                     self.addresses[node_id].http_port,
-                    env=dict(self.env),
+                    env={**self.env, **self.node_env.get(node_id, {})},
                     plugin_args=self.plugin_args,
                 )
             )

@@ -87,6 +87,7 @@ class Config:
     peer_connect_retry_max: int = 10
     peer_connect_retry_delay: float = 1
     peer_auth_request_timeout_ms: int = 2000
+    max_clock_offset_ms: int = 500
     job_execution_timeout: float = 30
     job_execution_retry_delay: float = 1
     job_execution_retry_max: int = 10
@@ -392,6 +393,12 @@ KEYS: tuple[_Key, ...] = (
         "peer_auth_request_timeout_ms",
         _integer(1),
         "ms to wait for a peer's handshake (under 100 is read as seconds)",
+    ),
+    _Key(
+        "MaxClockOffsetMs",
+        "max_clock_offset_ms",
+        _integer(1),
+        "ms, the largest offset of this node's clock from the leader's at which it fires",
     ),
     _Key(
         "JobExecutionTimeout",

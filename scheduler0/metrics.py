@@ -394,12 +394,14 @@ class NodeMetrics:
             applied = int(getattr(self.proposer, "applied_index", 0) or 0)
             role, term, leader_id = "leader", 1, self.node_id
             commit, lease_valid, peers, reachable = applied, True, 0, 0
+            clock_offset: float | None = 0.0
         else:
             status = cluster.local_status()
             role, term = status["role"], status["term"]
             leader_id = status["leader_id"] or 0
             commit, applied = status["commit_index"], status["applied_index"]
             lease_valid = status["lease_valid"]
+            clock_offset = status.get("clock_offset_s")
             others = [m for m in cluster.member_ids() if m != self.node_id]
             peers = len(others)
             reachable = cluster.reachable_peers()
@@ -440,6 +442,13 @@ class NodeMetrics:
             "scheduler0_lease_valid",
             "1 while this node holds a valid lease to fire slots.",
             1 if lease_valid else 0,
+        )
+        yield _gauge(
+            "scheduler0_clock_offset_seconds",
+            "This node's wall clock minus its Raft leader's, measured from the lease answers"
+            " (0 on the leader and a single node; NaN: not measured yet). Beyond"
+            " MaxClockOffsetMs the node fires nothing.",
+            float("nan") if clock_offset is None else clock_offset,
         )
 
     def _records_held(self) -> Iterable[Metric]:

@@ -31,6 +31,9 @@ LEASE_LAPSED = "lease_lapsed"
 CATCHING_UP = "catching_up"
 #: The resource guard (MaxMemory/MaxCPU) pauses scheduling on this node.
 SCHEDULING_PAUSED = "scheduling_paused"
+#: This node's wall clock is further from the leader's than MaxClockOffsetMs:
+#: it fires none of its jobs (they move) until its clock agrees again.
+CLOCK_SKEW = "clock_skew"
 
 #: The data directory cannot store writes (below DataDirMinFreeMB, full or
 #: read-only): writes answer 507 until space returns.
@@ -48,6 +51,7 @@ CODES = (
     SCHEDULING_PAUSED,
     WRITES_REFUSED,
     RECORDS_HELD,
+    CLOCK_SKEW,
 )
 
 
@@ -78,6 +82,11 @@ class ClusterObservation:
     lease_requires: int
     #: Seconds since it last could fire (inf: not since it started).
     unable_to_fire_s: float
+    #: Its wall clock minus the leader's (None: not measured), the bound on
+    #: it, and whether the node is out of bounds now.
+    clock_offset_s: float | None = None
+    max_clock_offset_s: float = 0.5
+    clock_out_of_bounds: bool = False
 
 
 def cluster_reasons(seen: ClusterObservation) -> list[dict]:
@@ -123,6 +132,21 @@ def cluster_reasons(seen: ClusterObservation) -> list[dict]:
                     f"than an election timeout ({_seconds(window)})",
                 )
             )
+    if seen.clock_out_of_bounds:
+        offset = seen.clock_offset_s
+        how = (
+            f"{abs(offset):.3f} s {'ahead of' if offset > 0 else 'behind'}"
+            if offset is not None
+            else "out of bounds from"
+        )
+        out.append(
+            reason(
+                CLOCK_SKEW,
+                f"this node's clock is {how} the leader's (node {seen.leader_id}), beyond "
+                f"MaxClockOffsetMs ({seen.max_clock_offset_s * 1000:g} ms): it fires none of "
+                "its jobs (they move to other nodes) until its clock agrees again",
+            )
+        )
     if seen.lease_left is None or seen.lease_left <= 0:
         what = (
             "this node holds no lease yet"

@@ -400,6 +400,8 @@ class NodeService(MultiService):
                 "applied_index": status["applied_index"],
                 "members": cluster.members(),
                 "lease_valid": status["lease_valid"],
+                "clock_offset_s": status["clock_offset_s"],
+                "max_clock_offset_s": config.max_clock_offset_ms / 1000,
             }
         else:
             index = getattr(proposer, "applied_index", 0) if proposer is not None else 0
@@ -919,6 +921,7 @@ class NodeBuilder:
             breathe=lambda: deferLater(reactor, 0, lambda: None),
             metrics=metrics,
             summary=summary,
+            cluster_time=cluster.leader_time if cluster is not None else None,
         )
 
     def consensus(

@@ -1044,6 +1044,23 @@ class JobReadUpdateTests(APITestCase):
         ]
         self.assertEqual(data["anchor_at"], "2026-01-02T03:04:25.000Z")
 
+    def test_stamps_and_anchors_follow_the_cluster_time(self) -> None:
+        """
+        In a cluster a job's created_at, updated_at and anchor_at come from
+        the leader's clock as this node knows it (cluster_time), not from its
+        own clock, which may be off.
+        """
+        leader_clock = [self.h.clock.seconds() - 300.0]
+        h = Harness(cluster_time=lambda: leader_clock[0])
+        project = h.project()
+        job = h.job(project["uuid"])
+        self.assertEqual(job["created_at"], "2026-01-02T02:59:05.678Z")
+        self.assertEqual(job["anchor_at"], "2026-01-02T02:59:05.000Z")
+        leader_clock[0] += 10
+        data = h.request("PATCH", f"/jobs/{job['uuid']}", {"spec": "@every 90s"})[2]["data"]
+        self.assertEqual(data["anchor_at"], "2026-01-02T02:59:15.000Z")
+        self.assertEqual(data["updated_at"], "2026-01-02T02:59:15.678Z")
+
     def test_patch_without_changes_proposes_nothing(self) -> None:
         """A PATCH whose values equal the stored ones answers the job and proposes nothing."""
         count = len(self.h.proposer.proposed)

@@ -41,6 +41,7 @@ class FakeNode:
     index: int = 1000
     proposed: list[Command] = attrs.field(factory=list)
     moving_off: set[int] = attrs.field(factory=set)
+    skewed_nodes: set[int] = attrs.field(factory=set)
     moving_while_proposing: list[set[int]] = attrs.field(factory=list)
     mark: tuple | None = None
 
@@ -270,6 +271,39 @@ class LeaderDutiesTests(TestCase):
         await self.apply("assign_jobs", {"moves": [[uuid, 1] for uuid in on_two]})
         progress = await self.state.job_progress(on_two)
         self.assertEqual(progress, {uuid: self.instant(2.999) for uuid in on_two})
+
+    async def test_a_node_whose_clock_is_out_of_bounds_is_asked_how_far_it_got_first(
+        self,
+    ) -> None:
+        """
+        The jobs of a node that said its clock is out of bounds move at once,
+        and, since it stopped firing but still answers, its progress mark is
+        read and committed just before: they continue exactly from there.
+        """
+        await self.rebalance()
+        await self.create_jobs(9)
+        owners = await self.state.ownership_of([f"job-{n:04d}" for n in range(9)])
+        on_three = sorted(uuid for uuid, (owner, _) in owners.items() if owner == 3)
+        index = self.node.index
+        asked = []
+
+        class Peers:
+            def progress(peers, node_id: int, timeout: float) -> Deferred:
+                asked.append(node_id)
+                return succeed({"mark": [self.instant(7), index, index]})
+
+        self.node.peers = Peers()
+        self.node.live = {1: False, 2: False}
+        self.node.gone_nodes = {3}
+        self.node.skewed_nodes = {3}
+        (command,) = await self.rebalance()
+        self.assertEqual(asked, [3])
+        self.assertEqual(
+            [c.op for c in self.node.proposed[-2:]], ["record_progress", "assign_jobs"]
+        )
+        self.assertIsNone(command.args["handover_at"])
+        progress = await self.state.job_progress(on_three)
+        self.assertEqual(progress, {uuid: self.instant(6.999) for uuid in on_three})
 
     async def test_duties_rest_on_a_follower(self) -> None:
         """On a node that does not lead, the loops propose nothing."""

@@ -14,6 +14,7 @@ import attrs
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.cluster import lease_channel
@@ -57,6 +58,9 @@ class Config:
 class NodeFixture(SynchronousTestCase):
     """Node 1 of members 1, 2 and 3 on a Clock, with fakes around it."""
 
+    #: How far this node's wall clock is from the Clock (its monotonic clock).
+    skew = 0.0
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.core = FakeCore()
@@ -76,6 +80,7 @@ class NodeFixture(SynchronousTestCase):
             peers=self.peers,  # type: ignore[arg-type]
             lease_s=1.0,
             monotonic=self.clock.seconds,
+            wall=lambda: self.clock.seconds() + self.skew,
         )
 
     def lead_with_grants(self, *node_ids: int) -> None:
@@ -478,23 +483,166 @@ class RaftLinkGrantTests(NodeFixture):
         """
         asked = []
 
-        def grant_lease(node_id: int, paused: bool, applied_index: int) -> dict:
-            asked.append((node_id, paused, applied_index))
+        def grant_lease(node_id: int, paused: bool, applied_index: int, skewed: bool) -> dict:
+            asked.append((node_id, paused, applied_index, skewed))
             return {"granted": True, "lease_s": 1.0, "term": 4, "must_apply": 3}
 
         api = PeerAPI(SimpleNamespace(grant_lease=grant_lease), Admin())
         treq = StubTreq(api.resource())
-        body = {"node_id": 2, "paused": True, "applied_index": 7}
-        d = treq.post("http://node.test/peer/lease", json=body, headers=basic())
-        treq.flush()
-        response = self.successResultOf(d)
-        self.assertEqual(response.code, 200)
-        data = json.loads(self.successResultOf(response.content()))["data"]
-        self.assertEqual(asked, [(2, True, 7)])
+        for body in (
+            {"node_id": 2, "paused": True, "applied_index": 7},
+            {"node_id": 2, "paused": True, "applied_index": 7, "clock_skewed": True},
+        ):
+            d = treq.post("http://node.test/peer/lease", json=body, headers=basic())
+            treq.flush()
+            response = self.successResultOf(d)
+            self.assertEqual(response.code, 200)
+            data = json.loads(self.successResultOf(response.content()))["data"]
+        # A follower of the earlier release does not say: its clock is not judged.
+        self.assertEqual(asked, [(2, True, 7, False), (2, True, 7, True)])
         self.assertEqual(
             data,
             {"granted": True, "lease_s": 1.0, "term": 4, "must_apply": 3, "lease_channel": 1},
         )
+
+
+class ClockSkewTests(NodeFixture):
+    """A follower's clock offset from its leader's, and what a node out of bounds does."""
+
+    def answer_http(self, granted: bool = True, leader_time: float | None = None) -> dict:
+        """Node 2 answers the last HTTP renewal 0.02 s after it left, its clock stamped."""
+        (_, request, d) = self.peers.requests[-1]
+        self.clock.advance(0.02)
+        answer: dict = {"granted": granted, "lease_s": 1.0, "term": 1, "must_apply": 0}
+        answer["leader_time"] = self.clock.seconds() - 0.01 if leader_time is None else leader_time
+        d.callback(answer)
+        return request
+
+    def renew(self) -> dict:
+        self.clock.advance(LEASE_RENEW_S)
+        self.node.leases.renew()
+        return self.answer_http()
+
+    def test_a_follower_out_of_bounds_fires_nothing_until_its_clock_agrees(self) -> None:
+        """
+        The leader's answers place its clock; once this node's wall clock is
+        further than MaxClockOffsetMs from it (a step here shows at once),
+        the node fires nothing, logs it once, tells the leader in every
+        request, and is not ready (clock_skew). A grant to a request sent
+        before that is not taken. When its clock agrees again it logs that
+        once and fires from the leader's next grant.
+        """
+        self.core.leader_id = "2"
+        self.node.leases.renew()
+        self.assertIs(self.answer_http()["clock_skewed"], False)
+        self.assertTrue(self.node.lease_valid())
+        self.assertAlmostEqual(self.node.clock_offset(), 0.0)
+        self.assertAlmostEqual(self.node.leader_time(), self.clock.seconds())
+        self.clock.advance(LEASE_RENEW_S)
+        self.node.leases.renew()
+        in_flight = self.peers.requests[-1][2]
+        with capturedLogs() as events:
+            self.skew = 2.0
+            self.assertFalse(self.node.lease_valid())
+            self.assertFalse(self.node.lease_valid())
+            self.assertAlmostEqual(self.node.clock_offset(), 2.0)
+            # The stamps of jobs made here still follow the leader's clock.
+            self.assertAlmostEqual(self.node.leader_time(), self.clock.seconds())
+            in_flight.callback({"granted": True, "lease_s": 1.0, "term": 1, "must_apply": 0})
+            self.assertFalse(self.node.lease_valid())
+            (reason,) = [r for r in self.node.readiness() if r["code"] == "clock_skew"]
+            self.assertIn("2.000 s ahead of the leader's (node 2)", reason["message"])
+            self.assertIn("MaxClockOffsetMs (500 ms)", reason["message"])
+            self.assertAlmostEqual(self.node.clock_offset(), 2.0)
+            self.assertIs(self.renew()["clock_skewed"], True)
+            self.assertFalse(self.node.lease_valid())
+            self.skew = -0.45
+            self.assertFalse(self.node.lease_valid())
+            self.skew = 0.1
+            self.assertFalse(self.node.lease_valid())  # its old lease ended
+            self.assertNotIn("clock_skew", [r["code"] for r in self.node.readiness()])
+            self.assertIs(self.renew()["clock_skewed"], False)
+            self.assertTrue(self.node.lease_valid())
+        said = [e.get("event") for e in events if e.get("event", "").startswith("clock")]
+        self.assertEqual(said, ["clock_skew", "clock_agrees"])
+
+    def test_a_leader_refuses_a_node_out_of_bounds_and_moves_its_jobs_at_once(self) -> None:
+        """
+        A node that says its clock is out of bounds gets no lease, and the
+        leader counts it gone at once (it stopped firing before it said so),
+        even while it still talks Raft; its answer still carries the
+        leader's time. Once it says its clock agrees it is granted again.
+        """
+        self.lead_with_grants(2, 3)
+        self.node.heard_from(2)
+        refusal = self.node.grant_lease(2, False, 0, True)
+        self.assertEqual((refusal["granted"], refusal["reason"]), (False, "clock skew"))
+        self.assertEqual(refusal["leader_time"], self.clock.seconds())
+        live, gone = self.node.live_nodes()
+        self.assertNotIn(2, live)
+        self.assertEqual((gone(2), gone(3)), (True, False))
+        self.assertEqual(self.node.skewed_nodes, {2})
+        self.assertTrue(self.node.grant_lease(2, False, 0)["granted"])
+        live, gone = self.node.live_nodes()
+        self.assertFalse(gone(2))
+        self.assertEqual(self.node.skewed_nodes, set())
+        # The leader is the reference.
+        self.assertEqual(self.node.clock_offset(), 0.0)
+
+    def test_timed_messages_only_between_nodes_of_this_release(self) -> None:
+        """
+        A leader answers a plain request (a follower of the earlier release)
+        with a plain answer, a timed one with its time; a follower sends
+        timed requests only to a leader whose HTTP answer carried its time,
+        and measures its offset from the timed answers.
+        """
+        self.lead_with_grants()
+        for skewed, size in ((None, 35), (False, 43)):
+            self.transport.sent.clear()
+            request = LeaseRequest(5, False, 0, skewed)
+            self.node.leases.lease_message(2, lease_channel.encode(request))
+            ((_, payload),) = self.transport.sent
+            self.assertEqual(len(payload), size)
+            answer = lease_channel.decode(payload)
+            assert isinstance(answer, LeaseAnswer)
+            self.assertTrue(answer.granted)
+            self.assertEqual(answer.leader_time, None if skewed is None else self.clock.seconds())
+
+        def channel_requests(offer: dict) -> list:
+            node = ClusterNode(
+                self.clock,
+                Config(),
+                state=None,
+                admin=None,
+                storage=None,
+                core=FakeCore(leader_id="2"),  # type: ignore[arg-type]
+                raft=None,  # type: ignore[arg-type]
+                driver=FakeDriver(),  # type: ignore[arg-type]
+                transport=FakeTransport(),
+                peers=FakePeers(),  # type: ignore[arg-type]
+                monotonic=self.clock.seconds,
+                wall=lambda: self.clock.seconds() + 3.0,
+            )
+            node.leases.renew()
+            node.peers.requests[-1][2].callback(dict(offer))  # type: ignore[attr-defined]
+            self.clock.advance(LEASE_RENEW_S)
+            node.leases.renew()
+            ((_, payload),) = node.transport.sent
+            request = lease_channel.decode(payload)
+            assert isinstance(request, LeaseRequest)
+            self.clock.advance(0.01)
+            stamp = None if request.skewed is None else self.clock.seconds()
+            answer = LeaseAnswer(request.seq, True, 1, 1.0, 0, stamp)
+            node.leases.lease_message(2, lease_channel.encode(answer))
+            # A node out of bounds takes no grant (the leader would refuse it anyway).
+            self.assertEqual(node.lease_valid(), request.skewed is not True)
+            return [request.skewed, node.clock_offset()]
+
+        # The earlier release's leader: plain requests, an offset never measured.
+        self.assertEqual(channel_requests(OFFERING), [None, None])
+        skewed, offset = channel_requests({**OFFERING, "leader_time": self.clock.seconds()})
+        self.assertIs(skewed, True)
+        self.assertAlmostEqual(offset, 3.0, places=2)
 
 
 class LeaseWireTests(SynchronousTestCase):

@@ -20,6 +20,7 @@ from scheduler0.raft.core import LEADER
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.readiness import (
     CATCHING_UP,
+    CLOCK_SKEW,
     LEASE_LAPSED,
     NO_LEADER,
     NO_QUORUM,
@@ -104,6 +105,20 @@ class RuleTests(SynchronousTestCase):
         self.assertIn("lease lapsed 0.0 s ago", reasons[0]["message"])
         reasons = cluster_reasons(observed(lease_left=None))
         self.assertIn("holds no lease yet", reasons[0]["message"])
+
+    def test_a_clock_out_of_bounds_is_a_reason_with_the_offset_and_the_bound(self) -> None:
+        """
+        A follower whose clock is too far from the leader's is not ready, and
+        says by how much, which way, and the bound.
+        """
+        ahead = observed(clock_offset_s=5.0123, max_clock_offset_s=0.5, clock_out_of_bounds=True)
+        reasons = cluster_reasons(ahead)
+        self.assertEqual(codes(reasons), [CLOCK_SKEW])
+        self.assertIn("5.012 s ahead of the leader's (node 1)", reasons[0]["message"])
+        self.assertIn("MaxClockOffsetMs (500 ms)", reasons[0]["message"])
+        behind = attrs.evolve(ahead, clock_offset_s=-0.75)
+        self.assertIn("0.750 s behind the leader's", cluster_reasons(behind)[0]["message"])
+        self.assertEqual(cluster_reasons(attrs.evolve(ahead, clock_out_of_bounds=False)), [])
 
     def test_a_node_behind_its_lease_counts_only_after_an_election_timeout(self) -> None:
         """

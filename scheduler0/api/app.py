@@ -132,6 +132,9 @@ class SchedulerAPI:
     metrics: Any = None
     # The node's ExecutionSummary (scheduler0.summary), for GET /executions/summary.
     summary: Any = None
+    # The leader's clock as this node knows it, for the stamps and anchors of
+    # jobs (None: this node's clock).
+    cluster_time: Callable[[], float] | None = None
     app: Klein = attrs.field(init=False, factory=Klein)
     auth: Authenticator = attrs.field(init=False)
     writes: Writes = attrs.field(init=False)
@@ -177,6 +180,7 @@ class SchedulerAPI:
             resolve=self.resolve,
             max_jobs_per_request=self.max_jobs_per_request,
             breathe=self.breathe,
+            cluster_time=self.cluster_time,
         )
         self.execution_routes = ExecutionsResource(
             state=self.state,

@@ -28,7 +28,7 @@ from scheduler0.api.validation import check_job, past_at_problem, retry_delays_p
 from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.scheduler.spec import SpecError, make_schedule
-from scheduler0.timeutil import format_instant, parse_instant
+from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
 log = Logger()
 
@@ -78,6 +78,16 @@ class JobsResource:
     resolve: Callable[[str], Deferred] = no_resolver
     max_jobs_per_request: int = MAX_JOBS_PER_REQUEST
     breathe: Callable[[], Any] | None = None
+    # The cluster's time for the stamps and anchors of new and changed jobs:
+    # the leader's clock, as this node measured it (None: this node's clock,
+    # as on a single node).
+    cluster_time: Callable[[], float] | None = None
+
+    def _stamp_now(self) -> datetime:
+        """Now for a job's created_at, updated_at and anchor_at (the leader's clock)."""
+        if self.cluster_time is None:
+            return utc_now(self.clock)
+        return utc_from_timestamp(self.cluster_time())
 
     async def _present_jobs(self, jobs: list[dict], *, with_history: bool = True) -> list[dict]:
         """Stored jobs plus their read-only fields: next_run_at, last_run_at, last_status."""
@@ -165,7 +175,7 @@ class JobsResource:
         for fields, prefix in zip(cleaned, prefixes, strict=True):
             wanted.setdefault(fields["project_uuid"], []).append(prefix + "project_uuid")
         await self._check_projects_exist(wanted)
-        now = utc_now(self.clock)
+        now = self._stamp_now()
         stamp = format_instant(now)
         anchor = format_instant(now.replace(microsecond=0))
         defaults = self.defaults
@@ -293,7 +303,7 @@ class JobsResource:
         changes = {k: v for k, v in changes.items() if _canonical(job.get(k)) != _canonical(v)}
         if not changes:
             return await self._present_job(job)
-        now = utc_now(self.clock)
+        now = self._stamp_now()
         changed = {**job, **changes}
         self._check_new_job(
             changed,

@@ -215,6 +215,12 @@ class LeaderDuties:
         if moves:
             self._dirty = True
             gone_owners = {owner for owner in orphans if owner is not None}
+            skewed = sorted(gone_owners & node.skewed_nodes)
+            if skewed:
+                # Alive, but their clocks are out of bounds, so they stopped
+                # firing: how far they got is asked first, so the new owners
+                # continue exactly there (nothing sent twice).
+                await self._record_progress(skewed)
             # Until the move is applied (and so part of what a lease must
             # have applied), a gone owner that comes back gets no lease.
             node.moving_off.update(gone_owners)
@@ -278,8 +284,6 @@ class LeaderDuties:
         commit what changed as one small entry (a row per node, however many
         executions they made). The records themselves stay on their nodes.
         """
-        from twisted.internet.defer import gatherResults
-
         members = sorted(self.node.member_ids())
         if not members:
             return
@@ -287,6 +291,12 @@ class LeaderDuties:
         start = self._fanin_next % len(members)
         chosen = [members[(start + i) % len(members)] for i in range(count)]
         self._fanin_next = start + count
+        await self._record_progress(chosen)
+
+    async def _record_progress(self, chosen: list[int]) -> None:
+        """Ask the nodes C{chosen} how far they got, and commit what changed."""
+        from twisted.internet.defer import gatherResults
+
         answers = await gatherResults([self._mark_of(member) for member in chosen])
         marks = [
             [member, *mark]

@@ -5,6 +5,12 @@ others theirs, which followers renew over the Raft links
 (L{scheduler0.cluster.lease_channel}), or over peer HTTP with a leader that
 does not offer that. The leader's view of who holds a lease decides whose
 jobs move (L{Leases.live_nodes}).
+
+The lease answers also carry the leader's wall time, from which a follower
+measures how far its own clock is from the leader's
+(L{scheduler0.cluster.clock_offset}); a follower whose offset is beyond
+C{MaxClockOffsetMs} fires nothing, says so in its requests, and the leader
+moves its jobs at once, until its clock agrees again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from scheduler0.cluster import lease_channel
-from scheduler0.cluster.lease_channel import FollowerChannel, LeaseAnswer, LeaseRequest
+from scheduler0.cluster.clock_offset import ClockOffset
+from scheduler0.cluster.lease_channel import (
+    HTTP_SKEWED_KEY,
+    HTTP_TIME_KEY,
+    FollowerChannel,
+    LeaseAnswer,
+    LeaseRequest,
+)
 from scheduler0.cluster.peer import PeerClient
 from scheduler0.logs import LeadershipEvents
 from scheduler0.raft.core import LEADER, RaftNode
@@ -67,8 +80,23 @@ class Leases:
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
     monotonic: Callable[[], float] = time.monotonic
+    # The wall clock the leader stamps its answers with and a follower
+    # compares with them (None: the reactor's, which is the wall clock).
+    wall: Callable[[], float] | None = None
+    #: s, the largest offset from the leader's clock at which a node fires (MaxClockOffsetMs).
+    max_clock_offset_s: float = 0.5
     #: Nodes whose jobs the leader is moving away right now (no lease for them).
     moving_off: set[int] = attrs.field(factory=set)
+    #: The leader's view: nodes that said their clock is out of bounds (they
+    #: fire nothing; their jobs move at once).
+    skewed_nodes: set[int] = attrs.field(factory=set)
+    #: This node's clock offset from its leader's, as measured from the lease answers.
+    clock_offset: ClockOffset = attrs.field(
+        default=attrs.Factory(lambda self: ClockOffset(self.max_clock_offset_s), takes_self=True)
+    )
+    # Grants to requests that left before this (monotonic) are not taken:
+    # the node's clock went out of bounds after they left.
+    _no_grant_before: float = -inf
     _lease_until: float = 0.0
     _leader_since: float | None = None
     _leader_term: int = 0
@@ -109,13 +137,21 @@ class Leases:
         leader = self.core.leader_id
         return int(leader) if leader else None
 
+    def _wall_time(self) -> float:
+        return self.wall() if self.wall is not None else self.clock.seconds()
+
     def lease_valid(self) -> bool:
         """
         May this node fire now? Its lease (from the current leader, or its
-        own) runs, and it has applied what the lease was granted against.
+        own) runs, it has applied what the lease was granted against, and
+        its clock agrees with the leader's.
         """
         now = self.monotonic()
-        valid = now < self._lease_until and self.driver.applied_index >= self._lease_requires
+        valid = (
+            now < self._lease_until
+            and self.driver.applied_index >= self._lease_requires
+            and not self.clock_out_of_bounds(now)
+        )
         if valid:
             self._could_fire_at = now
         if valid != self._lease_was_valid:
@@ -127,6 +163,47 @@ class Leases:
                 needs=self._lease_requires,
             )
         return valid
+
+    def clock_out_of_bounds(self, now: float | None = None) -> bool:
+        """
+        Is this node's clock further from its leader's than
+        C{max_clock_offset_s}? (Judged now; a leader is the reference.)
+        """
+        clock = self.clock_offset
+        if self.core.role == LEADER:
+            if clock.reference():
+                self._clock_agrees("it leads now: its clock is the reference")
+            return False
+        if now is None:
+            now = self.monotonic()
+        change = clock.judge(self._wall_time(), now)
+        if change is True:
+            self._clock_disagrees(now)
+        elif change is False:
+            self._clock_agrees(f"offset {clock.last_offset:+.3f} s")
+        return clock.skewed
+
+    def _clock_disagrees(self, now: float) -> None:
+        """The clock went out of bounds: the lease ends now, and so do the grants in flight."""
+        self._lease_until = min(self._lease_until, now)
+        self._no_grant_before = now
+        log.warn(
+            "this node's clock is {offset:+.3f} s from the leader's (node {leader}), "
+            "beyond MaxClockOffsetMs ({bound:g} ms): it fires none of its jobs, which move to "
+            "other nodes, until its clock agrees again",
+            offset=self.clock_offset.last_offset,
+            leader=self._leader_id,
+            bound=self.max_clock_offset_s * 1000,
+            event="clock_skew",
+        )
+
+    def _clock_agrees(self, how: str) -> None:
+        log.info(
+            "this node's clock agrees with the leader's again ({how}): it fires "
+            "again once the leader grants it a lease",
+            how=how,
+            event="clock_agrees",
+        )
 
     @property
     def lease_requires(self) -> int:
@@ -180,6 +257,7 @@ class Leases:
                 self._leader_since = now
                 self._leader_term = self.core.term
                 self._grants = {}
+                self.skewed_nodes = set()
                 # Everything before this term's first entry may hold moves
                 # (changes appended in an earlier term of its own, perhaps
                 # since overwritten, are covered by it).
@@ -240,7 +318,12 @@ class Leases:
         if channel.usable(leader, term):
             if not channel.silent(now):
                 seq = channel.request(leader, term, now, self.lease_s)
-                request = LeaseRequest(seq, self.is_paused(), self.driver.applied_index)
+                request = LeaseRequest(
+                    seq,
+                    self.is_paused(),
+                    self.driver.applied_index,
+                    self.clock_offset.skewed if channel.timed else None,
+                )
                 self.transport.send(leader, lease_channel.encode(request))
                 return
             delay = channel.give_up(now)
@@ -257,6 +340,7 @@ class Leases:
             "node_id": self.node_id,
             "paused": self.is_paused(),
             "applied_index": self.driver.applied_index,
+            HTTP_SKEWED_KEY: self.clock_offset.skewed,
         }
         # An answer later than a lease would be of no use (a lease counts from
         # when its request left); one renewal at a time.
@@ -270,16 +354,23 @@ class Leases:
         d.addBoth(answered)
 
         def granted(answer: dict) -> None:
+            stamp = answer.get(HTTP_TIME_KEY)
+            if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+                self.clock_offset.reading(leader, float(stamp), now, self.monotonic())
             if answer.get("granted"):
                 self._take_grant(now, float(answer["lease_s"]), int(answer.get("must_apply", 0)))
                 # A leader of this release offers the Raft link for the next ones.
                 if answer.get(lease_channel.HTTP_OFFER_KEY) == lease_channel.HTTP_OFFER:
-                    self._lease_channel.offer(leader, int(answer["term"]), self.monotonic())
+                    self._lease_channel.offer(
+                        leader, int(answer["term"]), self.monotonic(), timed=stamp is not None
+                    )
 
         d.addCallbacks(granted, lambda f: None)
 
     def _take_grant(self, sent_at: float, lease_s: float, must_apply: int) -> None:
         """A lease granted to a request that left at C{sent_at}."""
+        if sent_at < self._no_grant_before or self.clock_out_of_bounds():
+            return
         # Counted from when the request left, not when the answer came.
         self._lease_until = max(self._lease_until, sent_at + lease_s)
         self._lease_requires = max(self._lease_requires, must_apply)
@@ -300,12 +391,21 @@ class Leases:
             )
             return
         if isinstance(message, LeaseRequest):
-            grant = self.grant_lease(sender, message.paused, message.applied_index)
+            grant = self.grant_lease(
+                sender, message.paused, message.applied_index, bool(message.skewed)
+            )
             answer = LeaseAnswer.from_grant(message.seq, grant)
+            if message.skewed is None:
+                # A plain request (a follower of the release before): a plain answer.
+                answer = attrs.evolve(answer, leader_time=None)
             self.transport.send(sender, lease_channel.encode(answer))
             return
         sent = self._lease_channel.answered(sender, message.seq)
-        if sent is None or not message.granted:
+        if sent is None:
+            return
+        if message.leader_time is not None and self._leader_id == sender:
+            self.clock_offset.reading(sender, message.leader_time, sent.at, self.monotonic())
+        if not message.granted:
             return
         if (
             self.core.role == LEADER
@@ -316,25 +416,42 @@ class Leases:
             return
         self._take_grant(sent.at, message.lease_s, message.must_apply)
 
-    def grant_lease(self, node_id: int, paused: bool, applied_index: int) -> dict:
+    def grant_lease(
+        self, node_id: int, paused: bool, applied_index: int, skewed: bool = False
+    ) -> dict:
         """
         The leader's side of a renewal. Granted only while this leader's own
         lease runs, so every lease it grants ends within lease_s of the
-        moment another leader could be elected.
+        moment another leader could be elected. Every answer of a leader
+        carries its wall time (the followers' clock reference); a node whose
+        clock is out of bounds (C{skewed}) is refused, and counts as holding
+        no lease from now on (it stopped firing before it said so).
         """
         self.notice_leadership()
+        if self.core.role != LEADER:
+            return {"granted": False, "leader_id": self._leader_id}
+        stamp = {HTTP_TIME_KEY: self._wall_time()}
+        refused = {"granted": False, "leader_id": self._leader_id, **stamp}
+        if skewed:
+            self._grants.pop(node_id, None)
+            if node_id not in self.skewed_nodes:
+                self.skewed_nodes.add(node_id)
+                log.info("node {node} says its clock is out of bounds: its jobs move", node=node_id)
+            return {**refused, "reason": "clock skew"}
+        self.skewed_nodes.discard(node_id)
         # The leader's own time lease bounds every grant; whether its state
         # machine has caught up matters only to its own firing.
-        if self.core.role != LEADER or self.monotonic() >= self._lease_until:
-            return {"granted": False, "leader_id": self._leader_id}
+        if self.monotonic() >= self._lease_until:
+            return refused
         if node_id not in self.member_ids():
-            return {"granted": False, "leader_id": self._leader_id, "reason": "not a member"}
+            return {**refused, "reason": "not a member"}
         if node_id in self.moving_off:
             # Judged gone, its jobs are being moved: a lease now would let it
             # fire them beside the new owners until it applies the move.
-            return {"granted": False, "leader_id": self._leader_id, "reason": "jobs moving"}
+            return {**refused, "reason": "jobs moving"}
         self._grants[node_id] = {"at": self.monotonic(), "paused": paused}
         return {
+            **stamp,
             "granted": True,
             "lease_s": self.lease_s,
             "term": self.core.term,
@@ -376,6 +493,9 @@ class Leases:
                 return True
             if owner in live:
                 return False
+            if owner in self.skewed_nodes:
+                # It said its clock is out of bounds, so it fires nothing.
+                return True
             if not (settled or owner == just_before):
                 return False
             # Its lease has surely lapsed. If it still talks Raft to this

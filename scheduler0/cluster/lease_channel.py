@@ -24,6 +24,21 @@ kind byte (C{"q"} request, C{"a"} answer) and fixed big-endian fields:
     request  seq u64, paused bool, applied_index i64                 (19 bytes)
     answer   seq u64, granted bool, term i64, lease_s f64, must_apply i64  (35 bytes)
 
+and, for the clock offset (L{scheduler0.cluster.clock_offset}), a timed pair
+of kinds (C{"Q"}, C{"A"}): the request adds C{skewed} (bool: the follower's
+clock is out of bounds), the answer adds C{leader_time} (f64: the leader's
+wall clock when it answered):
+
+    timed request  seq u64, paused bool, applied_index i64, skewed bool   (20 bytes)
+    timed answer   ... as the answer ..., leader_time f64                 (43 bytes)
+
+A leader answers a timed request with a timed answer and a plain one with
+a plain one. A follower sends timed requests only to a leader whose HTTP
+answer carried C{leader_time} (L{HTTP_TIME_KEY}), which a leader of the
+release before never sends; a follower of that release never sends a timed
+request, so it is never sent a timed answer, and its offset is never
+measured (unknown, which is not out of bounds).
+
 Upgrading from a release without this channel: an old node hands every data
 frame to its Raft codec, which rejects one starting with C{"L"} as an
 unsupported version; its driver then counts the message and logs a warning,
@@ -61,12 +76,20 @@ import attrs
 TAG = ord("L")
 _KIND_REQUEST = ord("q")
 _KIND_ANSWER = ord("a")
+_KIND_TIMED_REQUEST = ord("Q")
+_KIND_TIMED_ANSWER = ord("A")
 _REQUEST = struct.Struct(">BBQ?q")
 _ANSWER = struct.Struct(">BBQ?qdq")
+_TIMED_REQUEST = struct.Struct(">BBQ?q?")
+_TIMED_ANSWER = struct.Struct(">BBQ?qdqd")
 
 #: The key, and its value, by which a leader's HTTP lease answer offers the channel.
 HTTP_OFFER_KEY = "lease_channel"
 HTTP_OFFER = 1
+#: The key of a leader's HTTP lease answer (and refusal) that holds its wall
+#: time; a follower's HTTP request says its clock is out of bounds with L{HTTP_SKEWED_KEY}.
+HTTP_TIME_KEY = "leader_time"
+HTTP_SKEWED_KEY = "clock_skewed"
 
 #: A follower whose channel requests went unanswered this long renews over HTTP.
 PATIENCE_S = 0.15
@@ -88,6 +111,8 @@ class LeaseRequest:
     seq: int
     paused: bool
     applied_index: int
+    #: Is the follower's clock out of bounds? (None: a plain request, which does not say.)
+    skewed: bool | None = None
 
 
 @attrs.frozen
@@ -99,18 +124,23 @@ class LeaseAnswer:
     term: int = 0
     lease_s: float = 0.0
     must_apply: int = 0
+    #: The leader's wall clock as it answered (None: a plain answer).
+    leader_time: float | None = None
 
     @classmethod
     def from_grant(cls, seq: int, grant: dict) -> LeaseAnswer:
         """The answer to request C{seq} from what C{ClusterNode.grant_lease} returned."""
+        stamp = grant.get(HTTP_TIME_KEY)
+        leader_time = float(stamp) if stamp is not None else None
         if not grant.get("granted"):
-            return cls(seq, False)
+            return cls(seq, False, leader_time=leader_time)
         return cls(
             seq,
             True,
             int(grant["term"]),
             float(grant["lease_s"]),
             int(grant.get("must_apply", 0)),
+            leader_time,
         )
 
 
@@ -122,7 +152,27 @@ def is_lease_message(payload: bytes) -> bool:
 def encode(message: LeaseRequest | LeaseAnswer) -> bytes:
     """The wire form of a lease message."""
     if isinstance(message, LeaseRequest):
+        if message.skewed is not None:
+            return _TIMED_REQUEST.pack(
+                TAG,
+                _KIND_TIMED_REQUEST,
+                message.seq,
+                message.paused,
+                message.applied_index,
+                message.skewed,
+            )
         return _REQUEST.pack(TAG, _KIND_REQUEST, message.seq, message.paused, message.applied_index)
+    if message.leader_time is not None:
+        return _TIMED_ANSWER.pack(
+            TAG,
+            _KIND_TIMED_ANSWER,
+            message.seq,
+            message.granted,
+            message.term,
+            message.lease_s,
+            message.must_apply,
+            message.leader_time,
+        )
     return _ANSWER.pack(
         TAG,
         _KIND_ANSWER,
@@ -145,6 +195,12 @@ def decode(payload: bytes) -> LeaseRequest | LeaseAnswer:
         if payload[1] == _KIND_ANSWER:
             _, _, seq, granted, term, lease_s, must_apply = _ANSWER.unpack(payload)
             return LeaseAnswer(seq, granted, term, lease_s, must_apply)
+        if payload[1] == _KIND_TIMED_REQUEST:
+            _, _, seq, paused, applied, skewed = _TIMED_REQUEST.unpack(payload)
+            return LeaseRequest(seq, paused, applied, skewed)
+        if payload[1] == _KIND_TIMED_ANSWER:
+            _, _, seq, granted, term, lease_s, must_apply, at = _TIMED_ANSWER.unpack(payload)
+            return LeaseAnswer(seq, granted, term, lease_s, must_apply, at)
     except struct.error:
         raise LeaseDecodeError(f"a lease message of {len(payload)} bytes") from None
     raise LeaseDecodeError(f"unknown lease message kind {payload[1]}")
@@ -176,6 +232,8 @@ class FollowerChannel:
     next_seq: int = attrs.field(factory=_first_seq)
     #: (leader, term) whose granted HTTP answer offered the channel, if any.
     offered: tuple[int, int] | None = None
+    #: Did that answer carry the leader's time (so it takes timed requests)?
+    timed: bool = False
     pending: dict[int, Sent] = attrs.field(factory=dict)
     #: When the oldest request sent since the last answer left (None: none).
     unanswered_since: float | None = None
@@ -186,11 +244,15 @@ class FollowerChannel:
     answers: int = 0
     fallbacks: int = 0
 
-    def offer(self, leader: int, term: int, now: float) -> None:
-        """A granted HTTP answer of C{leader} in C{term} offered the channel."""
+    def offer(self, leader: int, term: int, now: float, timed: bool = False) -> None:
+        """
+        A granted HTTP answer of C{leader} in C{term} offered the channel
+        (C{timed}: it carried the leader's time, so timed requests are understood).
+        """
         if now < self.retry_at or self.offered == (leader, term):
             return
         self.offered = (leader, term)
+        self.timed = timed
         self.unanswered_since = None
 
     def usable(self, leader: int, term: int) -> bool:

@@ -73,6 +73,11 @@ def raft_settings(config: Config) -> RaftSettings:
     )
 
 
+def _rounded(seconds: float | None) -> float | None:
+    """Seconds to a tenth of a millisecond (None stays None)."""
+    return None if seconds is None else round(seconds, 4)
+
+
 def _capture_to_file(state: StateStore, storage: SqliteRaftStorage) -> Deferred:
     """
     The driver's snapshot hook: the state machine copied into a new file of
@@ -116,6 +121,10 @@ class ClusterNode:
     # Leases are durations on this process's monotonic clock, so a wall
     # clock stepped back cannot stretch one.
     monotonic: Callable[[], float] = time.monotonic
+    # The wall clock compared with the leader's (None: the reactor's).
+    wall: Callable[[], float] | None = None
+    #: s, the largest clock offset from the leader's at which this node fires.
+    max_clock_offset_s: float = 0.5
     # The members' addresses known at start (from config), handed to the
     # membership, which keeps them from then on.
     _addresses: dict[int, str] = attrs.field(factory=dict)
@@ -154,6 +163,8 @@ class ClusterNode:
             is_paused=self.is_paused,
             lease_s=self.lease_s,
             monotonic=self.monotonic,
+            wall=self.wall,
+            max_clock_offset_s=self.max_clock_offset_s,
         )
         self.forwarding = Forwarding(
             self.reactor,
@@ -170,6 +181,11 @@ class ClusterNode:
     def moving_off(self) -> set[int]:
         """Nodes whose jobs the leader is moving away right now (no lease for them)."""
         return self.leases.moving_off
+
+    @property
+    def skewed_nodes(self) -> set[int]:
+        """The leader's view: nodes whose clocks are out of bounds (their jobs move at once)."""
+        return self.leases.skewed_nodes
 
     @classmethod
     def open(
@@ -281,6 +297,7 @@ class ClusterNode:
             # A lease as long as an election timeout: a node that loses
             # touch stops firing, and its jobs move, about that long after.
             lease_s=max(0.25, election_s),
+            max_clock_offset_s=config.max_clock_offset_ms / 1000,
             addresses=addresses,
             raft_addresses={r.node_id: r.raft_address for r in config.members()},
         )
@@ -372,9 +389,29 @@ class ClusterNode:
     def leader_lease_s(self) -> float:
         return self.leases.leader_lease_s
 
-    def grant_lease(self, node_id: int, paused: bool, applied_index: int) -> dict:
+    def grant_lease(
+        self, node_id: int, paused: bool, applied_index: int, skewed: bool = False
+    ) -> dict:
         """The leader's side of a renewal (L{Leases.grant_lease})."""
-        return self.leases.grant_lease(node_id, paused, applied_index)
+        return self.leases.grant_lease(node_id, paused, applied_index, skewed)
+
+    def clock_offset(self) -> float | None:
+        """
+        This node's wall clock minus its leader's, in seconds, now (0 on the
+        leader, the reference; None: not measured yet).
+        """
+        if self.is_leader:
+            return 0.0
+        return self.leases.clock_offset.offset(self.leases._wall_time(), self.monotonic())
+
+    def leader_time(self) -> float:
+        """
+        The leader's wall clock now, as this node knows it: its own, corrected
+        by its measured offset (its own, when that is not known).
+        """
+        own = self.leases._wall_time()
+        offset = self.clock_offset()
+        return own if offset is None else own - offset
 
     def live_nodes(self) -> tuple[dict[int, bool], Callable[[Any], bool]] | None:
         """The leader's view of who holds a lease (L{Leases.live_nodes})."""
@@ -446,6 +483,7 @@ class ClusterNode:
             "learners": [int(v) for v in learners],
             "lease_valid": self.lease_valid(),
             "paused": self.is_paused(),
+            "clock_offset_s": _rounded(self.clock_offset()),
         }
 
     async def cluster_view(self) -> dict:
@@ -594,6 +632,9 @@ class ClusterNode:
                 applied_index=self.driver.applied_index,
                 lease_requires=leases.lease_requires,
                 unable_to_fire_s=now - leases.could_fire_at,
+                clock_offset_s=self.clock_offset(),
+                max_clock_offset_s=self.max_clock_offset_s,
+                clock_out_of_bounds=leases.clock_out_of_bounds(now),
             )
         )
 

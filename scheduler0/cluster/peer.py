@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from scheduler0.cluster.copies import check_meta
-from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY
+from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY, HTTP_SKEWED_KEY
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable, WritesRefused
 from scheduler0.store.commands import Command
 
@@ -305,7 +305,10 @@ class PeerAPI:
         if not isinstance(node_id, int) or isinstance(node_id, bool):
             raise _Refused(400, "invalid", "node_id: must be an integer")
         grant = self.node.grant_lease(
-            node_id, bool(body.get("paused")), int(body.get("applied_index") or 0)
+            node_id,
+            bool(body.get("paused")),
+            int(body.get("applied_index") or 0),
+            body.get(HTTP_SKEWED_KEY) is True,
         )
         # This release takes renewals over the Raft links too (cheaper); a
         # follower of an earlier release ignores the offer and stays here.
