@@ -69,6 +69,8 @@ class Vitals:
     executor: Any = None
     proposer: Any = None
     cluster: Any = None
+    #: The clock watch (scheduler0.clockwatch.ClockWatch): the C{clock} field.
+    clock: Any = None
 
 
 @attrs.define(eq=False)
@@ -164,6 +166,23 @@ class Followers(Part):
         self.proposer.subscribe(self.signer.on_applied, self.signer_ops)
         for fn, ops in self.subscriptions:
             self.proposer.subscribe(fn, ops)
+
+
+@attrs.define(eq=False)
+class ClockWatching(Part):
+    """
+    The watch on the wall clock: from before the stores open until the
+    node has stopped, the reactor's timers keep their elapsed time across
+    steps of the wall clock (see scheduler0.clockwatch).
+    """
+
+    watch: Any
+
+    async def start(self) -> None:
+        self.watch.install()
+
+    async def stop(self) -> None:
+        self.watch.uninstall()
 
 
 @attrs.define(eq=False)

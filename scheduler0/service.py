@@ -40,6 +40,7 @@ from scheduler0.logs import (
 )
 from scheduler0.parts import (
     API,
+    ClockWatching,
     Clustering,
     Connections,
     Fanout,
@@ -344,6 +345,7 @@ class NodeService(MultiService):
                 "in_flight": executor.in_flight() if executor is not None else 0,
             },
             "active_jobs": vitals.scheduler.active_jobs() if vitals.scheduler is not None else 0,
+            "clock": vitals.clock.snapshot() if vitals.clock is not None else None,
             "ready": not reasons,
             "reasons": reasons,
         }
@@ -384,6 +386,7 @@ class NodeBuilder:
 
     def build(self) -> tuple[list[Part], Vitals]:
         """The node's children, in the order they start, and what its health check reads."""
+        from scheduler0.clockwatch import ClockWatch
         from scheduler0.guard import ResourceGuard
         from scheduler0.scheduler.admission import Admission
         from scheduler0.summary import ExecutionSummary
@@ -398,6 +401,7 @@ class NodeBuilder:
         # restarted node starts from zero).
         summary = ExecutionSummary(reactor)
         admission = Admission()
+        clock_watch = ClockWatch(reactor)
         progress: Later[tuple[str, int, int]] = Later()
         cluster = None
         if config.replicas:
@@ -420,12 +424,13 @@ class NodeBuilder:
             [ExecutionEvents(level=level_named(config.log_level)), finished, summary.on_execution],
             [slots_started, summary.on_started],
         )
+        clock_watch.listeners.append(scheduler.clock_stepped)
         outcomes.add(scheduler.on_outcome)
         outcomes.add(notifier.on_outcome)
         started.add(scheduler.on_started)
         progress.provide(scheduler.progress_mark)
         metrics = self.metrics(
-            scheduler, executor, cluster, guard, proposer, executions, state, notifier
+            scheduler, executor, cluster, guard, proposer, executions, state, notifier, clock_watch
         )
         finished.add(metrics.on_execution)
         slots_started.add(metrics.on_started)
@@ -444,6 +449,7 @@ class NodeBuilder:
             resolve=resolve,
         )
         children = [
+            ClockWatching(clock_watch),
             *self.consensus(state, executions, command_log, proposer, cluster, pool),
             self.followers(proposer, signer, notifier, metrics, cluster, duties),
             Upkeep(guard, executions),
@@ -454,7 +460,7 @@ class NodeBuilder:
             API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
             Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
         ]
-        return children, Vitals(scheduler, guard, executor, proposer, cluster)
+        return children, Vitals(scheduler, guard, executor, proposer, cluster, clock_watch)
 
     def admin(self) -> Any:
         """The peer (admin) credentials, made on a node's first start."""
@@ -711,6 +717,7 @@ class NodeBuilder:
         executions: Any,
         state: Any,
         notifier: Any,
+        clock_watch: Any = None,
     ) -> Any:
         """
         Prometheus metrics (GET /metrics): observers on the hot path, the
@@ -731,6 +738,7 @@ class NodeBuilder:
             state=state,
             readiness=self.node.readiness,
             notifier=notifier,
+            clock_watch=clock_watch,
         )
 
     def duties(self, cluster: Any, state: Any) -> Any:
