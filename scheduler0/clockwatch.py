@@ -155,12 +155,13 @@ class ClockWatch:
         self.steps[step.direction] += 1
         self.last = step
         log.warn(
-            "the wall clock stepped {direction} by {size:.3f} s (from {before} to {after});"
+            "the wall clock stepped {direction} by {magnitude:.3f} s (from {before} to {after});"
             " timers keep their elapsed time; {meaning}",
             event="clock_step",
             meaning=_MEANING[step.direction],
             direction=step.direction,
             size=size,
+            magnitude=abs(size),
             before=format_instant(utc_from_timestamp(step.before)),
             after=format_instant(utc_from_timestamp(step.after)),
         )

@@ -631,7 +631,8 @@ class SchedulerService(Service):
             current = entry.schedule.next_after(current)
         if current is not None and _slot_seconds(current) < end:
             current = entry.schedule.next_after(utc_from_timestamp(end) - timedelta(microseconds=1))
-            log.warn(
+            # The step itself was logged (at warn); this is per job.
+            log.debug(
                 "job {job_uuid}: more than {count} slots fell in wall time the clock jumped"
                 " over before {end}; the first {count} are recorded as skipped, the rest"
                 " only in this message",
