@@ -126,6 +126,7 @@ class ClockWatch:
     last: ClockStep | None = None
     _offset: float | None = None
     _original: Any = None
+    _wrapper: Any = None
 
     def read(self) -> tuple[float, float]:
         """The wall clock and the elapsed clock, read at (nearly) one instant."""
@@ -192,16 +193,31 @@ class ClockWatch:
         self._original = run
 
         def run_until_current() -> None:
-            try:
-                self.check()
-            except Exception:
-                log.failure("checking the clocks failed")
+            if self._original is not None:
+                try:
+                    self.check()
+                except Exception:
+                    log.failure("checking the clocks failed")
             run()
 
+        self._wrapper = run_until_current
         self.reactor.runUntilCurrent = run_until_current
 
     def uninstall(self) -> None:
-        """Stop checking before the reactor's turns."""
-        if self._original is not None:
-            del self.reactor.runUntilCurrent
-            self._original = None
+        """
+        Stop checking before the reactor's turns (and give the reactor back
+        what it ran before, unless something wrapped it since).
+        """
+        if self._original is None:
+            return
+        reactor: Any = self.reactor
+        if vars(reactor).get("runUntilCurrent") is self._wrapper:
+            original = self._original
+            # The reactor's own method: removing the wrapper uncovers it.
+            its_own = getattr(original, "__self__", None) is reactor
+            if its_own:
+                del reactor.runUntilCurrent
+            else:
+                reactor.runUntilCurrent = original
+        self._original = None
+        self._wrapper = None

@@ -177,6 +177,37 @@ class ClockWatchTests(SynchronousTestCase):
         self.assertEqual((turns, watch.steps[FORWARD]), (["turn", "turn"], 1))
         self.assertNotIn("runUntilCurrent", vars(reactor))
 
+    def test_watches_installed_on_one_reactor_uninstall_in_any_order(self) -> None:
+        """
+        Two nodes in one process share the reactor: each watch stops
+        checking when it is uninstalled, whatever the order, and the
+        reactor's turns go on.
+        """
+        turns: list[str] = []
+
+        class Reactor:
+            def __init__(self) -> None:
+                self.calls: list[Any] = []
+
+            def runUntilCurrent(self) -> None:  # noqa: N802 (Twisted's name)
+                turns.append("turn")
+
+        reactor = Reactor()
+        wall = [0.0]
+        first = ClockWatch(reactor, wall=lambda: wall[0], elapsed=lambda: 0.0)
+        second = ClockWatch(reactor, wall=lambda: wall[0], elapsed=lambda: 0.0)
+        first.install()
+        second.install()
+        first.uninstall()
+        wall[0] = 10.0
+        reactor.runUntilCurrent()
+        self.assertEqual((first.steps[FORWARD], second.steps[FORWARD]), (0, 1))
+        second.uninstall()
+        wall[0] = 20.0
+        reactor.runUntilCurrent()
+        self.assertEqual((first.steps[FORWARD], second.steps[FORWARD]), (0, 1))
+        self.assertEqual(turns, ["turn", "turn"])
+
     def test_metrics_show_the_steps(self) -> None:
         """GET /metrics counts the steps by direction and shows the last one's size."""
         metrics = NodeMetrics(self.clocks.reactor, 1, clock_watch=self.watch)
