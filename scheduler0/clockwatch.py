@@ -11,9 +11,11 @@ counting a suspended machine's sleep, so a suspend is time that passed and
 not a step) before every reactor turn. When their difference changes by
 more than L{STEP_THRESHOLD_S} it moves every pending timer by the step, so
 each still runs after the elapsed time it was set for, and reports the
-step once: one log event, the counts L{scheduler0.metrics} shows, the
-C{clock} field of C{GET /healthcheck}, and its listeners (the scheduler,
-which decides what the step means for slots).
+step once (installed, the reactor reads the wall clock through
+L{ClockWatch.seconds}, which takes a step in only at the next check, so the
+timers one turn sets are all in one frame): one log event, the counts
+L{scheduler0.metrics} shows, the C{clock} field of C{GET /healthcheck}, and
+its listeners (the scheduler, which decides what the step means for slots).
 """
 
 from __future__ import annotations
@@ -181,16 +183,31 @@ class ClockWatch:
             "steps": dict(self.steps),
         }
 
+    def seconds(self) -> float:
+        """
+        The wall clock as the reactor reads it once installed: as it read at
+        the last L{check}, advanced by the elapsed clock. A step is taken
+        in only at the next check, before the next turn of the reactor, so
+        every timer a turn sets is in the frame of the timers set before it,
+        and the check moves them all alike.
+        """
+        offset = self._offset
+        if offset is None:
+            return self.wall()
+        return self.elapsed() + offset
+
     def install(self) -> None:
         """
         Check before every turn of the reactor (nothing of it runs between
-        the check and the timers it may move).
+        the check and the timers it may move), and read the wall clock as
+        L{seconds} does.
         """
         self.check()
-        run = getattr(self.reactor, "runUntilCurrent", None)
+        reactor: Any = self.reactor
+        run = getattr(reactor, "runUntilCurrent", None)
         if run is None or self._original is not None:
             return
-        self._original = run
+        self._original = (run, reactor.seconds)
 
         def run_until_current() -> None:
             if self._original is not None:
@@ -200,24 +217,28 @@ class ClockWatch:
                     log.failure("checking the clocks failed")
             run()
 
-        self._wrapper = run_until_current
-        self.reactor.runUntilCurrent = run_until_current
+        self._wrapper = (run_until_current, self.seconds)
+        reactor.runUntilCurrent = run_until_current
+        reactor.seconds = self.seconds
 
     def uninstall(self) -> None:
         """
         Stop checking before the reactor's turns (and give the reactor back
-        what it ran before, unless something wrapped it since).
+        what it had before, unless something replaced it since).
         """
-        if self._original is None:
+        if self._original is None or self._wrapper is None:
             return
         reactor: Any = self.reactor
-        if vars(reactor).get("runUntilCurrent") is self._wrapper:
-            original = self._original
+        for name, original, wrapper in zip(
+            ("runUntilCurrent", "seconds"), self._original, self._wrapper, strict=True
+        ):
+            if vars(reactor).get(name) != wrapper:
+                continue
             # The reactor's own method: removing the wrapper uncovers it.
             its_own = getattr(original, "__self__", None) is reactor
             if its_own:
-                del reactor.runUntilCurrent
+                delattr(reactor, name)
             else:
-                reactor.runUntilCurrent = original
+                setattr(reactor, name, original)
         self._original = None
         self._wrapper = None

@@ -117,9 +117,13 @@ class ClockStepTests(TestCase):
         self.assertEqual(log.count("the wall clock stepped forward"), 1)
 
     def _offset(self, path: str, offset: str) -> None:
-        """Set the node's wall clock offset from real time (libfaketime reads it at every call)."""
-        with open(path, "w") as f:
+        """
+        Set the node's wall clock offset from real time (libfaketime reads
+        it at every call: the file is replaced whole, never seen half written).
+        """
+        with open(path + ".new", "w") as f:
             f.write(offset + "\n")
+        os.replace(path + ".new", path)
 
     async def _arrivals(self, receiver: CallbackReceiver, count: int, timeout: float = 10) -> None:
         await wait_for(

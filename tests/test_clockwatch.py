@@ -164,6 +164,9 @@ class ClockWatchTests(SynchronousTestCase):
             def runUntilCurrent(self) -> None:  # noqa: N802 (Twisted's name)
                 turns.append("turn")
 
+            def seconds(self) -> float:
+                return -1.0
+
         reactor = Reactor()
         wall = [1000.0]
         watch = ClockWatch(reactor, wall=lambda: wall[0], elapsed=lambda: 0.0)
@@ -176,6 +179,27 @@ class ClockWatchTests(SynchronousTestCase):
         reactor.runUntilCurrent()
         self.assertEqual((turns, watch.steps[FORWARD]), (["turn", "turn"], 1))
         self.assertNotIn("runUntilCurrent", vars(reactor))
+        self.assertNotIn("seconds", vars(reactor))
+        self.assertEqual(reactor.seconds(), -1.0)
+
+    def test_a_step_within_a_turn_is_taken_in_at_the_next(self) -> None:
+        """
+        Installed, the reactor's seconds() keeps the frame of the turn's
+        start: a step in the middle of a turn shows (and the timers move)
+        only at the next turn, so no timer set in that turn is moved twice.
+        """
+        wall, elapsed = [1000.0], [0.0]
+        reactor = Clock()
+        watch = ClockWatch(reactor, wall=lambda: wall[0], elapsed=lambda: elapsed[0])
+        watch.install()
+        self.assertIs(vars(reactor).get("seconds"), None)  # task.Clock has no turns
+        watch.check()
+        elapsed[0], wall[0] = 1.0, 1001.0
+        self.assertEqual(watch.seconds(), 1001.0)
+        wall[0] += 120  # the step, in the middle of a turn
+        self.assertEqual(watch.seconds(), 1001.0)
+        watch.check()
+        self.assertEqual(watch.seconds(), 1121.0)
 
     def test_watches_installed_on_one_reactor_uninstall_in_any_order(self) -> None:
         """
@@ -191,6 +215,9 @@ class ClockWatchTests(SynchronousTestCase):
 
             def runUntilCurrent(self) -> None:  # noqa: N802 (Twisted's name)
                 turns.append("turn")
+
+            def seconds(self) -> float:
+                return -1.0
 
         reactor = Reactor()
         wall = [0.0]
