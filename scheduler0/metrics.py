@@ -50,6 +50,7 @@ from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
 
 if TYPE_CHECKING:
+    from scheduler0.clockwatch import ClockWatch
     from scheduler0.diskspace import DiskWatcher
     from scheduler0.guard import ResourceGuard
 
@@ -95,6 +96,7 @@ SKIP_REASONS = (
     "still_running",
     "replaced",
     "coalesced",
+    "clock_stepped",
 )
 
 #: Roles a node reports (Raft core roles).
@@ -173,6 +175,8 @@ class NodeMetrics:
     notifier: NotifierCounts | None = None
     # The data directory's free space and whether writes are refused.
     disk: DiskWatcher | None = None
+    # The watch on the wall clock.
+    clock_watch: ClockWatch | None = None
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
 
     _finished: dict[str, tuple[Any, int]] = attrs.field(init=False, factory=dict)
@@ -373,6 +377,7 @@ class NodeMetrics:
             self._guard,
             self._disk,
             self._readiness,
+            self._clock,
             self._per_job,
         )
         for section in sections:
@@ -644,6 +649,26 @@ class NodeMetrics:
         for code in READINESS_CODES:
             reasons.add_metric([code], 1 if code in active else 0)
         yield reasons
+
+    def _clock(self) -> Iterable[Metric]:
+        watch = self.clock_watch
+        if watch is None:
+            return
+        steps = CounterMetricFamily(
+            "scheduler0_clock_steps",
+            "Steps of the wall clock this node saw (its difference from the elapsed clock"
+            " changed by more than 0.1 s at once), by direction.",
+            labels=["direction"],
+        )
+        for direction, count in sorted(watch.steps.items()):
+            steps.add_metric([direction], count)
+        yield steps
+        last = watch.last
+        yield _gauge(
+            "scheduler0_clock_last_step_seconds",
+            "Size of the last step of the wall clock, negative when back (0: none since start).",
+            0.0 if last is None else last.size_s,
+        )
 
     def _per_job(self) -> Iterable[Metric]:
         yield _gauge(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from twisted.web.server import Site
 
     from scheduler0.api.app import SchedulerAPI
+    from scheduler0.clockwatch import ClockWatch
     from scheduler0.cluster.copies import HistoryCopies
     from scheduler0.cluster.leader import LeaderDuties
     from scheduler0.cluster.node import ClusterNode
@@ -94,6 +95,8 @@ class Vitals:
     cluster: ClusterNode | None = None
     disk: DiskWatcher | None = None
     executions: ExecutionStore | None = None
+    #: The clock watch: the C{clock} field.
+    clock: ClockWatch | None = None
 
 
 @attrs.define(eq=False)
@@ -189,6 +192,23 @@ class Followers(Part):
         self.proposer.subscribe(self.signer.on_applied, self.signer_ops)
         for fn, ops in self.subscriptions:
             self.proposer.subscribe(fn, ops)
+
+
+@attrs.define(eq=False)
+class ClockWatching(Part):
+    """
+    The watch on the wall clock: from before the stores open until the
+    node has stopped, the reactor's timers keep their elapsed time across
+    steps of the wall clock (see scheduler0.clockwatch).
+    """
+
+    watch: ClockWatch
+
+    async def start(self) -> None:
+        self.watch.install()
+
+    async def stop(self) -> None:
+        self.watch.uninstall()
 
 
 @attrs.define(eq=False)

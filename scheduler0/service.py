@@ -41,6 +41,7 @@ from scheduler0.logs import (
 )
 from scheduler0.parts import (
     API,
+    ClockWatching,
     Clustering,
     Connections,
     Fanout,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from twisted.web.server import Site
 
     from scheduler0.api.app import SchedulerAPI
+    from scheduler0.clockwatch import ClockWatch
     from scheduler0.cluster.copies import HistoryCopies
     from scheduler0.cluster.leader import LeaderDuties
     from scheduler0.cluster.node import ClusterNode
@@ -439,6 +441,7 @@ class NodeService(MultiService):
             "execution_records": (
                 vitals.executions.hold_state() if vitals.executions is not None else None
             ),
+            "clock": vitals.clock.snapshot() if vitals.clock is not None else None,
             "ready": not reasons,
             "reasons": reasons,
         }
@@ -479,6 +482,7 @@ class NodeBuilder:
 
     def build(self) -> tuple[list[Part], Vitals]:
         """The node's children, in the order they start, and what its health check reads."""
+        from scheduler0.clockwatch import ClockWatch
         from scheduler0.guard import ResourceGuard
         from scheduler0.scheduler.admission import Admission
         from scheduler0.summary import ExecutionSummary
@@ -494,6 +498,7 @@ class NodeBuilder:
         # restarted node starts from zero).
         summary = ExecutionSummary(reactor)
         admission = Admission()
+        clock_watch = ClockWatch(reactor)
         progress: Later[tuple[str, int, int] | None] = Later()
         cluster, local = None, None
         proposer: ProposingNode
@@ -521,12 +526,22 @@ class NodeBuilder:
             [ExecutionEvents(level=level_named(config.log_level)), finished, summary.on_execution],
             [slots_started, summary.on_started],
         )
+        clock_watch.listeners.append(scheduler.clock_stepped)
         outcomes.add(scheduler.on_outcome)
         outcomes.add(notifier.on_outcome)
         started.add(scheduler.on_started)
         progress.provide(scheduler.progress_mark)
         metrics = self.metrics(
-            scheduler, executor, cluster, guard, proposer, executions, state, notifier, disk
+            scheduler,
+            executor,
+            cluster,
+            guard,
+            proposer,
+            executions,
+            state,
+            notifier,
+            disk,
+            clock_watch,
         )
         finished.add(metrics.on_execution)
         slots_started.add(metrics.on_started)
@@ -545,6 +560,7 @@ class NodeBuilder:
             resolve=resolve,
         )
         children = [
+            ClockWatching(clock_watch),
             *self.consensus(state, executions, command_log, local, cluster, pool),
             self.followers(proposer, signer, notifier, metrics, cluster, duties),
             Upkeep(guard, executions, disk),
@@ -555,7 +571,9 @@ class NodeBuilder:
             API(api, proposer, lambda: self.node.first_credential(api, state, cluster)),
             Listener(api_server_endpoint(reactor, config), self.site(api, admin, cluster)),
         ]
-        return children, Vitals(scheduler, guard, executor, proposer, cluster, disk, executions)
+        return children, Vitals(
+            scheduler, guard, executor, proposer, cluster, disk, executions, clock_watch
+        )
 
     def admin(self) -> AdminCredentials:
         """The peer (admin) credentials, made on a node's first start."""
@@ -842,6 +860,7 @@ class NodeBuilder:
         state: StateStore,
         notifier: FailureNotifier,
         disk: DiskWatcher | None = None,
+        clock_watch: ClockWatch | None = None,
     ) -> NodeMetrics:
         """
         Prometheus metrics (GET /metrics): observers on the hot path, the
@@ -863,6 +882,7 @@ class NodeBuilder:
             readiness=self.node.readiness,
             notifier=notifier,
             disk=disk,
+            clock_watch=clock_watch,
         )
 
     def duties(self, cluster: ClusterNode | None, state: StateStore) -> LeaderDuties | None:

@@ -1109,6 +1109,7 @@ class JobReadUpdateTests(APITestCase):
 
     def test_next_runs_every(self) -> None:
         """/next lists @every slots counted from the anchor, in UTC and in the job's zone."""
+        self.h.scheduler.next_text = "2026-01-02T03:05:05.000Z"
         self.h.request("PATCH", f"/jobs/{self.job['uuid']}", {"timezone": "America/New_York"})
         data = self.h.request("GET", f"/jobs/{self.job['uuid']}/next?n=3")[2]["data"]
         self.assertEqual(
@@ -1126,6 +1127,7 @@ class JobReadUpdateTests(APITestCase):
 
     def test_next_runs_cron_in_zone(self) -> None:
         """/next evaluates cron specs in the job's zone."""
+        self.h.scheduler.next_text = "2026-01-02T11:00:00.000Z"
         job = self.h.job(self.puuid, spec="0 12 * * *", timezone="Europe/Berlin")
         items = self.h.request("GET", f"/jobs/{job['uuid']}/next?n=2")[2]["data"]["items"]
         self.assertEqual(
@@ -1134,6 +1136,19 @@ class JobReadUpdateTests(APITestCase):
                 {"utc": "2026-01-02T11:00:00.000Z", "local": "2026-01-02T12:00:00.000+01:00"},
                 {"utc": "2026-01-03T11:00:00.000Z", "local": "2026-01-03T12:00:00.000+01:00"},
             ],
+        )
+
+    def test_next_runs_start_at_the_schedulers_next_slot(self) -> None:
+        """
+        After the wall clock stepped back, /next starts at the slot the
+        scheduler fires next, not at instants already sent again.
+        """
+        # The clock went back: the scheduler sent every slot up to 03:06:05.
+        self.h.scheduler.next_text = "2026-01-02T03:07:05.000Z"
+        items = self.h.request("GET", f"/jobs/{self.job['uuid']}/next?n=2")[2]["data"]["items"]
+        self.assertEqual(
+            [item["utc"] for item in items],
+            ["2026-01-02T03:07:05.000Z", "2026-01-02T03:08:05.000Z"],
         )
 
     def test_next_runs_at_the_end_of_time(self) -> None:

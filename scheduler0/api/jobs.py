@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -358,6 +358,19 @@ class JobsResource:
         zone = ZoneInfo(zone_name)
         items = []
         instant: datetime | None = utc_now(self.clock)
+        # After the wall clock stepped back, the instants up to the job's
+        # next slot were sent already and are not sent again: the preview
+        # starts where the scheduler will.
+        pending = None
+        if not job.get("paused"):
+            try:
+                pending = await maybe(self.scheduler.next_run_at(job))
+            except Exception:
+                log.failure("next_run_at failed for job {uuid}", Failure(), uuid=job.get("uuid"))
+        if pending:
+            upcoming = parse_instant(pending) - timedelta(microseconds=1)
+            if instant is None or upcoming > instant:
+                instant = upcoming
         for _ in range(call.query["n"]):
             instant = schedule.next_after(instant)  # type: ignore[arg-type]
             if instant is None:

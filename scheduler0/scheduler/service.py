@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from scheduler0.clockwatch import SKIP_CLOCK_STEPPED, ClockStep
 from scheduler0.delivery import (
     DEFAULT_POLICY,
     SKIP_COALESCED,
@@ -74,6 +75,9 @@ _SLICE_CHECK = 256
 # none that ended longer ago than this.
 _GAPS_KEPT = 32
 _GAPS_SPAN_S = 3600.0
+# The spans of wall time forward steps of the clock jumped over that are
+# kept (the oldest is forgotten first; its slots are long since handled).
+_JUMPS_KEPT = 8
 
 # Jobs are read from the state this many at a time at start-up, so a million
 # of them never sit in memory as whole rows at once, and the first pages fire
@@ -326,6 +330,12 @@ class SchedulerService(Service):
     # ExecutionStore.in_doubt) of jobs loaded, to send again, with the same
     # execution_id, once this node may fire: (entry, slot).
     _in_doubt: list[tuple[_Entry, datetime]] = attrs.field(factory=list)
+    # Wall time forward steps of the clock jumped over: (before, after) in
+    # POSIX seconds, oldest first (see clock_stepped).
+    _jumps: list[tuple[float, float]] = attrs.field(factory=list)
+    # The wall instant the node had reached before the clock last stepped
+    # back (POSIX seconds): slots up to it may have been sent already.
+    _reached: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if self.handover is not None:
@@ -480,6 +490,7 @@ class SchedulerService(Service):
             if value.get("paused"):
                 self.executor.cancel_job(value["uuid"], "job_paused")
             since = now
+            earliest = None
             if previous is not None:
                 # Prepared slots of the old entry are dropped at release (it
                 # is no longer the job's entry) and planned again under the change.
@@ -487,7 +498,7 @@ class SchedulerService(Service):
                 earliest = min((slot for slot in owed if slot is not None), default=None)
                 if earliest is not None:
                     since = min(now, earliest - timedelta(microseconds=1))
-            self.add(value, since=since)
+            self.add(value, since=self._not_again(since, earliest))
         elif op == Op.DELETE_JOB:
             self._remove(value["uuid"])
             self.executor.cancel_job(value["uuid"], "job_deleted")
@@ -564,6 +575,105 @@ class SchedulerService(Service):
         self._arm()
 
     # -- the heap ------------------------------------------------------------
+
+    def _not_again(self, since: datetime, owed: datetime | None) -> datetime:
+        """
+        C{since}, moved past the instants the node reached before the clock
+        stepped back (their slots may have been sent, and a slot is never
+        sent twice) -- but not past the slot C{owed}, which was not.
+        """
+        if self._reached <= since.timestamp():
+            return since
+        floor = utc_from_timestamp(self._reached)
+        if owed is not None and owed - timedelta(microseconds=1) < floor:
+            floor = owed - timedelta(microseconds=1)
+        return since if since >= floor else floor
+
+    # -- clock steps -----------------------------------------------------------
+
+    def clock_stepped(self, step: ClockStep) -> None:
+        """
+        The wall clock stepped (L{scheduler0.clockwatch.ClockWatch} has moved
+        the timers so they keep their elapsed time). Slots are instants of
+        the wall clock, each sent at most once:
+
+          - back: the slots already sent are not sent again; every job waits
+            for the clock to reach its next slot, which is the one L{next_run_at}
+            and C{GET /jobs/{uuid}/next} show;
+          - forward: the wall time jumped over did not pass, so it is no
+            outage. Of the slots due in it, each job sends its first at once
+            and records the others C{skipped} (C{clock_stepped}); the
+            catch-up window is counted without it.
+        """
+        size = step.size_s
+        if self._timer_due is not None:
+            self._timer_due += size
+        if self._blocked_since is not None:
+            self._blocked_since += size
+        if size < 0:
+            if step.before > self._reached:
+                self._reached = step.before
+            return
+        jumps = self._jumps
+        jumps.append((step.before, step.after))
+        if len(jumps) > _JUMPS_KEPT:
+            jumps.pop(0)
+        # What was due in it became ready when the clock landed.
+        self._gap(step.before, step.after)
+
+    def _jump_over(self, slot_s: float) -> float | None:
+        """The end of the span a forward step jumped over that holds C{slot_s}, if one does."""
+        for before, after in self._jumps:
+            if before <= slot_s < after:
+                return after
+        return None
+
+    def _jumped(self, since_s: float, now_s: float) -> float:
+        """Seconds of wall time between C{since_s} and C{now_s} that forward steps jumped over."""
+        jumped = 0.0
+        for before, after in self._jumps:
+            start = before if before > since_s else since_s
+            end = after if after < now_s else now_s
+            if end > start:
+                jumped += end - start
+        return jumped
+
+    def _fire_jumped(self, entry: _Entry, slot: datetime, end: float) -> datetime | None:
+        """
+        C{slot} is the first slot of C{entry} in wall time a forward step
+        jumped over (up to C{end}): send it, unless one of the job's slots is
+        prepared already, and record the job's other slots in that time as
+        skipped; return the slot to fire next.
+        """
+        current: datetime | None = slot
+        if not entry.prepared:
+            self._deliver(entry, slot)
+            current = self._following(entry, slot)
+        count = 0
+        until = entry.until
+        while (
+            current is not None
+            and _slot_seconds(current) < end
+            and (until is None or current < until)
+            and count < self.history_per_job
+        ):
+            record = self._record(entry, current, state="skipped", skip_reason=SKIP_CLOCK_STEPPED)
+            if self.execution_observers:
+                self._observe(self.execution_observers, record)
+            count += 1
+            current = entry.schedule.next_after(current)
+        if current is not None and _slot_seconds(current) < end:
+            current = entry.schedule.next_after(utc_from_timestamp(end) - timedelta(microseconds=1))
+            # The step itself was logged (at warn); this is per job.
+            log.debug(
+                "job {job_uuid}: more than {count} slots fell in wall time the clock jumped"
+                " over before {end}; the first {count} are recorded as skipped, the rest"
+                " only in this message",
+                job_uuid=entry.uuid,
+                count=count,
+                end=format_instant(utc_from_timestamp(end)),
+            )
+        return current
 
     def catch_up_start(self, job: dict, last_slot: str | None) -> datetime:
         """
@@ -928,6 +1038,15 @@ class SchedulerService(Service):
             self._prepare(entry, slot, self._delivery(entry, slot))
             return self._following(entry, slot)
         window_start = now - timedelta(seconds=entry.catch_up_window_s)
+        if self._jumps:
+            jumped_end = self._jump_over(_slot_seconds(slot))
+            if jumped_end is not None:
+                return self._fire_jumped(entry, slot, jumped_end)
+            # Wall time a forward step jumped over did not pass: it does not
+            # make an owed slot older.
+            jumped = self._jumped(_slot_seconds(slot), now_s)
+            if jumped:
+                window_start -= timedelta(seconds=jumped)
         if slot >= window_start:
             if entry.kind.coalesce:
                 following = entry.schedule.next_after(slot)
