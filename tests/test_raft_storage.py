@@ -12,6 +12,7 @@ from scheduler0.raft.codec import encode_config
 from scheduler0.raft.core import RaftNode, RaftSettings, Ready
 from scheduler0.raft.messages import ClusterConfig, Entry, HardState, SnapshotMeta
 from scheduler0.raft.storage import MemoryRaftStorage, SnapshotFile, SqliteRaftStorage
+from scheduler0.store.sqlite import WAL_LIMIT_BYTES
 
 CONFIG = ClusterConfig(frozenset({"a", "b"}), frozenset({"c"}))
 
@@ -157,6 +158,23 @@ class SqliteStorageTests(StorageContract, SynchronousTestCase):
         store = self.make()
         self.assertEqual(store._db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
         self.assertEqual(store._db.execute("PRAGMA synchronous").fetchone()[0], 2)
+
+    def test_a_large_batch_does_not_leave_a_large_wal(self) -> None:
+        """
+        A transaction that grows the WAL past its limit is checkpointed into
+        the file and the WAL truncated; its entries are durable all the same.
+        """
+        store = self.make()
+        self.assertEqual(
+            store._db.execute("PRAGMA journal_size_limit").fetchone()[0], WAL_LIMIT_BYTES
+        )
+        big = tuple(Entry(1, i, 0, bytes([i]) * 100_000, f"r{i}") for i in range(1, 31))
+        store.save(ready(entries=big))
+        self.assertEqual(store.truncations, 1)
+        self.assertLessEqual(os.path.getsize(self.path + "-wal"), WAL_LIMIT_BYTES)
+        store.save(ready(entries=entries(1, 31, 32)))
+        self.assertEqual(store.truncations, 1)
+        self.assertEqual(self.reopen(store).load().entries, big + entries(1, 31, 32))
 
     def test_failed_batch_is_rolled_back_whole(self) -> None:
         """A batch that fails midway leaves nothing of itself behind."""

@@ -32,6 +32,7 @@ import attrs
 from scheduler0.raft.codec import decode_config, encode_config
 from scheduler0.raft.core import BootState, Ready, SnapshotImage
 from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
+from scheduler0.store.sqlite import WAL_LIMIT_BYTES, trim_wal
 
 
 @attrs.frozen
@@ -220,17 +221,34 @@ class SqliteRaftStorage:
     """
 
     path: str
+    #: A WAL file larger than this after a transaction is checkpointed and truncated.
+    wal_limit: int = WAL_LIMIT_BYTES
     _db: sqlite3.Connection = attrs.field(init=False)
+    #: Checkpoints made because the WAL passed C{wal_limit}.
+    truncations: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # As the store's files: a WAL past this is checkpointed and truncated
+        # after the transaction that grew it (L{_trim_wal}), and SQLite cuts it
+        # back to this size when it starts it over.
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(snapshot)")}
         if "file" not in columns:
             # Files from before snapshot files kept the image in the row.
             self._db.execute("ALTER TABLE snapshot ADD COLUMN file TEXT")
+
+    def _trim_wal(self) -> None:
+        """
+        Checkpoint and truncate the WAL once a transaction left it past
+        C{wal_limit}: otherwise it keeps the size of the largest batch of
+        entries ever written (SQLite reuses a WAL file, it does not shrink it).
+        """
+        if trim_wal(self._db, self.path + "-wal", self.wal_limit):
+            self.truncations += 1
 
     @property
     def snapshot_folder(self) -> str:
@@ -308,6 +326,7 @@ class SqliteRaftStorage:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self._trim_wal()
         if file_name is not None:
             self._remove_unused_files(self._current_file())
 
@@ -324,6 +343,7 @@ class SqliteRaftStorage:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._trim_wal()
         self._remove_unused_files(self._current_file())
 
     def _write_file(self, data: SnapshotImage) -> str:

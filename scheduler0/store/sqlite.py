@@ -50,23 +50,36 @@ class CheckpointingPool(adbapi.ConnectionPool):
             self._trim_wal()
 
     def _trim_wal(self) -> None:
-        try:
-            if not self.wal_path or os.path.getsize(self.wal_path) <= self.wal_limit:
-                return
-        except OSError:
-            return  # no WAL file (yet)
-        try:
-            raw: Any = self.connectionFactory(self)._connection
-            # Wait briefly for a reader (a snapshot copy) rather than hold
-            # up the next write; the next trim tries again.
-            raw.execute("PRAGMA busy_timeout=100")
-            try:
-                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                raw.execute("PRAGMA busy_timeout=5000")
+        if not self.wal_path:
+            return
+        raw: Any = self.connectionFactory(self)._connection
+        if trim_wal(raw, self.wal_path, self.wal_limit):
             self.truncations += 1
-        except Exception:
-            pass  # e.g. the disk is full: the WAL stays until the next try
+
+
+def trim_wal(connection: Any, wal_path: str, limit: int = WAL_LIMIT_BYTES) -> bool:
+    """
+    Checkpoint and truncate the WAL file at C{wal_path} of the sqlite3
+    C{connection} if it is larger than C{limit} bytes; whether it was. Call
+    it between transactions. A checkpoint that cannot finish (a reader holds
+    an old snapshot, the disk is full) is left for the next call.
+    """
+    try:
+        if os.path.getsize(wal_path) <= limit:
+            return False
+    except OSError:
+        return False  # no WAL file (yet)
+    try:
+        # Wait briefly for a reader (a snapshot copy) rather than hold up the
+        # next write; the next trim tries again.
+        connection.execute("PRAGMA busy_timeout=100")
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            connection.execute("PRAGMA busy_timeout=5000")
+    except Exception:
+        return False  # e.g. the disk is full: the WAL stays until the next try
+    return True
 
 
 def _prepare_replayable(connection: Any) -> None:
