@@ -46,11 +46,7 @@ _SCHEMA = (
         active_since TEXT)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at, uuid)",
     "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_uuid, created_at, uuid)",
-    # Only the paused jobs, in creation order: few jobs are paused, and an
-    # index of every job's flag cost 82 bytes a job (a ninth of state.db).
-    # The unpaused ones are listed through jobs_by_created and counted as all
-    # jobs but the paused (StateStore.list_jobs).
-    "CREATE INDEX IF NOT EXISTS jobs_paused ON jobs (created_at, uuid) WHERE paused = 1",
+    "CREATE INDEX IF NOT EXISTS jobs_by_paused ON jobs (paused, created_at, uuid)",
     """CREATE TABLE IF NOT EXISTS credentials (
         uuid TEXT PRIMARY KEY,
         api_key TEXT NOT NULL UNIQUE,
@@ -129,8 +125,6 @@ _ADDED_COLUMNS = (
     ("projects", "notify_url", "TEXT"),
 )
 _LATE_SCHEMA = (
-    # Files from before jobs_paused indexed every job by its flag.
-    "DROP INDEX IF EXISTS jobs_by_paused",
     # A node's jobs in creation order; also counts each owner's jobs.
     "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, uuid)",
 )

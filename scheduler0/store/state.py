@@ -191,18 +191,10 @@ class StateStore:
             where.append("project_uuid = ?")
             params.append(project_uuid)
         if paused is not None:
-            # A literal, so that the planner may use the partial index jobs_paused.
-            where.append("paused = 1" if paused else "paused = 0")
+            where.append("paused = ?")
+            params.append(int(bool(paused)))
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         count = f"SELECT COUNT(*) FROM jobs{clause}"
-        if paused is not None and not paused:
-            # Only paused jobs are indexed by their flag: the others are
-            # counted as all jobs but those (two index counts, not a scan).
-            of_project = "project_uuid = ?1" if project_uuid is not None else "1"
-            count = (
-                f"SELECT (SELECT COUNT(*) FROM jobs WHERE {of_project})"
-                f" - (SELECT COUNT(*) FROM jobs WHERE paused = 1 AND {of_project})"
-            )
         if after is not None:
             where.append("(created_at, uuid) > (?, ?)")
             clause = " WHERE " + " AND ".join(where)
