@@ -1,4 +1,4 @@
-"""Tests for L{scheduler0.store.sqlite}: the PRAGMAs each kind of store file gets, its WAL trimmed."""
+"""Tests for L{scheduler0.store.sqlite}: the PRAGMAs each kind of store file gets; WAL trimming."""
 
 from __future__ import annotations
 

@@ -7,11 +7,11 @@ Two implementations share one interface:
 - :class:`SqliteRaftStorage` -- a SQLite file in the data dir, WAL journal,
   ``synchronous=FULL``; each :meth:`save` of a Ready is one transaction, so one
   fsync covers a whole batch (group commit).  Large entries are stored
-  compressed (a codec column per row; the wire and the core never see it).  Its methods block: a Twisted
-  adapter calls them from a worker thread, never on the reactor thread.  The
-  snapshot image itself is a file beside it (a :class:`SnapshotFile`), read
-  only when a chunk of it is sent, so a large state machine is not held in
-  memory.
+  compressed (a codec column per row; the wire and the core never see it).
+  Its methods block: a Twisted adapter calls them from a worker thread, never
+  on the reactor thread.  The snapshot image itself is a file beside it (a
+  :class:`SnapshotFile`), read only when a chunk of it is sent, so a large
+  state machine is not held in memory.
 - :class:`MemoryRaftStorage` -- the simulated disk of the deterministic
   simulator.  :meth:`~MemoryRaftStorage.write` buffers, :meth:`~MemoryRaftStorage.sync`
   makes durable, :meth:`~MemoryRaftStorage.crash` loses everything not synced.
