@@ -154,11 +154,12 @@ class LeaderRefusesTests(SynchronousTestCase):
 class PeerAPIRefusedTests(SynchronousTestCase):
     def test_writes_refused_becomes_507_with_its_data(self) -> None:
         """POST /peer/propose answers a WritesRefused with 507, its message and its numbers."""
+        message = f"this write was not stored and changed nothing: {LEADER_DATA} is full"
 
         def propose_as_leader(command: Command) -> Deferred:
             return fail(
                 WritesRefused(
-                    f"this write was not stored and changed nothing: {LEADER_DATA} is full",
+                    message,
                     data_dir=LEADER_DATA,
                     free_bytes=12345,
                     floor_bytes=0,
@@ -186,7 +187,7 @@ class PeerAPIRefusedTests(SynchronousTestCase):
                 },
                 "error": {
                     "code": "insufficient_storage",
-                    "message": f"this write was not stored and changed nothing: {LEADER_DATA} is full",
+                    "message": message,
                 },
             },
         )
