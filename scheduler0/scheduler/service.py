@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -35,6 +35,7 @@ from scheduler0.delivery import (
     Outcome,
     job_members_json,
 )
+from scheduler0.errors import RecordsHeld
 from scheduler0.model import ALLOW
 from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.ports import (
@@ -296,6 +297,9 @@ class SchedulerService(Service):
     # scheduler what to take up and give up (see scheduler0.cluster.handover);
     # None on a single node, which owns all.
     handover: Handover | None = None
+    # Why a run-now must not be sent now (None: it may): its record could
+    # not be written (see ExecutionStore.run_refusal).
+    run_refusal: Callable[[], str | None] | None = None
     # In a cluster: the log index being applied now (None on a single node).
     # With it the scheduler reports how far it got (L{progress_mark}).
     applied_index: Callable[[], int] | None = None
@@ -1343,7 +1347,13 @@ class SchedulerService(Service):
     # -- what the API asks -----------------------------------------------------
 
     def run_now(self, job: dict) -> Deferred:
-        """Fire one extra execution of C{job} at this instant."""
+        """
+        Fire one extra execution of C{job} at this instant; fail with
+        L{RecordsHeld} (nothing sent) while its record could not be written.
+        """
+        refusal = self.run_refusal() if self.run_refusal is not None else None
+        if refusal is not None:
+            return fail(RecordsHeld(refusal))
         now = utc_from_timestamp(self.clock.seconds())
         # Millisecond instants keep the id of a run-now equal to what the
         # record shows as scheduled_at.
