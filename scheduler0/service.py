@@ -844,6 +844,7 @@ class NodeBuilder:
             started_observers=started_observers,
             admission=admission,
             may_fire=may_fire,
+            run_refusal=executions.run_refusal,
             handover=handover,
             applied_index=applied_index,
         )

@@ -572,7 +572,15 @@ _ROUTE_ERRORS: dict[str, dict[str, tuple[str, dict]]] = {
                 }
             ),
         )
-    }
+    },
+    "run_job": {
+        "503": (
+            "Nothing was sent: no leader or no quorum in time, or (code records_held) this "
+            "node's execution records cannot be written and ExecutionRecordsMaxPending of "
+            "them wait, so it could not record the run; retry after Retry-After seconds.",
+            _ref("Error"),
+        )
+    },
 }
 
 _ERROR_HEADERS: dict[str, dict[str, Any]] = {
