@@ -216,6 +216,11 @@ class NoPlainTextAtRestTests(SynchronousTestCase):
         self.assertNotIn(second.encode(), data)
         rows = fired(self.state.signing_secrets())[uuid]
         self.assertEqual(sorted(self.sealer.open(v) for v, _ in rows), sorted([secret, second]))
+        # A snapshot (what a follower installs, and a backup) carries them sealed too.
+        image = fired(self.state.snapshot())
+        self.assertIn(b"s0seal:v1:", image)
+        self.assertNotIn(secret.encode(), image)
+        self.assertNotIn(second.encode(), image)
 
     def test_seal_route_seals_old_rows_and_rotates_the_key(self) -> None:
         """
