@@ -505,7 +505,7 @@ KEYS: tuple[_Key, ...] = (
         "CallbackAllowNetworks",
         "callback_allow_networks",
         _networks,
-        "CIDR list callbacks may reach (empty = any)",
+        "CIDR list callbacks may reach (empty = any but the link-local and metadata defaults)",
     ),
     _Key(
         "CallbackDenyNetworks",

@@ -510,7 +510,7 @@ class NodeBuilder:
                 copied_rows.add(cluster.history_copies.tap)
         else:
             local = proposer = self.local_proposer(command_log, state, disk)
-        signer, net_policy, resolve, pool, http_client = self.callbacks(state)
+        signer, net_policy, resolve, pool, http_client = self.callbacks(state, admin)
         notifier = self.notifier(state, http_client, signer)
         outcomes, started, posts = Fanout(), Fanout(), Fanout()
         executor = self.executor(http_client, guard, signer, outcomes, started, posts)
@@ -687,7 +687,7 @@ class NodeBuilder:
         )
 
     def callbacks(
-        self, state: StateStore
+        self, state: StateStore, admin: AdminCredentials
     ) -> tuple[CallbackSigner, NetworkPolicy, Resolver, HTTPConnectionPool, HTTPClient]:
         """
         The signer, the network policy, the resolver, the connection pool and
@@ -698,10 +698,11 @@ class NodeBuilder:
 
         from scheduler0.executor.http import whole_body
         from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
+        from scheduler0.sealing import SecretSealer
         from scheduler0.signing import CallbackSigner
 
         config, reactor = self.config, self.reactor
-        signer = CallbackSigner(reactor, state)
+        signer = CallbackSigner(reactor, state, SecretSealer.from_secret_key(admin.secret_key))
         net_policy = NetworkPolicy.from_config(
             config.callback_allow_networks, config.callback_deny_networks
         )
@@ -914,6 +915,7 @@ class NodeBuilder:
         from scheduler0.api.app import SchedulerAPI
         from scheduler0.api.limits import RateLimiter
         from scheduler0.cluster.history import ClusterHistory
+        from scheduler0.sealing import SecretSealer
 
         config, reactor, in_thread = self.config, self.reactor, self.in_thread
         history = ClusterHistory(cluster, executions, state) if cluster is not None else executions
@@ -929,6 +931,7 @@ class NodeBuilder:
             hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
             verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
             signing_grace_s=config.callback_signing_grace_seconds,
+            sealer=SecretSealer.from_secret_key(admin.secret_key),
             max_body_bytes=config.max_request_body_bytes,
             max_json_depth=config.max_json_depth,
             net_policy=net_policy,

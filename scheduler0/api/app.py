@@ -49,6 +49,7 @@ from scheduler0.api.site import body_limited_request
 from scheduler0.credentials import token as make_token
 from scheduler0.errors import StoreUnavailable, WritesRefused
 from scheduler0.netpolicy import NetworkPolicy
+from scheduler0.sealing import SecretSealer
 from scheduler0.store.commands import Command, Result
 from scheduler0.ui import dashboard_resource
 
@@ -109,6 +110,8 @@ class SchedulerAPI:
     token: Callable[[int], str] = make_token
     max_body_bytes: int = 4 * 1024 * 1024
     max_json_depth: int = 32
+    # Seals signing secrets before they are proposed (scheduler0.sealing).
+    sealer: SecretSealer | None = None
     # Where callbacks may go (open by default, so resolve is never called).
     net_policy: NetworkPolicy = attrs.field(factory=NetworkPolicy)
     resolve: Callable[[str], Deferred] = no_resolver
@@ -168,6 +171,7 @@ class SchedulerAPI:
             net_policy=self.net_policy,
             resolve=self.resolve,
             signing_grace_s=self.signing_grace_s,
+            sealer=self.sealer,
         )
         self.job_routes = JobsResource(
             state=self.state,

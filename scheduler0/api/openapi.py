@@ -343,6 +343,29 @@ SCHEMAS: dict[str, Any] = {
             "previous_expires_at": _INSTANT,
         }
     ),
+    "SealInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "new_secret_key": {
+                "type": "string",
+                "minLength": 16,
+                "description": "Seal under this key (the next SecretKey) instead of this node's.",
+            },
+            "old_secret_key": {
+                "type": "string",
+                "minLength": 16,
+                "description": "Opens secrets still sealed under a previous SecretKey.",
+            },
+        },
+    },
+    "SealResult": _closed(
+        {
+            "resealed": {"type": "integer", "minimum": 0},
+            "skipped": {"type": "integer", "minimum": 0},
+            "key_id": {"type": "string", "description": "The id of the key now sealing them."},
+        }
+    ),
     "ProjectPage": _page("Project"),
     "ProjectDeleted": _closed({"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}}),
     "Deleted": _closed({"uuid": _UUID}),

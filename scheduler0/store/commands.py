@@ -38,6 +38,7 @@ class Op(StrEnum):
     CREATE_CREDENTIAL = "create_credential"
     ARCHIVE_CREDENTIAL = "archive_credential"
     ROTATE_SIGNING_SECRET = "rotate_signing_secret"
+    RESEAL_SIGNING_SECRETS = "reseal_signing_secrets"
     SET_MEMBERS = "set_members"
     REMOVE_MEMBER = "remove_member"
     SET_ELIGIBLE = "set_eligible"

@@ -99,6 +99,35 @@ def _rotate_signing_secret(txn: Any, args: Mapping) -> Any:
     return {"project_uuid": uuid, "previous_expires_at": expires_at}
 
 
+def _reseal_signing_secrets(txn: Any, args: Mapping) -> Any:
+    """
+    Replace stored signing secrets by the same secrets sealed anew (under a
+    new SecretKey, or sealed for the first time when they were plain text):
+    each of C{secrets} names a project, the value stored now (C{from}) and
+    its replacement (C{to}). The proposer sealed C{to}; a row that changed
+    since it was read (rotated) is left alone and counted as skipped.
+    """
+    entries = args.get("secrets")
+    if not isinstance(entries, list):
+        raise _invalid("secrets", "secrets must be a list")
+    resealed = skipped = 0
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise _invalid("secrets", "each of secrets must be an object")
+        uuid = _text(entry, "project_uuid")
+        before = _text(entry, "from")
+        after = _text(entry, "to")
+        cursor = txn.execute(
+            "UPDATE signing_secrets SET secret = ? WHERE project_uuid = ? AND secret = ?",
+            (after, uuid, before),
+        )
+        if cursor.rowcount:
+            resealed += 1
+        else:
+            skipped += 1
+    return {"resealed": resealed, "skipped": skipped}
+
+
 def _update_project(txn: Any, args: Mapping) -> Any:
     uuid = _text(args, "uuid")
     changes = _mapping(args, "changes")
