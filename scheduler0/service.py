@@ -909,13 +909,13 @@ class NodeBuilder:
         resolve: Resolver,
     ) -> SchedulerAPI:
         """The HTTP API; in a cluster it reads history from every member."""
-        from passlib.hash import pbkdf2_sha256
         from twisted.internet.task import deferLater
 
         from scheduler0.api.app import SchedulerAPI
-        from scheduler0.api.limits import RateLimiter
+        from scheduler0.api.limits import FailureThrottle, RateLimiter
         from scheduler0.cluster.history import ClusterHistory
         from scheduler0.sealing import SecretSealer
+        from scheduler0.secret_hash import verify_legacy
 
         config, reactor, in_thread = self.config, self.reactor, self.in_thread
         history = ClusterHistory(cluster, executions, state) if cluster is not None else executions
@@ -928,8 +928,9 @@ class NodeBuilder:
             defaults=config,
             admin=admin,
             health=self.node.health,
-            hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
-            verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
+            # New secrets get the keyed hash (microseconds); a pbkdf2 hash
+            # from before it is checked in a thread until it is upgraded.
+            verify_secret=lambda secret, hashed: in_thread(verify_legacy, secret, hashed),
             signing_grace_s=config.callback_signing_grace_seconds,
             sealer=SecretSealer.from_secret_key(admin.secret_key),
             max_body_bytes=config.max_request_body_bytes,
@@ -938,6 +939,9 @@ class NodeBuilder:
             resolve=resolve,
             rate_limiter=RateLimiter(
                 reactor, config.rate_limit_per_second, config.rate_limit_burst
+            ),
+            throttle=FailureThrottle(
+                reactor, config.auth_failure_limit, config.auth_failure_window_seconds
             ),
             max_jobs_per_request=config.max_jobs_per_request,
             read_barrier=cluster.read_barrier if cluster is not None else None,

@@ -537,7 +537,7 @@ _ERROR_STATUSES = {
     "409": "Conflict with stored state.",
     "413": "Body or array too large.",
     "415": "Body is not application/json.",
-    "429": "Too many requests for this credential; retry after Retry-After seconds.",
+    "429": "Too many requests or failed authentications; retry after Retry-After seconds.",
     "500": "Unexpected error (logged).",
     "503": "No leader or no quorum in time; retry after Retry-After seconds.",
 }

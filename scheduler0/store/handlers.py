@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scheduler0.model import JOB_COLUMNS, PROJECT_COLUMNS
+from scheduler0.secret_hash import SCHEME, is_keyed
 from scheduler0.store.checks import (
     _JOB_CHANGEABLE,
     _check_job_field,
@@ -378,3 +379,21 @@ def _archive_credential(txn: Any, args: Mapping) -> Any:
     return _public_credential(
         _one(txn, f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?", (uuid,))
     )
+
+
+def _upgrade_credential_hash(txn: Any, args: Mapping) -> Any:
+    """
+    Replace the secret hash of credential C{uuid} by C{new_hash} (a keyed
+    hash) only while it is still C{old_hash}: a proposal that lost a race
+    with another changes nothing. C{upgraded} says whether it changed.
+    """
+    uuid = _text(args, "uuid")
+    old_hash = _text(args, "old_hash")
+    new_hash = _text(args, "new_hash")
+    if not is_keyed(new_hash):
+        raise _invalid("new_hash", f"new_hash must be a {SCHEME} hash")
+    txn.execute(
+        "UPDATE credentials SET api_secret_hash = ? WHERE uuid = ? AND api_secret_hash = ?",
+        (new_hash, uuid, old_hash),
+    )
+    return {"uuid": uuid, "upgraded": txn.rowcount == 1}
