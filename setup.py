@@ -34,6 +34,9 @@ setup(
         "pyyaml>=6.0",
         "libpass>=1.9",
         "psutil>=5.9",
+        # AES-GCM for the signing secrets at rest (scheduler0.sealing); already
+        # pulled in by twisted[tls] through pyOpenSSL, named because we use it.
+        "cryptography>=41",
         "attrs>=23.1",
         "zope.interface>=6.0",
         # zoneinfo needs the IANA database; tzdata supplies it where the OS does not.

@@ -47,7 +47,7 @@ HELP = {
     "api": "scenario 5: API creates/s and reads/s, leader and follower (bench/api.py, --nodes N)",
     "raft": "Raft layer: committed writes/s (+ PySyncObj when installed) and failover",
     "peers": "scenario 6: APScheduler 3.x next to Scheduler0 in the same run",
-    "auth": "cost of authenticating one API request",
+    "auth": "cost of authenticating one API request, and of a failed one (--flood: a real node)",
     "idle": "CPU of idle clusters with no jobs, all nodes summed (--nodes 3 5)",
     "history": "GET /executions with every filter over 1,000,000 jobs' records (--nodes N)",
     "recovery": "seconds until lateness is normal again after an overload ends (--nodes N)",
@@ -141,9 +141,30 @@ def raft(argv: list[str]) -> int:
 
 
 def auth(argv: list[str]) -> int:
-    """bench/auth.py: the cost of authenticating one request."""
+    """bench/auth.py: the cost of authenticating one request, and of a failed one; --flood."""
     if "-h" in argv or "--help" in argv:
-        print("python -m bench auth [--quick] [--requests 20000]: " + HELP["auth"])
+        print(
+            "python -m bench auth [--quick] [--requests 20000]: " + HELP["auth"] + "\n"
+            "python -m bench auth --flood [--seconds 10]: a real node flooded from 8 clients "
+            "with wrong secrets, then unknown keys, beside a legitimate client"
+        )
+        return 0
+    if "--flood" in argv:
+        seconds = _option(argv, "--seconds", "3" if "--quick" in argv else "10")
+        done = _python_module("bench.auth", ["--flood", "--seconds", seconds])
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return done.returncode
+        result = json.loads(done.stdout)
+        columns = [
+            "kind", "idle_p95_ms", "flood_p95_ms", "within_goal", "node_cpu_percent",
+            "flood_requests_per_s", "statuses",
+        ]  # fmt: skip
+        print(
+            f"auth --flood: 8 clients for {seconds} s each, beside one legitimate client "
+            "(goal: flood p95 <= 3 x idle p95 + 5 ms)\n" + table(result["floods"], columns)
+        )
+        print_json_path(write_result("auth-flood", result, machine_facts()))
         return 0
     requests = _option(argv, "--requests", "5000" if "--quick" in argv else "20000")
     done = _python_module("bench.auth", ["--requests", requests])
@@ -162,6 +183,14 @@ def auth(argv: list[str]) -> int:
             ],
             ["first use ms", "after mean ms", "after p50 ms", "after p99 ms"],
         )  # fmt: skip
+    )
+    failures = [
+        {"failed request": name, **cost}
+        for name, cost in result["failure_cost_per_request"].items()
+    ]
+    print(
+        "\nauth: CPU per failed request, same run (before: pbkdf2 per wrong secret)\n"
+        + table(failures, ["failed request", "cpu_us", "wall_us", "status"])
     )
     print_json_path(write_result("auth", result, machine_facts()))
     return 0

@@ -110,6 +110,11 @@ class NodeProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The running node process's id (None before it is spawned)."""
+        return getattr(self._transport, "pid", None)
+
+    @property
     def output(self) -> str:
         return bytes(self._watch.output).decode("utf-8", "replace") if self._watch else ""
 

@@ -116,6 +116,8 @@ class Config:
     max_json_depth: int = 32
     rate_limit_per_second: float = 1000
     rate_limit_burst: int = 2000
+    auth_failure_limit: int = 5
+    auth_failure_window_seconds: float = 10
     http_request_timeout_seconds: float = 30
     http_idle_timeout_seconds: float = 60
     http_endpoint: str = ""
@@ -505,7 +507,7 @@ KEYS: tuple[_Key, ...] = (
         "CallbackAllowNetworks",
         "callback_allow_networks",
         _networks,
-        "CIDR list callbacks may reach (empty = any)",
+        "CIDR list callbacks may reach (empty = any but the link-local and metadata defaults)",
     ),
     _Key(
         "CallbackDenyNetworks",
@@ -560,6 +562,19 @@ KEYS: tuple[_Key, ...] = (
         "rate_limit_burst",
         _integer(1),
         "requests a credential may make at once above its steady rate",
+    ),
+    _Key(
+        "AuthFailureLimit",
+        "auth_failure_limit",
+        _integer(0, 100000),
+        "failed authentications per source address and per API key within"
+        " AuthFailureWindowSeconds before their requests get 429 (0 = no throttle)",
+    ),
+    _Key(
+        "AuthFailureWindowSeconds",
+        "auth_failure_window_seconds",
+        _number(0, exclusive=True),
+        "s the failures are counted over, and how long a throttled address or key gets 429",
     ),
     _Key(
         "HTTPRequestTimeoutSeconds",

@@ -45,3 +45,12 @@ class WritesRefused(StoreUnavailable):
         self.free_bytes = free_bytes
         self.floor_bytes = floor_bytes
         self.cause = cause
+
+
+class RecordsHeld(Exception):
+    """
+    A run this node will not send because it could not record it: its
+    execution records cannot be written (a full disk) and
+    ExecutionRecordsMaxPending of them wait in memory. The API answers 503
+    with the code C{records_held}; nothing was sent.
+    """

@@ -49,6 +49,11 @@ from scheduler0.readiness import CODES as READINESS_CODES
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
 
+#: Why an API request's credentials were refused (scheduler0.api.auth).
+AUTH_FAILURE_REASONS = ("unknown_key", "wrong_secret", "archived", "admin_rejected")
+#: Which throttle of failed authentications refused a request.
+AUTH_THROTTLE_SCOPES = ("address", "key")
+
 if TYPE_CHECKING:
     from scheduler0.clockwatch import ClockWatch
     from scheduler0.diskspace import DiskWatcher
@@ -186,6 +191,8 @@ class NodeMetrics:
     _lateness: Any = attrs.field(init=False, default=None)
     _retries: Any = attrs.field(init=False, default=None)
     _refused: Any = attrs.field(init=False, default=None)
+    _auth_failures: dict[str, Any] = attrs.field(init=False, factory=dict)
+    _auth_throttled: dict[str, Any] = attrs.field(init=False, factory=dict)
     _jobs: dict[str, list] = attrs.field(init=False, factory=dict)
     _deleted: dict[str, None] = attrs.field(init=False, factory=dict)
     # The done_before of this node's last progress mark the cluster committed.
@@ -241,9 +248,37 @@ class NodeMetrics:
             " MetricsMaxJobSeries jobs have them already (node totals count them).",
             registry=registry,
         )
+        failures = Counter(
+            "scheduler0_auth_failures",
+            "Requests whose credentials were refused (401), by reason: unknown_key,"
+            " wrong_secret, archived, admin_rejected.",
+            ["reason"],
+            registry=registry,
+        )
+        self._auth_failures = {r: failures.labels(r) for r in AUTH_FAILURE_REASONS}
+        throttled = Counter(
+            "scheduler0_auth_throttled",
+            "Requests refused with 429 after repeated failed authentications, by"
+            " scope: address (the source address) or key (the API key).",
+            ["scope"],
+            registry=registry,
+        )
+        self._auth_throttled = {s: throttled.labels(s) for s in AUTH_THROTTLE_SCOPES}
         registry.register(_ScrapeCollector(self))
 
     # -- observers (the hot path) ---------------------------------------------
+
+    def on_auth_failure(self, reason: str) -> None:
+        """The API's observer: one request's credentials were refused for C{reason}."""
+        child = self._auth_failures.get(reason)
+        if child is not None:
+            child.inc()
+
+    def on_auth_throttled(self, scope: str) -> None:
+        """The API's observer: one request was refused 429 by the C{scope} throttle."""
+        child = self._auth_throttled.get(scope)
+        if child is not None:
+            child.inc()
 
     def on_execution(self, record: dict) -> None:
         """

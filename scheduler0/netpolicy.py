@@ -47,6 +47,17 @@ LOCALHOST_ADDRESSES = ("127.0.0.1", "::1")
 #: How many networks an "is not in CallbackAllowNetworks" message lists.
 _LISTED_NETWORKS = 4
 
+#: Networks no callback reaches unless CallbackAllowNetworks names them:
+#: link-local addresses and the cloud metadata services that live there.
+#: 169.254.169.254 is the metadata address of AWS, GCP, Azure, Oracle Cloud
+#: and DigitalOcean (and 169.254.170.2 AWS ECS task credentials).
+DEFAULT_DENY_NETWORKS: tuple[tuple[str, str], ...] = (
+    ("169.254.0.0/16", "IPv4 link-local, cloud metadata 169.254.169.254"),
+    ("fe80::/10", "IPv6 link-local"),
+    ("fd00:ec2::254/128", "AWS metadata over IPv6"),
+    ("100.100.100.200/32", "Alibaba Cloud metadata"),
+)
+
 
 class BlockedTarget(Exception):
     """
@@ -111,11 +122,16 @@ def _mapped_to_ipv4(network: IPNetwork) -> IPNetwork:
 class NetworkPolicy:
     """
     The allowed and denied networks for callback targets. An empty C{allow}
-    allows every address; C{deny} wins over C{allow}.
+    allows every address; C{deny} wins over C{allow}. An address in one of
+    C{default_deny} (L{DEFAULT_DENY_NETWORKS} when built from the config) is
+    refused unless an C{allow} network inside that default network covers
+    it: C{0.0.0.0/0} does not open the metadata service, C{169.254.0.0/16}
+    or C{169.254.10.0/24} does.
     """
 
     allow: tuple[IPNetwork, ...] = ()
     deny: tuple[IPNetwork, ...] = ()
+    default_deny: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_config(
@@ -130,12 +146,33 @@ class NetworkPolicy:
         return cls(
             allow=tuple(_mapped_to_ipv4(n) for n in allow),
             deny=tuple(_mapped_to_ipv4(n) for n in deny),
+            default_deny=tuple(
+                ipaddress.ip_network(network) for network, _why in DEFAULT_DENY_NETWORKS
+            ),
         )
 
     @property
     def is_open(self) -> bool:
         """No rules at all: every address is allowed and nothing needs resolving."""
-        return not self.allow and not self.deny
+        return not self.allow and not self.deny and not self.default_deny
+
+    def _default_denial(self, address: IPAddress) -> str | None:
+        """The reason a default-denied address is refused, unless an allow entry opens it."""
+        for network in self.default_deny:
+            if address not in network:
+                continue
+            opened = any(
+                address in allowed
+                and allowed.version == network.version
+                and allowed.prefixlen >= network.prefixlen
+                for allowed in self.allow
+            )
+            if not opened:
+                return (
+                    f"is in the default deny list {network}"
+                    " (link-local and cloud metadata; name it in CallbackAllowNetworks to allow it)"
+                )
+        return None
 
     def allows_address(self, ip_str: str) -> str | None:
         """
@@ -152,6 +189,9 @@ class NetworkPolicy:
         for network in self.deny:
             if address in network:
                 return f"is in CallbackDenyNetworks {network}"
+        denied = self._default_denial(address)
+        if denied is not None:
+            return denied
         if self.allow and not any(address in network for network in self.allow):
             listed = ", ".join(str(n) for n in self.allow[:_LISTED_NETWORKS])
             more = len(self.allow) - _LISTED_NETWORKS

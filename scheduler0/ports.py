@@ -137,6 +137,8 @@ class StateReader(Protocol):
 
     def list_credentials(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
 
+    def signing_secrets(self) -> Deferred[Any]: ...
+
 
 @runtime_checkable
 class Sender(Protocol):

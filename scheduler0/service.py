@@ -510,7 +510,7 @@ class NodeBuilder:
                 copied_rows.add(cluster.history_copies.tap)
         else:
             local = proposer = self.local_proposer(command_log, state, disk)
-        signer, net_policy, resolve, pool, http_client = self.callbacks(state)
+        signer, net_policy, resolve, pool, http_client = self.callbacks(state, admin)
         notifier = self.notifier(state, http_client, signer)
         outcomes, started, posts = Fanout(), Fanout(), Fanout()
         executor = self.executor(http_client, guard, signer, outcomes, started, posts)
@@ -687,7 +687,7 @@ class NodeBuilder:
         )
 
     def callbacks(
-        self, state: StateStore
+        self, state: StateStore, admin: AdminCredentials
     ) -> tuple[CallbackSigner, NetworkPolicy, Resolver, HTTPConnectionPool, HTTPClient]:
         """
         The signer, the network policy, the resolver, the connection pool and
@@ -698,10 +698,11 @@ class NodeBuilder:
 
         from scheduler0.executor.http import whole_body
         from scheduler0.netpolicy import NetworkPolicy, policy_agent, thread_resolver
+        from scheduler0.sealing import SecretSealer
         from scheduler0.signing import CallbackSigner
 
         config, reactor = self.config, self.reactor
-        signer = CallbackSigner(reactor, state)
+        signer = CallbackSigner(reactor, state, SecretSealer.from_secret_key(admin.secret_key))
         net_policy = NetworkPolicy.from_config(
             config.callback_allow_networks, config.callback_deny_networks
         )
@@ -844,6 +845,7 @@ class NodeBuilder:
             started_observers=started_observers,
             admission=admission,
             may_fire=may_fire,
+            run_refusal=executions.run_refusal,
             handover=handover,
             applied_index=applied_index,
         )
@@ -907,12 +909,13 @@ class NodeBuilder:
         resolve: Resolver,
     ) -> SchedulerAPI:
         """The HTTP API; in a cluster it reads history from every member."""
-        from passlib.hash import pbkdf2_sha256
         from twisted.internet.task import deferLater
 
         from scheduler0.api.app import SchedulerAPI
-        from scheduler0.api.limits import RateLimiter
+        from scheduler0.api.limits import FailureThrottle, RateLimiter
         from scheduler0.cluster.history import ClusterHistory
+        from scheduler0.sealing import SecretSealer
+        from scheduler0.secret_hash import verify_legacy
 
         config, reactor, in_thread = self.config, self.reactor, self.in_thread
         history = ClusterHistory(cluster, executions, state) if cluster is not None else executions
@@ -925,15 +928,20 @@ class NodeBuilder:
             defaults=config,
             admin=admin,
             health=self.node.health,
-            hash_secret=lambda secret: in_thread(pbkdf2_sha256.hash, secret),
-            verify_secret=lambda secret, hashed: in_thread(pbkdf2_sha256.verify, secret, hashed),
+            # New secrets get the keyed hash (microseconds); a pbkdf2 hash
+            # from before it is checked in a thread until it is upgraded.
+            verify_secret=lambda secret, hashed: in_thread(verify_legacy, secret, hashed),
             signing_grace_s=config.callback_signing_grace_seconds,
+            sealer=SecretSealer.from_secret_key(admin.secret_key),
             max_body_bytes=config.max_request_body_bytes,
             max_json_depth=config.max_json_depth,
             net_policy=net_policy,
             resolve=resolve,
             rate_limiter=RateLimiter(
                 reactor, config.rate_limit_per_second, config.rate_limit_burst
+            ),
+            throttle=FailureThrottle(
+                reactor, config.auth_failure_limit, config.auth_failure_window_seconds
             ),
             max_jobs_per_request=config.max_jobs_per_request,
             read_barrier=cluster.read_barrier if cluster is not None else None,

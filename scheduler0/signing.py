@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from scheduler0.sealing import SealError, SecretSealer
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
 
@@ -38,7 +39,13 @@ DEFAULT_TOLERANCE_S = 300
 
 # Commands after which the signer reloads the secrets it holds.
 RELOAD_ON = frozenset(
-    {Op.CREATE_PROJECT, Op.DELETE_PROJECT, Op.ROTATE_SIGNING_SECRET, Op.STATE_RESTORED}
+    {
+        Op.CREATE_PROJECT,
+        Op.DELETE_PROJECT,
+        Op.ROTATE_SIGNING_SECRET,
+        Op.RESEAL_SIGNING_SECRETS,
+        Op.STATE_RESTORED,
+    }
 )
 
 
@@ -90,10 +97,14 @@ class CallbackSigner:
     The executor's C{sign} hook: holds every project's live signing secrets
     (loaded from the state machine, reloaded after the commands that change
     them) and signs each callback body with those of the projects in it.
+    The stored secrets are sealed (L{scheduler0.sealing}); C{sealer} opens
+    them. A secret this node's key cannot open (resealed under a new
+    SecretKey this node does not have yet) keeps signing with what it held.
     """
 
     clock: IReactorTime
     state: StateStore
+    sealer: SecretSealer | None = None
     _secrets: dict[str, list[tuple[str, float | None]]] = attrs.field(factory=dict)
     _loading: bool = False
     _again: bool = False
@@ -112,19 +123,39 @@ class CallbackSigner:
             while True:
                 self._again = False
                 stored = await self.state.signing_secrets()
-                self._secrets = {
-                    project: [
-                        (secret, None if expires is None else parse_instant(expires).timestamp())
-                        for secret, expires in rows
-                    ]
-                    for project, rows in stored.items()
-                }
+                self._secrets = self._opened(stored)
                 if not self._again:
                     return
         except Exception:
             log.failure("loading the callback signing secrets failed")
         finally:
             self._loading = False
+
+    def _opened(
+        self, stored: dict[str, list[tuple[str, str | None]]]
+    ) -> dict[str, list[tuple[str, float | None]]]:
+        """The stored secrets opened, each with its expiry instant (None: current)."""
+        opened: dict[str, list[tuple[str, float | None]]] = {}
+        problems: list[str] = []
+        for project, rows in stored.items():
+            held = dict((expires, secret) for secret, expires in self._secrets.get(project, ()))
+            for value, expires_at in rows:
+                expires = None if expires_at is None else parse_instant(expires_at).timestamp()
+                try:
+                    secret = value if self.sealer is None else self.sealer.open(value)
+                except SealError as error:
+                    problems.append(str(error))
+                    if expires not in held:
+                        continue
+                    secret = held[expires]
+                opened.setdefault(project, []).append((secret, expires))
+        if problems:
+            log.error(
+                "{count} callback signing secrets cannot be opened: {problem}",
+                count=len(problems),
+                problem=problems[0],
+            )
+        return opened
 
     def on_applied(self, command: Any, result: Result) -> None:
         """The proposer's subscriber: reload after a change of secrets."""

@@ -21,7 +21,7 @@ from scheduler0.api.validation import encode_cursor
 from scheduler0.errors import StoreUnavailable
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.store.commands import Result
-from tests.support.api import Admin, Harness, basic
+from tests.support.api import Admin, Harness, basic, fired
 
 
 def job_body(puuid: str, **fields) -> dict:
@@ -357,14 +357,20 @@ class AuthTests(APITestCase):
             h.request("GET", "/credentials", auth="none", headers=basic(password=""))[0], 401
         )
 
-    def test_verification_is_cached(self) -> None:
+    def test_legacy_hash_is_verified_once_then_upgraded(self) -> None:
         """
-        A good secret is hashed once; later requests reuse the verification; a wrong one is checked
-        each time.
+        A pbkdf2 hash from before keyed hashes is verified once; later
+        requests reuse the verification, and the hash is replaced by the
+        keyed one, so wrong secrets are then refused without pbkdf2.
         """
+        self.h = Harness(legacy_hashes=True)
+        stored = fired(self.h.state.get_credential_by_key(self.h.key))["api_secret_hash"]
+        self.assertTrue(stored.startswith("$pbkdf2-sha256$"))
         for _ in range(3):
             self.assertEqual(self.h.request("GET", "/projects")[0], 200)
         self.assertEqual(self.h.verifications, 1)
+        upgraded = fired(self.h.state.get_credential_by_key(self.h.key))["api_secret_hash"]
+        self.assertTrue(upgraded.startswith("hmac-sha256$"))
         for _ in range(2):
             self.h.request(
                 "GET",
@@ -372,7 +378,7 @@ class AuthTests(APITestCase):
                 auth="none",
                 headers={"x-api-key": self.h.key, "x-secret-key": "bad"},
             )
-        self.assertEqual(self.h.verifications, 3)
+        self.assertEqual(self.h.verifications, 1)
 
     def test_verification_may_be_asynchronous(self) -> None:
         """A verify function that answers later (a thread, on a node) is awaited."""
@@ -385,8 +391,9 @@ class AuthTests(APITestCase):
             pending.append(d)
             return d
 
+        self.h = Harness(legacy_hashes=True)
         self.h.api.auth.verify_secret = verify_later
-        self.h.api.auth._verified.clear()
+        self.h.api.auth.upgrade_hash = None
         response = self.h.treq.get("http://node/projects", headers=self.h.client_headers)
         self.assertNoResult(response)
         pending.pop().callback(True)

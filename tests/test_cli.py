@@ -358,6 +358,48 @@ class CredentialShowTests(CliTestCase):
         self.assertIn("scheduler0 credential init", self.one_error_line())
 
 
+class SecretsSealTests(CliTestCase):
+    """scheduler0 secrets seal."""
+
+    body = {"success": True, "data": {"resealed": 3, "skipped": 0, "key_id": "ab12cd34"}}
+
+    def test_seals_under_the_node_key(self) -> None:
+        """Without key files it POSTs an empty body as admin and prints the count and key id."""
+        self.save_admin()
+        http = FakeHttp(200, self.body)
+        self.assertEqual(self.run_cli("secrets", "seal", http=http), 0)
+        (call,) = http.calls
+        self.assertEqual(
+            (call["method"], call["url"], call["auth"], call["json"]),
+            ("POST", "http://127.0.0.1:9091/api/v1/signing-secrets/seal", ("admin", "pw-123"), {}),
+        )
+        self.assertIn("sealed 3 signing secrets under key id ab12cd34", self.stdout.getvalue())
+
+    def test_keys_come_from_files(self) -> None:
+        """--new-key-file and --old-key-file send the keys they hold (never from argv)."""
+        self.save_admin()
+        for name, key in (("new.key", "n" * 32), ("old.key", "o" * 32)):
+            with open(os.path.join(self.cwd, name), "w") as f:
+                f.write(key + "\n")
+        http = FakeHttp(200, self.body)
+        argv = ("secrets", "seal", "--new-key-file", "new.key", "--old-key-file", "old.key")
+        self.assertEqual(self.run_cli(*argv, http=http), 0)
+        self.assertEqual(
+            http.calls[0]["json"], {"new_secret_key": "n" * 32, "old_secret_key": "o" * 32}
+        )
+        self.assertNotIn("n" * 32, self.stdout.getvalue() + self.stderr.getvalue())
+
+    def test_short_or_missing_key_file(self) -> None:
+        """A key file that is missing or holds a short key is one line naming the option."""
+        self.save_admin()
+        self.assertEqual(self.run_cli("secrets", "seal", "--new-key-file", "nope"), 1)
+        self.assertIn("--new-key-file: cannot read", self.one_error_line())
+        with open(os.path.join(self.cwd, "short.key"), "w") as f:
+            f.write("short")
+        self.assertEqual(self.run_cli("secrets", "seal", "--old-key-file", "short.key"), 1)
+        self.assertIn("--old-key-file", self.one_error_line())
+
+
 class CreateCredentialTests(CliTestCase):
     """scheduler0 create credential."""
 

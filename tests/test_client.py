@@ -113,6 +113,7 @@ class RequestBuildingTests(SynchronousTestCase):
             "add_member": (2, "http://h:1", "h:2"),
             "remove_member": (2,),
             "create_credential": (),
+            "seal_signing_secrets": (),
             "list_credentials": (),
             "get_credential": ("u",),
             "archive_credential": ("u",),

@@ -13,11 +13,13 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from scheduler0.cluster.leader import REBALANCE_INTERVAL_S, STALL_S, LeaderDuties
 from scheduler0.cluster.peer import PeerUnavailable
-from scheduler0.store.commands import Command
+from scheduler0.errors import WritesRefused
+from scheduler0.store.commands import Command, Result
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.store.state import StateStore
 from scheduler0.timeutil import format_instant, utc_from_timestamp
@@ -311,3 +313,74 @@ class LeaderDutiesTests(TestCase):
         self.duties._once(self.duties.rebalance)
         self.assertEqual(self.node.proposed, [])
         return succeed(None)
+
+
+@attrs.define(eq=False)
+class NoMembersState:
+    """A state machine that never stores a member, so every full round writes again."""
+
+    def members(self) -> Deferred:
+        return succeed([])
+
+    def owner_counts(self) -> Deferred:
+        return succeed({})
+
+
+@attrs.define(eq=False)
+class RefusingNode(FakeNode):
+    """A leader whose writes are refused (its data directory is full) while C{refused}."""
+
+    refused: bool = False
+
+    def propose(self, command: Command) -> Deferred:
+        self.proposed.append(command)
+        if self.refused:
+            return fail(WritesRefused("this write was not stored and changed nothing: full"))
+        return succeed(Result.success(None))
+
+
+class PausedDutiesTests(SynchronousTestCase):
+    def test_refused_writes_are_one_event_each_way_however_many_rounds(self) -> None:
+        """
+        While the leader's writes are refused, its duties try every round
+        but say so once ("... paused: ..."), and once more when a write is
+        committed again; over a long pause the log does not grow.
+        """
+        clock = Clock()
+        clock.advance(NOW)
+        node = RefusingNode(NoMembersState(), {1}, live={1: False}, refused=True)
+        node.config = Config()
+        duties = LeaderDuties(node, NoMembersState(), Config(), clock)  # type: ignore[arg-type]
+        duties.start()
+        self.addCleanup(duties.stop)
+        with capturedLogs() as events:
+            node.mark = ("2027-01-15T08:00:00.000Z", 1, 1)
+            for step in range(600):  # 60 s of rounds
+                clock.advance(REBALANCE_INTERVAL_S)
+                node.mark = (f"2027-01-15T08:00:{step // 10:02d}.000Z", 1, 1)
+            refused_rounds = duties.failed_rounds
+            node.refused = False
+            for _ in range(50):
+                clock.advance(REBALANCE_INTERVAL_S)
+            node.refused = True
+            for step in range(100):
+                clock.advance(REBALANCE_INTERVAL_S)
+                node.mark = (f"2027-01-15T08:01:{step // 10:02d}.000Z", 1, 1)
+        ops = {command.op for command in node.proposed}
+        self.assertEqual(ops, {"set_members", "record_progress"})
+        # Both duties kept trying while refused: rebalance every full round,
+        # the fan-in every interval.
+        self.assertGreater(refused_rounds, 40)
+        said = [
+            e for e in events if e.get("event") in ("leader_duties_paused", "leader_duties_resumed")
+        ]
+        self.assertEqual(
+            [e["event"] for e in said],
+            ["leader_duties_paused", "leader_duties_resumed", "leader_duties_paused"],
+        )
+        self.assertIn("paused: this write was not stored", said[0]["log_format"].format(**said[0]))
+        self.assertEqual(said[1]["rounds"], refused_rounds)
+        self.assertTrue(duties.paused)
+        self.assertEqual(duties.pauses, 2)
+        # Nothing else was logged per round.
+        self.assertEqual(len(events), 3, [e["log_format"] for e in events])

@@ -33,6 +33,7 @@ from scheduler0.store.executions import (
     ExecutionStore,
 )
 from scheduler0.timeutil import format_instant, parse_instant
+from tests.support.api import Harness
 from tests.support.scheduler import START, FakeExecutor, FakeProposer, FakeState, make_job
 
 T0 = "2026-01-01T00:00:00.000Z"
@@ -228,6 +229,49 @@ class HeldRecordsTests(SynchronousTestCase):
         self.clock.advance(HOLD_RETRY_MAX_S)
         self.assertFalse(self.store.firing_stopped())
         self.assertEqual(self.store.hold_state()["pending"], 0)
+
+    def test_a_run_now_it_could_not_record_is_refused_not_sent(self) -> None:
+        """
+        POST /jobs/{uuid}/run while max_pending records are held answers 503
+        with the code records_held and a message naming the cause, and sends
+        nothing; below the bound, and once the records are written, a run is
+        sent (202).
+        """
+        executor = FakeExecutor()
+        scheduler = SchedulerService(
+            self.clock,
+            FakeState([]),
+            FakeProposer(),
+            self.store,
+            executor,
+            node_id=7,
+            run_refusal=self.store.run_refusal,
+        )
+        api = Harness(scheduler=scheduler)
+        job = api.job(api.project()["uuid"])
+        run = f"/jobs/{job['uuid']}/run"
+        self.pool.full = True
+        for n in range(4):
+            self.store.record(record(f"e{n}"))
+        self.clock.advance(0.25)
+        status, _, body = api.request("POST", run)
+        self.assertEqual(status, 202, body)
+        self.assertEqual(len(executor.submitted), 1)
+        self.store.record(record("e4"))
+        status, headers, body = api.request("POST", run)
+        self.assertEqual(status, 503, body)
+        self.assertEqual(body["error"]["code"], readiness.RECORDS_HELD)
+        message = body["error"]["message"]
+        self.assertIn("this run was not sent", message)
+        self.assertIn("database or disk is full", message)
+        self.assertIn("ExecutionRecordsMaxPending 5", message)
+        self.assertEqual(headers["retry-after"], "5")
+        self.assertEqual(len(executor.submitted), 1)
+        self.pool.full = False
+        self.clock.advance(HOLD_RETRY_MAX_S)
+        status, _, body = api.request("POST", run)
+        self.assertEqual(status, 202, body)
+        self.assertEqual(len(executor.submitted), 2)
 
     def test_close_while_held_logs_what_is_lost_and_closes(self) -> None:
         """Stopping while records cannot be written says how many, and still releases the pool."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import zlib
 from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from harness.sqlite_fake import SynchronousConnectionPool
@@ -26,6 +28,7 @@ from scheduler0.cluster.copies import (
     encode,
     keeper_of,
 )
+from scheduler0.errors import WritesRefused
 from scheduler0.store.executions import ExecutionStore
 
 
@@ -259,6 +262,37 @@ class CopiesTests(SynchronousTestCase):
         self.clock.advance(SHIP_INTERVAL_S * 4)
         self.drive(self.one.copies.ship())
         self.assertEqual([(kind, rows) for *_, kind, rows in self.two.copies_held()], [("last", 3)])
+
+    def test_a_keeper_whose_disk_is_full_is_one_event_each_way(self) -> None:
+        """
+        A keeper that cannot store a batch (its disk is full) refuses it as
+        WritesRefused (507 on the peer route, no traceback); the sender says
+        so once however many tries fail, and once when a batch is stored again.
+        """
+        keeper_pool = self.two.pool
+        store = keeper_pool.runInteraction
+
+        def full(*args: Any, **kwargs: Any) -> Deferred:
+            return fail(sqlite3.OperationalError("database or disk is full"))
+
+        keeper_pool.runInteraction = full  # type: ignore[method-assign]
+        meta = {"origin": 1, "incarnation": "i", "generation": 1, "seq": 0, "kind": "last"}
+        refused = Deferred.fromCoroutine(self.two.copies.receive({**meta, "rows": 0}, b""))
+        self.assertIn("disk_full", self.failureResultOf(refused, WritesRefused).value.cause)
+        with capturedLogs() as events:
+            for n in range(40):
+                self.write(self.one, range(n, n + 1))
+                self.drive(self.one.copies.ship())
+                self.clock.advance(SHIP_INTERVAL_S * 4)
+            failed_tries = self.one.copies._failures
+            keeper_pool.runInteraction = store  # type: ignore[method-assign]
+            self.clock.advance(copies_module.MAX_RETRY_S)
+            self.drive(self.one.copies.ship())
+        self.assertGreater(failed_tries, 10)
+        said = [e.get("event") for e in events]
+        self.assertEqual(said, ["history_copies_failing", "history_copies_sent"])
+        self.assertEqual(events[1]["failures"], failed_tries)
+        self.assertEqual(sum(rows for *_, rows in self.two.copies_held()), 40)
 
     def test_copies_wait_while_the_node_is_busy(self) -> None:
         """

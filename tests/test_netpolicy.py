@@ -14,7 +14,9 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import URI, HTTPConnectionPool
 from twisted.web.error import SchemeNotSupported
@@ -56,8 +58,8 @@ class FakeResolver:
 
 class PolicyTests(SynchronousTestCase):
     def test_no_rules_is_open(self) -> None:
-        """A policy without rules is open and allows every address."""
-        p = policy()
+        """A policy without rules, not even the default deny list, is open to every address."""
+        p = NetworkPolicy()
         self.assertTrue(p.is_open)
         self.assertIsNone(p.allows_address("10.0.0.1"))
         self.assertIsNone(p.allows_address("::1"))
@@ -147,6 +149,95 @@ class PolicyTests(SynchronousTestCase):
         )
 
 
+class DefaultDenyTests(SynchronousTestCase):
+    """Link-local and cloud metadata addresses are refused unless explicitly allowed."""
+
+    METADATA = ("169.254.169.254", "169.254.170.2", "fe80::1", "fd00:ec2::254", "100.100.100.200")
+
+    def test_config_without_rules_denies_metadata(self) -> None:
+        """A policy from a config without rules refuses every default-denied address."""
+        p = policy()
+        self.assertFalse(p.is_open)
+        for address in self.METADATA:
+            reason = p.allows_address(address)
+            self.assertIsNotNone(reason, address)
+            assert reason is not None
+            self.assertIn("is in the default deny list", reason)
+            self.assertIn("CallbackAllowNetworks", reason)
+        self.assertIn("169.254.0.0/16", p.allows_address("169.254.169.254") or "")
+        self.assertIn("fd00:ec2::254/128", p.allows_address("fd00:ec2::254") or "")
+
+    def test_ipv4_mapped_metadata_is_denied(self) -> None:
+        """The metadata address written as IPv4-mapped IPv6 is denied as well."""
+        self.assertIsNotNone(policy().allows_address("::ffff:169.254.169.254"))
+
+    def test_loopback_and_private_are_not_denied_by_default(self) -> None:
+        """Loopback, private and public addresses pass a policy without rules."""
+        p = policy()
+        for address in ("127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "fd12::1", "8.8.8.8"):
+            self.assertIsNone(p.allows_address(address), address)
+
+    def test_explicit_allow_opens_a_default_denied_network(self) -> None:
+        """An allow entry inside the default-denied network lets its addresses through."""
+        p = policy(allow=("169.254.169.254/32", "127.0.0.0/8", "fe80::/10"))
+        self.assertIsNone(p.allows_address("169.254.169.254"))
+        self.assertIsNone(p.allows_address("fe80::1"))
+        self.assertIsNone(p.allows_address("127.0.0.1"))
+        self.assertIn("default deny list", p.allows_address("169.254.170.2") or "")
+
+    def test_a_wide_allow_does_not_open_metadata(self) -> None:
+        """0.0.0.0/0 or ::/0 in CallbackAllowNetworks does not open what the defaults deny."""
+        p = policy(allow=("0.0.0.0/0", "::/0"))
+        self.assertIsNone(p.allows_address("8.8.8.8"))
+        self.assertIn("default deny list", p.allows_address("169.254.169.254") or "")
+        self.assertIn("default deny list", p.allows_address("fd00:ec2::254") or "")
+
+    def test_deny_still_wins_over_an_explicit_allow(self) -> None:
+        """CallbackDenyNetworks refuses an address even if the allow list opens it."""
+        p = policy(allow=("169.254.0.0/16",), deny=("169.254.169.254",))
+        self.assertEqual(
+            p.allows_address("169.254.169.254"), "is in CallbackDenyNetworks 169.254.169.254/32"
+        )
+        self.assertIsNone(p.allows_address("169.254.1.1"))
+
+    def test_creation_check_refuses_metadata(self) -> None:
+        """The create/update check refuses metadata literals and names resolving to them."""
+        resolver = FakeResolver({"metadata.test": ["169.254.169.254"]})
+
+        def check(p: NetworkPolicy, url: str) -> str | None:
+            return self.successResultOf(Deferred.fromCoroutine(check_url(p, url, resolver)))
+
+        self.assertIn(
+            "169.254.169.254 is in the default deny list 169.254.0.0/16",
+            check(policy(), "http://169.254.169.254/latest/meta-data/") or "",
+        )
+        self.assertIn(
+            "169.254.169.254 (from metadata.test)", check(policy(), "http://metadata.test/") or ""
+        )
+        self.assertIn("fd00:ec2::254", check(policy(), "http://[fd00:ec2::254]/") or "")
+        self.assertIsNone(check(policy(), "http://127.0.0.1:9000/hook"))
+        opened = policy(allow=("169.254.169.254/32",))
+        self.assertIsNone(check(opened, "http://metadata.test/"))
+
+    def test_connect_refuses_metadata(self) -> None:
+        """At connect time a name resolving to metadata fails with BlockedTarget, no connection."""
+        reactor = MemoryReactorClock()
+        resolver = FakeResolver({"rebound.test": ["169.254.169.254"]})
+        endpoint = _CheckedEndpoint(reactor, policy(), resolver, "rebound.test", 80, 5.0)
+        failure = self.failureResultOf(endpoint.connect(Factory()), BlockedTarget)
+        self.assertIn("default deny list 169.254.0.0/16", str(failure.value))
+        self.assertEqual(reactor.tcpClients, [])
+
+    def test_connect_allowed_when_explicitly_allowed(self) -> None:
+        """With an explicit allow the connection goes to the metadata address."""
+        reactor = MemoryReactorClock()
+        resolver = FakeResolver({"rebound.test": ["169.254.169.254"]})
+        p = policy(allow=("169.254.169.254/32",))
+        endpoint = _CheckedEndpoint(reactor, p, resolver, "rebound.test", 80, 5.0)
+        self.assertNoResult(endpoint.connect(Factory()))
+        self.assertEqual([c[:2] for c in reactor.tcpClients], [("169.254.169.254", 80)])
+
+
 class BlockedTargetTests(SynchronousTestCase):
     def test_names_host_address_and_rule(self) -> None:
         """The error is one line naming the address, the host it came from and the rule."""
@@ -171,7 +262,7 @@ class CheckURLTests(SynchronousTestCase):
     def test_open_policy_resolves_nothing(self) -> None:
         """With no rules every URL is accepted without a lookup."""
         resolver = FakeResolver({"evil.test": ["10.0.0.1"]})
-        self.assertIsNone(self.check(policy(), "http://evil.test/", resolver))
+        self.assertIsNone(self.check(NetworkPolicy(), "http://evil.test/", resolver))
         self.assertEqual(resolver.calls, [])
 
     def test_literal_ip_checked_directly(self) -> None:
@@ -467,10 +558,17 @@ class AgentTests(TestCase):
         )
         self.assertEqual((executor.retrying(), self.site.connections), (0, 0))
 
+    async def test_default_policy_reaches_a_loopback_receiver(self) -> None:
+        """The defaults deny nothing on loopback: a 127.0.0.1 receiver gets its POST."""
+        response = await self.client(policy(), FakeResolver()).post(self.url(), data=b"[2]")
+        self.assertEqual(response.code, 200)
+        await response.content()
+        self.assertEqual([body for _, body in self.receiver.posts], [b"[2]"])
+
     async def test_open_policy_is_a_plain_agent(self) -> None:
         """With no rules the Agent connects as usual, without the policy resolver."""
         resolver = FakeResolver()
-        response = await self.client(policy(), resolver).post(self.url(), data=b"[]")
+        response = await self.client(NetworkPolicy(), resolver).post(self.url(), data=b"[]")
         self.assertEqual(response.code, 200)
         await response.content()
         self.assertEqual((len(self.receiver.posts), resolver.calls), (1, []))

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from scheduler0.clockwatch import ClockStep
 from scheduler0.delivery import DEFAULT_POLICY, Outcome
 from scheduler0.scheduler import service as scheduler_service
 from scheduler0.scheduler.service import PREPARE_LEAD_MIN_S, SchedulerService
@@ -394,6 +395,48 @@ class SchedulerTests(SynchronousTestCase):
         record = self.successResultOf(self.scheduler.run_now(job))
         self.assertEqual(record["scheduled_at"], format_instant(START + timedelta(seconds=0.25)))
         self.assertEqual(len(self.executor.submitted), 1)
+
+    def test_a_run_now_never_takes_a_slots_execution_id(self) -> None:
+        """
+        A run-now at the very millisecond of one of its job's slots -- one due
+        now, or one already sent before the wall clock stepped back -- is
+        scheduled a millisecond later, so its execution_id is its own (a
+        receiver deduplicating on ids would drop it otherwise); two run-nows
+        in one millisecond differ too.
+        """
+        job = make_job(spec="@every 1s")
+        self.build([job])
+        self.clock.advance(3.5)
+        sent = {d.scheduled_at: d.execution_id for d in self.executor.submitted}
+        self.assertEqual(len(sent), 3)
+        # The wall clock steps back to the instant of a slot already sent.
+        before, after = self.clock.seconds(), (START + timedelta(seconds=1)).timestamp()
+        self.clock.rightNow = after
+        self.scheduler.clock_stepped(ClockStep(before, after))
+        run = self.successResultOf(self.scheduler.run_now(job))
+        self.assertEqual(run["scheduled_at"], format_instant(START + timedelta(seconds=1.001)))
+        self.assertNotIn(run["execution_id"], sent.values())
+        self.assertEqual(
+            run["execution_id"], execution_id(job["uuid"], START + timedelta(seconds=1.001))
+        )
+        # On the millisecond of a slot due now, and twice in that millisecond.
+        self.clock.rightNow = (START + timedelta(seconds=5)).timestamp()
+        runs = [self.successResultOf(self.scheduler.run_now(job)) for _ in range(2)]
+        self.assertEqual(
+            [r["scheduled_at"] for r in runs],
+            [format_instant(START + timedelta(seconds=s)) for s in (5.001, 5.002)],
+        )
+        slot_ids = {execution_id(job["uuid"], START + timedelta(seconds=s)) for s in range(10)}
+        ids = {run["execution_id"], *(r["execution_id"] for r in runs)}
+        self.assertEqual(len(ids), 3)
+        self.assertEqual(ids & slot_ids, set())
+        # A run-now off the slots keeps its instant; a paused job's slots count too.
+        self.clock.rightNow = (START + timedelta(seconds=5.25)).timestamp()
+        run = self.successResultOf(self.scheduler.run_now(job))
+        self.assertEqual(run["scheduled_at"], format_instant(START + timedelta(seconds=5.25)))
+        self.clock.rightNow = (START + timedelta(seconds=7)).timestamp()
+        run = self.successResultOf(self.scheduler.run_now(dict(job, uuid="held-elsewhere")))
+        self.assertEqual(run["scheduled_at"], format_instant(START + timedelta(seconds=7.001)))
 
     def test_next_run_at(self) -> None:
         """next_run_at names the coming slot, and nothing for a paused job."""

@@ -272,6 +272,21 @@ class UpgradeFromPreProgressReleaseTests(TestCase):
                 on_disk = manifest["nodes"][str(n)]["state_applied_index"]
                 self.assertGreaterEqual(loaded_at[0][0], on_disk, f"node {n}")
 
+        # (f) The old release's client credential had a pbkdf2 hash; its use
+        # above replaced it by the keyed hash through Raft, on every node.
+        def keyed_everywhere() -> bool:
+            query = "SELECT api_secret_hash FROM credentials WHERE api_key = ?"
+            return all(
+                rows(self.data(cluster, n, "state.db"), query, (self.headers["x-api-key"],))[0][
+                    0
+                ].startswith("hmac-sha256$")
+                for n in cluster.ids
+            )
+
+        await wait_for(
+            reactor, keyed_everywhere, timeout=15, what="the keyed secret hash on every node"
+        )
+
         # The commit_executions entries the old release logged after its
         # first node stopped reach that node through Raft and apply there.
         stopped = manifest["stopped_first"]

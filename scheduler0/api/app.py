@@ -34,12 +34,12 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from scheduler0.api.auth import Authenticator, default_verify
 from scheduler0.api.cluster import ClusterResource
-from scheduler0.api.credentials import CredentialsResource, default_hash
+from scheduler0.api.credentials import CredentialsResource
 from scheduler0.api.errors import APIError, insufficient_storage
 from scheduler0.api.executions import ExecutionsResource
 from scheduler0.api.health import HealthResource
 from scheduler0.api.jobs import JobsResource, no_resolver
-from scheduler0.api.limits import RateLimiter
+from scheduler0.api.limits import FailureThrottle, RateLimiter
 from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST
 from scheduler0.api.ports import Cluster, ExecutionHistory, Proposer, Scheduler, StateReader
 from scheduler0.api.projects import ProjectsResource
@@ -49,7 +49,8 @@ from scheduler0.api.site import body_limited_request
 from scheduler0.credentials import token as make_token
 from scheduler0.errors import StoreUnavailable, WritesRefused
 from scheduler0.netpolicy import NetworkPolicy
-from scheduler0.store.commands import Command, Result
+from scheduler0.sealing import SecretSealer
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.ui import dashboard_resource
 
 log = Logger()
@@ -109,16 +110,24 @@ class SchedulerAPI:
     token: Callable[[int], str] = make_token
     max_body_bytes: int = 4 * 1024 * 1024
     max_json_depth: int = 32
+    # Seals signing secrets before they are proposed (scheduler0.sealing).
+    sealer: SecretSealer | None = None
     # Where callbacks may go (open by default, so resolve is never called).
     net_policy: NetworkPolicy = attrs.field(factory=NetworkPolicy)
     resolve: Callable[[str], Deferred] = no_resolver
     # Requests per credential (None: no limit); see scheduler0.api.limits.
     rate_limiter: RateLimiter | None = None
     max_jobs_per_request: int = MAX_JOBS_PER_REQUEST
-    # Either may return a Deferred (the node runs them in a thread: pbkdf2
-    # takes tens of milliseconds).
-    hash_secret: Callable[[str], Any] = default_hash
+    # How new client secrets are stored (None: the keyed hash of
+    # scheduler0.secret_hash under the admin credentials' secret_key); may
+    # return a Deferred.
+    hash_secret: Callable[[str], Any] | None = None
+    # Checks a pbkdf2 hash from before keyed hashes; may return a Deferred
+    # (the node runs it in a thread: it takes milliseconds).
     verify_secret: Callable[[str, str], Any] = default_verify
+    # Failed authentications per address and key (None: a FailureThrottle
+    # with its defaults on this clock).
+    throttle: FailureThrottle | None = None
     read_barrier: Callable[[], Any] | None = None
     # The node's ClusterNode when it runs with Replicas (None: a single node).
     cluster: Cluster | None = None
@@ -152,14 +161,19 @@ class SchedulerAPI:
 
     def _build_parts(self) -> None:
         """The request layer and the resources, each given what it uses."""
+        self.writes = Writes(self.proposer, self.new_uuid, self.cluster)
+        observer = self.metrics if hasattr(self.metrics, "on_auth_failure") else None
         self.auth = Authenticator(
             state=self.state,
             admin=self.admin,
+            clock=self.clock,
             verify_secret=self.verify_secret,
+            upgrade_hash=self._upgrade_hash,
             read_barrier=self.read_barrier,
             rate_limiter=self.rate_limiter,
+            throttle=self.throttle if self.throttle is not None else FailureThrottle(self.clock),
+            observer=observer,
         )
-        self.writes = Writes(self.proposer, self.new_uuid, self.cluster)
         self.project_routes = ProjectsResource(
             state=self.state,
             writes=self.writes,
@@ -168,6 +182,7 @@ class SchedulerAPI:
             net_policy=self.net_policy,
             resolve=self.resolve,
             signing_grace_s=self.signing_grace_s,
+            sealer=self.sealer,
         )
         self.job_routes = JobsResource(
             state=self.state,
@@ -194,7 +209,7 @@ class SchedulerAPI:
             writes=self.writes,
             clock=self.clock,
             token=self.token,
-            hash_secret=self.hash_secret,
+            hash_secret=self.hash_secret or self.auth.hasher.hash,
             cluster=self.cluster,
         )
         self.cluster_routes = ClusterResource(
@@ -258,6 +273,11 @@ class SchedulerAPI:
         first credential this way.)
         """
         return self.credential_routes.create_credential()
+
+    def _upgrade_hash(self, uuid: str, old_hash: str, new_hash: str) -> Deferred:
+        """Propose replacing a credential's pbkdf2 hash by its keyed hash."""
+        args = {"uuid": uuid, "old_hash": old_hash, "new_hash": new_hash}
+        return Deferred.fromCoroutine(self.writes.propose(Op.UPGRADE_CREDENTIAL_HASH, args))
 
     def on_applied(self, command: Command, result: Result) -> None:
         """The proposer's subscriber: see L{Authenticator.on_applied}."""

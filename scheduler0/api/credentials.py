@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import attrs
-from passlib.hash import pbkdf2_sha256
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
@@ -18,10 +17,6 @@ from scheduler0.api.ports import Cluster, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.credentials import token as make_token
 from scheduler0.timeutil import format_instant
-
-
-def default_hash(secret: str) -> str:
-    return pbkdf2_sha256.hash(secret)
 
 
 def public_credential(credential: Mapping[str, Any]) -> dict:
@@ -33,8 +28,8 @@ def public_credential(credential: Mapping[str, Any]) -> dict:
 @attrs.define(eq=False, kw_only=True)
 class CredentialsResource:
     """
-    The credential routes. C{hash_secret} may return a Deferred (the node
-    runs pbkdf2 in a thread: it takes tens of milliseconds).
+    The credential routes. C{hash_secret} gives the stored form of a new
+    secret (a keyed hash, scheduler0.secret_hash); it may return a Deferred.
     """
 
     HANDLERS: ClassVar[tuple[str, ...]] = (
@@ -48,7 +43,7 @@ class CredentialsResource:
     writes: Writes
     clock: IReactorTime
     token: Callable[[int], str] = make_token
-    hash_secret: Callable[[str], Any] = default_hash
+    hash_secret: Callable[[str], Any]
     cluster: Cluster | None = None
 
     async def _credential_or_404(self, credential_uuid: str) -> dict:

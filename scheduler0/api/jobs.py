@@ -25,8 +25,10 @@ from scheduler0.api.payload import data_problem, payload_cap_bytes
 from scheduler0.api.ports import ExecutionHistory, Scheduler, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.api.validation import check_job, past_at_problem, retry_delays_problem
+from scheduler0.errors import RecordsHeld
 from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
+from scheduler0.readiness import RECORDS_HELD
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
@@ -340,7 +342,11 @@ class JobsResource:
 
     async def run_job(self, call: Call) -> tuple[int, Any]:
         job = await job_or_404(self.state, call.path["uuid"])
-        execution = await maybe(self.scheduler.run_now(job))
+        try:
+            execution = await maybe(self.scheduler.run_now(job))
+        except RecordsHeld as e:
+            # Nothing was sent: a run this node cannot record is not sent.
+            raise APIError(503, str(e), code=RECORDS_HELD, headers={"Retry-After": "5"}) from None
         return 202, execution
 
     async def next_runs(self, call: Call) -> dict:

@@ -112,3 +112,89 @@ class RateLimiter:
     def __len__(self) -> int:
         """How many buckets are held (for tests and metrics)."""
         return len(self._buckets)
+
+
+@attrs.define
+class _Scope:
+    """One scope's recent failures, how long it is throttled, and whether its burst was logged."""
+
+    failures: list[float] = attrs.field(factory=list)
+    blocked_until: float = 0.0
+    last: float = 0.0
+    logged: bool = False
+
+
+@attrs.define(eq=False)
+class FailureThrottle:
+    """
+    Failed authentications per scope (a source address, an API key): the
+    C{allowed}-th failure within C{window} seconds throttles the scope for
+    C{window} seconds. Throttled requests are refused (429) without hashing
+    or reading anything, and are not counted as failures, so a flood gets
+    at most C{allowed} costly answers per scope and window.
+
+    A burst (failures and refusals with no pause of a window between them)
+    is reported once, when it first throttles. Memory stays bounded:
+    scopes quiet for a window are dropped, and past C{max_scopes} the
+    least recently seen go first.
+    """
+
+    clock: IReactorTime
+    allowed: int = 5
+    window: float = 10.0
+    max_scopes: int = 100_000
+    # The scope seen least recently first.
+    _scopes: dict[str, _Scope] = attrs.field(init=False, factory=dict)
+
+    def wait(self, scope: str) -> float | None:
+        """
+        C{None} when C{scope} may try to authenticate, else the whole
+        number of seconds (at least 1) until it may, for C{Retry-After}.
+        """
+        if self.allowed <= 0:
+            return None
+        held = self._scopes.get(scope)
+        if held is None:
+            return None
+        now = self.clock.seconds()
+        left = held.blocked_until - now
+        if left <= 0:
+            return None
+        held.last = now
+        return float(max(1, math.ceil(left - 1e-9)))
+
+    def failed(self, scope: str) -> bool:
+        """
+        Count one failure of C{scope}; True when it starts a throttled
+        burst (to be logged once). An C{allowed} of 0 turns the throttle off.
+        """
+        if self.allowed <= 0:
+            return False
+        now = self.clock.seconds()
+        self._prune(now)
+        held = self._scopes.pop(scope, None) or _Scope()
+        held.failures = [t for t in held.failures if now - t < self.window]
+        held.failures.append(now)
+        held.last = now
+        self._scopes[scope] = held
+        if len(held.failures) < self.allowed:
+            return False
+        held.failures = []
+        held.blocked_until = now + self.window
+        first, held.logged = not held.logged, True
+        return first
+
+    def _prune(self, now: float) -> None:
+        """Drop scopes quiet for a window (mostly a prefix), and the oldest past the cap."""
+        scopes = self._scopes
+        while scopes:
+            scope = next(iter(scopes))
+            held = scopes[scope]
+            quiet = now - held.last >= self.window and held.blocked_until <= now
+            if not quiet and len(scopes) < self.max_scopes:
+                return
+            del scopes[scope]
+
+    def __len__(self) -> int:
+        """How many scopes are held (for tests)."""
+        return len(self._scopes)

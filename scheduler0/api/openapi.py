@@ -343,6 +343,29 @@ SCHEMAS: dict[str, Any] = {
             "previous_expires_at": _INSTANT,
         }
     ),
+    "SealInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "new_secret_key": {
+                "type": "string",
+                "minLength": 16,
+                "description": "Seal under this key (the next SecretKey) instead of this node's.",
+            },
+            "old_secret_key": {
+                "type": "string",
+                "minLength": 16,
+                "description": "Opens secrets still sealed under a previous SecretKey.",
+            },
+        },
+    },
+    "SealResult": _closed(
+        {
+            "resealed": {"type": "integer", "minimum": 0},
+            "skipped": {"type": "integer", "minimum": 0},
+            "key_id": {"type": "string", "description": "The id of the key now sealing them."},
+        }
+    ),
     "ProjectPage": _page("Project"),
     "ProjectDeleted": _closed({"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}}),
     "Deleted": _closed({"uuid": _UUID}),
@@ -514,7 +537,7 @@ _ERROR_STATUSES = {
     "409": "Conflict with stored state.",
     "413": "Body or array too large.",
     "415": "Body is not application/json.",
-    "429": "Too many requests for this credential; retry after Retry-After seconds.",
+    "429": "Too many requests or failed authentications; retry after Retry-After seconds.",
     "500": "Unexpected error (logged).",
     "503": "No leader or no quorum in time; retry after Retry-After seconds.",
 }
@@ -572,7 +595,15 @@ _ROUTE_ERRORS: dict[str, dict[str, tuple[str, dict]]] = {
                 }
             ),
         )
-    }
+    },
+    "run_job": {
+        "503": (
+            "Nothing was sent: no leader or no quorum in time, or (code records_held) this "
+            "node's execution records cannot be written and ExecutionRecordsMaxPending of "
+            "them wait, so it could not record the run; retry after Retry-After seconds.",
+            _ref("Error"),
+        )
+    },
 }
 
 _ERROR_HEADERS: dict[str, dict[str, Any]] = {

@@ -20,6 +20,7 @@ from scheduler0.api.request import Call, Writes, list_page, not_found, prefer, u
 from scheduler0.api.validation import check_project
 from scheduler0.credentials import token as make_token
 from scheduler0.netpolicy import NetworkPolicy, check_url
+from scheduler0.sealing import SealError, SecretSealer, sealed_key_id
 from scheduler0.timeutil import format_instant
 
 
@@ -37,6 +38,7 @@ class ProjectsResource:
         "update_project",
         "delete_project",
         "rotate_signing_secret",
+        "seal_signing_secrets",
     )
 
     state: StateReader
@@ -46,6 +48,13 @@ class ProjectsResource:
     net_policy: NetworkPolicy = attrs.field(factory=NetworkPolicy)
     resolve: Callable[[str], Deferred] = no_resolver
     signing_grace_s: float = 86400
+    # Seals each new signing secret before it is proposed, so the command,
+    # the logs and the state hold ciphertext only (None: plain text, tests).
+    sealer: SecretSealer | None = None
+
+    def _stored(self, secret: str) -> str:
+        """A new signing secret as the command carries it: sealed when there is a sealer."""
+        return secret if self.sealer is None else self.sealer.seal(secret)
 
     async def _project_or_404(self, project_uuid: str) -> dict:
         project = await self.state.get_project(project_uuid)
@@ -86,7 +95,9 @@ class ProjectsResource:
             project["notify_url"] = fields["notify_url"]
         secret = self.token(32)
         value = await self.writes.propose(
-            "create_project", {"project": project, "signing_secret": secret}, call=call
+            "create_project",
+            {"project": project, "signing_secret": self._stored(secret)},
+            call=call,
         )
         # The signing secret is shown in this answer only.
         local = {**project, "notify_url": fields.get("notify_url")}
@@ -112,7 +123,7 @@ class ProjectsResource:
             "rotate_signing_secret",
             {
                 "project_uuid": project["uuid"],
-                "secret": secret,
+                "secret": self._stored(secret),
                 "at": format_instant(now),
                 "expires_at": expires_at,
             },
@@ -123,6 +134,66 @@ class ProjectsResource:
             "signing_secret": secret,
             "previous_expires_at": expires_at,
         }
+
+    async def seal_signing_secrets(self, call: Call) -> dict:
+        """
+        Seal every stored signing secret under this node's SecretKey, or under
+        C{new_secret_key} (the first step of rotating SecretKey); values sealed
+        under C{old_secret_key} are opened with it. Plain text secrets of an
+        earlier release are sealed too. One command through the proposer.
+        """
+        body = call.object_body(required=False) or {}
+        keys = {}
+        for name in sorted(body):
+            if name not in ("old_secret_key", "new_secret_key"):
+                raise invalid(name, f"{name}: unknown field")
+            value = body[name]
+            if not isinstance(value, str) or len(value) < 16:
+                raise invalid(name, f"{name}: must be a string of at least 16 characters")
+            keys[name] = SecretSealer.from_secret_key(value)
+        if self.sealer is None:
+            raise APIError(409, "this node has no SecretKey to seal with", {"body": "no key"})
+        target = keys.get("new_secret_key", self.sealer)
+        openers = {self.sealer.key_id: self.sealer}
+        if "old_secret_key" in keys:
+            openers[keys["old_secret_key"].key_id] = keys["old_secret_key"]
+        entries = []
+        for project_uuid, rows in sorted((await self.state.signing_secrets()).items()):
+            for stored, _expires in rows:
+                entry = self._resealed(project_uuid, stored, openers, target)
+                if entry is not None:
+                    entries.append(entry)
+        counts: dict = {"resealed": 0, "skipped": 0}
+        if entries:
+            proposed = await self.writes.propose(
+                "reseal_signing_secrets", {"secrets": entries}, call=call
+            )
+            if isinstance(proposed, dict):
+                counts = proposed
+        return {**counts, "key_id": target.key_id}
+
+    def _resealed(
+        self, project_uuid: str, stored: str, openers: dict[str, SecretSealer], target: SecretSealer
+    ) -> dict | None:
+        """One entry of the reseal command, or None when C{stored} is sealed under C{target}."""
+        sealed_id = sealed_key_id(stored)
+        if sealed_id == target.key_id:
+            return None
+        if sealed_id is not None and sealed_id not in openers:
+            assert self.sealer is not None
+            raise APIError(
+                409,
+                f"old_secret_key: a signing secret of project {project_uuid} is sealed under "
+                f"key id {sealed_id}, which is neither this node's SecretKey "
+                f"(key id {self.sealer.key_id}) nor old_secret_key",
+                {"old_secret_key": "needed"},
+            )
+        opener = openers[sealed_id] if sealed_id is not None else target
+        try:
+            secret = opener.open(stored)
+        except SealError as error:
+            raise APIError(409, f"old_secret_key: {error}", {"old_secret_key": "wrong"}) from None
+        return {"project_uuid": project_uuid, "from": stored, "to": target.seal(secret)}
 
     async def list_projects(self, call: Call) -> dict:
         limit, offset = call.query["limit"], call.query["offset"]

@@ -175,6 +175,20 @@ _TABLE: tuple[Route, ...] = (
         body_required=False,
         response="SigningSecret",
     ),
+    Route(
+        "POST",
+        "/signing-secrets/seal",
+        "seal_signing_secrets",
+        ADMIN,
+        "Seal every stored signing secret under this node's SecretKey or new_secret_key.",
+        body="SealInput",
+        body_required=False,
+        response="SealResult",
+        description=(
+            "Rotating SecretKey: seal under new_secret_key, then give every node the new "
+            "SecretKey and restart; old_secret_key opens secrets still sealed under the old one."
+        ),
+    ),
     # jobs
     Route(
         "POST",

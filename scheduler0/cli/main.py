@@ -172,6 +172,25 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     )
     created.add_argument("--json", action="store_true", help="print the credential as JSON")
 
+    secrets = group("secrets", "signing secrets at rest")
+    seal = leaf(
+        secrets,
+        "seal",
+        "seal every stored signing secret under the node's SecretKey, or under a new one"
+        " (rotating SecretKey: see README)",
+        _seal_secrets,
+    )
+    seal.add_argument(
+        "--new-key-file",
+        metavar="PATH",
+        help="file holding the new SecretKey to seal under (the first step of rotating it)",
+    )
+    seal.add_argument(
+        "--old-key-file",
+        metavar="PATH",
+        help="file holding a previous SecretKey that opens secrets still sealed under it",
+    )
+
     start = leaf(commands, "start", "run the node in the foreground", _start)
     start.add_argument(
         "--log-format",
@@ -518,6 +537,41 @@ def _create_credential(context: Context) -> int:
         context.out(f"api_key: {data['api_key']}")
         context.out(f"api_secret: {data['api_secret']}")
         context.stderr.write("the api_secret is shown only now; store it safely\n")
+    return EXIT_OK
+
+
+def _key_from_file(cwd: str, path: str | None, option: str) -> str | None:
+    """A SecretKey read from a file (keys stay out of the process list), or None."""
+    if path is None:
+        return None
+    try:
+        with open(os.path.join(cwd, path), encoding="utf-8") as f:
+            key = f.read().strip()
+    except OSError as e:
+        raise CommandError(f"{option}: cannot read {path}: {e.strerror or e}") from None
+    if len(key) < 16:
+        raise CommandError(f"{option}: {path} must hold a key of at least 16 characters")
+    return key
+
+
+def _seal_secrets(context: Context) -> int:
+    config = context.load()
+    creds = require_credentials(context, config)
+    body = {}
+    for option, name, path in (
+        ("--new-key-file", "new_secret_key", context.args.new_key_file),
+        ("--old-key-file", "old_secret_key", context.args.old_key_file),
+    ):
+        key = _key_from_file(context.cwd, path, option)
+        if key is not None:
+            body[name] = key
+    data = _call_node(context, config, "POST", "/api/v1/signing-secrets/seal", creds, body=body)
+    if not isinstance(data, dict) or "key_id" not in data:
+        raise CommandError(f"node at {config.http_address} answered without key_id")
+    context.out(
+        f"sealed {data.get('resealed', 0)} signing secrets under key id {data['key_id']}"
+        f" ({data.get('skipped', 0)} changed meanwhile and were left as they are)"
+    )
     return EXIT_OK
 
 

@@ -522,6 +522,20 @@ class Operations:
         "DELETE", "/cluster/members/{}", "Remove a node (admin); its jobs move to the others."
     )
 
+    # -- signing secrets at rest (admin)
+    @_operation
+    @staticmethod
+    def seal_signing_secrets(
+        *, new_secret_key: str | None = None, old_secret_key: str | None = None
+    ) -> Request:
+        """
+        Seal every stored signing secret under the node's SecretKey, or under
+        C{new_secret_key} (rotating SecretKey); C{old_secret_key} opens those
+        still sealed under a previous one.
+        """
+        body = _fields(new_secret_key=new_secret_key, old_secret_key=old_secret_key)
+        return Request("POST", "/signing-secrets/seal", body=body)
+
     # -- credentials (admin)
     @_operation
     @staticmethod

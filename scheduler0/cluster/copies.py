@@ -41,6 +41,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
+from scheduler0.diskspace import storage_failure
+from scheduler0.errors import WritesRefused
 from scheduler0.store.executions import EXECUTION_COLUMNS
 
 log = Logger()
@@ -175,6 +177,8 @@ class HistoryCopies:
     # After a failed send: not before this instant, and how many failed in a row.
     _retry_at: float = 0.0
     _failures: int = 0
+    # Since when sends fail (None: they do not).
+    _failing_since: float | None = None
     _loop: Any = None
     #: Keeper side: (origin, incarnation) pairs held, and those being adopted.
     _held: set[tuple[int, str]] = attrs.field(factory=set)
@@ -236,20 +240,34 @@ class HistoryCopies:
         try:
             await self._ship()
         except Exception as e:
-            # Unreachable keeper (or one of a release that keeps no
-            # copies): try again later, less often the longer it lasts.
+            # Unreachable keeper, one whose disk is full (or one of a release
+            # that keeps no copies): try again later, less often the longer
+            # it lasts. Said once, when it begins, and once when it ends.
             self._failures += 1
             delay = min(MAX_RETRY_S, SHIP_INTERVAL_S * 2 ** min(self._failures, 6))
             self._retry_at = self.clock.seconds() + delay
-            if self._failures == 1 or self._failures % 20 == 0:
+            if self._failing_since is None:
+                self._failing_since = self.clock.seconds()
                 log.warn(
                     "history copies could not be sent to node {keeper} ({error});"
-                    " trying again in {delay:.0f} s",
+                    " trying again in {delay:.0f} s, then less often while it lasts",
                     keeper=self._keeper,
                     error=e,
                     delay=delay,
+                    event="history_copies_failing",
                 )
         else:
+            since = self._failing_since
+            if since is not None:
+                log.info(
+                    "history copies sent to node {keeper} again after {seconds:.0f} s"
+                    " ({failures} tries failed)",
+                    keeper=self._keeper,
+                    seconds=self.clock.seconds() - since,
+                    failures=self._failures,
+                    event="history_copies_sent",
+                )
+            self._failing_since = None
             self._failures = 0
             self._retry_at = 0.0
         finally:
@@ -265,7 +283,13 @@ class HistoryCopies:
             MIN_RENEW_ROWS, RENEW_FACTOR * self._checkpoint_rows
         )
         if keeper != self._keeper or self._generation is None or renew:
-            await self._checkpoint(keeper)
+            try:
+                await self._checkpoint(keeper)
+            except Exception:
+                # The rows it read are no longer pending: a checkpoint that
+                # did not reach the keeper is begun again, not skipped.
+                self._generation = None
+                raise
         while self._pending:
             rows = self._pending[:BATCH_ROWS]
             await self._send("batch", rows)
@@ -327,16 +351,28 @@ class HistoryCopies:
             self._held.discard((origin, incarnation))
             return {"dropped": True}
         kind = meta["kind"]
-        await self.pool.runInteraction(
-            _store,
-            origin,
-            incarnation,
-            meta["generation"],
-            meta["seq"],
-            kind,
-            meta["rows"],
-            data,
-        )
+        try:
+            await self.pool.runInteraction(
+                _store,
+                origin,
+                incarnation,
+                meta["generation"],
+                meta["seq"],
+                kind,
+                meta["rows"],
+                data,
+            )
+        except Exception as e:
+            cause = storage_failure(e)
+            if cause is None:
+                raise
+            # A full or read-only disk is a state of this node (its disk
+            # watcher says so once), not a fault per batch: the sender hears
+            # 507 and tries again later.
+            raise WritesRefused(
+                f"this batch of history copies was not stored: the disk cannot take it ({e})",
+                cause=cause,
+            ) from None
         self._held.add((origin, incarnation))
         return {"stored": True}
 

@@ -97,6 +97,13 @@ class LeaderDuties:
     _last_round: float = float("-inf")
     #: Rounds skipped because the leader itself had stalled.
     stalled_rounds: int = 0
+    #: Since when (clock seconds) the duties' writes fail (None: they do not),
+    #: and the rounds that could not write since then.
+    _paused_since: float | None = None
+    _paused_rounds: int = 0
+    #: Rounds whose writes failed, and the times writes stopped and resumed.
+    failed_rounds: int = 0
+    pauses: int = 0
 
     def on_applied(self, command: Command, result: Result) -> None:
         """Jobs or members changed: the next rebalance round looks again."""
@@ -132,15 +139,52 @@ class LeaderDuties:
 
         def failed(failure: Any) -> None:
             if failure.check(StoreUnavailable):
-                log.info("{name} paused: {error}", name=name, error=str(failure.value))
+                self._paused(name, str(failure.value))
             else:
                 log.failure("{name} failed", failure, name=name)
 
         d.addErrback(failed)
         d.addBoth(done)
 
+    @property
+    def paused(self) -> bool:
+        """Whether the duties' writes fail now (refused, no quorum): they retry each round."""
+        return self._paused_since is not None
+
+    def _paused(self, name: str, error: str) -> None:
+        """
+        A round of C{name} could not write: said once, when the duties'
+        writes begin to fail, not once per round (the rounds go on trying).
+        """
+        self.failed_rounds += 1
+        self._paused_rounds += 1
+        if self._paused_since is not None:
+            return
+        self._paused_since = self.clock.seconds()
+        self.pauses += 1
+        log.info(
+            "{name} paused: {error}; the leader's duties try again each round",
+            name=name,
+            error=error,
+            event="leader_duties_paused",
+        )
+
+    def _resumed(self, result: Any) -> Any:
+        """A write of the duties was committed: if they were paused, said once."""
+        since = self._paused_since
+        if since is not None:
+            self._paused_since = None
+            log.info(
+                "leader duties resumed after {seconds:.1f} s ({rounds} rounds could not write)",
+                seconds=self.clock.seconds() - since,
+                rounds=self._paused_rounds,
+                event="leader_duties_resumed",
+            )
+            self._paused_rounds = 0
+        return result
+
     def _propose(self, op: str, args: dict) -> Deferred:
-        return self.node.propose(Command(op, args))
+        return self.node.propose(Command(op, args)).addCallback(self._resumed)
 
     def _now(self) -> str:
         return format_instant(utc_from_timestamp(self.clock.seconds()))

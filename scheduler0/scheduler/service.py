@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -35,6 +35,7 @@ from scheduler0.delivery import (
     Outcome,
     job_members_json,
 )
+from scheduler0.errors import RecordsHeld
 from scheduler0.model import ALLOW
 from scheduler0.scheduler.admission import GATE_S, LATE_S, Admission
 from scheduler0.scheduler.ports import (
@@ -88,6 +89,12 @@ LOAD_PAGE_SIZE = 5000
 # encoded between slots; sparser jobs encode them per slot instead of holding
 # the text in memory for hours.
 KEEP_ENCODED_PERIOD = timedelta(seconds=60)
+# A run-now that falls on one of its job's slots is moved this much later.
+RUN_NOW_NUDGE = timedelta(milliseconds=1)
+# A run-now this close after (or at) the job's last one comes after it.
+RUN_NOW_CLOSE = timedelta(milliseconds=10)
+# Jobs whose last run-now instant is remembered at most (see run_now).
+RUN_NOW_REMEMBERED = 10_000
 
 # Bounds of the tables that let many jobs share one object (a kind, a slot
 # instant, a parsed time, a first slot); past its bound a table starts over.
@@ -287,6 +294,8 @@ class SchedulerService(Service):
     _last_formatted: tuple[datetime | None, str] = (None, "")
     _last_milliseconds: tuple[datetime | None, int] = (None, 0)
     _clock_texts: dict[float, str] = attrs.field(factory=dict)
+    # job_uuid -> the instant of its last run-now (so two in one millisecond differ).
+    _last_runs: dict[str, datetime] = attrs.field(factory=dict)
     _rotation: int = 0
     # In a cluster: may this node fire now (it holds a valid lease)? Slots
     # due while it may not wait, and fire late once it may again (or go to
@@ -296,6 +305,9 @@ class SchedulerService(Service):
     # scheduler what to take up and give up (see scheduler0.cluster.handover);
     # None on a single node, which owns all.
     handover: Handover | None = None
+    # Why a run-now must not be sent now (None: it may): its record could
+    # not be written (see ExecutionStore.run_refusal).
+    run_refusal: Callable[[], str | None] | None = None
     # In a cluster: the log index being applied now (None on a single node).
     # With it the scheduler reports how far it got (L{progress_mark}).
     applied_index: Callable[[], int] | None = None
@@ -1343,13 +1355,53 @@ class SchedulerService(Service):
     # -- what the API asks -----------------------------------------------------
 
     def run_now(self, job: dict) -> Deferred:
-        """Fire one extra execution of C{job} at this instant."""
+        """
+        Fire one extra execution of C{job} at this instant; fail with
+        L{RecordsHeld} (nothing sent) while its record could not be written.
+        """
+        refusal = self.run_refusal() if self.run_refusal is not None else None
+        if refusal is not None:
+            return fail(RecordsHeld(refusal))
         now = utc_from_timestamp(self.clock.seconds())
         # Millisecond instants keep the id of a run-now equal to what the
         # record shows as scheduled_at.
         now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
+        now = self._run_instant(job, now)
         entry = _Entry(job["uuid"], job["name"], job.get("data"), _Kind(*_Kind.key(job), None))
         return succeed(self._deliver(entry, now, always=True))
+
+    def _run_instant(self, job: dict, now: datetime) -> datetime:
+        """
+        The instant of a run-now of C{job} at C{now}: C{now}, or just after
+        the job's last run-now if that was at the same instant (or within
+        L{RUN_NOW_CLOSE} ahead), and a millisecond later while it is one of
+        the job's slots. An execution_id is derived from the job and the instant, so
+        a run-now never takes the id of a slot (one sent before the wall
+        clock stepped back, or one due at that very millisecond), which a
+        receiver deduplicating on it would drop.
+        """
+        uuid = job["uuid"]
+        entry = self._entries.get(uuid)
+        schedule = entry.schedule if entry is not None else None
+        if schedule is None:
+            try:
+                schedule = make_schedule(
+                    job["spec"], job.get("timezone") or "UTC", parse_instant(job["anchor_at"])
+                )
+            except (SpecError, KeyError, ValueError):
+                schedule = None
+        last = self._last_runs.get(uuid)
+        if last is not None and now <= last < now + RUN_NOW_CLOSE:
+            now = last + RUN_NOW_NUDGE
+        # Slots are at least a second apart: one nudge at most, in practice.
+        for _ in range(3):
+            if schedule is None or schedule.next_after(now - RUN_NOW_NUDGE) != now:
+                break
+            now += RUN_NOW_NUDGE
+        if len(self._last_runs) >= RUN_NOW_REMEMBERED:
+            self._last_runs.clear()
+        self._last_runs[uuid] = now
+        return now
 
     def next_run_at(self, job: dict) -> str | None:
         """The next slot of C{job} this node will fire, as text."""

@@ -29,9 +29,11 @@ from scheduler0.store.handlers import (
     _create_project,
     _delete_job,
     _delete_project,
+    _reseal_signing_secrets,
     _rotate_signing_secret,
     _update_job,
     _update_project,
+    _upgrade_credential_hash,
 )
 from scheduler0.store.rows import _JOBS, _all, _chunks, _job, _one_known
 
@@ -49,7 +51,9 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     Op.DELETE_JOB: _delete_job,
     Op.CREATE_CREDENTIAL: _create_credential,
     Op.ARCHIVE_CREDENTIAL: _archive_credential,
+    Op.UPGRADE_CREDENTIAL_HASH: _upgrade_credential_hash,
     Op.ROTATE_SIGNING_SECRET: _rotate_signing_secret,
+    Op.RESEAL_SIGNING_SECRETS: _reseal_signing_secrets,
     Op.SET_MEMBERS: _set_members,
     Op.REMOVE_MEMBER: _remove_member,
     Op.SET_ELIGIBLE: _set_eligible,

@@ -37,7 +37,11 @@ class Op(StrEnum):
     DELETE_JOB = "delete_job"
     CREATE_CREDENTIAL = "create_credential"
     ARCHIVE_CREDENTIAL = "archive_credential"
+    #: Replace a credential's stored secret hash (a pbkdf2 one by its keyed
+    #: hash) if it is still the one the proposer saw.
+    UPGRADE_CREDENTIAL_HASH = "upgrade_credential_hash"
     ROTATE_SIGNING_SECRET = "rotate_signing_secret"
+    RESEAL_SIGNING_SECRETS = "reseal_signing_secrets"
     SET_MEMBERS = "set_members"
     REMOVE_MEMBER = "remove_member"
     SET_ELIGIBLE = "set_eligible"

@@ -453,6 +453,20 @@ class ExecutionStore:
             )
         return True
 
+    def run_refusal(self) -> str | None:
+        """
+        Why a run-now must not be sent now (None: it may): while firing is
+        stopped (L{firing_stopped}) a run could not be recorded either.
+        """
+        if not self.firing_stopped():
+            return None
+        return (
+            f"this run was not sent: {self.pending()} execution records are held in memory"
+            f" (ExecutionRecordsMaxPending {self.max_pending}) because they cannot be written"
+            f" ({self.held_cause}), so this node could not record it; retry once they are"
+            " written (GET /healthcheck shows execution_records)"
+        )
+
     def hold_state(self) -> dict:
         """What the health check says of the records: held or not, how many, since when, why."""
         since = self._held_since

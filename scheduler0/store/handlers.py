@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scheduler0.model import JOB_COLUMNS, PROJECT_COLUMNS
+from scheduler0.secret_hash import SCHEME, is_keyed
 from scheduler0.store.checks import (
     _JOB_CHANGEABLE,
     _check_job_field,
@@ -97,6 +98,35 @@ def _rotate_signing_secret(txn: Any, args: Mapping) -> Any:
         (uuid, secret, at),
     )
     return {"project_uuid": uuid, "previous_expires_at": expires_at}
+
+
+def _reseal_signing_secrets(txn: Any, args: Mapping) -> Any:
+    """
+    Replace stored signing secrets by the same secrets sealed anew (under a
+    new SecretKey, or sealed for the first time when they were plain text):
+    each of C{secrets} names a project, the value stored now (C{from}) and
+    its replacement (C{to}). The proposer sealed C{to}; a row that changed
+    since it was read (rotated) is left alone and counted as skipped.
+    """
+    entries = args.get("secrets")
+    if not isinstance(entries, list):
+        raise _invalid("secrets", "secrets must be a list")
+    resealed = skipped = 0
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise _invalid("secrets", "each of secrets must be an object")
+        uuid = _text(entry, "project_uuid")
+        before = _text(entry, "from")
+        after = _text(entry, "to")
+        cursor = txn.execute(
+            "UPDATE signing_secrets SET secret = ? WHERE project_uuid = ? AND secret = ?",
+            (after, uuid, before),
+        )
+        if cursor.rowcount:
+            resealed += 1
+        else:
+            skipped += 1
+    return {"resealed": resealed, "skipped": skipped}
 
 
 def _update_project(txn: Any, args: Mapping) -> Any:
@@ -349,3 +379,21 @@ def _archive_credential(txn: Any, args: Mapping) -> Any:
     return _public_credential(
         _one(txn, f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?", (uuid,))
     )
+
+
+def _upgrade_credential_hash(txn: Any, args: Mapping) -> Any:
+    """
+    Replace the secret hash of credential C{uuid} by C{new_hash} (a keyed
+    hash) only while it is still C{old_hash}: a proposal that lost a race
+    with another changes nothing. C{upgraded} says whether it changed.
+    """
+    uuid = _text(args, "uuid")
+    old_hash = _text(args, "old_hash")
+    new_hash = _text(args, "new_hash")
+    if not is_keyed(new_hash):
+        raise _invalid("new_hash", f"new_hash must be a {SCHEME} hash")
+    txn.execute(
+        "UPDATE credentials SET api_secret_hash = ? WHERE uuid = ? AND api_secret_hash = ?",
+        (new_hash, uuid, old_hash),
+    )
+    return {"uuid": uuid, "upgraded": txn.rowcount == 1}

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.api.app import SchedulerAPI
+from scheduler0.api.limits import FailureThrottle
 from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Result
 from scheduler0.store.executions import ExecutionStore
@@ -33,7 +34,7 @@ START = 1767323045.678
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "s3cret-admin"
 
-# Fast hashing for tests: the same scheme as production, fewer rounds.
+# Fast pbkdf2 for tests of hashes from before keyed hashes: fewer rounds.
 _fast = pbkdf2_sha256.using(rounds=1000)
 
 
@@ -52,6 +53,7 @@ class Defaults:
 class Admin:
     username: str = ADMIN_USER
     password: str = ADMIN_PASSWORD
+    secret_key: str = "test-secret-key"
 
 
 def fired(d: Any) -> Any:
@@ -163,7 +165,12 @@ class Harness:
     through the API) already stored.
     """
 
-    def __init__(self, **api_options: Any) -> None:
+    def __init__(self, legacy_hashes: bool = False, **api_options: Any) -> None:
+        """
+        C{legacy_hashes}: store new secrets as pbkdf2 hashes, as nodes did
+        before keyed hashes. The failure throttle allows 1000 failures unless
+        C{throttle} is given, so tests of single refusals are not throttled.
+        """
         self.clock = Clock()
         self.clock.advance(START)
         self.state, real_proposer, real_executions = real_backend(self.clock)
@@ -188,9 +195,11 @@ class Harness:
             health=lambda: {"node_id": 1, "role": "leader", "ready": True, "reasons": []},
             new_uuid=self._uuid,
             token=lambda n: f"tok{self._next()}-{n}",
-            hash_secret=_fast.hash,
             verify_secret=verify,
+            throttle=FailureThrottle(self.clock, allowed=1000),
         )
+        if legacy_hashes:
+            options["hash_secret"] = _fast.hash
         options.update(api_options)
         self.api = SchedulerAPI(**options)
         # As the node does: the API learns of archived credentials on apply.
