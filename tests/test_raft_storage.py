@@ -17,7 +17,7 @@ from scheduler0.raft.storage import (
     SnapshotFile,
     SqliteRaftStorage,
 )
-from scheduler0.store.sqlite import WAL_LIMIT_BYTES
+from scheduler0.walfile import WAL_LIMIT_BYTES
 
 CONFIG = ClusterConfig(frozenset({"a", "b"}), frozenset({"c"}))
 

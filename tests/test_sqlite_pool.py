@@ -7,7 +7,8 @@ import os
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from scheduler0.store.sqlite import WAL_LIMIT_BYTES, connection_pool
+from scheduler0.store.sqlite import connection_pool
+from scheduler0.walfile import WAL_LIMIT_BYTES
 
 # PRAGMA synchronous values.
 NORMAL, FULL = 1, 2

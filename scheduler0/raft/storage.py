@@ -34,7 +34,7 @@ import attrs
 from scheduler0.raft.codec import decode_config, encode_config
 from scheduler0.raft.core import BootState, Ready, SnapshotImage
 from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
-from scheduler0.store.sqlite import WAL_LIMIT_BYTES, trim_wal
+from scheduler0.walfile import WAL_LIMIT_BYTES, trim_wal
 
 
 @attrs.frozen
