@@ -24,7 +24,7 @@ from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable
 from scheduler0.store.commands import Command, Result
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.local import LocalProposer
-from scheduler0.store.log import CommandLog
+from scheduler0.store.log import ZLIB_MARKER, CommandLog
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.store.state import REQUEST_MEMORY, STATE_CACHE_KIB, StateStore
 
@@ -692,6 +692,31 @@ class StoreSuiteMixin:
         self.assertEqual(await log.entries_after(0), [])
         self.assertEqual(await log.append([Command("d", {})]), [4])
         self.assertEqual(await log.last_index(), 4)
+
+    @scenario
+    async def test_a_log_with_plain_and_compressed_entries_replays_both(self) -> None:
+        """
+        A log written before entries were compressed keeps its plain JSON
+        entry; a new one is stored compressed; start() applies both, in order.
+        """
+        pool = self.pool("log.db")
+        log = CommandLog(pool)
+        await log.open()
+        old = Command("create_project", {"project": project()})
+        await pool.runOperation("INSERT INTO log (idx, command) VALUES (1, ?)", (old.to_bytes(),))
+        await pool.runOperation("UPDATE log_meta SET value = 1 WHERE key = 'last_index'")
+        new = Command("create_jobs", {"jobs": [job(f"j{i}") for i in range(50)]})
+        self.assertEqual(await log.append([new]), [2])
+        stored = dict(await pool.runQuery("SELECT idx, command FROM log"))
+        self.assertEqual(bytes(stored[1])[:1], b"{")
+        self.assertEqual(bytes(stored[2])[:1], ZLIB_MARKER)
+        self.assertLess(len(stored[2]), len(new.to_bytes()) / 4)
+        self.assertEqual(await log.entries_after(0), [(1, old), (2, new)])
+        state = await self.state()
+        proposer = LocalProposer(log, state, self.clock)
+        await proposer.start()
+        self.assertEqual(await state.applied_index(), 2)
+        self.assertEqual(len(await state.all_jobs()), 50)
 
     @scenario
     async def test_crash_between_append_and_apply_is_replayed_once(self) -> None:

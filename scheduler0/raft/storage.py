@@ -6,11 +6,12 @@ Two implementations share one interface:
 
 - :class:`SqliteRaftStorage` -- a SQLite file in the data dir, WAL journal,
   ``synchronous=FULL``; each :meth:`save` of a Ready is one transaction, so one
-  fsync covers a whole batch (group commit).  Its methods block: a Twisted
-  adapter calls them from a worker thread, never on the reactor thread.  The
-  snapshot image itself is a file beside it (a :class:`SnapshotFile`), read
-  only when a chunk of it is sent, so a large state machine is not held in
-  memory.
+  fsync covers a whole batch (group commit).  Large entries are stored
+  compressed (a codec column per row; the wire and the core never see it).
+  Its methods block: a Twisted adapter calls them from a worker thread, never
+  on the reactor thread.  The snapshot image itself is a file beside it (a
+  :class:`SnapshotFile`), read only when a chunk of it is sent, so a large
+  state machine is not held in memory.
 - :class:`MemoryRaftStorage` -- the simulated disk of the deterministic
   simulator.  :meth:`~MemoryRaftStorage.write` buffers, :meth:`~MemoryRaftStorage.sync`
   makes durable, :meth:`~MemoryRaftStorage.crash` loses everything not synced.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,6 +34,7 @@ import attrs
 from scheduler0.raft.codec import decode_config, encode_config
 from scheduler0.raft.core import BootState, Ready, SnapshotImage
 from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
+from scheduler0.walfile import WAL_LIMIT_BYTES, trim_wal
 
 
 @attrs.frozen
@@ -211,6 +214,33 @@ CREATE TABLE IF NOT EXISTS snapshot (
 """
 
 
+# How an entry's data is stored (the entries table's codec column): as it is,
+# or zlib-compressed. Only at rest: the wire and the core see the data as it
+# is, so peers of any release read what this one sends. Rows from before the
+# column read as stored as they are.
+CODEC_PLAIN = 0
+CODEC_ZLIB = 1
+#: Data shorter than this is stored as it is (heartbeat-sized commands gain nothing).
+COMPRESS_FROM_BYTES = 512
+ZLIB_LEVEL = 1
+
+
+def stored_data(data: bytes) -> tuple[bytes, int]:
+    """An entry's data as it is stored, and its codec."""
+    if len(data) < COMPRESS_FROM_BYTES:
+        return data, CODEC_PLAIN
+    return zlib.compress(data, ZLIB_LEVEL), CODEC_ZLIB
+
+
+def loaded_data(blob: bytes, codec: int) -> bytes:
+    """An entry's data from its stored form (L{stored_data})."""
+    if codec == CODEC_PLAIN:
+        return blob
+    if codec == CODEC_ZLIB:
+        return zlib.decompress(blob)
+    raise ValueError(f"raft log entry stored with an unknown codec {codec}")
+
+
 @attrs.define(eq=False)
 class SqliteRaftStorage:
     """
@@ -220,17 +250,40 @@ class SqliteRaftStorage:
     """
 
     path: str
+    #: A WAL file larger than this after a transaction is checkpointed and truncated.
+    wal_limit: int = WAL_LIMIT_BYTES
     _db: sqlite3.Connection = attrs.field(init=False)
+    #: Checkpoints made because the WAL passed C{wal_limit}.
+    truncations: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # As the store's files: a WAL past this is checkpointed and truncated
+        # after the transaction that grew it (L{_trim_wal}), and SQLite cuts it
+        # back to this size when it starts it over.
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(snapshot)")}
         if "file" not in columns:
             # Files from before snapshot files kept the image in the row.
             self._db.execute("ALTER TABLE snapshot ADD COLUMN file TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+        if "codec" not in columns:
+            # Files from before entries were compressed at rest.
+            self._db.execute(
+                f"ALTER TABLE entries ADD COLUMN codec INTEGER NOT NULL DEFAULT {CODEC_PLAIN}"
+            )
+
+    def _trim_wal(self) -> None:
+        """
+        Checkpoint and truncate the WAL once a transaction left it past
+        C{wal_limit}: otherwise it keeps the size of the largest batch of
+        entries ever written (SQLite reuses a WAL file, it does not shrink it).
+        """
+        if trim_wal(self._db, self.path + "-wal", self.wal_limit):
+            self.truncations += 1
 
     @property
     def snapshot_folder(self) -> str:
@@ -265,13 +318,14 @@ class SqliteRaftStorage:
         self._remove_unused_files(snap_row[4] if snap_row else None)
         entries = []
         expected = base + 1
-        for idx, term, kind, blob, request_id in self._db.execute(
-            "SELECT idx, term, kind, data, request_id FROM entries WHERE idx > ? ORDER BY idx",
+        for idx, term, kind, blob, request_id, codec in self._db.execute(
+            "SELECT idx, term, kind, data, request_id, codec FROM entries"
+            " WHERE idx > ? ORDER BY idx",
             (base,),
         ):
             if idx != expected:
                 break
-            entries.append(Entry(term, idx, kind, bytes(blob), request_id))
+            entries.append(Entry(term, idx, kind, loaded_data(bytes(blob), codec), request_id))
             expected += 1
         return BootState(hard, snapshot, data, tuple(entries))
 
@@ -283,17 +337,20 @@ class SqliteRaftStorage:
         file_name = None
         if ready.snapshot is not None:
             file_name = self._write_file(ready.snapshot[1])
+        rows = [
+            (e.index, e.term, e.kind, *stored_data(e.data), e.request_id) for e in ready.entries
+        ]
         db.execute("BEGIN IMMEDIATE")
         try:
             if ready.snapshot is not None:
                 self._put_snapshot(ready.snapshot[0], file_name, drop_entries=True)
             if ready.truncate_from:
                 db.execute("DELETE FROM entries WHERE idx >= ?", (ready.truncate_from,))
-            if ready.entries:
+            if rows:
                 db.executemany(
-                    "INSERT OR REPLACE INTO entries (idx, term, kind, data, request_id)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(e.index, e.term, e.kind, e.data, e.request_id) for e in ready.entries],
+                    "INSERT OR REPLACE INTO entries (idx, term, kind, data, codec, request_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
             if ready.hard_state is not None:
                 h = ready.hard_state
@@ -308,6 +365,7 @@ class SqliteRaftStorage:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self._trim_wal()
         if file_name is not None:
             self._remove_unused_files(self._current_file())
 
@@ -324,6 +382,7 @@ class SqliteRaftStorage:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._trim_wal()
         self._remove_unused_files(self._current_file())
 
     def _write_file(self, data: SnapshotImage) -> str:

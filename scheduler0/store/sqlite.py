@@ -5,20 +5,11 @@ SQLite never blocks the reactor and statements on a file run strictly in order.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.enterprise import adbapi
 
-# A WAL file larger than this after a transaction is checkpointed and
-# truncated at once (see CheckpointingPool), and SQLite truncates it to this
-# size when it starts it over after a checkpoint. Small writes reach it
-# every 500 pages (SQLite's automatic checkpoint comes at 1,000); a large
-# transaction (a batch of 10,000 jobs writes 7-11 MB of pages to state.db
-# and its command as much again to log.db) goes past it at once. Without
-# this a WAL file keeps the size of the largest transaction ever written:
-# one 3 MB batch of jobs left 18 MB of WAL files beside the databases.
-WAL_LIMIT_BYTES = 2 * 1024 * 1024
+from scheduler0.walfile import WAL_LIMIT_BYTES, trim_wal
 
 
 def prepare_connection(connection: Any, synchronous: str = "FULL") -> None:
@@ -50,23 +41,11 @@ class CheckpointingPool(adbapi.ConnectionPool):
             self._trim_wal()
 
     def _trim_wal(self) -> None:
-        try:
-            if not self.wal_path or os.path.getsize(self.wal_path) <= self.wal_limit:
-                return
-        except OSError:
-            return  # no WAL file (yet)
-        try:
-            raw: Any = self.connectionFactory(self)._connection
-            # Wait briefly for a reader (a snapshot copy) rather than hold
-            # up the next write; the next trim tries again.
-            raw.execute("PRAGMA busy_timeout=100")
-            try:
-                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                raw.execute("PRAGMA busy_timeout=5000")
+        if not self.wal_path:
+            return
+        raw: Any = self.connectionFactory(self)._connection
+        if trim_wal(raw, self.wal_path, self.wal_limit):
             self.truncations += 1
-        except Exception:
-            pass  # e.g. the disk is full: the WAL stays until the next try
 
 
 def _prepare_replayable(connection: Any) -> None:
