@@ -73,7 +73,7 @@ class RotationTests(SynchronousTestCase):
         self.h = Harness(
             admin=rotated_admin(OLD_KEY),
             hash_secret=self.old.hash,
-            sealer=SecretSealer.from_secret_key(NEW_KEY),
+            sealer=SecretSealer.from_secret_key(NEW_KEY, [OLD_KEY]),
         )
 
     def stored_hash(self, api_key: str) -> str:
@@ -148,12 +148,19 @@ class RotationTests(SynchronousTestCase):
             self.assertNotIn(shown, text)
 
     def test_seal_opens_secrets_sealed_under_a_previous_key(self) -> None:
-        """A signing secret sealed under a previous key is resealed without old_secret_key."""
+        """
+        A signing secret sealed under a previous key opens, and is resealed
+        under the current key without old_secret_key.
+        """
         old_sealer = SecretSealer.from_secret_key(OLD_KEY)
         new_sealer = SecretSealer.from_secret_key(NEW_KEY)
         self.h.api.project_routes.sealer = old_sealer
         project = self.h.project("made-before")
-        self.h.api.project_routes.sealer = new_sealer
+        self.h.api.project_routes.sealer = SecretSealer.from_secret_key(NEW_KEY, [OLD_KEY])
+        # The callback signer's sealer opens it before the reseal, too.
+        stored = fired(self.h.state.signing_secrets())[project["uuid"]][0][0]
+        self.assertEqual(sealed_key_id(stored), old_sealer.key_id)
+        self.assertEqual(self.h.api.project_routes.sealer.open(stored), project["signing_secret"])
         self.assertEqual(self.seal()["resealed"], 1)
         rows = fired(self.h.state.signing_secrets())[project["uuid"]]
         self.assertEqual({sealed_key_id(v) for v, _ in rows}, {new_sealer.key_id})

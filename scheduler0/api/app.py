@@ -159,13 +159,6 @@ class SchedulerAPI:
         self._build_parts()
         self._register_routes()
 
-    def _previous_sealers(self) -> tuple[SecretSealer, ...]:
-        """Sealers of the admin credentials' PreviousSecretKeys (none without a sealer)."""
-        if self.sealer is None:
-            return ()
-        keys = getattr(self.admin, "previous_secret_keys", ()) or ()
-        return tuple(SecretSealer.from_secret_key(key) for key in keys if key)
-
     def _build_parts(self) -> None:
         """The request layer and the resources, each given what it uses."""
         self.writes = Writes(self.proposer, self.new_uuid, self.cluster)
@@ -190,7 +183,7 @@ class SchedulerAPI:
             resolve=self.resolve,
             signing_grace_s=self.signing_grace_s,
             sealer=self.sealer,
-            previous_sealers=self._previous_sealers(),
+            previous_sealers=self.sealer.previous if self.sealer is not None else (),
             hasher=self.auth.hasher,
         )
         self.job_routes = JobsResource(
