@@ -7,6 +7,11 @@ The file is a YAML mapping C{{AuthUsername, AuthPassword, SecretKey}} beside
 the config file, written atomically with mode 0600. Environment variables
 C{SCHEDULER0_AUTH_USERNAME}, C{SCHEDULER0_AUTH_PASSWORD} and
 C{SCHEDULER0_SECRET_KEY} override the file field by field.
+
+An optional C{PreviousSecretKeys} (a list of strings; environment
+C{SCHEDULER0_PREVIOUS_SECRET_KEYS}, comma-separated) names the keys
+C{SecretKey} replaced: client secrets hashed under them still verify and are
+re-hashed under C{SecretKey} on use (see 'Rotating SecretKey' in README).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 import yaml
@@ -31,6 +37,10 @@ FIELDS: dict[str, tuple[str, str]] = {
     "SecretKey": ("secret_key", "SCHEDULER0_SECRET_KEY"),
 }
 
+# The optional list of the SecretKeys the current one replaced.
+PREVIOUS_KEYS_FIELD = "PreviousSecretKeys"
+PREVIOUS_KEYS_VARIABLE = "SCHEDULER0_PREVIOUS_SECRET_KEYS"
+
 
 class CredentialsError(ConfigError):
     """A C{.scheduler0} file that cannot be read or does not hold valid credentials."""
@@ -40,6 +50,10 @@ def _hidden(_value: str) -> str:
     return "'***'"
 
 
+def _key_tuple(keys: Iterable[str]) -> tuple[str, ...]:
+    return tuple(keys)
+
+
 @attrs.frozen
 class AdminCredentials:
     """The admin/peer credentials; C{repr} never shows the password or secret key."""
@@ -47,6 +61,9 @@ class AdminCredentials:
     username: str
     password: str = attrs.field(repr=_hidden)
     secret_key: str = attrs.field(repr=_hidden)
+    previous_secret_keys: tuple[str, ...] = attrs.field(
+        default=(), repr=_hidden, converter=_key_tuple
+    )
 
 
 def credentials_path(config: Config) -> str:
@@ -54,7 +71,7 @@ def credentials_path(config: Config) -> str:
     return os.path.join(os.path.abspath(config.base_dir), CREDENTIALS_FILE_NAME)
 
 
-def read_credentials_file(path: str) -> dict[str, str]:
+def read_credentials_file(path: str) -> dict[str, Any]:
     """
     The fields present in the file at C{path} (by file key), or C{{}} when it
     does not exist. Raise L{CredentialsError} for a file that is not a mapping
@@ -84,17 +101,40 @@ def read_credentials_file(path: str) -> dict[str, str]:
             f"{where}: the top level must be a mapping with AuthUsername, AuthPassword "
             "and SecretKey"
         )
-    fields: dict[str, str] = {}
+    fields: dict[str, Any] = {}
     for key, value in document.items():
+        if key == PREVIOUS_KEYS_FIELD:
+            fields[key] = _previous_keys(value, where)
+            continue
         if key not in FIELDS:
             raise CredentialsError(
                 f"{where}: unknown key {key!r}; expected AuthUsername, AuthPassword, SecretKey"
+                f" (and optionally {PREVIOUS_KEYS_FIELD})"
             )
         if not isinstance(value, str) or not value:
             # Never echo the value: it may be a secret.
             raise CredentialsError(f"{where}: {key}: expected a non-empty string")
         fields[key] = value
     return fields
+
+
+def _previous_keys(value: Any, where: str) -> tuple[str, ...]:
+    """C{PreviousSecretKeys} checked: a list of non-empty strings (never echoed)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CredentialsError(
+            f"{where}: {PREVIOUS_KEYS_FIELD}: expected a list of non-empty strings"
+        )
+    return tuple(value)
+
+
+def _previous_from_environment(environ: Mapping[str, str]) -> tuple[str, ...] | None:
+    """C{SCHEDULER0_PREVIOUS_SECRET_KEYS} split at commas, or None when unset or empty."""
+    text = environ.get(PREVIOUS_KEYS_VARIABLE)
+    if not text:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def load_admin_credentials(config: Config, environ: Mapping[str, str]) -> AdminCredentials | None:
@@ -106,9 +146,15 @@ def load_admin_credentials(config: Config, environ: Mapping[str, str]) -> AdminC
     for key, (_attr, variable) in FIELDS.items():
         if environ.get(variable):
             fields[key] = environ[variable]
-    if len(fields) < len(FIELDS):
+    if any(key not in fields for key in FIELDS):
         return None
-    return AdminCredentials(**{attr: fields[key] for key, (attr, _) in FIELDS.items()})
+    previous = _previous_from_environment(environ)
+    return AdminCredentials(
+        **{attr: fields[key] for key, (attr, _) in FIELDS.items()},
+        previous_secret_keys=previous
+        if previous is not None
+        else fields.get(PREVIOUS_KEYS_FIELD, ()),
+    )
 
 
 def save_admin_credentials(path: str, creds: AdminCredentials) -> None:
@@ -121,8 +167,11 @@ def save_admin_credentials(path: str, creds: AdminCredentials) -> None:
         value = getattr(creds, attr)
         if not isinstance(value, str) or not value:
             raise CredentialsError(f"credentials: {key} must be a non-empty string")
+    document: dict[str, Any] = {key: getattr(creds, attr) for key, (attr, _) in FIELDS.items()}
+    if creds.previous_secret_keys:
+        document[PREVIOUS_KEYS_FIELD] = list(creds.previous_secret_keys)
     text = yaml.safe_dump(
-        {key: getattr(creds, attr) for key, (attr, _) in FIELDS.items()},
+        document,
         default_flow_style=False,
         sort_keys=False,
     )
@@ -177,6 +226,7 @@ def ensure_admin_credentials(
         username=fields.get("AuthUsername", "admin"),
         password=fields.get("AuthPassword") or generate_password(),
         secret_key=fields.get("SecretKey") or generate_secret_key(),
+        previous_secret_keys=fields.get(PREVIOUS_KEYS_FIELD, ()),
     )
     save_admin_credentials(path, creds)
     return creds, True

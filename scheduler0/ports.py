@@ -139,6 +139,8 @@ class StateReader(Protocol):
 
     def signing_secrets(self) -> Deferred[Any]: ...
 
+    def credential_hash_key_ids(self) -> Deferred[Any]: ...
+
 
 @runtime_checkable
 class Sender(Protocol):

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -67,11 +67,18 @@ class SecretSealer:
 
     key: bytes = attrs.field(repr=False)
     random_bytes: Callable[[int], bytes] = attrs.field(default=os.urandom, repr=False)
+    # Sealers of the node's PreviousSecretKeys: L{open} uses them for values
+    # they sealed (a rotation's stragglers); nothing is sealed under them.
+    previous: tuple[SecretSealer, ...] = attrs.field(default=(), repr=False)
 
     @classmethod
-    def from_secret_key(cls, secret_key: str) -> SecretSealer:
-        """The sealer of a node whose C{SecretKey} is C{secret_key}."""
-        return cls(derive_sealing_key(secret_key))
+    def from_secret_key(cls, secret_key: str, previous: Sequence[str] = ()) -> SecretSealer:
+        """
+        The sealer of a node whose C{SecretKey} is C{secret_key} and whose
+        C{PreviousSecretKeys} are C{previous}.
+        """
+        older = tuple(cls(derive_sealing_key(key)) for key in previous if key and key != secret_key)
+        return cls(derive_sealing_key(secret_key), previous=older)
 
     @property
     def key_id(self) -> str:
@@ -93,6 +100,9 @@ class SecretSealer:
         if not is_sealed(stored):
             return stored
         sealed_id, _, encoded = stored[len(PREFIX) :].partition(":")
+        for older in self.previous:
+            if sealed_id == older.key_id and sealed_id != self.key_id:
+                return older.open(stored)
         if sealed_id != self.key_id:
             raise SealError(
                 f"a signing secret was sealed under key id {sealed_id}, but this node's "

@@ -702,7 +702,11 @@ class NodeBuilder:
         from scheduler0.signing import CallbackSigner
 
         config, reactor = self.config, self.reactor
-        signer = CallbackSigner(reactor, state, SecretSealer.from_secret_key(admin.secret_key))
+        signer = CallbackSigner(
+            reactor,
+            state,
+            SecretSealer.from_secret_key(admin.secret_key, admin.previous_secret_keys),
+        )
         net_policy = NetworkPolicy.from_config(
             config.callback_allow_networks, config.callback_deny_networks
         )
@@ -932,7 +936,7 @@ class NodeBuilder:
             # from before it is checked in a thread until it is upgraded.
             verify_secret=lambda secret, hashed: in_thread(verify_legacy, secret, hashed),
             signing_grace_s=config.callback_signing_grace_seconds,
-            sealer=SecretSealer.from_secret_key(admin.secret_key),
+            sealer=SecretSealer.from_secret_key(admin.secret_key, admin.previous_secret_keys),
             max_body_bytes=config.max_request_body_bytes,
             max_json_depth=config.max_json_depth,
             net_policy=net_policy,

@@ -375,6 +375,18 @@ class SecretsSealTests(CliTestCase):
         )
         self.assertIn("sealed 3 signing secrets under key id ab12cd34", self.stdout.getvalue())
 
+    def test_prints_credential_hashes_by_key(self) -> None:
+        """The node's counts of client secret hashes by key are printed (rotating SecretKey)."""
+        self.save_admin()
+        hashes = {"current_key": 4, "previous_keys": 1, "pbkdf2": 0, "unknown_key": 0}
+        body = {"success": True, "data": {**self.body["data"], "credential_hashes": hashes}}
+        self.assertEqual(self.run_cli("secrets", "seal", http=FakeHttp(200, body)), 0)
+        self.assertIn(
+            "client credential secrets hashed under: current_key 4, pbkdf2 0, previous_keys 1,"
+            " unknown_key 0",
+            self.stdout.getvalue(),
+        )
+
     def test_keys_come_from_files(self) -> None:
         """--new-key-file and --old-key-file send the keys they hold (never from argv)."""
         self.save_admin()

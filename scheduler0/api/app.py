@@ -183,6 +183,8 @@ class SchedulerAPI:
             resolve=self.resolve,
             signing_grace_s=self.signing_grace_s,
             sealer=self.sealer,
+            previous_sealers=self.sealer.previous if self.sealer is not None else (),
+            hasher=self.auth.hasher,
         )
         self.job_routes = JobsResource(
             state=self.state,

@@ -74,7 +74,10 @@ def key_hint(api_key: str) -> str:
 
 
 def _hasher_for(admin: Any) -> SecretHasher:
-    return SecretHasher.from_secret_key(str(getattr(admin, "secret_key", "") or ""))
+    return SecretHasher.from_secret_key(
+        str(getattr(admin, "secret_key", "") or ""),
+        tuple(getattr(admin, "previous_secret_keys", ()) or ()),
+    )
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -310,7 +313,7 @@ class Authenticator:
                 {"x-api-key": "archived"},
                 headers=challenge,
             )
-        if not is_keyed(hashed):
+        if not self.hasher.current(hashed):
             self._upgrade(credential.get("uuid") or "", hashed, api_secret)
         if len(self._live_credentials) >= VERIFIED_CACHE_LIMIT:
             self._live_credentials.clear()
@@ -321,19 +324,22 @@ class Authenticator:
         self, credential: dict, api_secret: str, digest: bytes, hashed: str
     ) -> bool:
         """
-        Whether C{api_secret} is the credential's: its keyed hash at once,
-        a pbkdf2 hash from before them through C{verify_secret}.
+        Whether C{api_secret} is the credential's: its keyed hash at once
+        (under the current SecretKey or a previous one), a pbkdf2 hash from
+        before them through C{verify_secret}.
         """
         if is_keyed(hashed):
             if self.hasher.verify(api_secret, hashed):
+                return True
+            if self.hasher.verify_previous(api_secret, hashed):
                 return True
             uuid = credential.get("uuid") or ""
             if self.hasher.other_key(hashed) and uuid not in self._other_key_logged:
                 self._other_key_logged.add(uuid)
                 log.warn(
                     "credential {uuid}: its secret was hashed under another SecretKey than "
-                    "this node's; it cannot be verified here (every node needs the same "
-                    "SecretKey)",
+                    "this node's SecretKey and PreviousSecretKeys; it cannot be verified here "
+                    "(every node needs the same SecretKey)",
                     uuid=uuid,
                 )
             return False
@@ -358,7 +364,8 @@ class Authenticator:
 
     def _upgrade(self, uuid: str, old_hash: str, api_secret: str) -> None:
         """
-        Propose replacing a pbkdf2 hash by the keyed hash of the secret just
+        Propose replacing a pbkdf2 hash, or a keyed hash under a previous
+        SecretKey, by the keyed hash under the current one of the secret just
         verified, without waiting for it; a failure is logged once per
         credential and the next successful use tries again.
         """
@@ -371,8 +378,9 @@ class Authenticator:
             if uuid not in self._upgrade_failed:
                 self._upgrade_failed.add(uuid)
                 log.warn(
-                    "credential {uuid}: replacing its pbkdf2 hash by a keyed hash failed "
-                    "({error}); it is tried again on its next use",
+                    "credential {uuid}: replacing its hash (pbkdf2, or under a previous "
+                    "SecretKey) by a keyed hash failed ({error}); it is tried again on its "
+                    "next use",
                     uuid=uuid,
                     error=failure.getErrorMessage(),
                 )

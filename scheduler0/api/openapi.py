@@ -364,6 +364,7 @@ SCHEMAS: dict[str, Any] = {
             "resealed": {"type": "integer", "minimum": 0},
             "skipped": {"type": "integer", "minimum": 0},
             "key_id": {"type": "string", "description": "The id of the key now sealing them."},
+            "credential_hashes": {"type": "object", "additionalProperties": {"type": "integer"}},
         }
     ),
     "ProjectPage": _page("Project"),

@@ -21,6 +21,7 @@ from scheduler0.api.validation import check_project
 from scheduler0.credentials import token as make_token
 from scheduler0.netpolicy import NetworkPolicy, check_url
 from scheduler0.sealing import SealError, SecretSealer, sealed_key_id
+from scheduler0.secret_hash import SecretHasher
 from scheduler0.timeutil import format_instant
 
 
@@ -51,6 +52,12 @@ class ProjectsResource:
     # Seals each new signing secret before it is proposed, so the command,
     # the logs and the state hold ciphertext only (None: plain text, tests).
     sealer: SecretSealer | None = None
+    # Sealers of the node's PreviousSecretKeys: secrets sealed under them are
+    # resealed without an old_secret_key.
+    previous_sealers: tuple[SecretSealer, ...] = ()
+    # The client secret hasher, whose keys classify the stored hashes in the
+    # seal route's answer (None: not reported).
+    hasher: SecretHasher | None = None
 
     def _stored(self, secret: str) -> str:
         """A new signing secret as the command carries it: sealed when there is a sealer."""
@@ -154,7 +161,8 @@ class ProjectsResource:
         if self.sealer is None:
             raise APIError(409, "this node has no SecretKey to seal with", {"body": "no key"})
         target = keys.get("new_secret_key", self.sealer)
-        openers = {self.sealer.key_id: self.sealer}
+        openers = {sealer.key_id: sealer for sealer in self.previous_sealers}
+        openers[self.sealer.key_id] = self.sealer
         if "old_secret_key" in keys:
             openers[keys["old_secret_key"].key_id] = keys["old_secret_key"]
         entries = []
@@ -170,7 +178,13 @@ class ProjectsResource:
             )
             if isinstance(proposed, dict):
                 counts = proposed
-        return {**counts, "key_id": target.key_id}
+        answer = {**counts, "key_id": target.key_id}
+        if self.hasher is not None:
+            # What an operator rotating SecretKey waits on before dropping
+            # PreviousSecretKeys: previous_keys at 0.
+            key_ids = await self.state.credential_hash_key_ids()
+            answer["credential_hashes"] = self.hasher.classify(key_ids)
+        return answer
 
     def _resealed(
         self, project_uuid: str, stored: str, openers: dict[str, SecretSealer], target: SecretSealer
@@ -185,7 +199,8 @@ class ProjectsResource:
                 409,
                 f"old_secret_key: a signing secret of project {project_uuid} is sealed under "
                 f"key id {sealed_id}, which is neither this node's SecretKey "
-                f"(key id {self.sealer.key_id}) nor old_secret_key",
+                f"(key id {self.sealer.key_id}), one of its PreviousSecretKeys, "
+                "nor old_secret_key",
                 {"old_secret_key": "needed"},
             )
         opener = openers[sealed_id] if sealed_id is not None else target

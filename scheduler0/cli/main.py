@@ -572,6 +572,11 @@ def _seal_secrets(context: Context) -> int:
         f"sealed {data.get('resealed', 0)} signing secrets under key id {data['key_id']}"
         f" ({data.get('skipped', 0)} changed meanwhile and were left as they are)"
     )
+    hashes = data.get("credential_hashes")
+    if isinstance(hashes, dict):
+        # Rotating SecretKey: PreviousSecretKeys can go once previous_keys is 0.
+        counts = ", ".join(f"{kind} {count}" for kind, count in sorted(hashes.items()))
+        context.out(f"client credential secrets hashed under: {counts}")
     return EXIT_OK
 
 

@@ -384,8 +384,9 @@ def _archive_credential(txn: Any, args: Mapping) -> Any:
 def _upgrade_credential_hash(txn: Any, args: Mapping) -> Any:
     """
     Replace the secret hash of credential C{uuid} by C{new_hash} (a keyed
-    hash) only while it is still C{old_hash}: a proposal that lost a race
-    with another changes nothing. C{upgraded} says whether it changed.
+    hash) only while it is still C{old_hash} (a pbkdf2 hash, or a keyed hash
+    under a previous SecretKey): a proposal that lost a race with another
+    changes nothing. C{upgraded} says whether it changed.
     """
     uuid = _text(args, "uuid")
     old_hash = _text(args, "old_hash")

@@ -25,6 +25,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from scheduler0.model import CONCURRENCY_POLICIES, JOB_COLUMNS
+from scheduler0.secret_hash import key_id_of
 from scheduler0.store.apply import CLIENT_KEY_PREFIX, HANDLERS, REQUEST_MEMORY, _apply
 from scheduler0.store.cluster_handlers import covers_job, handled_through
 from scheduler0.store.commands import Command
@@ -469,6 +470,25 @@ class StateStore:
             )
             for project_uuid, secret, expires_at in rows:
                 found.setdefault(project_uuid, []).append((secret, expires_at))
+            return found
+
+        return self.pool.runInteraction(read)
+
+    def credential_hash_key_ids(self) -> Deferred:
+        """
+        How many live (not archived) credentials have their secret hashed
+        under each key: {key id: count}, with None for pbkdf2 hashes.
+        """
+
+        def read(txn: Any) -> dict[str | None, int]:
+            rows = _all(
+                txn,
+                "SELECT api_secret_hash FROM credentials WHERE archived_at IS NULL",
+            )
+            found: dict[str | None, int] = {}
+            for (stored,) in rows:
+                key_id = key_id_of(stored or "")
+                found[key_id] = found.get(key_id, 0) + 1
             return found
 
         return self.pool.runInteraction(read)
