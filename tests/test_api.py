@@ -317,14 +317,17 @@ class AuthTests(APITestCase):
         self.h.clock.advance(1)
         self.assertEqual(self.h.request("GET", "/projects")[0], 200)
 
-    def test_client_on_admin_route_403(self) -> None:
-        """Valid client credentials on an admin route get 403; wrong ones 401."""
+    def test_client_on_admin_route_401(self) -> None:
+        """
+        Client credentials on an admin route get 401 with the Basic
+        challenge: the route's only scheme is admin Basic auth.
+        """
         for method, path in (
             ("GET", "/credentials"),
             ("POST", "/credentials"),
             ("DELETE", "/credentials/cred-1"),
         ):
-            self.assertError(self.h.request(method, path), 403, code="forbidden")
+            self.assertError(self.h.request(method, path), 401, code="unauthorized")
         response = self.h.request(
             "GET", "/credentials", auth="none", headers={"x-api-key": "k", "x-secret-key": "s"}
         )
