@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
 CONFIG = os.path.join(ROOT, "harness", "schemathesis.toml")
 # Random examples per operation and a fixed seed: the deterministic
-# coverage cases plus these are about 2,000 requests, 30-50 s on 2 cores.
+# coverage cases plus these take 30-50 s on 2 cores.
 EXAMPLES = 5
 SEED = 17
 # The admin-only routes, fuzzed once more with client headers: each must
@@ -74,19 +74,20 @@ class SchemathesisTests(TestCase):
             headers = await client_headers(node)
             client = [f"--header={name}: {value}" for name, value in headers.items()]
             client += ["--include-path-regex", ADMIN_PATHS]
-            await self._passes(node.url, *client)
-            await self._passes(node.url, f"--auth={PEER_USERNAME}:{PEER_PASSWORD}")
+            await self._passes(workdir, node.url, *client)
+            await self._passes(workdir, node.url, f"--auth={PEER_USERNAME}:{PEER_PASSWORD}")
 
         return Deferred.fromCoroutine(run())
 
-    async def _passes(self, url: str, *auth: str) -> None:
+    async def _passes(self, workdir: str, url: str, *auth: str) -> None:
+        """Run schemathesis in C{workdir} (its cache goes there) and fail with its findings."""
         env = {
             **os.environ,
             "PYTHONPATH": ROOT,
             "SCHEMATHESIS_HOOKS": "harness.schemathesis_hooks",
         }
         out, err, code = await getProcessOutputAndValue(
-            SCHEMATHESIS, schemathesis_command(url, *auth), env=env, path=ROOT
+            SCHEMATHESIS, schemathesis_command(url, *auth), env=env, path=workdir
         )
         text = _text(out) + _text(err)
         if code != 0:
