@@ -596,6 +596,22 @@ class PaginationTests(APITestCase):
         page = self.h.request("GET", "/projects?offset=4")[2]["data"]
         self.assertEqual(([p["name"] for p in page["items"]], page["next_cursor"]), (["p4"], None))
 
+    def test_cursor_with_the_default_offset(self) -> None:
+        """
+        offset=0, its default, beside a cursor is the same as leaving it out;
+        any other offset beside a cursor is refused naming cursor.
+        """
+        for name in ("p0", "p1", "p2"):
+            self.h.project(name)
+            self.h.clock.advance(1)
+        cursor = self.h.request("GET", "/projects?limit=2")[2]["data"]["next_cursor"]
+        status, _, body = self.h.request("GET", f"/projects?limit=2&offset=0&cursor={cursor}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([p["name"] for p in body["data"]["items"]], ["p2"])
+        status, _, body = self.h.request("GET", f"/projects?limit=2&offset=1&cursor={cursor}")
+        self.assertEqual(status, 400, body)
+        self.assertIn("cursor", body["error"]["fields"])
+
     def test_job_cursor_follows_the_index(self) -> None:
         """
         A job list's next_cursor holds the last job's position: following it

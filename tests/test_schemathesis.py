@@ -12,9 +12,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from harness.process import PEER_PASSWORD, PEER_USERNAME, client_headers, prepare_single_node
+from scheduler0.api.openapi import CURSOR_FORMAT, SPEC_FORMAT, TIMEZONE_FORMAT, build_openapi
+from scheduler0.api.validation import decode_cursor
+from scheduler0.scheduler.spec import validate_spec, validate_timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
@@ -46,6 +49,47 @@ def schemathesis_command(url: str, *auth: str, examples: int = EXAMPLES, seed: i
         "--no-color",
         *auth,
     ]
+
+
+class DocumentTests(SynchronousTestCase):
+    """What the document says about the inputs no JSON Schema keyword states exactly."""
+
+    def test_spec_timezone_and_cursor_have_formats(self) -> None:
+        """A job's spec and timezone and every cursor parameter name their format."""
+        document = build_openapi()
+        job = document["components"]["schemas"]["JobInput"]["properties"]
+        self.assertEqual(job["spec"]["format"], SPEC_FORMAT)
+        self.assertEqual(job["timezone"]["format"], TIMEZONE_FORMAT)
+        cursors = [
+            parameter["schema"]["format"]
+            for path in document["paths"].values()
+            for operation in path.values()
+            for parameter in operation["parameters"]
+            if parameter["name"] == "cursor"
+        ]
+        self.assertTrue(cursors)
+        self.assertEqual(set(cursors), {CURSOR_FORMAT})
+
+    def test_no_route_declares_403(self) -> None:
+        """Nothing answers 403 (a client key on an admin route gets 401), so nothing declares it."""
+        for path in build_openapi()["paths"].values():
+            for operation in path.values():
+                self.assertNotIn("403", operation["responses"])
+
+    def test_generated_format_values_are_valid(self) -> None:
+        """The values the hooks give schemathesis for each format pass the API's own checks."""
+        from hypothesis import given, settings
+
+        from harness.schemathesis_hooks import CURSORS, SPECS, ZONES
+
+        @settings(max_examples=50, database=None, derandomize=True)
+        @given(SPECS, ZONES, CURSORS)
+        def check(spec: str, zone: str, cursor: str) -> None:
+            validate_spec(spec)
+            validate_timezone(zone)
+            decode_cursor(cursor)
+
+        check()
 
 
 class SchemathesisTests(TestCase):
