@@ -317,14 +317,17 @@ class AuthTests(APITestCase):
         self.h.clock.advance(1)
         self.assertEqual(self.h.request("GET", "/projects")[0], 200)
 
-    def test_client_on_admin_route_403(self) -> None:
-        """Valid client credentials on an admin route get 403; wrong ones 401."""
+    def test_client_on_admin_route_401(self) -> None:
+        """
+        Client credentials on an admin route get 401 with the Basic
+        challenge: the route's only scheme is admin Basic auth.
+        """
         for method, path in (
             ("GET", "/credentials"),
             ("POST", "/credentials"),
             ("DELETE", "/credentials/cred-1"),
         ):
-            self.assertError(self.h.request(method, path), 403, code="forbidden")
+            self.assertError(self.h.request(method, path), 401, code="unauthorized")
         response = self.h.request(
             "GET", "/credentials", auth="none", headers={"x-api-key": "k", "x-secret-key": "s"}
         )
@@ -592,6 +595,22 @@ class PaginationTests(APITestCase):
         self.assertEqual(seen, names)
         page = self.h.request("GET", "/projects?offset=4")[2]["data"]
         self.assertEqual(([p["name"] for p in page["items"]], page["next_cursor"]), (["p4"], None))
+
+    def test_cursor_with_the_default_offset(self) -> None:
+        """
+        offset=0, its default, beside a cursor is the same as leaving it out;
+        any other offset beside a cursor is refused naming cursor.
+        """
+        for name in ("p0", "p1", "p2"):
+            self.h.project(name)
+            self.h.clock.advance(1)
+        cursor = self.h.request("GET", "/projects?limit=2")[2]["data"]["next_cursor"]
+        status, _, body = self.h.request("GET", f"/projects?limit=2&offset=0&cursor={cursor}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([p["name"] for p in body["data"]["items"]], ["p2"])
+        status, _, body = self.h.request("GET", f"/projects?limit=2&offset=1&cursor={cursor}")
+        self.assertEqual(status, 400, body)
+        self.assertIn("cursor", body["error"]["fields"])
 
     def test_job_cursor_follows_the_index(self) -> None:
         """

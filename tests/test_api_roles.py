@@ -115,13 +115,13 @@ class RoleTests(SynchronousTestCase):
         self.assertGreater(checked, 5 * 2 * 20)
 
     def test_clients_are_kept_off_admin_routes(self) -> None:
-        """A live client credential gets 403 on every admin route and in on every client route."""
+        """A live client credential gets 401 on every admin route and in on every client route."""
         admin_routes = [r for r in ROUTES if r.auth == ADMIN]
         self.assertTrue(admin_routes)
         before = self.h.dump()
         for route in admin_routes:
             status, _, body = self.call(route, "", "client")
-            self.assertEqual(status, 403, f"{route.method} {route.path}: {body}")
+            self.assertEqual(status, 401, f"{route.method} {route.path}: {body}")
         self.assertEqual(self.h.dump(), before)
         for route in ROUTES:
             if route.auth != CLIENT:

@@ -466,7 +466,7 @@ class RealNodeTests(TestCase):
         credential = admin.create_credential()
         self.assertIn(credential["uuid"], [c["uuid"] for c in admin.iter_credentials()])
         self.assertTrue(admin.archive_credential(credential["uuid"])["archived_at"])
-        self.assertEqual(self.assertRaises(APIError, client.create_credential).status, 403)
+        self.assertEqual(self.assertRaises(APIError, client.create_credential).status, 401)
         self.assertIn("members", admin.cluster_status())
 
     async def test_async_client(self) -> None:

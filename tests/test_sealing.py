@@ -239,7 +239,7 @@ class NoPlainTextAtRestTests(SynchronousTestCase):
         self.assertEqual(answer["data"]["resealed"], 1)
         self.assertEqual(answer["data"]["key_id"], self.sealer.key_id)
         code, answer = self.post("/signing-secrets/seal", {}, self.harness.client_headers)
-        self.assertEqual(code, 403, answer)
+        self.assertEqual(code, 401, answer)
 
         new = SecretSealer.from_secret_key(NEW_KEY)
         code, answer = self.post("/signing-secrets/seal", {"new_secret_key": NEW_KEY}, basic())

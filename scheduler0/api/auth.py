@@ -154,12 +154,20 @@ class Authenticator:
                 raise APIError(
                     401, f"{header}: header is missing", {header: "missing"}, headers=challenge
                 )
+        if admin_only:
+            # An admin route's only scheme is Basic: without an Authorization
+            # header the request is unauthenticated for it (401 and the
+            # challenge), whatever client headers came along, which are not
+            # even checked.
+            raise APIError(
+                401,
+                "authorization: this route needs HTTP Basic admin credentials; a client API "
+                "key is not accepted here",
+                {"authorization": "missing"},
+                headers=challenge,
+            )
         assert api_key is not None and api_secret is not None  # both checked just above
         credential_uuid = await self._client_matches(api_key, api_secret, challenge, address)
-        if admin_only:
-            raise APIError(
-                403, "this route needs admin credentials (HTTP Basic), not a client API key"
-            )
         return Principal("client", credential_uuid)
 
     def check_rate(self, principal: Principal) -> None:

@@ -18,11 +18,31 @@ from scheduler0.api.validation import (
     MAX_SPEC_LENGTH,
     MAX_TIMEOUT_S,
     MAX_URL_LENGTH,
+    encode_cursor,
 )
 from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 from scheduler0.readiness import CODES as READINESS_CODES
 
 MAX_JOBS_PER_REQUEST = 10_000
+
+# Formats of our own for the three inputs whose validity no JSON Schema
+# keyword states exactly (a cron grammar with ranges and calendars, the
+# node's IANA zone database, a token this API issued). Under OpenAPI 3.1 an
+# unknown format is an annotation: the pattern states the shape, the
+# format's description the rest. harness/schemathesis_hooks.py tells a
+# generator what values of each format are valid.
+SPEC_FORMAT = "scheduler0-spec"
+CURSOR_FORMAT = "scheduler0-cursor"
+# The shape of a spec: a macro, @every with a duration, @at with an
+# instant, or 5 or 6 cron fields of digits, names, and * , - / ? L W #.
+SPEC_PATTERN = (
+    r"^[ \t]*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    r"|@every[ \t]+[0-9][0-9A-Za-z. ]*"
+    r"|@at[ \t]+[0-9]{4}-[0-9]{2}-[0-9]{2}T\S+"
+    r"|[0-9A-Za-z*,/?#-]+([ \t]+[0-9A-Za-z*,/?#-]+){4,5})[ \t]*$"
+)
+
+TIMEZONE_FORMAT = "iana-timezone"
 
 
 def _ref(name: str) -> dict:
@@ -62,19 +82,28 @@ _JOB_WRITABLE = {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_SPEC_LENGTH,
-        "pattern": _NOT_BLANK,
+        "format": SPEC_FORMAT,
+        "pattern": SPEC_PATTERN,
         "description": (
-            "5- or 6-field cron, @hourly/@daily/..., @every <duration>, or @at <RFC 3339 instant>."
+            "Format scheduler0-spec: a 5-field cron (minute hour day-of-month month "
+            "day-of-week) or 6 fields (second first), each a list of values, ranges and steps "
+            "within the field's bounds; @yearly, @annually, @monthly, @weekly, @daily, "
+            "@midnight or @hourly; @every <duration> (e.g. 90m, 1h30m; at least 1 s); or "
+            "@at <RFC 3339 instant> not in the past. The pattern states the shape; a value "
+            "of that shape outside these rules is refused with 400 naming spec."
         ),
     },
     "callback_url": _URL,
     "data": {"description": "Any JSON value, sent with every execution. Default null."},
     "timezone": {
         "type": "string",
+        "format": TIMEZONE_FORMAT,
         "minLength": 1,
         "maxLength": MAX_NAME_LENGTH,
-        "pattern": _NOT_BLANK,
-        "description": "IANA zone for cron specs. Default UTC.",
+        "examples": ["UTC", "Europe/Berlin"],
+        "description": "Format iana-timezone: a zone name of the node's IANA database (e.g. "
+        "UTC, Europe/Berlin) for cron specs; another name is refused with 400 naming "
+        "timezone. Default UTC.",
     },
     "execution_type": {"type": "string", "enum": ["http"]},
     "paused": {"type": "boolean"},
@@ -88,8 +117,9 @@ _JOB_WRITABLE = {
     },
     "retry_max_delay_s": {
         **_RETRY_DELAY,
-        "description": "The longest wait between attempts, at least retry_delay_s. Default: "
-        "JobExecutionRetryMaxDelay.",
+        "description": "The longest wait between attempts: at least retry_delay_s (the one "
+        "given with it, else the job's or the default), else 400 naming retry_max_delay_s. "
+        "Default: JobExecutionRetryMaxDelay.",
     },
     "concurrency_policy": {
         "type": "string",
@@ -531,8 +561,7 @@ SCHEMAS: dict[str, Any] = {
 
 _ERROR_STATUSES = {
     "400": "Invalid input; error.fields names each offending field.",
-    "401": "Missing or wrong credentials.",
-    "403": "Client credentials on an admin route.",
+    "401": "Missing or wrong credentials (on an admin route: anything but admin Basic auth).",
     "404": "Unknown resource or route.",
     "405": "Method not allowed on this path.",
     "409": "Conflict with stored state.",
@@ -642,7 +671,12 @@ def _param(param: Param) -> dict:
     elif param.kind == "instant":
         schema = {"type": "string", "format": "date-time"}
     elif param.kind == "cursor":
-        schema = {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"}
+        schema = {
+            "type": "string",
+            "minLength": 1,
+            "format": CURSOR_FORMAT,
+            "examples": [encode_cursor(50)],
+        }
     else:
         schema = {"type": "string", "minLength": 1}
     if param.enum:
@@ -650,6 +684,11 @@ def _param(param: Param) -> dict:
     if param.default is not None:
         schema["default"] = param.default
     description = param.description
+    if param.kind == "cursor":
+        description += (
+            " Format scheduler0-cursor: only a next_cursor this API answered is accepted;"
+            " any other token is refused with 400 naming cursor."
+        )
     if param.kind == "instant":
         description += " From 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z."
     return {
@@ -709,9 +748,7 @@ def _operation(route: Route) -> dict:
         }
     responses = {str(route.status): success}
     for status, text in _ERROR_STATUSES.items():
-        if route.auth == ANONYMOUS and status in ("401", "403"):
-            continue
-        if route.auth != ADMIN and status == "403":
+        if route.auth == ANONYMOUS and status == "401":
             continue
         if route.auth == ANONYMOUS and status == "429":
             continue

@@ -301,9 +301,11 @@ def parse_query(route: Route, request: IRequest) -> dict[str, Any]:
             errors.add(name, f"{name}: {problem}")
     errors.raise_if_any()
     if "cursor" in params:
-        if "cursor" in values and "offset" in values:
+        # offset=0 is offset's default: sending it says no more than leaving it out.
+        if "cursor" in values and values.get("offset", 0) != 0:
             raise invalid("cursor", "cursor: give either cursor or offset, not both")
         if "cursor" in values:
+            values.pop("offset", None)
             values["offset"], after = values.pop("cursor")
             if after is not None:
                 values["after"] = after

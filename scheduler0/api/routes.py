@@ -65,7 +65,9 @@ class Route:
 
 PAGE = (
     Param("limit", "integer", "Page size.", DEFAULT_LIMIT, 1, MAX_LIMIT),
-    Param("offset", "integer", "Items to skip (do not combine with cursor).", 0, 0),
+    Param(
+        "offset", "integer", "Items to skip (with a cursor only 0, the default, is accepted).", 0, 0
+    ),
     Param("cursor", "cursor", "The next_cursor of a previous page (instead of offset)."),
 )
 CONSISTENCY = Param(
@@ -79,7 +81,9 @@ CONSISTENCY = Param(
 EXECUTION_FILTERS = (
     Param("state", "string", "Only executions in this state.", enum=EXECUTION_STATES),
     Param("since", "instant", "Only slots scheduled at or after this RFC 3339 instant."),
-    Param("until", "instant", "Only slots scheduled before this RFC 3339 instant."),
+    Param(
+        "until", "instant", "Only slots scheduled before this RFC 3339 instant (later than since)."
+    ),
 )
 
 _TABLE: tuple[Route, ...] = (
