@@ -27,6 +27,7 @@ from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import ZLIB_MARKER, CommandLog
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.store.state import REQUEST_MEMORY, STATE_CACHE_KIB, StateStore
+from scheduler0.versions import ENTRY_VERSION
 
 T0 = "2026-01-01T00:00:00.000Z"
 T1 = "2026-01-01T00:01:00.000Z"
@@ -583,7 +584,7 @@ class StoreSuiteMixin:
         )
         self.assertFalse(result.ok)
         after = await state.dump()
-        self.assertEqual(after["meta"], [["applied_index", 2]])
+        self.assertEqual(after["meta"], [["applied_index", 2], ["entry_version", ENTRY_VERSION]])
         self.assertEqual(
             {k: v for k, v in after.items() if k != "meta"},
             {k: v for k, v in before.items() if k != "meta"},

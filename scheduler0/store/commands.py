@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION, UnsupportedVersion
+
 _log = Logger()
 
 #: What a subscriber is called with after each apply: the command and its result.
@@ -60,21 +62,31 @@ def canonical_json(value: Any) -> str:
 
 @attrs.frozen
 class Command:
-    """One replicated operation, C{op} applied with C{args}."""
+    """
+    One replicated operation, C{op} applied with C{args}. C{version} is the
+    entry format it needs (L{scheduler0.versions}): 1 is written without a
+    C{"v"}, as the releases before versioning wrote every command.
+    """
 
     op: str
     args: Mapping[str, Any]
     request_id: str | None = None
+    version: int = FIRST_ENTRY_VERSION
 
     def to_bytes(self) -> bytes:
         """The canonical JSON encoding of this command."""
-        return canonical_json(
-            {"op": self.op, "args": self.args, "request_id": self.request_id}
-        ).encode("utf-8")
+        encoded: dict[str, Any] = {"op": self.op, "args": self.args, "request_id": self.request_id}
+        if self.version != FIRST_ENTRY_VERSION:
+            encoded["v"] = self.version
+        return canonical_json(encoded).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Command:
-        """Decode L{to_bytes} output; C{ValueError} names what is wrong otherwise."""
+        """
+        Decode L{to_bytes} output; C{ValueError} names what is wrong otherwise,
+        L{UnsupportedVersion} a command of a newer entry version than this
+        release reads.
+        """
         try:
             decoded = json.loads(
                 raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
@@ -92,7 +104,15 @@ class Command:
         request_id = decoded.get("request_id")
         if request_id is not None and not isinstance(request_id, str):
             raise ValueError("command field 'request_id' must be a string or null")
-        return cls(op, args, request_id)
+        version = decoded.get("v", FIRST_ENTRY_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError("command field 'v' must be a positive integer")
+        if version > ENTRY_VERSION:
+            raise UnsupportedVersion(
+                f"a command ({op}) of entry version {version}: this release reads entry"
+                f" versions up to {ENTRY_VERSION}; it needs a release that writes version {version}"
+            )
+        return cls(op, args, request_id, version)
 
 
 @attrs.frozen

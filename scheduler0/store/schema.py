@@ -9,6 +9,7 @@ from typing import Any
 
 from scheduler0.store.executions import EXECUTIONS_TABLE
 from scheduler0.store.rows import _all, _one
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -145,6 +146,9 @@ _DUMPED_TABLES = (
 
 def _create_schema(txn: Any) -> None:
     """Create what is missing, adding new columns to the tables of older files."""
+    # A new file starts at this release's entry version; a file an older
+    # release wrote (it has a meta table without the row) at the first one.
+    fresh = not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
     for statement in _SCHEMA:
         txn.execute(statement)
     for table, column, kind in _ADDED_COLUMNS:
@@ -152,6 +156,10 @@ def _create_schema(txn: Any) -> None:
             txn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     for statement in _LATE_SCHEMA:
         txn.execute(statement)
+    txn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('entry_version', ?)",
+        (ENTRY_VERSION if fresh else FIRST_ENTRY_VERSION,),
+    )
     if not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'owner_loads'"):
         txn.execute(_OWNER_LOADS)
         txn.execute(

@@ -116,6 +116,14 @@ class StateStore:
 
     # -- reads ------------------------------------------------------------------
 
+    def entry_version(self) -> Deferred:
+        """
+        The entry version the cluster writes (L{scheduler0.versions}): this
+        release's for a new data directory, 1 for one an older release wrote
+        until every member reads the newer one.
+        """
+        return self._scalar("SELECT value FROM meta WHERE key = 'entry_version'")
+
     def _scalar(self, sql: str, params: tuple = ()) -> Deferred:
         return self.pool.runInteraction(lambda txn: _one_known(txn, sql, params)[0])
 
