@@ -52,6 +52,7 @@ from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.sealing import SecretSealer
 from scheduler0.store.commands import Command, Op, Result
 from scheduler0.ui import dashboard_resource
+from scheduler0.versions import EntryVersionTooLow
 
 log = Logger()
 
@@ -321,6 +322,18 @@ class SchedulerAPI:
         except WritesRefused as error:
             # Nothing was stored; the node logs the refusal once, when it began.
             return self._error_body(request, insufficient_storage(error))
+        except EntryVersionTooLow as error:
+            # A member runs an older release that would misread the entry.
+            return self._error_body(
+                request,
+                APIError(
+                    409,
+                    str(error),
+                    {error.feature: str(error)},
+                    code="entry_version_too_low",
+                    data={"needed": error.needed, "current": error.current},
+                ),
+            )
         except StoreUnavailable as error:
             log.info(
                 "store unavailable for {method} {path}: {error}",
