@@ -16,15 +16,18 @@ from typing import IO, Any, ClassVar, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.static import NoRangeStaticProducer
+from zope.interface import implementer
 
 from scheduler0.api.errors import APIError
 from scheduler0.api.request import Call
 
 #: The media type of a backup file.
 BACKUP_MEDIA_TYPE = "application/octet-stream"
+#: Bytes read from the file per write.
+CHUNK_BYTES = 256 * 1024
 
 
 class MadeBackup(Protocol):
@@ -49,6 +52,48 @@ class BackupMaker(Protocol):
     def busy(self) -> bool: ...
 
     def make(self) -> Deferred[Any]: ...
+
+
+@implementer(IPushProducer)
+class _FileStreamer:
+    """
+    Writes a file to a request a chunk at a time while the connection takes
+    it (paused when its buffer is full), then finishes the request.
+    """
+
+    def __init__(self, request: Any, source: IO[bytes]) -> None:
+        self.request = request
+        self.source: IO[bytes] | None = source
+        self.paused = False
+        self._producing = False
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self._producing:
+            return  # resumed from inside a write: the loop below goes on
+        self._producing = True
+        try:
+            while not self.paused and self.source is not None:
+                chunk = self.source.read(CHUNK_BYTES)
+                if not chunk:
+                    self.source = None
+                    self.request.unregisterProducer()
+                    self.request.finish()
+                    return
+                self.request.write(chunk)
+        finally:
+            self._producing = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        # The client went away; the file is closed when the request ends.
+        self.source = None
 
 
 class _Download(Resource):
@@ -76,7 +121,7 @@ class _Download(Resource):
             self.made.discard()
 
         request.notifyFinish().addBoth(finished)
-        NoRangeStaticProducer(request, source).start()
+        _FileStreamer(request, source).start()
         return NOT_DONE_YET
 
 
