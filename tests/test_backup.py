@@ -210,6 +210,8 @@ class BackupContentTests(BackupCase):
             return d
 
         backups = Backups(store, run_blocking, scratch, lambda: NOW)
+        # Left by a backup a crash interrupted: removed by the next one.
+        os.makedirs(os.path.join(scratch, ".backup-interrupted"))
         first = backups.make()
         self.assertTrue(backups.busy)
         self.failureResultOf(backups.make(), BackupError)

@@ -184,6 +184,9 @@ def _package(folder: str, image: str, created_at: str) -> BackupFile:
     return BackupFile(path, header, folder)
 
 
+_FOLDER_PREFIX = ".backup-"
+
+
 @attrs.define(eq=False)
 class Backups:
     """
@@ -212,7 +215,12 @@ class Backups:
         if self._making:
             raise BackupError("a backup is being made now; retry once it is done")
         self._making = True
-        folder = tempfile.mkdtemp(prefix=".backup-", dir=self.scratch)
+        # Only one backup at a time, and the data directory is this node's
+        # alone: a folder left there is from a backup a crash interrupted.
+        for name in os.listdir(self.scratch):
+            if name.startswith(_FOLDER_PREFIX):
+                shutil.rmtree(os.path.join(self.scratch, name), ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX, dir=self.scratch)
         try:
             image = os.path.join(folder, "state.db")
             created_at = self.now()
