@@ -17,7 +17,9 @@ from twisted.internet.defer import Deferred, succeed
 
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cli import main as cli
+from scheduler0.cluster.restore import RESTORED_INDEX, restore_cluster_node
 from scheduler0.credentials import AdminCredentials, save_admin_credentials
+from scheduler0.raft.storage import SqliteRaftStorage
 from scheduler0.sealing import SecretSealer
 from scheduler0.secret_hash import SecretHasher
 from scheduler0.store.backup import (
@@ -40,6 +42,7 @@ NOW = "2026-01-01T00:10:00.000Z"
 #: What a backup keeps as it is, and what it empties.
 KEPT = ("projects", "credentials", "signing_secrets")
 RESET = ("members", "executions", "fanin", "owner_loads", "node_progress")
+_APPLIED = "SELECT value FROM meta WHERE key = 'applied_index'"
 
 
 def record(execution_id: str, job_uuid: str, scheduled_at: str) -> dict:
@@ -406,3 +409,38 @@ class RestoreCommandTests(BackupCase):
             check=True,
         ).stdout
         self.assertEqual(output.strip(), "[]")
+
+
+class ClusterRestoreTests(BackupCase):
+    """A cluster node's restore: the Raft log starts with the restored state as a snapshot."""
+
+    def test_the_raft_log_starts_with_the_restored_state(self) -> None:
+        """
+        state.db is at index 1 and raft.db boots with a snapshot at index 1
+        of term 1 (the voters given) whose image is that state.
+        """
+        path = self.backup_of(self.populated())
+        target = os.path.join(self.directory, "node")
+        header = restore_cluster_node(path, target, KEY, (), [1, 2, 3])
+        self.assertEqual(header["jobs"], 3)
+        self.assertEqual(rows(os.path.join(target, "state.db"), _APPLIED), [(RESTORED_INDEX,)])
+        storage = SqliteRaftStorage(os.path.join(target, "raft.db"))
+        try:
+            boot = storage.load()
+        finally:
+            storage.close()
+        assert boot.snapshot is not None and boot.snapshot_data is not None
+        self.assertEqual((boot.snapshot.index, boot.snapshot.term), (RESTORED_INDEX, 1))
+        self.assertEqual(boot.snapshot.config.voters, frozenset({"1", "2", "3"}))
+        self.assertEqual(boot.entries, ())
+        image = os.path.join(self.directory, "image.db")
+        with open(image, "wb") as f:
+            f.write(bytes(boot.snapshot_data))
+        self.assertEqual(rows(image, _APPLIED), [(RESTORED_INDEX,)])
+        self.assertEqual(len(rows(image, "SELECT uuid FROM jobs")), 3)
+
+    def test_a_refused_cluster_restore_leaves_nothing(self) -> None:
+        path = self.backup_of(self.populated())
+        target = os.path.join(self.directory, "node")
+        self.assertRaises(BackupError, restore_cluster_node, path, target, OTHER_KEY, (), [1])
+        self.assertFalse(os.path.exists(target))

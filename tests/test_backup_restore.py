@@ -8,7 +8,8 @@ three-node cluster (new ports, new Raft logs); the new cluster serves the
 same jobs to the same API key and fires them again, each slot with the
 execution id derived from the job and the slot, never a slot at or before
 the job's progress mark in the backup, every later one inside the catch-up
-window, and the one-second-window job's older ones recorded as skipped.
+window, and the one-second-window job's older ones recorded as skipped; a
+fourth node joining with an empty data directory is sent the restored state.
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from harness.cluster import Cluster
-from harness.process import http_client, run_cli
+from harness.process import (
+    PEER_PASSWORD,
+    PEER_USERNAME,
+    NodeProcess,
+    free_port,
+    http_client,
+    init_peer_credentials,
+    run_cli,
+)
 from harness.receiver import CallbackReceiver
 from harness.waiting import wait_for
 from scheduler0.scheduler.spec import execution_id
@@ -131,6 +141,57 @@ class BackupRestoreEndToEndTests(TestCase):
                 self.assert_no_gap(job, until=after)
         short = next(job for job in active if job["catch_up_window_s"] < 60)
         await self.assert_skipped_outside_window(new, leader, headers, short, marks[short["uuid"]])
+        await self.assert_a_joining_node_gets_the_restored_state(new, leader, headers, jobs)
+
+    async def assert_a_joining_node_gets_the_restored_state(
+        self, cluster: Cluster, leader: int, headers: dict, jobs: list[dict]
+    ) -> None:
+        """
+        A fourth node started on an empty data directory and added through
+        /cluster/members is sent the restored state (the Raft log starts
+        with it as a snapshot): its own copy serves the jobs to the old key.
+        """
+        workdir = os.path.join(os.path.dirname(cluster.workdir(1)), "node-4")
+        os.makedirs(workdir)
+        http_port, raft_port = free_port(), free_port()
+        me = {"Address": f"http://127.0.0.1:{http_port}", "RaftAddress": f"127.0.0.1:{raft_port}"}
+        replicas = [
+            {"Address": a.address, "RaftAddress": a.raft_address, "NodeId": n}
+            for n, a in cluster.addresses.items()
+        ]
+        config = {
+            "NodeId": 4,
+            "Port": http_port,
+            "RaftAddress": me["RaftAddress"],
+            "Bootstrap": False,
+            "DataDir": "data",
+            "Replicas": [*replicas, {**me, "NodeId": 4}],
+        }
+        config_path = os.path.join(workdir, "config.yml")
+        with open(config_path, "w") as f:
+            yaml.safe_dump(config, f)
+        await init_peer_credentials(workdir, config_path)
+        fourth = NodeProcess(reactor, workdir, config_path, http_port)
+        self.addCleanup(fourth.kill)
+        await fourth.start()
+        url = f"http://127.0.0.1:{cluster.addresses[leader].http_port}/cluster/members"
+        response = await self.http.post(
+            url,
+            json={"node_id": 4, "address": me["Address"], "raft_address": me["RaftAddress"]},
+            auth=(PEER_USERNAME, PEER_PASSWORD),
+            timeout=10,
+        )
+        self.assertEqual(response.code, 201, await response.text())
+
+        async def served() -> list | None:
+            stale = f"{fourth.url}/jobs?limit=100&consistency=stale"
+            answer = await self.http.get(stale, headers=headers, timeout=5)
+            body = await answer.json()
+            items = body["data"]["items"] if answer.code == 200 else []
+            return items if len(items) == len(jobs) else None
+
+        items = await wait_for(reactor, served, timeout=30, what="node 4 to hold the jobs")
+        self.assertEqual(sorted(j["uuid"] for j in items), sorted(j["uuid"] for j in jobs))
 
     # -- helpers ------------------------------------------------------------------
 

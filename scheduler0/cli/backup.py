@@ -176,7 +176,16 @@ def _restore(context: Context) -> int:
     else:
         data_dir = config.data_path()
     try:
-        header = restore_backup(source, data_dir, creds.secret_key, creds.previous_secret_keys)
+        if config.replicas:
+            # A cluster node: its Raft log starts with the restored state.
+            from scheduler0.cluster.restore import restore_cluster_node
+
+            voters = [replica.node_id for replica in config.members()]
+            header = restore_cluster_node(
+                source, data_dir, creds.secret_key, creds.previous_secret_keys, voters
+            )
+        else:
+            header = restore_backup(source, data_dir, creds.secret_key, creds.previous_secret_keys)
     except (BackupError, UnsupportedVersion) as e:
         raise CommandError(f"restore: {e}") from None
     except OSError as e:
@@ -184,7 +193,11 @@ def _restore(context: Context) -> int:
     context.out(
         f"restored the backup made at index {header['index']} ({header['created_at']}):"
         f" {header.get('projects', '?')} projects, {header.get('jobs', '?')} jobs into"
-        f" {data_dir}; it needs the SecretKey in {credentials_path(config)}, and every node of"
-        " the new cluster restored from this same file before its first start"
+        f" {data_dir}; it needs the SecretKey in {credentials_path(config)}"
+        + (
+            ", and every node of the new cluster restored from this same file"
+            if config.replicas
+            else ""
+        )
     )
     return EXIT_OK

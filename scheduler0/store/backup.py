@@ -335,14 +335,21 @@ def _check_empty(data_dir: str) -> None:
 
 
 def restore_backup(
-    path: str, data_dir: str, secret_key: str, previous_keys: Sequence[str] = ()
+    path: str,
+    data_dir: str,
+    secret_key: str,
+    previous_keys: Sequence[str] = (),
+    applied_index: int = 0,
 ) -> dict[str, Any]:
     """
     Restore the backup file at C{path} into the empty (or new) directory
     C{data_dir}: check its header, checksum and versions and that
     C{secret_key} opens its secrets, migrate the image to this release's
-    schema and write it as the data directory's state machine at applied
-    index 0. Returns the header. On any refusal nothing is left behind.
+    schema and write it as the data directory's state machine at
+    C{applied_index} (0: a single node's command log starts empty; a cluster
+    node's Raft log starts with the state as its snapshot, see
+    L{scheduler0.cluster.restore}). Returns the header. On any refusal
+    nothing is left behind.
     """
     name = path
     _check_empty(data_dir)
@@ -358,7 +365,7 @@ def restore_backup(
             header = read_header(source, name)
             os.makedirs(data_dir, exist_ok=True)
             unpack_payload(source, header, restoring, name)
-        _migrate(restoring, secret_key, previous_keys, name)
+        _migrate(restoring, secret_key, previous_keys, name, applied_index)
         publish(restoring, target)
     except BaseException:
         for leftover in (restoring, restoring + "-journal"):
@@ -370,7 +377,9 @@ def restore_backup(
     return header
 
 
-def _migrate(path: str, secret_key: str, previous_keys: Sequence[str], name: str) -> None:
+def _migrate(
+    path: str, secret_key: str, previous_keys: Sequence[str], name: str, applied_index: int
+) -> None:
     """Bring the image at C{path} to this release's schema, after checking it."""
     connection = sqlite3.connect(path, isolation_level=None)
     try:
@@ -391,7 +400,7 @@ def _migrate(path: str, secret_key: str, previous_keys: Sequence[str], name: str
             )
         _create_schema(cursor)
         _check_secrets(cursor, secret_key, previous_keys, name)
-        cursor.execute("UPDATE meta SET value = 0 WHERE key = 'applied_index'")
+        cursor.execute("UPDATE meta SET value = ? WHERE key = 'applied_index'", (applied_index,))
         cursor.execute("COMMIT")
         cursor.execute("PRAGMA journal_mode=DELETE")
     finally:
