@@ -444,3 +444,29 @@ class ClusterRestoreTests(BackupCase):
         target = os.path.join(self.directory, "node")
         self.assertRaises(BackupError, restore_cluster_node, path, target, OTHER_KEY, (), [1])
         self.assertFalse(os.path.exists(target))
+
+
+class BackupCommandTests(BackupCase):
+    """C{scheduler0 backup} reports a node it cannot reach in one line and leaves no file."""
+
+    def test_an_unreachable_node_is_one_line_and_no_file(self) -> None:
+        from harness.process import free_port
+
+        save_admin_credentials(
+            os.path.join(self.directory, ".scheduler0"), AdminCredentials("admin", "pw", KEY)
+        )
+        stdout, stderr = io.StringIO(), io.StringIO()
+        endpoint = f"http://127.0.0.1:{free_port()}"
+        code = cli.main(
+            ["backup", "--output", "out.s0", "--endpoint", endpoint],
+            stdin=io.StringIO(""),
+            stdout=stdout,
+            stderr=stderr,
+            environ={},
+            cwd=self.directory,
+        )
+        self.assertEqual((code, stdout.getvalue()), (1, ""))
+        lines = stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith(f"scheduler0: cannot reach node at {endpoint}: "))
+        self.assertEqual(sorted(os.listdir(self.directory)), [".scheduler0"])

@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import zlib
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -38,6 +38,9 @@ from scheduler0.store.cluster_handlers import _raise_progress, covers_job, handl
 from scheduler0.store.rows import _all, _one_known, _progress_reports
 from scheduler0.store.schema import _create_schema
 from scheduler0.versions import ENTRY_VERSION, RELEASE, UnsupportedVersion
+
+if TYPE_CHECKING:
+    from scheduler0.store.state import StateStore
 
 FORMAT = "scheduler0-backup"
 #: The version of the backup file's layout this release writes and reads.
@@ -196,7 +199,7 @@ class Backups:
     directory: a backup can be as large as the state).
     """
 
-    state: Any
+    state: StateStore
     run_blocking: Callable[..., Deferred]
     scratch: str
     now: Callable[[], str]
