@@ -97,12 +97,18 @@ class BackupRouteTests(SynchronousTestCase):
 
     def test_one_backup_at_a_time(self) -> None:
         """While a backup is made, another request answers 503 with Retry-After."""
-        self.backups.run_blocking = lambda fn, *args: Deferred()
-        self.backups.make()
+        # Held here: a coroutine waiting on an unreferenced Deferred would be
+        # collected (ending the backup) before the request is made.
+        blocked: Deferred = Deferred()
+        self.backups.run_blocking = lambda fn, *args: blocked
+        making = self.backups.make()
+        self.assertTrue(self.backups.busy)
         status, headers, body = self.download()
         self.assertEqual(status, 503, body)
         self.assertEqual(body["error"]["code"], "backup_in_progress")
         self.assertIn("retry-after", headers)
+        self.assertNoResult(making)
+        self.assertTrue(self.backups.busy)
 
     def test_a_node_without_backups_answers_404(self) -> None:
         self.harness.api.backup_routes.backups = None
