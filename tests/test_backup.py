@@ -13,7 +13,7 @@ import os
 import sqlite3
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cli import main as cli
@@ -470,3 +470,32 @@ class BackupCommandTests(BackupCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertTrue(lines[0].startswith(f"scheduler0: cannot reach node at {endpoint}: "))
         self.assertEqual(sorted(os.listdir(self.directory)), [".scheduler0"])
+
+
+class CancelledBackupTests(BackupCase):
+    def test_a_cancelled_backup_finishes_its_copy_then_discards_it(self) -> None:
+        """
+        A client that goes away cancels the answer; the copy on its thread
+        is not pulled from under it: it finishes, is discarded, and only
+        then may another backup begin.
+        """
+        store = self.populated()
+        scratch = os.path.join(self.directory, "data")
+        os.makedirs(scratch)
+        blocked: Deferred = Deferred()
+        calls: list = []
+
+        def run_blocking(fn: Any, *args: Any) -> Deferred:
+            calls.append((fn, args))
+            return blocked
+
+        backups = Backups(store, run_blocking, scratch, lambda: NOW)
+        answer = backups.make()
+        answer.cancel()
+        self.failureResultOf(answer, CancelledError)
+        self.assertTrue(backups.busy)
+        self.assertEqual(len(os.listdir(scratch)), 1)
+        fn, args = calls[0]
+        blocked.callback(fn(*args))
+        self.assertFalse(backups.busy)
+        self.assertEqual(os.listdir(scratch), [])

@@ -211,8 +211,26 @@ class Backups:
         return self._making
 
     def make(self) -> Deferred[BackupFile]:
-        """A new backup file; the caller discards it once sent."""
-        return Deferred.fromCoroutine(self._make())
+        """
+        A new backup file; the caller discards it once sent. Cancelling the
+        answer (the client went away) lets the copy finish on its thread and
+        then discards it, so no half-written folder is removed under it.
+        """
+        making = Deferred.fromCoroutine(self._make())
+
+        def unwanted(_: Deferred) -> None:
+            pass  # the answer fails with CancelledError; forward() discards
+
+        answer: Deferred[BackupFile] = Deferred(unwanted)
+
+        def forward(result: Any) -> None:
+            if not answer.called:
+                answer.callback(result)
+            elif isinstance(result, BackupFile):
+                result.discard()
+
+        making.addBoth(forward)
+        return answer
 
     async def _make(self) -> BackupFile:
         if self._making:
