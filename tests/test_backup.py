@@ -378,6 +378,22 @@ class RestoreCommandTests(BackupCase):
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertTrue(err.startswith("scheduler0: restore: the data directory"), err)
 
+    def help_of(self, *argv: str) -> str:
+        stdout = io.StringIO()
+        code = cli.main([*argv, "--help"], stdout=stdout, stderr=io.StringIO(), environ={})
+        self.assertEqual(code, 0, argv)
+        return stdout.getvalue()
+
+    def test_backup_and_restore_answer_help_and_take_config(self) -> None:
+        """Both commands are listed, answer --help and take --config PATH."""
+        listed = self.help_of()
+        self.assertIn("backup", listed)
+        self.assertIn("restore", listed)
+        for command, option in (("backup", "--output FILE"), ("restore", "--data-dir DIR")):
+            text = self.help_of(command)
+            self.assertIn("--config PATH", text)
+            self.assertIn(option, text)
+
     def test_restore_of_a_missing_file_is_one_line(self) -> None:
         code, _, err = self.run_restore("--input", "nothing.s0", "--data-dir", "node-1")
         self.assertEqual(code, 1)
