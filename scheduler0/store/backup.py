@@ -217,11 +217,9 @@ class Backups:
         then discards it, so no half-written folder is removed under it.
         """
         making = Deferred.fromCoroutine(self._make())
-
-        def unwanted(_: Deferred) -> None:
-            pass  # the answer fails with CancelledError; forward() discards
-
-        answer: Deferred[BackupFile] = Deferred(unwanted)
+        # Without a canceller: cancelling fails the answer with CancelledError
+        # at once and leaves the making alone.
+        answer: Deferred[BackupFile] = Deferred()
 
         def forward(result: Any) -> None:
             if not answer.called:
