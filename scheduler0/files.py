@@ -47,3 +47,14 @@ def _fsync_directory(directory: str) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+def publish(temporary: str, path: str) -> None:
+    """
+    Move the finished file C{temporary} to C{path} (same folder) durably:
+    fsync it, rename it into place and fsync the folder.
+    """
+    with open(temporary, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(os.path.dirname(os.path.abspath(path)))

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from scheduler0.scheduler.admission import Admission
     from scheduler0.scheduler.service import SchedulerService
     from scheduler0.signing import CallbackSigner
+    from scheduler0.store.backup import Backups
     from scheduler0.store.commands import Subscriber
     from scheduler0.store.executions import ExecutionStore
     from scheduler0.store.local import LocalProposer
@@ -954,6 +955,20 @@ class NodeBuilder:
             metrics=metrics,
             summary=summary,
             cluster_time=cluster.leader_time if cluster is not None else None,
+            backups=self.backups(state),
+        )
+
+    def backups(self, state: StateStore) -> Backups:
+        """What makes the backups of GET /backup: copies of the state, made in the data dir."""
+        from scheduler0.store.backup import Backups
+        from scheduler0.timeutil import format_instant, utc_from_timestamp
+
+        reactor = self.reactor
+        return Backups(
+            state,
+            self.in_thread,
+            self.config.data_path(),
+            lambda: format_instant(utc_from_timestamp(reactor.seconds())),
         )
 
     def consensus(

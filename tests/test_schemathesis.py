@@ -28,7 +28,7 @@ EXAMPLES = 5
 SEED = 17
 # The admin-only routes, fuzzed once more with client headers: each must
 # answer 401 (the document's only scheme for them is admin Basic auth).
-ADMIN_PATHS = r"^/(credentials|cluster/members|signing-secrets/seal)"
+ADMIN_PATHS = r"^/(credentials|cluster/members|signing-secrets/seal|backup)"
 
 
 def schemathesis_command(url: str, *auth: str, examples: int = EXAMPLES, seed: int = SEED) -> list:

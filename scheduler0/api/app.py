@@ -33,6 +33,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from scheduler0.api.auth import Authenticator, default_verify
+from scheduler0.api.backup import BackupMaker, BackupResource
 from scheduler0.api.cluster import ClusterResource
 from scheduler0.api.credentials import CredentialsResource
 from scheduler0.api.errors import APIError, insufficient_storage
@@ -145,6 +146,8 @@ class SchedulerAPI:
     # The leader's clock as this node knows it, for the stamps and anchors of
     # jobs (None: this node's clock).
     cluster_time: Callable[[], float] | None = None
+    # Makes the backups GET /backup serves (None: the route answers 404).
+    backups: BackupMaker | None = None
     app: Klein = attrs.field(init=False, factory=Klein)
     auth: Authenticator = attrs.field(init=False)
     writes: Writes = attrs.field(init=False)
@@ -154,6 +157,7 @@ class SchedulerAPI:
     credential_routes: CredentialsResource = attrs.field(init=False)
     cluster_routes: ClusterResource = attrs.field(init=False)
     health_routes: HealthResource = attrs.field(init=False)
+    backup_routes: BackupResource = attrs.field(init=False)
     _handlers: dict[str, Handler] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -219,6 +223,7 @@ class SchedulerAPI:
             state=self.state, health=self.health, cluster=self.cluster
         )
         self.health_routes = HealthResource(health=self.health, defaults=self.defaults)
+        self.backup_routes = BackupResource(backups=self.backups)
         for part in (
             self.project_routes,
             self.job_routes,
@@ -226,6 +231,7 @@ class SchedulerAPI:
             self.credential_routes,
             self.cluster_routes,
             self.health_routes,
+            self.backup_routes,
         ):
             for name in part.HANDLERS:
                 if name in self._handlers:
@@ -314,6 +320,9 @@ class SchedulerAPI:
             if route.handler == "openapi_document":
                 request.setResponseCode(200)
                 return encode(result)
+            if route.media_type != "application/json":
+                # A file (a backup): the resource answered sets its own headers.
+                return result
             status, data = result if isinstance(result, tuple) else (route.status, result)
             request.setResponseCode(status)
             return encode({"success": True, "data": data})

@@ -736,6 +736,16 @@ def _operation(route: Route) -> dict:
             "description": "The OpenAPI document.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
+    elif route.media_type != "application/json":
+        # A file, not the envelope (GET /backup).
+        success = {
+            "description": route.summary,
+            "content": {
+                route.media_type: {
+                    "schema": {"type": "string", "contentMediaType": route.media_type}
+                }
+            },
+        }
     else:
         data_schema = _ref(route.response) if route.response else {}
         success = {

@@ -53,6 +53,8 @@ class Route:
     body_required: bool = True
     response: str | None = None  # component schema of C{data}
     description: str = ""
+    # What a success answers: the JSON envelope, or a file of this media type.
+    media_type: str = "application/json"
 
     @property
     def openapi_path(self) -> str:
@@ -374,6 +376,21 @@ _TABLE: tuple[Route, ...] = (
         ADMIN,
         "Archive a client credential; it is rejected from then on.",
         response="Credential",
+    ),
+    # backup (admin): one file, not the JSON envelope
+    Route(
+        "GET",
+        "/backup",
+        "backup",
+        ADMIN,
+        "Download a backup of the replicated state, consistent at one log index.",
+        media_type="application/octet-stream",
+        description=(
+            "One line of JSON (format, backup_version, release, entry_version, index, "
+            "created_at, counts, payload_sha256) and the gzip-compressed state machine image: "
+            "projects, jobs, credentials as hashes, signing secrets as sealed, job progress. "
+            "Restore it offline with scheduler0 restore (README: Backup and restore)."
+        ),
     ),
 )
 

@@ -209,6 +209,9 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     from scheduler0.cli.resources import add_resource_commands
 
     add_resource_commands(group, leaf)
+    from scheduler0.cli.backup import add_backup_commands
+
+    add_backup_commands(commands, leaf)
     return parser
 
 
