@@ -480,6 +480,98 @@ class ExecutionCommandTests(ResourceCommandTestCase):
         self.assertEqual(self.run_cli("executions", "list", "--state", "nope"), 2)
 
 
+CREATE_JOB = (
+    "jobs",
+    "create",
+    "--project",
+    "p-1",
+    "--name",
+    "n",
+    "--spec",
+    "@daily",
+    "--callback-url",
+    "http://h/cb",
+)
+#: The API's answer to a write it could not confirm (it names the HTTP header).
+UNCONFIRMED = error(
+    "the cluster did not confirm this write in time (no leader, no quorum, or slower than "
+    "RaftApplyTimeout); it may still be applied: retry with the same Idempotency-Key header "
+    "to have it applied at most once"
+)
+
+
+class GlobalJsonTests(ResourceCommandTestCase):
+    """--json before the command, as after it."""
+
+    def test_json_before_the_command(self) -> None:
+        """`scheduler0 --json jobs create ...` prints what `jobs create ... --json` does."""
+        self.node.on("POST", "/api/v1/jobs", (201, envelope(JOB)))
+        self.assertEqual(self.run_cli("--json", *CREATE_JOB), 0, self.stderr.getvalue())
+        before = self.stdout.getvalue()
+        self.assertEqual(json.loads(before), JOB)
+        self.assertEqual(self.run_cli(*CREATE_JOB, "--json"), 0, self.stderr.getvalue())
+        self.assertEqual(self.stdout.getvalue(), before)
+        self.node.on("GET", "/api/v1/projects", (200, envelope({"items": [PROJECT], "total": 1})))
+        self.assertEqual(self.run_cli("--json", "projects", "list"), 0, self.stderr.getvalue())
+        self.assertEqual(json.loads(self.stdout.getvalue()), [PROJECT])
+
+    def test_command_without_json_output_refuses_it(self) -> None:
+        """A command without JSON output refuses a leading --json: one line, exit 2."""
+        self.assertEqual(self.run_cli("--json", "config", "init"), 2)
+        self.assertEqual(
+            self.one_error_line(), "scheduler0: --json: `scheduler0 config init` prints no JSON"
+        )
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "config.yml")))
+
+
+class IdempotencyKeyTests(ResourceCommandTestCase):
+    """Write commands send one Idempotency-Key, --idempotency-key or their own."""
+
+    def keys(self) -> list[str | None]:
+        return [call["headers"].get("Idempotency-Key") for call in self.node.calls]
+
+    def test_unconfirmed_write_is_sent_again_once_under_its_key(self) -> None:
+        """A 503 on an update is sent again once with the same key, and says so."""
+        self.node.on("PATCH", "/api/v1/jobs/j-1", (503, UNCONFIRMED), (200, envelope(JOB)))
+        self.assertEqual(self.run_cli("jobs", "update", "j-1", "--spec", "@hourly"), 0)
+        first, second = self.keys()
+        self.assertIsNotNone(first)
+        self.assertEqual(first, second)
+        self.assertIn(
+            f"sending it again once, with the same Idempotency-Key {first}", self.stderr.getvalue()
+        )
+
+    def test_given_key_is_sent(self) -> None:
+        """--idempotency-key KEY is the key of the write; reads carry none."""
+        self.node.on("PATCH", "/api/v1/jobs/j-1", (200, envelope(JOB)))
+        self.assertEqual(self.run_cli("jobs", "pause", "j-1", "--idempotency-key", "k-1"), 0)
+        self.node.on("GET", "/api/v1/jobs/j-1", (200, envelope(JOB)))
+        self.assertEqual(self.run_cli("jobs", "get", "j-1"), 0)
+        self.assertEqual(self.keys(), ["k-1", None])
+
+    def test_still_unconfirmed_names_the_flag_and_the_key(self) -> None:
+        """
+        When the write stays unconfirmed, the line tells the CLI user to run
+        the command again with --idempotency-key and the key it used, and
+        does not speak of an HTTP header.
+        """
+        self.node.on("POST", "/api/v1/jobs", (503, UNCONFIRMED))
+        self.assertEqual(self.run_cli(*CREATE_JOB), 1)
+        keys = set(self.keys())
+        self.assertEqual(len(keys), 1)
+        (key,) = keys
+        line = self.stderr.getvalue().splitlines()[-1]
+        self.assertIn(f"run the same command again with --idempotency-key {key} ", line)
+        self.assertNotIn("header", line)
+        self.assertTrue(line.endswith("(HTTP 503)"), line)
+
+    def test_bad_key_is_refused_before_any_request(self) -> None:
+        """A key the API would refuse is a usage error, and nothing is sent."""
+        self.assertEqual(self.run_cli("jobs", "delete", "j-1", "--idempotency-key", "no spaces"), 2)
+        self.assertIn("--idempotency-key: 1 to 128 characters", self.one_error_line())
+        self.assertEqual(self.node.calls, [])
+
+
 def _created(call_json: list[dict]) -> list[dict]:
     return [{**job, "uuid": f"u-{job['name']}"} for job in call_json]
 

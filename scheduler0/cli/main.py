@@ -106,6 +106,14 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
         metavar="PATH",
         help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)",
     )
+    # Also accepted before the command (`scheduler0 --json jobs list`), for
+    # every command that has --json (see _global_json).
+    parser.add_argument(
+        "--json",
+        dest="global_json",
+        action="store_true",
+        help="print the data as JSON (commands that have --json)",
+    )
     # argparse only calls parser_class, and the partial makes _Parser
     # instances; typeshed asks for the class itself.
     subparser_class = cast("type[_Parser]", factory)
@@ -308,6 +316,7 @@ def main(
         return EXIT_USAGE
     context = Context(args, stdin, stdout, stderr, environ, cwd, prompt, http or urllib_http)
     try:
+        _global_json(args)
         return handler(context)
     except CommandError as e:
         stderr.write(f"scheduler0: {e}\n")
@@ -318,6 +327,16 @@ def main(
     except KeyboardInterrupt:
         stderr.write("scheduler0: interrupted\n")
         return 130
+
+
+def _global_json(args: argparse.Namespace) -> None:
+    """C{--json} before the command means the command's own C{--json}, which it must have."""
+    if not getattr(args, "global_json", False):
+        return
+    if not hasattr(args, "json"):
+        named = " ".join(n for n in (args.command, getattr(args, "action", None)) if n)
+        raise CommandError(f"--json: `scheduler0 {named}` prints no JSON", EXIT_USAGE)
+    args.json = True
 
 
 def run() -> None:

@@ -76,9 +76,22 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     """Add C{projects}, C{jobs} and C{executions} with the parser helpers of L{build_parser}."""
 
     def command(
-        where: Any, name: str, help_text: str, handler: Callable[..., int], talking: bool = True
+        where: Any,
+        name: str,
+        help_text: str,
+        handler: Callable[..., int],
+        talking: bool = True,
+        writes: bool = False,
     ) -> Any:
         sub = leaf(where, name, help_text, _talking(handler) if talking else handler)
+        if writes:
+            sub.add_argument(
+                "--idempotency-key",
+                dest="idempotency_key",
+                metavar="KEY",
+                help="1-128 letters, digits and . _ : - ; the same KEY again applies the write"
+                " at most once (default: a new key per run, shown if the write is not confirmed)",
+            )
         connection = sub.add_argument_group("connection")
         connection.add_argument(
             "--endpoint",
@@ -104,7 +117,11 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     sub = command(projects, "get", "show one project", _projects_get)
     sub.add_argument("uuid")
     sub = command(
-        projects, "create", "create a project (prints its signing secret once)", _projects_create
+        projects,
+        "create",
+        "create a project (prints its signing secret once)",
+        _projects_create,
+        writes=True,
     )
     sub.add_argument("--name", required=True)
     sub.add_argument("--description")
@@ -119,6 +136,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         "update",
         "change a project's name, description or notify URL",
         _projects_update,
+        writes=True,
     )
     sub.add_argument("uuid")
     sub.add_argument("--name")
@@ -136,7 +154,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         action="store_true",
         help="send the project's notices nowhere",
     )
-    sub = command(projects, "delete", "delete a project", _projects_delete)
+    sub = command(projects, "delete", "delete a project", _projects_delete, writes=True)
     sub.add_argument("uuid")
     sub.add_argument("--cascade", action="store_true", help="delete its jobs too")
 
@@ -149,9 +167,9 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     _limit_option(sub)
     sub = command(jobs, "get", "show one job", _jobs_get)
     sub.add_argument("uuid")
-    sub = command(jobs, "create", "create a job", _jobs_create)
+    sub = command(jobs, "create", "create a job", _jobs_create, writes=True)
     _job_options(sub, creating=True)
-    sub = command(jobs, "update", "change some fields of a job", _jobs_update)
+    sub = command(jobs, "update", "change some fields of a job", _jobs_update, writes=True)
     sub.add_argument("uuid")
     _job_options(sub, creating=False)
     for name, help_text, handler in (
@@ -160,7 +178,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         ("pause", "stop firing a job", _jobs_pause),
         ("resume", "fire a paused job again", _jobs_resume),
     ):
-        sub = command(jobs, name, help_text, handler)
+        sub = command(jobs, name, help_text, handler, writes=True)
         sub.add_argument("uuid")
     sub = command(jobs, "next", "preview a job's next fire instants", _jobs_next)
     sub.add_argument("uuid")
@@ -250,30 +268,73 @@ def _job_options(sub: Any, *, creating: bool) -> None:
 
 
 def _talking(handler: Callable[[Context, Client], int]) -> Callable[[Context], int]:
-    """A handler given a L{Client}; API and connection errors become one-line L{CommandError}s."""
+    """
+    A handler given a L{Client}; API and connection errors become one-line
+    L{CommandError}s. A write command sends its requests under one
+    Idempotency-Key (C{--idempotency-key}, else a new one), and is sent once
+    more under it after a 503, saying so: it is applied at most once.
+    """
 
     def run(context: Context) -> int:
+        key = _write_key(context)
         client = connect(context, retries=READ_RETRIES)
         try:
-            return handler(context, client)
+            try:
+                return handler(context, client)
+            except APIError as error:
+                if key is None or error.status != 503:
+                    raise
+                context.stderr.write(
+                    "the node did not confirm the write (HTTP 503); sending it again once, "
+                    f"with the same Idempotency-Key {key}\n"
+                )
+                return handler(context, client)
         except (APIError, NodeUnreachable) as error:
-            raise command_error(error) from None
+            raise command_error(error, key) from None
 
     return run
 
 
-def command_error(error: APIError | NodeUnreachable) -> CommandError:
+def _write_key(context: Context) -> str | None:
+    """The Idempotency-Key of a write command's requests (None for a read)."""
+    if not hasattr(context.args, "idempotency_key"):
+        return None
+    key = context.args.idempotency_key
+    if key is None:
+        key = context.args.idempotency_key = new_idempotency_key()
+    elif not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise CommandError(
+            "--idempotency-key: 1 to 128 characters from letters, digits and . _ : -", EXIT_USAGE
+        )
+    return str(key)
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def command_error(error: APIError | NodeUnreachable, key: str | None = None) -> CommandError:
     """
     The API's own message (it names the field). A rejected input (400, 404,
     409, 413, 415, 422) exits 2; auth, rate limits, node trouble and no
-    answer at all exit 1.
+    answer at all exit 1. A write the node did not confirm (503) may still
+    be applied: the line says how to repeat it safely from the CLI (the
+    C{--idempotency-key} it used), not with the HTTP header the API names.
     """
     if isinstance(error, NodeUnreachable):
         return CommandError(str(error))
     usage = 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
-    return CommandError(
-        f"{error.message} (HTTP {error.status})", EXIT_USAGE if usage else EXIT_FAILURE
-    )
+    message = error.message
+    if error.status == 503 and "Idempotency-Key" in message:
+        message = (
+            "the node did not confirm this write in time (no leader, no quorum, or slower "
+            "than RaftApplyTimeout); it may still be applied"
+        )
+        if key is not None:
+            message += (
+                f": run the same command again with --idempotency-key {key} to have it "
+                "applied at most once"
+            )
+    return CommandError(f"{message} (HTTP {error.status})", EXIT_USAGE if usage else EXIT_FAILURE)
 
 
 def connect(context: Context, retries: int = 0) -> Client:
@@ -314,6 +375,9 @@ def _transport(context: Context) -> Callable[..., tuple[int, Mapping[str, str], 
     def send(
         method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
     ) -> tuple[int, Mapping[str, str], bytes]:
+        key = getattr(context.args, "idempotency_key", None)
+        if key and method not in ("GET", "HEAD") and "Idempotency-Key" not in headers:
+            headers = {**headers, "Idempotency-Key": key}
         document = None if body is None else json.loads(body)
         status, payload = context.http(
             method, url, json=document, auth=None, timeout=timeout, headers=dict(headers)
@@ -428,7 +492,7 @@ def _projects_create(context: Context, client: Client) -> int:
         args.name,
         args.description,
         notify_url=args.notify_url,
-        idempotency_key=new_idempotency_key(),
+        idempotency_key=args.idempotency_key,
     )
     _show(context, project)
     if project.get("signing_secret") and not args.json:
@@ -513,7 +577,7 @@ def _jobs_get(context: Context, client: Client) -> int:
 
 
 def _jobs_create(context: Context, client: Client) -> int:
-    job = client.create_job(_job_fields(context.args), idempotency_key=new_idempotency_key())
+    job = client.create_job(_job_fields(context.args), idempotency_key=context.args.idempotency_key)
     return _show(context, job)
 
 
