@@ -664,18 +664,48 @@ class ImportTests(ResourceCommandTestCase):
 
     def test_invalid_row_names_row_and_field_and_creates_nothing(self) -> None:
         """One bad row anywhere: one line naming its row and field, exit 2, no request."""
-        lines = [
-            "name,spec,callback_url",
-            "a,@daily,http://h/cb",
-            "b,every day,http://h/cb",
-            "c,@daily,ftp://h/cb",
-        ]
+        lines = ["name,spec,callback_url", "a,@daily,http://h/cb", "b,every day,http://h/cb"]
         self.write("bad.csv", "\n".join(lines) + "\n")
         self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
         line = self.one_error_line()
         self.assertIn("bad.csv: row 2 (line 3): spec:", line)
-        self.assertIn("(and 1 more problem)", line)
+        self.assertTrue(line.endswith("; nothing was imported"), line)
         self.assertEqual(self.node.calls, [])
+
+    def test_every_bad_row_is_named(self) -> None:
+        """
+        Each bad row is one line naming its row and field, bad CSV cells
+        included, then how many problems there were; exit 2, no request.
+        """
+        lines = [
+            "name,spec,callback_url,retry_max",
+            "a,@daily,http://h/cb,1",
+            "b,every day,http://h/cb,1",
+            "c,@daily,ftp://h/cb,1",
+            "d,@daily,http://h/cb,many",
+        ]
+        self.write("bad.csv", "\n".join(lines) + "\n")
+        self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
+        printed = self.stderr.getvalue().splitlines()
+        self.assertEqual(len(printed), 4, printed)
+        self.assertTrue(printed[0].startswith("scheduler0: bad.csv: row 2 (line 3): spec: "))
+        self.assertTrue(printed[1].startswith("scheduler0: bad.csv: row 3 (line 4): callback_url"))
+        self.assertTrue(printed[2].startswith("scheduler0: bad.csv: row 4 (line 5): retry_max: "))
+        self.assertEqual(printed[3], "scheduler0: bad.csv: 3 problems; nothing was imported")
+        self.assertEqual(self.node.calls, [])
+
+    def test_many_bad_rows_are_bounded(self) -> None:
+        """Past 20 bad rows the rest are counted, not printed."""
+        rows = [f"j{i},every day,http://h/cb" for i in range(25)]
+        self.write("bad.csv", "\n".join(["name,spec,callback_url", *rows]) + "\n")
+        self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
+        printed = self.stderr.getvalue().splitlines()
+        self.assertEqual(len(printed), 21)
+        self.assertIn("row 20 (line 21): spec:", printed[19])
+        self.assertEqual(
+            printed[20],
+            "scheduler0: bad.csv: 25 problems, the first 20 shown; nothing was imported",
+        )
 
     def test_missing_project(self) -> None:
         """A row without project_uuid and no --project is named, with the hint."""

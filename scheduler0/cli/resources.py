@@ -634,7 +634,10 @@ def _jobs_import(context: Context) -> int:
     try:
         jobs, wheres = jobfile.load_job_rows(args.file, context.cwd, default_project=args.project)
     except jobfile.JobFileError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
+        *problems, last = error.lines or (str(error),)
+        for line in problems:
+            context.stderr.write(f"scheduler0: {line}\n")
+        raise CommandError(last, EXIT_USAGE) from None
     # Only now: a bad file is reported even where no node or credentials are set up.
     client = connect(context, retries=IMPORT_RETRIES)
     importer = jobfile.Importer(
