@@ -582,12 +582,31 @@ class ImportTests(ResourceCommandTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.keys: list[str] = []
+        # As a node does: a batch under a key already seen is answered as
+        # it was the first time, and creates nothing.
+        answered: dict[str, list[dict]] = {}
+        self.totals: dict[str, int] = {}
 
         def create(**call: Any) -> tuple[int, Any]:
-            self.keys.append(call["headers"]["Idempotency-Key"])
-            return 201, envelope(_created(call["json"]))
+            key = call["headers"]["Idempotency-Key"]
+            self.keys.append(key)
+            if key not in answered:
+                answered[key] = _created(call["json"])
+                for job in call["json"]:
+                    project = job["project_uuid"]
+                    self.totals[project] = self.totals.get(project, 0) + 1
+            return 201, envelope(answered[key])
+
+        def count(**call: Any) -> tuple[int, Any]:
+            total = self.totals.get(call["query"]["project_uuid"], 0)
+            return 200, envelope({"items": [], "total": total})
 
         self.node.handlers[("POST", "/api/v1/jobs")] = create
+        self.node.handlers[("GET", "/api/v1/jobs")] = count
+
+    def posts(self) -> list[dict]:
+        """The import's requests that create jobs (not those that count them)."""
+        return [call for call in self.node.calls if call["method"] == "POST"]
 
     def csv_file(self, rows: int, name: str = "jobs.csv") -> str:
         lines = ["name,spec,callback_url,data,paused,retry_max"]
@@ -605,7 +624,7 @@ class ImportTests(ResourceCommandTestCase):
             0,
             self.stderr.getvalue(),
         )
-        bodies = [c["json"] for c in self.node.calls]
+        bodies = [c["json"] for c in self.posts()]
         self.assertEqual([len(b) for b in bodies], [2, 2, 1])
         self.assertEqual(
             bodies[0][1],
@@ -620,7 +639,27 @@ class ImportTests(ResourceCommandTestCase):
             },
         )
         self.assertEqual(len(set(self.keys)), 3)
-        self.assertIn("imported 5 jobs from jobs.csv", self.stdout.getvalue())
+        self.assertIn("created 5 jobs from jobs.csv", self.stdout.getvalue())
+
+    def test_rerun_says_it_created_nothing(self) -> None:
+        """
+        Importing the same file again creates nothing and says so (it used
+        to say "imported 4 jobs"); a file with one row more creates that one.
+        """
+        self.csv_file(4)
+        args = ("jobs", "import", "jobs.csv", "--project", "p-1", "--batch-size", "2")
+        self.assertEqual(self.run_cli(*args), 0, self.stderr.getvalue())
+        self.assertTrue(self.stdout.getvalue().startswith("created 4 jobs from jobs.csv in "))
+        self.assertEqual(self.run_cli(*args), 0, self.stderr.getvalue())
+        self.assertEqual(self.totals, {"p-1": 4})
+        self.assertIn(
+            "created 0 of 4 jobs; the other 4 were created by an earlier run of this import",
+            self.stdout.getvalue(),
+        )
+        self.csv_file(5)
+        self.assertEqual(self.run_cli(*args), 0, self.stderr.getvalue())
+        self.assertEqual(self.totals, {"p-1": 5})
+        self.assertIn("created 1 of 5 jobs; the other 4 were created", self.stdout.getvalue())
 
     def test_rerun_sends_the_same_keys(self) -> None:
         """Importing the same file again sends the same key for each batch."""
@@ -649,7 +688,7 @@ class ImportTests(ResourceCommandTestCase):
                 self.stderr.getvalue(),
             )
             self.assertEqual(json.loads(self.stdout.getvalue()), ["u-a", "u-b"])
-            (call,) = self.node.calls
+            (call,) = self.posts()
             self.assertEqual([j["project_uuid"] for j in call["json"]], ["p", "dflt"])
             self.assertEqual(call["json"][1]["data"], [1])
 
@@ -657,7 +696,7 @@ class ImportTests(ResourceCommandTestCase):
         """The read-only fields of `jobs list --json` output are left out of the import."""
         self.write("listed.json", json.dumps([JOB]))
         self.assertEqual(self.run_cli("jobs", "import", "listed.json"), 0, self.stderr.getvalue())
-        sent = self.node.calls[0]["json"][0]
+        sent = self.posts()[0]["json"][0]
         self.assertNotIn("uuid", sent)
         self.assertNotIn("next_run_at", sent)
         self.assertEqual(sent["spec"], "0 3 * * *")
@@ -775,7 +814,7 @@ class ImportTests(ResourceCommandTestCase):
         self.node.handlers[("POST", "/api/v1/jobs")] = limited
         self.csv_file(5)
         self.assertEqual(self.run_cli("jobs", "import", "jobs.csv", "--project", "p"), 0)
-        self.assertEqual([len(c["json"]) for c in self.node.calls], [5, 2, 2, 1])
+        self.assertEqual([len(c["json"]) for c in self.posts()], [5, 2, 2, 1])
 
     def test_failure_midway_says_what_was_imported(self) -> None:
         """A rejected batch stops the import with how many were imported and how to resume."""
@@ -899,10 +938,14 @@ class RealNodeTests(TestCase):
             yaml.safe_dump(jobs, f)
         with open(os.path.join(workdir, "jobs.json"), "w") as f:
             json.dump({"jobs": [{**j, "name": "j" + j["name"]} for j in jobs]}, f)
-        for name in ("jobs.csv", "jobs.yaml", "jobs.json", "jobs.csv"):
+        said = [
             await scheduler0(
                 "jobs", "import", name, "--project", project["uuid"], "--batch-size", "7"
             )
+            for name in ("jobs.csv", "jobs.yaml", "jobs.json", "jobs.csv")
+        ]
+        self.assertTrue(said[0].startswith("created 30 jobs from jobs.csv"), said[0])
+        self.assertTrue(said[3].startswith("created 0 of 30 jobs; the other 30 were"), said[3])
         every = json.loads(
             await scheduler0("jobs", "list", "--project", project["uuid"], "--limit", "0", "--json")
         )

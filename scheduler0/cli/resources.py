@@ -42,6 +42,9 @@ IMPORT_BATCH = 1000
 IMPORT_RETRIES = 8
 # Reads and keyed creates are sent again this often after a 429/503 or no answer.
 READ_RETRIES = 2
+# An import counts the jobs of at most this many projects before and after (one
+# request each), to say how many it created and how many an earlier run had.
+IMPORT_COUNTED_PROJECTS = 20
 
 PROJECT_COLUMNS = (
     ("UUID", "uuid"),
@@ -640,6 +643,8 @@ def _jobs_import(context: Context) -> int:
         raise CommandError(last, EXIT_USAGE) from None
     # Only now: a bad file is reported even where no node or credentials are set up.
     client = connect(context, retries=IMPORT_RETRIES)
+    projects = {job["project_uuid"] for job in jobs}
+    before = _job_totals(client, projects)
     importer = jobfile.Importer(
         client,
         jobs,
@@ -670,8 +675,9 @@ def _jobs_import(context: Context) -> int:
             reason.code,
         ) from None
     elapsed = max(monotonic() - started, 1e-9)
+    after = _job_totals(client, projects) if before is not None else None
     summary = (
-        f"imported {_count(len(jobs), 'job')} from {args.file} in {elapsed:.1f} s "
+        f"{_import_outcome(len(jobs), before, after)} from {args.file} in {elapsed:.1f} s "
         f"({len(jobs) / elapsed:,.0f} jobs/s, {_count(importer.batches, 'request')})"
     )
     if args.json:
@@ -680,6 +686,47 @@ def _jobs_import(context: Context) -> int:
     else:
         context.out(summary)
     return EXIT_OK
+
+
+def _job_totals(client: Client, projects: set[str]) -> dict[str, int] | None:
+    """How many jobs each project holds now, or None when there are too many projects to ask."""
+    if len(projects) > IMPORT_COUNTED_PROJECTS:
+        return None
+    totals = {}
+    for project in sorted(projects):
+        total = client.list_jobs(project_uuid=project, limit=1).get("total")
+        if not isinstance(total, int):
+            return None
+        totals[project] = total
+    return totals
+
+
+def _import_outcome(
+    imported: int, before: Mapping[str, int] | None, after: Mapping[str, int] | None
+) -> str:
+    """
+    What an import did. Its batches are keyed, so a batch an earlier run
+    created is answered as it was then and creates nothing: the projects'
+    job counts before and after tell the two apart.
+    """
+    if before is None or after is None:
+        return (
+            f"imported {_count(imported, 'job')} (created now or by an earlier run of "
+            f"this import; more than {IMPORT_COUNTED_PROJECTS} projects, not counted)"
+        )
+    created = sum(after.values()) - sum(before.values())
+    if created == imported:
+        return f"created {_count(imported, 'job')}"
+    if 0 <= created < imported:
+        return (
+            f"created {created:,} of {_count(imported, 'job')}; the other "
+            f"{imported - created:,} were created by an earlier run of this import (the same "
+            "rows in the same batches) and were not created again"
+        )
+    return (
+        f"imported {_count(imported, 'job')} (the projects' job counts changed by {created:,} "
+        "meanwhile: others are writing to them too)"
+    )
 
 
 _BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+)")
