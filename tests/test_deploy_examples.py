@@ -16,6 +16,8 @@ on the real files, and on altered copies to show that each one can fail.
 from __future__ import annotations
 
 import copy
+import importlib
+import io
 import json
 import os
 import re
@@ -538,6 +540,27 @@ class KubernetesTests(SynchronousTestCase):
             named(self.kinds["Secret"], source["secretRef"]["name"])
 
 
+def cli_problems(text: str) -> list[str]:
+    """
+    The C{scheduler0 ...} commands quoted in C{text} that the installed
+    C{scheduler0} console script's parser refuses.
+    """
+    (script,) = entry_points(group="console_scripts", name="scheduler0")
+    module, _, function = script.value.partition(":")
+    main = importlib.import_module(module)
+    if not callable(getattr(main, function, None)):
+        return [f"the scheduler0 console script names {script.value}, which does not exist"]
+    problems = []
+    for quoted in re.findall(r"`(scheduler0 [^`]+)`", text):
+        argv = shlex.split(" ".join(quoted.split()))[1:]
+        stderr = io.StringIO()
+        try:
+            main.build_parser(io.StringIO(), stderr).parse_args(argv)
+        except Exception:
+            problems.append(f"{quoted}: {stderr.getvalue().strip()}")
+    return problems
+
+
 class SystemdTests(SynchronousTestCase):
     """The unit, its environment file and its config file."""
 
@@ -572,6 +595,16 @@ class SystemdTests(SynchronousTestCase):
         environ = {**self.environ, "SCHEDULER0_MADE_UP": "1"}
         self.assertEqual(unknown_variables(environ), ["SCHEDULER0_MADE_UP"])
         self.assertIn("SCHEDULER0_MADE_UP", self.start(environ)[0])
+
+    def test_cli_commands_quoted_are_real(self) -> None:
+        """
+        The scheduler0 commands deploy/README.md quotes parse with the CLI the
+        scheduler0 console script runs; a made-up one is refused.
+        """
+        self.assertEqual(cli_problems(_read(os.path.join(DEPLOY, "README.md"))), [])
+        quoted = re.findall(r"`scheduler0 [^`]+`", _read(os.path.join(DEPLOY, "README.md")))
+        self.assertNotEqual(quoted, [])
+        self.assertEqual(len(cli_problems("`scheduler0 credential begin --config x.yml`")), 1)
 
     def test_hardening_and_limits(self) -> None:
         """The settings the example promises are there; one taken away is reported."""
