@@ -92,13 +92,13 @@ class ContainerTests(TestCase):
         self.addCleanup(receiver.stop)
         return receiver, port
 
-    def start_node(self, name: str, env: dict[str, str]) -> str:
+    def start_node(self, name: str, env: dict[str, str], extra: tuple[str, ...] = ()) -> str:
         """Run a node container C{name} on a new volume of its own; return its URL."""
         volume = f"{name}-data"
         self.podman.run("volume", "create", volume)
         self.addCleanup(self.podman.run, "volume", "rm", "--force", volume, check=False)
         self.addCleanup(self.podman.run, "rm", "--force", "--time", "0", name, check=False)
-        self.podman.run(*run_args(name, self.image, {**CREDENTIALS_ENV, **env}, volume))
+        self.podman.run(*run_args(name, self.image, {**CREDENTIALS_ENV, **env}, volume, extra))
         self.names.append(name)
         return f"http://127.0.0.1:{env['SCHEDULER0_PORT']}"
 
@@ -165,7 +165,8 @@ class ContainerTests(TestCase):
     async def test_one_node_fires_at_the_host(self) -> None:
         """
         One node container, configured only by environment variables, fires
-        an C{@every 1s} job at a receiver on the host; it runs as uid 10001,
+        an C{@every 1s} job at a receiver on the host; it runs as uid 10001
+        with a read-only root file system (as deploy/kubernetes runs it),
         keeps its data on its volume, and the image's health check passes.
         """
         receiver, receiver_port = await self.receiver()
@@ -177,6 +178,7 @@ class ContainerTests(TestCase):
                 "SCHEDULER0_PORT": str(free_port()),
                 "SCHEDULER0_RAFT_ADDRESS": f"127.0.0.1:{free_port()}",
             },
+            extra=("--read-only",),
         )
         await self.until(lambda: self.health(url), "the node to answer /healthcheck")
         await self.fire_every_second(url, receiver_port)
