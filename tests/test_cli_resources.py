@@ -565,11 +565,17 @@ class IdempotencyKeyTests(ResourceCommandTestCase):
         self.assertNotIn("header", line)
         self.assertTrue(line.endswith("(HTTP 503)"), line)
 
-    def test_bad_key_is_refused_before_any_request(self) -> None:
-        """A key the API would refuse is a usage error, and nothing is sent."""
+    def test_bad_key_is_named_by_its_flag(self) -> None:
+        """The node's refusal of a malformed key is one line naming the flag, exit 2."""
+        rule = "1 to 128 characters from letters, digits and . _ : -"
+        self.node.on(
+            "DELETE",
+            "/api/v1/jobs/j-1",
+            (400, error(f"Idempotency-Key: {rule}", {"Idempotency-Key": rule})),
+        )
         self.assertEqual(self.run_cli("jobs", "delete", "j-1", "--idempotency-key", "no spaces"), 2)
-        self.assertIn("--idempotency-key: 1 to 128 characters", self.one_error_line())
-        self.assertEqual(self.node.calls, [])
+        self.assertEqual(self.one_error_line(), f"scheduler0: --idempotency-key: {rule}")
+        self.assertEqual(self.keys(), ["no spaces"])
 
 
 def _created(call_json: list[dict]) -> list[dict]:
