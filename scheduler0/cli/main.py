@@ -539,6 +539,13 @@ def _data_of(method: str, url: str, status: int, payload: Any) -> Any:
         message = ""
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             message = str(payload["error"].get("message") or payload["error"].get("code") or "")
+        if status == 503 and method != "GET" and "Idempotency-Key" in message:
+            # The API's advice (an HTTP header) is for API clients, not this command.
+            message = (
+                "the node did not confirm this write in time (no leader, no quorum, or slower "
+                "than RaftApplyTimeout); it may still have been applied: check before running "
+                "the command again"
+            )
         detail = f": {message}" if message else ""
         raise CommandError(f"{method} {url} answered {status}{detail}")
     return payload.get("data")
