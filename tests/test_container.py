@@ -16,8 +16,9 @@ import json
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from harness import containers
 from harness.containers import (
     Podman,
     PodmanError,
@@ -237,3 +238,15 @@ class ContainerTests(TestCase):
             lambda: sum(1 for a in receiver.arrivals if a.at > elected_at) >= 3,
             "3 deliveries after the new leader was elected",
         )
+
+
+class SkipReasonTests(SynchronousTestCase):
+    """Why the container tests would be skipped is named (these run everywhere)."""
+
+    def test_without_podman(self) -> None:
+        self.assertIn("podman is not installed", unavailable_reason(None) or "")
+
+    def test_not_root(self) -> None:
+        self.patch(containers.os, "geteuid", lambda: 1000)
+        podman = Podman("/usr/bin/podman", self.mktemp())
+        self.assertIn("not root", unavailable_reason(podman) or "")
