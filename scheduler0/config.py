@@ -26,13 +26,17 @@ CONFIG_FILE_NAME = "config.yml"
 CONFIG_ENV = "SCHEDULER0_CONFIG"
 ENV_PREFIX = "SCHEDULER0_"
 
-# SCHEDULER0_* variables that are not configuration keys.
+# SCHEDULER0_* variables that are not configuration keys. Any other
+# SCHEDULER0_* variable that names no key stops the node, as an unknown file
+# key does (see environment_variables).
 RESERVED_ENV = frozenset(
     {
         CONFIG_ENV,
+        # The admin credentials of .scheduler0 (scheduler0.credentials).
         "SCHEDULER0_AUTH_USERNAME",
         "SCHEDULER0_AUTH_PASSWORD",
         "SCHEDULER0_SECRET_KEY",
+        "SCHEDULER0_PREVIOUS_SECRET_KEYS",
         # Where and as whom the CLI's resource commands call the API.
         "SCHEDULER0_ENDPOINT",
         "SCHEDULER0_API_KEY",
@@ -329,7 +333,13 @@ KEYS: tuple[_Key, ...] = (
         _number(0),
         "percent of one core over 5 s; same pause/resume as MaxMemory (0 = off)",
     ),
-    _Key("Bootstrap", "bootstrap", _boolean, "true on the one node that forms the cluster"),
+    _Key(
+        "Bootstrap",
+        "bootstrap",
+        _boolean,
+        "true: start the cluster from Replicas (on every initial member, or on one); false: join"
+        " a running cluster",
+    ),
     _Key("NodeId", "node_id", _integer(1), "unique positive id of this node"),
     _Key(
         "RaftAddress",
@@ -357,7 +367,7 @@ KEYS: tuple[_Key, ...] = (
         "RaftSnapshotInterval",
         "raft_snapshot_interval",
         _number(0, exclusive=True),
-        "s between checks for whether to snapshot",
+        "s; not used (snapshots follow RaftSnapshotThreshold), accepted for older files",
     ),
     _Key(
         "RaftSnapshotThreshold",
@@ -381,13 +391,14 @@ KEYS: tuple[_Key, ...] = (
         "PeerConnectRetryMax",
         "peer_connect_retry_max",
         _integer(0),
-        "connection attempts to a peer before giving up",
+        "attempts to reach a leader that does not answer with a forwarded write (a peer is"
+        " never given up)",
     ),
     _Key(
         "PeerConnectRetryDelay",
         "peer_connect_retry_delay",
         _number(0),
-        "s between peer connection attempts",
+        "s, the longest wait between Raft reconnection attempts",
         aliases=("PeerConnectRetryDelaySeconds",),
     ),
     _Key(
@@ -412,7 +423,7 @@ KEYS: tuple[_Key, ...] = (
         "JobExecutionRetryDelay",
         "job_execution_retry_delay",
         _number(0),
-        "s before the first retry, doubling per attempt up to 60 s",
+        "s before the first retry, doubling per attempt up to JobExecutionRetryMaxDelay",
     ),
     _Key(
         "JobExecutionRetryMax",
@@ -507,7 +518,8 @@ KEYS: tuple[_Key, ...] = (
         "CallbackAllowNetworks",
         "callback_allow_networks",
         _networks,
-        "CIDR list callbacks may reach (empty = any but the link-local and metadata defaults)",
+        "CIDR list callbacks may reach (empty = any but link-local/metadata; naming e.g."
+        " 169.254.169.254/32 opens it)",
     ),
     _Key(
         "CallbackDenyNetworks",
@@ -645,6 +657,14 @@ def env_name(key: str) -> str:
 
 
 _BY_ENV: dict[str, str] = {env_name(name): name for name in _BY_NAME}
+
+
+def environment_variables() -> frozenset[str]:
+    """
+    Every C{SCHEDULER0_*} variable a node or the CLI reads: one per key and
+    alias, and the L{RESERVED_ENV} ones. Any other stops the node.
+    """
+    return frozenset(_BY_ENV) | RESERVED_ENV
 
 
 def _show(value: Any) -> str:
@@ -787,9 +807,12 @@ def config_from_mapping(
             continue
         name = _BY_ENV.get(variable)
         if name is None:
-            hint = _suggest(variable, sorted(_BY_ENV) + sorted(RESERVED_ENV))
-            warnings.append(f"environment: unknown variable {variable} ignored{hint}")
-            continue
+            # A misspelt variable is as dangerous as a misspelt file key (a
+            # NodeId or Replicas silently left at its default): both stop.
+            hint = _suggest(variable, sorted(environment_variables()))
+            raise ConfigError(
+                f"environment: unknown variable {variable}{hint}; unset it or correct its name"
+            )
         key = _BY_NAME[name]
         if key.name in env_given:
             raise ConfigError(

@@ -432,6 +432,29 @@ class CreateCredentialTests(CliTestCase):
         self.assertEqual(call["auth"], ("admin", "pw-123"))
         self.assertEqual(call["json"], {})
 
+    def test_unconfirmed_is_worded_for_the_command(self) -> None:
+        """
+        A 503 on the write says it may still have been applied, without the
+        API's advice to send an HTTP header no command of the CLI sets.
+        """
+        self.save_admin()
+        unconfirmed = {
+            "success": False,
+            "data": None,
+            "error": {
+                "code": "unavailable",
+                "fields": {},
+                "message": "the cluster did not confirm this write in time (no leader, no "
+                "quorum, or slower than RaftApplyTimeout); it may still be applied: retry with "
+                "the same Idempotency-Key header to have it applied at most once",
+            },
+        }
+        self.assertEqual(self.run_cli("create", "credential", http=FakeHttp(503, unconfirmed)), 1)
+        line = self.stderr.getvalue().strip()
+        self.assertIn("answered 503: the node did not confirm this write in time", line)
+        self.assertIn("it may still have been applied: check before running the command", line)
+        self.assertNotIn("header", line)
+
     def test_json(self) -> None:
         """--json prints the data object."""
         self.save_admin()

@@ -480,6 +480,104 @@ class ExecutionCommandTests(ResourceCommandTestCase):
         self.assertEqual(self.run_cli("executions", "list", "--state", "nope"), 2)
 
 
+CREATE_JOB = (
+    "jobs",
+    "create",
+    "--project",
+    "p-1",
+    "--name",
+    "n",
+    "--spec",
+    "@daily",
+    "--callback-url",
+    "http://h/cb",
+)
+#: The API's answer to a write it could not confirm (it names the HTTP header).
+UNCONFIRMED = error(
+    "the cluster did not confirm this write in time (no leader, no quorum, or slower than "
+    "RaftApplyTimeout); it may still be applied: retry with the same Idempotency-Key header "
+    "to have it applied at most once"
+)
+
+
+class GlobalJsonTests(ResourceCommandTestCase):
+    """--json before the command, as after it."""
+
+    def test_json_before_the_command(self) -> None:
+        """`scheduler0 --json jobs create ...` prints what `jobs create ... --json` does."""
+        self.node.on("POST", "/api/v1/jobs", (201, envelope(JOB)))
+        self.assertEqual(self.run_cli("--json", *CREATE_JOB), 0, self.stderr.getvalue())
+        before = self.stdout.getvalue()
+        self.assertEqual(json.loads(before), JOB)
+        self.assertEqual(self.run_cli(*CREATE_JOB, "--json"), 0, self.stderr.getvalue())
+        self.assertEqual(self.stdout.getvalue(), before)
+        self.node.on("GET", "/api/v1/projects", (200, envelope({"items": [PROJECT], "total": 1})))
+        self.assertEqual(self.run_cli("--json", "projects", "list"), 0, self.stderr.getvalue())
+        self.assertEqual(json.loads(self.stdout.getvalue()), [PROJECT])
+
+    def test_command_without_json_output_refuses_it(self) -> None:
+        """A command without JSON output refuses a leading --json: one line, exit 2."""
+        self.assertEqual(self.run_cli("--json", "config", "init"), 2)
+        self.assertEqual(
+            self.one_error_line(), "scheduler0: --json: `scheduler0 config init` prints no JSON"
+        )
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "config.yml")))
+
+
+class IdempotencyKeyTests(ResourceCommandTestCase):
+    """Write commands send one Idempotency-Key, --idempotency-key or their own."""
+
+    def keys(self) -> list[str | None]:
+        return [call["headers"].get("Idempotency-Key") for call in self.node.calls]
+
+    def test_unconfirmed_write_is_sent_again_once_under_its_key(self) -> None:
+        """A 503 on an update is sent again once with the same key, and says so."""
+        self.node.on("PATCH", "/api/v1/jobs/j-1", (503, UNCONFIRMED), (200, envelope(JOB)))
+        self.assertEqual(self.run_cli("jobs", "update", "j-1", "--spec", "@hourly"), 0)
+        first, second = self.keys()
+        self.assertIsNotNone(first)
+        self.assertEqual(first, second)
+        self.assertIn(
+            f"sending it again once, with the same Idempotency-Key {first}", self.stderr.getvalue()
+        )
+
+    def test_given_key_is_sent(self) -> None:
+        """--idempotency-key KEY is the key of the write; reads carry none."""
+        self.node.on("PATCH", "/api/v1/jobs/j-1", (200, envelope(JOB)))
+        self.assertEqual(self.run_cli("jobs", "pause", "j-1", "--idempotency-key", "k-1"), 0)
+        self.node.on("GET", "/api/v1/jobs/j-1", (200, envelope(JOB)))
+        self.assertEqual(self.run_cli("jobs", "get", "j-1"), 0)
+        self.assertEqual(self.keys(), ["k-1", None])
+
+    def test_still_unconfirmed_names_the_flag_and_the_key(self) -> None:
+        """
+        When the write stays unconfirmed, the line tells the CLI user to run
+        the command again with --idempotency-key and the key it used, and
+        does not speak of an HTTP header.
+        """
+        self.node.on("POST", "/api/v1/jobs", (503, UNCONFIRMED))
+        self.assertEqual(self.run_cli(*CREATE_JOB), 1)
+        keys = set(self.keys())
+        self.assertEqual(len(keys), 1)
+        (key,) = keys
+        line = self.stderr.getvalue().splitlines()[-1]
+        self.assertIn(f"run the same command again with --idempotency-key {key} ", line)
+        self.assertNotIn("header", line)
+        self.assertTrue(line.endswith("(HTTP 503)"), line)
+
+    def test_bad_key_is_named_by_its_flag(self) -> None:
+        """The node's refusal of a malformed key is one line naming the flag, exit 2."""
+        rule = "1 to 128 characters from letters, digits and . _ : -"
+        self.node.on(
+            "DELETE",
+            "/api/v1/jobs/j-1",
+            (400, error(f"Idempotency-Key: {rule}", {"Idempotency-Key": rule})),
+        )
+        self.assertEqual(self.run_cli("jobs", "delete", "j-1", "--idempotency-key", "no spaces"), 2)
+        self.assertEqual(self.one_error_line(), f"scheduler0: --idempotency-key: {rule}")
+        self.assertEqual(self.keys(), ["no spaces"])
+
+
 def _created(call_json: list[dict]) -> list[dict]:
     return [{**job, "uuid": f"u-{job['name']}"} for job in call_json]
 
@@ -490,12 +588,31 @@ class ImportTests(ResourceCommandTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.keys: list[str] = []
+        # As a node does: a batch under a key already seen is answered as
+        # it was the first time, and creates nothing.
+        answered: dict[str, list[dict]] = {}
+        self.totals: dict[str, int] = {}
 
         def create(**call: Any) -> tuple[int, Any]:
-            self.keys.append(call["headers"]["Idempotency-Key"])
-            return 201, envelope(_created(call["json"]))
+            key = call["headers"]["Idempotency-Key"]
+            self.keys.append(key)
+            if key not in answered:
+                answered[key] = _created(call["json"])
+                for job in call["json"]:
+                    project = job["project_uuid"]
+                    self.totals[project] = self.totals.get(project, 0) + 1
+            return 201, envelope(answered[key])
+
+        def count(**call: Any) -> tuple[int, Any]:
+            total = self.totals.get(call["query"]["project_uuid"], 0)
+            return 200, envelope({"items": [], "total": total})
 
         self.node.handlers[("POST", "/api/v1/jobs")] = create
+        self.node.handlers[("GET", "/api/v1/jobs")] = count
+
+    def posts(self) -> list[dict]:
+        """The import's requests that create jobs (not those that count them)."""
+        return [call for call in self.node.calls if call["method"] == "POST"]
 
     def csv_file(self, rows: int, name: str = "jobs.csv") -> str:
         lines = ["name,spec,callback_url,data,paused,retry_max"]
@@ -513,7 +630,7 @@ class ImportTests(ResourceCommandTestCase):
             0,
             self.stderr.getvalue(),
         )
-        bodies = [c["json"] for c in self.node.calls]
+        bodies = [c["json"] for c in self.posts()]
         self.assertEqual([len(b) for b in bodies], [2, 2, 1])
         self.assertEqual(
             bodies[0][1],
@@ -528,7 +645,27 @@ class ImportTests(ResourceCommandTestCase):
             },
         )
         self.assertEqual(len(set(self.keys)), 3)
-        self.assertIn("imported 5 jobs from jobs.csv", self.stdout.getvalue())
+        self.assertIn("created 5 jobs from jobs.csv", self.stdout.getvalue())
+
+    def test_rerun_says_it_created_nothing(self) -> None:
+        """
+        Importing the same file again creates nothing and says so (it used
+        to say "imported 4 jobs"); a file with one row more creates that one.
+        """
+        self.csv_file(4)
+        args = ("jobs", "import", "jobs.csv", "--project", "p-1", "--batch-size", "2")
+        self.assertEqual(self.run_cli(*args), 0, self.stderr.getvalue())
+        self.assertTrue(self.stdout.getvalue().startswith("created 4 jobs from jobs.csv in "))
+        self.assertEqual(self.run_cli(*args), 0, self.stderr.getvalue())
+        self.assertEqual(self.totals, {"p-1": 4})
+        self.assertIn(
+            "created 0 of 4 jobs; the other 4 were created by an earlier run of this import",
+            self.stdout.getvalue(),
+        )
+        self.csv_file(5)
+        self.assertEqual(self.run_cli(*args), 0, self.stderr.getvalue())
+        self.assertEqual(self.totals, {"p-1": 5})
+        self.assertIn("created 1 of 5 jobs; the other 4 were created", self.stdout.getvalue())
 
     def test_rerun_sends_the_same_keys(self) -> None:
         """Importing the same file again sends the same key for each batch."""
@@ -557,7 +694,7 @@ class ImportTests(ResourceCommandTestCase):
                 self.stderr.getvalue(),
             )
             self.assertEqual(json.loads(self.stdout.getvalue()), ["u-a", "u-b"])
-            (call,) = self.node.calls
+            (call,) = self.posts()
             self.assertEqual([j["project_uuid"] for j in call["json"]], ["p", "dflt"])
             self.assertEqual(call["json"][1]["data"], [1])
 
@@ -565,25 +702,55 @@ class ImportTests(ResourceCommandTestCase):
         """The read-only fields of `jobs list --json` output are left out of the import."""
         self.write("listed.json", json.dumps([JOB]))
         self.assertEqual(self.run_cli("jobs", "import", "listed.json"), 0, self.stderr.getvalue())
-        sent = self.node.calls[0]["json"][0]
+        sent = self.posts()[0]["json"][0]
         self.assertNotIn("uuid", sent)
         self.assertNotIn("next_run_at", sent)
         self.assertEqual(sent["spec"], "0 3 * * *")
 
     def test_invalid_row_names_row_and_field_and_creates_nothing(self) -> None:
         """One bad row anywhere: one line naming its row and field, exit 2, no request."""
-        lines = [
-            "name,spec,callback_url",
-            "a,@daily,http://h/cb",
-            "b,every day,http://h/cb",
-            "c,@daily,ftp://h/cb",
-        ]
+        lines = ["name,spec,callback_url", "a,@daily,http://h/cb", "b,every day,http://h/cb"]
         self.write("bad.csv", "\n".join(lines) + "\n")
         self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
         line = self.one_error_line()
         self.assertIn("bad.csv: row 2 (line 3): spec:", line)
-        self.assertIn("(and 1 more problem)", line)
+        self.assertTrue(line.endswith("; nothing was imported"), line)
         self.assertEqual(self.node.calls, [])
+
+    def test_every_bad_row_is_named(self) -> None:
+        """
+        Each bad row is one line naming its row and field, bad CSV cells
+        included, then how many problems there were; exit 2, no request.
+        """
+        lines = [
+            "name,spec,callback_url,retry_max",
+            "a,@daily,http://h/cb,1",
+            "b,every day,http://h/cb,1",
+            "c,@daily,ftp://h/cb,1",
+            "d,@daily,http://h/cb,many",
+        ]
+        self.write("bad.csv", "\n".join(lines) + "\n")
+        self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
+        printed = self.stderr.getvalue().splitlines()
+        self.assertEqual(len(printed), 4, printed)
+        self.assertTrue(printed[0].startswith("scheduler0: bad.csv: row 2 (line 3): spec: "))
+        self.assertTrue(printed[1].startswith("scheduler0: bad.csv: row 3 (line 4): callback_url"))
+        self.assertTrue(printed[2].startswith("scheduler0: bad.csv: row 4 (line 5): retry_max: "))
+        self.assertEqual(printed[3], "scheduler0: bad.csv: 3 problems; nothing was imported")
+        self.assertEqual(self.node.calls, [])
+
+    def test_many_bad_rows_are_bounded(self) -> None:
+        """Past 20 bad rows the rest are counted, not printed."""
+        rows = [f"j{i},every day,http://h/cb" for i in range(25)]
+        self.write("bad.csv", "\n".join(["name,spec,callback_url", *rows]) + "\n")
+        self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
+        printed = self.stderr.getvalue().splitlines()
+        self.assertEqual(len(printed), 21)
+        self.assertIn("row 20 (line 21): spec:", printed[19])
+        self.assertEqual(
+            printed[20],
+            "scheduler0: bad.csv: 25 problems, the first 20 shown; nothing was imported",
+        )
 
     def test_missing_project(self) -> None:
         """A row without project_uuid and no --project is named, with the hint."""
@@ -653,7 +820,7 @@ class ImportTests(ResourceCommandTestCase):
         self.node.handlers[("POST", "/api/v1/jobs")] = limited
         self.csv_file(5)
         self.assertEqual(self.run_cli("jobs", "import", "jobs.csv", "--project", "p"), 0)
-        self.assertEqual([len(c["json"]) for c in self.node.calls], [5, 2, 2, 1])
+        self.assertEqual([len(c["json"]) for c in self.posts()], [5, 2, 2, 1])
 
     def test_failure_midway_says_what_was_imported(self) -> None:
         """A rejected batch stops the import with how many were imported and how to resume."""
@@ -777,10 +944,14 @@ class RealNodeTests(TestCase):
             yaml.safe_dump(jobs, f)
         with open(os.path.join(workdir, "jobs.json"), "w") as f:
             json.dump({"jobs": [{**j, "name": "j" + j["name"]} for j in jobs]}, f)
-        for name in ("jobs.csv", "jobs.yaml", "jobs.json", "jobs.csv"):
+        said = [
             await scheduler0(
                 "jobs", "import", name, "--project", project["uuid"], "--batch-size", "7"
             )
+            for name in ("jobs.csv", "jobs.yaml", "jobs.json", "jobs.csv")
+        ]
+        self.assertTrue(said[0].startswith("created 30 jobs from jobs.csv"), said[0])
+        self.assertTrue(said[3].startswith("created 0 of 30 jobs; the other 30 were"), said[3])
         every = json.loads(
             await scheduler0("jobs", "list", "--project", project["uuid"], "--limit", "0", "--json")
         )

@@ -5,6 +5,7 @@ Tests for L{scheduler0.config} and L{scheduler0.credentials}.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import textwrap
 
@@ -18,12 +19,14 @@ from scheduler0.config import (
     Replica,
     config_from_mapping,
     env_name,
+    environment_variables,
     find_config_path,
     load_config,
     render_default_config,
     split_host_port,
 )
 from scheduler0.credentials import (
+    PREVIOUS_KEYS_VARIABLE,
     AdminCredentials,
     CredentialsError,
     credentials_path,
@@ -226,6 +229,15 @@ class SampleTests(_Directory, SynchronousTestCase):
         self.assertEqual(attrs.evolve(config, source=None, base_dir="."), Config())
         self.assertEqual(config.warnings, ())
 
+    def test_repository_config_yml_is_what_config_init_writes(self) -> None:
+        """
+        The repository's config.yml is exactly C{scheduler0 config init}'s
+        file, so its defaults and comments come from the key table and
+        cannot drift from it (regenerate it after changing a key).
+        """
+        with open(os.path.join(REPO_ROOT, "config.yml"), encoding="utf-8") as f:
+            self.assertEqual(f.read(), render_default_config())
+
     def test_repository_config_yml_loads_to_defaults(self) -> None:
         """The repository's config.yml is valid and describes the defaults."""
         path = os.path.join(REPO_ROOT, "config.yml")
@@ -325,13 +337,35 @@ class EnvironmentTests(_Directory, SynchronousTestCase):
             "expected an integer from 1 to 65535",
         )
 
-    def test_unknown_variable_is_a_warning(self) -> None:
-        """An unknown SCHEDULER0_* variable is reported as a warning, with a suggestion."""
-        config = self.load_text("", {"SCHEDULER0_NODEID": "3", "OTHER": "x"})
-        self.assertEqual(config.node_id, 1)
-        self.assertEqual(len(config.warnings), 1)
-        self.assertIn("SCHEDULER0_NODEID", config.warnings[0])
-        self.assertIn("SCHEDULER0_NODE_ID", config.warnings[0])
+    def test_unknown_variable_stops_the_node(self) -> None:
+        """
+        An unknown SCHEDULER0_* variable stops the node as an unknown file key
+        does: one line naming it and the closest known name. Variables without
+        the prefix are not ours and are left alone.
+        """
+        message = self.error_for("", {"SCHEDULER0_NODEID": "3", "OTHER": "x"})
+        self.assertEqual(
+            message,
+            "environment: unknown variable SCHEDULER0_NODEID (did you mean "
+            "'SCHEDULER0_NODE_ID'?); unset it or correct its name",
+        )
+        self.assertEqual(self.load_text("", {"OTHER": "x"}).warnings, ())
+
+    def test_every_variable_the_package_reads_is_known(self) -> None:
+        """
+        Each SCHEDULER0_* name written in the package (the credentials', the
+        CLI's, the config path) is a key's variable or reserved, so setting it
+        does not stop the node.
+        """
+        package = os.path.join(REPO_ROOT, "scheduler0")
+        named = set()
+        for folder, _dirs, files in os.walk(package):
+            for name in files:
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name), encoding="utf-8") as f:
+                        named.update(re.findall(r"\bSCHEDULER0_[A-Z0-9_]*[A-Z0-9]\b", f.read()))
+        self.assertIn(PREVIOUS_KEYS_VARIABLE, named)
+        self.assertEqual(named - environment_variables(), set())
 
     def test_reserved_variables_are_not_config_keys(self) -> None:
         """The credentials, config-path and CLI client variables raise no warning."""
@@ -341,6 +375,7 @@ class EnvironmentTests(_Directory, SynchronousTestCase):
                 "SCHEDULER0_AUTH_USERNAME": "a",
                 "SCHEDULER0_AUTH_PASSWORD": "b",
                 "SCHEDULER0_SECRET_KEY": "c",
+                "SCHEDULER0_PREVIOUS_SECRET_KEYS": "d,e",
                 "SCHEDULER0_ENDPOINT": "http://127.0.0.1:9091",
                 "SCHEDULER0_API_KEY": "k",
                 "SCHEDULER0_API_SECRET": "s",

@@ -33,6 +33,17 @@ def recipe(language: str) -> str:
     return match.group(1)
 
 
+def curl_project_bodies() -> list[dict]:
+    """The projects the README's curl examples create, in order (their JSON bodies)."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    found = re.findall(
+        r"curl -s \$H -d '(\{[^']*\})' http://127\.0\.0\.1:9091/api/v1/projects", text
+    )
+    assert found, "README.md has no curl example creating a project"
+    return [json.loads(body) for body in found]
+
+
 def cases() -> list[tuple[str, bytes, str, bool]]:
     """(header, body, secret, expected) for the recipes to judge."""
     now = int(time.time())
@@ -92,13 +103,19 @@ class ClientRecipeTests(TestCase):
 
     async def test_python_client_recipe_runs_as_printed(self) -> None:
         """
-        It creates a project, a job and 500 more jobs, previews three
-        instants, pauses the job, and prints the API's 400 naming spec.
+        Run after the API section's curl example has created its project on
+        the same node (a reader follows the README in order), it creates a
+        project, a job and 500 more jobs, previews three instants, pauses the
+        job, and prints the API's 400 naming spec.
         """
         node = await prepare_single_node(reactor, os.path.abspath(self.mktemp()))
         self.addCleanup(node.kill)
         await node.start()
         headers = await client_headers(node)
+        http = http_client(reactor)
+        for body in curl_project_bodies():
+            response = await http.post(node.url + "/api/v1/projects", json=body, headers=headers)
+            self.assertEqual(response.code, 201, await response.text())
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env.update(
@@ -113,7 +130,6 @@ class ClientRecipeTests(TestCase):
         lines = out.decode().splitlines()
         self.assertEqual(len(ast.literal_eval(lines[0])), 3)  # the next three instants
         self.assertTrue(lines[-1].startswith("400 {'spec': "), lines[-1])
-        http = http_client(reactor)
         response = await http.get(node.url + "/api/v1/jobs?limit=1", headers=headers)
         self.assertEqual((await response.json())["data"]["total"], 501)
         response = await http.get(node.url + "/api/v1/jobs?paused=true", headers=headers)

@@ -32,8 +32,24 @@ FORMATS = (".json", ".yaml", ".yml", ".csv")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
+#: The most bad rows an import names, one line each (the rest are counted).
+MAX_PROBLEMS_SHOWN = 20
+
+
 class JobFileError(ValueError):
-    """The file cannot be imported; the message names the file, row and field."""
+    """
+    The file cannot be imported. C{lines} name the file, the row and the
+    field of each problem (at most L{MAX_PROBLEMS_SHOWN}, then how many more);
+    C{str()} is all of them.
+    """
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class _BadCells(list):
+    """A CSV row whose cells could not be read: the problems, one per cell."""
 
 
 # -- reading -----------------------------------------------------------------
@@ -83,18 +99,18 @@ def _read_csv(stream: IO[str], name: str) -> list[tuple[str, Any]]:
             continue
         where = f"row {len(rows) + 1} (line {reader.line_num})"
         if len(cells) > len(columns):
-            raise JobFileError(
-                f"{name}: {where}: {len(cells)} cells, the header has {len(columns)}"
-            )
+            rows.append((where, _BadCells([f"{len(cells)} cells, the header has {len(columns)}"])))
+            continue
         row: dict[str, Any] = {}
+        bad = _BadCells()
         for column, text in zip(columns, cells, strict=False):
             if text == "":
                 continue
             try:
                 row[column] = _csv_value(column, text)
             except ValueError as problem:
-                raise JobFileError(f"{name}: {where}: {column}: {problem}") from None
-        rows.append((where, row))
+                bad.append(f"{column}: {problem}")
+        rows.append((where, bad or row))
     return rows
 
 
@@ -153,9 +169,10 @@ def load_job_rows(
     C{created_at}, ...) are dropped, so C{jobs list --json} output imports as
     is; C{default_project} fills a missing C{project_uuid}. An C{@at} before
     C{now} (default: this machine's clock) is refused as the node would
-    refuse it. The first problem raises L{JobFileError} naming its row and
-    field. (What only the node can check, such as a C{data} too large for
-    its callbacks, is checked when each batch is sent.)
+    refuse it. Problems raise L{JobFileError}, one line for each (up to
+    L{MAX_PROBLEMS_SHOWN}) naming its row and field. (What only the node can
+    check, such as a C{data} too large for its callbacks, is checked when
+    each batch is sent.)
     """
     full = os.path.join(cwd, os.path.expanduser(path))
     name = os.path.basename(full)
@@ -168,6 +185,9 @@ def load_job_rows(
     wheres: list[str] = []
     problems: list[str] = []
     for where, row in rows:
+        if isinstance(row, _BadCells):
+            problems.extend(f"{where}: {problem}" for problem in row)
+            continue
         if not isinstance(row, Mapping):
             problems.append(f"{where}: must be a job object, not {type(row).__name__}")
             continue
@@ -187,10 +207,20 @@ def load_job_rows(
         jobs.append({**job, **cleaned})
         wheres.append(where)
     if problems:
-        more = len(problems) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise JobFileError(f"{name}: {problems[0]}{suffix}; nothing was imported")
+        raise JobFileError(*_problem_lines(name, problems))
     return jobs, wheres
+
+
+def _problem_lines(name: str, problems: Sequence[str]) -> list[str]:
+    """One line per problem (at most L{MAX_PROBLEMS_SHOWN}), then what it comes to."""
+    if len(problems) == 1:
+        return [f"{name}: {problems[0]}; nothing was imported"]
+    lines = [f"{name}: {problem}" for problem in problems[:MAX_PROBLEMS_SHOWN]]
+    count = f"{len(problems):,} problem{'s' if len(problems) > 1 else ''}"
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        count += f", the first {MAX_PROBLEMS_SHOWN} shown"
+    lines.append(f"{name}: {count}; nothing was imported")
+    return lines
 
 
 def digest(jobs: Sequence[Mapping[str, Any]]) -> str:

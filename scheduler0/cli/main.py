@@ -106,6 +106,14 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
         metavar="PATH",
         help="config file (default: $SCHEDULER0_CONFIG, then ./config.yml)",
     )
+    # Also accepted before the command (`scheduler0 --json jobs list`), for
+    # every command that has --json (see _global_json).
+    parser.add_argument(
+        "--json",
+        dest="global_json",
+        action="store_true",
+        help="print the data as JSON (commands that have --json)",
+    )
     # argparse only calls parser_class, and the partial makes _Parser
     # instances; typeshed asks for the class itself.
     subparser_class = cast("type[_Parser]", factory)
@@ -311,6 +319,7 @@ def main(
         return EXIT_USAGE
     context = Context(args, stdin, stdout, stderr, environ, cwd, prompt, http or urllib_http)
     try:
+        _global_json(args)
         return handler(context)
     except CommandError as e:
         stderr.write(f"scheduler0: {e}\n")
@@ -321,6 +330,16 @@ def main(
     except KeyboardInterrupt:
         stderr.write("scheduler0: interrupted\n")
         return 130
+
+
+def _global_json(args: argparse.Namespace) -> None:
+    """C{--json} before the command means the command's own C{--json}, which it must have."""
+    if not getattr(args, "global_json", False):
+        return
+    if not hasattr(args, "json"):
+        named = " ".join(n for n in (args.command, getattr(args, "action", None)) if n)
+        raise CommandError(f"--json: `scheduler0 {named}` prints no JSON", EXIT_USAGE)
+    args.json = True
 
 
 def run() -> None:
@@ -523,6 +542,13 @@ def _data_of(method: str, url: str, status: int, payload: Any) -> Any:
         message = ""
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             message = str(payload["error"].get("message") or payload["error"].get("code") or "")
+        if status == 503 and method != "GET" and "Idempotency-Key" in message:
+            # The API's advice (an HTTP header) is for API clients, not this command.
+            message = (
+                "the node did not confirm this write in time (no leader, no quorum, or slower "
+                "than RaftApplyTimeout); it may still have been applied: check before running "
+                "the command again"
+            )
         detail = f": {message}" if message else ""
         raise CommandError(f"{method} {url} answered {status}{detail}")
     return payload.get("data")

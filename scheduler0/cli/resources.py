@@ -42,6 +42,9 @@ IMPORT_BATCH = 1000
 IMPORT_RETRIES = 8
 # Reads and keyed creates are sent again this often after a 429/503 or no answer.
 READ_RETRIES = 2
+# An import counts the jobs of at most this many projects before and after (one
+# request each), to say how many it created and how many an earlier run had.
+IMPORT_COUNTED_PROJECTS = 20
 
 PROJECT_COLUMNS = (
     ("UUID", "uuid"),
@@ -76,9 +79,22 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     """Add C{projects}, C{jobs} and C{executions} with the parser helpers of L{build_parser}."""
 
     def command(
-        where: Any, name: str, help_text: str, handler: Callable[..., int], talking: bool = True
+        where: Any,
+        name: str,
+        help_text: str,
+        handler: Callable[..., int],
+        talking: bool = True,
+        writes: bool = False,
     ) -> Any:
         sub = leaf(where, name, help_text, _talking(handler) if talking else handler)
+        if writes:
+            sub.add_argument(
+                "--idempotency-key",
+                dest="idempotency_key",
+                metavar="KEY",
+                help="1-128 letters, digits and . _ : - ; the same KEY again applies the write"
+                " at most once (default: a new key per run, shown if the write is not confirmed)",
+            )
         connection = sub.add_argument_group("connection")
         connection.add_argument(
             "--endpoint",
@@ -104,7 +120,11 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     sub = command(projects, "get", "show one project", _projects_get)
     sub.add_argument("uuid")
     sub = command(
-        projects, "create", "create a project (prints its signing secret once)", _projects_create
+        projects,
+        "create",
+        "create a project (prints its signing secret once)",
+        _projects_create,
+        writes=True,
     )
     sub.add_argument("--name", required=True)
     sub.add_argument("--description")
@@ -119,6 +139,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         "update",
         "change a project's name, description or notify URL",
         _projects_update,
+        writes=True,
     )
     sub.add_argument("uuid")
     sub.add_argument("--name")
@@ -136,7 +157,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         action="store_true",
         help="send the project's notices nowhere",
     )
-    sub = command(projects, "delete", "delete a project", _projects_delete)
+    sub = command(projects, "delete", "delete a project", _projects_delete, writes=True)
     sub.add_argument("uuid")
     sub.add_argument("--cascade", action="store_true", help="delete its jobs too")
 
@@ -149,9 +170,9 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     _limit_option(sub)
     sub = command(jobs, "get", "show one job", _jobs_get)
     sub.add_argument("uuid")
-    sub = command(jobs, "create", "create a job", _jobs_create)
+    sub = command(jobs, "create", "create a job", _jobs_create, writes=True)
     _job_options(sub, creating=True)
-    sub = command(jobs, "update", "change some fields of a job", _jobs_update)
+    sub = command(jobs, "update", "change some fields of a job", _jobs_update, writes=True)
     sub.add_argument("uuid")
     _job_options(sub, creating=False)
     for name, help_text, handler in (
@@ -160,7 +181,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         ("pause", "stop firing a job", _jobs_pause),
         ("resume", "fire a paused job again", _jobs_resume),
     ):
-        sub = command(jobs, name, help_text, handler)
+        sub = command(jobs, name, help_text, handler, writes=True)
         sub.add_argument("uuid")
     sub = command(jobs, "next", "preview a job's next fire instants", _jobs_next)
     sub.add_argument("uuid")
@@ -250,30 +271,68 @@ def _job_options(sub: Any, *, creating: bool) -> None:
 
 
 def _talking(handler: Callable[[Context, Client], int]) -> Callable[[Context], int]:
-    """A handler given a L{Client}; API and connection errors become one-line L{CommandError}s."""
+    """
+    A handler given a L{Client}; API and connection errors become one-line
+    L{CommandError}s. A write command sends its requests under one
+    Idempotency-Key (C{--idempotency-key}, else a new one), and is sent once
+    more under it after a 503, saying so: it is applied at most once.
+    """
 
     def run(context: Context) -> int:
+        key = _write_key(context)
         client = connect(context, retries=READ_RETRIES)
         try:
-            return handler(context, client)
+            try:
+                return handler(context, client)
+            except APIError as error:
+                if key is None or error.status != 503:
+                    raise
+                context.stderr.write(
+                    "the node did not confirm the write (HTTP 503); sending it again once, "
+                    f"with the same Idempotency-Key {key}\n"
+                )
+                return handler(context, client)
         except (APIError, NodeUnreachable) as error:
-            raise command_error(error) from None
+            raise command_error(error, key) from None
 
     return run
 
 
-def command_error(error: APIError | NodeUnreachable) -> CommandError:
+def _write_key(context: Context) -> str | None:
+    """The Idempotency-Key of a write command's requests (None for a read)."""
+    if not hasattr(context.args, "idempotency_key"):
+        return None
+    if context.args.idempotency_key is None:
+        context.args.idempotency_key = new_idempotency_key()
+    return str(context.args.idempotency_key)
+
+
+def command_error(error: APIError | NodeUnreachable, key: str | None = None) -> CommandError:
     """
     The API's own message (it names the field). A rejected input (400, 404,
     409, 413, 415, 422) exits 2; auth, rate limits, node trouble and no
-    answer at all exit 1.
+    answer at all exit 1. A write the node did not confirm (503) may still
+    be applied: the line says how to repeat it safely from the CLI (the
+    C{--idempotency-key} it used), not with the HTTP header the API names.
     """
     if isinstance(error, NodeUnreachable):
         return CommandError(str(error))
+    if error.status == 400 and "Idempotency-Key" in error.fields:
+        # The node checks the key (the CLI does not check it again).
+        return CommandError(f"--idempotency-key: {error.fields['Idempotency-Key']}", EXIT_USAGE)
     usage = 400 <= error.status < 500 and error.status not in (401, 403, 408, 429)
-    return CommandError(
-        f"{error.message} (HTTP {error.status})", EXIT_USAGE if usage else EXIT_FAILURE
-    )
+    message = error.message
+    if error.status == 503 and "Idempotency-Key" in message:
+        message = (
+            "the node did not confirm this write in time (no leader, no quorum, or slower "
+            "than RaftApplyTimeout); it may still be applied"
+        )
+        if key is not None:
+            message += (
+                f": run the same command again with --idempotency-key {key} to have it "
+                "applied at most once"
+            )
+    return CommandError(f"{message} (HTTP {error.status})", EXIT_USAGE if usage else EXIT_FAILURE)
 
 
 def connect(context: Context, retries: int = 0) -> Client:
@@ -314,6 +373,9 @@ def _transport(context: Context) -> Callable[..., tuple[int, Mapping[str, str], 
     def send(
         method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
     ) -> tuple[int, Mapping[str, str], bytes]:
+        key = getattr(context.args, "idempotency_key", None)
+        if key and method not in ("GET", "HEAD") and "Idempotency-Key" not in headers:
+            headers = {**headers, "Idempotency-Key": key}
         document = None if body is None else json.loads(body)
         status, payload = context.http(
             method, url, json=document, auth=None, timeout=timeout, headers=dict(headers)
@@ -428,7 +490,7 @@ def _projects_create(context: Context, client: Client) -> int:
         args.name,
         args.description,
         notify_url=args.notify_url,
-        idempotency_key=new_idempotency_key(),
+        idempotency_key=args.idempotency_key,
     )
     _show(context, project)
     if project.get("signing_secret") and not args.json:
@@ -513,7 +575,7 @@ def _jobs_get(context: Context, client: Client) -> int:
 
 
 def _jobs_create(context: Context, client: Client) -> int:
-    job = client.create_job(_job_fields(context.args), idempotency_key=new_idempotency_key())
+    job = client.create_job(_job_fields(context.args), idempotency_key=context.args.idempotency_key)
     return _show(context, job)
 
 
@@ -570,9 +632,14 @@ def _jobs_import(context: Context) -> int:
     try:
         jobs, wheres = jobfile.load_job_rows(args.file, context.cwd, default_project=args.project)
     except jobfile.JobFileError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
+        *problems, last = error.lines or (str(error),)
+        for line in problems:
+            context.stderr.write(f"scheduler0: {line}\n")
+        raise CommandError(last, EXIT_USAGE) from None
     # Only now: a bad file is reported even where no node or credentials are set up.
     client = connect(context, retries=IMPORT_RETRIES)
+    projects = {job["project_uuid"] for job in jobs}
+    before = _job_totals(client, projects)
     importer = jobfile.Importer(
         client,
         jobs,
@@ -603,8 +670,9 @@ def _jobs_import(context: Context) -> int:
             reason.code,
         ) from None
     elapsed = max(monotonic() - started, 1e-9)
+    after = _job_totals(client, projects) if before is not None else None
     summary = (
-        f"imported {_count(len(jobs), 'job')} from {args.file} in {elapsed:.1f} s "
+        f"{_import_outcome(len(jobs), before, after)} from {args.file} in {elapsed:.1f} s "
         f"({len(jobs) / elapsed:,.0f} jobs/s, {_count(importer.batches, 'request')})"
     )
     if args.json:
@@ -613,6 +681,47 @@ def _jobs_import(context: Context) -> int:
     else:
         context.out(summary)
     return EXIT_OK
+
+
+def _job_totals(client: Client, projects: set[str]) -> dict[str, int] | None:
+    """How many jobs each project holds now, or None when there are too many projects to ask."""
+    if len(projects) > IMPORT_COUNTED_PROJECTS:
+        return None
+    totals = {}
+    for project in sorted(projects):
+        total = client.list_jobs(project_uuid=project, limit=1).get("total")
+        if not isinstance(total, int):
+            return None
+        totals[project] = total
+    return totals
+
+
+def _import_outcome(
+    imported: int, before: Mapping[str, int] | None, after: Mapping[str, int] | None
+) -> str:
+    """
+    What an import did. Its batches are keyed, so a batch an earlier run
+    created is answered as it was then and creates nothing: the projects'
+    job counts before and after tell the two apart.
+    """
+    if before is None or after is None:
+        return (
+            f"imported {_count(imported, 'job')} (created now or by an earlier run of "
+            f"this import; more than {IMPORT_COUNTED_PROJECTS} projects, not counted)"
+        )
+    created = sum(after.values()) - sum(before.values())
+    if created == imported:
+        return f"created {_count(imported, 'job')}"
+    if 0 <= created < imported:
+        return (
+            f"created {created:,} of {_count(imported, 'job')}; the other "
+            f"{imported - created:,} were created by an earlier run of this import (the same "
+            "rows in the same batches) and were not created again"
+        )
+    return (
+        f"imported {_count(imported, 'job')} (the projects' job counts changed by {created:,} "
+        "meanwhile: others are writing to them too)"
+    )
 
 
 _BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+)")
