@@ -63,6 +63,16 @@ class DashboardServingTests(TestCase):
         self.assertEqual(code, 302)
         self.assertEqual(headers["location"], "/ui/")
 
+    async def test_root_redirects_to_the_dashboard(self) -> None:
+        """GET and HEAD / answer 302 to /ui/ without credentials; other methods 405."""
+        for method in ("GET", "HEAD"):
+            code, headers, _ = await self._get("/", method=method)
+            self.assertEqual((code, headers.get("location")), (302, "/ui/"), method)
+        code, headers, body = await self._get("/", method="POST")
+        self.assertEqual(code, 405)
+        self.assertIn("GET", headers["allow"])
+        self.assertEqual(json.loads(body)["success"], False)
+
     async def test_index_is_served_without_credentials(self) -> None:
         """GET /ui/ answers index.html, unauthenticated, no-cache, under a same-origin CSP."""
         code, headers, body = await self._get("/ui/")

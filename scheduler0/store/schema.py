@@ -128,6 +128,8 @@ _ADDED_COLUMNS = (
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
     "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at, uuid)",
+    # Jobs whose name starts with a given text (GET /jobs?name_prefix=).
+    "CREATE INDEX IF NOT EXISTS jobs_by_name ON jobs (name)",
 )
 _DUMPED_TABLES = (
     "meta",
