@@ -105,7 +105,7 @@ class NamePrefixTests(_APICase):
 
 class SchedulePreviewTests(_APICase):
     def preview(self, body: object) -> tuple[int, dict, dict]:
-        return self.h.request("POST", "/jobs/preview", body)
+        return self.h.request("POST", "/schedule/preview", body)
 
     def test_next_slots_of_a_cron_spec_in_its_zone(self) -> None:
         """The next n slots in UTC and in the zone, as a job created now would fire them."""
@@ -113,7 +113,7 @@ class SchedulePreviewTests(_APICase):
         for prefix in PREFIXES:
             status, _, body = self.h.request(
                 "POST",
-                f"{prefix}/jobs/preview",
+                f"{prefix}/schedule/preview",
                 {"spec": "30 9 * * *", "timezone": "Europe/Berlin", "n": 3},
             )
             self.assertEqual(status, 200, body)
@@ -172,5 +172,5 @@ class SchedulePreviewTests(_APICase):
 
     def test_needs_a_credential(self) -> None:
         """Like every client route, it answers 401 without one."""
-        status, _, _ = self.h.request("POST", "/jobs/preview", {"spec": "@hourly"}, auth="none")
+        status, _, _ = self.h.request("POST", "/schedule/preview", {"spec": "@hourly"}, auth="none")
         self.assertEqual(status, 401)

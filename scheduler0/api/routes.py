@@ -267,7 +267,7 @@ _TABLE: tuple[Route, ...] = (
     ),
     Route(
         "POST",
-        "/jobs/preview",
+        "/schedule/preview",
         "preview_schedule",
         CLIENT,
         "Preview the next fire instants of a spec and timezone without storing anything.",
