@@ -261,7 +261,9 @@ class DashboardEndToEndTests(TestCase):
             self.assertGreater(recent, 0)
         # The job's name is shown as text: nothing in it became markup.
         self.assertEqual(await browser.evaluate(_row(failing_uuid, "a.job-name")), failing_name)
-        markup = await browser.evaluate("document.querySelectorAll('#project-list b').length")
+        markup = await browser.evaluate(
+            "document.querySelectorAll('#job-list b, #project-list b').length"
+        )
         self.assertEqual(markup, 0)
         # The chart drew bars in the succeeded and failed colours.
         painted = await browser.evaluate(_COUNT_CHART_COLOURS)
