@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.api.routes import DEFAULT_NEXT, PREFIXES
+from scheduler0.client.operations import Operations
 from scheduler0.store.state import prefix_end
 from tests.support.api import Harness, fired
 
@@ -174,3 +175,23 @@ class SchedulePreviewTests(_APICase):
         """Like every client route, it answers 401 without one."""
         status, _, _ = self.h.request("POST", "/schedule/preview", {"spec": "@hourly"}, auth="none")
         self.assertEqual(status, 401)
+
+
+class ClientTests(SynchronousTestCase):
+    def test_the_client_builds_both_requests(self) -> None:
+        """The Python client asks for name_prefix and for a preview as the API takes them."""
+        request = Operations.list_jobs.build(name_prefix="night", limit=5)
+        self.assertEqual(
+            request.url("http://node:9091"),
+            "http://node:9091/api/v1/jobs?name_prefix=night&limit=5",
+        )
+        request = Operations.preview_schedule.build("0 2 * * *", "Europe/Berlin", 3)
+        self.assertEqual(
+            (request.method, request.path, request.body),
+            (
+                "POST",
+                "/schedule/preview",
+                {"spec": "0 2 * * *", "timezone": "Europe/Berlin", "n": 3},
+            ),
+        )
+        self.assertEqual(Operations.preview_schedule.build("@hourly").body, {"spec": "@hourly"})
