@@ -164,6 +164,13 @@ class DashboardPagesTests(TestCase):
         for seconds, text in contacts:
             self.assertLess(seconds, 5)
             self.assertRegex(text, r" ago$")
+        # The figures come from GET /cluster, which the follower fills from the leader's.
+        members = (await ok("GET", "/cluster?consistency=stale"))["members"]
+        self.assertEqual(
+            [type(member["last_contact"]) for member in members], [float] * len(cluster.ids)
+        )
+        own = (await ok("GET", "/healthcheck"))["members"]
+        self.assertEqual([member["last_contact"] for member in own], [None] * len(cluster.ids))
         self.assertIn(
             "(this)",
             await browser.evaluate(
@@ -260,7 +267,7 @@ class DashboardPagesTests(TestCase):
         await browser.click("#jobs-new")
         await browser.wait_for(
             "!document.querySelector('#view-form').hidden && "
-            "!!document.querySelector('#field-spec')",
+            "document.querySelector('#job-form').dataset.loaded === 'new'",
             timeout=10,
             what="the job form",
         )
@@ -351,8 +358,9 @@ class DashboardPagesTests(TestCase):
         )
         await browser.click("#job-edit")
         await browser.wait_for(
-            "document.querySelector('#field-name') && "
-            "document.querySelector('#field-name').value === 'made-in-browser'",
+            f"document.querySelector('#job-form').dataset.loaded === {_js(made)} && "
+            "document.querySelector('#field-name').value === 'made-in-browser' && "
+            "document.querySelector('#preview').dataset.state === 'ok'",
             timeout=10,
             what="the form holding the job",
         )

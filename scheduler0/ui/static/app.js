@@ -1122,6 +1122,8 @@
     form.uuid = uuid;
     form.job = null;
     clearTimeout(form.previewTimer);
+    // Set once this form's fields are drawn (for whoever waits on them).
+    delete $("#job-form").dataset.loaded;
     $("#form-title").textContent = uuid ? "Edit job" : "New job";
     $("#form-submit").textContent = uuid ? "Save changes" : "Create job";
     $("#form-sub").textContent = uuid ? "Only the fields you change are sent." : "Fields left empty take the node's defaults.";
@@ -1138,6 +1140,7 @@
       form.job = job;
       if (job) $("#form-title").textContent = `Edit ${job.name}`;
       buildForm(uuid ? schemas.JobPatch : schemas.JobInput, projects, job);
+      $("#job-form").dataset.loaded = uuid || "new";
       schedulePreview(0);
     } catch (error) {
       if (token !== form.seq) return;
