@@ -10,7 +10,8 @@ release, its indexes included; not through the API, which bench/scale.py
 measures), named "<word>-<number>" with 26 words, in 10 projects. Each
 figure is the median of C{--repeat} reads of one page of 50 with its total,
 through L{StateStore.list_jobs} on a synchronous connection: SQLite time
-only, no HTTP. Printed as JSON.
+only, no HTTP. Printed as JSON, with the MiB the jobs table and each of
+its indexes take (SQLite's dbstat).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from typing import Any
 
 from harness.sqlite_fake import SynchronousConnectionPool
@@ -50,7 +52,7 @@ def _fill(store: StateStore, jobs: int) -> None:
             connection.execute(
                 "INSERT INTO projects (uuid, name, description, created_at, updated_at)"
                 " VALUES (?, ?, '', ?, ?)",
-                (f"p{p}", f"project-{p}", stamp, stamp),
+                (_project(p), f"project-{p}", stamp, stamp),
             )
     defaults: dict[str, Any] = {
         "spec": "@hourly",
@@ -77,8 +79,8 @@ def _fill(store: StateStore, jobs: int) -> None:
         for i in range(start, min(jobs, start + batch)):
             values = {
                 **defaults,
-                "uuid": f"{i:012d}",
-                "project_uuid": f"p{i % PROJECTS}",
+                "uuid": _uuid(i),
+                "project_uuid": _project(i % PROJECTS),
                 "name": f"{WORDS[i % len(WORDS)]}-{i:07d}",
                 "paused": int(i % 10 == 0),
                 # One job a millisecond, so creation order is the uuid's.
@@ -90,6 +92,15 @@ def _fill(store: StateStore, jobs: int) -> None:
 
 
 _VARYING = ("uuid", "project_uuid", "name", "paused", "created_at")
+
+
+def _uuid(i: int) -> str:
+    """A job's uuid, as long as the API's, in creation order."""
+    return str(uuid.UUID(int=(1 << 96) + i))
+
+
+def _project(p: int) -> str:
+    return str(uuid.UUID(int=p + 1))
 
 
 def _instant(i: int) -> str:
@@ -123,7 +134,7 @@ def main() -> None:
     _fill(store, args.jobs)
     filled_s = round(time.perf_counter() - began, 1)
     deep = int(args.jobs * 0.9)
-    after = (_instant(deep - 1), f"{deep - 1:012d}")
+    after = (_instant(deep - 1), _uuid(deep - 1))
     selective = f"{WORDS[12]}-{deep:07d}"[:-2]  # 100 numbers, the few of them under this word
     cases: dict[str, dict[str, Any]] = {
         "first page": {},
@@ -135,9 +146,12 @@ def main() -> None:
             "name_prefix": WORDS[3] + "-",
             "after": after,
         },
-        f"project p3, name_prefix {selective!r}": {"project_uuid": "p3", "name_prefix": selective},
-        f"project p3, name_prefix {WORDS[3] + '-'!r}": {
-            "project_uuid": "p3",
+        f"one project, name_prefix {selective!r}": {
+            "project_uuid": _project(3),
+            "name_prefix": selective,
+        },
+        f"one project, name_prefix {WORDS[3] + '-'!r}": {
+            "project_uuid": _project(3),
             "name_prefix": WORDS[3] + "-",
         },
         "paused, name_prefix 'a'": {"paused": True, "name_prefix": "a"},
@@ -148,9 +162,25 @@ def main() -> None:
             args.repeat, lambda f=filters: _fired(store.list_jobs(limit=PAGE + 1, **f))
         )
         figures[label] = {"ms": ms, "rows": len(items[:PAGE]), "total": total}
+    connection = store.pool._connection
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    sizes = {
+        name: round(pages * page_size / 2**20, 1)
+        for name, pages in connection.execute(
+            "SELECT name, COUNT(*) FROM dbstat WHERE name LIKE 'jobs%' GROUP BY name"
+        )
+    }
     print(
         json.dumps(
-            {"jobs": args.jobs, "fill_s": filled_s, "page": PAGE, "figures": figures}, indent=2
+            {
+                "jobs": args.jobs,
+                "fill_s": filled_s,
+                "page": PAGE,
+                "figures": figures,
+                "mib_by_table_and_index": sizes,
+            },
+            indent=2,
         )
     )
 

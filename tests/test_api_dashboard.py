@@ -83,18 +83,23 @@ class NamePrefixTests(_APICase):
         self.assertRefused(self.h.request("GET", "/jobs?name_prefix="), 400, "name_prefix")
         self.assertEqual(self.h.dump(), before)
 
-    def test_the_prefix_is_a_range_of_the_name_index(self) -> None:
-        """SQLite answers the filter from jobs_by_name, not by reading every job."""
+    def test_the_prefix_is_a_range_of_a_name_index(self) -> None:
+        """SQLite answers the filter from a name index, alone or in a project, not job by job."""
         connection = self.h.state.pool._connection
-        statements: list[str] = []
-        connection.set_trace_callback(statements.append)
-        try:
-            fired(self.h.state.list_jobs(name_prefix="alpha", limit=10))
-        finally:
-            connection.set_trace_callback(None)
-        (select,) = [s for s in statements if s.lstrip().startswith("SELECT") and "ORDER BY" in s]
-        plan = " ".join(row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + select))
-        self.assertIn("jobs_by_name", plan)
+        for filters, index in (
+            ({}, "jobs_by_name"),
+            ({"project_uuid": self.project}, "jobs_by_project_name"),
+        ):
+            statements: list[str] = []
+            connection.set_trace_callback(statements.append)
+            try:
+                fired(self.h.state.list_jobs(name_prefix="alpha", limit=10, **filters))
+            finally:
+                connection.set_trace_callback(None)
+            for sql in statements:
+                if sql.lstrip().startswith("SELECT"):
+                    plan = " ".join(r[3] for r in connection.execute("EXPLAIN QUERY PLAN " + sql))
+                    self.assertIn(f"INDEX {index} ", plan, sql)
 
     def test_prefix_end(self) -> None:
         """The bound above every text with the prefix: its last raisable character raised."""
