@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -128,7 +129,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="bench-lists-")
-    store = StateStore(SynchronousConnectionPool(os.path.join(folder, "state.db")))
+    try:
+        _run(args, os.path.join(folder, "state.db"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, path: str) -> None:
+    store = StateStore(SynchronousConnectionPool(path))
     _fired(store.open())
     began = time.perf_counter()
     _fill(store, args.jobs)
