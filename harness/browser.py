@@ -384,9 +384,30 @@ class Browser:
             raise BrowserError(f"the element {selector!r} is not visible")
         return box["x"], box["y"]
 
-    async def click(self, selector: str) -> None:
-        """Click the middle of the first element matching C{selector} with the mouse."""
+    async def _hit(self, selector: str, x: float, y: float) -> bool:
+        """Whether the point (x, y) of the viewport is on the element C{selector} names."""
+        return bool(
+            await self.evaluate(
+                "(() => {"
+                f"const el = document.querySelector({json.dumps(selector)});"
+                f"const top = document.elementFromPoint({x}, {y});"
+                "return !!el && !!top && (el === top || el.contains(top));"
+                "})()"
+            )
+        )
+
+    async def click(self, selector: str, settle: float = 2.0) -> None:
+        """
+        Click the middle of the first element matching C{selector} with the
+        mouse, once that point is on it: a page still laying itself out (an
+        answer arriving above the element) moves it, and a click at the old
+        point would land on something else. Tried for up to C{settle} seconds.
+        """
+        deadline = self.reactor.seconds() + settle
         x, y = await self._center_of(selector)
+        while not await self._hit(selector, x, y) and self.reactor.seconds() < deadline:
+            await _later(self.reactor, 0.05)
+            x, y = await self._center_of(selector)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             params: dict[str, Any] = {"type": kind, "x": x, "y": y}
             if kind != "mouseMoved":

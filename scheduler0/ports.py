@@ -125,6 +125,7 @@ class StateReader(Protocol):
         limit: int = 50,
         offset: int = 0,
         after: tuple[str, str] | None = None,
+        name_prefix: str | None = None,
     ) -> Deferred[Any]: ...
 
     def count_jobs(self, project_uuid: str) -> Deferred[Any]: ...

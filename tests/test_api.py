@@ -1431,9 +1431,10 @@ class OpenAPITests(APITestCase):
         for rule in self.h.api.app.url_map.iter_rules():
             prefix = "/api/v1" if rule.rule.startswith("/api/v1/") else ""
             path = rule.rule[len(prefix) :]
-            if path.startswith("/ui") or path == "/metrics":
-                # The dashboard's files and the Prometheus text are served
-                # beside the JSON API the document describes.
+            if path.startswith("/ui") or path in ("/metrics", "/"):
+                # The dashboard's files (and / pointing to them) and the
+                # Prometheus text are served beside the JSON API the document
+                # describes.
                 beside.add(rule.rule)
                 continue
             path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", path)
@@ -1442,7 +1443,8 @@ class OpenAPITests(APITestCase):
         for prefix in PREFIXES:
             self.assertEqual(served[prefix], documented, prefix)
         self.assertEqual(
-            beside, {"/ui", "/ui/", "/ui/<path:__rest__>", "/metrics", "/api/v1/metrics"}
+            beside,
+            {"/", "/ui", "/ui/", "/ui/<path:__rest__>", "/metrics", "/api/v1/metrics"},
         )
         self.assertIn("/cluster/members/{node_id}", body["paths"])
         self.assertEqual([s["url"] for s in body["servers"]], ["/api/v1", "/"])

@@ -106,6 +106,7 @@ class RequestBuildingTests(SynchronousTestCase):
             "delete_job": ("u",),
             "run_job": ("u",),
             "next_runs": ("u",),
+            "preview_schedule": ("@hourly",),
             "list_executions": (),
             "job_executions": ("u",),
             "execution_summary": (),

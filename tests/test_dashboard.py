@@ -63,6 +63,16 @@ class DashboardServingTests(TestCase):
         self.assertEqual(code, 302)
         self.assertEqual(headers["location"], "/ui/")
 
+    async def test_root_redirects_to_the_dashboard(self) -> None:
+        """GET and HEAD / answer 302 to /ui/ without credentials; other methods 405."""
+        for method in ("GET", "HEAD"):
+            code, headers, _ = await self._get("/", method=method)
+            self.assertEqual((code, headers.get("location")), (302, "/ui/"), method)
+        code, headers, body = await self._get("/", method="POST")
+        self.assertEqual(code, 405)
+        self.assertIn("GET", headers["allow"])
+        self.assertEqual(json.loads(body)["success"], False)
+
     async def test_index_is_served_without_credentials(self) -> None:
         """GET /ui/ answers index.html, unauthenticated, no-cache, under a same-origin CSP."""
         code, headers, body = await self._get("/ui/")
@@ -251,7 +261,9 @@ class DashboardEndToEndTests(TestCase):
             self.assertGreater(recent, 0)
         # The job's name is shown as text: nothing in it became markup.
         self.assertEqual(await browser.evaluate(_row(failing_uuid, "a.job-name")), failing_name)
-        markup = await browser.evaluate("document.querySelectorAll('#project-list b').length")
+        markup = await browser.evaluate(
+            "document.querySelectorAll('#job-list b, #project-list b').length"
+        )
         self.assertEqual(markup, 0)
         # The chart drew bars in the succeeded and failed colours.
         painted = await browser.evaluate(_COUNT_CHART_COLOURS)

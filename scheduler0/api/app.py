@@ -79,6 +79,14 @@ def _default_uuid() -> str:
     return str(uuid.UUID(int=value))
 
 
+def _to_dashboard(request: IRequest) -> bytes:
+    """C{GET /}: a redirect to the dashboard at C{/ui/}."""
+    request.setResponseCode(302)
+    request.setHeader(b"location", b"/ui/")
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"The dashboard is at /ui/\n"
+
+
 @attrs.define(eq=False, kw_only=True)
 class SchedulerAPI:
     """
@@ -254,6 +262,10 @@ class SchedulerAPI:
         dashboard = dashboard_resource()
         self.app.route("/ui", branch=True, methods=["GET"], endpoint="ui")(lambda _: dashboard)
         self.app.route("/ui/", methods=["GET"], endpoint="ui_index")(lambda _: dashboard)
+        # The node's root points a browser to the dashboard (no data, so no
+        # authentication either); 302, as /ui does: a later release may
+        # answer something else here, which a cached 301 would hide.
+        self.app.route("/", methods=["GET"], endpoint="root")(_to_dashboard)
         # Prometheus metrics: authenticated like client routes, but not in
         # the route table (a text body, not the JSON API it describes).
         for prefix in PREFIXES:

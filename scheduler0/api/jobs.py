@@ -24,7 +24,17 @@ from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST
 from scheduler0.api.payload import data_problem, payload_cap_bytes
 from scheduler0.api.ports import ExecutionHistory, Scheduler, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
-from scheduler0.api.validation import check_job, past_at_problem, retry_delays_problem
+from scheduler0.api.routes import DEFAULT_NEXT, MAX_NEXT
+from scheduler0.api.validation import (
+    Invalid,
+    add_problems,
+    check_fields,
+    check_job,
+    check_spec,
+    check_timezone,
+    past_at_problem,
+    retry_delays_problem,
+)
 from scheduler0.errors import RecordsHeld
 from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
@@ -68,6 +78,7 @@ class JobsResource:
         "delete_job",
         "run_job",
         "next_runs",
+        "preview_schedule",
     )
 
     state: StateReader
@@ -285,6 +296,7 @@ class JobsResource:
             limit=limit + 1,
             offset=offset,
             after=call.query.get("after"),
+            name_prefix=call.query.get("name_prefix"),
         )
         more = len(items) > limit
         presented = await self._present_jobs(list(items)[:limit])
@@ -362,7 +374,6 @@ class JobsResource:
                 {"spec": str(error)},
             ) from None
         zone = ZoneInfo(zone_name)
-        items = []
         instant: datetime | None = utc_now(self.clock)
         # After the wall clock stepped back, the instants up to the job's
         # next slot were sent already and are not sent again: the preview
@@ -377,16 +388,66 @@ class JobsResource:
             upcoming = parse_instant(pending) - timedelta(microseconds=1)
             if instant is None or upcoming > instant:
                 instant = upcoming
-        for _ in range(call.query["n"]):
-            instant = schedule.next_after(instant)  # type: ignore[arg-type]
-            if instant is None:
-                break
-            try:
-                local = instant.astimezone(zone).isoformat(timespec="milliseconds")
-            except OverflowError:
-                break  # past the year 9999 in the job's zone: no date can show it
-            items.append({"utc": format_instant(instant), "local": local})
+        items = upcoming_slots(schedule, zone, instant, call.query["n"])
         return {"items": items, "timezone": zone_name, "paused": bool(job.get("paused"))}
+
+    async def preview_schedule(self, call: Call) -> dict:
+        """
+        The next C{n} slots of a schedule not stored anywhere: those a job
+        created now with this C{spec} and C{timezone} would fire (for a form
+        that shows them while they are typed). The spec and zone are checked
+        and their problems worded as when a job is created; nothing is stored.
+        """
+        body = call.object_body()
+        errors = FieldErrors()
+        cleaned, problems = check_fields(body, checks=_PREVIEW_CHECKS, required=("spec",))
+        add_problems(problems, prefix="", allowed=_PREVIEW_CHECKS, errors=errors, cleaned=cleaned)
+        errors.raise_if_any()
+        now = self._stamp_now()
+        problem = past_at_problem(cleaned["spec"], now)
+        if problem is not None:
+            raise invalid("spec", f"spec: {problem}")
+        zone_name = cleaned.get("timezone", JOB_DEFAULTS["timezone"])
+        # Anchored as a job created now would be (see create_jobs).
+        try:
+            schedule = make_schedule(cleaned["spec"], zone_name, now.replace(microsecond=0))
+        except (SpecError, ValueError) as error:
+            raise invalid("spec", f"spec: {error}") from None
+        count = cleaned.get("n", DEFAULT_NEXT)
+        items = upcoming_slots(schedule, ZoneInfo(zone_name), now, count)
+        return {"items": items, "timezone": zone_name, "paused": False}
+
+
+def check_preview_count(value: object) -> int:
+    """How many slots a preview lists: an integer from 1 to MAX_NEXT."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON does not tell 3 from 3.0
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_NEXT:
+        raise Invalid(f"must be an integer from 1 to {MAX_NEXT}")
+    return value
+
+
+_PREVIEW_CHECKS: dict[str, Callable[[object], Any]] = {
+    "spec": check_spec,
+    "timezone": check_timezone,
+    "n": check_preview_count,
+}
+
+
+def upcoming_slots(schedule: Any, zone: ZoneInfo, after: datetime | None, n: int) -> list[dict]:
+    """Up to C{n} slots of C{schedule} after the instant C{after}, in UTC and in C{zone}."""
+    items: list[dict] = []
+    instant = after
+    for _ in range(n):
+        instant = schedule.next_after(instant)
+        if instant is None:
+            break
+        try:
+            local = instant.astimezone(zone).isoformat(timespec="milliseconds")
+        except OverflowError:
+            break  # past the year 9999 in the zone: no date can show it
+        items.append({"utc": format_instant(instant), "local": local})
+    return items
 
 
 def _canonical(value: Any) -> str:

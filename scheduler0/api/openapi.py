@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler0.api.routes import ADMIN, ANONYMOUS, CLIENT, ROUTES, Param, Route
+from scheduler0.api.routes import (
+    ADMIN,
+    ANONYMOUS,
+    CLIENT,
+    DEFAULT_NEXT,
+    MAX_NEXT,
+    ROUTES,
+    Param,
+    Route,
+)
 from scheduler0.api.validation import (
     MAX_CATCH_UP_WINDOW_S,
     MAX_DESCRIPTION_LENGTH,
@@ -320,6 +329,13 @@ SCHEMAS: dict[str, Any] = {
                         "lease_valid": {"type": ["boolean", "null"]},
                         "scheduling_paused": {"type": ["boolean", "null"]},
                         "owned_jobs": {"type": "integer"},
+                        "last_contact": {
+                            "type": ["number", "null"],
+                            "description": (
+                                "Seconds since the leader last heard from it (granted it a "
+                                "lease), whichever member answers; null when unknown."
+                            ),
+                        },
                     },
                 },
             },
@@ -418,6 +434,16 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "JobPatch": {"type": "object", "additionalProperties": False, "properties": _JOB_WRITABLE},
+    "SchedulePreviewInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["spec"],
+        "properties": {
+            "spec": _JOB_WRITABLE["spec"],
+            "timezone": _JOB_WRITABLE["timezone"],
+            "n": {"type": "integer", "minimum": 1, "maximum": MAX_NEXT, "default": DEFAULT_NEXT},
+        },
+    },
     "Job": _closed(
         {
             "uuid": _UUID,

@@ -215,6 +215,11 @@ _TABLE: tuple[Route, ...] = (
         query=(
             Param("project_uuid", "string", "Only jobs of this project."),
             Param("paused", "boolean", "Only paused (true) or active (false) jobs."),
+            Param(
+                "name_prefix",
+                "string",
+                "Only jobs whose name starts with this text (case-sensitive).",
+            ),
             *PAGE,
         ),
         response="JobPage",
@@ -261,6 +266,19 @@ _TABLE: tuple[Route, ...] = (
         "Preview the job's next fire instants, in UTC and in the job's zone.",
         query=(Param("n", "integer", "How many instants.", DEFAULT_NEXT, 1, MAX_NEXT),),
         response="NextRuns",
+    ),
+    Route(
+        "POST",
+        "/schedule/preview",
+        "preview_schedule",
+        CLIENT,
+        "Preview the next fire instants of a spec and timezone without storing anything.",
+        body="SchedulePreviewInput",
+        response="NextRuns",
+        description=(
+            "The instants a job created now with this spec and timezone would fire at; the "
+            "spec and timezone are refused with 400 naming them as when a job is created."
+        ),
     ),
     Route(
         "GET",

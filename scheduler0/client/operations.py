@@ -418,9 +418,18 @@ class Operations:
         limit: int | None = None,
         offset: int | None = None,
         cursor: str | None = None,
+        name_prefix: str | None = None,
     ) -> Request:
-        """One page of jobs, optionally of one project and/or only paused/active ones."""
-        query = _query(project_uuid=project_uuid, paused=paused, **_page(limit, offset, cursor))
+        """
+        One page of jobs, optionally of one project, only paused/active ones,
+        and/or only those whose name starts with C{name_prefix}.
+        """
+        query = _query(
+            project_uuid=project_uuid,
+            paused=paused,
+            name_prefix=name_prefix,
+            **_page(limit, offset, cursor),
+        )
         return Request("GET", "/jobs", query)
 
     iter_jobs = _iteration(list_jobs)
@@ -452,6 +461,20 @@ class Operations:
     def next_runs(uuid: str, n: int | None = None) -> Request:
         """The job's next fire instants in UTC and in its zone."""
         return Request("GET", f"/jobs/{_segment(uuid)}/next", _query(n=n))
+
+    @_operation
+    @staticmethod
+    def preview_schedule(spec: str, timezone: str | None = None, n: int | None = None) -> Request:
+        """
+        The next instants of C{spec} in C{timezone} as a job created now
+        would fire them; nothing is stored (a bad spec or zone is refused).
+        """
+        body: dict[str, Any] = {"spec": spec}
+        if timezone is not None:
+            body["timezone"] = timezone
+        if n is not None:
+            body["n"] = n
+        return Request("POST", "/schedule/preview", body=body)
 
     # -- executions
     @_operation

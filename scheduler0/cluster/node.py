@@ -484,7 +484,25 @@ class ClusterNode:
             "lease_valid": self.lease_valid(),
             "paused": self.is_paused(),
             "clock_offset_s": _rounded(self.clock_offset()),
+            # The leader's last contact with each member (see cluster_view).
+            "member_contact": self.member_contact(),
         }
+
+    def member_contact(self) -> dict[str, float]:
+        """
+        While this node leads: member id (as text, for JSON) -> seconds since
+        it last granted that member a lease (itself: since a majority last
+        confirmed its leadership). Empty on a follower, which grants none.
+        """
+        if self.core.role != LEADER:
+            return {}
+        now = self.monotonic()
+        contact = {}
+        for member in sorted(int(m) for m in self.core.config.members()):
+            granted_at = self.leases.last_grant_at(member)
+            if granted_at is not None:
+                contact[str(member)] = round(now - granted_at, 3)
+        return contact
 
     async def cluster_view(self) -> dict:
         """Every member with what it says of itself (asked now) and its share of the jobs."""
@@ -499,6 +517,14 @@ class ClusterNode:
             return self.peers.status(node_id, 0.5).addErrback(lambda f: None)
 
         answers = await gatherResults([ask(m["node_id"]) for m in members])
+        # Last contact as the leader counts it, whichever member answers the
+        # view (a follower grants no leases, so it knows none itself); None
+        # when the leader did not answer or runs a release without it.
+        leader_status = next(
+            (a for m, a in zip(members, answers, strict=True) if m["node_id"] == self.leader_id),
+            None,
+        )
+        contact = (leader_status or {}).get("member_contact") or {}
         out = []
         for member, status in zip(members, answers, strict=True):
             status = status or {}
@@ -516,6 +542,7 @@ class ClusterNode:
                     "lease_valid": status.get("lease_valid"),
                     "scheduling_paused": status.get("paused"),
                     "owned_jobs": counts.get(member["node_id"], 0),
+                    "last_contact": contact.get(str(member["node_id"])),
                 }
             )
         return {

@@ -73,6 +73,22 @@ __all__ = [
 ]
 
 
+def prefix_end(prefix: str) -> str | None:
+    """
+    The least text greater than every text that starts with C{prefix}, in
+    SQLite's binary order (that of UTF-8 bytes, so of code points); None when
+    no text is (C{prefix} is all U+10FFFF).
+    """
+    for position in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[position])
+        if code < 0x10FFFF:
+            code += 1
+            if 0xD800 <= code <= 0xDFFF:
+                code = 0xE000  # surrogates are no characters of UTF-8 text
+            return prefix[:position] + chr(code)
+    return None
+
+
 @attrs.define(eq=False)
 class StateStore:
     """Projects, jobs and credentials in one SQLite file, changed only by L{apply}."""
@@ -188,11 +204,14 @@ class StateStore:
         limit: int = 50,
         offset: int = 0,
         after: tuple[str, str] | None = None,
+        name_prefix: str | None = None,
     ) -> Deferred:
         """
         A page of jobs ordered by creation, optionally filtered, and the total
         count. With C{after} = (created_at, uuid) the page starts after that
         position (found through the index) and C{offset} is not skipped.
+        C{name_prefix} keeps the jobs whose name starts with it (exactly, case
+        included): a range of the C{jobs_by_name} index.
         """
         where: list[str] = []
         params: list[Any] = []
@@ -202,6 +221,13 @@ class StateStore:
         if paused is not None:
             where.append("paused = ?")
             params.append(int(bool(paused)))
+        if name_prefix:
+            where.append("name >= ?")
+            params.append(name_prefix)
+            end = prefix_end(name_prefix)
+            if end is not None:
+                where.append("name < ?")
+                params.append(end)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         count = f"SELECT COUNT(*) FROM jobs{clause}"
         if after is not None:

@@ -14,6 +14,11 @@
   // What the per-minute summary counts: executions that reached a final state.
   const OUTCOMES = ["succeeded", "failed", "skipped"];
   const STORE_KEY = "scheduler0.dashboard.credential";
+  // Rows per page a list may show: the API's pages, never the whole list.
+  const PAGE_SIZES = [10, 25, 50, 100];
+  const DEFAULT_PAGE_SIZE = 25;
+  const PREVIEW_SLOTS = 5;
+  const TYPING_MS = 300;
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -24,13 +29,19 @@
     hovered: null, // execution_id under the mouse, kept across re-renders
     chart: null, // the last chart data, to redraw on resize
     executions: new Map(), // execution_id -> execution on the job view
+    back: {}, // a list's key -> the pages before this one, for "Previous"
+    listed: "", // the route and filters the lists were last drawn for
+    openapi: null, // the API's OpenAPI document, once read (the job form is made from it)
+    job: null, // the job the job view shows
   };
 
   class ApiError extends Error {
-    constructor(status, message, data) {
+    constructor(status, message, data, fields) {
       super(message);
       this.status = status;
       this.data = data === undefined ? null : data;
+      // The error envelope's fields: a field's name -> what is wrong with it.
+      this.fields = fields && typeof fields === "object" ? fields : {};
     }
   }
 
@@ -133,7 +144,7 @@
     }
   }
 
-  async function api(method, path, body) {
+  async function api(method, path, body, { raw = false } = {}) {
     const stored = credential();
     if (!stored) throw new ApiError(401, "signed out");
     const headers = { accept: "application/json", "x-api-key": stored.key, "x-secret-key": stored.secret };
@@ -155,10 +166,12 @@
       payload = null;
     }
     if (!response.ok || !payload || payload.success === false) {
-      const message = (payload && payload.error && payload.error.message) || `HTTP ${response.status} ${response.statusText}`;
-      throw new ApiError(response.status, message, payload && payload.data);
+      const error = (payload && payload.error) || {};
+      const message = error.message || `HTTP ${response.status} ${response.statusText}`;
+      throw new ApiError(response.status, message, payload && payload.data, error.fields);
     }
-    return payload.data;
+    // The OpenAPI document comes as it is, without the envelope.
+    return raw ? payload : payload.data;
   }
 
   // GET /healthcheck answers 503 with the same data while the node is not
@@ -192,6 +205,7 @@
   function showSignIn(message) {
     show($("#app"), false);
     show($("#sign-out"), false);
+    show($("#nav"), false);
     show($("#node-badge"), false);
     show($("#refreshed"), false);
     show($("#signin"), true);
@@ -205,6 +219,7 @@
     show($("#signin"), false);
     show($("#app"), true);
     show($("#sign-out"), true);
+    show($("#nav"), true);
   }
 
   function signOut(message) {
@@ -241,9 +256,48 @@
 
   // -- refreshing -----------------------------------------------------------
 
+  // -- where the page is: the route and its lists' state, in the hash ----------
+  //
+  // #/                      jobs and projects (filters and pages as ?params)
+  // #/job/<uuid>            one job and its executions
+  // #/job/<uuid>/edit       the job's form
+  // #/new                   a new job's form
+  // #/executions            every execution
+  // A reload or a shared link shows the same page, filters and search.
+
+  function hashParams() {
+    const at = location.hash.indexOf("?");
+    return new URLSearchParams(at < 0 ? "" : location.hash.slice(at + 1));
+  }
+
   function currentRoute() {
-    const match = location.hash.match(/^#\/job\/([^/?#]+)$/);
-    return match ? { name: "job", uuid: decodeURIComponent(match[1]) } : { name: "overview" };
+    const path = location.hash.split("?")[0].replace(/^#/, "") || "/";
+    let match = path.match(/^\/job\/([^/]+)\/edit$/);
+    if (match) return { name: "form", uuid: decodeURIComponent(match[1]) };
+    match = path.match(/^\/job\/([^/]+)$/);
+    if (match) return { name: "job", uuid: decodeURIComponent(match[1]) };
+    if (path === "/new") return { name: "form", uuid: null };
+    if (path === "/executions") return { name: "executions" };
+    return { name: "overview" };
+  }
+
+  // Change some of the hash's parameters (null or "" removes one). A new
+  // page or filter is a new history entry; typing replaces the entry.
+  function setParams(changes, { replace = false } = {}) {
+    const params = hashParams();
+    for (const [key, value] of Object.entries(changes)) {
+      if (value === null || value === undefined || value === "") params.delete(key);
+      else params.set(key, String(value));
+    }
+    const text = params.toString();
+    const hash = `#${location.hash.split("?")[0].replace(/^#/, "") || "/"}${text ? `?${text}` : ""}`;
+    if (hash === location.hash) return;
+    if (replace) {
+      history.replaceState(null, "", hash);
+      route();
+    } else {
+      location.hash = hash;
+    }
   }
 
   function route() {
@@ -252,11 +306,85 @@
       showSignIn();
       return;
     }
+    // Signed in in this tab before a reload: straight to the page.
+    showApp();
     const current = currentRoute();
     show($("#view-overview"), current.name === "overview");
     show($("#view-job"), current.name === "job");
+    show($("#view-form"), current.name === "form");
+    // The executions card: its own view, or under the job it is filtered to.
+    const executions = $("#executions-card");
+    if (current.name === "job") $("#view-job").append(executions);
+    else $("#view-executions").append(executions);
+    show($("#view-executions"), current.name === "executions");
+    for (const [id, name] of [["#nav-jobs", "overview"], ["#nav-executions", "executions"]]) {
+      $(id).classList.toggle("current", current.name === name);
+    }
+    show($("#delete-confirm"), false);
     hideTooltip();
+    syncFilters(current);
+    if (current.name === "form") openForm(current.uuid);
     refresh();
+  }
+
+  // -- pages of a list ----------------------------------------------------------
+  //
+  // A list's page is its parameters <key>cursor (the API's next_cursor: a
+  // page found through the index, so page N costs what page 1 does) or
+  // <key>offset (a page reached by going back after a reload), and
+  // <key>size. "Previous" returns to the pages this tab went through.
+
+  function pageQuery(key) {
+    const params = hashParams();
+    const size = Number(params.get(`${key}size`));
+    const limit = PAGE_SIZES.includes(size) ? size : DEFAULT_PAGE_SIZE;
+    const cursor = params.get(`${key}cursor`);
+    if (cursor) return { limit, cursor };
+    const offset = Number(params.get(`${key}offset`));
+    return { limit, offset: Number.isInteger(offset) && offset > 0 ? offset : undefined };
+  }
+
+  function firstPage(key) {
+    view.back[key] = [];
+    return { [`${key}cursor`]: null, [`${key}offset`]: null };
+  }
+
+  function renderPager(container, key, page, noun) {
+    const from = page.total === 0 || !page.items.length ? 0 : page.offset + 1;
+    const to = page.offset + page.items.length;
+    const count = (n) => n.toLocaleString();
+    const label = page.total === 0 ? `No ${noun}` : `${count(from)}–${count(to)} of ${count(page.total)}`;
+    const here = { [`${key}cursor`]: hashParams().get(`${key}cursor`), [`${key}offset`]: hashParams().get(`${key}offset`) };
+    const back = (view.back[key] = view.back[key] || []);
+    const size = el(
+      "select",
+      {
+        class: "page-size",
+        "aria-label": "Rows per page",
+        onchange: (event) => setParams({ ...firstPage(key), [`${key}size`]: event.currentTarget.value }),
+      },
+      PAGE_SIZES.map((n) => el("option", { value: String(n), selected: n === page.limit, text: `${n} per page` })),
+    );
+    const button = (text, action, enabled, onclick) =>
+      el("button", { type: "button", class: "button small", text, disabled: !enabled, dataset: { page: action }, onclick });
+    container.dataset.from = String(from);
+    container.dataset.to = String(to);
+    container.dataset.total = String(page.total);
+    container.replaceChildren(
+      el("span", { class: "page-label", text: label }),
+      el("span", { class: "spacer" }),
+      size,
+      button("First", "first", page.offset > 0, () => setParams(firstPage(key))),
+      button("Previous", "previous", page.offset > 0, () => {
+        const before = back.pop();
+        if (before) setParams(before);
+        else setParams({ [`${key}cursor`]: null, [`${key}offset`]: Math.max(0, page.offset - page.limit) || null });
+      }),
+      button("Next", "next", Boolean(page.next_cursor), () => {
+        back.push(here);
+        setParams({ [`${key}cursor`]: page.next_cursor, [`${key}offset`]: null });
+      }),
+    );
   }
 
   function scheduleRefresh() {
@@ -279,7 +407,9 @@
       renderNodeBadge(health);
       const where = currentRoute();
       if (where.name === "job") await refreshJob(where.uuid, current);
-      else await refreshOverview(health, current);
+      else if (where.name === "executions") await refreshExecutions(null, current);
+      // The form is not redrawn under the user's typing.
+      else if (where.name === "overview") await refreshOverview(health, current);
       if (!current()) return;
       show($("#banner"), false);
       $("#refreshed-text").textContent = `Updated ${clock(Date.now())}`;
@@ -308,9 +438,22 @@
 
   // -- overview -------------------------------------------------------------
 
+  // What the jobs list asks the API for, from the hash.
+  function jobFilters() {
+    const params = hashParams();
+    const state = params.get("state");
+    return {
+      project_uuid: params.get("project") || undefined,
+      name_prefix: params.get("q") || undefined,
+      paused: state === "paused" ? "true" : state === "active" ? "false" : undefined,
+    };
+  }
+
   async function refreshOverview(health, current) {
     const rest = Promise.all([
-      api("GET", `/projects?${query({ limit: 100 })}`),
+      api("GET", `/jobs?${query({ ...jobFilters(), ...pageQuery("") })}`),
+      api("GET", `/projects?${query(pageQuery("p"))}`),
+      projectChoices(),
       recentExecutions(),
       api("GET", `/executions/summary?${query({ minutes: 60 })}`),
     ]);
@@ -320,13 +463,68 @@
     const cluster = await clusterView();
     if (!current()) return;
     renderCluster(health, cluster);
-    const [projects, recent, summary] = await rest;
-    const jobPages = await Promise.all(
-      projects.items.map((project) => api("GET", `/jobs?${query({ project_uuid: project.uuid, limit: 200 })}`)),
-    );
+    const [jobs, projects, choices, recent, summary] = await rest;
     if (!current()) return;
     renderChart(summary);
-    renderProjects(projects, jobPages, recent.items);
+    renderProjectChoices($("#jobs-project"), choices, hashParams().get("project") || "", "All projects");
+    renderJobs(jobs, recent.items, choices);
+    renderProjectList(projects);
+  }
+
+  // The projects a job can be in or the jobs list filtered to: the API's
+  // first page of at most 1000 (a project further on still shows when it
+  // is the one chosen).
+  async function projectChoices(chosen = hashParams().get("project")) {
+    const page = await api("GET", `/projects?${query({ limit: 1000 })}`);
+    if (chosen && !page.items.some((project) => project.uuid === chosen)) {
+      try {
+        page.items.push(await api("GET", `/projects/${encodeURIComponent(chosen)}`));
+      } catch (error) {
+        if (error.status !== 404) throw error;
+      }
+    }
+    return page.items;
+  }
+
+  function renderProjectChoices(select, projects, chosen, none) {
+    if (document.activeElement === select) return; // not while it is open
+    const options = projects.map((project) => el("option", { value: project.uuid, text: project.name }));
+    if (none !== null) options.unshift(el("option", { value: "", text: none }));
+    select.replaceChildren(...options);
+    select.value = chosen;
+  }
+
+  // The filters' boxes show what the hash says (not the one being typed in).
+  function syncFilters(where) {
+    const params = hashParams();
+    if (where.name === "overview") {
+      const search = $("#jobs-search");
+      if (document.activeElement !== search) search.value = params.get("q") || "";
+      $("#jobs-state").value = params.get("state") || "";
+      if ([...$("#jobs-project").options].some((option) => option.value === (params.get("project") || ""))) {
+        $("#jobs-project").value = params.get("project") || "";
+      }
+      $("#jobs-new").setAttribute("href", `#/new${params.get("project") ? `?project=${encodeURIComponent(params.get("project"))}` : ""}`);
+    } else if (where.name === "job" || where.name === "executions") {
+      $("#exec-state").value = params.get("estate") || "";
+      $("#exec-since").value = localInput(params.get("since"));
+      $("#exec-until").value = localInput(params.get("until"));
+      show($("#exec-filter-error"), false);
+    }
+    const filtered = `${where.name}|${where.uuid || ""}`;
+    if (filtered !== view.listed) {
+      view.listed = filtered;
+      view.back = {};
+    }
+  }
+
+  // An RFC 3339 instant as a datetime-local input shows it (this browser's zone).
+  function localInput(text) {
+    const ms = parseTime(text);
+    if (ms === null) return "";
+    const date = new Date(ms);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
   }
 
   function stat(label, value, sub, id) {
@@ -357,9 +555,13 @@
       scheduling.textContent = "Scheduling active";
     }
     renderReadiness(health);
+    // Last contact as the leader counts it: GET /cluster has it for every
+    // member whichever one answers (a follower's own health knows none);
+    // the health's copy is for a leader of a release before that.
     const contact = new Map((health.members || []).map((member) => [member.node_id, member.last_contact]));
     const rows = (cluster.members || []).map((member) => {
-      const lastContact = contact.get(member.node_id);
+      const lastContact = member.last_contact ?? contact.get(member.node_id);
+      const known = typeof lastContact === "number";
       const reachable = member.reachable === undefined ? null : member.reachable;
       const role = member.role + (member.voter === false ? " (non-voter)" : "");
       const roleClass = member.role === "unreachable" ? "warn" : member.node_id === leaderId ? "ok" : "";
@@ -370,7 +572,7 @@
         el("td", { class: "mono wrap address", text: member.address, title: member.address }),
         el("td", {}, el("span", { class: `badge role ${roleClass}`, text: role })),
         el("td", {}, reachable === null ? "—" : el("span", { class: `badge ${reachable ? "ok" : "bad"}`, text: reachable ? "yes" : "no" })),
-        el("td", { class: "num", text: member.node_id === health.node_id || lastContact === null || lastContact === undefined ? "—" : `${span(lastContact)} ago` }),
+        el("td", { class: "num col-last-contact", dataset: { lastContact: known ? String(lastContact) : "" }, text: known ? `${span(lastContact)} ago` : "—" }),
         el("td", { class: "num", text: member.owned_jobs ?? "—" }),
       );
     });
@@ -421,56 +623,73 @@
     );
   }
 
-  function renderProjects(projects, jobPages, recent) {
+  function renderJobs(page, recent, projects) {
     const byJob = new Map();
     for (const execution of recent) {
       if (!byJob.has(execution.job_uuid)) byJob.set(execution.job_uuid, []);
       byJob.get(execution.job_uuid).push(execution);
     }
     for (const list of byJob.values()) list.sort((a, b) => (a.scheduled_at < b.scheduled_at ? 1 : -1));
-    const jobCount = jobPages.reduce((sum, page) => sum + page.total, 0);
-    $("#projects-count").textContent = `${projects.total} project${projects.total === 1 ? "" : "s"}, ${jobCount} job${jobCount === 1 ? "" : "s"}`;
+    const names = new Map(projects.map((project) => [project.uuid, project.name]));
+    const filtered = Object.values(jobFilters()).some((value) => value !== undefined);
+    $("#jobs-count").textContent = `${page.total.toLocaleString()} job${page.total === 1 ? "" : "s"}${filtered ? " match" : ""}`;
+    renderPager($("#jobs-pager"), "", page, "jobs");
+    const list = $("#job-list");
+    if (!page.items.length) {
+      list.replaceChildren(el("p", { class: "empty", text: filtered ? "No job matches these filters." : "No jobs yet: create one with New job." }));
+      return;
+    }
+    const rows = page.items.map((job) =>
+      el(
+        "tr",
+        { class: "job-row", dataset: { jobUuid: job.uuid } },
+        el("td", {}, el("a", { class: "job-name", href: `#/job/${encodeURIComponent(job.uuid)}`, text: job.name }), el("span", { class: "job-id mono", text: job.uuid })),
+        el("td", { class: "col-project", text: names.get(job.project_uuid) || job.project_uuid }),
+        el("td", {}, el("code", { text: job.spec }), job.timezone && job.timezone !== "UTC" ? el("span", { class: "job-id", text: job.timezone }) : null),
+        el("td", { class: "col-state" }, el("span", { class: `badge ${job.paused ? "warn" : "ok"}`, text: job.paused ? "paused" : "active" })),
+        job.paused ? el("td", { class: "col-next muted", text: "paused" }) : timeCell(job.next_run_at, "col-next"),
+        timeCell(job.last_run_at, "col-last-run"),
+        el("td", { class: "col-last-status" }, stateBadge(job.last_status)),
+        el("td", { class: "col-recent" }, strip(byJob.get(job.uuid) || [])),
+        el("td", {}, jobActions(job)),
+      ),
+    );
+    list.replaceChildren(
+      el(
+        "table",
+        { class: "table jobs" },
+        el("thead", {}, el("tr", {}, ["Job", "Project", "Schedule", "State", "Next run", "Last run", "Last status", "Recent", ""].map((title) => el("th", { text: title })))),
+        el("tbody", {}, rows),
+      ),
+    );
+  }
+
+  function renderProjectList(page) {
+    $("#projects-count").textContent = `${page.total.toLocaleString()} project${page.total === 1 ? "" : "s"}`;
+    renderPager($("#projects-pager"), "p", page, "projects");
     const list = $("#project-list");
-    if (!projects.items.length) {
+    if (!page.items.length) {
       list.replaceChildren(el("p", { class: "empty", text: "No projects yet: create one with POST /api/v1/projects." }));
       return;
     }
-    const sections = projects.items.map((project, index) => {
-      const page = jobPages[index];
-      const head = el(
-        "div",
-        { class: "project-head" },
-        el("h3", { text: project.name }),
-        project.description ? el("span", { class: "muted", text: project.description }) : null,
-        project.notify_url ? el("span", { class: "muted small mono project-notify", title: "Failure notices go here", text: `notices → ${project.notify_url}` }) : null,
-        el("span", { class: "muted small", text: `${page.total} job${page.total === 1 ? "" : "s"}${page.total > page.items.length ? `, first ${page.items.length} shown` : ""}` }),
-      );
-      if (!page.items.length) {
-        return el("div", { class: "project" }, head, el("p", { class: "empty", text: "No jobs in this project." }));
-      }
-      const rows = page.items.map((job) =>
-        el(
-          "tr",
-          { class: "job-row", dataset: { jobUuid: job.uuid } },
-          el("td", {}, el("a", { class: "job-name", href: `#/job/${encodeURIComponent(job.uuid)}`, text: job.name }), el("span", { class: "job-id mono", text: job.uuid })),
-          el("td", {}, el("code", { text: job.spec }), job.timezone && job.timezone !== "UTC" ? el("span", { class: "job-id", text: job.timezone }) : null),
-          el("td", { class: "col-state" }, el("span", { class: `badge ${job.paused ? "warn" : "ok"}`, text: job.paused ? "paused" : "active" })),
-          job.paused ? el("td", { class: "col-next muted", text: "paused" }) : timeCell(job.next_run_at, "col-next"),
-          timeCell(job.last_run_at, "col-last-run"),
-          el("td", { class: "col-last-status" }, stateBadge(job.last_status)),
-          el("td", { class: "col-recent" }, strip(byJob.get(job.uuid) || [])),
-          el("td", {}, jobActions(job)),
-        ),
-      );
-      const table = el(
+    const rows = page.items.map((project) =>
+      el(
+        "tr",
+        { class: "project", dataset: { projectUuid: project.uuid } },
+        el("td", {}, el("a", { class: "project-name", href: `#/?project=${encodeURIComponent(project.uuid)}`, title: "Show this project's jobs", text: project.name })),
+        el("td", { class: "wrap muted", text: project.description || "" }),
+        el("td", { class: "wrap" }, project.notify_url ? el("span", { class: "muted small mono project-notify", title: "Failure notices go here", text: `notices → ${project.notify_url}` }) : null),
+        el("td", {}, el("a", { class: "button small", href: `#/new?project=${encodeURIComponent(project.uuid)}`, text: "New job" })),
+      ),
+    );
+    list.replaceChildren(
+      el(
         "table",
-        { class: "table jobs" },
-        el("thead", {}, el("tr", {}, ["Job", "Schedule", "State", "Next run", "Last run", "Last status", "Recent", ""].map((title) => el("th", { text: title })))),
+        { class: "table projects" },
+        el("thead", {}, el("tr", {}, ["Project", "Description", "Failure notices", ""].map((title) => el("th", { text: title })))),
         el("tbody", {}, rows),
-      );
-      return el("div", { class: "project", dataset: { projectUuid: project.uuid } }, head, table);
-    });
-    list.replaceChildren(...sections);
+      ),
+    );
   }
 
   // -- the chart ---------------------------------------------------------------
@@ -632,8 +851,68 @@
       api("GET", `${path}/next?${query({ n: 3 })}`),
     ]);
     if (!current()) return;
+    view.job = job;
     renderJob(job, next);
     renderTimeline(executions.items);
+    await refreshExecutions(job, current);
+  }
+
+  // -- executions, filtered and paged -----------------------------------------
+
+  // What the executions list asks the API for, from the hash: e-prefixed
+  // (estate, ecursor, ...) so they do not clash with the jobs list's.
+  function executionFilters() {
+    const params = hashParams();
+    return { state: params.get("estate") || undefined, since: params.get("since") || undefined, until: params.get("until") || undefined };
+  }
+
+  async function refreshExecutions(job, current) {
+    const path = job ? `/jobs/${encodeURIComponent(job.uuid)}/executions` : "/executions";
+    let page;
+    try {
+      page = await api("GET", `${path}?${query({ ...executionFilters(), ...pageQuery("e") })}`);
+    } catch (error) {
+      if (error.status !== 400) throw error;
+      // A time range the API refuses (until before since): say which.
+      if (!current()) return;
+      const problem = $("#exec-filter-error");
+      problem.textContent = Object.values(error.fields)[0] || error.message;
+      show(problem, true);
+      return;
+    }
+    if (!current()) return;
+    show($("#exec-filter-error"), false);
+    $("#executions-title").textContent = job ? "Executions" : "All executions";
+    const filtered = Object.values(executionFilters()).some((value) => value !== undefined);
+    $("#executions-count").textContent = `${page.total.toLocaleString()} execution${page.total === 1 ? "" : "s"}${filtered ? " match" : ""}${page.missing_nodes && page.missing_nodes.length ? ` (nodes ${page.missing_nodes.join(", ")} did not answer)` : ""}`;
+    renderPager($("#exec-pager"), "e", page, "executions");
+    renderExecutionRows(page.items, !job);
+  }
+
+  function renderExecutionRows(items, withJob) {
+    const titles = ["Scheduled", "State", "Status", "Attempts", "Node", "Lateness", "Error"];
+    if (withJob) titles.splice(1, 0, "Job");
+    $("#executions thead tr").replaceChildren(...titles.map((title) => el("th", { class: ["Status", "Attempts", "Node", "Lateness"].includes(title) ? "num" : undefined, text: title })));
+    const rows = items.map((execution) =>
+      el(
+        "tr",
+        { dataset: { executionId: execution.execution_id, state: execution.state } },
+        el("td", { title: execution.scheduled_at, text: absolute(execution.scheduled_at) }),
+        withJob ? el("td", {}, el("a", { class: "mono small", href: `#/job/${encodeURIComponent(execution.job_uuid)}`, text: execution.job_uuid })) : null,
+        el("td", { class: "col-state" }, stateBadge(execution.state)),
+        el("td", { class: "num", text: execution.status_code ?? "—" }),
+        el("td", { class: "num", text: execution.attempts ?? "—" }),
+        el("td", { class: "num", text: execution.node_id ?? "—" }),
+        el("td", { class: "num", text: latenessText(lateness(execution)) }),
+        el(
+          "td",
+          { class: "wrap", title: execution.error || undefined },
+          execution.error || execution.skip_reason || "",
+          responseBody(execution) === null ? null : el("div", { class: "response-body mono", title: responseBody(execution), text: responseBody(execution) }),
+        ),
+      ),
+    );
+    $("#executions tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "empty", colspan: String(titles.length), text: "No executions match." }))]));
   }
 
   function fact(label, value, id, extraClass) {
@@ -668,6 +947,8 @@
     toggle.dataset.paused = String(Boolean(job.paused));
     toggle.dataset.jobUuid = job.uuid;
     $("#job-run-now").dataset.jobUuid = job.uuid;
+    $("#job-edit").setAttribute("href", `#/job/${encodeURIComponent(job.uuid)}/edit`);
+    $("#job-delete").dataset.jobUuid = job.uuid;
     const upcoming = (next.items || []).map((item) => absolute(item.utc)).join(", ");
     $("#job-facts").replaceChildren(
       fact("Schedule", el("code", { text: job.spec }), "job-spec"),
@@ -742,25 +1023,6 @@
     else view.hovered = null;
     legend($("#timeline-legend"), false);
     renderSlotDetail();
-    const rows = items.slice(0, 15).map((execution) =>
-      el(
-        "tr",
-        { dataset: { executionId: execution.execution_id } },
-        el("td", { title: execution.scheduled_at, text: absolute(execution.scheduled_at) }),
-        el("td", {}, stateBadge(execution.state)),
-        el("td", { class: "num", text: execution.status_code ?? "—" }),
-        el("td", { class: "num", text: execution.attempts ?? "—" }),
-        el("td", { class: "num", text: execution.node_id ?? "—" }),
-        el("td", { class: "num", text: latenessText(lateness(execution)) }),
-        el(
-          "td",
-          { class: "wrap", title: execution.error || undefined },
-          execution.error || execution.skip_reason || "",
-          responseBody(execution) === null ? null : el("div", { class: "response-body mono", title: responseBody(execution), text: responseBody(execution) }),
-        ),
-      ),
-    );
-    $("#executions tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "empty", colspan: "7", text: "No executions yet." }))]));
   }
 
   function renderSlotDetail() {
@@ -841,10 +1103,325 @@
     });
   }
 
+  // -- the job form: made from the API's own OpenAPI document ----------------
+  //
+  // Its fields are the writable fields the document lists for a job (JobInput
+  // to create one, JobPatch to change one), so a field the API gains shows
+  // here without a change to this page. Each field's problems, as the API
+  // words them, show beside it; the next runs show as the schedule is typed.
+
+  const form = { uuid: null, job: null, seq: 0, previewTimer: null, previewSeq: 0 };
+
+  async function openapiDocument() {
+    if (!view.openapi) view.openapi = await api("GET", "/openapi.json", undefined, { raw: true });
+    return view.openapi;
+  }
+
+  async function openForm(uuid) {
+    const token = (form.seq += 1);
+    form.uuid = uuid;
+    form.job = null;
+    clearTimeout(form.previewTimer);
+    // Set once this form's fields are drawn (for whoever waits on them).
+    delete $("#job-form").dataset.loaded;
+    $("#form-title").textContent = uuid ? "Edit job" : "New job";
+    $("#form-submit").textContent = uuid ? "Save changes" : "Create job";
+    $("#form-sub").textContent = uuid ? "Only the fields you change are sent." : "Fields left empty take the node's defaults.";
+    const back = uuid ? `#/job/${encodeURIComponent(uuid)}` : `#/${hashParams().get("project") ? `?project=${encodeURIComponent(hashParams().get("project"))}` : ""}`;
+    $("#form-back").setAttribute("href", back);
+    $("#form-cancel").setAttribute("href", back);
+    $("#form-fields").replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+    show($("#form-error"), false);
+    try {
+      const job = uuid ? await api("GET", `/jobs/${encodeURIComponent(uuid)}`) : null;
+      const [doc, projects] = await Promise.all([openapiDocument(), projectChoices(job ? job.project_uuid : hashParams().get("project"))]);
+      if (token !== form.seq) return;
+      const schemas = doc.components.schemas;
+      form.job = job;
+      if (job) $("#form-title").textContent = `Edit ${job.name}`;
+      buildForm(uuid ? schemas.JobPatch : schemas.JobInput, projects, job);
+      $("#job-form").dataset.loaded = uuid || "new";
+      schedulePreview(0);
+    } catch (error) {
+      if (token !== form.seq) return;
+      if (error.status === 401) {
+        signOut(error.message);
+        return;
+      }
+      $("#form-fields").replaceChildren();
+      showFormError(`Could not open the form: ${error.message}`);
+    }
+  }
+
+  function fieldKind(name, prop) {
+    if (name === "project_uuid") return "project";
+    if (Array.isArray(prop.enum)) return "enum";
+    const type = Array.isArray(prop.type) ? prop.type.find((t) => t !== "null") : prop.type;
+    if (type === "boolean" || type === "number" || type === "integer" || type === "string") return type;
+    return "json"; // any JSON value, an object or an array: typed as JSON
+  }
+
+  function buildForm(schema, projects, job) {
+    const required = new Set(job ? [] : schema.required || []);
+    const rows = Object.entries(schema.properties || {}).map(([name, prop]) => fieldRow(name, prop, required.has(name), projects, job));
+    $("#form-fields").replaceChildren(...rows);
+  }
+
+  function fieldRow(name, prop, isRequired, projects, job) {
+    const kind = fieldKind(name, prop);
+    const id = `field-${name}`;
+    const current = job ? job[name] : undefined;
+    const known = current !== undefined && current !== null;
+    let input;
+    if (kind === "project") {
+      input = el("select", { id, name });
+      const chosen = job ? job.project_uuid : hashParams().get("project") || (projects[0] ? projects[0].uuid : "");
+      renderProjectChoices(input, projects, chosen, null);
+    } else if (kind === "enum") {
+      input = el("select", { id, name }, job ? null : el("option", { value: "", text: "(default)" }), prop.enum.map((value) => el("option", { value: String(value), text: String(value) })));
+      input.value = known ? String(current) : "";
+    } else if (kind === "boolean") {
+      input = el("input", { id, name, type: "checkbox" });
+      input.checked = Boolean(current);
+    } else if (kind === "json") {
+      input = el("textarea", { id, name, rows: "3", spellcheck: "false", placeholder: "JSON" });
+      input.value = current === undefined ? "" : JSON.stringify(current, null, 2);
+    } else {
+      // Numbers too are typed as text: the API words what is wrong with one.
+      const numeric = kind === "number" || kind === "integer";
+      input = el("input", { id, name, type: "text", spellcheck: "false", inputmode: numeric ? (kind === "integer" ? "numeric" : "decimal") : undefined });
+      input.value = known ? String(current) : "";
+      if (name === "spec" || name === "timezone") input.addEventListener("input", () => schedulePreview(TYPING_MS));
+    }
+    input.dataset.kind = kind;
+    const label = el("label", { for: id }, name, isRequired ? el("span", { class: "required", title: "required", text: " *" }) : null);
+    const help = prop.description ? el("p", { class: "help muted small", text: prop.description }) : null;
+    const error = el("p", { id: `error-${name}`, class: "field-error", role: "alert", hidden: true });
+    const row = el("div", { class: `field field-${kind}`, dataset: { field: name } }, label, input, error, help);
+    if (name === "spec") row.append(el("div", { id: "preview", class: "preview", "aria-live": "polite" }));
+    return row;
+  }
+
+  // What the form sends: for a new job the fields filled in, for a job
+  // being edited the fields that differ from it; and what cannot be sent.
+  function formBody() {
+    const body = {};
+    const problems = {};
+    for (const input of $("#form-fields").querySelectorAll("[data-kind]")) {
+      const { name } = input;
+      const kind = input.dataset.kind;
+      let value;
+      if (kind === "boolean") {
+        value = input.checked;
+        if (!form.job && !value) continue;
+      } else {
+        const text = input.value.trim();
+        if (text === "") continue;
+        if (kind === "json") {
+          try {
+            value = JSON.parse(text);
+          } catch (error) {
+            problems[name] = `${name}: is not JSON (${error.message})`;
+            continue;
+          }
+        } else if (kind === "number" || kind === "integer") {
+          value = Number.isFinite(Number(text)) ? Number(text) : text;
+        } else {
+          value = kind === "string" ? input.value : text;
+        }
+      }
+      if (form.job && JSON.stringify(form.job[name] ?? null) === JSON.stringify(value)) continue;
+      body[name] = value;
+    }
+    return { body, problems };
+  }
+
+  function clearFieldError(name) {
+    const slot = document.getElementById(`error-${name}`);
+    if (!slot) return;
+    slot.textContent = "";
+    show(slot, false);
+    slot.closest(".field").classList.remove("invalid");
+  }
+
+  // Each field's message beside it; true when every one had a place.
+  function placeFieldErrors(fields) {
+    let placed = 0;
+    const entries = Object.entries(fields || {});
+    for (const [name, message] of entries) {
+      const slot = document.getElementById(`error-${name}`);
+      if (!slot || !slot.closest("#form-fields")) continue;
+      slot.textContent = message;
+      show(slot, true);
+      slot.closest(".field").classList.add("invalid");
+      placed += 1;
+    }
+    return entries.length > 0 && placed === entries.length;
+  }
+
+  function showFormError(message) {
+    const box = $("#form-error");
+    box.textContent = message;
+    show(box, Boolean(message));
+  }
+
+  async function submitForm(event) {
+    event.preventDefault();
+    for (const slot of $("#form-fields").querySelectorAll(".field-error")) clearFieldError(slot.id.slice("error-".length));
+    showFormError("");
+    const { body, problems } = formBody();
+    if (Object.keys(problems).length) {
+      placeFieldErrors(problems);
+      showFormError("Fix the fields marked above.");
+      return;
+    }
+    const button = $("#form-submit");
+    button.disabled = true;
+    try {
+      let job;
+      if (form.job) {
+        if (!Object.keys(body).length) {
+          toast("Nothing changed");
+          location.hash = `#/job/${encodeURIComponent(form.job.uuid)}`;
+          return;
+        }
+        job = await api("PATCH", `/jobs/${encodeURIComponent(form.job.uuid)}`, body);
+        toast(`Saved ${job.name}`);
+      } else {
+        job = await api("POST", "/jobs", body);
+        toast(`Created ${job.name}`);
+      }
+      location.hash = `#/job/${encodeURIComponent(job.uuid)}`;
+    } catch (error) {
+      if (error.status === 401) {
+        signOut(error.message);
+        return;
+      }
+      placeFieldErrors(error.fields);
+      showFormError(error.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function schedulePreview(delay) {
+    clearTimeout(form.previewTimer);
+    form.previewTimer = setTimeout(runPreview, delay);
+  }
+
+  // The next runs of the spec and zone as typed, from POST /schedule/preview
+  // (which stores nothing); a problem with either shows beside it.
+  async function runPreview() {
+    const box = document.getElementById("preview");
+    const specInput = document.getElementById("field-spec");
+    if (!box || !specInput) return;
+    const zoneInput = document.getElementById("field-timezone");
+    const timezone = zoneInput ? zoneInput.value.trim() : "";
+    const token = (form.previewSeq += 1);
+    const spec = specInput.value;
+    if (!spec.trim()) {
+      clearFieldError("spec");
+      clearFieldError("timezone");
+      box.dataset.state = "empty";
+      box.replaceChildren(el("p", { class: "muted small", text: "Type a schedule to see its next runs." }));
+      return;
+    }
+    const body = { spec, n: PREVIEW_SLOTS };
+    if (timezone) body.timezone = timezone;
+    try {
+      const answer = await api("POST", "/schedule/preview", body);
+      if (token !== form.previewSeq) return;
+      clearFieldError("spec");
+      clearFieldError("timezone");
+      box.dataset.state = "ok";
+      box.dataset.count = String(answer.items.length);
+      box.replaceChildren(
+        el("p", { class: "preview-head", text: `Next runs (${answer.timezone})` }),
+        answer.items.length
+          ? el("ol", {}, answer.items.map((item) => el("li", { title: item.utc, dataset: { utc: item.utc } }, el("span", { class: "mono", text: item.local }), el("span", { class: "muted", text: ` ${relative(item.utc)}` }))))
+          : el("p", { class: "muted small", text: "This schedule fires no more." }),
+      );
+    } catch (error) {
+      if (token !== form.previewSeq) return;
+      if (error.status === 401) {
+        signOut(error.message);
+        return;
+      }
+      clearFieldError("spec");
+      clearFieldError("timezone");
+      box.dataset.state = "error";
+      box.dataset.count = "0";
+      box.replaceChildren(el("p", { class: "muted small", text: "No next runs to show." }));
+      if (!placeFieldErrors(error.fields)) placeFieldErrors({ spec: error.message });
+    }
+  }
+
+  // -- deleting a job ----------------------------------------------------------
+
+  function askDelete() {
+    const job = view.job;
+    if (!job) return;
+    $("#delete-confirm-text").textContent = `Delete the job “${job.name}”? It stops firing, and this cannot be undone.`;
+    $("#delete-confirm-yes").dataset.jobUuid = job.uuid;
+    show($("#delete-confirm"), true);
+    $("#delete-confirm-no").focus();
+  }
+
+  async function deleteJob(button) {
+    const job = view.job;
+    if (!job || button.dataset.jobUuid !== job.uuid) return;
+    button.disabled = true;
+    try {
+      await api("DELETE", `/jobs/${encodeURIComponent(job.uuid)}`);
+      show($("#delete-confirm"), false);
+      toast(`Deleted ${job.name}`);
+      $("#toast").dataset.deleted = job.uuid;
+      location.hash = `#/?project=${encodeURIComponent(job.project_uuid)}`;
+    } catch (error) {
+      if (error.status === 401) {
+        signOut(error.message);
+        return;
+      }
+      toast(`Failed: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   // -- start ----------------------------------------------------------------
+
+  // An instant typed in a datetime-local box (this browser's zone) in RFC 3339.
+  function typedInstant(value) {
+    const ms = value ? Date.parse(value) : NaN;
+    return Number.isNaN(ms) ? null : new Date(ms).toISOString();
+  }
+
+  function wireFilters() {
+    let typing = null;
+    $("#jobs-filters").addEventListener("submit", (event) => event.preventDefault());
+    $("#jobs-search").addEventListener("input", (event) => {
+      const value = event.currentTarget.value;
+      clearTimeout(typing);
+      typing = setTimeout(() => setParams({ q: value, ...firstPage("") }, { replace: true }), TYPING_MS);
+    });
+    $("#jobs-state").addEventListener("change", (event) => setParams({ state: event.currentTarget.value, ...firstPage("") }));
+    $("#jobs-project").addEventListener("change", (event) => setParams({ project: event.currentTarget.value, ...firstPage("") }));
+    $("#exec-filters").addEventListener("submit", (event) => event.preventDefault());
+    $("#exec-state").replaceChildren(el("option", { value: "", text: "Any" }), ...STATES.map((state) => el("option", { value: state, text: state })));
+    $("#exec-state").addEventListener("change", (event) => setParams({ estate: event.currentTarget.value, ...firstPage("e") }));
+    for (const [id, key] of [["#exec-since", "since"], ["#exec-until", "until"]]) {
+      $(id).addEventListener("change", (event) => setParams({ [key]: typedInstant(event.currentTarget.value), ...firstPage("e") }));
+    }
+    $("#exec-clear").addEventListener("click", () => setParams({ estate: null, since: null, until: null, ...firstPage("e") }));
+    $("#job-form").addEventListener("submit", submitForm);
+    $("#job-delete").addEventListener("click", askDelete);
+    $("#delete-confirm-yes").addEventListener("click", (event) => deleteJob(event.currentTarget));
+    $("#delete-confirm-no").addEventListener("click", () => show($("#delete-confirm"), false));
+  }
 
   function start() {
     legend($("#chart-legend"), true, OUTCOMES);
+    wireFilters();
     $("#signin-form").addEventListener("submit", signIn);
     $("#sign-out").addEventListener("click", () => signOut());
     $("#job-toggle-pause").addEventListener("click", (event) => {
