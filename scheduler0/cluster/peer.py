@@ -40,7 +40,9 @@ from twisted.web.resource import Resource
 from scheduler0.cluster.copies import check_meta
 from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY, HTTP_SKEWED_KEY
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable, WritesRefused
+from scheduler0.store.apply import HANDLERS
 from scheduler0.store.commands import Command
+from scheduler0.versions import FIRST_ENTRY_VERSION, UnsupportedVersion, unknown_op
 
 if TYPE_CHECKING:
     from scheduler0.cluster.copies import HistoryCopies
@@ -176,6 +178,18 @@ class PeerClient:
         )
 
 
+def member_versions(status: dict | None) -> dict:
+    """
+    A member's release and the entry version it reads, from its
+    C{/peer/status} (None: it did not answer, so not known). A release
+    before entry versions says neither: it reads version 1.
+    """
+    if not status:
+        return {"release": None, "reads_entry_version": None}
+    reads = status.get("reads_entry_version", FIRST_ENTRY_VERSION)
+    return {"release": status.get("release"), "reads_entry_version": reads}
+
+
 def _refused_by_peer(payload: dict) -> WritesRefused:
     error = payload.get("error") or {}
     data = payload.get("data") or {}
@@ -294,6 +308,11 @@ class PeerAPI:
             command = Command.from_bytes(self._body(request))
         except ValueError as e:
             raise _Refused(400, "invalid", f"body: {e}") from None
+        except UnsupportedVersion as e:
+            # A member of a newer release: this leader would not apply it.
+            raise _Refused(409, "unsupported_version", f"body: {e}") from None
+        if command.op not in HANDLERS:
+            raise _Refused(409, "unsupported_version", f"body: {unknown_op(command.op)}")
         return await self.node.propose_as_leader(command)
 
     async def _read_index(self, request: Any) -> Any:

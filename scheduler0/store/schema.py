@@ -9,7 +9,15 @@ from typing import Any
 
 from scheduler0.store.executions import EXECUTIONS_TABLE
 from scheduler0.store.rows import _all, _one
-from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION
+from scheduler0.versions import (
+    ENTRY_VERSION,
+    FIRST_ENTRY_VERSION,
+    check_entry_version,
+    check_schema_version,
+    file_name,
+    migrate_schema,
+    schema_version,
+)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -168,6 +176,49 @@ def _create_schema(txn: Any) -> None:
         )
 
 
+#: The steps of state.db's schema, in order (L{migrate_schema}; its
+#: C{PRAGMA user_version} is how many it had). Step 0 brings the file of any
+#: release before schema versions (version 0) to this layout. It is also run
+#: on every open of a file at the latest version: tables and columns added
+#: to L{_SCHEMA} and L{_ADDED_COLUMNS} reach files of the same version. A
+#: change that is not additive is a new step.
+_STEPS = (_create_schema,)
+STATE_SCHEMA_VERSION = len(_STEPS)
+
+
+def migrate_state(txn: Any, name: str | None = None) -> None:
+    """
+    Bring a state file (or a snapshot image restored into one) to this
+    release's schema; L{UnsupportedVersion} when a newer release wrote it.
+    """
+    name = name or file_name(txn)
+    migrate_schema(txn, _STEPS, _create_schema, name)
+    check_entry_version(stored_entry_version(txn), name)
+
+
+def stored_entry_version(txn: Any) -> int:
+    """
+    The entry version a state file (a cursor, or a connection to an image)
+    says its cluster writes (1: none said, as the releases before versions).
+    """
+    if not txn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone():
+        return FIRST_ENTRY_VERSION
+    row = txn.execute("SELECT value FROM meta WHERE key = 'entry_version'").fetchone()
+    return int(row[0]) if row else FIRST_ENTRY_VERSION
+
+
+def check_image(source: Any, name: str) -> None:
+    """
+    Refuse (L{UnsupportedVersion}) a state image (a connection to it) that a
+    newer release wrote: its schema version or entry version is past this
+    release's. Checked before it replaces anything.
+    """
+    check_schema_version(schema_version(source), STATE_SCHEMA_VERSION, name)
+    check_entry_version(stored_entry_version(source), name)
+
+
 # Pages of state.db SQLite may keep in memory (KiB when negative). Inserting
 # jobs under random uuids changes pages all over the primary key's index; at
 # a million jobs that index is about 50 MiB, and with the default 2 MiB cache
@@ -178,4 +229,4 @@ STATE_CACHE_KIB = 65536
 
 def _open(txn: Any) -> None:
     txn.execute(f"PRAGMA cache_size = -{STATE_CACHE_KIB}")
-    _create_schema(txn)
+    migrate_state(txn)
