@@ -59,7 +59,7 @@ from scheduler0.parts import (
 )
 from scheduler0.ports import ProposingNode
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
-from scheduler0.versions import ENTRY_VERSION
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
@@ -629,6 +629,13 @@ class NodeBuilder:
             connection_pool(os.path.join(data, "state.db"), reactor, replayable=True),
             # Raft snapshots are copied on a reactor pool thread beside it.
             run_blocking=self.in_thread,
+            # A node joining a cluster learns the entry version it writes
+            # from the log or a snapshot (README, "Upgrading").
+            new_entry_version=(
+                FIRST_ENTRY_VERSION
+                if self.config.replicas and not self.config.bootstrap
+                else ENTRY_VERSION
+            ),
         )
         command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), reactor))
         executions = ExecutionStore(

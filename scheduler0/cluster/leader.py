@@ -40,9 +40,10 @@ FIRST_ROUND_S = 0.15
 STALL_S = 0.25
 # Jobs moved by one assign_jobs command (a command is one Raft entry).
 MOVE_BATCH = 5000
-# How often the leader asks every member which entry version it reads, while
-# the cluster writes an older one than this release (a rolling upgrade).
-ENTRY_VERSION_POLL_S = 2.0
+# How often the leader looks at the entry version the cluster writes, and
+# while it is older than this release's (a rolling upgrade) asks every member
+# which one it reads.
+ENTRY_VERSION_POLL_S = 1.0
 
 
 PLACEMENT_CHANGES = frozenset(
@@ -390,9 +391,15 @@ class LeaderDuties:
         newer one, commit C{set_entry_version} to the newest every one of
         them reads (that command is itself of that version, so only such
         members ever meet it). A member that does not answer holds it back.
+
+        A new cluster's files start at this release's version, which no
+        entry says: the leader logs it once, for members that join later
+        (their files start at the first version) and replay the log.
         """
         current = await self.state.entry_version()
         if current >= ENTRY_VERSION:
+            if not await self.state.entry_version_index():
+                await self._propose_entry_version(current, current)
             return
         members = sorted(self.node.member_ids())
         answers = await gatherResults([self._reads_of(member) for member in members])
@@ -404,17 +411,19 @@ class LeaderDuties:
         if not members or None in answers or not self.node.is_leader:
             return
         target = min(ENTRY_VERSION, *answers)
-        if target <= current:
-            return
+        if target > current:
+            await self._propose_entry_version(target, current)
+
+    async def _propose_entry_version(self, version: int, was: int) -> None:
         result = await self.node.propose(
-            Command(Op.SET_ENTRY_VERSION, {"version": target}, version=target)
+            Command(Op.SET_ENTRY_VERSION, {"version": version}, version=version)
         ).addCallback(self._resumed)
-        if result.ok:
+        if result.ok and version > was:
             log.info(
                 "every member reads entry version {version}: the cluster writes it from"
                 " now on (it wrote {was})",
                 version=result.value["entry_version"],
-                was=current,
+                was=was,
                 event="entry_version_raised",
             )
 

@@ -42,7 +42,12 @@ from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY, HTTP_SK
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable, WritesRefused
 from scheduler0.store.apply import HANDLERS
 from scheduler0.store.commands import Command
-from scheduler0.versions import FIRST_ENTRY_VERSION, UnsupportedVersion, unknown_op
+from scheduler0.versions import (
+    FIRST_ENTRY_VERSION,
+    EntryVersionTooLow,
+    UnsupportedVersion,
+    unknown_op,
+)
 
 if TYPE_CHECKING:
     from scheduler0.cluster.copies import HistoryCopies
@@ -263,6 +268,8 @@ class PeerAPI:
             status, code, message = refused.status, refused.code, str(refused)
         except NotLeader as e:
             status, code, message = 409, "not_leader", str(e)
+        except EntryVersionTooLow as e:
+            status, code, message = 409, "entry_version_too_low", str(e)
         except WritesRefused as e:
             status, code, message = 507, "insufficient_storage", str(e)
             data = {

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from scheduler0.raft.core import LEADER
@@ -22,7 +22,12 @@ from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import Entry
 from scheduler0.store.apply import entry_version_after
 from scheduler0.store.commands import Command, Op, Result, Subscriber, Subscribers
-from scheduler0.versions import FIRST_ENTRY_VERSION, UnsupportedVersion, at_entry
+from scheduler0.versions import (
+    FIRST_ENTRY_VERSION,
+    EntryVersionTooLow,
+    UnsupportedVersion,
+    at_entry,
+)
 
 log = Logger()
 
@@ -57,8 +62,15 @@ class RaftProposer:
         return self.driver.applied_index if self.driver is not None else 0
 
     def propose(self, command: Command) -> Deferred[Any]:
-        """Commit C{command} through Raft; fire with its result once applied on this node."""
+        """
+        Commit C{command} through Raft; fire with its result once applied on
+        this node. A command of a newer entry version than the cluster writes
+        (as applied here) fails with L{EntryVersionTooLow}: a member may not
+        read it (the API checks first; this is the leader's own check).
+        """
         assert self.driver is not None
+        if command.version > self.entry_version and command.op != Op.SET_ENTRY_VERSION:
+            return fail(EntryVersionTooLow(command.op, command.version, self.entry_version))
         return self.driver.propose(command.to_bytes(), command.request_id or "")
 
     def read_barrier(self) -> Deferred[int]:

@@ -65,7 +65,7 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     Op.SET_ENTRY_VERSION: _set_entry_version,
 }
 # Handlers that are also given the entry's log index.
-_GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS))
+_GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS, Op.SET_ENTRY_VERSION))
 
 
 def _apply(txn: Any, index: int, command: Command) -> Result:

@@ -299,12 +299,14 @@ def _commit_executions(txn: Any, args: Mapping) -> Any:
     return {"committed": len(rows), "stale": False}
 
 
-def _set_entry_version(txn: Any, args: Mapping) -> Any:
+def _set_entry_version(txn: Any, args: Mapping, index: int = 0) -> Any:
     """
     Raise the entry version the cluster writes to C{version} (the leader
     proposes it once every member reads it; L{scheduler0.versions}). It
-    never goes down: a lower or equal one changes nothing. The value is the
-    entry version now.
+    never goes down: a lower one changes nothing. The value is the entry
+    version now. The log index is kept: the leader of a new cluster, whose
+    files started at this release's version, logs it once, so that a member
+    that joins later and replays the log learns it too.
     """
     version = _integer(args, "version", FIRST_ENTRY_VERSION)
     if version > ENTRY_VERSION:
@@ -316,6 +318,10 @@ def _set_entry_version(txn: Any, args: Mapping) -> Any:
         " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
         (version,),
     )
-    return {
-        "entry_version": _one_known(txn, "SELECT value FROM meta WHERE key = 'entry_version'")[0]
-    }
+    txn.execute(
+        "INSERT INTO meta (key, value) VALUES ('entry_version_index', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (index,),
+    )
+    now = _one_known(txn, "SELECT value FROM meta WHERE key = 'entry_version'")[0]
+    return {"entry_version": now}

@@ -5,6 +5,7 @@ tables of older files, and opening a file (page cache, schema).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from scheduler0.store.executions import EXECUTIONS_TABLE
@@ -152,10 +153,13 @@ _DUMPED_TABLES = (
 )
 
 
-def _create_schema(txn: Any) -> None:
-    """Create what is missing, adding new columns to the tables of older files."""
-    # A new file starts at this release's entry version; a file an older
-    # release wrote (it has a meta table without the row) at the first one.
+def _create_schema(txn: Any, new_entry_version: int = ENTRY_VERSION) -> None:
+    """
+    Create what is missing, adding new columns to the tables of older files.
+    A new file starts at entry version C{new_entry_version}.
+    """
+    # A file an older release wrote (it has a meta table without the row)
+    # starts at the first entry version.
     fresh = not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
     for statement in _SCHEMA:
         txn.execute(statement)
@@ -166,7 +170,7 @@ def _create_schema(txn: Any) -> None:
         txn.execute(statement)
     txn.execute(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('entry_version', ?)",
-        (ENTRY_VERSION if fresh else FIRST_ENTRY_VERSION,),
+        (new_entry_version if fresh else FIRST_ENTRY_VERSION,),
     )
     if not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'owner_loads'"):
         txn.execute(_OWNER_LOADS)
@@ -186,13 +190,19 @@ _STEPS = (_create_schema,)
 STATE_SCHEMA_VERSION = len(_STEPS)
 
 
-def migrate_state(txn: Any, name: str | None = None) -> None:
+def migrate_state(
+    txn: Any, name: str | None = None, new_entry_version: int = ENTRY_VERSION
+) -> None:
     """
     Bring a state file (or a snapshot image restored into one) to this
     release's schema; L{UnsupportedVersion} when a newer release wrote it.
+    A new file starts at entry version C{new_entry_version}.
     """
     name = name or file_name(txn)
-    migrate_schema(txn, _STEPS, _create_schema, name)
+    create = partial(_create_schema, new_entry_version=new_entry_version)
+    steps = (create,)
+    assert len(steps) == len(_STEPS)
+    migrate_schema(txn, steps, create, name)
     check_entry_version(stored_entry_version(txn), name)
 
 
@@ -227,6 +237,6 @@ def check_image(source: Any, name: str) -> None:
 STATE_CACHE_KIB = 65536
 
 
-def _open(txn: Any) -> None:
+def _open(txn: Any, new_entry_version: int = ENTRY_VERSION) -> None:
     txn.execute(f"PRAGMA cache_size = -{STATE_CACHE_KIB}")
-    migrate_state(txn)
+    migrate_state(txn, new_entry_version=new_entry_version)
