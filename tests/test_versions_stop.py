@@ -10,11 +10,14 @@ every member reads the newer one (alone, a node raises it at start).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
+from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -23,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from harness.process import prepare_single_node
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster.leader import LeaderDuties
-from scheduler0.cluster.peer import PeerUnavailable
+from scheduler0.cluster.peer import PeerAPI, PeerUnavailable
 from scheduler0.cluster.proposer import RaftProposer
 from scheduler0.raft.storage import RAFT_SCHEMA_VERSION, SqliteRaftStorage
 from scheduler0.store.commands import Command, Op
@@ -38,6 +41,7 @@ from scheduler0.versions import (
     EntryVersionTooLow,
     UnsupportedVersion,
 )
+from tests.support.api import Admin, basic
 from tests.support.raft import IDS, SETTINGS, Cluster
 
 AT = "2026-03-01T12:00:00.000Z"
@@ -563,3 +567,43 @@ class NodeRefusesNewerDataTests(TestCase):
         line = await self.refused(append)
         self.assertIn("command log entry", line)
         self.assertIn(f"entry version {ENTRY_VERSION + 1}", line)
+
+
+class ForwardedProposalTests(SynchronousTestCase):
+    """
+    The leader's C{/peer/propose} (in memory through StubTreq): a command a
+    member of a newer release forwards is answered with an error, never
+    proposed (a forwarded write is no reason to stop the leader).
+    """
+
+    def setUp(self) -> None:
+        self.proposed: list[Command] = []
+
+        def propose_as_leader(command: Command) -> Deferred:
+            self.proposed.append(command)
+            return succeed({"result": {"ok": True, "value": None}, "index": 1})
+
+        api = PeerAPI(SimpleNamespace(propose_as_leader=propose_as_leader), Admin())  # type: ignore[arg-type]
+        self.treq = StubTreq(api.resource())
+
+    def post(self, body: bytes) -> tuple[int, dict]:
+        d = self.treq.post("http://leader.test/peer/propose", data=body, headers=basic())
+        self.treq.flush()
+        response = self.successResultOf(d)
+        return response.code, json.loads(self.successResultOf(response.content()))
+
+    def test_a_command_of_a_newer_entry_version_is_refused(self) -> None:
+        code, body = self.post(newer_command())
+        self.assertEqual((code, body["error"]["code"]), (409, "unsupported_version"))
+        self.assertIn(f"entry version {ENTRY_VERSION + 1}", body["error"]["message"])
+        self.assertEqual(self.proposed, [])
+
+    def test_a_command_with_an_op_this_release_does_not_know_is_refused(self) -> None:
+        code, body = self.post(Command("label_jobs", {}).to_bytes())
+        self.assertEqual((code, body["error"]["code"]), (409, "unsupported_version"))
+        self.assertEqual(self.proposed, [])
+
+    def test_a_command_it_reads_is_proposed(self) -> None:
+        code, _ = self.post(Command(Op.SET_ENTRY_VERSION, {"version": 2}, version=2).to_bytes())
+        self.assertEqual(code, 200)
+        self.assertEqual([c.op for c in self.proposed], [Op.SET_ENTRY_VERSION])

@@ -259,6 +259,17 @@ SCHEMAS: dict[str, Any] = {
             },
             "scheduling_paused": {"type": "boolean"},
             "pause_reason": _NULLABLE_STRING,
+            "entry_version": {
+                "type": ["integer", "null"],
+                "description": (
+                    "The entry version the cluster writes, as this node has applied it "
+                    "(README, Upgrading)."
+                ),
+            },
+            "reads_entry_version": {
+                "type": "integer",
+                "description": "The newest entry version this node's release reads.",
+            },
             "ready": {
                 "type": "boolean",
                 "description": "This node can serve writes and fire its jobs (200, else 503).",
@@ -320,8 +331,20 @@ SCHEMAS: dict[str, Any] = {
                         "lease_valid": {"type": ["boolean", "null"]},
                         "scheduling_paused": {"type": ["boolean", "null"]},
                         "owned_jobs": {"type": "integer"},
+                        "release": _NULLABLE_STRING,
+                        "reads_entry_version": {
+                            "type": ["integer", "null"],
+                            "description": (
+                                "The newest entry version the member reads (1: a release "
+                                "before entry versions; null: it did not answer)."
+                            ),
+                        },
                     },
                 },
+            },
+            "entry_version": {
+                "type": ["integer", "null"],
+                "description": "The entry version the cluster writes (README, Upgrading).",
             },
         },
     },
