@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from harness.cluster import Cluster as ProcessCluster
 from harness.process import prepare_single_node
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster.leader import LeaderDuties
@@ -607,3 +608,45 @@ class ForwardedProposalTests(SynchronousTestCase):
         code, _ = self.post(Command(Op.SET_ENTRY_VERSION, {"version": 2}, version=2).to_bytes())
         self.assertEqual(code, 200)
         self.assertEqual([c.op for c in self.proposed], [Op.SET_ENTRY_VERSION])
+
+
+class ClusterNodeHaltsTests(TestCase):
+    """
+    A real cluster node (a cluster of one, so its own log is all there is)
+    whose Raft log holds a committed entry of a newer entry version: it
+    stops at that entry with one critical line and exit code 1, and its
+    state does not apply it.
+    """
+
+    timeout = 90
+
+    async def test_a_committed_entry_of_a_newer_version_stops_the_node(self) -> None:
+        cluster = ProcessCluster(reactor, os.path.abspath(self.mktemp()), 1)
+        self.addCleanup(cluster.close)
+        await cluster.prepare()
+        await cluster.start()
+        await cluster.wait_leader(30)
+        await cluster.stop(1)
+        node = cluster.node(1)
+        data = os.path.join(node.workdir, "data")
+        db = sqlite3.connect(os.path.join(data, "raft.db"))
+        index, term = db.execute("SELECT idx, term FROM entries ORDER BY idx DESC").fetchone()
+        db.execute(
+            "INSERT INTO entries (idx, term, kind, data, request_id) VALUES (?, ?, 0, ?, '')",
+            (index + 1, term, newer_command()),
+        )
+        db.execute("UPDATE hard_state SET commit_index = ?", (index + 1,))
+        db.commit()
+        db.close()
+        node.spawn()
+        ended = await node.exited()
+        self.assertEqual(getattr(ended, "exitCode", 0), 1, node.output)
+        lines = log_lines(node.workdir, "stops:")
+        self.assertEqual(len(lines), 1, node.output)
+        self.assertIn("critical", lines[0])
+        self.assertIn(f"Raft entry {index + 1}:", lines[0])
+        self.assertIn(f"entry version {ENTRY_VERSION + 1}", lines[0])
+        state = sqlite3.connect(os.path.join(data, "state.db"))
+        applied = state.execute("SELECT value FROM meta WHERE key = 'applied_index'").fetchone()
+        state.close()
+        self.assertLessEqual(applied[0], index)
