@@ -29,6 +29,7 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import TimeoutError
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -68,7 +69,11 @@ class RollingUpgradeTests(TestCase):
         self.receiver = CallbackReceiver(reactor)
         self.receiver_port = await self.receiver.listen(reactor)
         self.addCleanup(self.receiver.stop)
-        self.cluster = Cluster(reactor, os.path.abspath(self.mktemp()), 3)
+        # Snapshots every few entries: a restarted node is sent one, by a
+        # leader of either release.
+        self.cluster = Cluster(
+            reactor, os.path.abspath(self.mktemp()), 3, extra_config="RaftSnapshotThreshold: 3\n"
+        )
         self.addCleanup(self.cluster.close)
         await self.cluster.prepare()
         for node in self.cluster.nodes:
@@ -150,47 +155,73 @@ class RollingUpgradeTests(TestCase):
             version=2,
         )
 
+    async def lead_with_this_release(self, old: int, new: list[int]) -> int:
+        """
+        Make one of the nodes C{new} (this release) the leader while node
+        C{old} (the previous release) stays a member: if C{old} leads, it is
+        paused (SIGSTOP) until one of them takes over, then resumed.
+        """
+        leader = await self.cluster.wait_leader(30)
+        if leader == old:
+            self.cluster.pause(old)
+            try:
+                leader = await self.cluster.wait_leader(30, among=new)
+            finally:
+                self.cluster.resume(old)
+        await self.ready(old)
+        return await self.cluster.wait_leader(30)
+
     async def test_rolling_upgrade_misses_no_slot_and_raises_the_entry_version(self) -> None:
         """
         A three-node cluster of the previous release upgraded one node at a
-        time (the leader last) fires every slot of its @every 1s jobs, keeps
-        writing entry version 1 while an old node is a member, and writes
-        version 2 once all run this release.
+        time (a follower, the leader, the other follower, with a leader of
+        this release over a follower of the previous one in between) fires
+        every slot of its @every 1s jobs, keeps writing entry version 1
+        while an old node is a member, and writes version 2 once all run
+        this release.
         """
         cluster = self.cluster
         await cluster.start()
         leader = await cluster.wait_leader(30)
         self.headers = await cluster.make_headers()
         await self.create_jobs(leader)
-        await self.delivered_through(reactor.seconds() + 1)
+        await self.delivered_through(reactor.seconds() + 2)
         first_stop = reactor.seconds()
-        order = [n for n in cluster.ids if n != leader] + [leader]
+        followers = [n for n in cluster.ids if n != leader]
+        order = [followers[0], leader, followers[1]]
         for step, node_id in enumerate(order):
-            if node_id == leader:
-                # Its followers run this release already: one of them takes over.
-                await cluster.stop(node_id)
-                new_leader = await cluster.wait_leader(30, among=order[:step])
+            await cluster.stop(node_id)
+            cluster.node(node_id).python = None
+            await cluster.start(ids=[node_id])
+            health = await self.ready(node_id)
+            self.assertEqual(health["reads_entry_version"], 2)
+            if step == len(order) - 1:
+                break
+            # An old node is still a member: the cluster writes version 1.
+            view = await self.cluster_view(node_id)
+            self.assertEqual(view["entry_version"], 1, view)
+            reads = {m["node_id"]: m["reads_entry_version"] for m in view["members"]}
+            self.assertEqual({reads[n] for n in order[: step + 1]}, {2}, view)
+            self.assertEqual({reads[n] for n in order[step + 1 :]}, {1}, view)
+            if step == 1:
+                # Before the last one: a leader of this release over an old
+                # follower refuses a version-2 command, and takes what the
+                # old one forwards.
+                old = order[2]
+                new_leader = await self.lead_with_this_release(old, order[:2])
                 code, body = await self.propose_directly(
                     new_leader, self.version_2_command("refused")
                 )
                 self.assertEqual(
                     (code, body["error"]["code"]), (409, "entry_version_too_low"), body
                 )
-            else:
-                await cluster.stop(node_id)
-            cluster.node(node_id).python = None
-            await cluster.start(ids=[node_id])
-            health = await self.ready(node_id)
-            self.assertEqual(health["reads_entry_version"], 2)
-            if step < len(order) - 1:
-                # An old node is still a member: the cluster writes version 1.
-                view = await self.cluster_view(node_id)
-                self.assertEqual(view["entry_version"], 1, view)
-                reads = {m["node_id"]: m["reads_entry_version"] for m in view["members"]}
-                self.assertEqual(reads[node_id], 2, view)
-                self.assertEqual(
-                    {reads[n] for n in order[step + 1 :]}, {1}, f"old nodes read 1: {view}"
+                code, body = await self.call(
+                    "PATCH",
+                    old,
+                    f"/projects/{self.project['uuid']}",
+                    json={"description": "through an old follower"},
                 )
+                self.assertEqual(code, 200, body)
         last_start = reactor.seconds()
 
         async def raised() -> bool:
