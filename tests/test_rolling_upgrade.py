@@ -155,6 +155,27 @@ class RollingUpgradeTests(TestCase):
             version=2,
         )
 
+    async def settled(self, node_id: int) -> None:
+        """
+        Wait until node C{node_id}, back, holds its share of the jobs (the
+        shares differ by one at most) and the slots of every job up to two
+        seconds later have arrived: the handovers that gave it its share are
+        past their instants (README, Upgrading: what to wait for before
+        stopping the next node).
+        """
+
+        async def balanced() -> bool:
+            view = await self.cluster_view(node_id)
+            owned = {m["node_id"]: m["owned_jobs"] for m in view["members"]}
+            return (
+                owned.get(node_id, 0) >= 1
+                and sum(owned.values()) == JOBS
+                and max(owned.values()) - min(owned.values()) <= 1
+            )
+
+        await wait_for(reactor, balanced, timeout=30, what=f"node {node_id} holding its share")
+        await self.delivered_through(reactor.seconds() + 2)
+
     async def lead_with_this_release(self, old: int, new: list[int]) -> int:
         """
         Make one of the nodes C{new} (this release) the leader while node
@@ -195,6 +216,7 @@ class RollingUpgradeTests(TestCase):
             await cluster.start(ids=[node_id])
             health = await self.ready(node_id)
             self.assertEqual(health["reads_entry_version"], 2)
+            await self.settled(node_id)
             if step == len(order) - 1:
                 break
             # An old node is still a member: the cluster writes version 1.
