@@ -27,7 +27,7 @@ from harness.cluster import Cluster as ProcessCluster
 from harness.process import prepare_single_node
 from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster.leader import LeaderDuties
-from scheduler0.cluster.peer import PeerAPI, PeerUnavailable
+from scheduler0.cluster.peer import PeerAPI, PeerClient, PeerUnavailable
 from scheduler0.cluster.proposer import RaftProposer
 from scheduler0.raft.storage import RAFT_SCHEMA_VERSION, SqliteRaftStorage
 from scheduler0.store.commands import Command, Op
@@ -650,3 +650,21 @@ class ClusterNodeHaltsTests(TestCase):
         applied = state.execute("SELECT value FROM meta WHERE key = 'applied_index'").fetchone()
         state.close()
         self.assertLessEqual(applied[0], index)
+
+    def test_the_leader_s_refusal_reaches_the_follower_s_client(self) -> None:
+        """
+        A leader that refuses a command of a newer entry version than the
+        cluster writes answers 409 with the versions; the follower's peer
+        client raises the same EntryVersionTooLow (its API answers 409 too).
+        """
+
+        def propose_as_leader(command: Command) -> Deferred:
+            return fail(EntryVersionTooLow("labels", 2, 1))
+
+        api = PeerAPI(SimpleNamespace(propose_as_leader=propose_as_leader), Admin())  # type: ignore[arg-type]
+        treq = StubTreq(api.resource())
+        client = PeerClient(treq, Admin(), lambda node_id: "http://leader.test")
+        d = client.propose(1, Command(Op.DELETE_JOB, {"uuid": "j"}, version=2), 1.0)
+        treq.flush()
+        error = self.failureResultOf(d, EntryVersionTooLow).value
+        self.assertEqual((error.feature, error.needed, error.current), ("labels", 2, 1))

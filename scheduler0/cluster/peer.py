@@ -125,6 +125,10 @@ class PeerClient:
             ) from None
         if response.code == 409 and payload.get("error", {}).get("code") == "not_leader":
             raise PeerNotLeader(payload["error"]["message"])
+        if response.code == 409 and payload.get("error", {}).get("code") == _TOO_LOW:
+            # The leader refused a command of a newer entry version than the
+            # cluster writes: the client gets the same 409 from this node.
+            raise _too_low_at_peer(payload.get("data") or {})
         if response.code == 507:
             # The leader could not store the write: nothing changed, and
             # asking again at once would not help. Its answer goes back as is.
@@ -193,6 +197,17 @@ def member_versions(status: dict | None) -> dict:
         return {"release": None, "reads_entry_version": None}
     reads = status.get("reads_entry_version", FIRST_ENTRY_VERSION)
     return {"release": status.get("release"), "reads_entry_version": reads}
+
+
+_TOO_LOW = "entry_version_too_low"
+
+
+def _too_low_at_peer(data: dict) -> EntryVersionTooLow:
+    return EntryVersionTooLow(
+        str(data.get("feature") or "this request"),
+        int(data.get("needed") or 0),
+        int(data.get("current") or 0),
+    )
 
 
 def _refused_by_peer(payload: dict) -> WritesRefused:
@@ -269,7 +284,8 @@ class PeerAPI:
         except NotLeader as e:
             status, code, message = 409, "not_leader", str(e)
         except EntryVersionTooLow as e:
-            status, code, message = 409, "entry_version_too_low", str(e)
+            status, code, message = 409, _TOO_LOW, str(e)
+            data = {"feature": e.feature, "needed": e.needed, "current": e.current}
         except WritesRefused as e:
             status, code, message = 507, "insufficient_storage", str(e)
             data = {
