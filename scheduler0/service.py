@@ -59,7 +59,7 @@ from scheduler0.parts import (
 )
 from scheduler0.ports import ProposingNode
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
-from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION, UnsupportedVersion
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
@@ -241,7 +241,6 @@ class NodeService(MultiService):
 
         def failed(failure: Any) -> None:
             from scheduler0.diskspace import DataDirectoryUnusable
-            from scheduler0.versions import UnsupportedVersion
 
             if failure.check(DataDirectoryUnusable, UnsupportedVersion):
                 # Known and said in one line: no traceback to read through.

@@ -46,17 +46,6 @@ class UnsupportedVersion(Exception):
     """
 
 
-def newer_entry(what: str, version: int) -> UnsupportedVersion:
-    """
-    The refusal of C{what} (an entry, a snapshot) written at entry version
-    C{version}, newer than this release reads.
-    """
-    return UnsupportedVersion(
-        f"{what} is of entry version {version}; this release ({RELEASE}) reads entry versions"
-        f" up to {ENTRY_VERSION}: it needs a release that reads entry version {version}"
-    )
-
-
 def unknown_op(op: str) -> UnsupportedVersion:
     """The refusal of a command whose op this release has no handler for."""
     return UnsupportedVersion(

@@ -200,9 +200,7 @@ def migrate_state(
     """
     name = name or file_name(txn)
     create = partial(_create_schema, new_entry_version=new_entry_version)
-    steps = (create,)
-    assert len(steps) == len(_STEPS)
-    migrate_schema(txn, steps, create, name)
+    migrate_schema(txn, (create, *_STEPS[1:]), create, name)
     check_entry_version(stored_entry_version(txn), name)
 
 
