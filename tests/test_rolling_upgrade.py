@@ -5,14 +5,21 @@ virtualenv of its own by L{harness.release}; the first run installs it, in
 some 10-40 s, later runs reuse it), to this code, one node at a time while
 C{@every 1s} jobs fire (README, "Upgrading").
 
-Each node in turn, the followers first and the leader last, is stopped with
-SIGTERM and started on this release with the same data directory and
-config; the test waits until it is ready again. While an old node remains a
-member the cluster goes on writing entry version 1 (GET /cluster says so,
-and the leader of this release refuses a version-2 command with 409
-C{entry_version_too_low}); once every node runs this release the leader
-raises it to 2 on its own and the same command is accepted and applied on
-every node. Every slot of every job from before the first stop to after the
+Each node in turn (a follower, the leader, the other follower) is stopped
+with SIGTERM and started on this release with the same data directory and
+config; the test waits until it is ready again and holds its share of the
+jobs. Snapshots are taken every few entries, so a node that comes back is
+sent one by a leader of the previous release; before the last node, a
+leader of this release is made to lead it, and it is left behind (stopped
+while the leader commits writes, then started again on the previous
+release) so that it is sent a snapshot of this release's state, which it
+installs.
+While an old node remains a member the cluster goes on writing entry
+version 1 (GET /cluster says so, the leader of this release refuses a
+version-2 command with 409 C{entry_version_too_low}, and a write through
+the old follower is forwarded and answered); once every node runs this
+release the leader raises it to 2 on its own and the same command is
+accepted and applied on every node. Every slot of every job from before the first stop to after the
 last start is delivered (late is allowed: a stopped node's jobs are caught
 up by their new owner). A slot delivered twice keeps its execution_id (the
 at-least-once contract of README's Callbacks and Running a cluster); the
@@ -51,6 +58,9 @@ MARGIN_S = 3.0
 #: arrived: a handover's gap check (lease + two fan-in rounds of every
 #: member + 1 s: about 10 s with the default config) and some slack.
 GAP_CHECK_WAIT_S = 30.0
+#: Writes committed while a follower of the previous release is stopped: more
+#: than a leader keeps in its log past a snapshot (RaftSnapshotThreshold 3).
+SNAPSHOT_WRITES = 12
 
 
 def _slot(arrival: Any) -> float:
@@ -192,6 +202,52 @@ class RollingUpgradeTests(TestCase):
         await self.ready(old)
         return await self.cluster.wait_leader(30)
 
+    async def snapshot_to_old_follower(self, old: int, leader: int) -> None:
+        """
+        Leave node C{old} (the previous release) behind, stopped, while the
+        leader (this release) commits writes, then start it again (on the
+        previous release still): it is sent a snapshot of this release's
+        state, which it must install and go on from.
+        """
+        await self.cluster.stop(old)
+        await self.write_behind(old)
+        await self.cluster.start(ids=[old])
+        await self.ready(old)
+        await self.settled(old)
+        await self.installed_a_snapshot(old)
+
+    async def write_behind(self, stopped: int) -> None:
+        """
+        Commit more writes than a leader keeps in its log past a snapshot
+        while node C{stopped} is down: it is sent a snapshot when it is back.
+        """
+        running = [n for n in self.cluster.ids if n != stopped]
+        leader = await self.cluster.wait_leader(30, among=running)
+        for n in range(SNAPSHOT_WRITES):
+            code, body = await self.call(
+                "PATCH",
+                leader,
+                f"/projects/{self.project['uuid']}",
+                json={"description": f"write {n} while node {stopped} is down"},
+            )
+            self.assertEqual(code, 200, body)
+        self.description = body["data"]["description"]
+
+    async def installed_a_snapshot(self, node_id: int) -> None:
+        """Node C{node_id}'s current run installed a snapshot and reads the writes it holds."""
+        node = self.cluster.node(node_id)
+        log = os.path.join(node.workdir, f"node-{node.starts}.log")
+
+        def installed() -> bool:
+            with open(log, errors="replace") as f:
+                return "installed a snapshot" in f.read()
+
+        await wait_for(reactor, installed, timeout=30, what=f"node {node_id} to install a snapshot")
+        code, body = await self.call(
+            "GET", node_id, f"/projects/{self.project['uuid']}?consistency=stale"
+        )
+        self.assertEqual((code, body["data"]["description"]), (200, self.description))
+
     async def test_rolling_upgrade_misses_no_slot_and_raises_the_entry_version(self) -> None:
         """
         A three-node cluster of the previous release upgraded one node at a
@@ -212,11 +268,15 @@ class RollingUpgradeTests(TestCase):
         order = [followers[0], leader, followers[1]]
         for step, node_id in enumerate(order):
             await cluster.stop(node_id)
+            await self.write_behind(node_id)
             cluster.node(node_id).python = None
             await cluster.start(ids=[node_id])
             health = await self.ready(node_id)
             self.assertEqual(health["reads_entry_version"], 2)
             await self.settled(node_id)
+            # Sent by a leader of the previous release (the first time) or of
+            # this one: this release installs either.
+            await self.installed_a_snapshot(node_id)
             if step == len(order) - 1:
                 break
             # An old node is still a member: the cluster writes version 1.
@@ -231,6 +291,8 @@ class RollingUpgradeTests(TestCase):
                 # old one forwards.
                 old = order[2]
                 new_leader = await self.lead_with_this_release(old, order[:2])
+                await self.snapshot_to_old_follower(old, new_leader)
+                new_leader = await self.cluster.wait_leader(30)
                 code, body = await self.propose_directly(
                     new_leader, self.version_2_command("refused")
                 )
