@@ -101,6 +101,10 @@ class NodeProcess:
     twistd_args: tuple[str, ...] = ()
     # Options of the scheduler0 plugin itself (after --config), e.g. --log-format.
     plugin_args: tuple[str, ...] = ()
+    # The python that runs twistd. None: this one, with this checkout first
+    # on its path; else one with a release installed (harness.release),
+    # run with no PYTHONPATH so that it runs that release only.
+    python: str | None = None
     _watch: _Watch | None = None
     _transport: Any = None
     starts: int = 0
@@ -122,11 +126,15 @@ class NodeProcess:
         self.starts += 1
         self._watch = _Watch()
         env = dict(os.environ)
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        if self.python is None:
+            env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        else:
+            env.pop("PYTHONPATH", None)
         env.update(self.env)
+        python = self.python or sys.executable
         log_path = os.path.join(self.workdir, f"node-{self.starts}.log")
         argv = [
-            sys.executable,
+            python,
             "-c",
             TWISTD,
             "--nodaemon",
@@ -139,7 +147,7 @@ class NodeProcess:
             *self.plugin_args,
         ]
         self._transport = self.reactor.spawnProcess(
-            self._watch, sys.executable, argv, env=env, path=self.workdir
+            self._watch, python, argv, env=env, path=self.workdir
         )
 
     async def start(self, timeout: float = 30.0) -> dict:

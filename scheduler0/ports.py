@@ -142,6 +142,10 @@ class StateReader(Protocol):
 
     def credential_hash_key_ids(self) -> Deferred[Any]: ...
 
+    #: The entry version the cluster writes (L{scheduler0.versions}): what a
+    #: request needing a newer one checks (C{require_entry_version}).
+    def entry_version(self) -> Deferred[Any]: ...
+
 
 @runtime_checkable
 class Sender(Protocol):

@@ -59,6 +59,7 @@ from scheduler0.parts import (
 )
 from scheduler0.ports import ProposingNode
 from scheduler0.tls import api_server_endpoint, check_tls_config, endpoint_warnings
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION, UnsupportedVersion
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
@@ -221,6 +222,8 @@ class NodeService(MultiService):
     log_observer: Any = None
     #: What the health check reads, once the node's parts are built.
     vitals: Vitals | None = None
+    #: Why the node stops applying (L{halt}; None: it does not).
+    halted: str | None = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -240,7 +243,7 @@ class NodeService(MultiService):
         def failed(failure: Any) -> None:
             from scheduler0.diskspace import DataDirectoryUnusable
 
-            if failure.check(DataDirectoryUnusable):
+            if failure.check(DataDirectoryUnusable, UnsupportedVersion):
                 # Known and said in one line: no traceback to read through.
                 log.error(
                     "scheduler0 node {node_id} does not start: {reason}",
@@ -250,12 +253,30 @@ class NodeService(MultiService):
             else:
                 log.failure("scheduler0 node failed to start", failure)
             self.ready.errback(failure)
-            # twistd has no way to report a failed start in its exit code;
-            # leave with 1 once the reactor has shut down.
-            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-            self.reactor.callLater(0, self._stop_reactor)
+            self._exit_with_error()
 
         started.addCallbacks(self.ready.callback, failed)
+
+    def _exit_with_error(self) -> None:
+        """Stop the reactor, then leave with 1 (twistd's exit code says nothing)."""
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        self.reactor.callLater(0, self._stop_reactor)
+
+    def halt(self, error: Exception) -> None:
+        """
+        Stop the node, exit code 1, for C{error}: it met an entry, a snapshot
+        or a file of a newer release (L{scheduler0.versions.UnsupportedVersion})
+        and applies nothing more. One critical line says what and why.
+        """
+        if self.halted is not None:
+            return
+        self.halted = str(error)
+        log.critical(
+            "scheduler0 node {node_id} stops: {reason}",
+            node_id=self.config.node_id,
+            reason=self.halted,
+        )
+        self._exit_with_error()
 
     def _stop_reactor(self) -> None:
         if self.reactor.running:
@@ -405,6 +426,7 @@ class NodeService(MultiService):
                 "lease_valid": status["lease_valid"],
                 "clock_offset_s": status["clock_offset_s"],
                 "max_clock_offset_s": config.max_clock_offset_ms / 1000,
+                "entry_version": status["entry_version"],
             }
         else:
             index = getattr(proposer, "applied_index", 0) if proposer is not None else 0
@@ -425,11 +447,16 @@ class NodeService(MultiService):
                         "role": "leader",
                         "reachable": True,
                         "last_contact": 0.0,
+                        "reads_entry_version": ENTRY_VERSION,
                     }
                 ],
+                "entry_version": getattr(proposer, "entry_version", None),
             }
         return {
             **view,
+            # The entry version this release reads; "entry_version" is the one
+            # the cluster writes (README, "Upgrading").
+            "reads_entry_version": ENTRY_VERSION,
             "scheduling_paused": bool(guard_state["paused"]),
             "pause_reason": guard_state["reason"],
             "resources": guard_state,
@@ -602,6 +629,13 @@ class NodeBuilder:
             connection_pool(os.path.join(data, "state.db"), reactor, replayable=True),
             # Raft snapshots are copied on a reactor pool thread beside it.
             run_blocking=self.in_thread,
+            # A node joining a cluster learns the entry version it writes
+            # from the log or a snapshot (README, "Upgrading").
+            new_entry_version=(
+                FIRST_ENTRY_VERSION
+                if self.config.replicas and not self.config.bootstrap
+                else ENTRY_VERSION
+            ),
         )
         command_log = CommandLog(connection_pool(os.path.join(data, "log.db"), reactor))
         executions = ExecutionStore(
@@ -675,6 +709,7 @@ class NodeBuilder:
             summary=summary,
             history_copies=copies,
             disk=disk,
+            halt=self.node.halt,
         )
 
     def local_proposer(
@@ -684,7 +719,12 @@ class NodeBuilder:
         from scheduler0.store.local import LocalProposer
 
         return LocalProposer(
-            command_log, state, self.reactor, leader_address=self.config.http_address, disk=disk
+            command_log,
+            state,
+            self.reactor,
+            leader_address=self.config.http_address,
+            disk=disk,
+            halt=self.node.halt,
         )
 
     def callbacks(

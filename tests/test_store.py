@@ -27,7 +27,7 @@ from scheduler0.store.local import LocalProposer
 from scheduler0.store.log import ZLIB_MARKER, CommandLog
 from scheduler0.store.sqlite import connection_pool
 from scheduler0.store.state import REQUEST_MEMORY, STATE_CACHE_KIB, StateStore
-from scheduler0.versions import ENTRY_VERSION
+from scheduler0.versions import ENTRY_VERSION, UnsupportedVersion
 
 T0 = "2026-01-01T00:00:00.000Z"
 T1 = "2026-01-01T00:01:00.000Z"
@@ -566,12 +566,26 @@ class StoreSuiteMixin:
     # -- apply semantics --------------------------------------------------------------
 
     @scenario
-    async def test_unknown_op_is_invalid_and_consumes_index(self) -> None:
-        """An unknown op is an invalid result, not an exception, and still uses up its index."""
+    async def test_unknown_op_is_refused_and_does_not_consume_index(self) -> None:
+        """
+        An op this release has no handler for was written by a newer one: it
+        fails with UnsupportedVersion naming the op, changes nothing and
+        leaves the applied index where it was (the node stops; see
+        scheduler0.versions). Releases before entry versions answered
+        "invalid" and used up the index, which left such a node's state apart
+        from the others'.
+        """
         state = await self.state()
-        result = await state.apply(1, Command("drop_everything", {}))
-        self.assertEqual((result.ok, result.code, result.field), (False, "invalid", "op"))
+        await state.apply(1, Command("create_project", {"project": project()}))
+        before = await state.dump()
+        try:
+            await state.apply(2, Command("drop_everything", {}))
+        except UnsupportedVersion as e:
+            self.assertIn("'drop_everything'", str(e))
+        else:
+            self.fail("an unknown op was applied")
         self.assertEqual(await state.applied_index(), 1)
+        self.assertEqual(await state.dump(), before)
 
     @scenario
     async def test_rejected_command_advances_index_without_changes(self) -> None:
@@ -664,7 +678,6 @@ class StoreSuiteMixin:
             Command("create_credential", {"credential": credential()}),
             Command("archive_credential", {"uuid": "c1", "archived_at": T1}),
             Command("delete_job", {"uuid": "j2"}),
-            Command("nonsense", {}),
         ]
         one = await self.state("one.db")
         two = await self.state("two.db")

@@ -48,6 +48,7 @@ class ClusterResource:
             "node_id": health.get("node_id"),
             "leader_id": health.get("leader_id", health.get("node_id")),
             "term": term,
+            "entry_version": health.get("entry_version"),
             "members": [
                 {
                     **member,

@@ -268,6 +268,17 @@ SCHEMAS: dict[str, Any] = {
             },
             "scheduling_paused": {"type": "boolean"},
             "pause_reason": _NULLABLE_STRING,
+            "entry_version": {
+                "type": ["integer", "null"],
+                "description": (
+                    "The entry version the cluster writes, as this node has applied it "
+                    "(README, Upgrading)."
+                ),
+            },
+            "reads_entry_version": {
+                "type": "integer",
+                "description": "The newest entry version this node's release reads.",
+            },
             "ready": {
                 "type": "boolean",
                 "description": "This node can serve writes and fire its jobs (200, else 503).",
@@ -336,8 +347,20 @@ SCHEMAS: dict[str, Any] = {
                                 "lease), whichever member answers; null when unknown."
                             ),
                         },
+                        "release": _NULLABLE_STRING,
+                        "reads_entry_version": {
+                            "type": ["integer", "null"],
+                            "description": (
+                                "The newest entry version the member reads (1: a release "
+                                "before entry versions; null: it did not answer)."
+                            ),
+                        },
                     },
                 },
+            },
+            "entry_version": {
+                "type": ["integer", "null"],
+                "description": "The entry version the cluster writes (README, Upgrading).",
             },
         },
     },

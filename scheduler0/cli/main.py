@@ -665,6 +665,12 @@ def format_status(
         f"commit/applied index: {_text(data.get('commit_index'))}"
         f" / {_text(data.get('applied_index'))}",
     ]
+    if data.get("entry_version") is not None:
+        # A rolling upgrade's progress (README, Upgrading).
+        lines.append(
+            f"entry version: {_text(data.get('entry_version'))} written by the cluster,"
+            f" up to {_text(data.get('reads_entry_version'))} read by this node"
+        )
     if data.get("scheduling_paused"):
         lines.append(f"scheduling:  paused ({_text(data.get('pause_reason'))})")
     elif data.get("lease_valid") is False:
@@ -693,9 +699,21 @@ def format_status(
             "applied_index",
             "lease_valid",
             "owned_jobs",
+            "reads_entry_version",
         )
         rows = [
-            ["NODE", "ROLE", "ADDRESS", "REACHABLE", "TERM", "COMMIT", "APPLIED", "LEASE", "JOBS"]
+            [
+                "NODE",
+                "ROLE",
+                "ADDRESS",
+                "REACHABLE",
+                "TERM",
+                "COMMIT",
+                "APPLIED",
+                "LEASE",
+                "JOBS",
+                "READS",
+            ]
         ]
     else:
         members = data.get("members") or []

@@ -11,15 +11,16 @@ import heapq
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from scheduler0.cluster.peer import PeerUnavailable
+from scheduler0.cluster.peer import PeerUnavailable, member_versions
 from scheduler0.errors import StoreUnavailable
 from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
+from scheduler0.versions import ENTRY_VERSION
 
 if TYPE_CHECKING:
     from scheduler0.cluster.node import ClusterNode
@@ -39,6 +40,10 @@ FIRST_ROUND_S = 0.15
 STALL_S = 0.25
 # Jobs moved by one assign_jobs command (a command is one Raft entry).
 MOVE_BATCH = 5000
+# How often the leader looks at the entry version the cluster writes, and
+# while it is older than this release's (a rolling upgrade) asks every member
+# which one it reads.
+ENTRY_VERSION_POLL_S = 1.0
 
 
 PLACEMENT_CHANGES = frozenset(
@@ -114,6 +119,7 @@ class LeaderDuties:
         for interval, fn in (
             (REBALANCE_INTERVAL_S, self.rebalance),
             (self.config.execution_log_fetch_interval_seconds, self.fan_in),
+            (ENTRY_VERSION_POLL_S, self.raise_entry_version),
         ):
             loop = LoopingCall(self._once, fn)
             loop.clock = self.clock
@@ -339,8 +345,6 @@ class LeaderDuties:
 
     async def _record_progress(self, chosen: list[int]) -> None:
         """Ask the nodes C{chosen} how far they got, and commit what changed."""
-        from twisted.internet.defer import gatherResults
-
         answers = await gatherResults([self._mark_of(member) for member in chosen])
         marks = [
             [member, *mark]
@@ -374,5 +378,65 @@ class LeaderDuties:
         timeout = max(0.1, min(1.0, float(self.config.execution_log_fetch_interval_seconds)))
         d = self.node.peers.progress(member, timeout)
         d.addCallback(shaped)
+        d.addErrback(unavailable)
+        return d
+
+    # -- entry version ---------------------------------------------------------
+
+    async def raise_entry_version(self) -> None:
+        """
+        While the cluster writes an older entry version than this release
+        reads, ask every member of the Raft configuration (voters and
+        learners) which version it reads; once all answer and all read a
+        newer one, commit C{set_entry_version} to the newest every one of
+        them reads (that command is itself of that version, so only such
+        members ever meet it). A member that does not answer holds it back.
+
+        A new cluster's files start at this release's version, which no
+        entry says: the leader logs it once, for members that join later
+        (their files start at the first version) and replay the log.
+        """
+        current = await self.state.entry_version()
+        if current >= ENTRY_VERSION:
+            if not await self.state.entry_version_index():
+                await self._propose_entry_version(current, current)
+            return
+        members = sorted(self.node.member_ids())
+        answers = await gatherResults([self._reads_of(member) for member in members])
+        self.node.member_reads.update(
+            (member, reads)
+            for member, reads in zip(members, answers, strict=True)
+            if reads is not None
+        )
+        if not members or None in answers or not self.node.is_leader:
+            return
+        target = min(ENTRY_VERSION, *answers)
+        if target > current:
+            await self._propose_entry_version(target, current)
+
+    async def _propose_entry_version(self, version: int, was: int) -> None:
+        result = await self.node.propose(
+            Command(Op.SET_ENTRY_VERSION, {"version": version}, version=version)
+        ).addCallback(self._resumed)
+        if result.ok and version > was:
+            log.info(
+                "every member reads entry version {version}: the cluster writes it from"
+                " now on (it wrote {was})",
+                version=result.value["entry_version"],
+                was=was,
+                event="entry_version_raised",
+            )
+
+    def _reads_of(self, member: int) -> Deferred:
+        """The entry version node C{member} reads (None: it did not answer)."""
+        if member == self.node.config.node_id:
+            return succeed(ENTRY_VERSION)
+
+        def unavailable(failure: Any) -> None:
+            failure.trap(PeerUnavailable)
+            return None
+
+        d = self.node.peers.status(member, 1.0)
+        d.addCallback(lambda status: member_versions(status)["reads_entry_version"])
         d.addErrback(unavailable)
         return d

@@ -27,7 +27,7 @@ from scheduler0.cluster import lease_channel
 from scheduler0.cluster.forwarding import FIRING_CHANGES, Forwarding
 from scheduler0.cluster.lease import LEASE_MARGIN_S, TICK_S, Leases
 from scheduler0.cluster.membership import Membership
-from scheduler0.cluster.peer import PeerClient
+from scheduler0.cluster.peer import PeerClient, member_versions
 from scheduler0.cluster.proposer import RaftProposer
 from scheduler0.errors import StoreUnavailable
 from scheduler0.raft.core import LEADER, RaftNode, RaftSettings
@@ -35,6 +35,7 @@ from scheduler0.raft.driver import RaftDriver
 from scheduler0.raft.messages import ClusterConfig
 from scheduler0.raft.storage import SnapshotFile, SqliteRaftStorage
 from scheduler0.store.commands import Command, Result
+from scheduler0.versions import ENTRY_VERSION, RELEASE, UnsupportedVersion
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
@@ -135,6 +136,9 @@ class ClusterNode:
     leases: Leases = attrs.field(init=False)
     #: Writes and linearizable reads, through the leader if need be.
     forwarding: Forwarding = attrs.field(init=False)
+    #: node_id -> the entry version it reads, as the leader last asked
+    #: (L{scheduler0.cluster.leader.LeaderDuties.raise_entry_version}).
+    member_reads: dict[int, int] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.membership = Membership(
@@ -203,11 +207,14 @@ class ClusterNode:
         summary: ExecutionSummary | None = None,
         history_copies: Callable[[Callable[[], set[int]], PeerClient], HistoryCopies] | None = None,
         disk: DiskWatcher | None = None,
+        halt: Callable[[UnsupportedVersion], None] | None = None,
     ) -> ClusterNode:
         """
         Open the Raft log in the data dir and build every part (nothing runs
         yet). C{history_copies}, when given, makes the copies of history this
         node keeps from the member ids (read at each call) and the peer client.
+        C{halt} stops the node when it meets an entry or a snapshot of a newer
+        release (L{RaftProposer.halt}).
         """
         from scheduler0.raft.transport import RaftTransport
         from scheduler0.tls import load_raft_tls, raft_client_endpoint_factory, raft_server_endpoint
@@ -225,7 +232,7 @@ class ClusterNode:
             rng=random.Random(),
             boot=storage.load(),
         )
-        raft = RaftProposer(state, disk=disk)
+        raft = RaftProposer(state, disk=disk, halt=halt)
         addresses = {r.node_id: r.address for r in config.members()}
         addresses[me] = config.http_address
         node_ref: list[ClusterNode] = []
@@ -318,6 +325,7 @@ class ClusterNode:
             )
             await self.state.restore(self.core.snapshot_image)
             applied = await self.state.applied_index()
+        self.raft.entry_version = await self.state.entry_version()
         await self.load_members()
         await self.transport.start()
         self.driver.start(applied)
@@ -486,6 +494,11 @@ class ClusterNode:
             "clock_offset_s": _rounded(self.clock_offset()),
             # The leader's last contact with each member (see cluster_view).
             "member_contact": self.member_contact(),
+            # What this node runs and reads, and the entry version its state
+            # says the cluster writes (releases before versions send none).
+            "release": RELEASE,
+            "reads_entry_version": ENTRY_VERSION,
+            "entry_version": self.raft.entry_version,
         }
 
     def member_contact(self) -> dict[str, float]:
@@ -543,12 +556,14 @@ class ClusterNode:
                     "scheduling_paused": status.get("paused"),
                     "owned_jobs": counts.get(member["node_id"], 0),
                     "last_contact": contact.get(str(member["node_id"])),
+                    **member_versions(status),
                 }
             )
         return {
             "node_id": self.config.node_id,
             "leader_id": self.leader_id,
             "term": self.core.term,
+            "entry_version": self.raft.entry_version,
             "members": out,
         }
 
@@ -628,6 +643,11 @@ class ClusterNode:
                     "connected": connected,
                     "reachable": reachable,
                     "last_contact": round(now - granted_at, 3) if granted_at is not None else None,
+                    "reads_entry_version": (
+                        ENTRY_VERSION
+                        if member == self.config.node_id
+                        else self.member_reads.get(member)
+                    ),
                 }
             )
         return out

@@ -40,7 +40,14 @@ from twisted.web.resource import Resource
 from scheduler0.cluster.copies import check_meta
 from scheduler0.cluster.lease_channel import HTTP_OFFER, HTTP_OFFER_KEY, HTTP_SKEWED_KEY
 from scheduler0.errors import NotLeader, ProposalTimeout, StoreUnavailable, WritesRefused
+from scheduler0.store.apply import HANDLERS
 from scheduler0.store.commands import Command
+from scheduler0.versions import (
+    FIRST_ENTRY_VERSION,
+    EntryVersionTooLow,
+    UnsupportedVersion,
+    unknown_op,
+)
 
 if TYPE_CHECKING:
     from scheduler0.cluster.copies import HistoryCopies
@@ -118,6 +125,10 @@ class PeerClient:
             ) from None
         if response.code == 409 and payload.get("error", {}).get("code") == "not_leader":
             raise PeerNotLeader(payload["error"]["message"])
+        if response.code == 409 and payload.get("error", {}).get("code") == _TOO_LOW:
+            # The leader refused a command of a newer entry version than the
+            # cluster writes: the client gets the same 409 from this node.
+            raise _too_low_at_peer(payload.get("data") or {})
         if response.code == 507:
             # The leader could not store the write: nothing changed, and
             # asking again at once would not help. Its answer goes back as is.
@@ -174,6 +185,29 @@ class PeerClient:
         return Deferred.fromCoroutine(
             self._call(node_id, "GET", f"/peer/summary?minutes={int(minutes)}", None, timeout)
         )
+
+
+def member_versions(status: dict | None) -> dict:
+    """
+    A member's release and the entry version it reads, from its
+    C{/peer/status} (None: it did not answer, so not known). A release
+    before entry versions says neither: it reads version 1.
+    """
+    if not status:
+        return {"release": None, "reads_entry_version": None}
+    reads = status.get("reads_entry_version", FIRST_ENTRY_VERSION)
+    return {"release": status.get("release"), "reads_entry_version": reads}
+
+
+_TOO_LOW = "entry_version_too_low"
+
+
+def _too_low_at_peer(data: dict) -> EntryVersionTooLow:
+    return EntryVersionTooLow(
+        str(data.get("feature") or "this request"),
+        int(data.get("needed") or 0),
+        int(data.get("current") or 0),
+    )
 
 
 def _refused_by_peer(payload: dict) -> WritesRefused:
@@ -249,6 +283,9 @@ class PeerAPI:
             status, code, message = refused.status, refused.code, str(refused)
         except NotLeader as e:
             status, code, message = 409, "not_leader", str(e)
+        except EntryVersionTooLow as e:
+            status, code, message = 409, _TOO_LOW, str(e)
+            data = {"feature": e.feature, "needed": e.needed, "current": e.current}
         except WritesRefused as e:
             status, code, message = 507, "insufficient_storage", str(e)
             data = {
@@ -294,6 +331,11 @@ class PeerAPI:
             command = Command.from_bytes(self._body(request))
         except ValueError as e:
             raise _Refused(400, "invalid", f"body: {e}") from None
+        except UnsupportedVersion as e:
+            # A member of a newer release: this leader would not apply it.
+            raise _Refused(409, "unsupported_version", f"body: {e}") from None
+        if command.op not in HANDLERS:
+            raise _Refused(409, "unsupported_version", f"body: {unknown_op(command.op)}")
         return await self.node.propose_as_leader(command)
 
     async def _read_index(self, request: Any) -> Any:

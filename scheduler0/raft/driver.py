@@ -46,6 +46,7 @@ from scheduler0.raft.messages import (
     TimeoutNow,
 )
 from scheduler0.raft.storage import RaftStorage
+from scheduler0.versions import UnsupportedVersion
 
 log = Logger()
 
@@ -149,6 +150,9 @@ class RaftDriver:
     _apply_delay: float = 0.0
     _apply_failures: int = 0
     _loop_failures: int = 0
+    #: The state machine met an entry or snapshot of a newer release
+    #: (L{UnsupportedVersion} from the hooks): nothing more is applied.
+    halted: bool = False
     # Read tokens answered once confirmed, without waiting for the state machine.
     _confirm_only: set[int] = attrs.field(factory=set)
     dropped_messages: int = 0
@@ -408,7 +412,7 @@ class RaftDriver:
         self._start_applying()
 
     def _start_applying(self) -> None:
-        if self._applying or not self._to_apply or self._apply_retry is not None:
+        if self._applying or not self._to_apply or self._apply_retry is not None or self.halted:
             return
         self._applying = True
         done = Deferred.fromCoroutine(self._apply_all())
@@ -423,6 +427,12 @@ class RaftDriver:
                     if entry.kind == NORMAL:
                         try:
                             result = await _settle(self.apply(entry))
+                        except UnsupportedVersion:
+                            # Written by a newer release: never applied here,
+                            # nor anything after it (the node halts).
+                            self._to_apply.appendleft((kind, item))
+                            self.halted = True
+                            return
                         except Exception:
                             self._to_apply.appendleft((kind, item))
                             self._apply_failed(entry.index, Failure())
@@ -435,7 +445,12 @@ class RaftDriver:
                     self.applied_index = entry.index
                 elif kind == "restore":
                     meta, image = item
-                    await _settle(self.restore(image))
+                    try:
+                        await _settle(self.restore(image))
+                    except UnsupportedVersion:
+                        self._to_apply.appendleft((kind, item))
+                        self.halted = True
+                        return
                     self.applied_index = meta.index
                     log.info("installed a snapshot at index {index}", index=self.applied_index)
                 elif kind == "answer":

@@ -34,6 +34,7 @@ import attrs
 from scheduler0.raft.codec import decode_config, encode_config
 from scheduler0.raft.core import BootState, Ready, SnapshotImage
 from scheduler0.raft.messages import Entry, HardState, SnapshotMeta
+from scheduler0.versions import UnsupportedVersion, migrate_schema
 from scheduler0.walfile import WAL_LIMIT_BYTES, trim_wal
 
 
@@ -214,6 +215,27 @@ CREATE TABLE IF NOT EXISTS snapshot (
 """
 
 
+def _create_schema(db: sqlite3.Connection) -> None:
+    """Create what is missing, adding new columns to the tables of older files."""
+    db.executescript(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(snapshot)")}
+    if "file" not in columns:
+        # Files from before snapshot files kept the image in the row.
+        db.execute("ALTER TABLE snapshot ADD COLUMN file TEXT")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    if "codec" not in columns:
+        # Files from before entries were compressed at rest.
+        db.execute(f"ALTER TABLE entries ADD COLUMN codec INTEGER NOT NULL DEFAULT {CODEC_PLAIN}")
+
+
+#: The steps of raft.db's schema, in order (L{migrate_schema}; its C{PRAGMA
+#: user_version} is how many it had): step 0 brings the file of any release
+#: before schema versions (version 0) to this layout. The entries' data are
+#: commands, versioned on their own (L{scheduler0.versions.ENTRY_VERSION}).
+_STEPS = (_create_schema,)
+RAFT_SCHEMA_VERSION = len(_STEPS)
+
+
 # How an entry's data is stored (the entries table's codec column): as it is,
 # or zlib-compressed. Only at rest: the wire and the core see the data as it
 # is, so peers of any release read what this one sends. Rows from before the
@@ -264,17 +286,11 @@ class SqliteRaftStorage:
         # after the transaction that grew it (L{_trim_wal}), and SQLite cuts it
         # back to this size when it starts it over.
         self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(snapshot)")}
-        if "file" not in columns:
-            # Files from before snapshot files kept the image in the row.
-            self._db.execute("ALTER TABLE snapshot ADD COLUMN file TEXT")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
-        if "codec" not in columns:
-            # Files from before entries were compressed at rest.
-            self._db.execute(
-                f"ALTER TABLE entries ADD COLUMN codec INTEGER NOT NULL DEFAULT {CODEC_PLAIN}"
-            )
+        try:
+            migrate_schema(self._db, _STEPS, _create_schema, self.path)
+        except UnsupportedVersion:
+            self._db.close()
+            raise
 
     def _trim_wal(self) -> None:
         """

@@ -19,6 +19,7 @@ from scheduler0.store.cluster_handlers import (
     _record_progress,
     _remove_member,
     _set_eligible,
+    _set_entry_version,
     _set_members,
 )
 from scheduler0.store.commands import Command, Op, Result, canonical_json, error, ok
@@ -36,6 +37,7 @@ from scheduler0.store.handlers import (
     _upgrade_credential_hash,
 )
 from scheduler0.store.rows import _JOBS, _all, _chunks, _job, _one_known
+from scheduler0.versions import unknown_op
 
 # How many log indexes a request id is remembered for: a retry of the same
 # request inside that span gets the first result instead of applying twice.
@@ -60,9 +62,10 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     Op.ASSIGN_JOBS: _assign_jobs,
     Op.COMMIT_EXECUTIONS: _commit_executions,
     Op.RECORD_PROGRESS: _record_progress,
+    Op.SET_ENTRY_VERSION: _set_entry_version,
 }
 # Handlers that are also given the entry's log index.
-_GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS))
+_GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS, Op.SET_ENTRY_VERSION))
 
 
 def _apply(txn: Any, index: int, command: Command) -> Result:
@@ -106,6 +109,16 @@ def _apply(txn: Any, index: int, command: Command) -> Result:
     return result
 
 
+def entry_version_after(command: Command, result: Result) -> int | None:
+    """
+    The entry version the cluster writes once C{command} applied with
+    C{result}, when it changed it (None: it did not).
+    """
+    if command.op == Op.SET_ENTRY_VERSION and result.ok and not result.duplicate:
+        return int(result.value["entry_version"])
+    return None
+
+
 _VALUE_FROM_COMMAND = "value_from_command"
 #: Request ids made from a client's Idempotency-Key start with this.
 CLIENT_KEY_PREFIX = "key:"
@@ -129,7 +142,10 @@ def _created_jobs(command: Command) -> list[dict]:
 def _apply_command(txn: Any, command: Command, index: int = 0) -> Result:
     handler = HANDLERS.get(command.op)
     if handler is None:
-        return error("invalid", f"unknown command op {command.op!r}", "op")
+        # Written by a newer release: applying nothing here would leave this
+        # node's state apart from the others'. The transaction rolls back
+        # (the applied index stays) and the node stops (scheduler0.versions).
+        raise unknown_op(command.op)
     if not isinstance(command.args, Mapping):
         return error("invalid", "command args must be an object", "args")
     txn.execute("SAVEPOINT command")

@@ -39,6 +39,7 @@ from scheduler0.store.rows import (
 )
 from scheduler0.timeutil import format_instant, parse_instant
 from scheduler0.values import execution_row, plain_execution_row
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION
 
 
 def _set_members(txn: Any, args: Mapping) -> Any:
@@ -296,3 +297,31 @@ def _commit_executions(txn: Any, args: Mapping) -> Any:
     failed_since = format_instant(parse_instant(now) - FAILURE_RETENTION)
     prune_history(txn, keep, failed_since, sorted({row[_JOB_UUID] for row in rows}))
     return {"committed": len(rows), "stale": False}
+
+
+def _set_entry_version(txn: Any, args: Mapping, index: int = 0) -> Any:
+    """
+    Raise the entry version the cluster writes to C{version} (the leader
+    proposes it once every member reads it; L{scheduler0.versions}). It
+    never goes down: a lower one changes nothing. The value is the entry
+    version now. The log index is kept: the leader of a new cluster, whose
+    files started at this release's version, logs it once, so that a member
+    that joins later and replays the log learns it too.
+    """
+    version = _integer(args, "version", FIRST_ENTRY_VERSION)
+    if version > ENTRY_VERSION:
+        # Not reached: such a command is of that entry version, refused
+        # before it gets here (Command.from_bytes).
+        raise _invalid("version", f"version must be at most {ENTRY_VERSION}")
+    txn.execute(
+        "INSERT INTO meta (key, value) VALUES ('entry_version', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        (version,),
+    )
+    txn.execute(
+        "INSERT INTO meta (key, value) VALUES ('entry_version_index', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (index,),
+    )
+    now = _one_known(txn, "SELECT value FROM meta WHERE key = 'entry_version'")[0]
+    return {"entry_version": now}

@@ -50,6 +50,9 @@ class Op(StrEnum):
     ASSIGN_JOBS = "assign_jobs"
     COMMIT_EXECUTIONS = "commit_executions"
     RECORD_PROGRESS = "record_progress"
+    #: Raise the entry version the cluster writes (L{scheduler0.versions}):
+    #: itself of that version, proposed by the leader once every member reads it.
+    SET_ENTRY_VERSION = "set_entry_version"
     #: Not in the log: what subscribers hear after a snapshot replaced the
     #: whole state (every row may have changed).
     STATE_RESTORED = "state_restored"

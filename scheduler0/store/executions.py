@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from scheduler0.model import EXECUTION_COLUMNS
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 from scheduler0.values import execution_row, instant_text
+from scheduler0.versions import migrate_schema
 
 _logger = Logger()
 
@@ -198,6 +199,18 @@ def _create_schema(txn: Any) -> None:
     for statement in _SCHEMA:
         txn.execute(statement)
     add_response_body(txn)
+
+
+#: The steps of executions.db's schema, in order (L{migrate_schema}): step 0
+#: brings the file of any release before schema versions (version 0) to
+#: this layout, and is run again on files of the latest version for what
+#: is added within it.
+_STEPS = (_create_schema,)
+EXECUTIONS_SCHEMA_VERSION = len(_STEPS)
+
+
+def _migrate(txn: Any) -> None:
+    migrate_schema(txn, _STEPS, _create_schema)
 
 
 def resolve_in_flight(txn: Any, finished_at: str) -> dict[str, list[str]]:
@@ -408,7 +421,7 @@ class ExecutionStore:
         return Deferred.fromCoroutine(self._open())
 
     async def _open(self) -> None:
-        await self.pool.runInteraction(_create_schema)
+        await self.pool.runInteraction(_migrate)
         now = format_instant(utc_from_timestamp(self.clock.seconds()))
         self.in_doubt = await self.pool.runInteraction(resolve_in_flight, now)
         if self.in_doubt:

@@ -11,7 +11,7 @@ themselves.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -21,9 +21,11 @@ from twisted.python.failure import Failure
 
 from scheduler0.diskspace import DiskWatcher
 from scheduler0.errors import StoreUnavailable
-from scheduler0.store.commands import Command, Result, Subscriber, Subscribers
+from scheduler0.store.apply import entry_version_after
+from scheduler0.store.commands import Command, Op, Result, Subscriber, Subscribers
 from scheduler0.store.log import CommandLog
 from scheduler0.store.state import StateStore
+from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION, UnsupportedVersion, at_entry
 
 _logger = Logger()
 
@@ -63,10 +65,46 @@ class LocalProposer:
     _wake_call: IDelayedCall | None = attrs.field(default=None, init=False)
     _compacted_through: int = attrs.field(default=0, init=False)
     _compacted_at_bytes: int = attrs.field(default=0, init=False)
+    #: Called once with the reason when a command cannot be applied because
+    #: a newer release wrote it (L{UnsupportedVersion}): the node stops.
+    halt: Callable[[UnsupportedVersion], None] | None = None
+    #: The entry version this node writes (read at start, then followed).
+    entry_version: int = attrs.field(default=FIRST_ENTRY_VERSION, init=False)
 
     def start(self) -> Deferred:
-        """Apply log entries the state has not seen (a crash between append and apply)."""
-        return Deferred.fromCoroutine(self._replay())
+        """
+        Apply log entries the state has not seen (a crash between append and
+        apply); then, alone in its cluster, raise the entry version it writes
+        to this release's (a data directory of an older release is at 1).
+        A log entry of a newer release fails the start (L{UnsupportedVersion}).
+        """
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        await self._replay()
+        self.entry_version = await self.state.entry_version()
+        if self.entry_version >= ENTRY_VERSION:
+            return
+        was = self.entry_version
+        try:
+            await self.propose(
+                Command(Op.SET_ENTRY_VERSION, {"version": ENTRY_VERSION}, version=ENTRY_VERSION)
+            )
+        except Exception as e:
+            # The disk refuses writes, say: the next start tries again.
+            _logger.warn(
+                "could not raise the entry version to {version} ({error}); the node goes on"
+                " writing version {was}",
+                version=ENTRY_VERSION,
+                error=str(e),
+                was=was,
+            )
+            return
+        _logger.info(
+            "this node now writes entry version {version} (it was {was})",
+            version=self.entry_version,
+            was=was,
+        )
 
     async def _replay(self) -> None:
         applied = await self.state.applied_index()
@@ -84,7 +122,10 @@ class LocalProposer:
             if not entries:
                 break
             for index, command in entries:
-                result = await self.state.apply(index, command)
+                try:
+                    result = await self.state.apply(index, command)
+                except UnsupportedVersion as e:
+                    raise at_entry(index, e, "command log entry") from None
                 if not result.duplicate:
                     self._notify(command, result)
                 applied = index
@@ -151,6 +192,10 @@ class LocalProposer:
         for position, (index, (command, waiting)) in enumerate(entries):
             try:
                 result = await self.state.apply(index, command)
+            except UnsupportedVersion as e:
+                # Not applied (nor anything after it): the node stops.
+                self._halt(at_entry(index, e, "command log entry"), entries[position:])
+                return
             except Exception as e:
                 # The command is in the log; it is applied again (in order,
                 # before anything newer) once the state can take it.
@@ -167,6 +212,16 @@ class LocalProposer:
             if not waiting.called:
                 waiting.callback(result)
         await self._maybe_compact(indexes[-1])
+
+    def _halt(self, error: UnsupportedVersion, waiting: list) -> None:
+        """Stop for C{error}: refuse what waits and everything after."""
+        self._stopped = True
+        for _, (_, later) in waiting:
+            later.errback(StoreUnavailable(str(error)))
+        if self.halt is not None:
+            self.halt(error)
+        else:
+            _logger.critical("{reason}", reason=str(error))
 
     def _stall(self, index: int, error: BaseException) -> None:
         """Log once that command C{index} could not be applied, and why."""
@@ -250,6 +305,9 @@ class LocalProposer:
                 _logger.failure("compacting the command log failed")
 
     def _notify(self, command: Command, result: Result) -> None:
+        raised = entry_version_after(command, result)
+        if raised is not None:
+            self.entry_version = raised
         self._subscribers.tell(command, result)
 
     def subscribe(self, fn: Subscriber, ops: Collection[str] | None = None) -> None:

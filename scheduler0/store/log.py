@@ -18,6 +18,7 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 
 from scheduler0.store.commands import Command
+from scheduler0.versions import UnsupportedVersion, at_entry, migrate_schema
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, command BLOB NOT NULL)",
@@ -57,6 +58,16 @@ def _create_schema(txn: Any) -> None:
         txn.execute(statement)
 
 
+#: The steps of log.db's schema, in order (L{migrate_schema}): step 0 is the
+#: layout of the releases before schema versions (version 0).
+_STEPS = (_create_schema,)
+LOG_SCHEMA_VERSION = len(_STEPS)
+
+
+def _migrate(txn: Any) -> None:
+    migrate_schema(txn, _STEPS, _create_schema)
+
+
 def _last_index(txn: Any) -> int:
     txn.execute("SELECT value FROM log_meta WHERE key = 'last_index'")
     return txn.fetchone()[0]
@@ -83,7 +94,13 @@ def _advance_to(txn: Any, index: int) -> None:
 
 def _entries_after(txn: Any, index: int, limit: int) -> list[tuple[int, Command]]:
     txn.execute("SELECT idx, command FROM log WHERE idx > ? ORDER BY idx LIMIT ?", (index, limit))
-    return [(idx, decode_entry(bytes(raw))) for idx, raw in txn.fetchall()]
+    entries = []
+    for idx, raw in txn.fetchall():
+        try:
+            entries.append((idx, decode_entry(bytes(raw))))
+        except UnsupportedVersion as e:
+            raise at_entry(idx, e, "command log entry") from None
+    return entries
 
 
 @attrs.define(eq=False)
@@ -97,8 +114,8 @@ class CommandLog:
     appended_bytes: int = 0
 
     def open(self) -> Deferred:
-        """Create the log tables if they are missing."""
-        return self.pool.runInteraction(_create_schema)
+        """Create the log tables if they are missing (or migrate them)."""
+        return self.pool.runInteraction(_migrate)
 
     def close(self) -> Deferred:
         """Release the connection pool."""

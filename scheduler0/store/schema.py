@@ -5,11 +5,20 @@ tables of older files, and opening a file (page cache, schema).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from scheduler0.store.executions import EXECUTIONS_TABLE
 from scheduler0.store.rows import _all, _one
-from scheduler0.versions import ENTRY_VERSION, FIRST_ENTRY_VERSION
+from scheduler0.versions import (
+    ENTRY_VERSION,
+    FIRST_ENTRY_VERSION,
+    check_entry_version,
+    check_schema_version,
+    file_name,
+    migrate_schema,
+    schema_version,
+)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -152,10 +161,13 @@ _DUMPED_TABLES = (
 )
 
 
-def _create_schema(txn: Any) -> None:
-    """Create what is missing, adding new columns to the tables of older files."""
-    # A new file starts at this release's entry version; a file an older
-    # release wrote (it has a meta table without the row) at the first one.
+def _create_schema(txn: Any, new_entry_version: int = ENTRY_VERSION) -> None:
+    """
+    Create what is missing, adding new columns to the tables of older files.
+    A new file starts at entry version C{new_entry_version}.
+    """
+    # A file an older release wrote (it has a meta table without the row)
+    # starts at the first entry version.
     fresh = not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
     for statement in _SCHEMA:
         txn.execute(statement)
@@ -166,7 +178,7 @@ def _create_schema(txn: Any) -> None:
         txn.execute(statement)
     txn.execute(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('entry_version', ?)",
-        (ENTRY_VERSION if fresh else FIRST_ENTRY_VERSION,),
+        (new_entry_version if fresh else FIRST_ENTRY_VERSION,),
     )
     if not _one(txn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'owner_loads'"):
         txn.execute(_OWNER_LOADS)
@@ -174,6 +186,53 @@ def _create_schema(txn: Any) -> None:
             "INSERT INTO owner_loads (node_id, jobs)"
             " SELECT owner, COUNT(*) FROM jobs WHERE owner IS NOT NULL GROUP BY owner"
         )
+
+
+#: The steps of state.db's schema, in order (L{migrate_schema}; its
+#: C{PRAGMA user_version} is how many it had). Step 0 brings the file of any
+#: release before schema versions (version 0) to this layout. It is also run
+#: on every open of a file at the latest version: tables and columns added
+#: to L{_SCHEMA} and L{_ADDED_COLUMNS} reach files of the same version. A
+#: change that is not additive is a new step.
+_STEPS = (_create_schema,)
+STATE_SCHEMA_VERSION = len(_STEPS)
+
+
+def migrate_state(
+    txn: Any, name: str | None = None, new_entry_version: int = ENTRY_VERSION
+) -> None:
+    """
+    Bring a state file (or a snapshot image restored into one) to this
+    release's schema; L{UnsupportedVersion} when a newer release wrote it.
+    A new file starts at entry version C{new_entry_version}.
+    """
+    name = name or file_name(txn)
+    create = partial(_create_schema, new_entry_version=new_entry_version)
+    migrate_schema(txn, (create, *_STEPS[1:]), create, name)
+    check_entry_version(stored_entry_version(txn), name)
+
+
+def stored_entry_version(txn: Any) -> int:
+    """
+    The entry version a state file (a cursor, or a connection to an image)
+    says its cluster writes (1: none said, as the releases before versions).
+    """
+    if not txn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone():
+        return FIRST_ENTRY_VERSION
+    row = txn.execute("SELECT value FROM meta WHERE key = 'entry_version'").fetchone()
+    return int(row[0]) if row else FIRST_ENTRY_VERSION
+
+
+def check_image(source: Any, name: str) -> None:
+    """
+    Refuse (L{UnsupportedVersion}) a state image (a connection to it) that a
+    newer release wrote: its schema version or entry version is past this
+    release's. Checked before it replaces anything.
+    """
+    check_schema_version(schema_version(source), STATE_SCHEMA_VERSION, name)
+    check_entry_version(stored_entry_version(source), name)
 
 
 # Pages of state.db SQLite may keep in memory (KiB when negative). Inserting
@@ -184,6 +243,6 @@ def _create_schema(txn: Any) -> None:
 STATE_CACHE_KIB = 65536
 
 
-def _open(txn: Any) -> None:
+def _open(txn: Any, new_entry_version: int = ENTRY_VERSION) -> None:
     txn.execute(f"PRAGMA cache_size = -{STATE_CACHE_KIB}")
-    _create_schema(txn)
+    migrate_state(txn, new_entry_version=new_entry_version)

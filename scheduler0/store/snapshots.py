@@ -11,7 +11,7 @@ import tempfile
 from typing import Any
 
 from scheduler0.store.rows import _all
-from scheduler0.store.schema import _create_schema
+from scheduler0.store.schema import check_image, migrate_state
 
 
 def _open_reader(txn: Any) -> sqlite3.Connection:
@@ -70,6 +70,7 @@ def _restore_image(txn: Any, image: Any) -> None:
         # An image on disk (a Raft snapshot file): copied from where it is.
         source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
+            check_image(source, "the snapshot image")
             source.backup(txn.connection)
         finally:
             source.close()
@@ -80,8 +81,9 @@ def _restore_image(txn: Any, image: Any) -> None:
                 f.write(image)
             source = sqlite3.connect(copy)
             try:
+                check_image(source, "the snapshot image")
                 source.backup(txn.connection)
             finally:
                 source.close()
-    # An image from an older version lacks the newer tables and columns.
-    _create_schema(txn)
+    # An image from an older release lacks the newer tables and columns.
+    migrate_state(txn)

@@ -57,6 +57,7 @@ from scheduler0.store.snapshots import (
     _restore_image,
     _snapshot_image,
 )
+from scheduler0.versions import ENTRY_VERSION
 
 __all__ = [
     "CLIENT_KEY_PREFIX",
@@ -97,10 +98,18 @@ class StateStore:
     #: Runs a blocking call on some thread other than the pool's; with it a
     #: snapshot is copied beside the pool instead of inside it (see snapshot).
     run_blocking: Callable[..., Deferred] | None = None
+    #: The entry version a new file starts at: this release's, but the
+    #: first for a node joining a cluster (it learns the cluster's from the
+    #: log or a snapshot; L{scheduler0.versions}).
+    new_entry_version: int = ENTRY_VERSION
 
     def open(self) -> Deferred:
-        """Create the schema if it is missing; size the page cache for many jobs."""
-        return self.pool.runInteraction(_open)
+        """
+        Create the schema if it is missing, or migrate it; size the page
+        cache for many jobs. A file a newer release wrote fails with
+        L{scheduler0.versions.UnsupportedVersion}.
+        """
+        return self.pool.runInteraction(_open, self.new_entry_version)
 
     def close(self) -> Deferred:
         """Release the connection pool."""
@@ -139,6 +148,17 @@ class StateStore:
         until every member reads the newer one.
         """
         return self._scalar("SELECT value FROM meta WHERE key = 'entry_version'")
+
+    def entry_version_index(self) -> Deferred:
+        """
+        The log index of the C{set_entry_version} that set the entry version
+        (0: none did; it came with a new file or from an older release).
+        """
+        return self.pool.runInteraction(
+            lambda txn: (
+                _one(txn, "SELECT value FROM meta WHERE key = 'entry_version_index'") or (0,)
+            )[0]
+        )
 
     def _scalar(self, sql: str, params: tuple = ()) -> Deferred:
         return self.pool.runInteraction(lambda txn: _one_known(txn, sql, params)[0])

@@ -350,6 +350,12 @@ class StateReaderContract(_Contract):
         self.assertIsNone(self.read(state.get_credential("c9")))
         self.assertIsNone(self.read(state.get_credential_by_key("k9")))
 
+    def test_a_new_state_writes_this_release_s_entry_version(self) -> None:
+        """A state made by this release writes its entry version (scheduler0.versions)."""
+        from scheduler0.versions import ENTRY_VERSION
+
+        self.assertEqual(self.read(self.state([]).entry_version()), ENTRY_VERSION)
+
 
 class SenderContract(_Contract):
     """
