@@ -126,8 +126,12 @@ class RequestBuildingTests(SynchronousTestCase):
             self.assertIn((request.method, path), served, name)
             covered.add((request.method, path))
         # Every route but PUT /jobs/{uuid} and PATCH /projects/{uuid} (the
-        # other method does the same) has an operation.
-        self.assertEqual(served - covered, {("PUT", "/jobs/{uuid}"), ("PATCH", "/projects/{uuid}")})
+        # other method does the same) and GET /backup (a file, not a JSON
+        # answer: `scheduler0 backup` streams it to disk) has an operation.
+        self.assertEqual(
+            served - covered,
+            {("PUT", "/jobs/{uuid}"), ("PATCH", "/projects/{uuid}"), ("GET", "/backup")},
+        )
 
     def test_list_filters_go_in_the_query(self) -> None:
         """Filters that are given become query parameters; booleans are true/false."""
