@@ -100,6 +100,20 @@ class JobReader(Protocol):
 
     def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
 
+    def paused_projects(self) -> Deferred[Any]:
+        """The uuids of the paused projects (a set)."""
+        ...
+
+    def project_jobs_page(
+        self,
+        project_uuid: str,
+        node_id: int | None,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> Deferred[Any]:
+        """A page of the project's active jobs (those C{node_id} owns, or all)."""
+        ...
+
 
 @runtime_checkable
 class StateReader(Protocol):
