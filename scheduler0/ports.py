@@ -13,7 +13,7 @@ Every Protocol is runtime-checkable, so a test may also ask C{isinstance}.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
@@ -128,7 +128,9 @@ class StateReader(Protocol):
 
     def get_project_by_name(self, name: str) -> Deferred[Any]: ...
 
-    def list_projects(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
+    def list_projects(
+        self, limit: int = 50, offset: int = 0, uuids: Collection[str] | None = None
+    ) -> Deferred[Any]: ...
 
     def get_job(self, uuid: str) -> Deferred[Any]: ...
 
@@ -139,6 +141,7 @@ class StateReader(Protocol):
         limit: int = 50,
         offset: int = 0,
         after: tuple[str, str] | None = None,
+        project_uuids: Collection[str] | None = None,
     ) -> Deferred[Any]: ...
 
     def count_jobs(self, project_uuid: str) -> Deferred[Any]: ...
@@ -154,6 +157,16 @@ class StateReader(Protocol):
     def signing_secrets(self) -> Deferred[Any]: ...
 
     def credential_hash_key_ids(self) -> Deferred[Any]: ...
+
+    def entry_version(self) -> Deferred[Any]: ...
+
+    def audit_page(
+        self,
+        filters: Mapping[str, Any],
+        limit: int = 50,
+        before_seq: int | None = None,
+        offset: int = 0,
+    ) -> Deferred[Any]: ...
 
 
 @runtime_checkable

@@ -208,7 +208,7 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     leaf(commands, "version", "print the version", _version)
     from scheduler0.cli.resources import add_resource_commands
 
-    add_resource_commands(group, leaf)
+    add_resource_commands(group, leaf, commands)
     return parser
 
 

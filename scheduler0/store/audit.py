@@ -199,11 +199,13 @@ def audit_page(
     filters: Mapping[str, Any],
     limit: int,
     before_seq: int | None,
+    offset: int = 0,
 ) -> tuple[list[dict], int, bool]:
     """
     Records newest first matching C{filters} (C{actor}, C{object}, C{op},
     C{via}, C{since}, C{until}: None or absent means any), starting below
-    C{before_seq}: (up to C{limit} records, how many match, whether more follow).
+    C{before_seq} (or, without it, after skipping C{offset}): (up to C{limit}
+    records, how many match, whether more follow).
     """
     where: list[str] = []
     params: list[Any] = []
@@ -228,7 +230,10 @@ def audit_page(
         where.append("seq < ?")
         params.append(before_seq)
         clause = " WHERE " + " AND ".join(where)
-    rows = _all(txn, f"{_SELECT}{clause} ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
+    skip = 0 if before_seq is not None else offset
+    rows = _all(
+        txn, f"{_SELECT}{clause} ORDER BY seq DESC LIMIT ? OFFSET ?", (*params, limit + 1, skip)
+    )
     return [audit_record(row) for row in rows[:limit]], total, len(rows) > limit
 
 

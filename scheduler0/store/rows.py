@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, overload
 
-from scheduler0.model import JOB_COLUMNS, PROJECT_COLUMNS
+from scheduler0.model import CREDENTIAL_ROLES, JOB_COLUMNS, PROJECT_COLUMNS
 
 CREDENTIAL_COLUMNS = ("uuid", "api_key", "api_secret_hash", "created_at", "archived_at")
 PUBLIC_CREDENTIAL_COLUMNS = ("uuid", "api_key", "created_at", "archived_at")
@@ -51,7 +51,7 @@ def _public_credential(row: tuple | None) -> dict | None:
 # full access) reads as before they existed.
 _PROJECT_READ = f"{_PROJECTS}, paused"
 _CREDENTIAL_SCOPE = "projects, role"
-ROLES = ("read", "write")
+ROLES = CREDENTIAL_ROLES
 
 
 @overload

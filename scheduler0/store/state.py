@@ -220,13 +220,17 @@ class StateStore:
         )
 
     def audit_page(
-        self, filters: Mapping[str, Any], limit: int = 50, before_seq: int | None = None
+        self,
+        filters: Mapping[str, Any],
+        limit: int = 50,
+        before_seq: int | None = None,
+        offset: int = 0,
     ) -> Deferred:
         """
         Audit records newest first (L{scheduler0.store.audit.audit_page}):
         (records, how many match, whether more follow).
         """
-        return self.pool.runInteraction(audit_page, dict(filters), limit, before_seq)
+        return self.pool.runInteraction(audit_page, dict(filters), limit, before_seq, offset)
 
     def get_job(self, uuid: str) -> Deferred:
         """The job with C{uuid}, or None."""
