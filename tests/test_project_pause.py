@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.scheduler.service import SchedulerService
-from scheduler0.store.commands import Command
+from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 from tests.support.api import fired, real_backend
 from tests.support.scheduler import START, FakeExecutions, FakeExecutor, make_job
@@ -146,6 +146,21 @@ class ProjectPauseTests(SynchronousTestCase):
         self.assertEqual(self.fired_jobs(3), ["d"])
         self.set_paused(False)
         self.assertEqual(self.fired_jobs(3), ["a", "c", "d"])
+
+    def test_a_restored_state_brings_its_paused_projects(self) -> None:
+        """
+        After a snapshot restore the scheduler holds what the restored state
+        says: a project paused in it stops, one resumed in it fires again.
+        """
+        scheduler = self.scheduler()
+        self.assertEqual(self.fired_jobs(2), ["a", "c"])
+        changes = {"paused": True}
+        args = {"uuid": "p2", "changes": changes, "updated_at": self.now()}
+        # Applied behind the scheduler's back, as a restored image holds it.
+        index = fired(self.state.applied_index()) + 1
+        fired(self.state.apply(index, Command("update_project", args, version=2)))
+        scheduler.apply_change(Command(Op.STATE_RESTORED, {}), Result.success(None))
+        self.assertEqual(self.fired_jobs(3), ["a"])
 
     def test_a_project_paused_again_while_its_jobs_are_read_stays_paused(self) -> None:
         """A resume whose read is overtaken by a new pause starts nothing."""
