@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from scheduler0.cluster.handover import Handover
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, utc_from_timestamp
 from tests.support.api import fired, real_backend
-from tests.support.scheduler import START, FakeExecutions, FakeExecutor, make_job
+from tests.support.scheduler import (
+    START,
+    FakeExecutions,
+    FakeExecutor,
+    FakeProposer,
+    FakeState,
+    make_job,
+)
 
 T0 = format_instant(START)
 
@@ -199,3 +207,98 @@ class HeldProjectReads:
     def release(self) -> None:
         for read, held in self.reads:
             read.chainDeferred(held)
+
+
+class Owners:
+    """Which node owns each job (a fake of L{scheduler0.cluster.ownership.Ownership})."""
+
+    def __init__(self, jobs: list[dict], owners: dict[str, int], node_id: int) -> None:
+        self.jobs = jobs
+        self.owners = owners
+        self.node_id = node_id
+        #: Reads of a project's jobs held until the test releases them.
+        self.held: list[tuple[Deferred, list[dict]]] = []
+        self.hold = False
+
+    def _mine(self, job: dict) -> dict | None:
+        if self.owners.get(job["uuid"]) != self.node_id:
+            return None
+        return dict(job, handover_at=None, active_since=job.get("active_since"))
+
+    def jobs_page(self, after: Any, limit: int) -> Deferred:
+        ordered = sorted(self.jobs, key=lambda job: (job["created_at"], job["uuid"]))
+        mine = [m for j in ordered if (m := self._mine(j)) is not None]
+        return succeed([j for j in mine if after is None or (j["created_at"], j["uuid"]) > after])
+
+    def last_slots_of(self, uuids: list[str]) -> Deferred:
+        return succeed({})
+
+    def owned_jobs(self, uuids: list[str]) -> Deferred:
+        return succeed([m for j in self.jobs if j["uuid"] in uuids and (m := self._mine(j))])
+
+    def project_jobs_page(self, project_uuid: str, after: Any, limit: int) -> Deferred:
+        page = [
+            m
+            for j in self.jobs
+            if j["project_uuid"] == project_uuid and not j["paused"] and (m := self._mine(j))
+        ]
+        if not self.hold:
+            return succeed(page)
+        d: Deferred = Deferred()
+        self.held.append((d, page))
+        return d
+
+    def release(self) -> None:
+        for d, page in self.held:
+            d.callback(page)
+
+
+class ClusterProjectPauseTests(SynchronousTestCase):
+    """In a cluster the handover takes a resumed project's jobs up again, this node's only."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START.timestamp())
+        jobs = [make_job(u, project_uuid="p1") for u in ("a", "b", "c")]
+        self.state = FakeState(jobs)
+        self.state.paused = {"p1"}
+        self.owners = Owners(jobs, {"a": 1, "b": 1, "c": 2}, node_id=1)
+        self.proposer = FakeProposer()
+        self.executor = FakeExecutor()
+        self.executor.clock = self.clock
+        self.scheduler = SchedulerService(
+            self.clock,
+            self.state,
+            self.proposer,
+            FakeExecutions(),
+            self.executor,
+            node_id=1,
+            handover=Handover(self.clock, self.owners, 1),
+            applied_index=lambda: 0,
+        )
+        self.scheduler.startService()
+        self.addCleanup(self.scheduler.stopService)
+
+    def fired_jobs(self, seconds: int) -> list[str]:
+        before = len(self.executor.submitted)
+        for _ in range(seconds):
+            self.clock.advance(1)
+        return sorted({d.job_uuid for d in self.executor.submitted[before:]})
+
+    def test_a_resume_takes_up_this_node_s_jobs(self) -> None:
+        """Loaded paused, nothing fires; resumed, this node's two jobs do, not the other's."""
+        self.assertEqual(self.fired_jobs(3), [])
+        self.proposer.applied("update_project", {"uuid": "p1"})
+        self.assertEqual(self.fired_jobs(3), ["a", "b"])
+        self.proposer.applied("update_project", {"uuid": "p1", "paused": True})
+        self.assertEqual(self.fired_jobs(3), [])
+
+    def test_a_job_moved_away_during_the_resume_read_is_not_taken_up(self) -> None:
+        """A job assigned elsewhere while the resume reads the project stays off this node."""
+        self.owners.hold = True
+        self.proposer.applied("update_project", {"uuid": "p1"})
+        self.owners.owners["b"] = 2
+        for fn in self.proposer.observers:
+            fn(Command("assign_jobs", {"moves": [["b", 2]]}), Result.success(None))
+        self.owners.release()
+        self.assertEqual(self.fired_jobs(3), ["a"])
