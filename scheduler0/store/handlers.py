@@ -170,8 +170,9 @@ def _update_project(txn: Any, args: Mapping) -> Any:
         txn, "SELECT 1 FROM projects WHERE name = ? AND uuid != ?", (changes["name"], uuid)
     ):
         raise _Rejected(error("conflict", f"a project named {changes['name']!r} exists", "name"))
-    was_paused = current.pop("paused", False)
-    current.update({field: changes[field] for field in sorted(changes)})
+    was_paused = bool(current.pop("paused", False))
+    paused = changes.get("paused", was_paused)
+    current.update({field: changes[field] for field in sorted(changes) if field != "paused"})
     current["updated_at"] = updated_at
     txn.execute(
         "UPDATE projects SET name = ?, description = ?, notify_url = ?, updated_at = ?"
@@ -179,10 +180,9 @@ def _update_project(txn: Any, args: Mapping) -> Any:
         (current["name"], current["description"], current["notify_url"], updated_at, uuid),
     )
     if "paused" in changes:
-        _pause_project(txn, uuid, was_paused, changes["paused"], updated_at)
-    if not current.pop("paused", was_paused):
-        return current
-    return {**current, "paused": True}
+        _pause_project(txn, uuid, was_paused, paused, updated_at)
+    # (Shown only when paused: a project answers as before pauses existed.)
+    return {**current, "paused": True} if paused else current
 
 
 def _pause_project(txn: Any, uuid: str, was_paused: bool, paused: bool, at: str) -> None:
