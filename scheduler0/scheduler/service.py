@@ -578,6 +578,10 @@ class SchedulerService(Service):
             count=len(stopped),
         )
 
+    def _paused(self, job: dict) -> bool:
+        """Whether C{job} fires nothing now: it is paused, or its project is."""
+        return bool(job.get("paused")) or job.get("project_uuid") in self._paused_projects
+
     def project_paused(self, project_uuid: str) -> bool:
         """Whether the project C{project_uuid} is paused (its jobs are not held)."""
         return project_uuid in self._paused_projects
@@ -836,7 +840,7 @@ class SchedulerService(Service):
 
     def add(self, job: dict, since: datetime) -> None:
         """Hold C{job} (unless it or its project is paused) and fire its slots after C{since}."""
-        if job.get("paused") or job.get("project_uuid") in self._paused_projects:
+        if self._paused(job):
             return
         if self.handover is not None:
             since = self.handover.not_before(job["uuid"], since)
@@ -1196,7 +1200,7 @@ class SchedulerService(Service):
         (a coalescing job only the last, the others recorded as coalesced);
         how many were sent.
         """
-        if job.get("paused"):
+        if self._paused(job):
             return 0
         try:
             entry = _Entry(job["uuid"], job["name"], job.get("data"), self._kind(job))
@@ -1497,7 +1501,7 @@ class SchedulerService(Service):
             return format_instant(min(entry.prepared))
         if entry is not None and entry.next_slot is not None:
             return format_instant(entry.next_slot)
-        if job.get("paused") or job.get("project_uuid") in self._paused_projects:
+        if self._paused(job):
             return None
         try:
             schedule = make_schedule(
