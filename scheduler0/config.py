@@ -108,6 +108,8 @@ class Config:
     data_dir_min_free_mb: float = 64
     catch_up_window_seconds: float = 60
     execution_history_per_job: int = 100
+    # Issue 19: the audit records the replicated state keeps (the newest).
+    audit_log_max_entries: int = 100_000
     execution_records_max_pending: int = 100_000
     metrics_max_job_series: int = 1000
     callback_allow_networks: tuple[str, ...] = ()
@@ -500,6 +502,12 @@ KEYS: tuple[_Key, ...] = (
         "execution_history_per_job",
         _integer(1),
         "execution records kept per job",
+    ),
+    _Key(
+        "AuditLogMaxEntries",
+        "audit_log_max_entries",
+        _integer(1),
+        "audit records kept (the newest), one per write made through the API",
     ),
     _Key(
         "ExecutionRecordsMaxPending",

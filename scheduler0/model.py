@@ -87,3 +87,7 @@ EXECUTION_COLUMNS = (
 
 #: The states of an execution record.
 EXECUTION_STATES = ("scheduled", "running", "succeeded", "failed", "skipped")
+
+#: The roles of a client credential (issue 19): C{read}, or C{write}
+#: (read and write, the role of a credential without a scope).
+CREDENTIAL_ROLES = ("read", "write")

@@ -13,7 +13,7 @@ Every Protocol is runtime-checkable, so a test may also ask C{isinstance}.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
@@ -100,6 +100,20 @@ class JobReader(Protocol):
 
     def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred[Any]: ...
 
+    def paused_projects(self) -> Deferred[Any]:
+        """The uuids of the paused projects (a set)."""
+        ...
+
+    def project_jobs_page(
+        self,
+        project_uuid: str,
+        node_id: int | None,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> Deferred[Any]:
+        """A page of the project's active jobs (those C{node_id} owns, or all)."""
+        ...
+
 
 @runtime_checkable
 class StateReader(Protocol):
@@ -114,7 +128,9 @@ class StateReader(Protocol):
 
     def get_project_by_name(self, name: str) -> Deferred[Any]: ...
 
-    def list_projects(self, limit: int = 50, offset: int = 0) -> Deferred[Any]: ...
+    def list_projects(
+        self, limit: int = 50, offset: int = 0, uuids: Collection[str] | None = None
+    ) -> Deferred[Any]: ...
 
     def get_job(self, uuid: str) -> Deferred[Any]: ...
 
@@ -126,6 +142,7 @@ class StateReader(Protocol):
         offset: int = 0,
         after: tuple[str, str] | None = None,
         name_prefix: str | None = None,
+        project_uuids: Collection[str] | None = None,
     ) -> Deferred[Any]: ...
 
     def count_jobs(self, project_uuid: str) -> Deferred[Any]: ...
@@ -145,6 +162,14 @@ class StateReader(Protocol):
     #: The entry version the cluster writes (L{scheduler0.versions}): what a
     #: request needing a newer one checks (C{require_entry_version}).
     def entry_version(self) -> Deferred[Any]: ...
+
+    def audit_page(
+        self,
+        filters: Mapping[str, Any],
+        limit: int = 50,
+        before_seq: int | None = None,
+        offset: int = 0,
+    ) -> Deferred[Any]: ...
 
 
 @runtime_checkable

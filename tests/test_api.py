@@ -1274,7 +1274,10 @@ class CredentialTests(APITestCase):
         status, _, body = self.h.request("POST", "/credentials", auth="admin")
         self.assertEqual(status, 201, body)
         created = body["data"]
-        self.assertEqual(set(created), {"uuid", "api_key", "api_secret", "created_at"})
+        self.assertEqual(
+            set(created), {"uuid", "api_key", "api_secret", "created_at", "projects", "role"}
+        )
+        self.assertEqual((created["projects"], created["role"]), (None, "write"))
         self.assertNotIn(created["api_secret"], self.h.dump())
         self.assertNotIn("api_secret", self.h.proposer.proposed[-1].args["credential"])
         headers = {"x-api-key": created["api_key"], "x-secret-key": created["api_secret"]}

@@ -118,6 +118,7 @@ class RequestBuildingTests(SynchronousTestCase):
             "list_credentials": (),
             "get_credential": ("u",),
             "archive_credential": ("u",),
+            "list_audit": (),
         }
         covered = set()
         for name, args in cases.items():

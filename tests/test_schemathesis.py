@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from harness.process import PEER_PASSWORD, PEER_USERNAME, client_headers, prepare_single_node
 from scheduler0.api.openapi import CURSOR_FORMAT, SPEC_FORMAT, TIMEZONE_FORMAT, build_openapi
+from scheduler0.api.routes import CLIENT, ROUTES
 from scheduler0.api.validation import decode_cursor
 from scheduler0.scheduler.spec import validate_spec, validate_timezone
 
@@ -70,11 +71,22 @@ class DocumentTests(SynchronousTestCase):
         self.assertTrue(cursors)
         self.assertEqual(set(cursors), {CURSOR_FORMAT})
 
-    def test_no_route_declares_403(self) -> None:
-        """Nothing answers 403 (a client key on an admin route gets 401), so nothing declares it."""
-        for path in build_openapi()["paths"].values():
-            for operation in path.values():
-                self.assertNotIn("403", operation["responses"])
+    def test_only_routes_a_scope_can_refuse_declare_403(self) -> None:
+        """
+        Only a client credential's scope answers 403 (issue 19): an admin
+        route (a client key on it gets 401), a health check and a client
+        read that touches no project never do, so they do not declare it.
+        """
+        declared = set()
+        for route in ROUTES:
+            operation = build_openapi()["paths"][route.openapi_path][route.method.lower()]
+            if "403" in operation["responses"]:
+                declared.add(route.handler)
+                self.assertEqual(route.auth, CLIENT, route.handler)
+        self.assertNotIn("cluster_status", declared)
+        self.assertNotIn("openapi_document", declared)
+        self.assertIn("get_job", declared)
+        self.assertIn("create_project", declared)
 
     def test_generated_format_values_are_valid(self) -> None:
         """The values the hooks give schemathesis for each format pass the API's own checks."""

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from scheduler0.api.audit import AuditResource
 from scheduler0.api.auth import Authenticator, default_verify
 from scheduler0.api.backup import BackupMaker, BackupResource
 from scheduler0.api.cluster import ClusterResource
@@ -44,13 +45,24 @@ from scheduler0.api.limits import FailureThrottle, RateLimiter
 from scheduler0.api.openapi import MAX_JOBS_PER_REQUEST
 from scheduler0.api.ports import Cluster, ExecutionHistory, Proposer, Scheduler, StateReader
 from scheduler0.api.projects import ProjectsResource
-from scheduler0.api.request import Call, Handler, Writes, encode, maybe, parse_query
+from scheduler0.api.request import (
+    Auditor,
+    Call,
+    Handler,
+    Principal,
+    Writes,
+    encode,
+    maybe,
+    parse_query,
+)
 from scheduler0.api.routes import CLIENT, PREFIXES, ROUTES, Route
+from scheduler0.api.scope import check_route
 from scheduler0.api.site import body_limited_request
 from scheduler0.credentials import token as make_token
 from scheduler0.errors import StoreUnavailable, WritesRefused
 from scheduler0.netpolicy import NetworkPolicy
 from scheduler0.sealing import SecretSealer
+from scheduler0.store.audit import DEFAULT_KEEP
 from scheduler0.store.commands import Command, Op, Result
 from scheduler0.ui import dashboard_resource
 from scheduler0.versions import EntryVersionTooLow
@@ -166,6 +178,7 @@ class SchedulerAPI:
     cluster_routes: ClusterResource = attrs.field(init=False)
     health_routes: HealthResource = attrs.field(init=False)
     backup_routes: BackupResource = attrs.field(init=False)
+    audit_routes: AuditResource = attrs.field(init=False)
     _handlers: dict[str, Handler] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -174,7 +187,14 @@ class SchedulerAPI:
 
     def _build_parts(self) -> None:
         """The request layer and the resources, each given what it uses."""
-        self.writes = Writes(self.proposer, self.new_uuid, self.cluster)
+        auditor = Auditor(
+            lambda: self.state.entry_version(),
+            self.clock,
+            getattr(self.defaults, "node_id", None),
+            int(getattr(self.defaults, "audit_log_max_entries", DEFAULT_KEEP)),
+            self.cluster_time,
+        )
+        self.writes = Writes(self.proposer, self.new_uuid, self.cluster, auditor)
         observer = self.metrics if hasattr(self.metrics, "on_auth_failure") else None
         self.auth = Authenticator(
             state=self.state,
@@ -232,7 +252,9 @@ class SchedulerAPI:
         )
         self.health_routes = HealthResource(health=self.health, defaults=self.defaults)
         self.backup_routes = BackupResource(backups=self.backups)
+        self.audit_routes = AuditResource(state=self.state)
         for part in (
+            self.audit_routes,
             self.project_routes,
             self.job_routes,
             self.execution_routes,
@@ -315,11 +337,22 @@ class SchedulerAPI:
 
     async def _serve(self, route: Route, request: IRequest, path: dict[str, str]) -> bytes:
         request.setHeader(b"content-type", b"application/json")
+        principal: Principal | None = None
         try:
             principal = await self.auth.authenticate(route, request)
             self.auth.check_rate(principal)
+            if route.auth == CLIENT:
+                check_route(route.handler, route.method, principal.scope, path)
             query = parse_query(route, request)
-            call = Call(request, principal, query, path, self.max_body_bytes, self.max_json_depth)
+            call = Call(
+                request,
+                principal,
+                query,
+                path,
+                self.max_body_bytes,
+                self.max_json_depth,
+                route=route,
+            )
             if self.read_barrier is not None and (
                 query.get("consistency") == "linearizable"
                 or (route.method != "GET" and self.cluster is not None)
@@ -339,6 +372,16 @@ class SchedulerAPI:
             request.setResponseCode(status)
             return encode({"success": True, "data": data})
         except APIError as error:
+            if error.status == 403:
+                # Not replicated (nothing was proposed): this line is its record.
+                log.info(
+                    "refused {method} {path} to credential {credential}: {message}",
+                    method=route.method,
+                    path=route.path,
+                    credential=getattr(principal, "credential_uuid", None),
+                    message=error.message,
+                    event="scope_refused",
+                )
             return self._error_body(request, error)
         except WritesRefused as error:
             # Nothing was stored; the node logs the refusal once, when it began.

@@ -35,6 +35,7 @@ from scheduler0.api.limits import FailureThrottle, RateLimiter
 from scheduler0.api.ports import StateReader
 from scheduler0.api.request import Principal, last_header, maybe
 from scheduler0.api.routes import ADMIN, ANONYMOUS, Route
+from scheduler0.api.scope import Scope
 from scheduler0.errors import StoreUnavailable
 from scheduler0.metrics import AUTH_FAILURE_REASONS, AUTH_THROTTLE_SCOPES
 from scheduler0.secret_hash import SecretHasher, is_keyed, verify_legacy
@@ -109,9 +110,9 @@ class Authenticator:
     throttle: FailureThrottle | None = None
     observer: AuthObserver | None = None
     _verified: dict[tuple[str, str, str], bool] = attrs.field(init=False, factory=dict)
-    # api_key -> (sha256 of the secret, credential uuid) of live credentials
-    # whose secret was verified: the fast path of authentication.
-    _live_credentials: dict[str, tuple[bytes, str]] = attrs.field(init=False, factory=dict)
+    # api_key -> (sha256 of the secret, credential uuid, scope) of live
+    # credentials whose secret was verified: the fast path of authentication.
+    _live_credentials: dict[str, tuple[bytes, str, Scope]] = attrs.field(init=False, factory=dict)
     # api_key -> until when it is known not to exist.
     _unknown_keys: dict[str, float] = attrs.field(init=False, factory=dict)
     # Credentials whose upgrade is proposed now / whose failed upgrade was logged.
@@ -167,8 +168,8 @@ class Authenticator:
                 headers=challenge,
             )
         assert api_key is not None and api_secret is not None  # both checked just above
-        credential_uuid = await self._client_matches(api_key, api_secret, challenge, address)
-        return Principal("client", credential_uuid)
+        credential_uuid, scope = await self._client_matches(api_key, api_secret, challenge, address)
+        return Principal("client", credential_uuid, scope, key_hint(api_key))
 
     def check_rate(self, principal: Principal) -> None:
         """
@@ -278,13 +279,13 @@ class Authenticator:
 
     async def _client_matches(
         self, api_key: str, api_secret: str, challenge: dict, address: str
-    ) -> str | None:
+    ) -> tuple[str | None, Scope]:
         digest = hashlib.sha256(api_secret.encode("utf-8")).digest()
         known = self._live_credentials.get(api_key)
         if known is not None and hmac.compare_digest(known[0], digest):
             # Verified before and not archived since (an archive empties
             # this cache before it is acknowledged): no store read, no hash.
-            return known[1]
+            return known[1], known[2]
         self._refuse_throttled(address, api_key, "x-api-key")
 
         def rejected(reason: str) -> APIError:
@@ -325,8 +326,9 @@ class Authenticator:
             self._upgrade(credential.get("uuid") or "", hashed, api_secret)
         if len(self._live_credentials) >= VERIFIED_CACHE_LIMIT:
             self._live_credentials.clear()
-        self._live_credentials[api_key] = (digest, credential.get("uuid"))
-        return credential.get("uuid")
+        scope = Scope.of(credential)
+        self._live_credentials[api_key] = (digest, credential.get("uuid"), scope)
+        return credential.get("uuid"), scope
 
     async def _secret_matches(
         self, credential: dict, api_secret: str, digest: bytes, hashed: str
@@ -404,7 +406,8 @@ class Authenticator:
         refused from the next request on, on every node as it applies; and
         forget unknown keys when one is created.
         """
-        if command.op in (Op.ARCHIVE_CREDENTIAL, Op.STATE_RESTORED):
+        if command.op in (Op.ARCHIVE_CREDENTIAL, Op.STATE_RESTORED, Op.DELETE_PROJECT):
+            # (A deleted project leaves the scopes that named it.)
             self._live_credentials.clear()
         if command.op in (Op.CREATE_CREDENTIAL, Op.STATE_RESTORED):
             self._unknown_keys.clear()

@@ -12,17 +12,26 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from scheduler0.api.errors import invalid
+from scheduler0.api.errors import FieldErrors, error_for_fields
 from scheduler0.api.ports import Cluster, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
+from scheduler0.api.scope import ROLES, WRITE
 from scheduler0.credentials import token as make_token
 from scheduler0.timeutil import format_instant
+from scheduler0.versions import FIRST_ENTRY_VERSION, require_entry_version
 
 
 def public_credential(credential: Mapping[str, Any]) -> dict:
     public = {k: v for k, v in credential.items() if k not in ("api_secret_hash", "api_secret")}
     public.setdefault("archived_at", None)
+    # Issue 19: the scope (a credential without one: every project, write).
+    public.setdefault("projects", None)
+    public.setdefault("role", WRITE)
     return public
+
+
+#: The entry version of a credential created with a scope.
+SCOPE_ENTRY_VERSION = 2
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -61,7 +70,12 @@ class CredentialsResource:
         """
         return Deferred.fromCoroutine(self._create_credential())
 
-    async def _create_credential(self) -> dict:
+    async def _create_credential(
+        self,
+        call: Call | None = None,
+        scope: Mapping[str, Any] | None = None,
+        show_scope: bool = False,
+    ) -> dict:
         api_key = self.token(24)
         api_secret = self.token(32)
         credential = {
@@ -69,21 +83,57 @@ class CredentialsResource:
             "api_key": api_key,
             "api_secret_hash": await maybe(self.hash_secret(api_secret)),
             "created_at": format_instant(utc_now(self.clock)),
+            **(scope or {}),
         }
-        await self.writes.propose("create_credential", {"credential": credential})
-        return {
+        version = SCOPE_ENTRY_VERSION if scope else FIRST_ENTRY_VERSION
+        await self.writes.propose(
+            "create_credential", {"credential": credential}, call=call, version=version
+        )
+        created = {
             "uuid": credential["uuid"],
             "api_key": api_key,
             "api_secret": api_secret,
             "created_at": credential["created_at"],
         }
+        if show_scope:
+            # The route's answer shows the scope (a node's first credential,
+            # printed at start-up, is shown as it always was).
+            created["projects"] = credential.get("projects")
+            created["role"] = credential.get("role", WRITE)
+        return created
 
     async def post_credential(self, call: Call) -> tuple[int, dict]:
-        body = call.object_body(required=False)
-        if body:
-            name = next(iter(body))
-            raise invalid(name, f"{name}: unknown field (a credential takes no fields)")
-        return 201, await self._create_credential()
+        body = call.object_body(required=False) or {}
+        errors = FieldErrors()
+        for name in sorted(set(body) - {"projects", "role"}):
+            errors.add(name, f"{name}: unknown field (a credential takes projects and role)")
+        scope: dict[str, Any] = {}
+        role = body.get("role")
+        if role is not None:
+            if role not in ROLES:
+                errors.add("role", f"role: must be one of {', '.join(ROLES)}")
+            scope["role"] = role
+        projects = body.get("projects")
+        if projects is not None:
+            if not isinstance(projects, list) or not projects:
+                errors.add("projects", "projects: must be a non-empty list of project uuids")
+                projects = []
+            for position, project_uuid in enumerate(projects):
+                if not isinstance(project_uuid, str) or not project_uuid:
+                    errors.add(f"projects[{position}]", f"projects[{position}]: must be a uuid")
+        errors.raise_if_any()
+        if projects is not None:
+            missing = {}
+            for position, project_uuid in enumerate(projects):
+                if not await self.state.get_project(project_uuid):
+                    field = f"projects[{position}]"
+                    missing[field] = f"{field}: no project {project_uuid!r}"
+            if missing:
+                raise error_for_fields(missing, 404)
+            scope["projects"] = sorted(set(projects))
+        if scope:
+            require_entry_version(await self.state.entry_version(), SCOPE_ENTRY_VERSION, "projects")
+        return 201, await self._create_credential(call, scope, show_scope=True)
 
     async def list_credentials(self, call: Call) -> dict:
         limit, offset = call.query["limit"], call.query["offset"]

@@ -13,6 +13,7 @@ from scheduler0.api.errors import APIError, invalid
 from scheduler0.api.jobs import job_or_404
 from scheduler0.api.ports import Cluster, ExecutionHistory, StateReader
 from scheduler0.api.request import Call, list_page, maybe
+from scheduler0.api.scope import forbidden
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -52,12 +53,39 @@ class ExecutionsResource:
         return page
 
     async def list_executions(self, call: Call) -> dict:
-        return await self._executions_page(
-            call, job_uuid=call.query.get("job_uuid"), project_uuid=call.query.get("project_uuid")
-        )
+        job_uuid, project_uuid = call.query.get("job_uuid"), call.query.get("project_uuid")
+        project_uuid = await self._scoped_project(call, job_uuid, project_uuid)
+        return await self._executions_page(call, job_uuid=job_uuid, project_uuid=project_uuid)
+
+    async def _scoped_project(
+        self, call: Call, job_uuid: str | None, project_uuid: str | None
+    ) -> str | None:
+        """
+        The project_uuid filter of a listing: a credential limited to some
+        projects reads the history of those: a project_uuid (or a job_uuid
+        of a job of one) in its scope; without either, the only project of
+        its scope (several: it must name one).
+        """
+        projects = call.project_filter()
+        if projects is None:
+            return project_uuid
+        if project_uuid is not None:
+            call.check_project(project_uuid, write=False)
+        if job_uuid is not None:
+            job = await self.state.get_job(job_uuid)
+            if job is None:
+                raise forbidden(call.scope, f"this call reads job {job_uuid}, not a job of these")
+            call.check_project(job["project_uuid"], write=False)
+        if job_uuid is None and project_uuid is None and len(projects) != 1:
+            raise forbidden(
+                call.scope, "this call reads every project's executions: give project_uuid"
+            )
+        if job_uuid is None and project_uuid is None:
+            return next(iter(projects))
+        return project_uuid
 
     async def job_executions(self, call: Call) -> dict:
-        job = await job_or_404(self.state, call.path["uuid"])
+        job = await job_or_404(self.state, call.path["uuid"], call)
         return await self._executions_page(call, job_uuid=job["uuid"], project_uuid=None)
 
     async def execution_summary(self, call: Call) -> dict:

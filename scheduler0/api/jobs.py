@@ -49,11 +49,18 @@ _SIZED_FIELDS = frozenset(("data", "name", "spec", "project_uuid", "retry_max"))
 _ADDED_FIELDS = frozenset(ADDED_JOB_DEFAULTS)
 
 
-async def job_or_404(state: StateReader, job_uuid: str) -> dict:
-    """The stored job, or a 404 naming it."""
+async def job_or_404(
+    state: StateReader, job_uuid: str, call: Call | None = None, *, write: bool = False
+) -> dict:
+    """
+    The stored job, or a 404 naming it; with C{call}, a 403 when the job's
+    project is outside the caller's scope (for reading, or C{write}).
+    """
     job = await state.get_job(job_uuid)
     if not job:
         raise not_found("job", job_uuid)
+    if call is not None:
+        call.check_project(job["project_uuid"], write=write)
     return job
 
 
@@ -187,6 +194,8 @@ class JobsResource:
         wanted: dict[str, list[str]] = {}
         for fields, prefix in zip(cleaned, prefixes, strict=True):
             wanted.setdefault(fields["project_uuid"], []).append(prefix + "project_uuid")
+        for project_uuid in sorted(wanted):
+            call.check_project(project_uuid, write=True)
         await self._check_projects_exist(wanted)
         now = self._stamp_now()
         stamp = format_instant(now)
@@ -286,8 +295,10 @@ class JobsResource:
     async def list_jobs(self, call: Call) -> dict:
         limit, offset = call.query["limit"], call.query["offset"]
         project_uuid = call.query.get("project_uuid")
-        if project_uuid is not None and not await self.state.get_project(project_uuid):
-            raise not_found("project", project_uuid, "project_uuid")
+        if project_uuid is not None:
+            call.check_project(project_uuid, write=False)
+            if not await self.state.get_project(project_uuid):
+                raise not_found("project", project_uuid, "project_uuid")
         # One row more than the page, to know whether another page follows
         # even when rows before this position went away meanwhile.
         items, total = await self.state.list_jobs(
@@ -297,20 +308,23 @@ class JobsResource:
             offset=offset,
             after=call.query.get("after"),
             name_prefix=call.query.get("name_prefix"),
+            project_uuids=call.project_filter(),
         )
         more = len(items) > limit
         presented = await self._present_jobs(list(items)[:limit])
         return list_page(presented, total, limit, offset, more=more)
 
     async def get_job(self, call: Call) -> dict:
-        return await self._present_job(await job_or_404(self.state, call.path["uuid"]))
+        return await self._present_job(await job_or_404(self.state, call.path["uuid"], call))
 
     async def update_job(self, call: Call) -> dict:
         body = call.object_body()
         errors = FieldErrors()
         changes = check_job(body, prefix="", errors=errors, partial=True)
         errors.raise_if_any()
-        job = await job_or_404(self.state, call.path["uuid"])
+        job = await job_or_404(self.state, call.path["uuid"], call, write=True)
+        if "project_uuid" in changes:
+            call.check_project(changes["project_uuid"], write=True)
         for key in ("catch_up_window_s", "timeout_s", "retry_delay_s", "retry_max_delay_s"):
             if key in changes:
                 changes[key] = float(changes[key])
@@ -347,13 +361,13 @@ class JobsResource:
         return await self._present_job(prefer(value, {**job, **changes, "updated_at": updated_at}))
 
     async def delete_job(self, call: Call) -> dict:
-        job = await job_or_404(self.state, call.path["uuid"])
+        job = await job_or_404(self.state, call.path["uuid"], call, write=True)
         value = await self.writes.propose("delete_job", {"uuid": job["uuid"]}, call=call)
         await self.writes.everywhere()
         return value if isinstance(value, dict) else {"uuid": job["uuid"]}
 
     async def run_job(self, call: Call) -> tuple[int, Any]:
-        job = await job_or_404(self.state, call.path["uuid"])
+        job = await job_or_404(self.state, call.path["uuid"], call, write=True)
         try:
             execution = await maybe(self.scheduler.run_now(job))
         except RecordsHeld as e:
@@ -362,7 +376,7 @@ class JobsResource:
         return 202, execution
 
     async def next_runs(self, call: Call) -> dict:
-        job = await job_or_404(self.state, call.path["uuid"])
+        job = await job_or_404(self.state, call.path["uuid"], call)
         zone_name = job.get("timezone") or "UTC"
         try:
             anchor = parse_instant(job.get("anchor_at") or job["created_at"])

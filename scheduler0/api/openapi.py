@@ -17,6 +17,8 @@ from scheduler0.api.routes import (
     Param,
     Route,
 )
+from scheduler0.api.scope import NO_PROJECT, ROUTE_SCOPES
+from scheduler0.api.scope import ROLES as SCOPE_ROLES
 from scheduler0.api.validation import (
     MAX_CATCH_UP_WINDOW_S,
     MAX_DESCRIPTION_LENGTH,
@@ -183,10 +185,22 @@ _PROJECT = {
     "created_at": _INSTANT,
     "updated_at": _INSTANT,
     "notify_url": _NOTIFY_URL,
+    "paused": {
+        "type": "boolean",
+        "description": "A paused project fires none of its jobs; each keeps its own paused.",
+    },
 }
 _NULLABLE_INTEGER = {"type": ["integer", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _COUNT = {"type": "integer", "minimum": 0}
+_SCOPE = {
+    "projects": {
+        "type": ["array", "null"],
+        "items": {"type": "string"},
+        "description": "The projects it may touch (null: all).",
+    },
+    "role": {"enum": list(SCOPE_ROLES), "description": "read, or write (read and write)."},
+}
 
 
 MAX_NODE_ID = 2**63 - 1
@@ -372,6 +386,7 @@ SCHEMAS: dict[str, Any] = {
             "name": _NAME,
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
             "notify_url": _NOTIFY_URL,
+            "paused": {"type": "boolean", "description": "Create it paused (default false)."},
         },
     },
     "ProjectPatch": {
@@ -381,6 +396,13 @@ SCHEMAS: dict[str, Any] = {
             "name": _NAME,
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
             "notify_url": {**_NOTIFY_URL, "description": "null removes it."},
+            "paused": {
+                "type": "boolean",
+                "description": (
+                    "Pause (true) or resume (false) every job of the project; each job keeps "
+                    "its own paused. Resumed jobs owe no slot of the pause."
+                ),
+            },
         },
     },
     "Project": _closed(_PROJECT),
@@ -588,13 +610,30 @@ SCHEMAS: dict[str, Any] = {
             },
         }
     ),
-    "CredentialInput": {"type": "object", "additionalProperties": False, "properties": {}},
+    "CredentialInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "projects": {
+                "type": ["array", "null"],
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1},
+                "description": "The projects the credential may touch (absent or null: all).",
+            },
+            "role": {
+                "type": ["string", "null"],
+                "enum": [*SCOPE_ROLES, None],
+                "description": "read, or write (read and write; the default).",
+            },
+        },
+    },
     "Credential": _closed(
         {
             "uuid": _UUID,
             "api_key": {"type": "string"},
             "created_at": _INSTANT,
             "archived_at": _NULLABLE_INSTANT,
+            **_SCOPE,
         }
     ),
     "NewCredential": _closed(
@@ -603,14 +642,46 @@ SCHEMAS: dict[str, Any] = {
             "api_key": {"type": "string"},
             "api_secret": {"type": "string", "description": "Shown only in this response."},
             "created_at": _INSTANT,
+            **_SCOPE,
         }
     ),
     "CredentialPage": _page("Credential"),
+    # Issue 19: the audit log.
+    "AuditRecord": _closed(
+        {
+            "seq": {"type": "integer", "description": "The write's place in the log."},
+            "at": _INSTANT,
+            "actor": {"type": "string", "description": "admin, or the credential's uuid."},
+            "actor_key": {
+                "type": ["string", "null"],
+                "description": "The first characters of the credential's API key.",
+            },
+            "via": {"type": ["integer", "null"], "description": "The node it came through."},
+            "method": {"type": ["string", "null"]},
+            "route": {"type": ["string", "null"]},
+            "op": {"type": "string"},
+            "object_type": {"type": ["string", "null"]},
+            "object_uuid": _NULLABLE_STRING,
+            "object_uuids": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The first objects written (at most 10).",
+            },
+            "object_count": _COUNT,
+            "outcome": {"enum": ["applied", "refused"]},
+            "code": _NULLABLE_STRING,
+        }
+    ),
+    "AuditPage": _page("AuditRecord"),
 }
 
 _ERROR_STATUSES = {
     "400": "Invalid input; error.fields names each offending field.",
     "401": "Missing or wrong credentials (on an admin route: anything but admin Basic auth).",
+    "403": (
+        "Outside the client credential's scope (its projects and role): the message names "
+        "the scope and what the call needed (code forbidden)."
+    ),
     "404": "Unknown resource or route.",
     "405": "Method not allowed on this path.",
     "409": "Conflict with stored state.",
@@ -757,6 +828,13 @@ def _security(auth: str) -> list[dict]:
     return [{"apiKey": [], "apiSecret": []}, {"adminBasic": []}]
 
 
+def _scope_can_refuse(route: Route) -> bool:
+    """Whether a client credential's scope can refuse a call of C{route} (403)."""
+    if route.auth != CLIENT:
+        return False
+    return route.method != "GET" or ROUTE_SCOPES.get(route.handler) != NO_PROJECT
+
+
 def _operation(route: Route) -> dict:
     operation: dict[str, Any] = {
         "operationId": f"{route.handler}_{route.method.lower()}",
@@ -810,6 +888,8 @@ def _operation(route: Route) -> dict:
         if route.auth == ANONYMOUS and status == "401":
             continue
         if route.auth == ANONYMOUS and status == "429":
+            continue
+        if status == "403" and not _scope_can_refuse(route):
             continue
         text, schema = _ROUTE_ERRORS.get(route.handler, {}).get(status, (text, _ref("Error")))
         response: dict[str, Any] = {

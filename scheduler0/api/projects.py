@@ -23,6 +23,15 @@ from scheduler0.netpolicy import NetworkPolicy, check_url
 from scheduler0.sealing import SealError, SecretSealer, sealed_key_id
 from scheduler0.secret_hash import SecretHasher
 from scheduler0.timeutil import format_instant
+from scheduler0.versions import FIRST_ENTRY_VERSION, require_entry_version
+
+#: The entry version of commands that carry a project's C{paused}.
+PAUSE_ENTRY_VERSION = 2
+
+
+def present_project(project: dict) -> dict:
+    """A stored project as the API answers it: C{paused} always shown."""
+    return {**project, "paused": bool(project.get("paused", False))}
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -67,7 +76,18 @@ class ProjectsResource:
         project = await self.state.get_project(project_uuid)
         if not project:
             raise not_found("project", project_uuid)
-        return project
+        return present_project(project)
+
+    async def _pause_version(self, paused: bool) -> int:
+        """
+        The entry version a project command carrying C{paused} needs: 2, or
+        1 while the cluster writes 1 and the project is not paused (the
+        field is then left out); pausing then needs every node upgraded.
+        """
+        current = await self.state.entry_version()
+        if paused:
+            require_entry_version(current, PAUSE_ENTRY_VERSION, "paused")
+        return PAUSE_ENTRY_VERSION if current >= PAUSE_ENTRY_VERSION else FIRST_ENTRY_VERSION
 
     async def _check_notify_url(self, url: str | None) -> None:
         """CallbackAllowNetworks/CallbackDenyNetworks apply to notices as to callbacks."""
@@ -100,15 +120,20 @@ class ProjectsResource:
         # an upgrade) apply the command alike.
         if fields.get("notify_url") is not None:
             project["notify_url"] = fields["notify_url"]
+        paused = bool(fields.get("paused", False))
+        version = await self._pause_version(paused)
+        if version >= PAUSE_ENTRY_VERSION:
+            project["paused"] = paused
         secret = self.token(32)
         value = await self.writes.propose(
             "create_project",
             {"project": project, "signing_secret": self._stored(secret)},
             call=call,
+            version=version,
         )
         # The signing secret is shown in this answer only.
-        local = {**project, "notify_url": fields.get("notify_url")}
-        return {**prefer(value, local), "signing_secret": secret}
+        local = {**project, "notify_url": fields.get("notify_url"), "paused": paused}
+        return {**present_project(prefer(value, local)), "signing_secret": secret}
 
     async def rotate_signing_secret(self, call: Call) -> dict:
         body = call.object_body(required=False) or {}
@@ -212,8 +237,10 @@ class ProjectsResource:
 
     async def list_projects(self, call: Call) -> dict:
         limit, offset = call.query["limit"], call.query["offset"]
-        items, total = await self.state.list_projects(limit=limit, offset=offset)
-        return list_page(list(items), total, limit, offset)
+        items, total = await self.state.list_projects(
+            limit=limit, offset=offset, uuids=call.project_filter()
+        )
+        return list_page([present_project(p) for p in items], total, limit, offset)
 
     async def get_project(self, call: Call) -> dict:
         return await self._project_or_404(call.path["uuid"])
@@ -237,13 +264,20 @@ class ProjectsResource:
                     f"name: a project named {changes['name']!r} already exists",
                     {"name": "already exists"},
                 )
+        version = FIRST_ENTRY_VERSION
+        if "paused" in changes:
+            version = await self._pause_version(True)
         updated_at = format_instant(utc_now(self.clock))
         value = await self.writes.propose(
             "update_project",
             {"uuid": project["uuid"], "changes": changes, "updated_at": updated_at},
             call=call,
+            version=version,
         )
-        return prefer(value, {**project, **changes, "updated_at": updated_at})
+        if "paused" in changes:
+            # Its jobs stop (or fire again) on every node before the answer.
+            await self.writes.everywhere()
+        return present_project(prefer(value, {**project, **changes, "updated_at": updated_at}))
 
     async def delete_project(self, call: Call) -> dict:
         project = await self._project_or_404(call.path["uuid"])

@@ -27,10 +27,13 @@ from scheduler0.api.errors import APIError, FieldErrors, invalid
 from scheduler0.api.limits import json_depth_problem
 from scheduler0.api.ports import Cluster, Proposer
 from scheduler0.api.routes import Param, Route
+from scheduler0.api.scope import FULL, Scope, check_project
 from scheduler0.api.validation import Invalid, decode_cursor, encode_cursor
+from scheduler0.store.audit import audit_stamp
 from scheduler0.store.commands import Command
 from scheduler0.store.state import CLIENT_KEY_PREFIX
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+from scheduler0.versions import FIRST_ENTRY_VERSION
 
 _RESULT_STATUS = {"conflict": 409, "not_found": 404, "invalid": 400}
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -38,10 +41,16 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 @attrs.frozen
 class Principal:
-    """Who is calling: C{admin}, a C{client} credential, or C{anonymous}."""
+    """
+    Who is calling: C{admin}, a C{client} credential, or C{anonymous}; a
+    client's C{scope} (full access unless the credential was limited) and
+    the hint of its API key that logs and the audit log may show.
+    """
 
     kind: str
     credential_uuid: str | None = None
+    scope: Scope = FULL
+    key_hint: str | None = None
 
 
 @attrs.define(eq=False)
@@ -54,6 +63,21 @@ class Call:
     path: dict[str, str]
     max_body_bytes: int
     max_json_depth: int = 32
+    # The route served (for the audit log; None: a call made in a test).
+    route: Route | None = None
+
+    @property
+    def scope(self) -> Scope:
+        """What the caller may touch (the admin: everything)."""
+        return self.principal.scope
+
+    def check_project(self, project_uuid: str, *, write: bool) -> None:
+        """Refuse (403) a call that reads or C{write}s C{project_uuid} outside the scope."""
+        check_project(self.principal.scope, project_uuid, write)
+
+    def project_filter(self) -> frozenset[str] | None:
+        """The projects a listing is narrowed to (None: every one)."""
+        return self.principal.scope.projects
 
     def idempotency_key(self) -> str | None:
         """
@@ -236,14 +260,26 @@ class Writes:
     proposer: Proposer
     new_uuid: Callable[[], str]
     cluster: Cluster | None = None
+    # Stamps a user's write for the audit log (None: no audit records).
+    auditor: Auditor | None = None
 
-    async def propose(self, op: str, args: Mapping[str, Any], call: Call | None = None) -> Any:
+    async def propose(
+        self,
+        op: str,
+        args: Mapping[str, Any],
+        call: Call | None = None,
+        *,
+        version: int = FIRST_ENTRY_VERSION,
+    ) -> Any:
         """
         Propose one command; a rejected result becomes the matching APIError.
         Each write gets its own request id, so a retried proposal of the same
         command can be recognised by the log (Raft de-duplication); a client's
         Idempotency-Key (per credential) is that id, so the client's own
-        retries are recognised too.
+        retries are recognised too. A user's write (C{call} given) carries
+        its audit metadata once the cluster writes entry version 2; the
+        command is then of that version. C{version}: the entry version the
+        command needs for what it carries.
         """
         key = call.idempotency_key() if call is not None else None
         if key is None or call is None:
@@ -251,7 +287,13 @@ class Writes:
         else:
             who = call.principal.credential_uuid or call.principal.kind
             request_id = f"{CLIENT_KEY_PREFIX}{who}:{key}"
-        result = await self.proposer.propose(Command(op, args, request_id=request_id))
+        stamp = None
+        if call is not None and self.auditor is not None:
+            stamp = await self.auditor.stamp(call)
+        if stamp is not None:
+            version = max(version, AUDIT_ENTRY_VERSION)
+        command = Command(op, args, request_id=request_id, version=version, audit=stamp)
+        result = await self.proposer.propose(command)
         if result.ok:
             return result.value
         code = result.code or "invalid"
@@ -269,6 +311,43 @@ class Writes:
         """
         if self.cluster is not None:
             await self.cluster.wait_members_applied(self.cluster.change_settle_s)
+
+
+#: The entry version whose commands may carry audit metadata.
+AUDIT_ENTRY_VERSION = 2
+
+
+@attrs.define(eq=False)
+class Auditor:
+    """
+    The audit metadata of a user's write (L{scheduler0.store.audit}): who
+    (the admin, or a credential's uuid and API key hint), when (this node's
+    clock, or the cluster's), through which node and route, and how many
+    records the log keeps (C{AuditLogMaxEntries}). None while the cluster
+    writes entry version 1: a node of the previous release would not read it.
+    """
+
+    entry_version: Callable[[], Any]
+    clock: IReactorTime
+    node_id: int | None
+    keep: int
+    cluster_time: Callable[[], float] | None = None
+
+    async def stamp(self, call: Call) -> dict[str, Any] | None:
+        if await maybe(self.entry_version()) < AUDIT_ENTRY_VERSION:
+            return None
+        principal = call.principal
+        seconds = self.cluster_time() if self.cluster_time is not None else self.clock.seconds()
+        route = call.route
+        return audit_stamp(
+            at=format_instant(utc_from_timestamp(seconds)),
+            actor=principal.credential_uuid or principal.kind,
+            actor_key=principal.key_hint,
+            via=self.node_id,
+            method=route.method if route is not None else "",
+            route=route.path if route is not None else "",
+            keep=self.keep,
+        )
 
 
 def parse_query(route: Route, request: IRequest) -> dict[str, Any]:

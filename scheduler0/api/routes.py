@@ -410,6 +410,34 @@ _TABLE: tuple[Route, ...] = (
             "Restore it offline with scheduler0 restore (README: Backup and restore)."
         ),
     ),
+    # audit log (admin; issue 19)
+    Route(
+        "GET",
+        "/audit",
+        "list_audit",
+        ADMIN,
+        "The audit log: every user write (who, what, which object, when, via which node).",
+        query=(
+            Param("actor", "string", "Only writes by this actor: admin or a credential uuid."),
+            Param(
+                "object",
+                "string",
+                "Only writes to this object (a project, job or credential uuid).",
+            ),
+            Param("op", "string", "Only writes of this command op (e.g. update_job)."),
+            Param("via", "integer", "Only writes made through this node id.", minimum=1),
+            Param("since", "instant", "Only writes at or after this RFC 3339 instant."),
+            Param("until", "instant", "Only writes before this RFC 3339 instant."),
+            *PAGE,
+        ),
+        response="AuditPage",
+        description=(
+            "Newest first. Kept in the replicated state, so every node answers alike; the "
+            "newest AuditLogMaxEntries records are kept. Writes refused by the state machine "
+            "are there with outcome refused; requests refused before they were proposed "
+            "(400, 403, 404 from the node's own checks) are not."
+        ),
+    ),
 )
 
 

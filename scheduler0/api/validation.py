@@ -45,7 +45,7 @@ MAX_TIMEOUT_S = 24 * 3600
 MAX_RETRY_MAX = 1000
 MAX_ID_LENGTH = 128
 
-PROJECT_WRITABLE_FIELDS = ("name", "description", "notify_url")
+PROJECT_WRITABLE_FIELDS = ("name", "description", "notify_url", "paused")
 PROJECT_READ_ONLY_FIELDS = ("uuid", "created_at", "updated_at")
 
 
@@ -251,6 +251,8 @@ PROJECT_CHECKS: dict[str, Callable[[object], Any]] = {
     "name": check_name,
     "description": check_description,
     "notify_url": check_notify_url,
+    # Issue 19: a paused project fires none of its jobs.
+    "paused": check_bool,
 }
 
 

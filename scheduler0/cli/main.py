@@ -216,7 +216,7 @@ def build_parser(stdout: IO[str], stderr: IO[str]) -> argparse.ArgumentParser:
     leaf(commands, "version", "print the version", _version)
     from scheduler0.cli.resources import add_resource_commands
 
-    add_resource_commands(group, leaf)
+    add_resource_commands(group, leaf, commands)
     from scheduler0.cli.backup import add_backup_commands
 
     add_backup_commands(commands, leaf)

@@ -31,6 +31,7 @@ from scheduler0.cli.context import (
 from scheduler0.client import APIError, Client, NodeUnreachable
 from scheduler0.client.operations import new_idempotency_key
 from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
+from scheduler0.model import CREDENTIAL_ROLES as SCOPE_ROLES
 
 # Replaced in tests: the import's back-off and progress timing.
 sleep: Callable[[float], Any] = time.sleep
@@ -75,8 +76,13 @@ EXECUTION_COLUMNS = (
 # -- wiring ------------------------------------------------------------------
 
 
-def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
-    """Add C{projects}, C{jobs} and C{executions} with the parser helpers of L{build_parser}."""
+def add_resource_commands(
+    group: Callable[..., Any], leaf: Callable[..., Any], top: Any = None
+) -> None:
+    """
+    Add C{projects}, C{jobs}, C{executions}, C{credentials} and (given the
+    top-level C{top}) C{audit} with the parser helpers of L{build_parser}.
+    """
 
     def command(
         where: Any,
@@ -134,6 +140,9 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
         metavar="URL",
         help="http(s) URL told of the project's failed executions (default: none)",
     )
+    sub.add_argument(
+        "--paused", action="store_true", default=None, help="create it paused (no job fires)"
+    )
     sub = command(
         projects,
         "update",
@@ -160,6 +169,12 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     sub = command(projects, "delete", "delete a project", _projects_delete, writes=True)
     sub.add_argument("uuid")
     sub.add_argument("--cascade", action="store_true", help="delete its jobs too")
+    for name, help_text, handler in (
+        ("pause", "fire none of a project's jobs (each keeps its own paused flag)", _pause),
+        ("resume", "fire a paused project's active jobs again, from now", _resume),
+    ):
+        sub = command(projects, name, help_text, handler)
+        sub.add_argument("uuid")
 
     jobs = group("jobs", "list, create, change, run and import jobs")
     sub = command(jobs, "list", "list jobs", _jobs_list)
@@ -212,6 +227,34 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     sub.add_argument("--since", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
     sub.add_argument("--until", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
     _limit_option(sub)
+
+    credentials = group("credentials", "client credentials (admin)")
+    sub = command(
+        credentials,
+        "create",
+        "create a client credential (prints its api_secret once)",
+        _credentials_create,
+    )
+    sub.add_argument(
+        "--project",
+        dest="projects",
+        metavar="UUID",
+        action="append",
+        help="a project it may touch (repeat for more; default: every project)",
+    )
+    sub.add_argument("--role", choices=SCOPE_ROLES, help="read, or write (default)")
+    sub = command(credentials, "list", "list client credentials", _credentials_list)
+    _limit_option(sub)
+
+    if top is not None:
+        sub = command(top, "audit", "the audit log: every write, newest first (admin)", _audit)
+        sub.add_argument("--actor", help="only writes by admin or this credential uuid")
+        sub.add_argument("--object", metavar="UUID", help="only writes to this object")
+        sub.add_argument("--op", help="only writes of this op (e.g. update_job)")
+        sub.add_argument("--via", type=int, metavar="NODE_ID", help="only through this node")
+        sub.add_argument("--since", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
+        sub.add_argument("--until", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
+        _limit_option(sub)
 
 
 def _limit_option(sub: Any) -> None:
@@ -491,6 +534,7 @@ def _projects_create(context: Context, client: Client) -> int:
         args.description,
         notify_url=args.notify_url,
         idempotency_key=args.idempotency_key,
+        paused=args.paused,
     )
     _show(context, project)
     if project.get("signing_secret") and not args.json:
@@ -512,6 +556,66 @@ def _projects_update(context: Context, client: Client) -> int:
         context,
         client.update_project(args.uuid, name=args.name, description=args.description, **changes),
     )
+
+
+def _pause(context: Context, client: Client) -> int:
+    return _show(context, client.pause_project(context.args.uuid))
+
+
+def _resume(context: Context, client: Client) -> int:
+    return _show(context, client.resume_project(context.args.uuid))
+
+
+# -- credentials and the audit log (admin) -------------------------------------
+
+CREDENTIAL_COLUMNS = (
+    ("UUID", "uuid"),
+    ("API KEY", "api_key"),
+    ("ROLE", "role"),
+    ("PROJECTS", "projects"),
+    ("CREATED", "created_at"),
+    ("ARCHIVED", "archived_at"),
+)
+AUDIT_COLUMNS = (
+    ("SEQ", "seq"),
+    ("AT", "at"),
+    ("ACTOR", "actor"),
+    ("VIA", "via"),
+    ("OP", "op"),
+    ("OBJECT", "object_uuid"),
+    ("COUNT", "object_count"),
+    ("OUTCOME", "outcome"),
+    ("CODE", "code"),
+)
+
+
+def _credentials_create(context: Context, client: Client) -> int:
+    args = context.args
+    created = client.create_credential(projects=args.projects, role=args.role)
+    _show(context, created)
+    if not args.json:
+        context.stderr.write("the api_secret is shown only now; store it safely\n")
+    return EXIT_OK
+
+
+def _credentials_list(context: Context, client: Client) -> int:
+    pages, total = _paged(client.list_credentials, context.args.limit)
+    return _show_list(context, pages, total, CREDENTIAL_COLUMNS, "credentials")
+
+
+def _audit(context: Context, client: Client) -> int:
+    args = context.args
+    pages, total = _paged(
+        client.list_audit,
+        args.limit,
+        actor=args.actor,
+        object=args.object,
+        op=args.op,
+        via=args.via,
+        since=args.since,
+        until=args.until,
+    )
+    return _show_list(context, pages, total, AUDIT_COLUMNS, "audit records")
 
 
 def _projects_delete(context: Context, client: Client) -> int:

@@ -343,12 +343,14 @@ class Operations:
         *,
         notify_url: str | None = None,
         idempotency_key: str | None = None,
+        paused: bool | None = None,
     ) -> Request:
         """
         Create a project; the answer holds its signing_secret (shown only
-        once). C{notify_url}: where notices of its failed executions go.
+        once). C{notify_url}: where notices of its failed executions go;
+        C{paused}: create it paused (none of its jobs fires).
         """
-        body = _fields(name=name, description=description, notify_url=notify_url)
+        body = _fields(name=name, description=description, notify_url=notify_url, paused=paused)
         return Request("POST", "/projects", body=body, idempotency_key=idempotency_key)
 
     list_projects = _listing("/projects", "One page of projects.")
@@ -373,6 +375,18 @@ class Operations:
         if notify_url is not UNCHANGED:
             body["notify_url"] = notify_url
         return Request("PUT", f"/projects/{_segment(uuid)}", body=body)
+
+    @_operation
+    @staticmethod
+    def pause_project(uuid: str) -> Request:
+        """Fire none of the project's jobs (each keeps its own paused flag)."""
+        return Request("PATCH", f"/projects/{_segment(uuid)}", body={"paused": True})
+
+    @_operation
+    @staticmethod
+    def resume_project(uuid: str) -> Request:
+        """Fire the project's jobs that are not paused themselves again, from now."""
+        return Request("PATCH", f"/projects/{_segment(uuid)}", body={"paused": False})
 
     @_operation
     @staticmethod
@@ -562,9 +576,13 @@ class Operations:
     # -- credentials (admin)
     @_operation
     @staticmethod
-    def create_credential() -> Request:
-        """A new client credential; its api_secret is in this answer only."""
-        return Request("POST", "/credentials", body={})
+    def create_credential(*, projects: list[str] | None = None, role: str | None = None) -> Request:
+        """
+        A new client credential; its api_secret is in this answer only.
+        C{projects}: the only projects it may touch (None: all); C{role}:
+        C{read} or C{write} (the default).
+        """
+        return Request("POST", "/credentials", body=_fields(projects=projects, role=role))
 
     list_credentials = _listing("/credentials", "One page of client credentials (admin).")
     iter_credentials = _iteration(list_credentials)
@@ -573,6 +591,35 @@ class Operations:
     archive_credential = _by_path(
         "DELETE", "/credentials/{}", "Archive a credential (admin): it is rejected from then on."
     )
+
+    # -- the audit log (admin)
+    @_operation
+    @staticmethod
+    def list_audit(
+        *,
+        actor: str | None = None,
+        object: str | None = None,
+        op: str | None = None,
+        via: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+    ) -> Request:
+        """One page of the audit log (admin), newest first; C{since}/C{until} are RFC 3339."""
+        query = _query(
+            actor=actor,
+            object=object,
+            op=op,
+            via=via,
+            since=since,
+            until=until,
+            **_page(limit, offset, cursor),
+        )
+        return Request("GET", "/audit", query)
+
+    iter_audit = _iteration(list_audit)
 
 
 # The operations made by _by_path/_listing are all called "build" until named here.

@@ -29,8 +29,17 @@ log = Logger()
 
 # Applied changes that, in a cluster, depend on which node owns a job.
 _OWNERSHIP_EVENTS = frozenset(
-    (Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.UPDATE_JOB, Op.DELETE_JOB, Op.DELETE_PROJECT)
+    (
+        Op.CREATE_JOBS,
+        Op.ASSIGN_JOBS,
+        Op.UPDATE_JOB,
+        Op.DELETE_JOB,
+        Op.DELETE_PROJECT,
+        Op.UPDATE_PROJECT,
+    )
 )
+# How many of a resumed project's jobs are read at a time.
+_RESUME_PAGE = 1000
 # Of those, the ones whose handling reads the state (in order, one at a time).
 _READ_OWNERSHIP = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS))
 
@@ -61,6 +70,8 @@ class Firing(Protocol):
     def apply_change(self, command: Command, result: Result) -> None: ...
 
     def arm(self) -> None: ...
+
+    def project_paused(self, project_uuid: str) -> bool: ...
 
     def catch_up_start(self, job: dict, last_slot: str | None) -> datetime: ...
 
@@ -166,6 +177,8 @@ class Handover:
         """
         if command.op not in _OWNERSHIP_EVENTS:
             return False
+        if command.op == Op.UPDATE_PROJECT:
+            return self._project_changed(command, result, index)
         if command.op == Op.ASSIGN_JOBS:
             # Jobs moved off this node stop here at once: the node may
             # fire again as soon as it has applied this entry, before
@@ -195,6 +208,49 @@ class Handover:
         self._cluster_change(command, result)
         return True
 
+    def _project_changed(self, command: Command, result: Result, index: int) -> bool:
+        """
+        A project changed. A pause stops its jobs here at once (the
+        scheduler drops them); a resume takes up again, in turn with the
+        other ownership changes, the project's active jobs this node owns.
+        """
+        project = result.value if isinstance(result.value, dict) else {}
+        project_uuid = project.get("uuid")
+        was_paused = project_uuid is not None and self._scheduler.project_paused(project_uuid)
+        self._scheduler.apply_change(command, result)
+        if was_paused and not project.get("paused"):
+            self._events.append((command, result, index))
+            if not self._events_running:
+                Deferred.fromCoroutine(self._drain_events()).addErrback(
+                    lambda f: log.failure("following a job change failed", f)
+                )
+        return True
+
+    async def _resumed(self, project_uuid: str) -> None:
+        """Take up again the active jobs of a resumed project that this node owns."""
+        scheduler = self._scheduler
+        started = self._move_seq
+        after: tuple[str, str] | None = None
+        while True:
+            page = await self.ownership.project_jobs_page(project_uuid, after, _RESUME_PAGE)
+            if scheduler.project_paused(project_uuid):
+                return  # paused again meanwhile
+            for job in page:
+                job_uuid = job["uuid"]
+                if scheduler.holds(job_uuid):
+                    continue
+                moved = self._moved_off.get(job_uuid)
+                if moved is not None and moved[0] > started:
+                    continue
+                self._owned.add(job_uuid)
+                scheduler.add(
+                    job, since=self.after_handover(job, scheduler.catch_up_start(job, None))
+                )
+            scheduler.arm()
+            if len(page) < _RESUME_PAGE:
+                return
+            after = (page[-1]["created_at"], page[-1]["uuid"])
+
     async def _drain_events(self) -> None:
         self._events_running = True
         try:
@@ -223,6 +279,8 @@ class Handover:
             scheduler.arm()
         elif op == Op.ASSIGN_JOBS:
             await self._assigned(command.args)
+        elif op == Op.UPDATE_PROJECT:
+            await self._resumed(value["uuid"])
         else:
             self._cluster_change(command, result)
 

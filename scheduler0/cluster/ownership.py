@@ -34,6 +34,10 @@ class OwnershipView(Protocol):
 
     def owned_jobs(self, job_uuids: list[str]) -> Deferred[Any]: ...
 
+    def project_jobs_page(
+        self, project_uuid: str, after: tuple[str, str] | None, limit: int
+    ) -> Deferred[Any]: ...
+
 
 @attrs.define(eq=False)
 class Ownership:
@@ -103,3 +107,9 @@ class Ownership:
         if not job_uuids:
             return []
         return list(await self.state.owned_jobs_of(self.node_id, job_uuids))
+
+    def project_jobs_page(
+        self, project_uuid: str, after: tuple[str, str] | None, limit: int
+    ) -> Deferred:
+        """A page of the active jobs of C{project_uuid} that this node owns."""
+        return self.state.project_jobs_page(project_uuid, self.node_id, after, limit)

@@ -348,6 +348,11 @@ class SchedulerService(Service):
     # The wall instant the node had reached before the clock last stepped
     # back (POSIX seconds): slots up to it may have been sent already.
     _reached: float = 0.0
+    # Issue 19: the paused projects, none of whose jobs is held; and, for
+    # each project being resumed on a single node while its jobs are read,
+    # the jobs changed meanwhile (their own change added them as they are).
+    _paused_projects: set[str] = attrs.field(factory=set)
+    _resuming: dict[str, set[str]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if self.handover is not None:
@@ -384,6 +389,7 @@ class SchedulerService(Service):
         loading_at = self._index_now()
         count = 0
         pager, slots_of = self._sources()
+        self._paused_projects = set(await self.state.paused_projects())
         page = await pager(None, LOAD_PAGE_SIZE)
         while True:
             if not self._running:
@@ -492,6 +498,9 @@ class SchedulerService(Service):
         op = command.op
         value: Any = result.value
         now = utc_from_timestamp(self.clock.seconds())
+        if self._resuming and op in (Op.UPDATE_JOB, Op.DELETE_JOB):
+            for touched in self._resuming.values():
+                touched.add(value["uuid"])
         if op == Op.CREATE_JOBS:
             for job in value or ():
                 self.add(job, since=now)
@@ -515,9 +524,13 @@ class SchedulerService(Service):
             self._remove(value["uuid"])
             self.executor.cancel_job(value["uuid"], "job_deleted")
         elif op == Op.DELETE_PROJECT:
+            self._paused_projects.discard(value.get("uuid"))
+            self._resuming.pop(value.get("uuid"), None)
             for job_uuid in value.get("deleted_jobs", ()):
                 self._remove(job_uuid)
                 self.executor.cancel_job(job_uuid, "job_deleted")
+        elif op in (Op.CREATE_PROJECT, Op.UPDATE_PROJECT):
+            self._project_changed(command, value)
         elif op == Op.STATE_RESTORED:
             # The whole state was replaced (a Raft snapshot): start over from it.
             Deferred.fromCoroutine(self._reload()).addErrback(
@@ -528,6 +541,82 @@ class SchedulerService(Service):
             return
         self._arm()
 
+    def _project_changed(self, command: Command, project: dict) -> None:
+        """
+        A project was created or changed: when it was paused, stop its jobs
+        (each keeps its own paused flag); when resumed, fire again those
+        that are not paused themselves, from now (the state machine made
+        now their C{active_since}: no slot of the pause is owed).
+        """
+        project_uuid = project.get("uuid") if isinstance(project, dict) else None
+        if project_uuid is None:
+            return
+        if not project.get("paused"):
+            if project_uuid not in self._paused_projects:
+                return
+            self._paused_projects.discard(project_uuid)
+            if self.handover is None:
+                # In a cluster the handover takes up the jobs this node owns.
+                self._resuming[project_uuid] = set()
+                Deferred.fromCoroutine(self._resume_project(project_uuid)).addErrback(
+                    lambda f: log.failure("resuming the jobs of a project failed", f)
+                )
+            return
+        if project_uuid in self._paused_projects:
+            return
+        self._paused_projects.add(project_uuid)
+        self._resuming.pop(project_uuid, None)
+        if command.op == Op.CREATE_PROJECT:
+            return
+        stopped = [u for u, entry in self._entries.items() if entry.project_uuid == project_uuid]
+        for job_uuid in stopped:
+            self._remove(job_uuid)
+            self.executor.cancel_job(job_uuid, "job_paused")
+        log.info(
+            "project {project_uuid} paused: stopped {count} of its jobs",
+            project_uuid=project_uuid,
+            count=len(stopped),
+        )
+
+    def _paused(self, job: dict) -> bool:
+        """Whether C{job} fires nothing now: it is paused, or its project is."""
+        return bool(job.get("paused")) or job.get("project_uuid") in self._paused_projects
+
+    def project_paused(self, project_uuid: str) -> bool:
+        """Whether the project C{project_uuid} is paused (its jobs are not held)."""
+        return project_uuid in self._paused_projects
+
+    async def _resume_project(self, project_uuid: str) -> None:
+        """
+        On a single node: hold again the active jobs of the resumed project,
+        read a page at a time -- unless the project was paused or deleted
+        meanwhile; a job changed meanwhile was added by its own change.
+        """
+        after: tuple[str, str] | None = None
+        count = 0
+        try:
+            while True:
+                page = await self.state.project_jobs_page(project_uuid, None, after, LOAD_PAGE_SIZE)
+                touched = self._resuming.get(project_uuid)
+                if touched is None or not self._running:
+                    return
+                for job in page:
+                    if job["uuid"] in touched or job["uuid"] in self._entries:
+                        continue
+                    self.add(job, since=self.catch_up_start(job, None))
+                    count += 1
+                self._arm()
+                if len(page) < LOAD_PAGE_SIZE:
+                    break
+                after = (page[-1]["created_at"], page[-1]["uuid"])
+        finally:
+            self._resuming.pop(project_uuid, None)
+        log.info(
+            "project {project_uuid} resumed: {count} of its jobs fire again",
+            project_uuid=project_uuid,
+            count=count,
+        )
+
     async def _reload(self) -> None:
         """Replace every entry with the jobs the restored state holds (read a page at a time)."""
         self._pending = []
@@ -536,6 +625,7 @@ class SchedulerService(Service):
         kept: set[str] = set()
         pager, slots_of = self._sources()
         try:
+            self._paused_projects = set(await self.state.paused_projects())
             page = await pager(None, LOAD_PAGE_SIZE)
             # Read once the restored state is in place (the restore's own
             # index is set after its subscribers are told): a later index
@@ -549,6 +639,7 @@ class SchedulerService(Service):
                     if not (
                         (previous := self._entries.get(job["uuid"])) is not None
                         and previous.same_job(job)
+                        and job["project_uuid"] not in self._paused_projects
                     )
                 ]
                 kept.update(job["uuid"] for job in page)
@@ -748,8 +839,8 @@ class SchedulerService(Service):
         return slot
 
     def add(self, job: dict, since: datetime) -> None:
-        """Hold C{job} (unless paused) and fire its slots after C{since}."""
-        if job.get("paused"):
+        """Hold C{job} (unless it or its project is paused) and fire its slots after C{since}."""
+        if self._paused(job):
             return
         if self.handover is not None:
             since = self.handover.not_before(job["uuid"], since)
@@ -1109,7 +1200,7 @@ class SchedulerService(Service):
         (a coalescing job only the last, the others recorded as coalesced);
         how many were sent.
         """
-        if job.get("paused"):
+        if self._paused(job):
             return 0
         try:
             entry = _Entry(job["uuid"], job["name"], job.get("data"), self._kind(job))
@@ -1410,7 +1501,7 @@ class SchedulerService(Service):
             return format_instant(min(entry.prepared))
         if entry is not None and entry.next_slot is not None:
             return format_instant(entry.next_slot)
-        if job.get("paused"):
+        if self._paused(job):
             return None
         try:
             schedule = make_schedule(

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from scheduler0.store.audit import record_audit
 from scheduler0.store.checks import _job_rows, _Rejected
 from scheduler0.store.cluster_handlers import (
     _assign_jobs,
@@ -91,6 +92,8 @@ def _apply(txn: Any, index: int, command: Command) -> Result:
                 again = Result.from_json(first)
             return attrs.evolve(again, duplicate=True)
     result = _apply_command(txn, command, index)
+    if command.audit is not None:
+        record_audit(txn, index, command, result)
     if command.request_id:
         remembered = result.to_json()
         if command.op == Op.CREATE_JOBS and result.ok:

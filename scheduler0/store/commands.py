@@ -69,18 +69,24 @@ class Command:
     One replicated operation, C{op} applied with C{args}. C{version} is the
     entry format it needs (L{scheduler0.versions}): 1 is written without a
     C{"v"}, as the releases before versioning wrote every command.
+    C{audit}: who asked for a user's write, for the audit log
+    (L{scheduler0.store.audit}); it travels as C{"audit"} in commands of
+    entry version 2 and later only, and is absent from every other command.
     """
 
     op: str
     args: Mapping[str, Any]
     request_id: str | None = None
     version: int = FIRST_ENTRY_VERSION
+    audit: Mapping[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         """The canonical JSON encoding of this command."""
         encoded: dict[str, Any] = {"op": self.op, "args": self.args, "request_id": self.request_id}
         if self.version != FIRST_ENTRY_VERSION:
             encoded["v"] = self.version
+        if self.audit is not None:
+            encoded["audit"] = self.audit
         return canonical_json(encoded).encode("utf-8")
 
     @classmethod
@@ -115,7 +121,10 @@ class Command:
                 f"a command ({op}) of entry version {version}: this release reads entry"
                 f" versions up to {ENTRY_VERSION}; it needs a release that writes version {version}"
             )
-        return cls(op, args, request_id, version)
+        audit = decoded.get("audit")
+        if audit is not None and not isinstance(audit, dict):
+            raise ValueError("command field 'audit' must be an object")
+        return cls(op, args, request_id, version, audit)
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ secrets: each is C{(txn, args) -> value}, or raises L{_Rejected}.
 from __future__ import annotations
 
 import heapq
+import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
@@ -22,26 +23,32 @@ from scheduler0.store.checks import (
     _Rejected,
     _text,
 )
-from scheduler0.store.commands import error
+from scheduler0.store.commands import canonical_json, error
 from scheduler0.store.rows import (
+    _CREDENTIAL_SCOPE,
     _CREDENTIALS,
     _JOBS,
+    _PROJECT_READ,
     _PROJECTS,
     _PUBLIC_CREDENTIALS,
     CREDENTIAL_COLUMNS,
+    PUBLIC_CREDENTIAL_COLUMNS,
+    ROLES,
     _all,
     _job,
     _one,
     _project,
-    _public_credential,
+    _read_project,
+    _scoped_credential,
 )
 
 
 def _create_project(txn: Any, args: Mapping) -> Any:
     project = _mapping(args, "project")
-    unknown = sorted(set(project) - set(PROJECT_COLUMNS))
+    unknown = sorted(set(project) - set(PROJECT_COLUMNS) - {"paused"})
     if unknown:
         raise _invalid(unknown[0], f"unknown project field {unknown[0]}")
+    paused = _flag(project, "paused", "project field ")
     row = tuple(
         _notify_url(project.get("notify_url"))
         if column == "notify_url"
@@ -63,7 +70,18 @@ def _create_project(txn: Any, args: Mapping) -> Any:
             " VALUES (?, ?, ?, NULL)",
             (row[0], secret, row[3]),
         )
+    if paused:
+        txn.execute("UPDATE projects SET paused = 1 WHERE uuid = ?", (row[0],))
+        return {**dict(zip(PROJECT_COLUMNS, row, strict=True)), "paused": True}
     return _project(row)
+
+
+def _flag(args: Mapping, field: str, where: str = "") -> bool:
+    """An optional boolean argument (absent: false)."""
+    value = args.get(field, False)
+    if not isinstance(value, bool):
+        raise _invalid(field, f"{where}{field} must be a boolean")
+    return value
 
 
 def _notify_url(value: Any) -> str | None:
@@ -137,24 +155,49 @@ def _update_project(txn: Any, args: Mapping) -> Any:
         if field == "notify_url":
             _notify_url(changes[field])
             continue
+        if field == "paused":
+            _flag(changes, field, "project field ")
+            continue
         if field not in ("name", "description"):
             raise _invalid(field, f"project field {field} cannot be changed")
         _text(changes, field, "project field ")
-    current = _project(_one(txn, f"SELECT {_PROJECTS} FROM projects WHERE uuid = ?", (uuid,)))
+    current = _read_project(
+        _one(txn, f"SELECT {_PROJECT_READ} FROM projects WHERE uuid = ?", (uuid,))
+    )
     if current is None:
         raise _Rejected(error("not_found", f"no project with uuid {uuid}", "uuid"))
     if "name" in changes and _one(
         txn, "SELECT 1 FROM projects WHERE name = ? AND uuid != ?", (changes["name"], uuid)
     ):
         raise _Rejected(error("conflict", f"a project named {changes['name']!r} exists", "name"))
-    current.update({field: changes[field] for field in sorted(changes)})
+    was_paused = bool(current.pop("paused", False))
+    paused = changes.get("paused", was_paused)
+    current.update({field: changes[field] for field in sorted(changes) if field != "paused"})
     current["updated_at"] = updated_at
     txn.execute(
         "UPDATE projects SET name = ?, description = ?, notify_url = ?, updated_at = ?"
         " WHERE uuid = ?",
         (current["name"], current["description"], current["notify_url"], updated_at, uuid),
     )
-    return current
+    if "paused" in changes:
+        _pause_project(txn, uuid, was_paused, paused, updated_at)
+    # (Shown only when paused: a project answers as before pauses existed.)
+    return {**current, "paused": True} if paused else current
+
+
+def _pause_project(txn: Any, uuid: str, was_paused: bool, paused: bool, at: str) -> None:
+    """
+    Pause or resume project C{uuid} (its jobs keep their own paused flag).
+    Resuming is to each of its active jobs what resuming the job is: it
+    fires from C{at} on, owing no slot that fell while the project was paused.
+    """
+    txn.execute("UPDATE projects SET paused = ? WHERE uuid = ?", (int(paused), uuid))
+    if was_paused and not paused:
+        txn.execute(
+            "UPDATE jobs SET active_since = ?, updated_at = ?"
+            " WHERE project_uuid = ? AND paused = 0",
+            (at, at, uuid),
+        )
 
 
 def _delete_project(txn: Any, args: Mapping) -> Any:
@@ -190,7 +233,24 @@ def _delete_project(txn: Any, args: Mapping) -> Any:
     txn.execute("DELETE FROM jobs WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM signing_secrets WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM projects WHERE uuid = ?", (uuid,))
+    _drop_from_scopes(txn, uuid)
     return {"uuid": uuid, "deleted_jobs": jobs}
+
+
+def _drop_from_scopes(txn: Any, project_uuid: str) -> None:
+    """A deleted project leaves every credential scope that named it."""
+    rows = _all(
+        txn,
+        "SELECT uuid, projects FROM credentials WHERE projects IS NOT NULL"
+        " AND instr(projects, ?) > 0 ORDER BY uuid",
+        (canonical_json(project_uuid),),
+    )
+    for credential_uuid, projects in rows:
+        kept = [p for p in json.loads(projects) if p != project_uuid]
+        txn.execute(
+            "UPDATE credentials SET projects = ? WHERE uuid = ?",
+            (canonical_json(kept), credential_uuid),
+        )
 
 
 def _create_jobs(txn: Any, args: Mapping, index: int = 0) -> Any:
@@ -325,11 +385,23 @@ def _update_job(txn: Any, args: Mapping) -> Any:
     new_row = tuple(values[column] for column in JOB_COLUMNS)
     txn.execute(f"UPDATE jobs SET {assignments} WHERE uuid = ?", new_row[1:] + (uuid,))
     old = dict(zip(JOB_COLUMNS, row, strict=True))
-    resumed = bool(old["paused"]) and not bool(values["paused"])
+    resumed = (bool(old["paused"]) and not bool(values["paused"])) or _leaves_paused_project(
+        txn, old["project_uuid"], values["project_uuid"]
+    )
     rescheduled = any(old[f] != values[f] for f in ("spec", "timezone", "anchor_at"))
     if resumed or rescheduled:
         txn.execute("UPDATE jobs SET active_since = ? WHERE uuid = ?", (updated_at, uuid))
     return _job(new_row)
+
+
+def _leaves_paused_project(txn: Any, before: str, after: str) -> bool:
+    """Whether a job moved from a paused project to one that is not (it fires from now)."""
+    if before == after:
+        return False
+    paused = dict(
+        _all(txn, "SELECT uuid, paused FROM projects WHERE uuid IN (?, ?)", (before, after))
+    )
+    return bool(paused.get(before)) and not paused.get(after)
 
 
 def _delete_job(txn: Any, args: Mapping) -> Any:
@@ -346,7 +418,7 @@ def _delete_job(txn: Any, args: Mapping) -> Any:
 
 def _create_credential(txn: Any, args: Mapping) -> Any:
     credential = _mapping(args, "credential")
-    allowed = set(CREDENTIAL_COLUMNS)
+    allowed = set(CREDENTIAL_COLUMNS) | {"projects", "role"}
     unknown = sorted(set(credential) - allowed)
     if unknown:
         raise _invalid(unknown[0], f"unknown credential field {unknown[0]}")
@@ -361,9 +433,35 @@ def _create_credential(txn: Any, args: Mapping) -> Any:
         raise _Rejected(error("conflict", f"a credential with uuid {uuid} exists", "uuid"))
     if _one(txn, "SELECT 1 FROM credentials WHERE api_key = ?", (api_key,)):
         raise _Rejected(error("conflict", "a credential with this api_key exists", "api_key"))
-    row = (uuid, api_key, secret_hash, created_at, archived_at)
-    txn.execute(f"INSERT INTO credentials ({_CREDENTIALS}) VALUES (?, ?, ?, ?, ?)", row)
-    return _public_credential((uuid, api_key, created_at, archived_at))
+    projects, role = _credential_scope(txn, credential)
+    row = (uuid, api_key, secret_hash, created_at, archived_at, projects, role)
+    txn.execute(
+        f"INSERT INTO credentials ({_CREDENTIALS}, {_CREDENTIAL_SCOPE})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+    return _scoped_credential(
+        (uuid, api_key, created_at, archived_at, projects, role), PUBLIC_CREDENTIAL_COLUMNS
+    )
+
+
+def _credential_scope(txn: Any, credential: Mapping) -> tuple[str | None, str | None]:
+    """
+    The stored scope of a new credential: its projects (JSON list of
+    existing projects; None: all) and its role (None: write, full access).
+    """
+    role = credential.get("role")
+    if role is not None and role not in ROLES:
+        raise _invalid("role", f"credential field role must be one of {', '.join(ROLES)}")
+    projects = credential.get("projects")
+    if projects is None:
+        return None, role
+    if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
+        raise _invalid("projects", "credential field projects must be a list of project uuids")
+    for project_uuid in projects:
+        if not _one(txn, "SELECT 1 FROM projects WHERE uuid = ?", (project_uuid,)):
+            raise _Rejected(error("not_found", f"no project with uuid {project_uuid}", "projects"))
+    return canonical_json(sorted(set(projects))), role
 
 
 def _archive_credential(txn: Any, args: Mapping) -> Any:
@@ -376,8 +474,13 @@ def _archive_credential(txn: Any, args: Mapping) -> Any:
     )
     if txn.rowcount == 0:
         raise _Rejected(error("not_found", f"no credential with uuid {uuid}", "uuid"))
-    return _public_credential(
-        _one(txn, f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?", (uuid,))
+    return _scoped_credential(
+        _one(
+            txn,
+            f"SELECT {_PUBLIC_CREDENTIALS}, {_CREDENTIAL_SCOPE} FROM credentials WHERE uuid = ?",
+            (uuid,),
+        ),
+        PUBLIC_CREDENTIAL_COLUMNS,
     )
 
 

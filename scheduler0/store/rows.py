@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, overload
 
-from scheduler0.model import JOB_COLUMNS, PROJECT_COLUMNS
+from scheduler0.model import CREDENTIAL_ROLES, JOB_COLUMNS, PROJECT_COLUMNS
 
 CREDENTIAL_COLUMNS = ("uuid", "api_key", "api_secret_hash", "created_at", "archived_at")
 PUBLIC_CREDENTIAL_COLUMNS = ("uuid", "api_key", "created_at", "archived_at")
@@ -44,6 +44,44 @@ def _job(row: tuple | None) -> dict | None:
 
 def _public_credential(row: tuple | None) -> dict | None:
     return None if row is None else dict(zip(PUBLIC_CREDENTIAL_COLUMNS, row, strict=True))
+
+
+# Issue 19: the columns read beside a project (its pause) and beside a
+# credential (its scope). A project or credential without them (not paused;
+# full access) reads as before they existed.
+_PROJECT_READ = f"{_PROJECTS}, paused"
+_CREDENTIAL_SCOPE = "projects, role"
+ROLES = CREDENTIAL_ROLES
+
+
+@overload
+def _read_project(row: tuple) -> dict: ...
+@overload
+def _read_project(row: None) -> None: ...
+def _read_project(row: tuple | None) -> dict | None:
+    """A row of L{_PROJECT_READ}: the project, with C{paused: true} when it is paused."""
+    if row is None:
+        return None
+    project = dict(zip(PROJECT_COLUMNS, row[:-1], strict=True))
+    if row[-1]:
+        project["paused"] = True
+    return project
+
+
+def _scope(projects: str | None, role: str | None) -> dict[str, Any]:
+    """A credential's scope as stored, as fields: none for full access."""
+    if projects is None and role is None:
+        return {}
+    return {"projects": None if projects is None else json.loads(projects), "role": role or "write"}
+
+
+def _scoped_credential(row: tuple | None, columns: tuple[str, ...]) -> dict | None:
+    """A row of C{columns} then L{_CREDENTIAL_SCOPE}: the credential with its scope, if any."""
+    if row is None:
+        return None
+    credential = dict(zip(columns, row[:-2], strict=True))
+    credential.update(_scope(row[-2], row[-1]))
+    return credential
 
 
 def _one(txn: Any, sql: str, params: tuple = ()) -> tuple | None:

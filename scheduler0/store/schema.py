@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from scheduler0.store.audit import AUDIT_TABLE
 from scheduler0.store.executions import EXECUTIONS_TABLE
 from scheduler0.store.rows import _all, _one
 from scheduler0.versions import (
@@ -103,6 +104,9 @@ _SCHEMA = (
         done_before TEXT NOT NULL,
         loaded_at INTEGER NOT NULL,
         as_of INTEGER NOT NULL)""",
+    # Issue 19: the audit log, one record per user write (see store.audit).
+    AUDIT_TABLE,
+    "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq)",
 )
 # How many jobs each node owns, kept by every command that changes jobs or
 # owners: creating jobs picks the least loaded member without counting a
@@ -133,6 +137,13 @@ _ADDED_COLUMNS = (
     ("jobs", "coalesce", "INTEGER NOT NULL DEFAULT 0"),
     # Where a project's failure notices go (NULL: nowhere).
     ("projects", "notify_url", "TEXT"),
+    # Issue 19: a paused project fires none of its jobs (each keeps its own
+    # paused flag); a credential's scope, the projects it may touch (JSON
+    # list; NULL: all) and its role (NULL: write). Older rows: not paused,
+    # full access.
+    ("projects", "paused", "INTEGER NOT NULL DEFAULT 0"),
+    ("credentials", "projects", "TEXT"),
+    ("credentials", "role", "TEXT"),
 )
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
@@ -158,6 +169,7 @@ _DUMPED_TABLES = (
     "fanin",
     "owner_loads",
     "node_progress",
+    "audit",
 )
 
 

@@ -18,7 +18,7 @@ and snapshot images in L{scheduler0.store.snapshots}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import attrs
@@ -27,14 +27,16 @@ from twisted.internet.defer import Deferred, fail, succeed
 from scheduler0.model import CONCURRENCY_POLICIES, JOB_COLUMNS
 from scheduler0.secret_hash import key_id_of
 from scheduler0.store.apply import CLIENT_KEY_PREFIX, HANDLERS, REQUEST_MEMORY, _apply
+from scheduler0.store.audit import audit_page
 from scheduler0.store.cluster_handlers import covers_job, handled_through
 from scheduler0.store.commands import Command
 from scheduler0.store.executions import execution_filters, latest_of, query_page
 from scheduler0.store.rows import (
+    _CREDENTIAL_SCOPE,
     _CREDENTIALS,
     _JOBS,
     _PLACED_JOB,
-    _PROJECTS,
+    _PROJECT_READ,
     _PUBLIC_CREDENTIALS,
     CREDENTIAL_COLUMNS,
     PUBLIC_CREDENTIAL_COLUMNS,
@@ -47,8 +49,8 @@ from scheduler0.store.rows import (
     _page,
     _placed_job,
     _progress_reports,
-    _project,
-    _public_credential,
+    _read_project,
+    _scoped_credential,
 )
 from scheduler0.store.schema import _DUMPED_TABLES, STATE_CACHE_KIB, _open
 from scheduler0.store.snapshots import (
@@ -88,6 +90,10 @@ def prefix_end(prefix: str) -> str | None:
                 code = 0xE000  # surrogates are no characters of UTF-8 text
             return prefix[:position] + chr(code)
     return None
+
+
+def _public_scoped(row: tuple | None) -> dict | None:
+    return _scoped_credential(row, PUBLIC_CREDENTIAL_COLUMNS)
 
 
 @attrs.define(eq=False)
@@ -182,23 +188,85 @@ class StateStore:
         return self.pool.runInteraction(read)
 
     def get_project(self, uuid: str) -> Deferred:
-        """The project with C{uuid}, or None."""
-        return self._row(_project, f"SELECT {_PROJECTS} FROM projects WHERE uuid = ?", (uuid,))
+        """The project with C{uuid} (with C{paused: true} when paused), or None."""
+        return self._row(
+            _read_project, f"SELECT {_PROJECT_READ} FROM projects WHERE uuid = ?", (uuid,)
+        )
 
     def get_project_by_name(self, name: str) -> Deferred:
         """The project named C{name}, or None."""
-        return self._row(_project, f"SELECT {_PROJECTS} FROM projects WHERE name = ?", (name,))
+        return self._row(
+            _read_project, f"SELECT {_PROJECT_READ} FROM projects WHERE name = ?", (name,)
+        )
 
-    def list_projects(self, limit: int = 50, offset: int = 0) -> Deferred:
-        """A page of projects ordered by creation, and the total count."""
+    def list_projects(
+        self, limit: int = 50, offset: int = 0, uuids: Collection[str] | None = None
+    ) -> Deferred:
+        """
+        A page of projects ordered by creation, and the total count; with
+        C{uuids}, only those projects (a scoped credential's).
+        """
+        clause, params = "", tuple[str, ...]()
+        if uuids is not None:
+            wanted = tuple(sorted(uuids))
+            clause = f" WHERE uuid IN ({', '.join('?' * len(wanted))})" if wanted else " WHERE 0"
+            params = wanted
         return self._listing(
-            _project,
-            f"SELECT {_PROJECTS} FROM projects ORDER BY created_at, uuid",
-            "SELECT COUNT(*) FROM projects",
-            (),
+            _read_project,
+            f"SELECT {_PROJECT_READ} FROM projects{clause} ORDER BY created_at, uuid",
+            f"SELECT COUNT(*) FROM projects{clause}",
+            params,
             limit,
             offset,
         )
+
+    def paused_projects(self) -> Deferred:
+        """The uuids of the paused projects, as a set (the scheduler fires none of their jobs)."""
+        return self.pool.runInteraction(
+            lambda txn: {row[0] for row in _all(txn, "SELECT uuid FROM projects WHERE paused = 1")}
+        )
+
+    def project_jobs_page(
+        self,
+        project_uuid: str,
+        node_id: int | None,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> Deferred:
+        """
+        Up to C{limit} of the active (not paused) jobs of C{project_uuid} in
+        creation order, after the position C{after}, shaped as
+        L{owned_jobs_page}'s: those C{node_id} owns, or (None) all of them.
+        """
+        try:
+            limit, _ = _page(limit, 0)
+        except ValueError:
+            return fail()
+        where = "project_uuid = ? AND paused = 0"
+        params: tuple = (project_uuid,)
+        if node_id is not None:
+            where += " AND owner = ?"
+            params = (*params, node_id)
+        if after is not None:
+            where += " AND (created_at, uuid) > (?, ?)"
+            params = (*params, after[0], after[1])
+        sql = f"{_PLACED_JOB} WHERE {where} ORDER BY created_at, uuid LIMIT ?"
+        return self.pool.runInteraction(
+            lambda txn: [_placed_job(row) for row in _all(txn, sql, (*params, limit))]
+        )
+
+    def audit_page(
+        self,
+        filters: Mapping[str, Any],
+        limit: int = 50,
+        before_seq: int | None = None,
+        offset: int = 0,
+    ) -> Deferred:
+        """
+        Audit records newest first (L{scheduler0.store.audit.audit_page}):
+        (records, how many match, whether more follow).
+        """
+        return self.pool.runInteraction(audit_page, dict(filters), limit, before_seq, offset)
 
     def get_job(self, uuid: str) -> Deferred:
         """The job with C{uuid}, or None."""
@@ -225,6 +293,7 @@ class StateStore:
         offset: int = 0,
         after: tuple[str, str] | None = None,
         name_prefix: str | None = None,
+        project_uuids: Collection[str] | None = None,
     ) -> Deferred:
         """
         A page of jobs ordered by creation, optionally filtered, and the total
@@ -232,12 +301,17 @@ class StateStore:
         position (found through the index) and C{offset} is not skipped.
         C{name_prefix} keeps the jobs whose name starts with it (exactly, case
         included): a range of the C{jobs_by_name} index.
+        C{project_uuids}: only jobs of those projects (a scoped credential's).
         """
         where: list[str] = []
         params: list[Any] = []
         if project_uuid is not None:
             where.append("project_uuid = ?")
             params.append(project_uuid)
+        if project_uuids is not None:
+            wanted = sorted(project_uuids)
+            where.append(f"project_uuid IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            params.extend(wanted)
         if paused is not None:
             where.append("paused = ?")
             params.append(int(bool(paused)))
@@ -488,24 +562,28 @@ class StateStore:
     def get_credential_by_key(self, api_key: str) -> Deferred:
         """The credential for C{api_key} including its secret hash and archive time, or None."""
         return self._row(
-            lambda row: None if row is None else dict(zip(CREDENTIAL_COLUMNS, row, strict=True)),
-            f"SELECT {_CREDENTIALS} FROM credentials WHERE api_key = ?",
+            lambda row: _scoped_credential(row, CREDENTIAL_COLUMNS),
+            f"SELECT {_CREDENTIALS}, {_CREDENTIAL_SCOPE} FROM credentials WHERE api_key = ?",
             (api_key,),
         )
 
     def get_credential(self, uuid: str) -> Deferred:
-        """The credential with C{uuid} without its secret hash, or None."""
+        """
+        The credential with C{uuid} without its secret hash, or None; a
+        scoped one carries C{projects} and C{role}.
+        """
         return self._row(
-            _public_credential,
-            f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials WHERE uuid = ?",
+            _public_scoped,
+            f"SELECT {_PUBLIC_CREDENTIALS}, {_CREDENTIAL_SCOPE} FROM credentials WHERE uuid = ?",
             (uuid,),
         )
 
     def list_credentials(self, limit: int = 50, offset: int = 0) -> Deferred:
         """A page of credentials (without hashes) ordered by creation, and the total."""
         return self._listing(
-            _public_credential,
-            f"SELECT {_PUBLIC_CREDENTIALS} FROM credentials ORDER BY created_at, uuid",
+            _public_scoped,
+            f"SELECT {_PUBLIC_CREDENTIALS}, {_CREDENTIAL_SCOPE} FROM credentials"
+            " ORDER BY created_at, uuid",
             "SELECT COUNT(*) FROM credentials",
             (),
             limit,

@@ -47,6 +47,7 @@ class Defaults:
     job_execution_retry_delay: float = 1
     job_execution_retry_max_delay: float = 60
     http_executor_payload_max_size_mb: float = 2
+    audit_log_max_entries: int = 100_000
 
 
 @attrs.frozen

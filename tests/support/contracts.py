@@ -303,6 +303,19 @@ class JobReaderContract(_Contract):
         created = job("a")
         self.assertEqual({k: read[k] for k in created}, created)
 
+    def test_no_project_is_paused_at_first(self) -> None:
+        """Jobs created in a project that was never paused: no paused project."""
+        self.assertEqual(self.successResultOf(self.sample().paused_projects()), set())
+
+    def test_a_project_s_active_jobs_page_by_page(self) -> None:
+        """A project's jobs that are not paused themselves, in creation order, a page at a time."""
+        reader = self.reader([job("b", created_at=T1), {**job("c"), "paused": True}, job("a")])
+        first = self.successResultOf(reader.project_jobs_page("p1", None, None, 1))
+        self.assertEqual([j["uuid"] for j in first], ["a"])
+        rest = self.successResultOf(reader.project_jobs_page("p1", None, (T0, "a"), 10))
+        self.assertEqual([j["uuid"] for j in rest], ["b"])
+        self.assertEqual(self.successResultOf(reader.project_jobs_page("p9", None)), [])
+
 
 class StateReaderContract(_Contract):
     """

@@ -49,6 +49,29 @@ class FakeState:
         self.jobs = jobs
         self.loading: Deferred | None = None
         self.pages: list[tuple[tuple[str, str] | None, int]] = []
+        #: The paused projects (the test says which).
+        self.paused: set[str] = set()
+
+    def paused_projects(self) -> Deferred:
+        return succeed(set(self.paused))
+
+    def project_jobs_page(
+        self,
+        project_uuid: str,
+        node_id: int | None,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> Deferred:
+        """Like StateStore.project_jobs_page, over every job (no owners here)."""
+        ordered = sorted(self.jobs, key=lambda job: (job["created_at"], job["uuid"]))
+        page = [
+            j
+            for j in ordered
+            if j["project_uuid"] == project_uuid
+            and not j.get("paused")
+            and (after is None or (j["created_at"], j["uuid"]) > after)
+        ]
+        return succeed(page[:limit])
 
     def jobs_page(self, after: tuple[str, str] | None, limit: int) -> Deferred:
         """Like StateStore.jobs_page; C{loading}, when set, stands for the read."""
