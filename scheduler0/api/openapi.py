@@ -17,7 +17,7 @@ from scheduler0.api.routes import (
     Param,
     Route,
 )
-from scheduler0.api.scope import NO_PROJECT, ROUTE_SCOPES
+from scheduler0.api.scope import COMPUTES, NO_PROJECT, ROUTE_SCOPES
 from scheduler0.api.scope import ROLES as SCOPE_ROLES
 from scheduler0.api.validation import (
     MAX_CATCH_UP_WINDOW_S,
@@ -832,7 +832,10 @@ def _scope_can_refuse(route: Route) -> bool:
     """Whether a client credential's scope can refuse a call of C{route} (403)."""
     if route.auth != CLIENT:
         return False
-    return route.method != "GET" or ROUTE_SCOPES.get(route.handler) != NO_PROJECT
+    kind = ROUTE_SCOPES.get(route.handler)
+    if kind == COMPUTES:
+        return False
+    return route.method != "GET" or kind != NO_PROJECT
 
 
 def _operation(route: Route) -> dict:

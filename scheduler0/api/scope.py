@@ -32,6 +32,9 @@ ROLES = CREDENTIAL_ROLES
 #: How a client route finds the project a call touches.
 #: No project: any credential may call it (read or write by its method).
 NO_PROJECT = "no_project"
+#: No project and nothing stored, whatever its method (a POST that only
+#: computes, like the schedule preview): any credential, read included.
+COMPUTES = "computes"
 #: The project is the path's C{uuid}.
 PATH_PROJECT = "path_project"
 #: The project is the job's (path C{uuid}), checked once the job is read.
@@ -64,6 +67,7 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "job_executions": JOB_PROJECT,
     "list_executions": LISTING,
     "execution_summary": ALL_PROJECTS,
+    "preview_schedule": COMPUTES,
 }
 
 
@@ -137,8 +141,8 @@ def check_route(handler: str, method: str, scope: Scope, path: Mapping[str, str]
     """
     if scope.full:
         return
-    write = method != "GET"
     kind = ROUTE_SCOPES.get(handler, ALL_PROJECTS)
+    write = method != "GET" and kind != COMPUTES
     if write and scope.role != WRITE:
         raise forbidden(scope, f"this call writes ({method} needs role write)", "role")
     if kind == ALL_PROJECTS and scope.projects is not None:
