@@ -24,6 +24,7 @@ from scheduler0.store.cluster_handlers import (
 from scheduler0.store.commands import Command, Op, Result, canonical_json, error, ok
 from scheduler0.store.handlers import (
     _archive_credential,
+    _bulk_jobs,
     _create_credential,
     _create_jobs,
     _create_project,
@@ -60,6 +61,7 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     Op.ASSIGN_JOBS: _assign_jobs,
     Op.COMMIT_EXECUTIONS: _commit_executions,
     Op.RECORD_PROGRESS: _record_progress,
+    Op.BULK_JOBS: _bulk_jobs,
 }
 # Handlers that are also given the entry's log index.
 _GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS))

@@ -94,6 +94,14 @@ _SCHEMA = (
         done_before TEXT NOT NULL,
         loaded_at INTEGER NOT NULL,
         as_of INTEGER NOT NULL)""",
+    # Issue 19: the label index. One row per label of a job, so a selector
+    # term key=value (or a bare key) finds its jobs through the primary key;
+    # a job's own labels column says which rows to drop when it changes.
+    """CREATE TABLE IF NOT EXISTS job_labels (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        job_uuid TEXT NOT NULL,
+        PRIMARY KEY (key, value, job_uuid)) WITHOUT ROWID""",
 )
 # How many jobs each node owns, kept by every command that changes jobs or
 # owners: creating jobs picks the least loaded member without counting a
@@ -124,6 +132,8 @@ _ADDED_COLUMNS = (
     ("jobs", "coalesce", "INTEGER NOT NULL DEFAULT 0"),
     # Where a project's failure notices go (NULL: nowhere).
     ("projects", "notify_url", "TEXT"),
+    # Issue 19: a job's labels as canonical JSON ('{}': none, as older rows read).
+    ("jobs", "labels", "TEXT NOT NULL DEFAULT '{}'"),
 )
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
@@ -141,6 +151,7 @@ _DUMPED_TABLES = (
     "fanin",
     "owner_loads",
     "node_progress",
+    "job_labels",
 )
 
 
