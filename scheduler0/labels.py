@@ -25,6 +25,10 @@ from typing import Any
 
 import attrs
 
+#: The entry version of a command that carries labels or selects by them
+#: (L{scheduler0.versions}): releases before it know neither.
+LABELS_ENTRY_VERSION = 2
+
 #: The most labels one job may carry.
 MAX_LABELS = 64
 #: The longest name part of a key, and the longest value.
@@ -38,9 +42,17 @@ MAX_SELECTOR_TERMS = 32
 NAME_PATTERN = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 #: A key's prefix: a DNS subdomain.
 PREFIX_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-#: A whole key, and a whole value, as the OpenAPI document states them.
-KEY_PATTERN = rf"^({PREFIX_PATTERN}/)?{NAME_PATTERN}$"
-VALUE_PATTERN = rf"^({NAME_PATTERN})?$"
+
+# The same rules with their lengths, as one regular expression each (the
+# OpenAPI document states them so; ECMA and Python read them alike).
+_BOUNDED_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_BOUNDED_KEY = rf"((?=[-a-z0-9.]{{1,{MAX_PREFIX_LENGTH}}}/){PREFIX_PATTERN}/)?{_BOUNDED_NAME}"
+#: A whole key, and a whole value.
+KEY_PATTERN = rf"^{_BOUNDED_KEY}$"
+VALUE_PATTERN = rf"^({_BOUNDED_NAME})?$"
+_TERM = rf" *(!? *{_BOUNDED_KEY}|{_BOUNDED_KEY} *(=|==|!=) *({_BOUNDED_NAME})?) *"
+#: A whole selector (at most L{MAX_SELECTOR_TERMS} terms).
+SELECTOR_PATTERN = rf"^{_TERM}(,{_TERM}){{0,{MAX_SELECTOR_TERMS - 1}}}$"
 
 _NAME = re.compile(NAME_PATTERN)
 _PREFIX = re.compile(PREFIX_PATTERN)
@@ -164,11 +176,12 @@ Selector = tuple[Requirement, ...]
 
 def _term(text: str) -> Requirement:
     """One term of a selector, or L{LabelError} naming it."""
-    term = text.strip()
+    # (Spaces only: the document's pattern allows no other blank.)
+    term = text.strip(" ")
     if not term:
         raise LabelError("has an empty term (two commas, or one at an end)")
     if term.startswith("!") and "=" not in term:
-        key, op, value = term[1:].strip(), NOT_EXISTS, ""
+        key, op, value = term[1:].strip(" "), NOT_EXISTS, ""
     elif "!=" in term:
         key, _, value = term.partition("!=")
         op = NOT_EQUALS
@@ -180,7 +193,7 @@ def _term(text: str) -> Requirement:
         op = EQUALS
     else:
         key, op, value = term, EXISTS, ""
-    key, value = key.strip(), value.strip()
+    key, value = key.strip(" "), value.strip(" ")
     problem = key_problem(key) or value_problem(value)
     if problem is not None:
         raise LabelError(f"term {term!r}: {problem}")
@@ -192,7 +205,7 @@ def parse_selector(text: str) -> Selector:
     The terms of a selector (comma = and), or L{LabelError} naming the first
     term at fault. A selector must have at least one term.
     """
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text.strip(" "):
         raise LabelError("must not be empty; give terms like team=billing,env!=prod,tier")
     terms = text.split(",")
     if len(terms) > MAX_SELECTOR_TERMS:

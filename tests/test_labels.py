@@ -187,3 +187,50 @@ class SelectorTests(SynchronousTestCase):
             self.assertEqual(matches(parse_selector(text), labels), expected, text)
         self.assertTrue(matches(parse_selector("!team"), None))
         self.assertFalse(matches(parse_selector("team"), {}))
+
+
+class PatternTests(SynchronousTestCase):
+    """The patterns the OpenAPI document states accept exactly what the checks accept."""
+
+    def test_key_and_value_patterns(self) -> None:
+        import re
+
+        from scheduler0.labels import KEY_PATTERN, VALUE_PATTERN
+
+        for key in (*GOOD_KEYS, *BAD_KEYS, "a\n", "a.b/" + "x" * 64):
+            self.assertEqual(
+                re.search(KEY_PATTERN, key) is not None and "\n" not in key,
+                key_problem(key) is None,
+                key,
+            )
+        for value in (*GOOD_VALUES, *BAD_VALUES):
+            self.assertEqual(
+                re.search(VALUE_PATTERN, value) is not None, value_problem(value) is None
+            )
+
+    def test_selector_pattern(self) -> None:
+        import re
+
+        from scheduler0.labels import SELECTOR_PATTERN
+
+        for text in (
+            "team=billing",
+            " team == billing , env!=prod,tier, ! legacy",
+            "a.b/c=",
+            "a,,b",
+            "a,",
+            "",
+            "\tteam",
+            "team=a b",
+            "x=y=z",
+            "!a=b",
+            ",".join(["a"] * 32),
+            ",".join(["a"] * 33),
+            "example.com/owner!=ann",
+        ):
+            try:
+                parse_selector(text)
+                accepted = True
+            except LabelError:
+                accepted = False
+            self.assertEqual(re.fullmatch(SELECTOR_PATTERN, text) is not None, accepted, text)

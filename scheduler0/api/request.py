@@ -28,9 +28,11 @@ from scheduler0.api.limits import json_depth_problem
 from scheduler0.api.ports import Cluster, Proposer
 from scheduler0.api.routes import Param, Route
 from scheduler0.api.validation import Invalid, decode_cursor, encode_cursor
+from scheduler0.labels import LabelError, parse_selector
 from scheduler0.store.commands import Command
 from scheduler0.store.state import CLIENT_KEY_PREFIX
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+from scheduler0.versions import FIRST_ENTRY_VERSION
 
 _RESULT_STATUS = {"conflict": 409, "not_found": 404, "invalid": 400}
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -237,13 +239,21 @@ class Writes:
     new_uuid: Callable[[], str]
     cluster: Cluster | None = None
 
-    async def propose(self, op: str, args: Mapping[str, Any], call: Call | None = None) -> Any:
+    async def propose(
+        self,
+        op: str,
+        args: Mapping[str, Any],
+        call: Call | None = None,
+        version: int = FIRST_ENTRY_VERSION,
+    ) -> Any:
         """
         Propose one command; a rejected result becomes the matching APIError.
         Each write gets its own request id, so a retried proposal of the same
         command can be recognised by the log (Raft de-duplication); a client's
         Idempotency-Key (per credential) is that id, so the client's own
-        retries are recognised too.
+        retries are recognised too. C{version}: the entry version the
+        command needs (L{scheduler0.versions}; the caller has checked that
+        the cluster writes it).
         """
         key = call.idempotency_key() if call is not None else None
         if key is None or call is None:
@@ -251,7 +261,9 @@ class Writes:
         else:
             who = call.principal.credential_uuid or call.principal.kind
             request_id = f"{CLIENT_KEY_PREFIX}{who}:{key}"
-        result = await self.proposer.propose(Command(op, args, request_id=request_id))
+        result = await self.proposer.propose(
+            Command(op, args, request_id=request_id, version=version)
+        )
         if result.ok:
             return result.value
         code = result.code or "invalid"
@@ -299,6 +311,9 @@ def parse_query(route: Route, request: IRequest) -> dict[str, Any]:
             values[name] = _convert(param, given[0])
         except Invalid as problem:
             errors.add(name, f"{name}: {problem}")
+    for param in route.query:
+        if param.required and param.name not in values and param.name not in errors.fields:
+            errors.add(param.name, f"{param.name}: is required")
     errors.raise_if_any()
     if "cursor" in params:
         # offset=0 is offset's default: sending it says no more than leaving it out.
@@ -343,6 +358,11 @@ def _convert(param: Param, text: str) -> Any:
             ) from None
     if param.kind == "cursor":
         return decode_cursor(text)
+    if param.kind == "selector":
+        try:
+            return parse_selector(text)
+        except LabelError as problem:
+            raise Invalid(str(problem)) from None
     if not text:
         raise Invalid("must not be empty")
     if param.enum and text not in param.enum:
