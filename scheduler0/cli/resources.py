@@ -30,6 +30,7 @@ from scheduler0.cli.context import (
 )
 from scheduler0.client import APIError, Client, NodeUnreachable
 from scheduler0.client.operations import new_idempotency_key
+from scheduler0.labels import LabelError, parse_label_assignment
 from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 
 # Replaced in tests: the import's back-off and progress timing.
@@ -146,6 +147,7 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     state = sub.add_mutually_exclusive_group()
     state.add_argument("--paused", action="store_true", default=None, help="only paused jobs")
     state.add_argument("--active", action="store_true", help="only active jobs")
+    _selector_option(sub, "only the jobs it selects")
     _limit_option(sub)
     sub = command(jobs, "get", "show one job", _jobs_get)
     sub.add_argument("uuid")
@@ -154,14 +156,17 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     sub = command(jobs, "update", "change some fields of a job", _jobs_update)
     sub.add_argument("uuid")
     _job_options(sub, creating=False)
+    sub = command(jobs, "run", "fire one extra execution of a job now", _jobs_run)
+    sub.add_argument("uuid")
     for name, help_text, handler in (
-        ("delete", "delete a job (none of its slots fires afterwards)", _jobs_delete),
-        ("run", "fire one extra execution of a job now", _jobs_run),
-        ("pause", "stop firing a job", _jobs_pause),
-        ("resume", "fire a paused job again", _jobs_resume),
+        ("delete", "delete a job, or the jobs --selector selects", _jobs_delete),
+        ("pause", "stop firing a job, or the jobs --selector selects", _jobs_pause),
+        ("resume", "fire a paused job again, or the jobs --selector selects", _jobs_resume),
     ):
         sub = command(jobs, name, help_text, handler)
-        sub.add_argument("uuid")
+        sub.add_argument("uuid", nargs="?", help="the job (or give --selector)")
+        _selector_option(sub, "instead of one job, every job it selects")
+        sub.add_argument("--project", metavar="UUID", help="with --selector: of this project")
     sub = command(jobs, "next", "preview a job's next fire instants", _jobs_next)
     sub.add_argument("uuid")
     sub.add_argument("-n", type=int, default=10, help="how many instants (default 10, max 100)")
@@ -191,6 +196,22 @@ def add_resource_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -
     sub.add_argument("--since", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
     sub.add_argument("--until", metavar="INSTANT", help="RFC 3339, e.g. 2026-01-02T03:04:05Z")
     _limit_option(sub)
+
+
+def _selector_option(sub: Any, help_text: str) -> None:
+    sub.add_argument(
+        "--selector",
+        metavar="SELECTOR",
+        help=f"a label selector, e.g. team=billing,env!=prod,tier,!legacy: {help_text}",
+    )
+
+
+def _label(text: str) -> tuple[str, str]:
+    """One C{--label key=value}."""
+    try:
+        return parse_label_assignment(text)
+    except LabelError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _limit_option(sub: Any) -> None:
@@ -242,6 +263,15 @@ def _job_options(sub: Any, *, creating: bool) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="deliver slots missed during an outage or pause as one execution (default: no)",
+    )
+    sub.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="a label (repeat for more)"
+        + ("" if creating else "; replaces all of the job's labels with those given"),
     )
     if creating:
         sub.add_argument("--paused", action="store_true", default=None, help="create it paused")
@@ -493,6 +523,8 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, option, None)
         if value is not None:
             fields[key] = value
+    if args.labels is not None:
+        fields["labels"] = dict(args.labels)
     if args.data is not None:
         try:
             fields["data"] = json.loads(args.data)
@@ -504,7 +536,13 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
 def _jobs_list(context: Context, client: Client) -> int:
     args = context.args
     paused = True if args.paused else (False if args.active else None)
-    pages, total = _paged(client.list_jobs, args.limit, project_uuid=args.project, paused=paused)
+    pages, total = _paged(
+        client.list_jobs,
+        args.limit,
+        project_uuid=args.project,
+        paused=paused,
+        selector=args.selector,
+    )
     return _show_list(context, pages, total, JOB_COLUMNS, "jobs")
 
 
@@ -535,15 +573,50 @@ def _jobs_changed(context: Context, result: Mapping[str, Any], done: str) -> int
 
 
 def _jobs_delete(context: Context, client: Client) -> int:
+    if _by_selector(context, "delete"):
+        return _jobs_bulk(context, client.delete_jobs, "deleted")
     return _jobs_changed(context, client.delete_job(context.args.uuid), "deleted")
 
 
 def _jobs_pause(context: Context, client: Client) -> int:
+    if _by_selector(context, "pause"):
+        return _jobs_bulk(context, client.pause_jobs, "paused")
     return _jobs_changed(context, client.pause_job(context.args.uuid), "paused")
 
 
 def _jobs_resume(context: Context, client: Client) -> int:
+    if _by_selector(context, "resume"):
+        return _jobs_bulk(context, client.resume_jobs, "resumed")
     return _jobs_changed(context, client.resume_job(context.args.uuid), "resumed")
+
+
+def _by_selector(context: Context, name: str) -> bool:
+    """Whether C{jobs <name>} acts on a selector (else one job); a usage error for both or none."""
+    args = context.args
+    if (args.uuid is None) == (args.selector is None):
+        raise CommandError(f"jobs {name}: give a job uuid or --selector, not both", EXIT_USAGE)
+    if args.selector is None and args.project is not None:
+        raise CommandError(f"jobs {name}: --project goes with --selector", EXIT_USAGE)
+    return args.selector is not None
+
+
+def _jobs_bulk(context: Context, act: Callable[..., Any], done: str) -> int:
+    """
+    C{act} (a bulk call) on every job the selector selects: one request
+    after another while the node says more remain.
+    """
+    args = context.args
+    uuids: list[str] = []
+    while True:
+        result = act(args.selector, project_uuid=args.project)
+        uuids.extend(result.get("uuids") or ())
+        if not result.get("more") or not result.get("count"):
+            break
+    if args.json:
+        _print_json(context, {"count": len(uuids), "uuids": uuids})
+    else:
+        context.out(f"{done} {_count(len(uuids), 'job')} selected by {args.selector}")
+    return EXIT_OK
 
 
 def _jobs_run(context: Context, client: Client) -> int:
@@ -615,7 +688,7 @@ def _jobs_import(context: Context) -> int:
     return EXIT_OK
 
 
-_BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+)")
+_BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+(?:\..+)?)")
 
 
 def _refused_row(
