@@ -177,12 +177,12 @@ class RequestBuildingTests(SynchronousTestCase):
         request = self.build("list_jobs", selector="team=billing,env!=prod")
         self.assertEqual(dict(request.query), {"selector": "team=billing,env!=prod"})
         request = self.build("pause_jobs", "team=a", project_uuid="p")
-        self.assertEqual((request.method, request.path), ("POST", "/jobs/pause"))
+        self.assertEqual((request.method, request.path), ("POST", "/jobs/bulk/pause"))
         self.assertEqual(request.query, (("selector", "team=a"), ("project_uuid", "p")))
         self.assertTrue(request.idempotency_key)
         self.assertTrue(request.may_retry)
         self.assertEqual(self.build("delete_jobs", "a", idempotency_key="k").idempotency_key, "k")
-        self.assertEqual(self.build("resume_jobs", "a").path, "/jobs/resume")
+        self.assertEqual(self.build("resume_jobs", "a").path, "/jobs/bulk/resume")
 
     def test_auth_headers(self) -> None:
         """A key pair is sent as x-api-key/x-secret-key, admin credentials as HTTP Basic."""

@@ -115,7 +115,7 @@ class LabelsAPITests(SynchronousTestCase):
         a = self.create({"team": "billing"})["uuid"]
         b = self.create({"team": "billing"}, paused=True)["uuid"]
         c = self.create({"team": "ops"})["uuid"]
-        status, _, body = self.h.request("POST", "/jobs/pause?selector=team=billing")
+        status, _, body = self.h.request("POST", "/jobs/bulk/pause?selector=team=billing")
         self.assertEqual(status, 200, body)
         self.assertEqual(
             body["data"],
@@ -130,11 +130,11 @@ class LabelsAPITests(SynchronousTestCase):
         self.assertEqual(self.h.proposer.proposed[-1].version, 2)
         self.assertTrue(self.h.stored_job(a)["paused"])
         self.assertFalse(self.h.stored_job(c)["paused"])
-        status, _, body = self.h.request("POST", "/jobs/resume?selector=team==billing")
+        status, _, body = self.h.request("POST", "/jobs/bulk/resume?selector=team==billing")
         self.assertEqual(body["data"]["uuids"], [a, b])
         self.assertFalse(self.h.stored_job(b)["paused"])
         status, _, body = self.h.request(
-            "POST", f"/jobs/delete?selector=team&project_uuid={self.project}"
+            "POST", f"/jobs/bulk/delete?selector=team&project_uuid={self.project}"
         )
         self.assertEqual((status, body["data"]["count"]), (200, 3))
         self.assertIsNone(self.h.stored_job(c))
@@ -144,9 +144,9 @@ class LabelsAPITests(SynchronousTestCase):
         self.patch(jobs_api, "BULK_LIMIT", 2)
         for _ in range(3):
             self.create({"team": "x"})
-        _, _, body = self.h.request("POST", "/jobs/pause?selector=team=x")
+        _, _, body = self.h.request("POST", "/jobs/bulk/pause?selector=team=x")
         self.assertEqual((body["data"]["count"], body["data"]["more"]), (2, True))
-        _, _, body = self.h.request("POST", "/jobs/pause?selector=team=x")
+        _, _, body = self.h.request("POST", "/jobs/bulk/pause?selector=team=x")
         self.assertEqual((body["data"]["count"], body["data"]["more"]), (1, False))
 
     def test_bulk_refusals(self) -> None:
@@ -155,10 +155,10 @@ class LabelsAPITests(SynchronousTestCase):
         self.h.proposer.proposed.clear()
         before = self.h.dump()
         for path, status, field in (
-            ("/jobs/pause", 400, "selector"),
-            ("/jobs/resume?selector=", 400, "selector"),
-            ("/jobs/delete?selector=a%20b", 400, "selector"),
-            ("/jobs/delete?selector=team&project_uuid=nope", 404, "project_uuid"),
+            ("/jobs/bulk/pause", 400, "selector"),
+            ("/jobs/bulk/resume?selector=", 400, "selector"),
+            ("/jobs/bulk/delete?selector=a%20b", 400, "selector"),
+            ("/jobs/bulk/delete?selector=team&project_uuid=nope", 404, "project_uuid"),
         ):
             got, _, body = self.h.request("POST", path)
             self.assertEqual((got, list(body["error"]["fields"])), (status, [field]), path)
@@ -179,7 +179,7 @@ class LabelsAPITests(SynchronousTestCase):
         for method, path, body in (
             ("POST", "/jobs", {**good, "labels": {"team": "x"}}),
             ("PATCH", f"/jobs/{job['uuid']}", {"labels": {"team": "x"}}),
-            ("POST", "/jobs/pause?selector=team", None),
+            ("POST", "/jobs/bulk/pause?selector=team", None),
         ):
             if body is None:
                 status, _, answer = self.h.request(method, path)

@@ -58,8 +58,8 @@ class LabelCommandTests(ResourceCommandTestCase):
         """
         first = {"action": "pause", "selector": "team=a", "count": 2, "uuids": ["a", "b"]}
         last = {**first, "count": 1, "uuids": ["c"], "more": False}
-        self.node.on("POST", "/api/v1/jobs/pause", (200, envelope({**first, "more": True})))
-        self.node.handlers[("POST", "/api/v1/jobs/pause")] = _answers(
+        self.node.on("POST", "/api/v1/jobs/bulk/pause", (200, envelope({**first, "more": True})))
+        self.node.handlers[("POST", "/api/v1/jobs/bulk/pause")] = _answers(
             [(200, envelope({**first, "more": True})), (200, envelope(last))]
         )
         code = self.run_cli("jobs", "pause", "--selector", "team=a", "--project", "p")
@@ -72,12 +72,14 @@ class LabelCommandTests(ResourceCommandTestCase):
         self.assertEqual(len(set(keys)), 2)
         self.node.on(
             "POST",
-            "/api/v1/jobs/delete",
+            "/api/v1/jobs/bulk/delete",
             (200, envelope({**last, "action": "delete", "uuids": ["x"]})),
         )
         self.assertEqual(self.run_cli("jobs", "delete", "--selector", "team=a", "--json"), 0)
         self.assertEqual(json.loads(self.stdout.getvalue()), {"count": 1, "uuids": ["x"]})
-        self.node.on("POST", "/api/v1/jobs/resume", (200, envelope({**last, "action": "resume"})))
+        self.node.on(
+            "POST", "/api/v1/jobs/bulk/resume", (200, envelope({**last, "action": "resume"}))
+        )
         self.assertEqual(self.run_cli("jobs", "resume", "--selector", "team=a"), 0)
 
     def test_bulk_usage_errors(self) -> None:

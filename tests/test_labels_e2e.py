@@ -92,7 +92,7 @@ class SingleNodeLabelTests(LabelsEndToEndCase):
         for job in (billing_a, billing_b, ops):
             await self.fired_after(job["uuid"], 0, "every job to fire")
 
-        code, body = await self.call("POST", base + "/jobs/pause?selector=team%3Dbilling")
+        code, body = await self.call("POST", base + "/jobs/bulk/pause?selector=team%3Dbilling")
         self.assertEqual(code, 200, body)
         paused_at = reactor.seconds()
         self.assertEqual(
@@ -106,7 +106,7 @@ class SingleNodeLabelTests(LabelsEndToEndCase):
         code, body = await self.call("GET", base + "/jobs?selector=team%3Dbilling&paused=true")
         self.assertEqual(body["data"]["total"], 2)
 
-        code, body = await self.call("POST", base + "/jobs/resume?selector=team=billing,env")
+        code, body = await self.call("POST", base + "/jobs/bulk/resume?selector=team=billing,env")
         self.assertEqual((code, body["data"]["uuids"]), (200, [billing_b["uuid"]]))
         resumed_at = reactor.seconds()
         await self.fired_after(billing_b["uuid"], resumed_at, "the resumed job to fire again")
@@ -118,7 +118,7 @@ class SingleNodeLabelTests(LabelsEndToEndCase):
             [(job["uuid"], job["labels"]) for job in body["data"]["items"]],
             [(billing_a["uuid"], {"team": "billing"})],
         )
-        code, body = await self.call("POST", base + "/jobs/delete?selector=team")
+        code, body = await self.call("POST", base + "/jobs/bulk/delete?selector=team")
         self.assertEqual((code, body["data"]["count"]), (200, 3))
         code, body = await self.call("GET", base + "/jobs")
         self.assertEqual(body["data"]["total"], 0)
@@ -147,7 +147,9 @@ class ClusterLabelTests(LabelsEndToEndCase):
         jobs = await self.make_jobs(base(follower), port, labels)
         for job in jobs:
             await self.fired_after(job["uuid"], 0, "every job to fire")
-        code, body = await self.call("POST", base(follower) + "/jobs/pause?selector=tier%3Dweb")
+        code, body = await self.call(
+            "POST", base(follower) + "/jobs/bulk/pause?selector=tier%3Dweb"
+        )
         self.assertEqual((code, body["data"]["count"]), (200, 3), body)
         paused_at = reactor.seconds()
         web = {job["uuid"] for job in jobs[:3]}

@@ -236,7 +236,7 @@ _TABLE: tuple[Route, ...] = (
     ),
     Route(
         "POST",
-        "/jobs/pause",
+        "/jobs/bulk/pause",
         "pause_jobs",
         CLIENT,
         "Pause the active jobs a label selector selects.",
@@ -247,7 +247,7 @@ _TABLE: tuple[Route, ...] = (
     ),
     Route(
         "POST",
-        "/jobs/resume",
+        "/jobs/bulk/resume",
         "resume_jobs",
         CLIENT,
         "Resume the paused jobs a label selector selects.",
@@ -258,7 +258,7 @@ _TABLE: tuple[Route, ...] = (
     ),
     Route(
         "POST",
-        "/jobs/delete",
+        "/jobs/bulk/delete",
         "delete_jobs",
         CLIENT,
         "Delete the jobs a label selector selects.",

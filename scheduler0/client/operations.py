@@ -286,7 +286,7 @@ def _bulk(
     """A bulk C{action} (pause, resume, delete) on the jobs C{selector} selects."""
     query = _query(selector=selector, project_uuid=project_uuid)
     key = idempotency_key or new_idempotency_key()
-    return Request("POST", f"/jobs/{action}", query, idempotency_key=key)
+    return Request("POST", f"/jobs/bulk/{action}", query, idempotency_key=key)
 
 
 def _by_path(method: str, template: str, doc: str, **fixed: Any) -> Any:
