@@ -130,6 +130,28 @@ def job_source(
     return source, where, params
 
 
+def index_total(
+    txn: Any,
+    *,
+    project_uuid: str | None = None,
+    paused: bool | None = None,
+    selector: Selector | None = None,
+) -> int | None:
+    """
+    How many jobs a selector of one positive term selects, with no other
+    filter, counted in the index alone (None for any other listing): so a
+    single label that many jobs share, listed by a scan, still has a total
+    without a pass over every job.
+    """
+    if project_uuid is not None or paused is not None or not selector or len(selector) != 1:
+        return None
+    (requirement,) = selector
+    if not requirement.positive:
+        return None
+    where, params = _index_range(requirement)
+    return _one_known(txn, f"SELECT COUNT(*) FROM job_labels AS l WHERE {where}", params)[0]
+
+
 def where_clause(where: list[str]) -> str:
     """C{ WHERE a AND b}, or nothing for no conditions."""
     return (" WHERE " + " AND ".join(where)) if where else ""

@@ -52,7 +52,7 @@ from scheduler0.store.rows import (
     _public_credential,
 )
 from scheduler0.store.schema import _DUMPED_TABLES, STATE_CACHE_KIB, _open
-from scheduler0.store.selection import job_source, where_clause
+from scheduler0.store.selection import index_total, job_source, where_clause
 from scheduler0.store.snapshots import (
     _image_of_reader,
     _open_reader,
@@ -217,8 +217,11 @@ class StateStore:
                 positioned = [*where, "(created_at, uuid) > (?, ?)"]
                 sql = f"{select}{where_clause(positioned)} ORDER BY created_at, uuid LIMIT ?"
             rows = _all(txn, sql, paged)
-            count = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"
-            return [_job(row) for row in rows], _one_known(txn, count, tuple(params))[0]
+            total = index_total(txn, project_uuid=project_uuid, paused=paused, selector=selector)
+            if total is None:
+                count = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"
+                total = _one_known(txn, count, tuple(params))[0]
+            return [_job(row) for row in rows], total
 
         return self.pool.runInteraction(read)
 
