@@ -192,3 +192,22 @@ class LabelsAPITests(SynchronousTestCase):
         self.assertEqual(self.uuids("selector=!team"), [job["uuid"]])
         self.create({})
         self.assertEqual(self.h.proposer.proposed[-1].version, 1)
+
+    def test_idempotency_key_names_the_selector(self) -> None:
+        """
+        A bulk request again under its Idempotency-Key answers as the first
+        and changes nothing more; the same key with another selector is
+        another request.
+        """
+        a = self.create({"team": "a"})["uuid"]
+        b = self.create({"team": "b"})["uuid"]
+        self.patch(jobs_api, "BULK_LIMIT", 1)
+        c = self.create({"team": "a"})["uuid"]
+        key = {"Idempotency-Key": "bulk-1"}
+        _, _, first = self.h.request("POST", "/jobs/bulk/pause?selector=team=a", headers=key)
+        _, _, again = self.h.request("POST", "/jobs/bulk/pause?selector=team=a", headers=key)
+        self.assertEqual(first["data"], again["data"])
+        self.assertEqual(first["data"]["uuids"], [a])
+        self.assertFalse(self.h.stored_job(c)["paused"])
+        _, _, other = self.h.request("POST", "/jobs/bulk/pause?selector=team=b", headers=key)
+        self.assertEqual(other["data"]["uuids"], [b])

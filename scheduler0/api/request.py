@@ -72,11 +72,12 @@ class Call:
                 "Idempotency-Key: 1 to 128 characters from letters, digits and . _ : -",
                 {"Idempotency-Key": "1 to 128 characters from letters, digits and . _ : -"},
             )
-        # The key names this request: the same key with another method, path
-        # or body is another request, not a retry of this one.
+        # The key names this request: the same key with another method, path,
+        # query (a bulk action's selector) or body is another request, not a
+        # retry of this one.
         digest = hashlib.sha256()
         digest.update(self.request.method or b"")
-        digest.update(b" " + (self.request.path or b"") + b"\n")
+        digest.update(b" " + (self.request.uri or b"") + b"\n")
         content = self.request.content
         if content is not None:
             content.seek(0)
