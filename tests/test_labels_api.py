@@ -211,3 +211,27 @@ class LabelsAPITests(SynchronousTestCase):
         self.assertFalse(self.h.stored_job(c)["paused"])
         _, _, other = self.h.request("POST", "/jobs/bulk/pause?selector=team=b", headers=key)
         self.assertEqual(other["data"]["uuids"], [b])
+
+
+class LabelsDocumentTests(SynchronousTestCase):
+    """The OpenAPI document states the labels, the selector and the bulk routes."""
+
+    def test_document(self) -> None:
+        from scheduler0.api.openapi import build_openapi
+        from scheduler0.labels import KEY_PATTERN, SELECTOR_PATTERN, VALUE_PATTERN
+
+        document = build_openapi()
+        schemas = document["components"]["schemas"]
+        labels = schemas["Job"]["properties"]["labels"]
+        self.assertIn("labels", schemas["Job"]["required"])
+        self.assertEqual(labels["propertyNames"]["pattern"], KEY_PATTERN)
+        self.assertEqual(labels["additionalProperties"]["pattern"], VALUE_PATTERN)
+        self.assertEqual(labels["maxProperties"], 64)
+        listed = {p["name"]: p for p in document["paths"]["/jobs"]["get"]["parameters"]}
+        self.assertEqual(listed["selector"]["schema"]["pattern"], SELECTOR_PATTERN)
+        self.assertFalse(listed["selector"]["required"])
+        for action in ("pause", "resume", "delete"):
+            operation = document["paths"][f"/jobs/bulk/{action}"]["post"]
+            params = {p["name"]: p for p in operation["parameters"]}
+            self.assertTrue(params["selector"]["required"], action)
+            self.assertFalse(params["project_uuid"]["required"], action)
