@@ -148,3 +148,16 @@ class LabelImportTests(ResourceCommandTestCase):
         self.assertEqual(self.run_cli("jobs", "import", "bad.csv", "--project", "p"), 2)
         self.assertIn("labels:", self.one_error_line())
         self.assertEqual(self.node.calls, [])
+
+
+class BulkLoopTests(ResourceCommandTestCase):
+    def test_an_answer_seen_before_ends_the_rounds(self) -> None:
+        """
+        A round whose jobs were all changed before (an answer replayed under
+        a key) ends the command even when it says more, instead of looping.
+        """
+        same = {"action": "pause", "selector": "a", "count": 1, "uuids": ["x"], "more": True}
+        self.node.on("POST", "/api/v1/jobs/bulk/pause", (200, envelope(same)))
+        self.assertEqual(self.run_cli("jobs", "pause", "--selector", "a"), 0)
+        self.assertEqual(len(self.node.calls), 2)
+        self.assertEqual(self.stdout.getvalue(), "paused 1 job selected by a\n")

@@ -12,6 +12,7 @@ injected HTTP function, so tests drive every command in memory.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -606,11 +607,21 @@ def _jobs_bulk(context: Context, act: Callable[..., Any], done: str) -> int:
     after another while the node says more remain.
     """
     args = context.args
+    # With the command's own Idempotency-Key (--idempotency-key), round N is
+    # sent under KEY.N: the same command run again is answered round by
+    # round as before and changes nothing twice.
+    key = getattr(args, "idempotency_key", None)
     uuids: list[str] = []
-    while True:
-        result = act(args.selector, project_uuid=args.project)
-        uuids.extend(result.get("uuids") or ())
-        if not result.get("more") or not result.get("count"):
+    for round_number in itertools.count(1):
+        result = act(
+            args.selector,
+            project_uuid=args.project,
+            idempotency_key=None if key is None else f"{key}.{round_number}",
+        )
+        changed = [uuid for uuid in result.get("uuids") or () if uuid not in uuids]
+        uuids.extend(changed)
+        # (No new job: an answer given before, whatever it says of more.)
+        if not result.get("more") or not changed:
             break
     if args.json:
         _print_json(context, {"count": len(uuids), "uuids": uuids})
