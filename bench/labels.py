@@ -19,7 +19,9 @@ selector is asked C{--requests} times (the non-selective ones fewer times):
     in the index (one positive term and no other filter);
   - C{team=t3,env=prod}: the same page by a scan, but the exact total
     costs a pass over every job;
-  - C{!canary}: negative terms only, always a scan.
+  - C{!canary}: negative terms only, always a scan (the total: every job
+    but those the index has for C{canary});
+  - C{!canary,env!=dev}: the same, with a pass over every job for the total.
 
 Printed: p50/p99/max milliseconds per selector with the total it answered,
 and the bytes of the C{job_labels} table and of the C{jobs} table (read with
@@ -59,6 +61,7 @@ SELECTORS = (
     ("team=t3", 0.1),
     ("team=t3,env=prod", 0.05),
     ("!canary", 0.05),
+    ("!canary,env!=dev", 0.05),
 )
 
 

@@ -138,18 +138,24 @@ def index_total(
     selector: Selector | None = None,
 ) -> int | None:
     """
-    How many jobs a selector of one positive term selects, with no other
-    filter, counted in the index alone (None for any other listing): so a
-    single label that many jobs share, listed by a scan, still has a total
-    without a pass over every job.
+    How many jobs a selector of one term selects, with no other filter,
+    counted in the index (a negative term: every job but those its
+    positive form selects), or None for any other listing: so a single
+    label that many jobs share, listed by a scan, still has a total without
+    a pass over every job's labels.
     """
     if project_uuid is not None or paused is not None or not selector or len(selector) != 1:
         return None
     (requirement,) = selector
+    positive = requirement
     if not requirement.positive:
-        return None
-    where, params = _index_range(requirement)
-    return _one_known(txn, f"SELECT COUNT(*) FROM job_labels AS l WHERE {where}", params)[0]
+        op = EQUALS if requirement.op == NOT_EQUALS else EXISTS
+        positive = Requirement(requirement.key, op, requirement.value)
+    where, params = _index_range(positive)
+    selected = _one_known(txn, f"SELECT COUNT(*) FROM job_labels AS l WHERE {where}", params)[0]
+    if requirement.positive:
+        return selected
+    return _one_known(txn, "SELECT COUNT(*) FROM jobs")[0] - selected
 
 
 def where_clause(where: list[str]) -> str:
