@@ -5,7 +5,7 @@ The benchmark suite of issue 5, one command per scenario:
     python -m bench all [--quick]
 
 Scenarios: precision, throughput, cpu, scale, failover, api, raft, peers, auth, idle,
-history, recovery, degraded, disk.
+history, recovery, degraded, disk, labels.
 precision, throughput, scale and api take --nodes N (N > 1: a cluster of N nodes on
 127.0.0.1, bench/cluster.py); failover always runs on a cluster (3 nodes by
 default); cpu takes a list of sizes (--nodes 1 3 5, the default) and
@@ -31,11 +31,11 @@ from bench.common import CLUSTER_NEEDED, machine_facts, print_json_path, table, 
 
 ORDER = [
     "precision", "throughput", "cpu", "scale", "failover", "api", "raft", "peers", "auth", "idle",
-    "history", "recovery", "degraded", "disk",
+    "history", "recovery", "degraded", "disk", "labels",
 ]  # fmt: skip
 OWN = {
     "precision", "throughput", "cpu", "failover", "peers", "idle", "history", "recovery",
-    "degraded", "disk",
+    "degraded", "disk", "labels",
 }  # fmt: skip
 EXTERNAL = {"scale": "bench.scale", "api": "bench.api"}
 HELP = {
@@ -53,6 +53,7 @@ HELP = {
     "recovery": "seconds until lateness is normal again after an overload ends (--nodes N)",
     "degraded": "slow and hung callback URLs beside a fast one: is anything else late?",
     "disk": "bytes on disk per job at 1,000,000 jobs, and the WAL peak of a 3 MB batch",
+    "labels": "GET /jobs?selector= over 1,000,000 labelled jobs: p50/p99, the index's bytes",
 }
 
 

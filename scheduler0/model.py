@@ -33,6 +33,8 @@ JOB_COLUMNS = (
     "created_at",
     "updated_at",
     "anchor_at",
+    # Issue 19: string keys to string values (scheduler0.labels' rules).
+    "labels",
 )
 
 #: Job fields added after the first release, with the value a job has when
@@ -44,6 +46,8 @@ ADDED_JOB_DEFAULTS: dict[str, Any] = {
     "retry_max_delay_s": 60.0,
     "concurrency_policy": "allow",
     "coalesce": False,
+    # (Never changed in place: every job without labels shares it.)
+    "labels": {},
 }
 
 #: Optional job fields and their defaults when a proposer leaves them out

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from twisted.internet.defer import Deferred
 
 from scheduler0.delivery import Delivery
+from scheduler0.labels import Selector
 from scheduler0.store.commands import Command, Subscriber
 
 
@@ -141,6 +142,7 @@ class StateReader(Protocol):
         limit: int = 50,
         offset: int = 0,
         after: tuple[str, str] | None = None,
+        selector: Selector | None = None,
         name_prefix: str | None = None,
         project_uuids: Collection[str] | None = None,
     ) -> Deferred[Any]: ...

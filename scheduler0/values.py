@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from scheduler0.labels import LabelError, check_labels
 from scheduler0.model import (
     CONCURRENCY_POLICIES,
     EXECUTION_COLUMNS,
@@ -37,7 +38,20 @@ from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestam
 
 
 class Invalid(ValueError):
-    """One input value is wrong; the message says how (without the field name)."""
+    """
+    One input value is wrong; the message says how (without the field name).
+    C{subfield}, when given, names the part of the value at fault (the key
+    of one of a job's labels), so the field named is C{field.subfield}.
+    """
+
+    def __init__(self, message: str = "", subfield: str | None = None) -> None:
+        super().__init__(message)
+        self.subfield = subfield
+
+
+def invalid_field(field: str, problem: Invalid) -> str:
+    """The field an L{Invalid} of C{field}'s check is about (C{labels.team})."""
+    return field if problem.subfield is None else f"{field}.{problem.subfield}"
 
 
 #: The kinds of L{FieldProblem}.
@@ -111,7 +125,7 @@ def check_fields(
             try:
                 cleaned[key] = checks[key](value)
             except Invalid as problem:
-                problems.append(FieldProblem(key, INVALID, str(problem)))
+                problems.append(FieldProblem(invalid_field(key, problem), INVALID, str(problem)))
         if problems and first_only:
             return cleaned, problems
     for key in required:
@@ -198,6 +212,14 @@ def _policy(value: object) -> str:
     return value
 
 
+def labels_check(value: object) -> dict[str, str]:
+    """A job's labels (L{scheduler0.labels.check_labels}), as a field check words them."""
+    try:
+        return check_labels(value)
+    except LabelError as problem:
+        raise Invalid(str(problem), problem.key) from None
+
+
 #: What each field of a stored job must be (the state machine's rules).
 STORED_JOB_CHECKS: dict[str, Check] = {
     "uuid": _text,
@@ -219,6 +241,7 @@ STORED_JOB_CHECKS: dict[str, Check] = {
     "created_at": _text,
     "updated_at": _text,
     "anchor_at": _text,
+    "labels": labels_check,
 }
 
 
@@ -280,6 +303,7 @@ class Job:
     created_at: str
     updated_at: str
     anchor_at: str
+    labels: dict[str, str] = attrs.field(factory=dict)
 
     @classmethod
     def from_mapping(cls, job: Any) -> Job:
@@ -320,6 +344,11 @@ def job_row(job: Any) -> tuple:
     retry_max_delay = get("retry_max_delay_s", _DEFAULT_RETRY_MAX_DELAY_S)
     policy = get("concurrency_policy", _DEFAULT_CONCURRENCY_POLICY)
     coalesce = get("coalesce", _DEFAULT_COALESCE)
+    labels = get("labels")
+    if labels is None:
+        labels = _NO_LABELS
+    elif type(labels) is not dict or (labels and not _good_labels(labels)):
+        return _checked_job_row(job)
     if (
         type(uuid) is not str
         or type(project_uuid) is not str
@@ -367,7 +396,20 @@ def job_row(job: Any) -> tuple:
         created_at,
         updated_at,
         created_at if anchor is None else anchor,
+        labels,
     )
+
+
+_NO_LABELS: dict[str, str] = {}
+
+
+def _good_labels(labels: dict) -> bool:
+    """Whether a job's labels pass L{check_labels} (without wording why not)."""
+    try:
+        check_labels(labels)
+    except LabelError:
+        return False
+    return True
 
 
 def _checked_job_row(job: Any) -> tuple:

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.api.routes import DEFAULT_NEXT, PREFIXES
 from scheduler0.client.operations import Operations
-from scheduler0.store.state import prefix_end
+from scheduler0.store.selection import prefix_end
 from tests.support.api import Harness, fired
 
 

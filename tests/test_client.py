@@ -104,6 +104,9 @@ class RequestBuildingTests(SynchronousTestCase):
             "pause_job": ("u",),
             "resume_job": ("u",),
             "delete_job": ("u",),
+            "pause_jobs": ("team=x",),
+            "resume_jobs": ("team=x",),
+            "delete_jobs": ("team=x",),
             "run_job": ("u",),
             "next_runs": ("u",),
             "preview_schedule": ("@hourly",),
@@ -171,6 +174,21 @@ class RequestBuildingTests(SynchronousTestCase):
         self.assertTrue(first.idempotency_key)
         self.assertNotEqual(first.idempotency_key, second.idempotency_key)
         self.assertEqual(first.body, [JOB])
+
+    def test_selector_and_bulk_requests(self) -> None:
+        """
+        list_jobs takes a selector; the bulk calls POST /jobs/<action> with the
+        selector (and project) in the query, always under an Idempotency-Key.
+        """
+        request = self.build("list_jobs", selector="team=billing,env!=prod")
+        self.assertEqual(dict(request.query), {"selector": "team=billing,env!=prod"})
+        request = self.build("pause_jobs", "team=a", project_uuid="p")
+        self.assertEqual((request.method, request.path), ("POST", "/jobs/bulk/pause"))
+        self.assertEqual(request.query, (("selector", "team=a"), ("project_uuid", "p")))
+        self.assertTrue(request.idempotency_key)
+        self.assertTrue(request.may_retry)
+        self.assertEqual(self.build("delete_jobs", "a", idempotency_key="k").idempotency_key, "k")
+        self.assertEqual(self.build("resume_jobs", "a").path, "/jobs/bulk/resume")
 
     def test_auth_headers(self) -> None:
         """A key pair is sent as x-api-key/x-secret-key, admin credentials as HTTP Basic."""

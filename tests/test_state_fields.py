@@ -49,7 +49,7 @@ class StoreFieldTests(StateCase):
         self.assertEqual({k: stored[k] for k in NEW_DEFAULTS}, NEW_DEFAULTS)
         self.assertIs(stored["coalesce"], False)
         self.assertIsInstance(stored["retry_delay_s"], float)
-        self.assertEqual(ADDED_JOB_DEFAULTS, NEW_DEFAULTS)
+        self.assertEqual(ADDED_JOB_DEFAULTS, {**NEW_DEFAULTS, "labels": {}})
 
     def test_given_values_are_stored_alike_on_both_paths(self) -> None:
         """

@@ -76,6 +76,7 @@ def job(uuid: str, project_uuid: str = "p1", created_at: str = T0, **extra: Any)
         "created_at": created_at,
         "updated_at": created_at,
         "anchor_at": created_at,
+        "labels": {},
     }
     value.update(extra)
     return value

@@ -25,6 +25,7 @@ from scheduler0.api.payload import data_problem, payload_cap_bytes
 from scheduler0.api.ports import ExecutionHistory, Scheduler, StateReader
 from scheduler0.api.request import Call, Writes, list_page, maybe, not_found, prefer, utc_now
 from scheduler0.api.routes import DEFAULT_NEXT, MAX_NEXT
+from scheduler0.api.scope import check_query_project
 from scheduler0.api.validation import (
     Invalid,
     add_problems,
@@ -36,17 +37,21 @@ from scheduler0.api.validation import (
     retry_delays_problem,
 )
 from scheduler0.errors import RecordsHeld
+from scheduler0.labels import LABELS_ENTRY_VERSION, format_selector
 from scheduler0.model import ADDED_JOB_DEFAULTS, JOB_DEFAULTS
 from scheduler0.netpolicy import NetworkPolicy, check_url, check_urls
 from scheduler0.readiness import RECORDS_HELD
 from scheduler0.scheduler.spec import SpecError, make_schedule
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
+from scheduler0.versions import FIRST_ENTRY_VERSION, require_entry_version
 
 log = Logger()
 
 # What a job's callback item carries (with retry_max, its attempt number).
 _SIZED_FIELDS = frozenset(("data", "name", "spec", "project_uuid", "retry_max"))
 _ADDED_FIELDS = frozenset(ADDED_JOB_DEFAULTS)
+#: The most jobs one bulk pause, resume or delete request changes.
+BULK_LIMIT = 1000
 
 
 async def job_or_404(
@@ -86,6 +91,9 @@ class JobsResource:
         "run_job",
         "next_runs",
         "preview_schedule",
+        "pause_jobs",
+        "resume_jobs",
+        "delete_jobs",
     )
 
     state: StateReader
@@ -210,6 +218,7 @@ class JobsResource:
             "retry_max_delay_s": float(defaults.job_execution_retry_max_delay),
             "concurrency_policy": ADDED_JOB_DEFAULTS["concurrency_policy"],
             "coalesce": ADDED_JOB_DEFAULTS["coalesce"],
+            "labels": ADDED_JOB_DEFAULTS["labels"],
         }
         new_uuid = self.writes.new_uuid
         jobs = [
@@ -251,7 +260,9 @@ class JobsResource:
                 delays = (mine["retry_delay_s"], mine["retry_max_delay_s"])
             self._check_new_job(job, fields, prefix, now, cap, errors, delays)
         errors.raise_if_any()
-        value = await self.writes.propose("create_jobs", {"jobs": jobs}, call=call)
+        # Jobs without labels are written as the previous release wrote them.
+        version = await self._labels_version(any(job.get("labels") for job in jobs))
+        value = await self.writes.propose("create_jobs", {"jobs": jobs}, call=call, version=version)
         if isinstance(value, list) and (len(value) == len(jobs) or call.idempotency_key()):
             # (A retry under an Idempotency-Key answers with the first
             # request's jobs, however many of them still exist.)
@@ -309,6 +320,7 @@ class JobsResource:
             after=call.query.get("after"),
             name_prefix=call.query.get("name_prefix"),
             project_uuids=call.project_filter(),
+            selector=call.query.get("selector"),
         )
         more = len(items) > limit
         presented = await self._present_jobs(list(items)[:limit])
@@ -352,10 +364,12 @@ class JobsResource:
         updated_at = format_instant(now)
         if "spec" in changes or "timezone" in changes:
             changes["anchor_at"] = format_instant(now.replace(microsecond=0))
+        version = await self._labels_version("labels" in changes)
         value = await self.writes.propose(
             "update_job",
             {"uuid": job["uuid"], "changes": changes, "updated_at": updated_at},
             call=call,
+            version=version,
         )
         await self.writes.everywhere()
         return await self._present_job(prefer(value, {**job, **changes, "updated_at": updated_at}))
@@ -365,6 +379,51 @@ class JobsResource:
         value = await self.writes.propose("delete_job", {"uuid": job["uuid"]}, call=call)
         await self.writes.everywhere()
         return value if isinstance(value, dict) else {"uuid": job["uuid"]}
+
+    async def _labels_version(self, labelled: bool) -> int:
+        """
+        The entry version of a job write: L{LABELS_ENTRY_VERSION} when it
+        carries labels (refused while the cluster writes an older one),
+        else the first, as the previous release wrote it.
+        """
+        if not labelled:
+            return FIRST_ENTRY_VERSION
+        require_entry_version(await self.state.entry_version(), LABELS_ENTRY_VERSION, "labels")
+        return LABELS_ENTRY_VERSION
+
+    async def pause_jobs(self, call: Call) -> dict:
+        return await self._bulk(call, "pause")
+
+    async def resume_jobs(self, call: Call) -> dict:
+        return await self._bulk(call, "resume")
+
+    async def delete_jobs(self, call: Call) -> dict:
+        return await self._bulk(call, "delete")
+
+    async def _bulk(self, call: Call, action: str) -> dict:
+        """
+        One bulk_jobs command: C{action} on at most L{BULK_LIMIT} of the jobs
+        the selector (and project) selects, resolved when it is applied.
+        """
+        selector = call.query["selector"]
+        project_uuid = call.query.get("project_uuid")
+        check_query_project(call.scope, project_uuid, write=True)
+        if project_uuid is not None and not await self.state.get_project(project_uuid):
+            raise not_found("project", project_uuid, "project_uuid")
+        await self._labels_version(True)
+        args: dict[str, Any] = {
+            "action": action,
+            "selector": format_selector(selector),
+            "at": format_instant(self._stamp_now()),
+            "limit": BULK_LIMIT,
+        }
+        if project_uuid is not None:
+            args["project_uuid"] = project_uuid
+        value = await self.writes.propose(
+            "bulk_jobs", args, call=call, version=LABELS_ENTRY_VERSION
+        )
+        await self.writes.everywhere()
+        return {key: value[key] for key in ("action", "selector", "count", "uuids", "more")}
 
     async def run_job(self, call: Call) -> tuple[int, Any]:
         job = await job_or_404(self.state, call.path["uuid"], call, write=True)

@@ -31,6 +31,7 @@ from scheduler0.api.validation import (
     MAX_URL_LENGTH,
     encode_cursor,
 )
+from scheduler0.labels import KEY_PATTERN, MAX_LABELS, SELECTOR_PATTERN, VALUE_PATTERN
 from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 from scheduler0.readiness import CODES as READINESS_CODES
 
@@ -143,6 +144,17 @@ _JOB_WRITABLE = {
         "type": "boolean",
         "description": "Slots missed during an outage or pause are sent as one execution, the "
         "latest; the others are recorded skipped (coalesced). Default false.",
+    },
+    "labels": {
+        "type": "object",
+        "maxProperties": MAX_LABELS,
+        "propertyNames": {"type": "string", "pattern": KEY_PATTERN},
+        "additionalProperties": {"type": "string", "pattern": VALUE_PATTERN},
+        "description": "Labels for selecting jobs (GET /jobs?selector=...), Kubernetes' rules: "
+        "a key is a name (at most 63 letters, digits, '-', '_' and '.', starting and ending "
+        "with a letter or digit), optionally after a DNS subdomain prefix (at most 253 "
+        "characters) and '/'; a value is empty or shaped like a name. At most 64. A change "
+        "replaces all of a job's labels. Default {}.",
     },
 }
 _NOTIFY_URL = {
@@ -461,6 +473,18 @@ SCHEMAS: dict[str, Any] = {
     "ProjectPage": _page("Project"),
     "ProjectDeleted": _closed({"uuid": _UUID, "deleted_jobs": {"type": "array", "items": _UUID}}),
     "Deleted": _closed({"uuid": _UUID}),
+    "BulkResult": _closed(
+        {
+            "action": {"type": "string", "enum": ["pause", "resume", "delete"]},
+            "selector": {"type": "string", "description": "The selector, in canonical form."},
+            "count": {"type": "integer", "minimum": 0},
+            "uuids": {"type": "array", "items": _UUID, "description": "The jobs changed."},
+            "more": {
+                "type": "boolean",
+                "description": "More jobs were selected than one request changes.",
+            },
+        }
+    ),
     "JobInput": {
         "type": "object",
         "additionalProperties": False,
@@ -797,6 +821,8 @@ def _param(param: Param) -> dict:
             "format": CURSOR_FORMAT,
             "examples": [encode_cursor(50)],
         }
+    elif param.kind == "selector":
+        schema = {"type": "string", "minLength": 1, "pattern": SELECTOR_PATTERN}
     else:
         schema = {"type": "string", "minLength": 1}
     if param.enum:
@@ -814,7 +840,7 @@ def _param(param: Param) -> dict:
     return {
         "name": param.name,
         "in": "query",
-        "required": False,
+        "required": param.required,
         "description": description,
         "schema": schema,
     }

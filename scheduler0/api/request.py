@@ -29,6 +29,7 @@ from scheduler0.api.ports import Cluster, Proposer
 from scheduler0.api.routes import Param, Route
 from scheduler0.api.scope import FULL, Scope, check_project
 from scheduler0.api.validation import Invalid, decode_cursor, encode_cursor
+from scheduler0.labels import LabelError, parse_selector
 from scheduler0.store.audit import audit_stamp
 from scheduler0.store.commands import Command
 from scheduler0.store.state import CLIENT_KEY_PREFIX
@@ -94,11 +95,12 @@ class Call:
                 "Idempotency-Key: 1 to 128 characters from letters, digits and . _ : -",
                 {"Idempotency-Key": "1 to 128 characters from letters, digits and . _ : -"},
             )
-        # The key names this request: the same key with another method, path
-        # or body is another request, not a retry of this one.
+        # The key names this request: the same key with another method, path,
+        # query (a bulk action's selector) or body is another request, not a
+        # retry of this one.
         digest = hashlib.sha256()
         digest.update(self.request.method or b"")
-        digest.update(b" " + (self.request.path or b"") + b"\n")
+        digest.update(b" " + (self.request.uri or b"") + b"\n")
         content = self.request.content
         if content is not None:
             content.seek(0)
@@ -378,6 +380,9 @@ def parse_query(route: Route, request: IRequest) -> dict[str, Any]:
             values[name] = _convert(param, given[0])
         except Invalid as problem:
             errors.add(name, f"{name}: {problem}")
+    for param in route.query:
+        if param.required and param.name not in values and param.name not in errors.fields:
+            errors.add(param.name, f"{param.name}: is required")
     errors.raise_if_any()
     if "cursor" in params:
         # offset=0 is offset's default: sending it says no more than leaving it out.
@@ -422,6 +427,11 @@ def _convert(param: Param, text: str) -> Any:
             ) from None
     if param.kind == "cursor":
         return decode_cursor(text)
+    if param.kind == "selector":
+        try:
+            return parse_selector(text)
+        except LabelError as problem:
+            raise Invalid(str(problem)) from None
     if not text:
         raise Invalid("must not be empty")
     if param.enum and text not in param.enum:

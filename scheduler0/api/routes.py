@@ -30,12 +30,13 @@ class Param:
     """One query-string parameter a route accepts."""
 
     name: str
-    kind: str  # "string" | "integer" | "boolean" | "instant" | "cursor"
+    kind: str  # "string" | "integer" | "boolean" | "instant" | "cursor" | "selector"
     description: str
     default: object = None
     minimum: int | None = None
     maximum: int | None = None
     enum: tuple[str, ...] = ()
+    required: bool = False
 
 
 @attrs.frozen
@@ -79,6 +80,21 @@ CONSISTENCY = Param(
     "node's copy without asking the leader.",
     "linearizable",
     enum=("linearizable", "stale"),
+)
+# Issue 19: a label selector (scheduler0.labels), parsed when the query is.
+SELECTOR_HELP = (
+    "A label selector: comma-separated terms that must all hold: key=value (or key==value),"
+    " key!=value (the key is missing or has another value), key (the key is there), !key"
+    " (it is not)."
+)
+BULK_QUERY = (
+    Param("selector", "selector", "Which jobs. " + SELECTOR_HELP, required=True),
+    Param("project_uuid", "string", "Only jobs of this project."),
+)
+BULK_HELP = (
+    "The selector is resolved when the command is applied, so every node changes the same "
+    "jobs. One request changes at most 1,000 jobs (in creation order); more: true says "
+    "others were selected, and the same request again changes the next ones."
 )
 EXECUTION_FILTERS = (
     Param("state", "string", "Only executions in this state.", enum=EXECUTION_STATES),
@@ -220,9 +236,43 @@ _TABLE: tuple[Route, ...] = (
                 "string",
                 "Only jobs whose name starts with this text (case-sensitive).",
             ),
+            Param("selector", "selector", "Only the jobs it selects. " + SELECTOR_HELP),
             *PAGE,
         ),
         response="JobPage",
+    ),
+    Route(
+        "POST",
+        "/jobs/bulk/pause",
+        "pause_jobs",
+        CLIENT,
+        "Pause the active jobs a label selector selects.",
+        query=BULK_QUERY,
+        body_required=False,
+        response="BulkResult",
+        description=BULK_HELP,
+    ),
+    Route(
+        "POST",
+        "/jobs/bulk/resume",
+        "resume_jobs",
+        CLIENT,
+        "Resume the paused jobs a label selector selects.",
+        query=BULK_QUERY,
+        body_required=False,
+        response="BulkResult",
+        description=BULK_HELP,
+    ),
+    Route(
+        "POST",
+        "/jobs/bulk/delete",
+        "delete_jobs",
+        CLIENT,
+        "Delete the jobs a label selector selects.",
+        query=BULK_QUERY,
+        body_required=False,
+        response="BulkResult",
+        description=BULK_HELP,
     ),
     Route("GET", "/jobs/<uuid>", "get_job", CLIENT, "Get a job.", response="Job"),
     Route(

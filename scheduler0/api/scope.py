@@ -44,6 +44,10 @@ BODY_PROJECTS = "body_projects"
 #: A listing: narrowed to the projects in scope (a filter naming one out of
 #: scope is refused).
 LISTING = "listing"
+#: The project is the C{project_uuid} query parameter, checked by the
+#: resource; without it the call needs a credential for every project (the
+#: bulk actions by label selector).
+QUERY_PROJECT = "query_project"
 #: Needs a credential for every project (creating or deleting a project,
 #: counts over all projects).
 ALL_PROJECTS = "all_projects"
@@ -68,6 +72,9 @@ ROUTE_SCOPES: Mapping[str, str] = {
     "list_executions": LISTING,
     "execution_summary": ALL_PROJECTS,
     "preview_schedule": COMPUTES,
+    "pause_jobs": QUERY_PROJECT,
+    "resume_jobs": QUERY_PROJECT,
+    "delete_jobs": QUERY_PROJECT,
 }
 
 
@@ -125,6 +132,18 @@ def check_project(scope: Scope, project_uuid: str, write: bool) -> None:
     if not scope.allows(project_uuid, write):
         verb = "writes" if write else "reads"
         raise forbidden(scope, f"this call {verb} project {project_uuid}")
+
+
+def check_query_project(scope: Scope, project_uuid: str | None, write: bool) -> None:
+    """
+    Refuse (403) a call of a L{QUERY_PROJECT} route outside C{scope}: the
+    project it names, or every project when it names none.
+    """
+    if project_uuid is None:
+        if scope.projects is not None:
+            raise forbidden(scope, "this call touches every project (name one with project_uuid)")
+        return
+    check_project(scope, project_uuid, write)
 
 
 def check_projects(scope: Scope, project_uuids: Iterable[str], write: bool) -> None:

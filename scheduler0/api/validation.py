@@ -34,6 +34,7 @@ from scheduler0.values import (
     Invalid,
     check_fields,
     check_job_fields,
+    labels_check,
 )
 
 MAX_NAME_LENGTH = 255
@@ -245,6 +246,7 @@ JOB_CHECKS: dict[str, Callable[[object], Any]] = {
     "retry_max_delay_s": check_retry_delay,
     "concurrency_policy": check_concurrency_policy,
     "coalesce": check_bool,
+    "labels": labels_check,
 }
 
 PROJECT_CHECKS: dict[str, Callable[[object], Any]] = {

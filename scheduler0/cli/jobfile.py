@@ -26,6 +26,7 @@ import yaml
 from scheduler0.api.errors import FieldErrors
 from scheduler0.api.validation import check_job, past_at_problem
 from scheduler0.client import APIError, Client
+from scheduler0.labels import LabelError, parse_label_assignment
 from scheduler0.values import JOB_READ_ONLY_FIELDS, JOB_WRITABLE_FIELDS
 
 FORMATS = (".json", ".yaml", ".yml", ".csv")
@@ -56,7 +57,7 @@ class _BadCells(list):
 
 
 def _csv_value(column: str, text: str) -> Any:
-    """The typed value of one CSV cell (C{data} is JSON text)."""
+    """The typed value of one CSV cell (C{data} is JSON text, C{labels} L{_csv_labels})."""
     if column in ("paused", "coalesce"):
         try:
             return _BOOLEANS[text.strip().lower()]
@@ -77,7 +78,25 @@ def _csv_value(column: str, text: str) -> Any:
             return json.loads(text)
         except ValueError as error:
             raise ValueError(f"must be JSON text ({error})") from None
+    if column == "labels":
+        return _csv_labels(text)
     return text
+
+
+def _csv_labels(text: str) -> Any:
+    """
+    A C{labels} cell: C{key=value} pairs separated by commas
+    (C{team=billing,env=prod}), or a JSON object.
+    """
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"must be key=value,... or a JSON object ({error})") from None
+    try:
+        return dict(parse_label_assignment(pair.strip()) for pair in text.split(","))
+    except LabelError as error:
+        raise ValueError(f"must be key=value,... ({error})") from None
 
 
 def _read_csv(stream: IO[str], name: str) -> list[tuple[str, Any]]:

@@ -12,6 +12,7 @@ injected HTTP function, so tests drive every command in memory.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from scheduler0.cli.context import (
 )
 from scheduler0.client import APIError, Client, NodeUnreachable
 from scheduler0.client.operations import new_idempotency_key
+from scheduler0.labels import LabelError, parse_label_assignment
 from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 from scheduler0.model import CREDENTIAL_ROLES as SCOPE_ROLES
 
@@ -182,6 +184,7 @@ def add_resource_commands(
     state = sub.add_mutually_exclusive_group()
     state.add_argument("--paused", action="store_true", default=None, help="only paused jobs")
     state.add_argument("--active", action="store_true", help="only active jobs")
+    _selector_option(sub, "only the jobs it selects")
     _limit_option(sub)
     sub = command(jobs, "get", "show one job", _jobs_get)
     sub.add_argument("uuid")
@@ -190,14 +193,17 @@ def add_resource_commands(
     sub = command(jobs, "update", "change some fields of a job", _jobs_update, writes=True)
     sub.add_argument("uuid")
     _job_options(sub, creating=False)
+    sub = command(jobs, "run", "fire one extra execution of a job now", _jobs_run)
+    sub.add_argument("uuid")
     for name, help_text, handler in (
-        ("delete", "delete a job (none of its slots fires afterwards)", _jobs_delete),
-        ("run", "fire one extra execution of a job now", _jobs_run),
-        ("pause", "stop firing a job", _jobs_pause),
-        ("resume", "fire a paused job again", _jobs_resume),
+        ("delete", "delete a job, or the jobs --selector selects", _jobs_delete),
+        ("pause", "stop firing a job, or the jobs --selector selects", _jobs_pause),
+        ("resume", "fire a paused job again, or the jobs --selector selects", _jobs_resume),
     ):
         sub = command(jobs, name, help_text, handler, writes=True)
-        sub.add_argument("uuid")
+        sub.add_argument("uuid", nargs="?", help="the job (or give --selector)")
+        _selector_option(sub, "instead of one job, every job it selects")
+        sub.add_argument("--project", metavar="UUID", help="with --selector: of this project")
     sub = command(jobs, "next", "preview a job's next fire instants", _jobs_next)
     sub.add_argument("uuid")
     sub.add_argument("-n", type=int, default=10, help="how many instants (default 10, max 100)")
@@ -257,6 +263,22 @@ def add_resource_commands(
         _limit_option(sub)
 
 
+def _selector_option(sub: Any, help_text: str) -> None:
+    sub.add_argument(
+        "--selector",
+        metavar="SELECTOR",
+        help=f"a label selector, e.g. team=billing,env!=prod,tier,!legacy: {help_text}",
+    )
+
+
+def _label(text: str) -> tuple[str, str]:
+    """One C{--label key=value}."""
+    try:
+        return parse_label_assignment(text)
+    except LabelError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _limit_option(sub: Any) -> None:
     sub.add_argument(
         "--limit",
@@ -306,6 +328,15 @@ def _job_options(sub: Any, *, creating: bool) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="deliver slots missed during an outage or pause as one execution (default: no)",
+    )
+    sub.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="a label (repeat for more)"
+        + ("" if creating else "; replaces all of the job's labels with those given"),
     )
     if creating:
         sub.add_argument("--paused", action="store_true", default=None, help="create it paused")
@@ -659,6 +690,8 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, option, None)
         if value is not None:
             fields[key] = value
+    if args.labels is not None:
+        fields["labels"] = dict(args.labels)
     if args.data is not None:
         try:
             fields["data"] = json.loads(args.data)
@@ -670,7 +703,13 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
 def _jobs_list(context: Context, client: Client) -> int:
     args = context.args
     paused = True if args.paused else (False if args.active else None)
-    pages, total = _paged(client.list_jobs, args.limit, project_uuid=args.project, paused=paused)
+    pages, total = _paged(
+        client.list_jobs,
+        args.limit,
+        project_uuid=args.project,
+        paused=paused,
+        selector=args.selector,
+    )
     return _show_list(context, pages, total, JOB_COLUMNS, "jobs")
 
 
@@ -701,15 +740,60 @@ def _jobs_changed(context: Context, result: Mapping[str, Any], done: str) -> int
 
 
 def _jobs_delete(context: Context, client: Client) -> int:
+    if _by_selector(context, "delete"):
+        return _jobs_bulk(context, client.delete_jobs, "deleted")
     return _jobs_changed(context, client.delete_job(context.args.uuid), "deleted")
 
 
 def _jobs_pause(context: Context, client: Client) -> int:
+    if _by_selector(context, "pause"):
+        return _jobs_bulk(context, client.pause_jobs, "paused")
     return _jobs_changed(context, client.pause_job(context.args.uuid), "paused")
 
 
 def _jobs_resume(context: Context, client: Client) -> int:
+    if _by_selector(context, "resume"):
+        return _jobs_bulk(context, client.resume_jobs, "resumed")
     return _jobs_changed(context, client.resume_job(context.args.uuid), "resumed")
+
+
+def _by_selector(context: Context, name: str) -> bool:
+    """Whether C{jobs <name>} acts on a selector (else one job); a usage error for both or none."""
+    args = context.args
+    if (args.uuid is None) == (args.selector is None):
+        raise CommandError(f"jobs {name}: give a job uuid or --selector, not both", EXIT_USAGE)
+    if args.selector is None and args.project is not None:
+        raise CommandError(f"jobs {name}: --project goes with --selector", EXIT_USAGE)
+    return args.selector is not None
+
+
+def _jobs_bulk(context: Context, act: Callable[..., Any], done: str) -> int:
+    """
+    C{act} (a bulk call) on every job the selector selects: one request
+    after another while the node says more remain.
+    """
+    args = context.args
+    # With the command's own Idempotency-Key (--idempotency-key), round N is
+    # sent under KEY.N: the same command run again is answered round by
+    # round as before and changes nothing twice.
+    key = getattr(args, "idempotency_key", None)
+    uuids: list[str] = []
+    for round_number in itertools.count(1):
+        result = act(
+            args.selector,
+            project_uuid=args.project,
+            idempotency_key=None if key is None else f"{key}.{round_number}",
+        )
+        changed = [uuid for uuid in result.get("uuids") or () if uuid not in uuids]
+        uuids.extend(changed)
+        # (No new job: an answer given before, whatever it says of more.)
+        if not result.get("more") or not changed:
+            break
+    if args.json:
+        _print_json(context, {"count": len(uuids), "uuids": uuids})
+    else:
+        context.out(f"{done} {_count(len(uuids), 'job')} selected by {args.selector}")
+    return EXIT_OK
 
 
 def _jobs_run(context: Context, client: Client) -> int:
@@ -828,7 +912,7 @@ def _import_outcome(
     )
 
 
-_BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+)")
+_BATCH_FIELD = re.compile(r"jobs\[(\d+)\]\.(\w+(?:\..+)?)")
 
 
 def _refused_row(

@@ -280,6 +280,15 @@ def _page(limit: int | None, offset: int | None, cursor: str | None) -> dict[str
     return {"limit": limit, "offset": offset, "cursor": cursor}
 
 
+def _bulk(
+    action: str, selector: str, project_uuid: str | None, idempotency_key: str | None
+) -> Request:
+    """A bulk C{action} (pause, resume, delete) on the jobs C{selector} selects."""
+    query = _query(selector=selector, project_uuid=project_uuid)
+    key = idempotency_key or new_idempotency_key()
+    return Request("POST", f"/jobs/bulk/{action}", query, idempotency_key=key)
+
+
 def _by_path(method: str, template: str, doc: str, **fixed: Any) -> Any:
     """
     An operation whose only arguments are the ids in its path, in order
@@ -433,15 +442,18 @@ class Operations:
         offset: int | None = None,
         cursor: str | None = None,
         name_prefix: str | None = None,
+        selector: str | None = None,
     ) -> Request:
         """
         One page of jobs, optionally of one project, only paused/active ones,
-        and/or only those whose name starts with C{name_prefix}.
+        only those whose name starts with C{name_prefix}, and/or only those a
+        label C{selector} selects (C{team=billing,env!=prod}).
         """
         query = _query(
             project_uuid=project_uuid,
             paused=paused,
             name_prefix=name_prefix,
+            selector=selector,
             **_page(limit, offset, cursor),
         )
         return Request("GET", "/jobs", query)
@@ -466,6 +478,34 @@ class Operations:
     def resume_job(uuid: str) -> Request:
         """Fire the job again from its next slot."""
         return Request("PATCH", f"/jobs/{_segment(uuid)}", body={"paused": False})
+
+    @_operation
+    @staticmethod
+    def pause_jobs(
+        selector: str, *, project_uuid: str | None = None, idempotency_key: str | None = None
+    ) -> Request:
+        """
+        Pause the active jobs a label selector selects (at most 1,000 per
+        call: C{more} in the answer says others remain). It always carries
+        an Idempotency-Key, so a retry cannot change the next ones.
+        """
+        return _bulk("pause", selector, project_uuid, idempotency_key)
+
+    @_operation
+    @staticmethod
+    def resume_jobs(
+        selector: str, *, project_uuid: str | None = None, idempotency_key: str | None = None
+    ) -> Request:
+        """Resume the paused jobs a label selector selects (as L{pause_jobs})."""
+        return _bulk("resume", selector, project_uuid, idempotency_key)
+
+    @_operation
+    @staticmethod
+    def delete_jobs(
+        selector: str, *, project_uuid: str | None = None, idempotency_key: str | None = None
+    ) -> Request:
+        """Delete the jobs a label selector selects (as L{pause_jobs})."""
+        return _bulk("delete", selector, project_uuid, idempotency_key)
 
     delete_job = _by_path("DELETE", "/jobs/{}", "Delete a job: none of its slots fires afterwards.")
     run_job = _by_path("POST", "/jobs/{}/run", "Fire one extra execution of the job now.")

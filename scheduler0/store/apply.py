@@ -26,6 +26,7 @@ from scheduler0.store.cluster_handlers import (
 from scheduler0.store.commands import Command, Op, Result, canonical_json, error, ok
 from scheduler0.store.handlers import (
     _archive_credential,
+    _bulk_jobs,
     _create_credential,
     _create_jobs,
     _create_project,
@@ -64,6 +65,7 @@ HANDLERS: dict[str, Callable[[Any, Mapping], Any]] = {
     Op.COMMIT_EXECUTIONS: _commit_executions,
     Op.RECORD_PROGRESS: _record_progress,
     Op.SET_ENTRY_VERSION: _set_entry_version,
+    Op.BULK_JOBS: _bulk_jobs,
 }
 # Handlers that are also given the entry's log index.
 _GIVEN_INDEX = frozenset((Op.CREATE_JOBS, Op.ASSIGN_JOBS, Op.RECORD_PROGRESS, Op.SET_ENTRY_VERSION))

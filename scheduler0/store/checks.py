@@ -21,6 +21,7 @@ from scheduler0.values import (
     FieldProblem,
     Invalid,
     JobError,
+    invalid_field,
     job_row,
 )
 
@@ -82,8 +83,14 @@ def _check_job_field(field: str, value: Any) -> Any:
     try:
         value = STORED_JOB_CHECKS[field](value)
     except Invalid as problem:
-        raise _job_problem(FieldProblem(field, INVALID, str(problem)), {}) from None
-    return canonical_json(value) if field == "data" else value
+        raise _job_problem(
+            FieldProblem(invalid_field(field, problem), INVALID, str(problem)), {}
+        ) from None
+    return canonical_json(value) if field in _JSON_FIELDS else value
+
+
+# The job fields stored as JSON text.
+_JSON_FIELDS = frozenset(("data", "labels"))
 
 
 def _check_retry_delays(delay: float, max_delay: float) -> None:
@@ -94,6 +101,8 @@ def _check_retry_delays(delay: float, max_delay: float) -> None:
 
 
 _DATA = JOB_COLUMNS.index("data")
+_LABELS = JOB_COLUMNS.index("labels")
+_NO_LABELS_TEXT = "{}"
 
 
 def _job_rows(jobs: list) -> list[tuple]:
@@ -107,7 +116,17 @@ def _job_rows(jobs: list) -> list[tuple]:
             values = job_row(job)
             data = values[_DATA]
             text = "null" if data is None else canonical_json(data)
-            rows.append((*values[:_DATA], text, *values[_DATA + 1 :]))
+            labels = values[_LABELS]
+            labels_text = canonical_json(labels) if labels else _NO_LABELS_TEXT
+            rows.append(
+                (
+                    *values[:_DATA],
+                    text,
+                    *values[_DATA + 1 : _LABELS],
+                    labels_text,
+                    *values[_LABELS + 1 :],
+                )
+            )
     except JobError as refused:
         raise _job_problem(refused.problem, refused.cleaned) from None
     return rows

@@ -53,6 +53,10 @@ class Op(StrEnum):
     #: Raise the entry version the cluster writes (L{scheduler0.versions}):
     #: itself of that version, proposed by the leader once every member reads it.
     SET_ENTRY_VERSION = "set_entry_version"
+    #: Issue 19 (entry version 2): pause, resume or delete the jobs a label
+    #: selector selects, resolved when applied. A subscriber that does not
+    #: name it hears the update_job or delete_job of each job it changed.
+    BULK_JOBS = "bulk_jobs"
     #: Not in the log: what subscribers hear after a snapshot replaced the
     #: whole state (every row may have changed).
     STATE_RESTORED = "state_restored"
@@ -208,6 +212,9 @@ class Subscribers:
         self._entries.append((fn, None if ops is None else frozenset(ops)))
 
     def tell(self, command: Command, result: Result) -> None:
+        if command.op == Op.BULK_JOBS:
+            self._tell_bulk(command, result)
+            return
         op = command.op
         for fn, ops in list(self._entries):
             if ops is not None and op not in ops:
@@ -216,3 +223,52 @@ class Subscribers:
                 fn(command, result)
             except Exception:
                 _log.failure("a subscriber failed on {op}", op=op)
+
+    def _tell_bulk(self, command: Command, result: Result) -> None:
+        """
+        A bulk_jobs to the subscribers that name it; to the others, the
+        update_job or delete_job of each job it changed (L{bulk_effects}).
+        """
+        effects: list[tuple[Command, Result]] | None = None
+        for fn, ops in list(self._entries):
+            if ops is not None and Op.BULK_JOBS in ops:
+                told = [(command, result)]
+            else:
+                if effects is None:
+                    effects = bulk_effects(command, result)
+                told = [
+                    (effect, outcome)
+                    for effect, outcome in effects
+                    if ops is None or effect.op in ops
+                ]
+            for each, outcome in told:
+                try:
+                    fn(each, outcome)
+                except Exception:
+                    _log.failure("a subscriber failed on {op}", op=each.op)
+
+
+def bulk_effects(command: Command, result: Result) -> list[tuple[Command, Result]]:
+    """
+    What an applied bulk_jobs did, job by job: the update_job (with the job
+    as changed) or delete_job command and result each job would have had.
+    """
+    if not result.ok or not isinstance(result.value, Mapping):
+        return []
+    value = result.value
+    if value.get("action") == "delete":
+        return [
+            (Command(Op.DELETE_JOB, {"uuid": uuid}), ok({"uuid": uuid}))
+            for uuid in value.get("uuids") or ()
+        ]
+    at = command.args.get("at")
+    return [
+        (
+            Command(
+                Op.UPDATE_JOB,
+                {"uuid": job["uuid"], "changes": {"paused": job["paused"]}, "updated_at": at},
+            ),
+            ok(job),
+        )
+        for job in value.get("jobs") or ()
+    ]

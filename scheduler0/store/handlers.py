@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from scheduler0.labels import LabelError, parse_selector
 from scheduler0.model import JOB_COLUMNS, PROJECT_COLUMNS
 from scheduler0.secret_hash import SCHEME, is_keyed
 from scheduler0.store.checks import (
@@ -41,6 +42,7 @@ from scheduler0.store.rows import (
     _read_project,
     _scoped_credential,
 )
+from scheduler0.store.selection import index_labels, selected_rows, unindex_labels
 
 
 def _create_project(txn: Any, args: Mapping) -> Any:
@@ -230,6 +232,14 @@ def _delete_project(txn: Any, args: Mapping) -> Any:
         (uuid,),
     )
     _add_loads(txn, {owner: -count for owner, count in owned})
+    unindex_labels(
+        txn,
+        _all(
+            txn,
+            "SELECT uuid, labels FROM jobs WHERE project_uuid = ? AND labels != '{}'",
+            (uuid,),
+        ),
+    )
     txn.execute("DELETE FROM jobs WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM signing_secrets WHERE project_uuid = ?", (uuid,))
     txn.execute("DELETE FROM projects WHERE uuid = ?", (uuid,))
@@ -281,11 +291,16 @@ def _create_jobs(txn: Any, args: Mapping, index: int = 0) -> Any:
         else:
             txn.execute("RELEASE insert_jobs")
             _count_new_owners(txn, owners)
+            index_labels(txn, ((row[0], row[_LABELS]) for row in rows))
             return [_job(row) for row in rows]
     _check_new_jobs(txn, rows)
     txn.executemany(insert, stored)
     _count_new_owners(txn, owners)
+    index_labels(txn, ((row[0], row[_LABELS]) for row in rows))
     return [_job(row) for row in rows]
+
+
+_LABELS = JOB_COLUMNS.index("labels")
 
 
 _INSERT_JOB = f"INSERT INTO jobs ({_JOBS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
@@ -391,6 +406,9 @@ def _update_job(txn: Any, args: Mapping) -> Any:
     rescheduled = any(old[f] != values[f] for f in ("spec", "timezone", "anchor_at"))
     if resumed or rescheduled:
         txn.execute("UPDATE jobs SET active_since = ? WHERE uuid = ?", (updated_at, uuid))
+    if old["labels"] != values["labels"]:
+        unindex_labels(txn, [(uuid, old["labels"])])
+        index_labels(txn, [(uuid, values["labels"])])
     return _job(new_row)
 
 
@@ -406,14 +424,74 @@ def _leaves_paused_project(txn: Any, before: str, after: str) -> bool:
 
 def _delete_job(txn: Any, args: Mapping) -> Any:
     uuid = _text(args, "uuid")
-    found = _one(txn, "SELECT owner FROM jobs WHERE uuid = ?", (uuid,))
+    found = _one(txn, "SELECT owner, labels FROM jobs WHERE uuid = ?", (uuid,))
     if found is None:
         raise _Rejected(error("not_found", f"no job with uuid {uuid}", "uuid"))
+    unindex_labels(txn, [(uuid, found[1])])
     txn.execute("DELETE FROM jobs WHERE uuid = ?", (uuid,))
     _add_loads(txn, {found[0]: -1})
     # Its committed history stays (pruned like any other); its progress goes.
     txn.execute("DELETE FROM job_progress WHERE job_uuid = ?", (uuid,))
     return {"uuid": uuid}
+
+
+#: What a bulk_jobs command may do to the jobs it selects, and which of
+#: them it selects (only the jobs the action changes).
+BULK_ACTIONS: dict[str, bool | None] = {"pause": False, "resume": True, "delete": None}
+#: The most jobs one bulk_jobs command may name as its limit.
+BULK_MAX = 10_000
+
+
+def _bulk_jobs(txn: Any, args: Mapping) -> Any:
+    """
+    Pause, resume or delete the jobs C{selector} (and C{project_uuid}, when
+    given) selects, as this state holds them: at most C{limit} of them in
+    creation order, each exactly as L{_update_job} (C{paused} changed at
+    C{at}) or L{_delete_job} would. The selector is resolved here, so every
+    node changes the same jobs. C{more}: more jobs were selected than
+    changed (the same command again changes the next ones).
+    """
+    action = _text(args, "action")
+    if action not in BULK_ACTIONS:
+        raise _invalid("action", f"action must be one of {', '.join(BULK_ACTIONS)}")
+    text = _text(args, "selector")
+    try:
+        selector = parse_selector(text)
+    except LabelError as problem:
+        raise _invalid("selector", f"selector {problem}") from None
+    project_uuid = args.get("project_uuid")
+    if project_uuid is not None:
+        project_uuid = _text(args, "project_uuid")
+    at = _text(args, "at")
+    limit = args.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= BULK_MAX:
+        raise _invalid("limit", f"limit must be an integer from 1 to {BULK_MAX}")
+    uuids = [
+        row[0]
+        for row in selected_rows(
+            txn,
+            "uuid",
+            project_uuid=project_uuid,
+            paused=BULK_ACTIONS[action],
+            selector=selector,
+            limit=limit + 1,
+        )
+    ]
+    more = len(uuids) > limit
+    uuids = uuids[:limit]
+    value: dict[str, Any] = {"action": action, "selector": text, "count": len(uuids)}
+    if action == "delete":
+        for job_uuid in uuids:
+            _delete_job(txn, {"uuid": job_uuid})
+    else:
+        changes = {"paused": action == "pause"}
+        value["jobs"] = [
+            _update_job(txn, {"uuid": job_uuid, "changes": changes, "updated_at": at})
+            for job_uuid in uuids
+        ]
+    value["uuids"] = uuids
+    value["more"] = more
+    return value
 
 
 def _create_credential(txn: Any, args: Mapping) -> Any:

@@ -39,6 +39,8 @@ def _job(row: tuple | None) -> dict | None:
     job["retry_delay_s"] = float(job["retry_delay_s"])
     job["retry_max_delay_s"] = float(job["retry_max_delay_s"])
     job["coalesce"] = bool(job["coalesce"])
+    labels = job["labels"]
+    job["labels"] = json.loads(labels) if labels and labels != "{}" else {}
     return job
 
 

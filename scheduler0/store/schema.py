@@ -107,6 +107,14 @@ _SCHEMA = (
     # Issue 19: the audit log, one record per user write (see store.audit).
     AUDIT_TABLE,
     "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq)",
+    # Issue 19: the label index. One row per label of a job, so a selector
+    # term key=value (or a bare key) finds its jobs through the primary key;
+    # a job's own labels column says which rows to drop when it changes.
+    """CREATE TABLE IF NOT EXISTS job_labels (
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        job_uuid TEXT NOT NULL,
+        PRIMARY KEY (key, value, job_uuid)) WITHOUT ROWID""",
 )
 # How many jobs each node owns, kept by every command that changes jobs or
 # owners: creating jobs picks the least loaded member without counting a
@@ -144,6 +152,8 @@ _ADDED_COLUMNS = (
     ("projects", "paused", "INTEGER NOT NULL DEFAULT 0"),
     ("credentials", "projects", "TEXT"),
     ("credentials", "role", "TEXT"),
+    # Issue 19: a job's labels as canonical JSON ('{}': none, as older rows read).
+    ("jobs", "labels", "TEXT NOT NULL DEFAULT '{}'"),
 )
 _LATE_SCHEMA = (
     # A node's jobs in creation order; also counts each owner's jobs.
@@ -170,6 +180,7 @@ _DUMPED_TABLES = (
     "owner_loads",
     "node_progress",
     "audit",
+    "job_labels",
 )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
+from scheduler0.labels import Selector
 from scheduler0.model import CONCURRENCY_POLICIES, JOB_COLUMNS
 from scheduler0.secret_hash import key_id_of
 from scheduler0.store.apply import CLIENT_KEY_PREFIX, HANDLERS, REQUEST_MEMORY, _apply
@@ -53,6 +54,7 @@ from scheduler0.store.rows import (
     _scoped_credential,
 )
 from scheduler0.store.schema import _DUMPED_TABLES, STATE_CACHE_KIB, _open
+from scheduler0.store.selection import index_total, job_source, where_clause
 from scheduler0.store.snapshots import (
     _image_of_reader,
     _open_reader,
@@ -74,22 +76,6 @@ __all__ = [
     "covers_job",
     "handled_through",
 ]
-
-
-def prefix_end(prefix: str) -> str | None:
-    """
-    The least text greater than every text that starts with C{prefix}, in
-    SQLite's binary order (that of UTF-8 bytes, so of code points); None when
-    no text is (C{prefix} is all U+10FFFF).
-    """
-    for position in range(len(prefix) - 1, -1, -1):
-        code = ord(prefix[position])
-        if code < 0x10FFFF:
-            code += 1
-            if 0xD800 <= code <= 0xDFFF:
-                code = 0xE000  # surrogates are no characters of UTF-8 text
-            return prefix[:position] + chr(code)
-    return None
 
 
 def _public_scoped(row: tuple | None) -> dict | None:
@@ -292,62 +278,53 @@ class StateStore:
         limit: int = 50,
         offset: int = 0,
         after: tuple[str, str] | None = None,
+        selector: Selector | None = None,
         name_prefix: str | None = None,
         project_uuids: Collection[str] | None = None,
     ) -> Deferred:
         """
-        A page of jobs ordered by creation, optionally filtered, and the total
-        count. With C{after} = (created_at, uuid) the page starts after that
-        position (found through the index) and C{offset} is not skipped.
-        C{name_prefix} keeps the jobs whose name starts with it (exactly, case
-        included): a range of the C{jobs_by_name} index.
-        C{project_uuids}: only jobs of those projects (a scoped credential's).
+        A page of jobs ordered by creation, optionally filtered (by project,
+        paused, a label C{selector}, answered through the label index:
+        L{scheduler0.store.selection}; a C{name_prefix}, exactly and case
+        included: a range of the C{jobs_by_name} index; C{project_uuids}, the
+        projects of a scoped credential), and the total count. With C{after}
+        = (created_at, uuid) the page starts after that position (found
+        through the index) and C{offset} is not skipped.
         """
-        where: list[str] = []
-        params: list[Any] = []
-        if project_uuid is not None:
-            where.append("project_uuid = ?")
-            params.append(project_uuid)
-        if project_uuids is not None:
-            wanted = sorted(project_uuids)
-            where.append(f"project_uuid IN ({', '.join('?' * len(wanted))})" if wanted else "0")
-            params.extend(wanted)
-        if paused is not None:
-            where.append("paused = ?")
-            params.append(int(bool(paused)))
-        if name_prefix:
-            where.append("name >= ?")
-            params.append(name_prefix)
-            end = prefix_end(name_prefix)
-            if end is not None:
-                where.append("name < ?")
-                params.append(end)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        count = f"SELECT COUNT(*) FROM jobs{clause}"
-        if after is not None:
-            where.append("(created_at, uuid) > (?, ?)")
-            clause = " WHERE " + " AND ".join(where)
-            try:
-                limit, _ = _page(limit, 0)
-            except ValueError:
-                return fail()
-            select = f"SELECT {_JOBS} FROM jobs{clause} ORDER BY created_at, uuid LIMIT ?"
-            filters = tuple(params)
-            paged = (*filters, after[0], after[1], limit)
+        try:
+            limit, offset = _page(limit, 0 if after is not None else offset)
+        except ValueError:
+            return fail()
 
-            def read(txn: Any) -> tuple[list, int]:
-                rows = _all(txn, select, paged)
-                return [_job(row) for row in rows], _one_known(txn, count, filters)[0]
+        def read(txn: Any) -> tuple[list, int]:
+            source, where, params = job_source(
+                txn,
+                project_uuid=project_uuid,
+                paused=paused,
+                selector=selector,
+                name_prefix=name_prefix,
+                project_uuids=project_uuids,
+            )
+            select = f"SELECT {_JOBS} FROM {source}"
+            if after is None:
+                paged = (*params, limit, offset)
+                sql = f"{select}{where_clause(where)} ORDER BY created_at, uuid LIMIT ? OFFSET ?"
+            else:
+                paged = (*params, after[0], after[1], limit)
+                positioned = [*where, "(created_at, uuid) > (?, ?)"]
+                sql = f"{select}{where_clause(positioned)} ORDER BY created_at, uuid LIMIT ?"
+            rows = _all(txn, sql, paged)
+            total = None
+            if name_prefix is None and project_uuids is None:
+                total = index_total(
+                    txn, project_uuid=project_uuid, paused=paused, selector=selector
+                )
+            if total is None:
+                count = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"
+                total = _one_known(txn, count, tuple(params))[0]
+            return [_job(row) for row in rows], total
 
-            return self.pool.runInteraction(read)
-        return self._listing(
-            _job,
-            f"SELECT {_JOBS} FROM jobs{clause} ORDER BY created_at, uuid",
-            count,
-            tuple(params),
-            limit,
-            offset,
-        )
+        return self.pool.runInteraction(read)
 
     def count_jobs(self, project_uuid: str) -> Deferred:
         """How many jobs belong to C{project_uuid}."""
