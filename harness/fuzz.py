@@ -382,6 +382,14 @@ def _instants() -> Any:
     return st.one_of(st.sampled_from(EDGE_INSTANTS), anywhen)
 
 
+def _body_text(response: Any) -> str:
+    """An answer's body as text to show, or its size when it is not text (a backup file)."""
+    try:
+        return str(response.text)
+    except UnicodeDecodeError:
+        return f"<{len(response.content)} bytes of {response.headers.get('content-type')}>"
+
+
 def _short(text: str, limit: int = 1500) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
@@ -588,7 +596,7 @@ class Fuzzer:
             return
         status = response.status_code
         self.report.statuses[(label, f"{status // 100}xx")] += 1
-        answer = _short(f"{status} {response.text}", 800)
+        answer = _short(f"{status} {_body_text(response)}", 800)
         if self.trace is not None:
             self.trace(f"{column}/{mode}/{_generation(case)} {request} -> {_short(answer, 300)}")
 

@@ -200,6 +200,28 @@ class ScopeTests(SynchronousTestCase):
         self.assertEqual(status, 403, body)
         self.assertIn("every project", body["error"]["message"])
 
+    def test_bulk_actions_by_selector_stay_in_the_scope(self) -> None:
+        """
+        A write credential limited to A may pause by selector in A (naming
+        it); naming B, or no project (every project), answers 403 and
+        changes nothing.
+        """
+        writer = Scoped(self.h, [self.a], None)
+        before = self.h.dump()
+        status, _, body = writer.request("POST", "/jobs/bulk/pause?selector=!x")
+        self.assertEqual(status, 403, body)
+        self.assertIn("every project", body["error"]["message"])
+        status, _, body = writer.request(
+            "POST", f"/jobs/bulk/pause?selector=!x&project_uuid={self.b}"
+        )
+        self.assertEqual(status, 403, body)
+        self.assertIn(f"this call writes project {self.b}", body["error"]["message"])
+        self.assertEqual(self.h.dump(), before)
+        status, _, body = writer.request(
+            "POST", f"/jobs/bulk/pause?selector=!x&project_uuid={self.a}"
+        )
+        self.assertEqual((status, body["data"]["uuids"]), (200, [self.job_a]), body)
+
     def test_listings_are_narrowed_to_the_scope(self) -> None:
         """Projects, jobs and executions listed by a scoped credential are its projects' only."""
         reader = Scoped(self.h, [self.a], "read")

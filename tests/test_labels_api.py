@@ -47,16 +47,22 @@ class LabelsAPITests(SynchronousTestCase):
 
     def test_labels_round_trip_and_versions(self) -> None:
         """
-        A job's labels are answered everywhere the job is; a job with labels
-        is written as entry version 2, one without as version 1.
+        A job's labels are answered everywhere the job is. Here the cluster
+        writes entry version 2, so every user write is of version 2 (it
+        carries its audit record); that a job without labels is written as
+        version 1 while the cluster writes 1 is
+        L{test_version_one_refuses_labels}.
         """
         labelled = self.create({"team": "billing", "example.com/tier": ""})
         plain = self.create(None)
         self.assertEqual(labelled["labels"], {"team": "billing", "example.com/tier": ""})
         self.assertEqual(plain["labels"], {})
-        versions = [c.version for c in self.h.proposer.proposed if c.op == Op.CREATE_JOBS]
-        self.assertEqual(versions, [2, 1])
-        self.assertNotIn(b'"v"', self.h.proposer.proposed[-1].to_bytes())
+        created = [c for c in self.h.proposer.proposed if c.op == Op.CREATE_JOBS]
+        self.assertEqual([c.version for c in created], [2, 2])
+        self.assertEqual(
+            ["labels" in c.args["jobs"][0] for c in created],
+            [True, False],
+        )
         status, _, body = self.h.request("GET", f"/jobs/{labelled['uuid']}")
         self.assertEqual(body["data"]["labels"], labelled["labels"])
         status, _, body = self.h.request(
@@ -66,7 +72,7 @@ class LabelsAPITests(SynchronousTestCase):
         self.assertEqual(self.h.proposer.proposed[-1].version, 2)
         status, _, body = self.h.request("PUT", f"/jobs/{plain['uuid']}", {"name": "renamed"})
         self.assertEqual((status, body["data"]["labels"]), (200, {"team": "ops"}))
-        self.assertEqual(self.h.proposer.proposed[-1].version, 1)
+        self.assertEqual(self.h.proposer.proposed[-1].version, 2)
 
     def test_bad_labels_name_the_field(self) -> None:
         """A bad label answers 400 naming jobs[i].labels.<key>; nothing is stored."""
