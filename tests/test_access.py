@@ -325,6 +325,19 @@ class AuditTests(SynchronousTestCase):
         self.assertEqual({r["outcome"] for r in items}, {"applied"})
         self.assertNotIn(self.h.secret, repr(items))
 
+    def test_a_bulk_action_names_the_jobs_it_changed(self) -> None:
+        """A bulk pause by selector is recorded with the jobs it paused, found once applied."""
+        project = self.h.project("a")
+        jobs = [self.h.job(project["uuid"]) for _ in range(2)]
+        status, _, body = self.h.request("POST", "/jobs/bulk/pause?selector=!x")
+        self.assertEqual(status, 200, body)
+        record = self.audit("?op=bulk_jobs")["items"][0]
+        self.assertEqual(
+            (record["object_type"], sorted(record["object_uuids"]), record["object_count"]),
+            ("job", sorted(job["uuid"] for job in jobs), 2),
+        )
+        self.assertEqual(self.audit(f"?object={jobs[0]['uuid']}")["items"][0]["op"], "bulk_jobs")
+
     def test_filters_and_pages(self) -> None:
         """actor, object, op, via, since and until filter; the cursor walks the rest."""
         project = self.h.project("a")

@@ -99,8 +99,14 @@ def audit_stamp(
     return stamp
 
 
-def _objects(op: str, args: Mapping[str, Any]) -> tuple[str | None, list[str], int]:
-    """What C{op} with C{args} acts on: (type, the first uuids, how many)."""
+def _objects(
+    op: str, args: Mapping[str, Any], value: Any = None
+) -> tuple[str | None, list[str], int]:
+    """
+    What C{op} with C{args} acts on: (type, the first uuids, how many).
+    C{value}: what applying it gave (a bulk action's jobs are known only
+    once it is applied).
+    """
     named = _OBJECTS.get(op)
     if named is not None:
         value = args.get(named[1])
@@ -122,6 +128,10 @@ def _objects(op: str, args: Mapping[str, Any]) -> tuple[str | None, list[str], i
             if isinstance(job, Mapping) and isinstance(job.get("uuid"), str)
         ]
         return "job", uuids, len(jobs)
+    if op == Op.BULK_JOBS:
+        changed = value.get("uuids") if isinstance(value, Mapping) else None
+        changed = changed if isinstance(changed, list) else []
+        return "job", [u for u in changed[:OBJECTS_NAMED] if isinstance(u, str)], len(changed)
     if op == Op.RESEAL_SIGNING_SECRETS:
         secrets = args.get("secrets")
         return "signing_secret", [], len(secrets) if isinstance(secrets, list) else 0
@@ -144,7 +154,7 @@ def record_audit(txn: Any, index: int, command: Command, result: Result) -> None
     stamp = command.audit
     if not isinstance(stamp, Mapping):
         return
-    object_type, uuids, count = _objects(command.op, command.args)
+    object_type, uuids, count = _objects(command.op, command.args, result.value)
     via = stamp.get("via")
     row = (
         index,
