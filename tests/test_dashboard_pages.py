@@ -618,6 +618,23 @@ class DashboardPagesTests(TestCase):
             what="the list showing them paused",
         )
 
+        # The selector with the state and the name prefix too.
+        await browser.evaluate(_choose("#jobs-state", "active"))
+        await browser.wait_for(_names_are([]), timeout=10, what="no active billing job")
+        await browser.evaluate(_choose("#jobs-state", "paused"))
+        await browser.wait_for(_names_are(["alpha", "beta"]), timeout=10, what="paused ones")
+        await browser.type("#jobs-search", "be")
+        await browser.wait_for(_names_are(["beta"]), timeout=10, what="paused be*")
+        hash_params = await browser.evaluate(
+            "Object.fromEntries(new URLSearchParams(location.hash.split('?')[1]))"
+        )
+        self.assertEqual(
+            hash_params,
+            {"selector": "team=billing", "project": shop["uuid"], "state": "paused", "q": "be"},
+        )
+        await browser.type("#jobs-search", "")
+        await browser.evaluate(_choose("#jobs-state", ""))
+
         # A bulk delete waits for the count to be typed.
         await browser.type("#jobs-selector", "team=ops")
         await browser.wait_for(_names_are(["gamma"]), timeout=10, what="team=ops")

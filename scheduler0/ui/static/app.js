@@ -790,7 +790,8 @@
   };
   // Requests one bulk action may send (1000 jobs each): a bound, never reached in practice.
   const BULK_ROUNDS = 10000;
-  const bulk = { action: null, selector: null, project: null, count: 0, listed: 0 };
+  // The action asked about, and what the jobs list last showed (its total, its projects' names).
+  const bulk = { action: null, selector: null, project: null, count: 0, listed: 0, names: new Map() };
 
   function bulkScope(names) {
     const project = hashParams().get("project");
@@ -818,12 +819,12 @@
       const { verb, which } = BULK[action];
       const plural = (n) => `${n.toLocaleString()} job${n === 1 ? "" : "s"}`;
       if (!page.total) {
-        toast(`No ${which}job to ${action}: “${selector}” selects none ${bulkScope(bulk.names || new Map())}`);
+        toast(`No ${which}job to ${action}: “${selector}” selects none ${bulkScope(bulk.names)}`);
         return;
       }
       const listed = bulk.listed === page.total ? "" : ` (the list shows ${plural(bulk.listed)}: its name and state filters do not narrow a bulk action)`;
       const jobs = `${page.total.toLocaleString()} ${which}job${page.total === 1 ? "" : "s"}`;
-      let text = `${verb} the ${jobs} that “${selector}” selects ${bulkScope(bulk.names || new Map())}${listed}?`;
+      let text = `${verb} the ${jobs} that “${selector}” selects ${bulkScope(bulk.names)}${listed}?`;
       if (action === "delete") text += ` They stop firing, and this cannot be undone. Type ${page.total} to confirm.`;
       $("#bulk-confirm-text").textContent = text;
       const typed = $("#bulk-confirm-typed");
