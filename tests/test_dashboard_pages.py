@@ -4,7 +4,9 @@ signed in to a follower of a real three-node cluster pages through a project
 of 260 jobs, finds jobs by name and state, creates, edits and deletes a job
 through the form (its live preview, the API's messages beside the fields),
 filters executions by state and time, and shows the leader's last contact
-with every member.
+with every member. On a single node: jobs found by label selector (kept in
+the address, a bad one refused beside its box), label chips that add a term,
+labels in the job form, bulk pause and delete by selector, and project pause.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from harness.browser import CHROMIUM, CHROMIUM_PACKAGE, Browser, chromium_available
 from harness.cluster import Cluster
-from harness.process import http_client
+from harness.process import client_headers, http_client, prepare_single_node
 from harness.receiver import CallbackReceiver
 from harness.waiting import wait_for
 from tests.support.dashboard import SIGN_IN_SHOWN, artifacts_dir
@@ -53,6 +55,17 @@ def _choose(selector: str, value: str) -> str:
         f"(() => {{ const box = document.querySelector({_js(selector)}); "
         f"box.value = {_js(value)}; box.dispatchEvent(new Event('change')); return true; }})()"
     )
+
+
+def _names_are(names: list[str]) -> str:
+    """Whether the jobs list shows exactly C{names}, in order."""
+    return f"JSON.stringify({_JOB_NAMES}) === {_js(json.dumps(names, separators=(',', ':')))}"
+
+
+_SELECTOR_ERROR = (
+    "!document.querySelector('#jobs-selector-error').hidden && "
+    "document.querySelector('#jobs-selector-error').textContent"
+)
 
 
 class DashboardPagesTests(TestCase):
@@ -447,3 +460,256 @@ class DashboardPagesTests(TestCase):
         # deleted job's page, read once more as it went (404).
         for entry in browser.network_errors:
             self.assertRegex(entry, r"\b(400|404)\b", entry)
+
+    async def test_labels_selector_and_bulk_actions(self) -> None:
+        """
+        On a single node, with jobs labelled through the API: the label
+        selector box narrows the jobs list (with the project filter too) and
+        stays in the address across a reload; a bad selector shows the API's
+        message beside the box and no job; a label chip adds its term; the
+        form edits labels as key=value lines and shows the API's message about
+        one label beside them; a bulk pause by selector (confirmed with the
+        selector and the count) pauses exactly the jobs it selects, a bulk
+        delete waits for the count to be typed; a project is paused and
+        resumed from the projects list.
+        """
+        node = await prepare_single_node(reactor, os.path.abspath(self.mktemp()))
+        self.addCleanup(node.kill)
+        await node.start()
+        headers = await client_headers(node)
+        http = http_client(reactor)
+
+        async def call(method: str, path: str, body: object = None) -> tuple[int, dict]:
+            kwargs = {"json": body} if body is not None else {}
+            response = await http.request(
+                method, node.url + "/api/v1" + path, headers=headers, **kwargs
+            )
+            return response.code, await response.json()
+
+        async def ok(method: str, path: str, body: object = None) -> Any:
+            code, payload = await call(method, path, body)
+            self.assertLess(code, 300, payload)
+            return payload["data"]
+
+        shop = await ok("POST", "/projects", {"name": "shop"})
+        other = await ok("POST", "/projects", {"name": "other"})
+        # No job fires while the test runs: the callback is never called.
+        labelled = {
+            "alpha": (shop, {"team": "billing", "env": "prod"}),
+            "beta": (shop, {"team": "billing", "env": "dev"}),
+            "gamma": (shop, {"team": "ops"}),
+            "delta": (shop, {}),
+            "epsilon": (other, {"team": "billing"}),
+        }
+        jobs = {}
+        for name, (project, labels) in labelled.items():
+            jobs[name] = await ok(
+                "POST",
+                "/jobs",
+                {
+                    "project_uuid": project["uuid"],
+                    "name": name,
+                    "spec": YEARLY,
+                    "callback_url": "http://127.0.0.1:9/never",
+                    "labels": labels,
+                },
+            )
+
+        browser = await Browser.launch(reactor)
+        self.addCleanup(browser.close)
+        await browser.open(node.url + "/ui/")
+        await browser.wait_for(SIGN_IN_SHOWN, timeout=5, what="the sign-in form")
+        await browser.type("#api-key", headers["x-api-key"])
+        await browser.type("#api-secret", headers["x-secret-key"])
+        await browser.click("#signin-submit")
+        await browser.wait_for(_names_are(list(labelled)), timeout=10, what="every job")
+        chips = await browser.evaluate(
+            "[...document.querySelectorAll('#job-list tr.job-row')].map(r => "
+            "[...r.querySelectorAll('.chip')].map(c => c.textContent))"
+        )
+        self.assertEqual(
+            chips,
+            [
+                ["env=prod", "team=billing"],
+                ["env=dev", "team=billing"],
+                ["team=ops"],
+                [],
+                ["team=billing"],
+            ],
+        )
+
+        # The selector narrows the list and stays in the address across a reload.
+        await browser.type("#jobs-selector", "team=billing")
+        await browser.wait_for(
+            _names_are(["alpha", "beta", "epsilon"]), timeout=10, what="team=billing"
+        )
+        self.assertIn("selector=team%3Dbilling", await browser.evaluate("location.hash"))
+        reloaded = browser.wait_event("Page.loadEventFired")
+        await browser.send("Page.reload")
+        await reloaded
+        await browser.wait_for(
+            _names_are(["alpha", "beta", "epsilon"]), timeout=10, what="the list after a reload"
+        )
+        self.assertEqual(
+            await browser.evaluate("document.querySelector('#jobs-selector').value"),
+            "team=billing",
+        )
+
+        # A chip adds its term.
+        await browser.click(
+            f"#job-list tr[data-job-uuid={_js(jobs['alpha']['uuid'])}] .chip[data-term='env=prod']"
+        )
+        await browser.wait_for(_names_are(["alpha"]), timeout=10, what="the chip's term")
+        self.assertEqual(
+            await browser.evaluate("document.querySelector('#jobs-selector').value"),
+            "team=billing,env=prod",
+        )
+
+        # A bad selector: the API's message beside the box, no job, no broken page.
+        await browser.type("#jobs-selector", "team=billing,bad key")
+        shown = await browser.wait_for(_SELECTOR_ERROR, timeout=10, what="the selector refused")
+        code, refused = await call("GET", "/jobs?selector=team%3Dbilling%2Cbad%20key")
+        self.assertEqual(code, 400)
+        self.assertEqual(shown, refused["error"]["fields"]["selector"])
+        self.assertIn("bad key", shown)
+        await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-labels-bad-selector.png"))
+        self.assertEqual(await browser.evaluate(_JOB_NAMES), [])
+        self.assertTrue(await browser.evaluate("document.querySelector('#banner').hidden"))
+        self.assertTrue(await browser.evaluate("document.querySelector('#jobs-bulk').hidden"))
+
+        # With the project too: a bulk pause pauses exactly what is selected.
+        await browser.type("#jobs-selector", "team=billing")
+        await browser.wait_for(
+            "document.querySelector('#jobs-selector-error').hidden && "
+            + _names_are(["alpha", "beta", "epsilon"]),
+            timeout=10,
+            what="the selector fixed",
+        )
+        await browser.evaluate(_choose("#jobs-project", shop["uuid"]))
+        await browser.wait_for(_names_are(["alpha", "beta"]), timeout=10, what="in the project")
+        await browser.click("#jobs-bulk [data-bulk='pause']")
+        question = await browser.wait_for(
+            "!document.querySelector('#bulk-confirm').hidden && "
+            "document.querySelector('#bulk-confirm-text').textContent",
+            timeout=10,
+            what="the bulk question",
+        )
+        self.assertIn("“team=billing”", question)
+        self.assertIn("2 active jobs", question)
+        self.assertIn("shop", question)
+        await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-labels-bulk-pause.png"))
+        await browser.click("#bulk-confirm-yes")
+        await browser.wait_for(
+            "document.querySelector('#toast').dataset.bulk === 'pause:2'",
+            timeout=10,
+            what="the bulk pause",
+        )
+        paused = {
+            name: (await ok("GET", f"/jobs/{job['uuid']}"))["paused"] for name, job in jobs.items()
+        }
+        self.assertEqual(
+            paused,
+            {"alpha": True, "beta": True, "gamma": False, "delta": False, "epsilon": False},
+        )
+        await browser.wait_for(
+            "[...document.querySelectorAll('#job-list .col-state')]"
+            ".every(c => c.textContent === 'paused')",
+            timeout=10,
+            what="the list showing them paused",
+        )
+
+        # The selector with the state and the name prefix too.
+        await browser.evaluate(_choose("#jobs-state", "active"))
+        await browser.wait_for(_names_are([]), timeout=10, what="no active billing job")
+        await browser.evaluate(_choose("#jobs-state", "paused"))
+        await browser.wait_for(_names_are(["alpha", "beta"]), timeout=10, what="paused ones")
+        await browser.type("#jobs-search", "be")
+        await browser.wait_for(_names_are(["beta"]), timeout=10, what="paused be*")
+        hash_params = await browser.evaluate(
+            "Object.fromEntries(new URLSearchParams(location.hash.split('?')[1]))"
+        )
+        self.assertEqual(
+            hash_params,
+            {"selector": "team=billing", "project": shop["uuid"], "state": "paused", "q": "be"},
+        )
+        await browser.type("#jobs-search", "")
+        await browser.evaluate(_choose("#jobs-state", ""))
+
+        # A bulk delete waits for the count to be typed.
+        await browser.type("#jobs-selector", "team=ops")
+        await browser.wait_for(_names_are(["gamma"]), timeout=10, what="team=ops")
+        await browser.click("#jobs-bulk [data-bulk='delete']")
+        await browser.wait_for(
+            "!document.querySelector('#bulk-confirm').hidden && "
+            "document.querySelector('#bulk-confirm-yes').disabled",
+            timeout=10,
+            what="the delete question",
+        )
+        await browser.type("#bulk-confirm-typed", "2")
+        self.assertTrue(
+            await browser.evaluate("document.querySelector('#bulk-confirm-yes').disabled")
+        )
+        await browser.type("#bulk-confirm-typed", "1")
+        await browser.wait_for(
+            "!document.querySelector('#bulk-confirm-yes').disabled", timeout=5, what="enabled"
+        )
+        await browser.click("#bulk-confirm-yes")
+        await browser.wait_for(
+            "document.querySelector('#toast').dataset.bulk === 'delete:1'",
+            timeout=10,
+            what="the bulk delete",
+        )
+        self.assertEqual((await call("GET", f"/jobs/{jobs['gamma']['uuid']}"))[0], 404)
+        self.assertEqual((await call("GET", f"/jobs/{jobs['delta']['uuid']}"))[0], 200)
+
+        # Labels in the form: key=value lines, a bad one's message beside them.
+        delta = jobs["delta"]["uuid"]
+        await browser.evaluate(f"location.hash = '#/job/{delta}/edit'")
+        await browser.wait_for(
+            f"document.querySelector('#job-form').dataset.loaded === {_js(delta)}",
+            timeout=10,
+            what="delta's form",
+        )
+        await browser.type("#field-labels", "tier=gold\nbad key=x")
+        await browser.click("#form-submit")
+        message = await browser.wait_for(
+            "!document.querySelector('#error-labels').hidden && "
+            "document.querySelector('#error-labels').textContent",
+            timeout=10,
+            what="the label's problem",
+        )
+        self.assertIn("labels.bad key", message)
+        await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-labels-form.png"))
+        self.assertEqual((await ok("GET", f"/jobs/{delta}"))["labels"], {})
+        await browser.type("#field-labels", "tier=gold\nteam=")
+        await browser.click("#form-submit")
+        await browser.wait_for(
+            f"location.hash === '#/job/{delta}' && "
+            "document.querySelector('#job-labels').textContent.includes('tier=gold')",
+            timeout=10,
+            what="the saved labels",
+        )
+        self.assertEqual(
+            (await ok("GET", f"/jobs/{delta}"))["labels"], {"tier": "gold", "team": ""}
+        )
+        # A chip on the job's page lists the jobs with that label.
+        await browser.click("#job-labels .chip[data-term='team=']")
+        await browser.wait_for(_names_are(["delta"]), timeout=10, what="team= from the job")
+
+        # A project paused and resumed from the projects list.
+        row = f"#project-list tr[data-project-uuid={_js(shop['uuid'])}]"
+        for action, state in (("pause", True), ("resume", False)):
+            await browser.click(f"{row} button[data-action={action}]")
+            await browser.wait_for(
+                f"document.querySelector({_js(row + ' .col-state')}).textContent === "
+                f"{_js('paused' if state else 'active')}",
+                timeout=10,
+                what=f"the project {action}d",
+            )
+            self.assertEqual((await ok("GET", f"/projects/{shop['uuid']}"))["paused"], state)
+        await browser.screenshot(os.path.join(artifacts_dir(), "dashboard-labels.png"))
+
+        self.assertEqual(browser.console_errors, [])
+        # The failed requests are the ones refused on purpose (400).
+        for entry in browser.network_errors:
+            self.assertRegex(entry, r"\b400\b", entry)

@@ -321,6 +321,8 @@
       $(id).classList.toggle("current", current.name === name);
     }
     show($("#delete-confirm"), false);
+    show($("#bulk-confirm"), false);
+    bulk.action = null;
     hideTooltip();
     syncFilters(current);
     if (current.name === "form") openForm(current.uuid);
@@ -445,13 +447,30 @@
     return {
       project_uuid: params.get("project") || undefined,
       name_prefix: params.get("q") || undefined,
+      selector: params.get("selector") || undefined,
       paused: state === "paused" ? "true" : state === "active" ? "false" : undefined,
     };
   }
 
+  // The jobs page, or an empty one while the label selector is one the API
+  // refuses: its message (naming the term) shows beside the box instead.
+  async function jobsPage() {
+    const problem = $("#jobs-selector-error");
+    try {
+      const page = await api("GET", `/jobs?${query({ ...jobFilters(), ...pageQuery("") })}`);
+      show(problem, false);
+      return page;
+    } catch (error) {
+      if (error.status !== 400 || !error.fields.selector) throw error;
+      problem.textContent = error.fields.selector;
+      show(problem, true);
+      return { items: [], total: 0, offset: 0, limit: pageQuery("").limit, next_cursor: null, refused: true };
+    }
+  }
+
   async function refreshOverview(health, current) {
     const rest = Promise.all([
-      api("GET", `/jobs?${query({ ...jobFilters(), ...pageQuery("") })}`),
+      jobsPage(),
       api("GET", `/projects?${query(pageQuery("p"))}`),
       projectChoices(),
       recentExecutions(),
@@ -500,6 +519,9 @@
     if (where.name === "overview") {
       const search = $("#jobs-search");
       if (document.activeElement !== search) search.value = params.get("q") || "";
+      const selector = $("#jobs-selector");
+      if (document.activeElement !== selector) selector.value = params.get("selector") || "";
+      if (!params.get("selector")) show($("#jobs-selector-error"), false);
       $("#jobs-state").value = params.get("state") || "";
       if ([...$("#jobs-project").options].some((option) => option.value === (params.get("project") || ""))) {
         $("#jobs-project").value = params.get("project") || "";
@@ -631,12 +653,15 @@
     }
     for (const list of byJob.values()) list.sort((a, b) => (a.scheduled_at < b.scheduled_at ? 1 : -1));
     const names = new Map(projects.map((project) => [project.uuid, project.name]));
+    const pausedProjects = new Set(projects.filter((project) => project.paused).map((project) => project.uuid));
     const filtered = Object.values(jobFilters()).some((value) => value !== undefined);
     $("#jobs-count").textContent = `${page.total.toLocaleString()} job${page.total === 1 ? "" : "s"}${filtered ? " match" : ""}`;
     renderPager($("#jobs-pager"), "", page, "jobs");
+    renderBulkBar(page, names);
     const list = $("#job-list");
     if (!page.items.length) {
-      list.replaceChildren(el("p", { class: "empty", text: filtered ? "No job matches these filters." : "No jobs yet: create one with New job." }));
+      const empty = page.refused ? "Fix the label selector to list jobs." : filtered ? "No job matches these filters." : "No jobs yet: create one with New job.";
+      list.replaceChildren(el("p", { class: "empty", text: empty }));
       return;
     }
     const rows = page.items.map((job) =>
@@ -644,7 +669,13 @@
         "tr",
         { class: "job-row", dataset: { jobUuid: job.uuid } },
         el("td", {}, el("a", { class: "job-name", href: `#/job/${encodeURIComponent(job.uuid)}`, text: job.name }), el("span", { class: "job-id mono", text: job.uuid })),
-        el("td", { class: "col-project", text: names.get(job.project_uuid) || job.project_uuid }),
+        el(
+          "td",
+          { class: "col-project" },
+          names.get(job.project_uuid) || job.project_uuid,
+          pausedProjects.has(job.project_uuid) ? el("span", { class: "job-id project-paused", title: "Its project is paused: it fires nothing", text: "project paused" }) : null,
+        ),
+        el("td", { class: "col-labels" }, labelChips(job.labels)),
         el("td", {}, el("code", { text: job.spec }), job.timezone && job.timezone !== "UTC" ? el("span", { class: "job-id", text: job.timezone }) : null),
         el("td", { class: "col-state" }, el("span", { class: `badge ${job.paused ? "warn" : "ok"}`, text: job.paused ? "paused" : "active" })),
         job.paused ? el("td", { class: "col-next muted", text: "paused" }) : timeCell(job.next_run_at, "col-next"),
@@ -658,7 +689,7 @@
       el(
         "table",
         { class: "table jobs" },
-        el("thead", {}, el("tr", {}, ["Job", "Project", "Schedule", "State", "Next run", "Last run", "Last status", "Recent", ""].map((title) => el("th", { text: title })))),
+        el("thead", {}, el("tr", {}, ["Job", "Project", "Labels", "Schedule", "State", "Next run", "Last run", "Last status", "Recent", ""].map((title) => el("th", { text: title })))),
         el("tbody", {}, rows),
       ),
     );
@@ -679,17 +710,159 @@
         el("td", {}, el("a", { class: "project-name", href: `#/?project=${encodeURIComponent(project.uuid)}`, title: "Show this project's jobs", text: project.name })),
         el("td", { class: "wrap muted", text: project.description || "" }),
         el("td", { class: "wrap" }, project.notify_url ? el("span", { class: "muted small mono project-notify", title: "Failure notices go here", text: `notices → ${project.notify_url}` }) : null),
-        el("td", {}, el("a", { class: "button small", href: `#/new?project=${encodeURIComponent(project.uuid)}`, text: "New job" })),
+        el("td", { class: "col-state" }, el("span", { class: `badge ${project.paused ? "warn" : "ok"}`, text: project.paused ? "paused" : "active" })),
+        el("td", {}, el("div", { class: "actions" }, projectPauseButton(project), el("a", { class: "button small", href: `#/new?project=${encodeURIComponent(project.uuid)}`, text: "New job" }))),
       ),
     );
     list.replaceChildren(
       el(
         "table",
         { class: "table projects" },
-        el("thead", {}, el("tr", {}, ["Project", "Description", "Failure notices", ""].map((title) => el("th", { text: title })))),
+        el("thead", {}, el("tr", {}, ["Project", "Description", "Failure notices", "State", ""].map((title) => el("th", { text: title })))),
         el("tbody", {}, rows),
       ),
     );
+  }
+
+  // A paused project fires none of its jobs (each keeps its own paused).
+  function projectPauseButton(project) {
+    const button = el("button", {
+      class: "button small",
+      type: "button",
+      text: project.paused ? "Resume" : "Pause",
+      dataset: { action: project.paused ? "resume" : "pause", projectUuid: project.uuid },
+      onclick: () =>
+        act(button, async () => {
+          const changed = await api("PATCH", `/projects/${encodeURIComponent(project.uuid)}`, { paused: !project.paused });
+          toast(`Project ${changed.name}: ${changed.paused ? "paused" : "resumed"}`);
+        }),
+    });
+    return button;
+  }
+
+  // -- labels and the label selector --------------------------------------------
+
+  // The term a label chip stands for: key=value (key= for an empty value).
+  const labelTerm = (key, value) => `${key}=${value}`;
+
+  function selectorTerms(text) {
+    return (text || "").split(",").map((term) => term.trim()).filter(Boolean);
+  }
+
+  // A job's labels as chips; a click adds the chip's term to the selector.
+  function labelChips(labels) {
+    const entries = Object.entries(labels || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return el(
+      "div",
+      { class: "chips" },
+      entries.map(([key, value]) =>
+        el("button", {
+          type: "button",
+          class: "chip",
+          title: `List the jobs with ${labelTerm(key, value)}`,
+          text: labelTerm(key, value),
+          dataset: { term: labelTerm(key, value) },
+          onclick: () => addSelectorTerm(labelTerm(key, value)),
+        }),
+      ),
+    );
+  }
+
+  function addSelectorTerm(term) {
+    const where = currentRoute();
+    const terms = selectorTerms(where.name === "overview" ? hashParams().get("selector") : "");
+    if (!terms.includes(term)) terms.push(term);
+    const selector = terms.join(",");
+    if (where.name === "overview") setParams({ selector, ...firstPage("") });
+    else location.hash = `#/?${query({ selector })}`;
+  }
+
+  // -- bulk actions on what the label selector selects ---------------------------
+  //
+  // POST /jobs/bulk/<action>?selector=&project_uuid= changes at most 1000 jobs
+  // a request and says "more" while others remain: it is sent again until
+  // none do. The list's name and state filters do not narrow it.
+
+  const BULK = {
+    pause: { verb: "Pause", done: "paused", paused: "false", which: "active " },
+    resume: { verb: "Resume", done: "resumed", paused: "true", which: "paused " },
+    delete: { verb: "Delete", done: "deleted", paused: undefined, which: "" },
+  };
+  // Requests one bulk action may send (1000 jobs each): a bound, never reached in practice.
+  const BULK_ROUNDS = 10000;
+  // The action asked about, and what the jobs list last showed (its total, its projects' names).
+  const bulk = { action: null, selector: null, project: null, count: 0, listed: 0, names: new Map() };
+
+  function bulkScope(names) {
+    const project = hashParams().get("project");
+    return project ? `in the project ${names.get(project) || project}` : "in every project";
+  }
+
+  function renderBulkBar(page, names) {
+    const selector = hashParams().get("selector");
+    const bar = $("#jobs-bulk");
+    show(bar, Boolean(selector) && !page.refused);
+    if (!selector) return;
+    bulk.listed = page.total;
+    bulk.names = names;
+    $("#jobs-bulk-text").textContent = `Bulk actions apply to the jobs “${selector}” selects ${bulkScope(names)}.`;
+  }
+
+  async function askBulk(action, button) {
+    const selector = hashParams().get("selector");
+    if (!selector || !BULK[action]) return;
+    const project = hashParams().get("project") || undefined;
+    await act(button, async () => {
+      // What the action would change: pause changes active jobs, resume paused ones.
+      const page = await api("GET", `/jobs?${query({ selector, project_uuid: project, paused: BULK[action].paused, limit: 1 })}`);
+      Object.assign(bulk, { action, selector, project, count: page.total });
+      const { verb, which } = BULK[action];
+      const plural = (n) => `${n.toLocaleString()} job${n === 1 ? "" : "s"}`;
+      if (!page.total) {
+        toast(`No ${which}job to ${action}: “${selector}” selects none ${bulkScope(bulk.names)}`);
+        return;
+      }
+      const listed = bulk.listed === page.total ? "" : ` (the list shows ${plural(bulk.listed)}: its name and state filters do not narrow a bulk action)`;
+      const jobs = `${page.total.toLocaleString()} ${which}job${page.total === 1 ? "" : "s"}`;
+      let text = `${verb} the ${jobs} that “${selector}” selects ${bulkScope(bulk.names)}${listed}?`;
+      if (action === "delete") text += ` They stop firing, and this cannot be undone. Type ${page.total} to confirm.`;
+      $("#bulk-confirm-text").textContent = text;
+      const typed = $("#bulk-confirm-typed");
+      typed.value = "";
+      show($("#bulk-confirm-typed-label"), action === "delete");
+      const yes = $("#bulk-confirm-yes");
+      yes.textContent = `${verb} ${plural(page.total)}`;
+      yes.className = `button ${action === "delete" ? "danger-solid" : "primary"}`;
+      yes.disabled = action === "delete";
+      yes.dataset.action = action;
+      show($("#bulk-confirm"), true);
+      (action === "delete" ? typed : $("#bulk-confirm-no")).focus();
+    });
+  }
+
+  async function runBulk(button) {
+    const { action, selector, project } = bulk;
+    if (!action || button.dataset.action !== action) return;
+    if (action === "delete" && $("#bulk-confirm-typed").value.trim() !== String(bulk.count)) return;
+    let changed = 0;
+    await act(button, async () => {
+      try {
+        for (let round = 0; round < BULK_ROUNDS; round += 1) {
+          const answer = await api("POST", `/jobs/bulk/${action}?${query({ selector, project_uuid: project })}`);
+          changed += answer.count;
+          $("#bulk-confirm-text").textContent = `${BULK[action].verb}: ${changed.toLocaleString()} done…`;
+          if (!answer.more || !answer.count) break;
+        }
+      } catch (error) {
+        if (changed) error.message = `${error.message} (after ${changed.toLocaleString()} ${BULK[action].done})`;
+        throw error;
+      } finally {
+        bulk.action = null;
+        show($("#bulk-confirm"), false);
+      }
+      toast(`${changed.toLocaleString()} job${changed === 1 ? "" : "s"} ${BULK[action].done}`);
+      $("#toast").dataset.bulk = `${action}:${changed}`;
+    });
   }
 
   // -- the chart ---------------------------------------------------------------
@@ -954,6 +1127,7 @@
       fact("Schedule", el("code", { text: job.spec }), "job-spec"),
       fact("Time zone", job.timezone || "UTC"),
       fact("Callback", el("span", { class: "mono", text: job.callback_url })),
+      fact("Labels", Object.keys(job.labels || {}).length ? labelChips(job.labels) : "—", "job-labels"),
       fact("Timeout / retries", `${job.timeout_s} s / ${job.retry_max}`),
       fact(
         "Retry delays",
@@ -1158,6 +1332,9 @@
     if (Array.isArray(prop.enum)) return "enum";
     const type = Array.isArray(prop.type) ? prop.type.find((t) => t !== "null") : prop.type;
     if (type === "boolean" || type === "number" || type === "integer" || type === "string") return type;
+    // An object of strings to strings (labels): typed as key=value lines.
+    const values = prop.additionalProperties;
+    if (type === "object" && values && typeof values === "object" && values.type === "string") return "map";
     return "json"; // any JSON value, an object or an array: typed as JSON
   }
 
@@ -1183,6 +1360,9 @@
     } else if (kind === "boolean") {
       input = el("input", { id, name, type: "checkbox" });
       input.checked = Boolean(current);
+    } else if (kind === "map") {
+      input = el("textarea", { id, name, rows: "3", spellcheck: "false", placeholder: "team=billing\nenv=prod" });
+      input.value = Object.entries(current || {}).map(([key, value]) => `${key}=${value}`).join("\n");
     } else if (kind === "json") {
       input = el("textarea", { id, name, rows: "3", spellcheck: "false", placeholder: "JSON" });
       input.value = current === undefined ? "" : JSON.stringify(current, null, 2);
@@ -1195,7 +1375,8 @@
     }
     input.dataset.kind = kind;
     const label = el("label", { for: id }, name, isRequired ? el("span", { class: "required", title: "required", text: " *" }) : null);
-    const help = prop.description ? el("p", { class: "help muted small", text: prop.description }) : null;
+    const about = kind === "map" ? `One key=value a line (key= for an empty value). ${prop.description || ""}` : prop.description;
+    const help = about ? el("p", { class: "help muted small", text: about }) : null;
     const error = el("p", { id: `error-${name}`, class: "field-error", role: "alert", hidden: true });
     const row = el("div", { class: `field field-${kind}`, dataset: { field: name } }, label, input, error, help);
     if (name === "spec") row.append(el("div", { id: "preview", class: "preview", "aria-live": "polite" }));
@@ -1214,6 +1395,15 @@
       if (kind === "boolean") {
         value = input.checked;
         if (!form.job && !value) continue;
+      } else if (kind === "map") {
+        const parsed = mapValue(name, input.value);
+        if (parsed.problem) {
+          problems[name] = parsed.problem;
+          continue;
+        }
+        value = parsed.value;
+        // Empty: a new job takes the default; an edit may remove them all.
+        if (!form.job && !Object.keys(value).length) continue;
       } else {
         const text = input.value.trim();
         if (text === "") continue;
@@ -1230,10 +1420,31 @@
           value = kind === "string" ? input.value : text;
         }
       }
-      if (form.job && JSON.stringify(form.job[name] ?? null) === JSON.stringify(value)) continue;
+      if (form.job && sameValue(form.job[name], value, kind)) continue;
       body[name] = value;
     }
     return { body, problems };
+  }
+
+  function sameValue(before, after, kind) {
+    if (kind !== "map") return JSON.stringify(before ?? null) === JSON.stringify(after);
+    const old = before || {};
+    return Object.keys(old).length === Object.keys(after).length && Object.entries(after).every(([key, value]) => old[key] === value);
+  }
+
+  // key=value lines as an object; the API checks the keys and values.
+  function mapValue(name, text) {
+    const value = {};
+    const lines = text.split("\n").map((line) => line.trim());
+    for (const [index, line] of lines.entries()) {
+      if (!line) continue;
+      const at = line.indexOf("=");
+      if (at < 0) return { problem: `${name}: line ${index + 1} (“${line}”) is not key=value` };
+      const key = line.slice(0, at).trim();
+      if (Object.prototype.hasOwnProperty.call(value, key)) return { problem: `${name}: the key “${key}” is given twice` };
+      value[key] = line.slice(at + 1).trim();
+    }
+    return { value };
   }
 
   function clearFieldError(name) {
@@ -1244,13 +1455,28 @@
     slot.closest(".field").classList.remove("invalid");
   }
 
+  // The form's slot for a field's message: its own, or for a part of a
+  // field (labels.team) the field's.
+  function errorSlot(name) {
+    const own = document.getElementById(`error-${name}`);
+    if (own && own.closest("#form-fields")) return own;
+    const whole = name.split(/[.[]/)[0];
+    const slot = whole !== name ? document.getElementById(`error-${whole}`) : null;
+    return slot && slot.closest("#form-fields") ? slot : null;
+  }
+
   // Each field's message beside it; true when every one had a place.
   function placeFieldErrors(fields) {
     let placed = 0;
+    const filled = new Set();
     const entries = Object.entries(fields || {});
-    for (const [name, message] of entries) {
-      const slot = document.getElementById(`error-${name}`);
-      if (!slot || !slot.closest("#form-fields")) continue;
+    for (const [name, field] of entries) {
+      const slot = errorSlot(name);
+      if (!slot) continue;
+      // A part's message says which part, unless it already does.
+      const part = slot.id === `error-${name}` || field.includes(name) ? field : `${name}: ${field}`;
+      const message = filled.has(slot) ? `${slot.textContent}; ${part}` : part;
+      filled.add(slot);
       slot.textContent = message;
       show(slot, true);
       slot.closest(".field").classList.add("invalid");
@@ -1405,6 +1631,29 @@
       typing = setTimeout(() => setParams({ q: value, ...firstPage("") }, { replace: true }), TYPING_MS);
     });
     $("#jobs-state").addEventListener("change", (event) => setParams({ state: event.currentTarget.value, ...firstPage("") }));
+    let selecting = null;
+    const select = (replace) => {
+      clearTimeout(selecting);
+      setParams({ selector: $("#jobs-selector").value.trim(), ...firstPage("") }, { replace });
+    };
+    $("#jobs-selector").addEventListener("input", () => {
+      clearTimeout(selecting);
+      selecting = setTimeout(() => select(true), TYPING_MS);
+    });
+    $("#jobs-selector").addEventListener("keydown", (event) => {
+      if (event.key === "Enter") select(false);
+    });
+    for (const button of document.querySelectorAll("#jobs-bulk [data-bulk]")) {
+      button.addEventListener("click", (event) => askBulk(event.currentTarget.dataset.bulk, event.currentTarget));
+    }
+    $("#bulk-confirm-typed").addEventListener("input", (event) => {
+      $("#bulk-confirm-yes").disabled = event.currentTarget.value.trim() !== String(bulk.count);
+    });
+    $("#bulk-confirm-yes").addEventListener("click", (event) => runBulk(event.currentTarget));
+    $("#bulk-confirm-no").addEventListener("click", () => {
+      bulk.action = null;
+      show($("#bulk-confirm"), false);
+    });
     $("#jobs-project").addEventListener("change", (event) => setParams({ project: event.currentTarget.value, ...firstPage("") }));
     $("#exec-filters").addEventListener("submit", (event) => event.preventDefault());
     $("#exec-state").replaceChildren(el("option", { value: "", text: "Any" }), ...STATES.map((state) => el("option", { value: state, text: state })));
