@@ -22,6 +22,7 @@ from harness.sqlite_fake import SynchronousConnectionPool
 from scheduler0.cluster.handover import Handover
 from scheduler0.cluster.ownership import Ownership
 from scheduler0.scheduler.service import SchedulerService
+from scheduler0.scheduler.spec import execution_id_at, slot_milliseconds
 from scheduler0.store.commands import Command
 from scheduler0.store.executions import ExecutionStore
 from scheduler0.store.state import StateStore
@@ -52,6 +53,7 @@ class ClusterNode:
         case.result(self.executions.open())
         self.proposer = FakeProposer()
         self.executor = FakeExecutor()
+        self.executor.clock = case.clock
         self.scheduler = SchedulerService(
             case.clock,
             case.state,
@@ -203,6 +205,18 @@ class HandoverMovedOnTests(StateCase):
         self.assertEverySlot(1, 44)
         # What node 2 reported sent is not sent again.
         self.assertNotIn(second(14), new.slots())
+        # Late, at node 1's gap check, with the slot's own execution id.
+        (late,) = [
+            (d, at)
+            for d, at in zip(new.executor.submitted, new.executor.turns, strict=True)
+            if d.scheduled_at == second(18)
+        ]
+        self.assertGreaterEqual(late[1], START.timestamp() + 20 + GAP_CHECK_S)
+        self.assertLess(late[1], START.timestamp() + 21 + GAP_CHECK_S)
+        self.assertEqual(
+            late[0].execution_id,
+            execution_id_at(JOB, slot_milliseconds(START + timedelta(seconds=18))),
+        )
 
     def test_moved_back_to_the_old_owner_come_back_before_the_gap_check(self) -> None:
         """
