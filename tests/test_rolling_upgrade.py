@@ -7,9 +7,12 @@ C{@every 1s} jobs fire (README, "Upgrading").
 
 Each node in turn (a follower, the leader, the other follower) is stopped
 with SIGTERM and started on this release with the same data directory and
-config; the test waits until it is ready again and holds its share of the
-jobs. Snapshots are taken every few entries, so a node that comes back is
-sent one by a leader of the previous release; before the last node, a
+config; the test waits until it is ready again (GET /healthcheck), not
+for the jobs to be rebalanced: the next node may be stopped just before
+the instant at which it was to hand jobs to the one back, and those jobs
+move on again within the gap check. Snapshots are taken every few
+entries, so a node that comes back is sent one by a leader of the
+previous release; before the last node, a
 leader of this release is made to lead it, and it is left behind (stopped
 while the leader commits writes, then started again on the previous
 release) so that it is sent a snapshot of this release's state, which it
@@ -165,27 +168,6 @@ class RollingUpgradeTests(TestCase):
             version=2,
         )
 
-    async def settled(self, node_id: int) -> None:
-        """
-        Wait until node C{node_id}, back, holds its share of the jobs (the
-        shares differ by one at most) and the slots of every job up to two
-        seconds later have arrived: the handovers that gave it its share are
-        past their instants (README, Upgrading: what to wait for before
-        stopping the next node).
-        """
-
-        async def balanced() -> bool:
-            view = await self.cluster_view(node_id)
-            owned = {m["node_id"]: m["owned_jobs"] for m in view["members"]}
-            return (
-                owned.get(node_id, 0) >= 1
-                and sum(owned.values()) == JOBS
-                and max(owned.values()) - min(owned.values()) <= 1
-            )
-
-        await wait_for(reactor, balanced, timeout=30, what=f"node {node_id} holding its share")
-        await self.delivered_through(reactor.seconds() + 2)
-
     async def lead_with_this_release(self, old: int, new: list[int]) -> int:
         """
         Make one of the nodes C{new} (this release) the leader while node
@@ -213,7 +195,6 @@ class RollingUpgradeTests(TestCase):
         await self.write_behind(old)
         await self.cluster.start(ids=[old])
         await self.ready(old)
-        await self.settled(old)
         await self.installed_a_snapshot(old)
 
     async def write_behind(self, stopped: int) -> None:
@@ -273,7 +254,6 @@ class RollingUpgradeTests(TestCase):
             await cluster.start(ids=[node_id])
             health = await self.ready(node_id)
             self.assertEqual(health["reads_entry_version"], 2)
-            await self.settled(node_id)
             # Sent by a leader of the previous release (the first time) or of
             # this one: this release installs either.
             await self.installed_a_snapshot(node_id)

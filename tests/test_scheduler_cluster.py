@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from scheduler0.cluster.handover import Handover
 from scheduler0.cluster.leader import plan_moves
+from scheduler0.cluster.ownership import TakenUp
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.store.commands import Command, Result
 from scheduler0.timeutil import format_instant
@@ -59,15 +60,16 @@ class FakeOwnership:
     def last_slots_of(self, uuids: list[str]) -> Any:
         return succeed({u: self.progress[u] for u in uuids if u in self.progress})
 
-    def last_slots_before(
-        self, uuids: list[str], until: str, assigned_at: int | None = None
-    ) -> Any:
-        """From what the cluster knows was done: C{recorded[uuid]}, a list of slots."""
+    def last_slots_before(self, taken_up: list[TakenUp]) -> Any:
+        """
+        From what the cluster knows was done: C{recorded[uuid]}, the slots
+        the old owner fired (all before the instant it handed the job over at).
+        """
         found = {}
-        for u in uuids:
-            before = [slot for slot in self.recorded.get(u, ()) if slot < until]
+        for job in taken_up:
+            before = self.recorded.get(job.uuid)
             if before:
-                found[u] = max(before)
+                found[job.uuid] = max(before)
         return succeed(found)
 
     def jobs(self, uuids: list[str]) -> Any:

@@ -426,6 +426,15 @@ class HandoverGapTests(FaninCase):
 
         return Ownership(store, self.local(NOW, 100), 1)
 
+    def taken_up(self, store: StateStore, uuid: str, assigned: int) -> list[Any]:
+        """The job as node 1 reads it when it takes it up after the move at C{assigned}."""
+        from scheduler0.cluster.ownership import TakenUp
+
+        ownership = self.ownership(store)
+        (job,) = self.result(ownership.owned_jobs([uuid]))
+        last_slot = self.result(ownership.last_slots_of([uuid])).get(uuid)
+        return [TakenUp.of(job, last_slot, assigned)]
+
     def handed_over(self) -> tuple[StateStore, str, int]:
         """A job node 2 held since index 3, handed to node 1 at index 5 (at NOW + 1 min)."""
         store = self.with_jobs()
@@ -440,8 +449,9 @@ class HandoverGapTests(FaninCase):
     def test_the_old_owners_later_report_says_how_far_it_got(self) -> None:
         """A report made after the handover, in the run that held the job, is used."""
         store, uuid, assigned = self.handed_over()
+        taken_up = self.taken_up(store, uuid, assigned)
         self.ok(store, "record_progress", marks=[[2, at(2), 3, 5]])
-        found = self.result(self.ownership(store).last_slots_before([uuid], at(1), assigned))
+        found = self.result(self.ownership(store).last_slots_before(taken_up))
         self.assertEqual(found, {uuid: at(2 - 1 / 60000)})
 
     def test_a_report_from_a_run_begun_after_the_handover_is_not_used(self) -> None:
@@ -450,15 +460,36 @@ class HandoverGapTests(FaninCase):
         report says nothing of it, and only what was committed at the move counts.
         """
         store, uuid, assigned = self.handed_over()
+        taken_up = self.taken_up(store, uuid, assigned)
         self.ok(store, "record_progress", marks=[[1, at(0), 3, 3]])  # index 6
         self.ok(store, "record_progress", marks=[[2, at(2), 6, 6]])
-        found = self.result(self.ownership(store).last_slots_before([uuid], at(1), assigned))
+        found = self.result(self.ownership(store).last_slots_before(taken_up))
         self.assertEqual(found, {uuid: at(0.5 - 1 / 60000)})
 
-    def test_a_job_moved_again_since_keeps_only_what_was_committed(self) -> None:
-        """When the job moved on after the handover, the old owner's reports are not read."""
+    def test_a_job_moved_on_since_keeps_what_its_old_owner_reported(self) -> None:
+        """
+        When the job moved on after the handover, what was committed for it
+        at that move (the next owner's report, for slots after the instant)
+        says nothing of the slots before the instant: the old owner's reports
+        from the run that held the job still do.
+        """
         store, uuid, assigned = self.handed_over()
-        self.ok(store, "record_progress", marks=[[2, at(2), 3, 5]])
+        taken_up = self.taken_up(store, uuid, assigned)
+        self.ok(store, "record_progress", marks=[[2, at(1.5), 3, 5], [1, at(3), 3, 5]])
         self.ok(store, "assign_jobs", moves=[[uuid, 2]], handover_at=None)
-        found = self.result(self.ownership(store).last_slots_before([uuid], at(1), assigned))
+        self.assertEqual(self.result(store.job_progress([uuid])), {uuid: at(3 - 1 / 60000)})
+        found = self.result(self.ownership(store).last_slots_before(taken_up))
+        self.assertEqual(found, {uuid: at(1.5 - 1 / 60000)})
+
+    def test_a_row_changed_by_a_later_move_names_no_old_owner(self) -> None:
+        """
+        Read after the job had moved on, the row's old owner is not the one
+        that owed the slots before the instant: only what was known counts.
+        """
+        store, uuid, assigned = self.handed_over()
+        self.ok(store, "assign_jobs", moves=[[uuid, 2]], handover_at=None)  # index 6
+        self.ok(store, "assign_jobs", moves=[[uuid, 1]], handover_at=None)  # index 7
+        self.ok(store, "record_progress", marks=[[2, at(2), 3, 6]])
+        taken_up = self.taken_up(store, uuid, assigned)
+        found = self.result(self.ownership(store).last_slots_before(taken_up))
         self.assertEqual(found, {uuid: at(0.5 - 1 / 60000)})

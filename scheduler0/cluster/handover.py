@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from scheduler0.cluster.ownership import OwnershipView
+from scheduler0.cluster.ownership import OwnershipView, TakenUp
 from scheduler0.store.commands import Command, Op, Result
 from scheduler0.timeutil import format_instant, parse_instant, utc_from_timestamp
 
@@ -388,13 +388,15 @@ class Handover:
             if until is not None and self.gap_check_s is not None:
                 # Should the old owner fail before the instant, the slots it
                 # owed would fall between the two: look once its records had
-                # time to reach the cluster, and fire what is missing.
+                # time to reach the cluster, and fire what is missing. What
+                # was known of the old owner now is kept for the look: the
+                # job may move on meanwhile, and what is committed for it
+                # then speaks only for slots after the instant.
                 self.clock.callLater(
                     max(0.0, until.timestamp() - self.clock.seconds()) + self.gap_check_s,
                     self._check_handover_gap,
-                    [job["uuid"] for job in jobs],
+                    [TakenUp.of(job, last_slots.get(job["uuid"]), assigned_at) for job in jobs],
                     until,
-                    assigned_at,
                 )
         scheduler.arm()
 
@@ -419,24 +421,19 @@ class Handover:
 
     # -- slots an old owner left ------------------------------------------------
 
-    def _check_handover_gap(
-        self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
-    ) -> None:
+    def _check_handover_gap(self, taken_up: list[TakenUp], until: datetime) -> None:
         if not self._scheduler.following():
             return
-        Deferred.fromCoroutine(self._fill_handover_gap(job_uuids, until, assigned_at)).addErrback(
+        Deferred.fromCoroutine(self._fill_handover_gap(taken_up, until)).addErrback(
             lambda f: log.failure("checking a handover for missed slots failed", f)
         )
 
-    async def _fill_handover_gap(
-        self, job_uuids: list[str], until: datetime, assigned_at: int | None = None
-    ) -> None:
+    async def _fill_handover_gap(self, taken_up: list[TakenUp], until: datetime) -> None:
         """Fire the slots before a handover instant that their old owner did not report done."""
-        last_slots = await self.ownership.last_slots_before(
-            job_uuids, format_instant(until), assigned_at=assigned_at
-        )
+        last_slots = await self.ownership.last_slots_before(taken_up)
         # Whoever owns the job now: the slots before the instant were this
         # node's to take over, even if the job has moved on since.
+        job_uuids = [job.uuid for job in taken_up]
         jobs = {job["uuid"]: job for job in await self.ownership.jobs(job_uuids)}
         now = utc_from_timestamp(self.clock.seconds())
         filled = 0
