@@ -2,4 +2,4 @@
 Scheduler0: a distributed cron-job server on Twisted, Raft and SQLite.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

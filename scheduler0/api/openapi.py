@@ -34,6 +34,7 @@ from scheduler0.api.validation import (
 from scheduler0.labels import KEY_PATTERN, MAX_LABELS, SELECTOR_PATTERN, VALUE_PATTERN
 from scheduler0.model import CONCURRENCY_POLICIES, EXECUTION_STATES
 from scheduler0.readiness import CODES as READINESS_CODES
+from scheduler0.versions import RELEASE
 
 MAX_JOBS_PER_REQUEST = 10_000
 
@@ -941,7 +942,7 @@ def _operation(route: Route) -> dict:
     return operation
 
 
-def build_openapi(routes: tuple[Route, ...] = ROUTES, version: str = "0.1.0") -> dict:
+def build_openapi(routes: tuple[Route, ...] = ROUTES, version: str = RELEASE) -> dict:
     """The OpenAPI 3.1 document for C{routes}, served under both path prefixes."""
     paths: dict[str, dict] = {}
     for route in routes:
