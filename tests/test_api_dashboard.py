@@ -84,11 +84,11 @@ class NamePrefixTests(_APICase):
         self.assertEqual(self.h.dump(), before)
 
     def test_the_prefix_is_a_range_of_a_name_index(self) -> None:
-        """SQLite answers the filter from a name index, alone or in a project, not job by job."""
+        """SQLite answers the filter from the name index, alone or in a project, not job by job."""
         connection = self.h.state.pool._connection
         for filters, index in (
             ({}, "jobs_by_name"),
-            ({"project_uuid": self.project}, "jobs_by_project_name"),
+            ({"project_uuid": self.project}, "jobs_by_name"),
         ):
             statements: list[str] = []
             connection.set_trace_callback(statements.append)

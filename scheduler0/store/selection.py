@@ -120,7 +120,9 @@ def job_source(
         where.append(range_sql)
         params.extend(range_params)
     if project_uuid is not None:
-        where.append("project_uuid = ?")
+        # With a name prefix, "+" keeps SQLite on the name index: a prefix
+        # range is at most as large as the project, and usually far smaller.
+        where.append("+project_uuid = ?" if name_prefix else "project_uuid = ?")
         params.append(project_uuid)
     if project_uuids is not None:
         wanted = sorted(project_uuids)
