@@ -48,6 +48,7 @@ from scheduler0.ports import (
 from scheduler0.readiness import CODES as READINESS_CODES
 from scheduler0.store.commands import Op, Result
 from scheduler0.timeutil import parse_instant
+from scheduler0.versions import ENTRY_VERSION
 
 #: Why an API request's credentials were refused (scheduler0.api.auth).
 AUTH_FAILURE_REASONS = ("unknown_key", "wrong_secret", "archived", "admin_rejected")
@@ -435,6 +436,7 @@ class NodeMetrics:
             role, term, leader_id = "leader", 1, self.node_id
             commit, lease_valid, peers, reachable = applied, True, 0, 0
             clock_offset: float | None = 0.0
+            entry_version = getattr(self.proposer, "entry_version", None)
         else:
             status = cluster.local_status()
             role, term = status["role"], status["term"]
@@ -442,6 +444,7 @@ class NodeMetrics:
             commit, applied = status["commit_index"], status["applied_index"]
             lease_valid = status["lease_valid"]
             clock_offset = status.get("clock_offset_s")
+            entry_version = status.get("entry_version")
             others = [m for m in cluster.member_ids() if m != self.node_id]
             peers = len(others)
             reachable = cluster.reachable_peers()
@@ -489,6 +492,18 @@ class NodeMetrics:
             " (0 on the leader and a single node; NaN: not measured yet). Beyond"
             " MaxClockOffsetMs the node fires nothing.",
             float("nan") if clock_offset is None else clock_offset,
+        )
+        yield _gauge(
+            "scheduler0_entry_version",
+            "The Raft entry version the cluster writes, as this node has applied it (README,"
+            " Upgrading; NaN: not known yet). Below scheduler0_reads_entry_version while a"
+            " member runs an older release.",
+            float("nan") if entry_version is None else entry_version,
+        )
+        yield _gauge(
+            "scheduler0_reads_entry_version",
+            "The newest Raft entry version this node's release reads.",
+            ENTRY_VERSION,
         )
 
     def _records_held(self) -> Iterable[Metric]:

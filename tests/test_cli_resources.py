@@ -257,6 +257,8 @@ class JobCommandTests(ResourceCommandTestCase):
         self.assertIn("succeeded", row)
         self.assertEqual(self.run_cli("jobs", "list", "--active"), 0)
         self.assertEqual(self.node.calls[1]["query"]["paused"], "false")
+        self.assertEqual(self.run_cli("jobs", "list", "--name-prefix", "nightly-"), 0)
+        self.assertEqual(self.node.calls[2]["query"]["name_prefix"], "nightly-")
 
     def test_list_json(self) -> None:
         """--json prints the items as JSON."""

@@ -7,6 +7,7 @@ real Prometheus text parser.
 
 from __future__ import annotations
 
+import math
 import os
 from base64 import b64encode
 from datetime import timedelta
@@ -25,6 +26,7 @@ from scheduler0.metrics import CONTENT_TYPE, LATENCY_BUCKETS, NodeMetrics
 from scheduler0.scheduler.service import SchedulerService
 from scheduler0.store.commands import Command, Result
 from scheduler0.timeutil import format_instant
+from scheduler0.versions import ENTRY_VERSION
 from tests.support.api import Harness as APIHarness
 from tests.support.executor import Harness as ExecutorHarness
 from tests.support.executor import delivery as make_delivery
@@ -140,6 +142,7 @@ class FakeCluster:
     core: FakeCore = attrs.field(factory=FakeCore)
     members: tuple[int, ...] = (1, 2, 3)
     config: Any = attrs.field(factory=lambda: SimpleNamespace(node_id=1))
+    entry_version: int | None = 2
 
     def local_status(self) -> dict:
         return {
@@ -150,6 +153,7 @@ class FakeCluster:
             "commit_index": 40,
             "applied_index": 39,
             "lease_valid": self.role == "follower",
+            "entry_version": self.entry_version,
         }
 
     def member_ids(self) -> set[int]:
@@ -461,6 +465,17 @@ class NodeStateTests(SynchronousTestCase):
         self.assertEqual(value(samples, "scheduler0_raft_leader_id"), 0)
         self.assertEqual(value(samples, "scheduler0_raft_role", role="candidate"), 1)
         self.assertEqual(value(samples, "scheduler0_lease_valid"), 0)
+
+    def test_the_entry_version_the_cluster_writes_and_the_one_this_node_reads(self) -> None:
+        """
+        During a rolling upgrade the cluster writes an older entry version than
+        this node reads (README, Upgrading); NaN before the node knows it.
+        """
+        samples = scrape(NodeMetrics(Clock(), 1, cluster=FakeCluster(entry_version=1)))
+        self.assertEqual(value(samples, "scheduler0_entry_version"), 1)
+        self.assertEqual(value(samples, "scheduler0_reads_entry_version"), ENTRY_VERSION)
+        samples = scrape(NodeMetrics(Clock(), 1, cluster=FakeCluster(entry_version=None)))
+        self.assertTrue(math.isnan(value(samples, "scheduler0_entry_version")))
 
     def test_peers_are_reachable_when_heard_within_the_election_timeout(self) -> None:
         """A peer heard 0.4 s ago is reachable, one heard 0.6 s ago (past 0.5 s) is not."""
@@ -870,6 +885,8 @@ class SingleNodeMetricsTests(TestCase):
         self.assertEqual(value(samples, "scheduler0_jobs_active"), 2)
         self.assertGreater(value(samples, "scheduler0_raft_applied_index"), 0)
         self.assertEqual(value(samples, "scheduler0_ready"), 1)
+        # A single node writes the entry version of its release.
+        self.assertEqual(value(samples, "scheduler0_entry_version"), ENTRY_VERSION)
 
         code, content_type, _ = await get_metrics(headers=headers)
         self.assertEqual((code, content_type), (200, CONTENT_TYPE))

@@ -185,6 +185,11 @@ def add_resource_commands(
     state.add_argument("--paused", action="store_true", default=None, help="only paused jobs")
     state.add_argument("--active", action="store_true", help="only active jobs")
     _selector_option(sub, "only the jobs it selects")
+    sub.add_argument(
+        "--name-prefix",
+        metavar="TEXT",
+        help="only jobs whose name starts with TEXT (case-sensitive)",
+    )
     _limit_option(sub)
     sub = command(jobs, "get", "show one job", _jobs_get)
     sub.add_argument("uuid")
@@ -709,6 +714,7 @@ def _jobs_list(context: Context, client: Client) -> int:
         project_uuid=args.project,
         paused=paused,
         selector=args.selector,
+        name_prefix=args.name_prefix,
     )
     return _show_list(context, pages, total, JOB_COLUMNS, "jobs")
 
