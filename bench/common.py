@@ -29,6 +29,7 @@ from harness.process import (
     client_headers,
     http_client,
     prepare_single_node,
+    run_cli,
 )
 
 RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
@@ -53,6 +54,32 @@ async def within(reactor: Any, d: Deferred, seconds: float, what: str) -> Any:
         return await d.addTimeout(seconds, reactor)
     except DeferredTimeout:
         raise TimeoutError(f"{what}: nothing within {seconds:g} s") from None
+
+
+async def credential_and_project(
+    http: Any, url: str, workdir: str, config_path: str, name: str
+) -> tuple[dict[str, str], str]:
+    """
+    A client credential made with the real CLI for the node of C{config_path}
+    (its headers) and a project C{name} created with it on the node at C{url}.
+    """
+    out, err, code = await run_cli(
+        workdir, "create", "credential", "--json", "--config", config_path
+    )
+    if code:
+        raise SystemExit(f"create credential failed: {err}")
+    credential = json.loads(out)
+    headers = {
+        "x-api-key": credential["api_key"],
+        "x-secret-key": credential["api_secret"],
+        "content-type": "application/json",
+    }
+    response = await http.post(
+        url + "/projects",
+        data=json.dumps({"name": name, "description": ""}).encode(),
+        headers=headers,
+    )
+    return headers, (await response.json())["data"]["uuid"]
 
 
 def scratch_dir(prefix: str) -> Any:

@@ -48,7 +48,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater, react
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from bench.common import distribution, machine_facts, print_json_path, table, write_result
+from bench.common import (
+    credential_and_project,
+    distribution,
+    machine_facts,
+    print_json_path,
+    table,
+    write_result,
+)
 from harness.process import NodeProcess, free_port, run_cli
 
 SPECS = ("@hourly", "0 */6 * * *", "@every 10m")
@@ -126,23 +133,9 @@ class LabelsBench:
             raise SystemExit(f"credential init failed: {err}")
         self.node = NodeProcess(reactor, self.workdir, config_path, http_port)
         await self.node.start(timeout=60)
-        out, err, code = await run_cli(
-            self.workdir, "create", "credential", "--json", "--config", config_path
+        self.headers, self.project = await credential_and_project(
+            self.http, self.node.url, self.workdir, config_path, "labels"
         )
-        if code:
-            raise SystemExit(f"create credential failed: {err}")
-        credential = json.loads(out)
-        self.headers = {
-            "x-api-key": credential["api_key"],
-            "x-secret-key": credential["api_secret"],
-            "content-type": "application/json",
-        }
-        response = await self.http.post(
-            self.node.url + "/projects",
-            data=json.dumps({"name": "labels", "description": ""}).encode(),
-            headers=self.headers,
-        )
-        self.project = (await response.json())["data"]["uuid"]
 
     async def fill(self) -> None:
         args = self.args
